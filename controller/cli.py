@@ -1,0 +1,144 @@
+"""The ``llmctl`` command line: global options, ``db``, ``apply``, ``export`` and the sub-apps.
+
+The entry point of the console script. Commands are thin: they parse options, call the domain
+through `controller.runner`, and print. Exit codes: 0 success, 1 a service could not be used
+(database unreachable), 2 invalid input (nothing written).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from collections.abc import Callable
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from alembic.util import CommandError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import migrations
+from controller import declare, runner
+from runtimestate import database, manifest, store
+
+app = typer.Typer(
+    name="llmctl",
+    help="Declare which models your Ollama, vLLM and cloud backends serve; llmctl converges them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(declare.backend_app, name="backend")
+app.add_typer(declare.model_app, name="model")
+app.add_typer(declare.pool_app, name="pool")
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="LLMCTL_DATABASE_URL",
+            help="sqlite:///path/file.db or postgresql://user@host/db "
+            "[default: a SQLite file in the user's data directory]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = runner.Env(database_url=database_url or runner.default_database_url())
+
+
+def _env(ctx: typer.Context) -> runner.Env:
+    env = ctx.find_root().obj
+    assert isinstance(env, runner.Env)
+    return env
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision")] = "head"
+) -> None:
+    """Apply the database migrations (idempotent)."""
+    env = _env(ctx)
+    _migrate(env, lambda: migrations.upgrade(env.database_url, revision))
+    env.out.print(f"database at revision {migrations.current(env.database_url)}", highlight=False)
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision, or base")]
+) -> None:
+    """Revert the database migrations down to REVISION (``base`` drops every llmctl table)."""
+    env = _env(ctx)
+    _migrate(env, lambda: migrations.downgrade(env.database_url, revision))
+    env.out.print(f"database at revision {migrations.current(env.database_url)}", highlight=False)
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Print the revision the database is at, and the newest one this llmctl knows."""
+    env = _env(ctx)
+    _migrate(env, lambda: None)
+    current = migrations.current(env.database_url)
+    env.out.print(f"current: {current or 'none'}  head: {migrations.head()}", highlight=False)
+
+
+def _migrate(env: runner.Env, action: Callable[[], None]) -> None:
+    try:
+        database.parse(env.database_url)
+        action()
+    except (database.DatabaseUrlError, CommandError) as exc:
+        env.fail(str(exc))
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        env.fail(f"cannot use the database at {database.redact(env.database_url)}: {exc.orig}", 1)
+
+
+@app.command("apply")
+def apply(
+    ctx: typer.Context,
+    file: Annotated[
+        str, typer.Option("--file", "-f", help="YAML file of llmctl/v1 documents; - for stdin")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the diff, write nothing")
+    ] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Delete declared objects absent from the file")
+    ] = False,
+) -> None:
+    """Apply a declarative file in one transaction; the whole file is validated first."""
+    env = _env(ctx)
+    try:
+        text = sys.stdin.read() if file == "-" else pathlib.Path(file).read_text()
+        parsed = manifest.parse(text)
+    except OSError as exc:
+        env.fail(f"cannot read {file}: {exc.strerror}")
+    except manifest.ManifestError as exc:
+        env.fail(f"{file} is not valid, nothing was applied:\n  " + "\n  ".join(exc.problems))
+
+    async def work(session: AsyncSession) -> list[manifest.Change]:
+        return await manifest.apply(session, parsed, prune=prune, dry_run=dry_run)
+
+    changes = runner.transaction(env, work)
+    suffix = " (dry run)" if dry_run else ""
+    for change in changes:
+        fields = f" ({', '.join(change.fields)})" if change.fields else ""
+        env.out.print(
+            f"{change.kind}/{change.name} {change.action.value}{fields}{suffix}", highlight=False
+        )
+
+
+@app.command("export")
+def export(ctx: typer.Context) -> None:
+    """Print the desired state as a file that ``llmctl apply -f`` accepts unchanged."""
+    env = _env(ctx)
+    state = runner.transaction(env, store.load)
+    env.out.out(manifest.export(state), highlight=False, end="")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,332 @@
+"""The declaring commands: ``llmctl backend|model|pool ...``.
+
+Each command validates its options, runs one transaction through `controller.runner`, and
+prints either a kubectl-style confirmation (``backend/gpu-1 created``) or a document in the
+chosen output format. Invalid input exits 2 with a message naming the field; nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller import output, runner
+from runtimestate import credentials, desired, spec, store
+
+backend_app = typer.Typer(help="Declare the backends llmctl manages.", no_args_is_help=True)
+model_app = typer.Typer(help="Declare the models backends should serve.", no_args_is_help=True)
+pool_app = typer.Typer(
+    help="Group backends and models: a backend serves its pools' models.", no_args_is_help=True
+)
+
+OutputOpt = Annotated[output.Format, typer.Option("--output", "-o", help="table, json or yaml")]
+PoolOpt = Annotated[
+    list[str] | None,
+    typer.Option("--pool", help="Pool to join (repeatable); default: the default pool"),
+]
+NoPoolOpt = Annotated[bool, typer.Option("--no-pool", help="Join no pool (observe only)")]
+
+
+def _env(ctx: typer.Context) -> runner.Env:
+    env = ctx.find_root().obj
+    assert isinstance(env, runner.Env)
+    return env
+
+
+def _pools(
+    env: runner.Env, pools: list[str] | None, no_pool: bool, default: Sequence[str] | None
+) -> Sequence[str] | None:
+    if pools and no_pool:
+        env.fail("--pool and --no-pool contradict each other; give one of them")
+    if no_pool:
+        return ()
+    return pools if pools else default
+
+
+def _credentials(
+    env: runner.Env, api_key_env: str | None, api_key_stdin: bool
+) -> spec.Credentials | None:
+    if api_key_env and api_key_stdin:
+        env.fail("--api-key-env and --api-key-stdin contradict each other; give one of them")
+    try:
+        if api_key_env:
+            return spec.Credentials(spec.CredentialKind.ENV, env_var=spec.env_var(api_key_env))
+        if api_key_stdin:
+            secret_key = credentials.require_secret_key(env.environ)
+            return credentials.encrypt(runner.read_stdin(), secret_key)
+    except runner.USER_ERRORS as exc:
+        env.fail(str(exc))
+    return None
+
+
+def _labels(env: runner.Env, base: dict[str, str], items: list[str] | None) -> dict[str, str]:
+    labels = dict(base)
+    for item in items or []:
+        if item.endswith("-") and "=" not in item:
+            labels.pop(item[:-1], None)
+            continue
+        try:
+            key, value = spec.parse_label(item)
+        except spec.SpecError as exc:
+            env.fail(str(exc))
+        labels[key] = value
+    return labels
+
+
+# --- backend ---------------------------------------------------------------------------------
+
+
+@backend_app.command("add")
+def backend_add(
+    ctx: typer.Context,
+    name: str,
+    url: Annotated[str, typer.Option("--url", help="http(s) base URL, may carry a path prefix")],
+    type_: Annotated[str, typer.Option("--type", help="ollama, vllm, openai or gemini")],
+    pool: PoolOpt = None,
+    no_pool: NoPoolOpt = False,
+    prune: Annotated[str, typer.Option(help="none, managed or all")] = "managed",
+    max_pulls: Annotated[
+        int, typer.Option("--max-pulls", help="Concurrent pulls on this backend")
+    ] = 1,
+    label: Annotated[list[str] | None, typer.Option("--label", help="k=v (repeatable)")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option("--api-key-env", help="Read the key from this variable")
+    ] = None,
+    api_key_stdin: Annotated[
+        bool, typer.Option("--api-key-stdin", help="Read the key from stdin; stored encrypted")
+    ] = False,
+) -> None:
+    """Declare a backend (generation 1). It joins the default pool unless told otherwise."""
+    env = _env(ctx)
+    pools = _pools(env, pool, no_pool, [spec.DEFAULT_POOL])
+    assert pools is not None
+    labels = _labels(env, {}, label)
+    creds = _credentials(env, api_key_env, api_key_stdin)
+
+    async def work(session: AsyncSession) -> spec.Backend:
+        value = spec.make_backend(
+            name, type_, url, labels=labels, prune=prune, max_pulls=max_pulls, credentials=creds
+        )
+        return await store.add_backend(session, value, pools)
+
+    runner.transaction(env, work)
+    env.out.print(f"backend/{name} created", highlight=False)
+
+
+@backend_app.command("update")
+def backend_update(
+    ctx: typer.Context,
+    name: str,
+    url: Annotated[str | None, typer.Option("--url")] = None,
+    type_: Annotated[str | None, typer.Option("--type")] = None,
+    pool: Annotated[
+        list[str] | None, typer.Option("--pool", help="Set the pools exactly (repeatable)")
+    ] = None,
+    no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
+    prune: Annotated[str | None, typer.Option()] = None,
+    max_pulls: Annotated[int | None, typer.Option("--max-pulls")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="k=v sets, k- removes")] = None,
+    api_key_env: Annotated[str | None, typer.Option("--api-key-env")] = None,
+    api_key_stdin: Annotated[bool, typer.Option("--api-key-stdin")] = False,
+    no_api_key: Annotated[
+        bool, typer.Option("--no-api-key", help="Forget the credentials")
+    ] = False,
+) -> None:
+    """Change a backend; the generation goes up when its spec really changes."""
+    env = _env(ctx)
+    pools = _pools(env, pool, no_pool, None)
+    new_creds = _credentials(env, api_key_env, api_key_stdin)
+    if no_api_key and new_creds is not None:
+        env.fail("--no-api-key contradicts --api-key-env/--api-key-stdin; give one of them")
+
+    async def work(session: AsyncSession) -> bool:
+        old = (await store.get_backend(session, name)).spec
+        value = spec.make_backend(
+            name,
+            type_ if type_ is not None else old.type,
+            url if url is not None else old.url,
+            labels=_labels(env, dict(old.labels), label),
+            prune=prune if prune is not None else old.prune,
+            max_pulls=max_pulls if max_pulls is not None else old.max_pulls,
+            credentials=None if no_api_key else (new_creds or old.credentials),
+        )
+        _, changed = await store.update_backend(session, value, pools)
+        return changed
+
+    changed = runner.transaction(env, work)
+    env.out.print(f"backend/{name} {'updated' if changed else 'unchanged'}", highlight=False)
+
+
+@backend_app.command("list")
+def backend_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
+    """List the declared backends."""
+    env = _env(ctx)
+    state = runner.transaction(env, store.load)
+    docs = [output.backend_doc(b, state) for b in state.backends]
+    output.render_list("backend", docs, fmt, env.out)
+
+
+@backend_app.command("get")
+def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
+    """Show a backend's spec and the models desired on it (from its pools)."""
+    env = _env(ctx)
+    state = runner.transaction(env, store.load)
+    backend = state.backend(name)
+    if backend is None:
+        env.fail(str(store.NotFound("backend", name)))
+    doc = output.backend_doc(backend, state)
+    doc["desiredModels"] = [m.name for m in state.models_for(name)]
+    output.render_one(doc, fmt, env.out)
+
+
+@backend_app.command("delete")
+def backend_delete(ctx: typer.Context, name: str) -> None:
+    """Delete a backend. Its pending downloads are cancelled by the next cycle."""
+    env = _env(ctx)
+    runner.transaction(env, lambda s: store.delete_backend(s, name))
+    env.out.print(f"backend/{name} deleted", highlight=False)
+
+
+# --- model -----------------------------------------------------------------------------------
+
+
+@model_app.command("add")
+def model_add(
+    ctx: typer.Context,
+    name: str,
+    pool: PoolOpt = None,
+    no_pool: NoPoolOpt = False,
+    context_length: Annotated[
+        int | None, typer.Option("--context-length", help="Override the context length")
+    ] = None,
+    capability: Annotated[
+        list[str] | None,
+        typer.Option("--capability", help="chat, embed, prompt or stream (repeatable)"),
+    ] = None,
+) -> None:
+    """Declare a model. It joins the default pool unless told otherwise."""
+    env = _env(ctx)
+    pools = _pools(env, pool, no_pool, [spec.DEFAULT_POOL])
+    assert pools is not None
+    try:
+        value = spec.ModelSpec(name, context_length, spec.capabilities(capability))
+    except spec.SpecError as exc:
+        env.fail(str(exc))
+    runner.transaction(env, lambda s: store.add_model(s, value, pools))
+    env.out.print(f"model/{name} created", highlight=False)
+
+
+def _model_listing(state: desired.DesiredState) -> list[dict[str, object]]:
+    return [output.model_doc(m, state) for m in state.models]
+
+
+@model_app.command("list")
+def model_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
+    """List the declared models."""
+    env = _env(ctx)
+    state = runner.transaction(env, store.load)
+    output.render_list("model", _model_listing(state), fmt, env.out)
+
+
+@model_app.command("get")
+def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
+    """Show a model (``llama3`` finds ``llama3:latest``) and the backends it is desired on."""
+    env = _env(ctx)
+    state = runner.transaction(env, store.load)
+    try:
+        model = state.model(name)
+    except runner.USER_ERRORS as exc:
+        env.fail(str(exc))
+    if model is None:
+        env.fail(str(store.NotFound("model", name)))
+    doc = output.model_doc(model, state)
+    doc["backends"] = [b.name for b in state.backends if model in state.models_for(b.name)]
+    output.render_one(doc, fmt, env.out)
+
+
+@model_app.command("delete")
+def model_delete(ctx: typer.Context, name: str) -> None:
+    """Delete a model declaration (what is installed on backends is left to the prune policy)."""
+    env = _env(ctx)
+    runner.transaction(env, lambda s: store.delete_model(s, name))
+    env.out.print(f"model/{name} deleted", highlight=False)
+
+
+# --- pool ------------------------------------------------------------------------------------
+
+
+@pool_app.command("create")
+def pool_create(
+    ctx: typer.Context,
+    name: str,
+    purpose: Annotated[str, typer.Option(help="What the pool is for")] = "",
+) -> None:
+    """Create an empty pool."""
+    env = _env(ctx)
+    runner.transaction(env, lambda s: store.create_pool(s, spec.PoolSpec(name, purpose)))
+    env.out.print(f"pool/{name} created", highlight=False)
+
+
+@pool_app.command("list")
+def pool_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
+    """List the pools with their members."""
+    env = _env(ctx)
+    state = runner.transaction(env, store.load)
+    output.render_list("pool", [output.pool_doc(p) for p in state.pools], fmt, env.out)
+
+
+@pool_app.command("get")
+def pool_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
+    """Show one pool."""
+    env = _env(ctx)
+    pool = runner.transaction(env, lambda s: store.get_pool(s, name))
+    output.render_one(output.pool_doc(pool), fmt, env.out)
+
+
+@pool_app.command("delete")
+def pool_delete(ctx: typer.Context, name: str) -> None:
+    """Delete a pool (its backends and models stay declared)."""
+    env = _env(ctx)
+    runner.transaction(env, lambda s: store.delete_pool(s, name))
+    env.out.print(f"pool/{name} deleted", highlight=False)
+
+
+def _membership(ctx: typer.Context, pool: str, member: bool, **target: str) -> None:
+    env = _env(ctx)
+    changed = runner.transaction(
+        env, lambda s: store.set_membership(s, pool, member=member, **target)
+    )
+    ((kind, name),) = target.items()
+    verb = (
+        ("added to" if member else "removed from")
+        if changed
+        else ("already in" if member else "not in")
+    )
+    env.out.print(f"{kind}/{name} {verb} pool/{pool}", highlight=False)
+
+
+@pool_app.command("add-backend")
+def pool_add_backend(ctx: typer.Context, pool: str, backend: str) -> None:
+    """Add a backend to a pool (idempotent)."""
+    _membership(ctx, pool, True, backend=backend)
+
+
+@pool_app.command("remove-backend")
+def pool_remove_backend(ctx: typer.Context, pool: str, backend: str) -> None:
+    """Remove a backend from a pool (idempotent)."""
+    _membership(ctx, pool, False, backend=backend)
+
+
+@pool_app.command("add-model")
+def pool_add_model(ctx: typer.Context, pool: str, model: str) -> None:
+    """Add a model to a pool (idempotent)."""
+    _membership(ctx, pool, True, model=model)
+
+
+@pool_app.command("remove-model")
+def pool_remove_model(ctx: typer.Context, pool: str, model: str) -> None:
+    """Remove a model from a pool (idempotent)."""
+    _membership(ctx, pool, False, model=model)

@@ -1,0 +1,117 @@
+"""The CLI's composition root: where a command gets its database and runs one transaction.
+
+Called by every CLI command. Resolves the database URL (``--database-url``,
+``LLMCTL_DATABASE_URL``, else a SQLite file in the user's data directory), makes sure the schema
+is current (an embedded SQLite database is migrated on first use; Postgres must be migrated with
+``llmctl db upgrade``), then runs the command's work in one transaction that commits only when
+the work returns normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import pathlib
+import sys
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
+
+import platformdirs
+import sqlalchemy as sa
+from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import migrations
+from runtimestate import credentials, database, manifest, names, spec, store
+
+T = TypeVar("T")
+
+
+class UsageError(ValueError):
+    """A command-line mistake that no lower layer can see (conflicting options, bad files)."""
+
+
+# Exceptions that mean "the user asked for something invalid": exit code 2, nothing written.
+USER_ERRORS = (
+    spec.SpecError,
+    store.StoreError,
+    manifest.ManifestError,
+    credentials.CredentialError,
+    database.DatabaseUrlError,
+    names.InvalidName,
+    UsageError,
+)
+
+
+def _width() -> int | None:
+    # Tables go to pipes and files whole, as kubectl's do; on a terminal rich fits them.
+    return None if sys.stdout.isatty() else 100_000
+
+
+def default_database_url() -> str:
+    directory = pathlib.Path(platformdirs.user_data_dir("llmctl", appauthor=False))
+    return f"sqlite:///{directory / 'llmctl.db'}"
+
+
+@dataclasses.dataclass
+class Env:
+    """What every command needs: the database URL and where to print."""
+
+    database_url: str
+    out: Console = dataclasses.field(
+        default_factory=lambda: Console(soft_wrap=True, width=_width())
+    )
+    err: Console = dataclasses.field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
+    environ: dict[str, str] = dataclasses.field(default_factory=lambda: dict(os.environ))
+
+    def fail(self, message: str, code: int = 2) -> NoReturn:
+        self.err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+        raise SystemExit(code)
+
+
+def ensure_schema(url: str) -> None:
+    """Migrate an embedded SQLite database; refuse a Postgres one that is not current."""
+    if migrations.is_current(url):
+        return
+    if database.is_sqlite(database.parse(url)):
+        migrations.upgrade(url)
+        return
+    raise UsageError(
+        f"the database at {database.redact(url)} is not at the current schema "
+        f"({migrations.head()}); run: llmctl db upgrade"
+    )
+
+
+async def _transaction(url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    engine = database.create_async_engine(url)
+    try:
+        async with database.session_factory(engine)() as session, session.begin():
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def transaction(env: Env, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``work`` in one transaction; user errors exit 2, an unreachable database exits 1."""
+    try:
+        ensure_schema(env.database_url)
+        return asyncio.run(_transaction(env.database_url, work))
+    except USER_ERRORS as exc:
+        env.fail(str(exc))
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+        env.fail(
+            f"cannot use the database at {database.redact(env.database_url)}: {_first_line(exc)}",
+            code=1,
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def read_stdin() -> str:
+    if sys.stdin is None or sys.stdin.closed:
+        raise UsageError("standard input is closed; pipe the key in: ... --api-key-stdin < key.txt")
+    return sys.stdin.read()

@@ -1,0 +1,106 @@
+"""Database URLs and engines: users write plain URLs, llmctl picks the driver.
+
+``sqlite:///path/to/file.db`` runs on aiosqlite (async) or sqlite3 (sync, for migrations);
+``postgresql://user@host/db`` runs on psycopg 3 for both. Called by the composition root
+(the CLI, ``serve``, benchmarks and tests); nothing here holds a global engine.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext import asyncio as sa_asyncio
+
+_POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg_async"}
+_SQLITE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "sqlite+pysqlite"}
+
+
+class DatabaseUrlError(ValueError):
+    """A database URL llmctl cannot use; the message says what would work."""
+
+
+def parse(url: str) -> sa.URL:
+    """Parse a plain URL and check that it names a database llmctl supports."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise DatabaseUrlError(
+            f"{redact(url)!r} is not a database URL; use sqlite:///path/to/file.db "
+            "or postgresql://user@host/db"
+        ) from None
+    if parsed.drivername not in _POSTGRES_SCHEMES | _SQLITE_SCHEMES:
+        raise DatabaseUrlError(
+            f"unsupported database {parsed.drivername!r}; use sqlite:///path/to/file.db "
+            "or postgresql://user@host/db"
+        )
+    if is_sqlite(parsed) and parsed.database in (None, "", ":memory:"):
+        raise DatabaseUrlError("an in-memory SQLite database would vanish; give a file path")
+    return parsed
+
+
+def is_sqlite(url: sa.URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def async_url(url: str) -> sa.URL:
+    parsed = parse(url)
+    driver = "sqlite+aiosqlite" if is_sqlite(parsed) else "postgresql+psycopg"
+    return parsed.set(drivername=driver)
+
+
+def sync_url(url: str) -> sa.URL:
+    parsed = parse(url)
+    driver = "sqlite+pysqlite" if is_sqlite(parsed) else "postgresql+psycopg"
+    return parsed.set(drivername=driver)
+
+
+def redact(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable URL>"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _ensure_sqlite_directory(url: sa.URL) -> None:
+    if url.database:
+        pathlib.Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_async_engine(url: str, **kwargs: Any) -> sa_asyncio.AsyncEngine:
+    """An async engine for a plain URL. The caller disposes of it."""
+    target = async_url(url)
+    if is_sqlite(target):
+        _ensure_sqlite_directory(target)
+    engine = sa_asyncio.create_async_engine(target, **kwargs)
+    if is_sqlite(target):
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def create_sync_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """A synchronous engine (used by migrations). The caller disposes of it."""
+    target = sync_url(url)
+    if is_sqlite(target):
+        _ensure_sqlite_directory(target)
+    engine = sa.create_engine(target, **kwargs)
+    if is_sqlite(target):
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def session_factory(
+    engine: sa_asyncio.AsyncEngine,
+) -> sa_asyncio.async_sessionmaker[sa_asyncio.AsyncSession]:
+    return sa_asyncio.async_sessionmaker(engine, expire_on_commit=False)

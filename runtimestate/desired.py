@@ -1,0 +1,72 @@
+"""The whole desired state, read at once: backends, models and pools with their members.
+
+Built by `runtimestate.store.load` in a fixed number of queries whatever the fleet size, and
+read by the CLI, the manifest diff and the backend cycle. Pure value; lookups are indexes built
+once when the value is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from runtimestate import names, spec
+
+
+@dataclasses.dataclass(frozen=True)
+class DesiredState:
+    backends: tuple[spec.Backend, ...]
+    models: tuple[spec.Model, ...]
+    pools: tuple[spec.Pool, ...]
+
+    @functools.cached_property
+    def backends_by_name(self) -> dict[str, spec.Backend]:
+        return {backend.name: backend for backend in self.backends}
+
+    @functools.cached_property
+    def models_by_canonical(self) -> dict[str, spec.Model]:
+        return {names.canonical_ollama(model.name): model for model in self.models}
+
+    @functools.cached_property
+    def pools_by_name(self) -> dict[str, spec.Pool]:
+        return {pool.name: pool for pool in self.pools}
+
+    @functools.cached_property
+    def _models_by_backend(self) -> dict[str, tuple[spec.Model, ...]]:
+        wanted: dict[str, dict[str, spec.Model]] = {name: {} for name in self.backends_by_name}
+        for pool in self.pools:
+            members = [
+                self.models_by_canonical[names.canonical_ollama(m)] for m in pool.spec.models
+            ]
+            for backend in pool.spec.backends:
+                for model in members:
+                    wanted.setdefault(backend, {})[model.name] = model
+        return {
+            backend: tuple(sorted(models.values(), key=lambda m: m.name))
+            for backend, models in wanted.items()
+        }
+
+    def backend(self, name: str) -> spec.Backend | None:
+        return self.backends_by_name.get(name)
+
+    def model(self, name: str) -> spec.Model | None:
+        """The declared model that ``name`` denotes under Ollama's comparison, if any."""
+        return self.models_by_canonical.get(names.canonical_ollama(name))
+
+    def pool(self, name: str) -> spec.Pool | None:
+        return self.pools_by_name.get(name)
+
+    def models_for(self, backend: str) -> tuple[spec.Model, ...]:
+        """The models desired on ``backend``: the union of the models of all its pools."""
+        return self._models_by_backend.get(backend, ())
+
+    def pools_of_backend(self, backend: str) -> tuple[str, ...]:
+        return tuple(pool.name for pool in self.pools if backend in pool.spec.backends)
+
+    def pools_of_model(self, model: str) -> tuple[str, ...]:
+        key = names.canonical_ollama(model)
+        return tuple(
+            pool.name
+            for pool in self.pools
+            if any(names.canonical_ollama(m) == key for m in pool.spec.models)
+        )

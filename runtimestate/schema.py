@@ -1,0 +1,116 @@
+"""The desired-state tables: backends, models, pools and the two pool memberships.
+
+Owned by `runtimestate`; `migrations/env.py` combines this ``metadata`` with the other
+packages'. Only the store modules use these ORM classes; rows never leave them (callers get
+the frozen values of `runtimestate.spec`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware, on SQLite too."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(orm.DeclarativeBase):
+    metadata = metadata
+
+
+class Stamped:
+    """Columns every spec table has: generation and timestamps."""
+
+    generation: orm.Mapped[int] = orm.mapped_column(sa.Integer, default=1)
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)
+    updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)
+
+
+class BackendRow(Stamped, Base):
+    __tablename__ = "backends"
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(63), unique=True)
+    type: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    base_url: orm.Mapped[str] = orm.mapped_column(sa.Text)
+    labels: orm.Mapped[dict[str, str]] = orm.mapped_column(sa.JSON, default=dict)
+    prune: orm.Mapped[str] = orm.mapped_column(sa.String(16), default="managed")
+    max_pulls: orm.Mapped[int] = orm.mapped_column(sa.Integer, default=1)
+    credential_kind: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
+    credential_env: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    credential_ciphertext: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+
+
+class ModelRow(Stamped, Base):
+    __tablename__ = "models"
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(600))
+    # The Ollama canonical form; unique, so `llama3` and `llama3:latest` cannot both exist.
+    canonical_name: orm.Mapped[str] = orm.mapped_column(sa.String(600), unique=True)
+    context_length: orm.Mapped[int | None] = orm.mapped_column(sa.Integer)
+    capabilities: orm.Mapped[list[str] | None] = orm.mapped_column(sa.JSON)
+
+
+class PoolRow(Stamped, Base):
+    __tablename__ = "pools"
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(63), unique=True)
+    purpose: orm.Mapped[str] = orm.mapped_column(sa.Text, default="")
+
+
+class PoolBackendRow(Base):
+    __tablename__ = "pool_backends"
+
+    pool_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    backend_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("backends.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class PoolModelRow(Base):
+    __tablename__ = "pool_models"
+
+    pool_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
