@@ -26,7 +26,6 @@ app = typer.Typer(
     help="Declare which models your Ollama, vLLM and cloud backends serve; llmctl converges them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")

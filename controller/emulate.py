@@ -1,0 +1,81 @@
+"""`llmctl emulate`: run the Ollama or vLLM emulator in the foreground.
+
+A thin typer wrapper over `emulators.ollama.serve` and `emulators.vllm.serve`, for demos,
+benchmarks and manual checks. Prints one line saying where it listens, then serves until Ctrl-C.
+Imports only `emulators` (and typer); registered by the CLI root as `llmctl emulate`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from emulators import ollama, runner, vllm, vllm_node
+
+app = typer.Typer(help="Run a protocol-faithful Ollama or vLLM emulator.", no_args_is_help=True)
+
+
+def _announce(flavour: str) -> Callable[[runner.Emulator[Any]], None]:
+    def announce(emulator: runner.Emulator[Any]) -> None:
+        count = len(emulator.nodes)
+        extra = f" (nodes under {emulator.url}/nodes/0..{count - 1})" if count > 1 else ""
+        typer.echo(f"{flavour} emulator listening on {emulator.url}{extra}")
+
+    return announce
+
+
+@app.command("ollama")
+def ollama_command(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(ollama.DEFAULT_PORT, help="Port to bind (0 picks a free one)."),
+    installed: list[str] = typer.Option([], help="A model already on disk; repeatable."),
+    catalog: pathlib.Path | None = typer.Option(None, help="Registry catalog, JSON or YAML."),
+    pull_rate: float | None = typer.Option(None, help="Download speed in bytes/s; unset: instant."),
+    nodes: int = typer.Option(1, min=1, help="Independent nodes, served under /nodes/<i>."),
+    disk_capacity: int | None = typer.Option(None, help="Disk size of each node in bytes."),
+    tick_interval: float = typer.Option(0.06, help="Seconds between pull progress lines."),
+) -> None:
+    """Emulate `ollama serve`."""
+    ollama.serve(
+        host,
+        port,
+        _announce("ollama"),
+        nodes=nodes,
+        installed=installed,
+        catalog=catalog,
+        pull_rate=pull_rate,
+        disk_capacity=disk_capacity,
+        tick_interval=tick_interval,
+    )
+
+
+@app.command("vllm")
+def vllm_command(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(vllm.DEFAULT_PORT, help="Port to bind (0 picks a free one)."),
+    model: str = typer.Option(vllm_node.DEFAULT_MODEL, help="The `--model` argument."),
+    served_model_name: list[str] = typer.Option([], help="API alias; repeatable."),
+    max_model_len: int = typer.Option(32768, help="Context length shown in /v1/models."),
+    version: str = typer.Option(vllm_node.DEFAULT_VERSION, help="Emulated vLLM version."),
+    nodes: int = typer.Option(1, min=1, help="Independent nodes, served under /nodes/<i>."),
+    api_key: str | None = typer.Option(None, help="Require this bearer key under /v1."),
+    enable_lora: bool = typer.Option(False, help="Serve the runtime LoRA load/unload routes."),
+    runner_kind: str = typer.Option("generate", "--runner", help="generate or pooling."),
+) -> None:
+    """Emulate `vllm serve`."""
+    vllm.serve(
+        host,
+        port,
+        _announce("vllm"),
+        nodes=nodes,
+        model=model,
+        served_model_names=served_model_name,
+        max_model_len=max_model_len,
+        version=version,
+        api_key=api_key,
+        enable_lora=enable_lora,
+        runner=runner_kind,
+    )

@@ -1,0 +1,128 @@
+"""Bad input: exit code 2, a message naming the field and the fix, and nothing written."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from tests.e2e.conftest import Cli, dump
+
+GOOD_FILE = """
+apiVersion: llmctl/v1
+kind: Backend
+metadata: {name: gpu-1}
+spec: {type: ollama, url: "http://10.0.0.5:11434"}
+---
+apiVersion: llmctl/v1
+kind: Model
+metadata: {name: "llama3.2:1b"}
+---
+apiVersion: llmctl/v1
+kind: Pool
+metadata: {name: chat}
+spec: {backends: [gpu-1], models: ["llama3.2:1b"]}
+"""
+
+ADD = ("backend", "add")
+
+
+def _seed(llmctl: Cli) -> None:
+    assert llmctl(*ADD, "seed", "--url", "http://seed:11434", "--type", "ollama").code == 0
+    assert llmctl("model", "add", "llama3").code == 0
+    assert llmctl("pool", "create", "chat").code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((*ADD, "GPU_1", "--url", "http://h:1", "--type", "ollama"), "backend name 'GPU_1' is not a DNS label"),
+        ((*ADD, "gpu-1", "--url", "ftp://h", "--type", "ollama"), "url: 'ftp://h' is not an http or https URL"),
+        ((*ADD, "gpu-1", "--url", "h:11434", "--type", "ollama"), "is not an http or https URL"),
+        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "llamacpp"), "type: 'llamacpp' is not one of ollama|vllm|openai|gemini"),
+        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--prune", "some"), "prune: 'some' is not one of none|managed|all"),
+        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--max-pulls", "0"), "maxPulls: 0 must be a whole number from 1 to 64"),
+        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--label", "zone"), "'zone' is not of the form key=value"),
+        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--pool", "nope"), "pool 'nope' does not exist"),
+        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--pool", "chat", "--no-pool"), "--pool and --no-pool contradict"),
+        ((*ADD, "seed", "--url", "http://h:1", "--type", "ollama"), "backend 'seed' already exists"),
+        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "openai", "--api-key-env", "1BAD"), "is not an environment variable name"),
+        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "openai", "--api-key-stdin"), "LLMCTL_SECRET_KEY is not set"),
+        (("model", "add", "llama 3"), "model name 'llama 3' is empty or contains whitespace"),
+        (("model", "add", "llama3:-bad"), "has an invalid tag '-bad'"),
+        (("model", "add", "llama3:latest"), "model 'llama3:latest' already exists (as 'llama3')"),
+        (("model", "add", "qwen2", "--capability", "vision"), "'vision' is not one of chat|embed|prompt|stream"),
+        (("model", "add", "qwen2", "--pool", "nope"), "pool 'nope' does not exist"),
+        (("pool", "create", "Chat Pool"), "pool name 'Chat Pool' is not a DNS label"),
+        (("pool", "create", "chat"), "pool 'chat' already exists"),
+        (("pool", "add-backend", "chat", "nope"), "backend 'nope' does not exist"),
+        (("pool", "add-model", "chat", "nope"), "model 'nope' does not exist"),
+        (("pool", "add-backend", "nope", "seed"), "pool 'nope' does not exist"),
+        (("pool", "delete", "default"), "the default pool cannot be deleted"),
+        (("backend", "update", "nope", "--max-pulls", "2"), "backend 'nope' does not exist"),
+        (("backend", "update", "seed", "--url", "gopher://h"), "is not an http or https URL"),
+        (("backend", "delete", "nope"), "backend 'nope' does not exist"),
+        (("model", "delete", "nope"), "model 'nope' does not exist"),
+    ],
+)
+def test_bad_command_line_input_exits_2_and_writes_nothing(
+    llmctl: Cli, database_url: str, args: tuple[str, ...], message: str
+) -> None:
+    _seed(llmctl)
+    before = dump(database_url)
+    result = llmctl(*args)
+    assert result.code == 2, (result.out, result.err)
+    assert message in " ".join(result.err.split()), result.err
+    assert dump(database_url) == before
+
+
+BAD_FILES = {
+    "malformed YAML": ("kind: [Backend\n", "is not valid YAML"),
+    "one invalid document among valid ones": (
+        GOOD_FILE + "---\napiVersion: llmctl/v1\nkind: Backend\nmetadata: {name: gpu-2}\n"
+        "spec: {type: ollama, url: 'not a url'}\n",
+        "document 4 (Backend gpu-2): url:",
+    ),
+    "an invalid model name": (
+        GOOD_FILE.replace('"llama3.2:1b"}\n---', '"llama 3.2"}\n---'),
+        "empty or contains whitespace",
+    ),
+    "a pool naming a missing backend": (
+        GOOD_FILE.replace("backends: [gpu-1]", "backends: [gpu-1, gpu-9]"),
+        "backend 'gpu-9' is neither in the file nor declared",
+    ),
+    "a duplicate": (GOOD_FILE + "---\n" + GOOD_FILE.split("---")[0], "declared more than once"),
+    "an unknown kind": ("apiVersion: llmctl/v1\nkind: Node\nmetadata: {name: a}\n", "kind"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_bad_file_exits_2_and_applies_nothing(
+    llmctl: Cli, database_url: str, tmp_path: pathlib.Path, case: str
+) -> None:
+    _seed(llmctl)
+    text, message = BAD_FILES[case]
+    path = tmp_path / "fleet.yaml"
+    path.write_text(text)
+    before = dump(database_url)
+    result = llmctl("apply", "-f", str(path))
+    assert result.code == 2, (result.out, result.err)
+    assert "nothing was applied" in result.err or message in result.err
+    assert message in " ".join(result.err.split()), result.err
+    assert dump(database_url) == before
+
+
+def test_a_missing_file_exits_2(llmctl: Cli, tmp_path: pathlib.Path) -> None:
+    result = llmctl("apply", "-f", str(tmp_path / "missing.yaml"))
+    assert result.code == 2
+    assert "cannot read" in result.err
+
+
+def test_an_unsupported_database_url_exits_2(llmctl: Cli) -> None:
+    from typer.testing import CliRunner
+
+    from controller import cli
+
+    result = CliRunner().invoke(cli.app, ["--database-url", "mysql://h/db", "backend", "list"])
+    assert result.exit_code == 2
+    assert "unsupported database 'mysql'" in result.stderr

@@ -1,0 +1,93 @@
+"""Declaring backends, models and pools with the CLI, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import Cli
+
+
+def test_backend_add_then_list_shows_generation_one_and_update_bumps_it(llmctl: Cli) -> None:
+    added = llmctl("backend", "add", "gpu-1", "--url", "http://10.0.0.5:11434", "--type", "ollama")
+    assert added.code == 0, added.err
+    assert added.out.strip() == "backend/gpu-1 created"
+    (listed,) = llmctl("backend", "list", "-o", "json").json()
+    assert listed["name"] == "gpu-1"
+    assert listed["generation"] == 1
+    assert listed["pools"] == ["default"]
+    assert llmctl("backend", "update", "gpu-1", "--max-pulls", "2").code == 0
+    (listed,) = llmctl("backend", "list", "-o", "json").json()
+    assert listed["generation"] == 2
+    assert listed["maxPulls"] == 2
+
+
+def test_backend_get_shows_the_desired_models_from_its_pools(llmctl: Cli) -> None:
+    llmctl("pool", "create", "chat", "--purpose", "interactive")
+    llmctl("backend", "add", "gpu-1", "--url", "http://h:11434", "--type", "ollama", "--pool", "chat")
+    llmctl("model", "add", "llama3.2:1b", "--pool", "chat", "--context-length", "8192")
+    llmctl("model", "add", "qwen2:0.5b")  # default pool only, which gpu-1 is not in
+    got = llmctl("backend", "get", "gpu-1", "-o", "json").json()
+    assert got["pools"] == ["chat"]
+    assert got["desiredModels"] == ["llama3.2:1b"]
+    model = llmctl("model", "get", "llama3.2:1b", "-o", "yaml")
+    assert "contextLength: 8192" in model.out
+    assert "- gpu-1" in model.out
+
+
+def test_pool_membership_commands_are_idempotent(llmctl: Cli) -> None:
+    llmctl("pool", "create", "gpu")
+    llmctl("backend", "add", "gpu-1", "--url", "http://h:11434", "--type", "ollama", "--no-pool")
+    llmctl("model", "add", "llama3", "--no-pool")
+    assert llmctl("pool", "add-backend", "gpu", "gpu-1").out.strip() == "backend/gpu-1 added to pool/gpu"
+    assert llmctl("pool", "add-backend", "gpu", "gpu-1").out.strip() == "backend/gpu-1 already in pool/gpu"
+    assert llmctl("pool", "add-model", "gpu", "llama3:latest").code == 0
+    pool = llmctl("pool", "get", "gpu", "-o", "json").json()
+    assert pool["backends"] == ["gpu-1"] and pool["models"] == ["llama3"]
+    assert llmctl("pool", "remove-model", "gpu", "llama3").code == 0
+    assert llmctl("pool", "remove-backend", "gpu", "gpu-1").code == 0
+    pool = llmctl("pool", "get", "gpu", "-o", "json").json()
+    assert pool["backends"] == [] and pool["models"] == []
+    assert llmctl("pool", "delete", "gpu").code == 0
+    assert [p["name"] for p in llmctl("pool", "list", "-o", "json").json()] == ["default"]
+
+
+def test_deleting_objects_removes_them_from_listings(llmctl: Cli) -> None:
+    llmctl("backend", "add", "gpu-1", "--url", "http://h:11434", "--type", "ollama")
+    llmctl("model", "add", "llama3")
+    assert llmctl("model", "delete", "llama3:latest").code == 0
+    assert llmctl("backend", "delete", "gpu-1").code == 0
+    assert llmctl("backend", "list", "-o", "json").json() == []
+    assert llmctl("model", "list", "-o", "json").json() == []
+
+
+def test_table_output_has_kubectl_style_columns(llmctl: Cli) -> None:
+    llmctl("backend", "add", "gpu-1", "--url", "http://10.0.0.5:11434", "--type", "ollama")
+    table = llmctl("backend", "list").out
+    header, *rows = [line for line in table.splitlines() if line.strip() and "─" not in line]
+    assert header.split() == ["NAME", "TYPE", "URL", "PRUNE", "MAX-PULLS", "POOLS", "GEN", "AGE"]
+    assert rows[0].split()[:7] == ["gpu-1", "ollama", "http://10.0.0.5:11434", "managed", "1", "default", "1"]
+
+
+def test_api_key_from_an_environment_variable_is_stored_as_a_reference(llmctl: Cli) -> None:
+    added = llmctl(
+        "backend", "add", "openai", "--url", "https://api.openai.com/v1", "--type", "openai",
+        "--api-key-env", "OPENAI_API_KEY", "--no-pool",
+    )  # fmt: skip
+    assert added.code == 0, added.err
+    assert llmctl("backend", "get", "openai", "-o", "json").json()["credentials"] == "env:OPENAI_API_KEY"
+
+
+def test_api_key_from_stdin_is_stored_encrypted_and_never_shown(llmctl: Cli, database_url: str) -> None:
+    secret = "sk-test-0123456789abcdef"
+    added = llmctl(
+        "backend", "add", "openai", "--url", "https://api.openai.com/v1", "--type", "openai",
+        "--api-key-stdin", "--no-pool", input=secret + "\n", env={"LLMCTL_SECRET_KEY": "k" * 32},
+    )  # fmt: skip
+    assert added.code == 0, added.err
+    outputs = [
+        llmctl("backend", "get", "openai", "-o", fmt).out for fmt in ("json", "yaml", "table")
+    ] + [llmctl("backend", "list", "-o", "json").out, llmctl("export").out]
+    assert llmctl("backend", "get", "openai", "-o", "json").json()["credentials"] == "encrypted"
+    for text in outputs:
+        assert secret not in text
+    from tests.e2e.conftest import dump
+
+    assert secret not in str(dump(database_url))

@@ -1,0 +1,56 @@
+"""The migrations create exactly what the models describe, on Postgres and on SQLite."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+import migrations
+from runtimestate import database, schema
+
+TABLES = {"backends", "models", "pools", "pool_backends", "pool_models"}
+
+
+def _tables(url: str) -> set[str]:
+    engine = database.create_sync_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_leaves_no_difference_between_models_and_schema(database_url: str) -> None:
+    migrations.upgrade(database_url)
+    engine = database.create_sync_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "compare_server_default": True}
+            )
+            assert compare_metadata(context, schema.metadata) == []
+    finally:
+        engine.dispose()
+    assert _tables(database_url) == TABLES
+    assert migrations.is_current(database_url)
+
+
+def test_the_first_migration_creates_the_default_pool(database_url: str) -> None:
+    migrations.upgrade(database_url)
+    engine = database.create_sync_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT name, generation FROM pools")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in rows] == [("default", 1)]
+
+
+def test_downgrade_to_base_removes_every_table_and_upgrade_is_repeatable(database_url: str) -> None:
+    migrations.upgrade(database_url)
+    migrations.upgrade(database_url)
+    migrations.downgrade(database_url, "base")
+    assert _tables(database_url) == set()
+    assert migrations.current(database_url) is None
+    migrations.upgrade(database_url)
+    assert _tables(database_url) == TABLES
