@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import pydantic
@@ -315,21 +315,21 @@ async def apply(
 
 async def _write(
     session: AsyncSession,
-    values: Iterable[spec.BackendSpec | spec.ModelSpec],
+    values: Sequence[spec.BackendSpec] | Sequence[spec.ModelSpec],
     actions: Mapping[tuple[str, str], Action],
     kind: Literal["backend", "model"],
 ) -> None:
-    for value in values:
-        action = actions[(kind, value.name)]
+    created = [v for v in values if actions[(kind, v.name)] is Action.CREATED]
+    changed = [v for v in values if actions[(kind, v.name)] is Action.CHANGED]
+    for value in changed:
         if isinstance(value, spec.BackendSpec):
-            if action is Action.CREATED:
-                await store.add_backend(session, value, pools=())
-            elif action is Action.CHANGED:
-                await store.update_backend(session, value)
-        elif action is Action.CREATED:
-            await store.add_model(session, value, pools=())
-        elif action is Action.CHANGED:
+            await store.update_backend(session, value)
+        else:
             await store.update_model(session, value)
+    if kind == "backend":
+        await store.add_backends(session, [v for v in created if isinstance(v, spec.BackendSpec)])
+    else:
+        await store.add_models(session, [v for v in created if isinstance(v, spec.ModelSpec)])
 
 
 def export(state: desired.DesiredState) -> str:

@@ -193,6 +193,27 @@ async def add_backend(
     return _backend(row)
 
 
+async def add_backends(session: AsyncSession, values: Sequence[spec.BackendSpec]) -> None:
+    """Create many backends in no pool with one check and one insert (used by apply).
+
+    Raises `SpecError` or `AlreadyExists` before writing anything.
+    """
+    values = [spec.validate_backend(value) for value in values]
+    wanted = [value.name for value in values]
+    taken = await session.scalars(
+        sa.select(schema.BackendRow.name).where(schema.BackendRow.name.in_(wanted))
+    )
+    for name in taken:
+        raise AlreadyExists("backend", name)
+    rows = []
+    for value in values:
+        row = schema.BackendRow()
+        _fill_backend(row, value)
+        rows.append(row)
+    session.add_all(rows)
+    await session.flush()
+
+
 async def update_backend(
     session: AsyncSession, value: spec.BackendSpec, pools: Sequence[str] | None = None
 ) -> tuple[spec.Backend, bool]:
@@ -283,6 +304,26 @@ async def add_model(
     return _model(row)
 
 
+async def add_models(session: AsyncSession, values: Sequence[spec.ModelSpec]) -> None:
+    """Create many models in no pool with one check and one insert (used by apply)."""
+    values = [spec.validate_model(value) for value in values]
+    keys = {names.canonical_ollama(value.name): value for value in values}
+    taken = await session.execute(
+        sa.select(schema.ModelRow.canonical_name, schema.ModelRow.name).where(
+            schema.ModelRow.canonical_name.in_(list(keys))
+        )
+    )
+    for key, existing in taken:
+        raise AlreadyExists("model", keys[key].name, existing)
+    rows = []
+    for key, value in keys.items():
+        row = schema.ModelRow(name=value.name, canonical_name=key)
+        _fill_model(row, value)
+        rows.append(row)
+    session.add_all(rows)
+    await session.flush()
+
+
 def _fill_model(row: schema.ModelRow, value: spec.ModelSpec) -> None:
     row.context_length = value.context_length
     row.capabilities = None if value.capabilities is None else [c.value for c in value.capabilities]
@@ -346,17 +387,38 @@ async def update_pool(session: AsyncSession, value: spec.PoolSpec) -> tuple[spec
     return after, changed
 
 
+async def _ids(
+    session: AsyncSession, column: sa.orm.InstrumentedAttribute[str], keys: Sequence[str], kind: str
+) -> dict[str, int]:
+    """Map names (or canonical model names) to row ids in one query; raises `NotFound`."""
+    table = column.class_
+    rows = await session.execute(sa.select(column, table.id).where(column.in_(keys)))
+    found: dict[str, int] = {name: row_id for name, row_id in rows}
+    for key in keys:
+        if key not in found:
+            raise NotFound(kind, key)
+    return found
+
+
 async def _set_members(session: AsyncSession, row: schema.PoolRow, value: spec.PoolSpec) -> None:
-    backend_ids = [(await _backend_row(session, name)).id for name in value.backends]
-    model_ids = list(dict.fromkeys([(await _model_row(session, name)).id for name in value.models]))
+    backend_ids = await _ids(session, schema.BackendRow.name, value.backends, "backend")
+    keys = {names.canonical_ollama(name): name for name in value.models}
+    try:
+        model_ids = await _ids(session, schema.ModelRow.canonical_name, list(keys), "model")
+    except NotFound as exc:
+        raise NotFound("model", keys[exc.name]) from None
     await session.execute(
         sa.delete(schema.PoolBackendRow).where(schema.PoolBackendRow.pool_id == row.id)
     )
     await session.execute(
         sa.delete(schema.PoolModelRow).where(schema.PoolModelRow.pool_id == row.id)
     )
-    session.add_all(schema.PoolBackendRow(pool_id=row.id, backend_id=b) for b in backend_ids)
-    session.add_all(schema.PoolModelRow(pool_id=row.id, model_id=m) for m in model_ids)
+    session.add_all(
+        schema.PoolBackendRow(pool_id=row.id, backend_id=b) for b in backend_ids.values()
+    )
+    session.add_all(
+        schema.PoolModelRow(pool_id=row.id, model_id=m) for m in set(model_ids.values())
+    )
     await session.flush()
 
 
