@@ -219,6 +219,47 @@ def model_add(
     env.out.print(f"model/{name} created", highlight=False)
 
 
+@model_app.command("update")
+def model_update(
+    ctx: typer.Context,
+    name: str,
+    pool: Annotated[
+        list[str] | None, typer.Option("--pool", help="Set the pools exactly (repeatable)")
+    ] = None,
+    no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
+    context_length: Annotated[int | None, typer.Option("--context-length")] = None,
+    no_context_length: Annotated[
+        bool, typer.Option("--no-context-length", help="Use the backend's")
+    ] = False,
+    capability: Annotated[
+        list[str] | None, typer.Option("--capability", help="Set exactly (repeatable)")
+    ] = None,
+    no_capabilities: Annotated[
+        bool, typer.Option("--no-capabilities", help="Use the backend's")
+    ] = False,
+) -> None:
+    """Change a model's overrides or pools; the generation goes up on a real change."""
+    env = _env(ctx)
+    pools = _pools(env, pool, no_pool, None)
+    if (context_length is not None and no_context_length) or (capability and no_capabilities):
+        env.fail("an option and its --no- form contradict each other; give one of them")
+
+    async def work(session: AsyncSession) -> bool:
+        old = (await store.get_model(session, name)).spec
+        value = spec.ModelSpec(
+            old.name,
+            None if no_context_length else (context_length or old.context_length),
+            None
+            if no_capabilities
+            else (spec.capabilities(capability) if capability else old.capabilities),
+        )
+        _, changed = await store.update_model(session, value, pools)
+        return changed
+
+    changed = runner.transaction(env, work)
+    env.out.print(f"model/{name} {'updated' if changed else 'unchanged'}", highlight=False)
+
+
 def _model_listing(state: desired.DesiredState) -> list[dict[str, object]]:
     return [output.model_doc(m, state) for m in state.models]
 

@@ -17,6 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from runtimestate import desired, names, schema, spec
 
 
+_POOL_BACKENDS = sa.Table("pool_backends", schema.metadata)  # the membership tables, as Core
+_POOL_MODELS = sa.Table("pool_models", schema.metadata)
+
+
 class StoreError(ValueError):
     """A request the stored state refuses; the message names the object and the fix."""
 
@@ -237,19 +241,21 @@ async def update_backend(
 
 
 async def _set_backend_pools(session: AsyncSession, backend_id: int, pools: Sequence[str]) -> bool:
+    return await _set_pools(session, _POOL_BACKENDS, "backend_id", backend_id, pools)
+
+
+async def _set_pools(
+    session: AsyncSession, table: sa.Table, column: str, member_id: int, pools: Sequence[str]
+) -> bool:
+    """Make a backend or model a member of exactly ``pools``; bump the pools that changed."""
     wanted = {(await _pool_row(session, name)).id for name in pools}
-    table = schema.PoolBackendRow
-    current = set(
-        (
-            await session.scalars(sa.select(table.pool_id).where(table.backend_id == backend_id))
-        ).all()
-    )
-    for pool_id in current - wanted:
-        await session.execute(
-            sa.delete(table).where(table.pool_id == pool_id, table.backend_id == backend_id)
-        )
+    member = table.c[column] == member_id
+    current = set((await session.scalars(sa.select(table.c.pool_id).where(member))).all())
+    gone = current - wanted
+    if gone:
+        await session.execute(sa.delete(table).where(member, table.c.pool_id.in_(gone)))
     for pool_id in wanted - current:
-        session.add(table(pool_id=pool_id, backend_id=backend_id))
+        await session.execute(sa.insert(table).values({"pool_id": pool_id, column: member_id}))
     await _touch_pools(session, current ^ wanted)
     return current != wanted
 
@@ -329,17 +335,23 @@ def _fill_model(row: schema.ModelRow, value: spec.ModelSpec) -> None:
     row.capabilities = None if value.capabilities is None else [c.value for c in value.capabilities]
 
 
-async def update_model(session: AsyncSession, value: spec.ModelSpec) -> tuple[spec.Model, bool]:
-    """Replace a model's overrides; the generation goes up only on a real change."""
+async def update_model(
+    session: AsyncSession, value: spec.ModelSpec, pools: Sequence[str] | None = None
+) -> tuple[spec.Model, bool]:
+    """Replace a model's overrides, and its pools exactly when ``pools`` is given.
+
+    The model keeps the spelling it was declared with; the generation goes up only on a real
+    change. Returns the model and whether anything changed.
+    """
     value = spec.validate_model(value)
     row = await _model_row(session, value.name)
     before = _model(row).spec
     _fill_model(row, value)
-    changed = dataclasses.replace(before, name=value.name) != dataclasses.replace(
-        _model(row).spec, name=value.name
-    )
+    changed = before != _model(row).spec
     if changed:
         _touch(row)
+    if pools is not None:
+        changed = await _set_pools(session, _POOL_MODELS, "model_id", row.id, pools) or changed
     await session.flush()
     return _model(row), changed
 

@@ -67,7 +67,9 @@ def _actions(out: str) -> dict[str, str]:
     return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
 
 
-def test_a_fleet_applies_exports_and_reapplies_with_no_change(llmctl: Cli, tmp_path: pathlib.Path) -> None:
+def test_a_fleet_applies_exports_and_reapplies_with_no_change(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
     first = llmctl("apply", "-f", _write(tmp_path, FLEET))
     assert first.code == 0, first.err
     actions = _actions(first.out)
@@ -83,7 +85,9 @@ def test_a_fleet_applies_exports_and_reapplies_with_no_change(llmctl: Cli, tmp_p
     assert again.code == 0, again.err
     assert set(_actions(again.out).values()) == {"unchanged"}
     assert llmctl("export").out == exported
-    assert set(_actions(llmctl("apply", "-f", _write(tmp_path, FLEET)).out).values()) == {"unchanged"}
+    assert set(_actions(llmctl("apply", "-f", _write(tmp_path, FLEET)).out).values()) == {
+        "unchanged"
+    }
 
 
 def test_a_dry_run_prints_the_diff_and_writes_nothing(
@@ -92,7 +96,9 @@ def test_a_dry_run_prints_the_diff_and_writes_nothing(
     llmctl("apply", "-f", _write(tmp_path, FLEET))
     before = dump(database_url)
     changed = FLEET.replace("maxPulls: 2", "maxPulls: 4").replace('"qwen2:0.5b"', '"qwen2:1.5b"')
-    result = llmctl("apply", "-f", _write(tmp_path, changed, "changed.yaml"), "--dry-run", "--prune")
+    result = llmctl(
+        "apply", "-f", _write(tmp_path, changed, "changed.yaml"), "--dry-run", "--prune"
+    )
     assert result.code == 0, result.err
     assert "backend/gpu-1 changed (maxPulls) (dry run)" in result.out
     assert "model/qwen2:1.5b created (dry run)" in result.out
@@ -113,11 +119,20 @@ def test_prune_deletes_what_the_file_no_longer_names(llmctl: Cli, tmp_path: path
     assert pruned.code == 0, pruned.err
     assert "backend/gpu-2 deleted" in pruned.out
     assert "pool/extra deleted" in pruned.out
-    assert [b["name"] for b in llmctl("backend", "list", "-o", "json").json()] == ["gpu-1", "vllm-1"]
-    assert [p["name"] for p in llmctl("pool", "list", "-o", "json").json()] == ["chat", "default", "serving"]
+    assert [b["name"] for b in llmctl("backend", "list", "-o", "json").json()] == [
+        "gpu-1",
+        "vllm-1",
+    ]
+    assert [p["name"] for p in llmctl("pool", "list", "-o", "json").json()] == [
+        "chat",
+        "default",
+        "serving",
+    ]
 
 
-def test_a_changed_field_bumps_only_that_objects_generation(llmctl: Cli, tmp_path: pathlib.Path) -> None:
+def test_a_changed_field_bumps_only_that_objects_generation(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
     llmctl("apply", "-f", _write(tmp_path, FLEET))
     changed = FLEET.replace("contextLength: 8192", "contextLength: 16384")
     result = llmctl("apply", "-f", _write(tmp_path, changed))

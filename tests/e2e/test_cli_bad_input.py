@@ -36,22 +36,68 @@ def _seed(llmctl: Cli) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((*ADD, "GPU_1", "--url", "http://h:1", "--type", "ollama"), "backend name 'GPU_1' is not a DNS label"),
-        ((*ADD, "gpu-1", "--url", "ftp://h", "--type", "ollama"), "url: 'ftp://h' is not an http or https URL"),
+        (
+            (*ADD, "GPU_1", "--url", "http://h:1", "--type", "ollama"),
+            "backend name 'GPU_1' is not a DNS label",
+        ),
+        (
+            (*ADD, "gpu-1", "--url", "ftp://h", "--type", "ollama"),
+            "url: 'ftp://h' is not an http or https URL",
+        ),
         ((*ADD, "gpu-1", "--url", "h:11434", "--type", "ollama"), "is not an http or https URL"),
-        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "llamacpp"), "type: 'llamacpp' is not one of ollama|vllm|openai|gemini"),
-        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--prune", "some"), "prune: 'some' is not one of none|managed|all"),
-        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--max-pulls", "0"), "maxPulls: 0 must be a whole number from 1 to 64"),
-        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--label", "zone"), "'zone' is not of the form key=value"),
-        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--pool", "nope"), "pool 'nope' does not exist"),
-        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--pool", "chat", "--no-pool"), "--pool and --no-pool contradict"),
-        ((*ADD, "seed", "--url", "http://h:1", "--type", "ollama"), "backend 'seed' already exists"),
-        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "openai", "--api-key-env", "1BAD"), "is not an environment variable name"),
-        ((*ADD, "gpu-1", "--url", "http://h:1", "--type", "openai", "--api-key-stdin"), "LLMCTL_SECRET_KEY is not set"),
+        (
+            (*ADD, "gpu-1", "--url", "http://h:1", "--type", "llamacpp"),
+            "type: 'llamacpp' is not one of ollama|vllm|openai|gemini",
+        ),
+        (
+            (*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--prune", "some"),
+            "prune: 'some' is not one of none|managed|all",
+        ),
+        (
+            (*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--max-pulls", "0"),
+            "maxPulls: 0 must be a whole number from 1 to 64",
+        ),
+        (
+            (*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--label", "zone"),
+            "'zone' is not of the form key=value",
+        ),
+        (
+            (*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--pool", "nope"),
+            "pool 'nope' does not exist",
+        ),
+        (
+            (
+                *ADD,
+                "gpu-1",
+                "--url",
+                "http://h:1",
+                "--type",
+                "ollama",
+                "--pool",
+                "chat",
+                "--no-pool",
+            ),
+            "--pool and --no-pool contradict",
+        ),
+        (
+            (*ADD, "seed", "--url", "http://h:1", "--type", "ollama"),
+            "backend 'seed' already exists",
+        ),
+        (
+            (*ADD, "gpu-1", "--url", "http://h:1", "--type", "openai", "--api-key-env", "1BAD"),
+            "is not an environment variable name",
+        ),
+        (
+            (*ADD, "gpu-1", "--url", "http://h:1", "--type", "openai", "--api-key-stdin"),
+            "LLMCTL_SECRET_KEY is not set",
+        ),
         (("model", "add", "llama 3"), "model name 'llama 3' is empty or contains whitespace"),
         (("model", "add", "llama3:-bad"), "has an invalid tag '-bad'"),
         (("model", "add", "llama3:latest"), "model 'llama3:latest' already exists (as 'llama3')"),
-        (("model", "add", "qwen2", "--capability", "vision"), "'vision' is not one of chat|embed|prompt|stream"),
+        (
+            ("model", "add", "qwen2", "--capability", "vision"),
+            "'vision' is not one of chat|embed|prompt|stream",
+        ),
         (("model", "add", "qwen2", "--pool", "nope"), "pool 'nope' does not exist"),
         (("pool", "create", "Chat Pool"), "pool name 'Chat Pool' is not a DNS label"),
         (("pool", "create", "chat"), "pool 'chat' already exists"),

@@ -21,7 +21,9 @@ def test_backend_add_then_list_shows_generation_one_and_update_bumps_it(llmctl: 
 
 def test_backend_get_shows_the_desired_models_from_its_pools(llmctl: Cli) -> None:
     llmctl("pool", "create", "chat", "--purpose", "interactive")
-    llmctl("backend", "add", "gpu-1", "--url", "http://h:11434", "--type", "ollama", "--pool", "chat")
+    llmctl(
+        "backend", "add", "gpu-1", "--url", "http://h:11434", "--type", "ollama", "--pool", "chat"
+    )
     llmctl("model", "add", "llama3.2:1b", "--pool", "chat", "--context-length", "8192")
     llmctl("model", "add", "qwen2:0.5b")  # default pool only, which gpu-1 is not in
     got = llmctl("backend", "get", "gpu-1", "-o", "json").json()
@@ -36,8 +38,14 @@ def test_pool_membership_commands_are_idempotent(llmctl: Cli) -> None:
     llmctl("pool", "create", "gpu")
     llmctl("backend", "add", "gpu-1", "--url", "http://h:11434", "--type", "ollama", "--no-pool")
     llmctl("model", "add", "llama3", "--no-pool")
-    assert llmctl("pool", "add-backend", "gpu", "gpu-1").out.strip() == "backend/gpu-1 added to pool/gpu"
-    assert llmctl("pool", "add-backend", "gpu", "gpu-1").out.strip() == "backend/gpu-1 already in pool/gpu"
+    assert (
+        llmctl("pool", "add-backend", "gpu", "gpu-1").out.strip()
+        == "backend/gpu-1 added to pool/gpu"
+    )
+    assert (
+        llmctl("pool", "add-backend", "gpu", "gpu-1").out.strip()
+        == "backend/gpu-1 already in pool/gpu"
+    )
     assert llmctl("pool", "add-model", "gpu", "llama3:latest").code == 0
     pool = llmctl("pool", "get", "gpu", "-o", "json").json()
     assert pool["backends"] == ["gpu-1"] and pool["models"] == ["llama3"]
@@ -63,7 +71,15 @@ def test_table_output_has_kubectl_style_columns(llmctl: Cli) -> None:
     table = llmctl("backend", "list").out
     header, *rows = [line for line in table.splitlines() if line.strip() and "─" not in line]
     assert header.split() == ["NAME", "TYPE", "URL", "PRUNE", "MAX-PULLS", "POOLS", "GEN", "AGE"]
-    assert rows[0].split()[:7] == ["gpu-1", "ollama", "http://10.0.0.5:11434", "managed", "1", "default", "1"]
+    assert rows[0].split()[:7] == [
+        "gpu-1",
+        "ollama",
+        "http://10.0.0.5:11434",
+        "managed",
+        "1",
+        "default",
+        "1",
+    ]
 
 
 def test_api_key_from_an_environment_variable_is_stored_as_a_reference(llmctl: Cli) -> None:
@@ -72,10 +88,15 @@ def test_api_key_from_an_environment_variable_is_stored_as_a_reference(llmctl: C
         "--api-key-env", "OPENAI_API_KEY", "--no-pool",
     )  # fmt: skip
     assert added.code == 0, added.err
-    assert llmctl("backend", "get", "openai", "-o", "json").json()["credentials"] == "env:OPENAI_API_KEY"
+    assert (
+        llmctl("backend", "get", "openai", "-o", "json").json()["credentials"]
+        == "env:OPENAI_API_KEY"
+    )
 
 
-def test_api_key_from_stdin_is_stored_encrypted_and_never_shown(llmctl: Cli, database_url: str) -> None:
+def test_api_key_from_stdin_is_stored_encrypted_and_never_shown(
+    llmctl: Cli, database_url: str
+) -> None:
     secret = "sk-test-0123456789abcdef"
     added = llmctl(
         "backend", "add", "openai", "--url", "https://api.openai.com/v1", "--type", "openai",
@@ -91,3 +112,21 @@ def test_api_key_from_stdin_is_stored_encrypted_and_never_shown(llmctl: Cli, dat
     from tests.e2e.conftest import dump
 
     assert secret not in str(dump(database_url))
+
+
+def test_model_update_changes_overrides_and_pools(llmctl: Cli) -> None:
+    llmctl("pool", "create", "chat")
+    llmctl("model", "add", "llama3")
+    updated = llmctl(
+        "model", "update", "llama3:latest", "--context-length", "8192", "--pool", "chat"
+    )
+    assert updated.out.strip() == "model/llama3:latest updated", updated.err
+    got = llmctl("model", "get", "llama3", "-o", "json").json()
+    assert (got["contextLength"], got["pools"], got["generation"]) == (8192, ["chat"], 2)
+    assert (
+        llmctl("model", "update", "llama3", "--context-length", "8192").out.strip()
+        == "model/llama3 unchanged"
+    )
+    llmctl("model", "update", "llama3", "--no-context-length", "--capability", "embed")
+    got = llmctl("model", "get", "llama3", "-o", "json").json()
+    assert (got["contextLength"], got["capabilities"], got["generation"]) == (None, ["embed"], 3)
