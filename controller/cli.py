@@ -18,7 +18,7 @@ from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
-from controller import declare, runner
+from controller import declare, emulate, runner
 from runtimestate import database, manifest, store
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(declare.backend_app, name="backend")
 app.add_typer(declare.model_app, name="model")
 app.add_typer(declare.pool_app, name="pool")
+app.add_typer(emulate.app, name="emulate", help="Run protocol-faithful Ollama or vLLM emulators.")
 
 
 @app.callback()

@@ -1,0 +1,197 @@
+"""The backend port: value types and the small Protocols every adapter implements.
+
+`Observer` is what every backend can do (observe, health, version); `Puller`, `Deleter` and
+`LoraManager` exist only where the backend can, and `Capabilities` tells the planner so before it
+plans anything (vLLM cannot pull: that is a missing capability, not a run-time failure).
+
+Who calls it: the backend cycle and download workers type against these Protocols; the adapter
+modules (`ollama`, `vllm`, `openai`, `gemini`) produce these values. This module is pure: no
+I/O, no httpx or ollama imports, so the planner can use the value types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
+from typing import NewType, Protocol, runtime_checkable
+
+from runtimestate import errors
+
+BackendName = NewType("BackendName", str)
+
+
+class BackendType(enum.StrEnum):
+    OLLAMA = "ollama"
+    VLLM = "vllm"
+    OPENAI = "openai"
+    GEMINI = "gemini"
+
+
+class Capability(enum.StrEnum):
+    """What a model can be asked to do, in llmctl's words (not the backend's)."""
+
+    CHAT = "chat"
+    EMBED = "embed"
+    PROMPT = "prompt"
+    STREAM = "stream"
+
+
+_GENERATIVE = frozenset({Capability.CHAT, Capability.PROMPT, Capability.STREAM})
+
+
+def capabilities_from_ollama(names: Iterable[str]) -> frozenset[Capability]:
+    """Map Ollama's `/api/show` capabilities: completion -> chat, prompt, stream;
+    embedding -> embed. Others (tools, vision, thinking, ...) have no llmctl equivalent."""
+    found: set[Capability] = set()
+    for name in names:
+        if name == "completion":
+            found |= _GENERATIVE
+        elif name == "embedding":
+            found.add(Capability.EMBED)
+    return frozenset(found)
+
+
+def capabilities_from_model_id(model_id: str) -> frozenset[Capability]:
+    """Best guess for OpenAI-style listings, which do not say what a model does: an id that
+    mentions embedding is an embedder, anything else generates. Declared overrides win."""
+    if "embed" in model_id.lower():
+        return frozenset({Capability.EMBED})
+    return _GENERATIVE
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """Seconds. `connect` and `read` go to httpx; `stall` is the longest gap between two pull
+    progress lines; `total` is the deadline of one adapter call (observe, health, version,
+    delete, LoRA load/unload), so a hung node costs at most `total`. Pulls have no total:
+    downloads take hours, `stall` bounds them instead."""
+
+    connect: float = 3.0
+    read: float = 10.0
+    stall: float = 60.0
+    total: float = 20.0
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not value > 0:
+                raise errors.ConfigurationError(f"timeout {field.name} must be > 0, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What an adapter can do besides observing; the planner reads these, not exceptions."""
+
+    can_pull: bool = False
+    can_delete: bool = False
+    can_load_lora: bool = False
+    has_metrics: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDetails:
+    family: str | None = None
+    parameter_size: str | None = None
+    quantization_level: str | None = None
+    format: str | None = None
+    families: tuple[str, ...] = ()
+    parent_model: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservedModel:
+    """One model as the backend reports it. `name` is the backend's display name (Ollama's
+    shortest form such as ``llama3.2:latest``, a vLLM served name, a Gemini id without
+    ``models/``); comparing names canonically is the caller's job. `model` is the backend's
+    own identifier (Ollama model, vLLM root path or HF id). `backend_capabilities` keeps the
+    backend's raw words (``tools``, ``vision``, ``generateContent``...)."""
+
+    name: str
+    model: str
+    digest: str | None = None
+    size: int | None = None
+    modified_at: datetime | None = None
+    details: ModelDetails = ModelDetails()
+    context_length: int | None = None
+    capabilities: frozenset[Capability] = frozenset()
+    backend_capabilities: frozenset[str] = frozenset()
+    loaded: bool = False
+
+    @property
+    def can_chat(self) -> bool:
+        return Capability.CHAT in self.capabilities
+
+    @property
+    def can_embed(self) -> bool:
+        return Capability.EMBED in self.capabilities
+
+    @property
+    def can_prompt(self) -> bool:
+        return Capability.PROMPT in self.capabilities
+
+    @property
+    def can_stream(self) -> bool:
+        return Capability.STREAM in self.capabilities
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineMetrics:
+    """vLLM load gauges, summed over engines (KV-cache usage: the fullest engine, 0..1)."""
+
+    running: float
+    waiting: float
+    kv_cache_usage: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    models: tuple[ObservedModel, ...]
+    healthy: bool
+    version: str | None = None
+    metrics: EngineMetrics | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PullProgress:
+    """One progress line of a pull; `total`/`completed` are None when the backend left them
+    out (Ollama omits zero values)."""
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """Every adapter. Methods raise only `errors.LlmctlError` subclasses."""
+
+    name: str
+    capabilities: Capabilities
+
+    async def observe(self) -> Observation: ...
+
+    async def health(self) -> bool: ...
+
+    async def version(self) -> str | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Puller(Protocol):
+    def pull(self, model: str) -> AsyncIterator[PullProgress]: ...
+
+
+@runtime_checkable
+class Deleter(Protocol):
+    async def delete(self, model: str) -> None: ...
+
+
+@runtime_checkable
+class LoraManager(Protocol):
+    async def load_lora(self, name: str, path: str) -> None: ...
+
+    async def unload_lora(self, name: str) -> None: ...

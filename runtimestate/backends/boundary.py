@@ -1,0 +1,126 @@
+"""Where third-party failures become `runtimestate.errors`: one mapping, one deadline guard.
+
+`guard()` wraps one adapter call: it enforces the call's total deadline (so a node that drips
+bytes slower than the read timeout still cannot hold a caller longer than `Timeouts.total`)
+and maps every transport, timeout and parsing failure with ``raise ... from exc``.
+`check_status()` turns an HTTP error status into the tree using the error-envelope parser.
+
+Who calls it: the adapter modules. It must not swallow anything: exceptions it does not know
+propagate unchanged so the cycle logs them with a traceback and treats them as temporary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pydantic
+
+from runtimestate import errors
+from runtimestate.backends import transport
+
+# What the boundary maps. ValueError covers json.JSONDecodeError and pydantic.ValidationError;
+# TypeError and KeyError come from our own checks of a reply's shape.
+MAPPED: tuple[type[BaseException], ...] = (
+    OSError,  # includes builtin ConnectionError (the ollama client's wrap) and TimeoutError
+    httpx.HTTPError,
+    transport.BodyTooLarge,
+    ValueError,
+    TypeError,
+    KeyError,
+)
+
+Translator = Callable[[BaseException, str, bool], errors.LlmctlError]
+
+
+def translate(exc: BaseException, backend: str, about_model: bool = False) -> errors.LlmctlError:
+    """Map one exception from httpx, the socket layer or parsing. Pure; raises nothing."""
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return errors.BackendTimedOut(f"timed out: {_name(exc)}", backend=backend)
+    if isinstance(exc, transport.BodyTooLarge):
+        return errors.ProtocolError(str(exc), backend=backend)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return check_status_error(exc.response, backend, about_model)
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return errors.ConfigurationError(f"bad backend URL: {_name(exc)}", backend=backend)
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.NetworkError | ConnectionError | OSError):
+        return errors.BackendUnavailable(f"connection failed: {_describe(exc)}", backend=backend)
+    if isinstance(exc, pydantic.ValidationError):
+        return errors.ProtocolError(
+            f"unexpected reply shape: {exc.error_count()} errors", backend=backend
+        )
+    if isinstance(exc, httpx.HTTPError | ValueError | TypeError | KeyError):
+        return errors.ProtocolError(f"malformed reply: {_describe(exc)}", backend=backend)
+    return errors.ProtocolError(f"unexpected failure: {_name(exc)}", backend=backend)
+
+
+def check_status_error(
+    response: httpx.Response, backend: str, about_model: bool = False
+) -> errors.LlmctlError:
+    """The tree's error for an HTTP error response (the body must already be read)."""
+    message = transport.error_message(response.content) or response.reason_phrase
+    return errors.from_status(
+        response.status_code, message, backend=backend, about_model=about_model
+    )
+
+
+def check_status(response: httpx.Response, backend: str, *, about_model: bool = False) -> None:
+    """Raise the mapped error when `response` is not 2xx. Reads nothing new."""
+    if not response.is_success:
+        raise check_status_error(response, backend, about_model)
+
+
+@contextlib.asynccontextmanager
+async def guard(
+    backend: str,
+    *,
+    total: float | None,
+    about_model: bool = False,
+    translator: Translator = translate,
+    mapped: tuple[type[BaseException], ...] = MAPPED,
+) -> AsyncIterator[None]:
+    """Run the block under a `total`-second deadline (None: no deadline) and map failures.
+
+    Raises only `errors.LlmctlError` for anything in `mapped` (default `MAPPED`; an adapter
+    adds its client's exception types and passes its own `translator`) or a missed deadline;
+    other exceptions (bugs, cancellation) pass through untouched.
+    """
+    try:
+        async with asyncio.timeout(total):
+            yield
+    except errors.LlmctlError:
+        raise
+    except ExceptionGroup as group:  # from a TaskGroup of concurrent requests
+        leaf = first_leaf(group)
+        if isinstance(leaf, errors.LlmctlError):
+            raise leaf from group
+        if isinstance(leaf, mapped):
+            raise translator(leaf, backend, about_model) from group
+        raise
+    except TimeoutError as exc:
+        raise errors.BackendTimedOut(
+            f"no complete reply within {total:g}s" if total else "timed out", backend=backend
+        ) from exc
+    except mapped as exc:
+        raise translator(exc, backend, about_model) from exc
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first non-group exception inside a (possibly nested) exception group."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+def _name(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+def _describe(exc: BaseException) -> str:
+    # httpx messages hold the URL at most (never headers); the URL of a backend is not secret
+    # by itself, and credentials in it are refused when the adapter is built.
+    text = str(exc)
+    return f"{_name(exc)}: {text}" if text else _name(exc)

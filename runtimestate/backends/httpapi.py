@@ -1,0 +1,83 @@
+"""`HttpApi`: one capped, timed httpx client per backend, with checked request helpers.
+
+The vLLM, OpenAI-compatible and Gemini adapters talk through this (the Ollama adapter uses it
+for `/api/version`). Every helper returns only on a 2xx reply and otherwise raises the mapped
+`errors` class; deadlines and exception mapping are the caller's `boundary.guard`.
+
+Who calls it: adapter modules. It must not hold more than one client per backend, and must
+never include headers (API keys) in anything it raises.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from runtimestate import errors
+from runtimestate.backends import base, boundary, transport
+
+
+def validate_base_url(base_url: str) -> str:
+    """Return `base_url` without a trailing slash; raise ConfigurationError unless it is an
+    http(s) URL with a host and without embedded credentials, query or fragment."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise errors.ConfigurationError("base_url must be an http(s) URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise errors.ConfigurationError("base_url must not embed credentials; use api_key")
+    if parts.query or parts.fragment:
+        raise errors.ConfigurationError("base_url must not carry a query or fragment")
+    return base_url.rstrip("/")
+
+
+def default_name(base_url: str) -> str:
+    """A readable backend name for errors when the caller gave none: host, port and path."""
+    parts = urllib.parse.urlsplit(base_url)
+    return f"{parts.netloc}{parts.path}".rstrip("/")
+
+
+class HttpApi:
+    """Requests against one backend. Paths are relative to the base URL (prefix kept)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        name: str,
+        timeouts: base.Timeouts,
+        transport_: httpx.AsyncBaseTransport,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.client = transport.build_client(
+            validate_base_url(base_url),
+            timeouts=timeouts,
+            transport=transport_,
+            headers=headers,
+        )
+
+    async def get(
+        self, path: str, *, params: Mapping[str, str] | None = None, about_model: bool = False
+    ) -> httpx.Response:
+        response = await self.client.get(path.lstrip("/"), params=params)
+        boundary.check_status(response, self.name, about_model=about_model)
+        return response
+
+    async def get_json(
+        self, path: str, *, params: Mapping[str, str] | None = None
+    ) -> Mapping[str, Any]:
+        response = await self.get(path, params=params)
+        return transport.expect_mapping(transport.decode_json(response.content), path)
+
+    async def post_json(
+        self, path: str, body: Mapping[str, Any], *, about_model: bool = False
+    ) -> httpx.Response:
+        response = await self.client.post(path.lstrip("/"), json=dict(body))
+        boundary.check_status(response, self.name, about_model=about_model)
+        return response
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,309 @@
+"""The Ollama adapter: observe, pull, delete through the official `ollama.AsyncClient`.
+
+Observation is `/api/tags` and `/api/ps` concurrently (plus `/api/version` when the remembered
+version is older than `version_ttl`), then `/api/show` only for digests the `ShowCache` has not
+seen. `/api/version` and `GET /` go through httpx (the client
+has no method for them) over the same capped connection pool. Pulls stream NDJSON progress; if
+no line arrives within `Timeouts.stall` seconds the pull fails with `BackendTimedOut`.
+
+Every exception of the client (`ResponseError`, builtin `ConnectionError`, raw httpx errors,
+pydantic `ValidationError`, `json.JSONDecodeError`) is mapped here to `runtimestate.errors`.
+Bodies are capped by `transport.CappedTransport`, which the client uses as its transport.
+
+Who calls it: `backends.create` builds it; the backend cycle observes, download workers pull,
+the pruner deletes. It must not decide anything (what to pull or prune is the planner's), and
+must not canonicalise names: it reports Ollama's display names as they are.
+Note: the official client adds ``Authorization: Bearer $OLLAMA_API_KEY`` when that variable is
+set and no `api_key` is given; pass `api_key` explicitly to control what a node receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import httpx
+import ollama
+
+from runtimestate import errors
+from runtimestate.backends import base, boundary, httpapi, showcache, transport
+
+_SHOW_CONCURRENCY = 4
+DEFAULT_VERSION_TTL = 300.0
+_SUCCESS = "success"
+
+
+class OllamaBackend:
+    """Adapter for one Ollama node. Use as an async context manager or call `aclose()`."""
+
+    capabilities: ClassVar[base.Capabilities] = base.Capabilities(can_pull=True, can_delete=True)
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        name: str | None = None,
+        api_key: str | None = None,
+        timeouts: base.Timeouts = base.Timeouts(),
+        transport_: httpx.AsyncBaseTransport | None = None,
+        show_cache: showcache.ShowCache | None = None,
+        max_body_bytes: int = transport.DEFAULT_MAX_BODY_BYTES,
+        version_ttl: float = DEFAULT_VERSION_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        base_url = httpapi.validate_base_url(base_url)
+        self.name = name or httpapi.default_name(base_url)
+        self._timeouts = timeouts
+        self._clock = clock
+        self._version_ttl = version_ttl
+        self._version: str | None = None
+        self._version_at: float | None = None
+        self._cache = show_cache if show_cache is not None else showcache.ShowCache()
+        shared = transport.capped(transport_, max_body_bytes)
+        headers = dict(transport.IDENTITY_ENCODING)
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        self._http = httpapi.HttpApi(
+            base_url, name=self.name, timeouts=timeouts, transport_=shared, headers=headers
+        )
+        self._client = ollama.AsyncClient(
+            host=base_url,
+            timeout=transport.httpx_timeout(timeouts),
+            transport=shared,
+            headers=headers,
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> OllamaBackend:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the shared connection pool. Idempotent."""
+        await self._client.close()  # type: ignore[no-untyped-call]  # untyped upstream
+        await self._http.aclose()
+
+    def _guard(
+        self, *, about_model: bool = False, total: float | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        return boundary.guard(
+            self.name,
+            total=self._timeouts.total if total is None else total,
+            about_model=about_model,
+            translator=translate,
+            mapped=MAPPED,
+        )
+
+    async def observe(self) -> base.Observation:
+        """List models with details, capabilities, context length and loaded state.
+
+        Read-only. Raises `errors.LlmctlError`; the whole call is bounded by `total`.
+        A failing `/api/version` only leaves `version` None. The version is re-read at most
+        every `version_ttl` seconds: it changes only when the node is upgraded.
+        """
+        async with self._guard():
+            async with asyncio.TaskGroup() as group:
+                tags = group.create_task(self._client.list())
+                running = group.create_task(self._client.ps())
+                version = group.create_task(self._remembered_version())
+            models = tags.result().models
+            facts = await self._show_facts(models)
+            loaded = _loaded_keys(running.result().models)
+            observed = tuple(_observed(m, facts, loaded) for m in models)
+        return base.Observation(models=observed, healthy=True, version=version.result())
+
+    async def health(self) -> bool:
+        """True when `GET /` answers 2xx, False on any other answer; raises if unreachable."""
+        async with self._guard():
+            response = await self._http.client.get("")
+            await response.aread()
+        return response.is_success
+
+    async def version(self) -> str | None:
+        """The server version from `/api/version`. Raises `errors.LlmctlError`."""
+        async with self._guard():
+            payload = await self._http.get_json("api/version")
+            value = payload.get("version")
+            if not isinstance(value, str):
+                raise TypeError("version is not a string")
+        return value
+
+    async def delete(self, model: str) -> None:
+        """Delete `model` from the node. Not idempotent by itself: a missing model raises
+        `errors.ModelNotFound`, which callers may treat as done."""
+        async with self._guard(about_model=True):
+            await self._client.delete(model)
+
+    async def pull(self, model: str) -> AsyncIterator[base.PullProgress]:
+        """Stream pull progress until ``success``. Each line must arrive within `stall`
+        seconds. Closing the iterator early closes the connection (Ollama then cancels the
+        download once no other puller waits). Raises `errors.LlmctlError`: ModelNotFound for
+        an unknown model, InsufficientDisk, InvalidModelName, temporary errors otherwise."""
+        stall = self._timeouts.stall
+        async with self._guard(about_model=True, total=stall):
+            stream = await self._client.pull(model, stream=True)
+        try:
+            while True:
+                async with self._guard(about_model=True, total=stall):
+                    try:
+                        item = await anext(stream)
+                    except StopAsyncIteration:
+                        raise errors.ProtocolError(
+                            "pull stream ended before success", backend=self.name
+                        ) from None
+                progress = base.PullProgress(
+                    status=item.status or "",
+                    digest=item.digest or None,
+                    total=item.total,
+                    completed=item.completed,
+                )
+                yield progress
+                if progress.status == _SUCCESS:
+                    return
+        finally:
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()
+
+    async def _remembered_version(self) -> str | None:
+        now = self._clock()
+        if self._version_at is not None and now - self._version_at < self._version_ttl:
+            return self._version  # a failure is remembered too: a hung endpoint costs once
+        try:
+            self._version = await self.version()
+        except errors.LlmctlError:
+            self._version = None
+        self._version_at = now
+        return self._version
+
+    async def _show_facts(
+        self, models: Sequence[ollama.ListResponse.Model]
+    ) -> dict[str, showcache.ShowFacts]:
+        """Facts per digest: cached ones, plus `/api/show` for new digests (bounded)."""
+        facts: dict[str, showcache.ShowFacts] = {}
+        missing: dict[str, str] = {}
+        for model in models:
+            if not model.digest or not model.model:
+                continue
+            cached = self._cache.get(self.name, model.digest)
+            if cached is not None:
+                facts[model.digest] = cached
+            else:
+                missing.setdefault(model.digest, model.model)
+        limit = asyncio.Semaphore(_SHOW_CONCURRENCY)
+
+        async def show(digest: str, name: str) -> None:
+            async with limit:
+                found = await self._show(name)
+            if found is not None:
+                self._cache.put(self.name, digest, found)
+                facts[digest] = found
+
+        async with asyncio.TaskGroup() as group:
+            for digest, name in missing.items():
+                group.create_task(show(digest, name))
+        return facts
+
+    async def _show(self, name: str) -> showcache.ShowFacts | None:
+        """None when the model vanished between `/api/tags` and `/api/show`."""
+        try:
+            response = await self._client.show(name)
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return facts_from_show(response.modelinfo or {}, response.capabilities)
+
+
+def facts_from_show(
+    model_info: Mapping[str, Any], capabilities: Sequence[str] | None
+) -> showcache.ShowFacts:
+    """Context length from ``<general.architecture>.context_length``; capabilities as sent,
+    or, for servers older than v0.6.4, derived the way Ollama does (pooling -> embedding)."""
+    arch = model_info.get("general.architecture")
+    context = model_info.get(f"{arch}.context_length") if isinstance(arch, str) else None
+    if capabilities is None:
+        pooling = any(key.endswith(".pooling_type") for key in model_info)
+        capabilities = ["embedding"] if pooling else ["completion"]
+    return showcache.ShowFacts(
+        context_length=transport.optional_int(context),
+        backend_capabilities=frozenset(capabilities),
+    )
+
+
+def _loaded_keys(running: Sequence[ollama.ProcessResponse.Model]) -> frozenset[str]:
+    keys: set[str] = set()
+    for model in running:
+        keys.update(k for k in (model.digest, model.model, model.name) if k)
+    return frozenset(keys)
+
+
+def _observed(
+    model: ollama.ListResponse.Model,
+    facts: Mapping[str, showcache.ShowFacts],
+    loaded: frozenset[str],
+) -> base.ObservedModel:
+    if not model.model:
+        raise ValueError("a listed model has no name")
+    found = facts.get(model.digest or "")
+    raw = found.backend_capabilities if found else frozenset[str]()
+    details = model.details
+    return base.ObservedModel(
+        name=model.model,
+        model=model.model,
+        digest=model.digest or None,
+        size=None if model.size is None else int(model.size),
+        modified_at=model.modified_at,
+        details=base.ModelDetails(
+            family=details.family if details else None,
+            parameter_size=details.parameter_size if details else None,
+            quantization_level=details.quantization_level if details else None,
+            format=details.format if details else None,
+            families=tuple(details.families or ()) if details else (),
+            parent_model=(details.parent_model or None) if details else None,
+        ),
+        context_length=found.context_length if found else None,
+        capabilities=base.capabilities_from_ollama(raw),
+        backend_capabilities=raw,
+        loaded=bool(loaded & {model.digest, model.model}),
+    )
+
+
+MAPPED = (*boundary.MAPPED, ollama.ResponseError, AttributeError)
+
+# Ollama error texts (PROTOCOLS.md §1.4-1.5) that decide the class whatever the status.
+_TEXT_RULES: tuple[tuple[str, type[errors.LlmctlError]], ...] = (
+    ("no space left on device", errors.InsufficientDisk),
+    ("invalid model name", errors.InvalidModelName),
+    ('" is invalid', errors.InvalidModelName),
+    ("file does not exist", errors.ModelNotFound),
+    ("unauthorized", errors.Unauthorized),
+    ("insecure protocol", errors.RequestRejected),
+)
+
+
+def translate(exc: BaseException, backend: str, about_model: bool = False) -> errors.LlmctlError:
+    """Map an exception of the ollama client; falls back to `boundary.translate`."""
+    if isinstance(exc, ollama.ResponseError):
+        return _response_error(exc, backend, about_model)
+    if isinstance(exc, AttributeError):  # the client calls .get() on a non-object JSON body
+        return errors.ProtocolError("malformed reply: not a JSON object", backend=backend)
+    return boundary.translate(exc, backend, about_model)
+
+
+def _response_error(
+    exc: ollama.ResponseError, backend: str, about_model: bool
+) -> errors.LlmctlError:
+    message = str(exc.error)
+    lowered = message.lower()
+    status = exc.status_code if exc.status_code > 0 else None
+    for needle, cls in _TEXT_RULES:
+        if needle in lowered:
+            return cls(message, backend=backend, status_code=status)
+    if status is None:  # an error line inside a 200 stream: the server failed mid-way
+        return errors.ServerError(message, backend=backend)
+    return errors.from_status(status, message, backend=backend, about_model=about_model)
