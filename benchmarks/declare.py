@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import migrations  # noqa: E402
-from runtimestate import database, manifest, store  # noqa: E402
+import migrations
+from runtimestate import database, manifest, store
 
 
 def fleet(backends: int, models: int, pools: int) -> str:
@@ -112,7 +112,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     text = fleet(args.backends, args.models, args.pools)
-    results: dict[str, object] = {"backends": args.backends, "models": args.models, "pools": args.pools}
+    results: dict[str, object] = {
+        "backends": args.backends,
+        "models": args.models,
+        "pools": args.pools,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         results["sqlite"] = measure(f"sqlite:///{tmp}/bench.db", text)
     with postgres_url() as url:

@@ -16,7 +16,7 @@ from cryptography import fernet
 
 from runtimestate import spec
 
-SECRET_KEY_VARIABLE = "LLMCTL_SECRET_KEY"
+SECRET_KEY_VARIABLE = "LLMCTL_SECRET_KEY"  # noqa: S105 - the variable's name, not a secret
 
 
 class CredentialError(ValueError):

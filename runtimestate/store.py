@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import desired, names, schema, spec
 
-
 _POOL_BACKENDS = sa.Table("pool_backends", schema.metadata)  # the membership tables, as Core
 _POOL_MODELS = sa.Table("pool_models", schema.metadata)
 

@@ -48,11 +48,13 @@ def test_pool_membership_commands_are_idempotent(llmctl: Cli) -> None:
     )
     assert llmctl("pool", "add-model", "gpu", "llama3:latest").code == 0
     pool = llmctl("pool", "get", "gpu", "-o", "json").json()
-    assert pool["backends"] == ["gpu-1"] and pool["models"] == ["llama3"]
+    assert pool["backends"] == ["gpu-1"]
+    assert pool["models"] == ["llama3"]
     assert llmctl("pool", "remove-model", "gpu", "llama3").code == 0
     assert llmctl("pool", "remove-backend", "gpu", "gpu-1").code == 0
     pool = llmctl("pool", "get", "gpu", "-o", "json").json()
-    assert pool["backends"] == [] and pool["models"] == []
+    assert pool["backends"] == []
+    assert pool["models"] == []
     assert llmctl("pool", "delete", "gpu").code == 0
     assert [p["name"] for p in llmctl("pool", "list", "-o", "json").json()] == ["default"]
 

@@ -17,7 +17,9 @@ def _backend(name: str = "gpu-1", **changes: object) -> spec.BackendSpec:
     return spec.make_backend(name, **values)  # type: ignore[arg-type]
 
 
-async def test_a_new_backend_starts_at_generation_one_in_the_default_pool(session: AsyncSession) -> None:
+async def test_a_new_backend_starts_at_generation_one_in_the_default_pool(
+    session: AsyncSession,
+) -> None:
     created = await store.add_backend(session, _backend())
     await session.commit()
     assert created.meta.generation == 1
@@ -26,22 +28,30 @@ async def test_a_new_backend_starts_at_generation_one_in_the_default_pool(sessio
     assert created.meta.created_at.tzinfo is not None
 
 
-async def test_a_real_change_bumps_the_generation_and_a_no_op_does_not(session: AsyncSession) -> None:
+async def test_a_real_change_bumps_the_generation_and_a_no_op_does_not(
+    session: AsyncSession,
+) -> None:
     await store.add_backend(session, _backend())
     updated, changed = await store.update_backend(session, _backend(max_pulls=3))
-    assert changed and updated.meta.generation == 2
+    assert changed
+    assert updated.meta.generation == 2
     again, changed = await store.update_backend(session, _backend(max_pulls=3))
-    assert not changed and again.meta.generation == 2
+    assert not changed
+    assert again.meta.generation == 2
 
 
 async def test_a_new_encrypted_key_counts_as_a_change(session: AsyncSession) -> None:
     key = spec.Credentials(spec.CredentialKind.ENCRYPTED, ciphertext="token-1")
     await store.add_backend(session, _backend(type="openai", credentials=key))
     rotated = dataclasses.replace(key, ciphertext="token-2")
-    updated, changed = await store.update_backend(session, _backend(type="openai", credentials=rotated))
-    assert changed and updated.meta.generation == 2
+    updated, changed = await store.update_backend(
+        session, _backend(type="openai", credentials=rotated)
+    )
+    assert changed
+    assert updated.meta.generation == 2
     stored = (await store.get_backend(session, "gpu-1")).spec.credentials
-    assert stored is not None and stored.ciphertext == "token-2"
+    assert stored is not None
+    assert stored.ciphertext == "token-2"
 
 
 async def test_duplicate_backends_are_refused(session: AsyncSession) -> None:
@@ -69,13 +79,17 @@ async def test_desired_models_are_the_union_of_the_backend_pools(session: AsyncS
     for name in ("llama3", "qwen2:0.5b", "nomic-embed-text"):
         await store.add_model(session, spec.ModelSpec(name), pools=())
     await store.create_pool(session, spec.PoolSpec("chat", "", ("gpu-1", "gpu-2"), ("llama3",)))
-    await store.create_pool(session, spec.PoolSpec("small", "", ("gpu-1",), ("qwen2:0.5b", "llama3:latest")))
+    await store.create_pool(
+        session, spec.PoolSpec("small", "", ("gpu-1",), ("qwen2:0.5b", "llama3:latest"))
+    )
     state = await store.load(session)
     assert [m.name for m in state.models_for("gpu-1")] == ["llama3", "qwen2:0.5b"]
     assert [m.name for m in state.models_for("gpu-2")] == ["llama3"]
 
 
-async def test_membership_changes_bump_the_pool_generation_and_are_idempotent(session: AsyncSession) -> None:
+async def test_membership_changes_bump_the_pool_generation_and_are_idempotent(
+    session: AsyncSession,
+) -> None:
     await store.add_backend(session, _backend(), pools=())
     before = await store.get_pool(session, "default")
     assert await store.set_membership(session, "default", backend="gpu-1", member=True)

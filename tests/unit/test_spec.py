@@ -59,7 +59,7 @@ def test_model_capabilities_are_validated_and_sorted() -> None:
         spec.ModelSpec("llama3", 8192, spec.capabilities(["stream", "chat"]))
     )
     assert model.capabilities == (spec.Capability.CHAT, spec.Capability.STREAM)
-    with pytest.raises(spec.SpecError, match="chat|embed|prompt|stream"):
+    with pytest.raises(spec.SpecError, match=r"chat\|embed\|prompt\|stream"):
         spec.capabilities(["vision"])
     with pytest.raises(spec.SpecError, match="contextLength"):
         spec.validate_model(spec.ModelSpec("llama3", 0))
@@ -89,6 +89,7 @@ def test_env_credentials_read_the_variable_at_use() -> None:
     ref = spec.Credentials(spec.CredentialKind.ENV, env_var="OPENAI_API_KEY")
     assert ref.describe() == "env:OPENAI_API_KEY"
     secret = credentials.resolve(ref, {"OPENAI_API_KEY": "sk-2"})
-    assert secret is not None and secret.reveal() == "sk-2"
+    assert secret is not None
+    assert secret.reveal() == "sk-2"
     with pytest.raises(credentials.CredentialError, match="OPENAI_API_KEY is not set"):
         credentials.resolve(ref, {})
