@@ -1,0 +1,226 @@
+"""The Ollama emulator: routes, management endpoints and the public start/stop API.
+
+`running(...)` (async context manager), `in_thread(...)` (sync context manager, server on a
+background thread) and `serve(...)` (blocking, for `llmctl emulate ollama`) all take the options
+of `build`. Routes follow PROTOCOLS §1.2; unknown paths and wrong methods get gin's plain-text
+`404 page not found` / `405 method not allowed`. Pull lives in `ollama_pull`, inference in
+`ollama_inference`, node state in `ollama_node`. Imports nothing of the controller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import TypedDict, Unpack
+
+from aiohttp import web
+
+from emulators import (
+    catalog,
+    ollama_inference,
+    ollama_node,
+    ollama_pull,
+    ollama_wire,
+    runner,
+    server,
+    timestamps,
+)
+
+DEFAULT_PORT = 11434
+DEFAULT_VERSION = "0.30.0"
+Call = server.Call[ollama_node.OllamaNode]
+Emulator = runner.Emulator[ollama_node.OllamaNode]
+
+
+class Options(TypedDict, total=False):
+    """Options of `build`, also accepted by `running`, `in_thread` and `serve`."""
+
+    nodes: int
+    installed: Iterable[str]
+    catalog: catalog.Catalog | str | pathlib.Path | None
+    pull_rate: float | None
+    tick_interval: float
+    disk_capacity: int | None
+    version: str
+
+
+def build(**options: Unpack[Options]) -> server.Host[ollama_node.OllamaNode]:
+    """A host of `nodes` (default 1) Ollama nodes, each with `installed` models on disk.
+
+    `catalog` is a `Catalog`, a JSON/YAML file path, or None for the built-in one. `pull_rate`
+    is bytes per second per blob (None or 0: instant), `tick_interval` the seconds between
+    progress lines (default 0.06), `disk_capacity` bytes per node (None: unlimited).
+    Raises KeyError when an installed model is not in the catalog.
+    """
+    registry = options.get("catalog")
+    if not isinstance(registry, catalog.Catalog):
+        registry = catalog.Catalog() if registry is None else catalog.load(registry)
+    nodes = [
+        ollama_node.OllamaNode(
+            index,
+            registry,
+            list(options.get("installed", ())),
+            pull_rate=options.get("pull_rate"),
+            tick_interval=options.get("tick_interval", 0.06),
+            disk_capacity=options.get("disk_capacity"),
+            version=options.get("version", DEFAULT_VERSION),
+        )
+        for index in range(options.get("nodes", 1))
+    ]
+    return server.Host(Flavour(), nodes)
+
+
+def running(
+    host: str = "127.0.0.1", port: int = 0, **options: Unpack[Options]
+) -> AbstractAsyncContextManager[Emulator]:
+    """`async with ollama.running(installed=[...]) as emu:` serve in the current loop."""
+    return runner.running(build(**options), host, port)
+
+
+def in_thread(
+    host: str = "127.0.0.1", port: int = 0, **options: Unpack[Options]
+) -> AbstractContextManager[Emulator]:
+    """`with ollama.in_thread(...) as emu:` serve from a background thread (sync clients)."""
+    return runner.in_thread(lambda: build(**options), host, port)
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    announce: Callable[[Emulator], None] | None = None,
+    **options: Unpack[Options],
+) -> None:
+    """Serve until Ctrl-C; `announce(emulator)` runs once the socket listens."""
+    runner.serve(lambda: build(**options), host, port, announce)
+
+
+class Flavour:
+    """Ollama's routing table and gin's plain-text errors."""
+
+    name = "ollama"
+
+    def routes(
+        self, node: ollama_node.OllamaNode, path: str
+    ) -> Mapping[str, server.Handler[ollama_node.OllamaNode]] | None:
+        return ROUTES.get(path)
+
+    def refuse(
+        self, node: ollama_node.OllamaNode, request: web.Request, path: str
+    ) -> web.Response | None:
+        return None
+
+    def not_found(self) -> web.Response:
+        return web.Response(status=404, text="404 page not found")
+
+    def method_not_allowed(self) -> web.Response:
+        return web.Response(status=405, text="405 method not allowed")
+
+    def internal_error(self, node: ollama_node.OllamaNode) -> web.Response:
+        return ollama_wire.error(500, "llmctl emulator: injected internal server error")
+
+
+async def root(call: Call) -> web.StreamResponse:
+    """`GET|HEAD /`: liveness."""
+    return web.Response(text="Ollama is running")
+
+
+async def version(call: Call) -> web.StreamResponse:
+    """`GET|HEAD /api/version`."""
+    return server.json_response({"version": call.node.version})
+
+
+async def tags(call: Call) -> web.StreamResponse:
+    """`GET|HEAD /api/tags`: installed models, newest first."""
+    models = sorted(call.node.installed.values(), key=lambda m: -m.modified_ns)
+    return server.json_response({"models": [ollama_wire.tags_entry(m) for m in models]})
+
+
+async def ps(call: Call) -> web.StreamResponse:
+    """`GET /api/ps`: loaded models, latest expiry first."""
+    node = call.node
+    return server.json_response({"models": [ollama_wire.ps_entry(node, m) for m in node.running()]})
+
+
+async def show(call: Call) -> web.StreamResponse:
+    """`POST /api/show`: details, `model_info` (always) and capabilities."""
+    try:
+        data = await ollama_wire.body(call.request)
+        text = ollama_wire.model_field(data)
+        if not text:
+            raise ollama_wire.BadRequest(400, "model is required")
+        name = ollama_wire.parse_name(text)
+    except ollama_wire.BadRequest as exc:
+        return exc.response
+    model = call.node.find(name)
+    if model is None:
+        return ollama_wire.error(404, f"model '{name.display}' not found")
+    return server.json_response(_show_body(model))
+
+
+def _show_body(model: ollama_node.Installed) -> dict[str, object]:
+    spec = model.spec
+    parameters = f'{"stop":<30}"<|im_end|>"' if "completion" in spec.capabilities else ""
+    body: dict[str, object] = {
+        "license": "Emulated license text.",
+        "modelfile": f"# Modelfile generated by the llmctl emulator\nFROM {spec.name}\n",
+        "parameters": parameters,
+        "template": "{{ .Prompt }}",
+        "details": spec.details(),
+        "model_info": spec.model_info(),
+        "capabilities": list(spec.capabilities),
+        "modified_at": timestamps.rfc3339_nano(model.modified_ns),
+    }
+    return {k: v for k, v in body.items() if v or k == "model_info"}
+
+
+async def delete(call: Call) -> web.StreamResponse:
+    """`DELETE /api/delete`: 200 with an empty body, or 404."""
+    try:
+        data = await ollama_wire.body(call.request)
+        text = ollama_wire.model_field(data)
+        name = ollama_wire.parse_name(text, f'name "{text}" is invalid')
+    except ollama_wire.BadRequest as exc:
+        return exc.response
+    if not call.node.remove(name):
+        return ollama_wire.error(404, f"model '{text}' not found")
+    return web.Response(status=200)
+
+
+async def copy(call: Call) -> web.StreamResponse:
+    """`POST /api/copy`: the destination shares the source's blobs."""
+    try:
+        data = await ollama_wire.body(call.request)
+        source_text = str(data.get("source") or "")
+        source = call.node.find(ollama_wire.parse_name(source_text))
+        destination = ollama_wire.parse_name(str(data.get("destination") or ""))
+    except ollama_wire.BadRequest as exc:
+        return exc.response
+    if source is None:
+        return ollama_wire.error(404, f"model '{source_text}' not found")
+    seed = source.spec.digest_seed or source.spec.name
+    call.node.install(dataclasses.replace(source.spec, name=destination.display, digest_seed=seed))
+    return web.Response(status=200)
+
+
+def _both(
+    handler: server.Handler[ollama_node.OllamaNode],
+) -> dict[str, server.Handler[ollama_node.OllamaNode]]:
+    return {"GET": handler, "HEAD": handler}
+
+
+ROUTES: dict[str, dict[str, server.Handler[ollama_node.OllamaNode]]] = {
+    "/": _both(root),
+    "/api/version": _both(version),
+    "/api/tags": _both(tags),
+    "/api/ps": {"GET": ps},
+    "/api/show": {"POST": show},
+    "/api/pull": {"POST": ollama_pull.handle},
+    "/api/delete": {"DELETE": delete},
+    "/api/copy": {"POST": copy},
+    "/api/generate": {"POST": ollama_inference.generate},
+    "/api/chat": {"POST": ollama_inference.chat},
+    "/api/embed": {"POST": ollama_inference.embed},
+    "/api/embeddings": {"POST": ollama_inference.embeddings_legacy},
+}
