@@ -62,7 +62,8 @@ def test_the_official_ollama_client_lists_pulls_shows_and_deletes(ollama_url: st
     assert shown.modelinfo is not None
     architecture = shown.modelinfo["general.architecture"]
     assert shown.modelinfo[f"{architecture}.context_length"] > 0
-    assert shown.capabilities is not None and "completion" in shown.capabilities
+    assert shown.capabilities is not None
+    assert "completion" in shown.capabilities
     assert client.delete("llama3.2:1b").status == "success"
     assert [m.model for m in client.list().models] == ["qwen2:0.5b"]
 
