@@ -1,0 +1,92 @@
+"""Per-backend probe bookkeeping: backoff after failures, the grace period, and the phase.
+
+Called by the backend cycle once per backend per cycle. Pure: the clock and the random source
+come in as parameters. A backend that fails keeps its last good observation for a grace period
+as `Degraded`, then becomes `Unreachable`; probing backs off exponentially with jitter, capped,
+and only a success resets it. One hung backend therefore costs one timeout per backoff step,
+never every cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import random
+from typing import Generic, TypeVar
+
+Obs = TypeVar("Obs")  # the observation type; opaque here
+
+
+class Phase(enum.StrEnum):
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    UNREACHABLE = "Unreachable"
+    UNKNOWN = "Unknown"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Policy:
+    """How probing backs off and how long a failing backend keeps its last good state."""
+
+    grace: dt.timedelta = dt.timedelta(minutes=2)
+    base_delay: dt.timedelta = dt.timedelta(seconds=5)
+    max_delay: dt.timedelta = dt.timedelta(minutes=5)
+
+
+@dataclasses.dataclass(frozen=True)  # no slots: they break Generic on Python 3.11
+class Record(Generic[Obs]):
+    """What the cycle remembers about one backend between cycles."""
+
+    failures: int = 0
+    last_ok_at: dt.datetime | None = None
+    first_failure_at: dt.datetime | None = None
+    last_good: Obs | None = None
+    last_error: str | None = None
+    last_reason: str | None = None
+    next_probe_at: dt.datetime | None = None
+
+    def due(self, now: dt.datetime) -> bool:
+        """Whether the backend should be probed this cycle."""
+        return self.next_probe_at is None or now >= self.next_probe_at
+
+    def phase(self, now: dt.datetime, policy: Policy) -> Phase:
+        if self.failures == 0:
+            return Phase.READY if self.last_ok_at is not None else Phase.UNKNOWN
+        if self.last_good is None or self.first_failure_at is None:
+            return Phase.UNREACHABLE
+        return Phase.DEGRADED if now - self.first_failure_at < policy.grace else Phase.UNREACHABLE
+
+    def usable(self, now: dt.datetime, policy: Policy) -> Obs | None:
+        """The observation to plan with: the fresh one, or the last good one within grace."""
+        phase = self.phase(now, policy)
+        return self.last_good if phase in (Phase.READY, Phase.DEGRADED) else None
+
+
+def succeeded(record: Record[Obs], observation: Obs, now: dt.datetime) -> Record[Obs]:
+    """A probe answered: reset the backoff and keep the observation as the last good one."""
+    return Record(last_ok_at=now, last_good=observation)
+
+
+def failed(
+    record: Record[Obs],
+    error: str,
+    reason: str,
+    now: dt.datetime,
+    policy: Policy,
+    rng: random.Random,
+) -> Record[Obs]:
+    """A probe failed: count it, and schedule the next probe with capped, jittered backoff."""
+    failures = record.failures + 1
+    ceiling = min(policy.max_delay, policy.base_delay * (2 ** min(failures - 1, 20)))
+    # Full jitter in the upper half: backends that failed together do not retry together,
+    # and the delay still grows with every failure.
+    delay = ceiling * (0.5 + rng.random() / 2)
+    return dataclasses.replace(
+        record,
+        failures=failures,
+        first_failure_at=record.first_failure_at or now,
+        last_error=error,
+        last_reason=reason,
+        next_probe_at=now + delay,
+    )
