@@ -1,0 +1,168 @@
+"""The runtime snapshot: what every backend serves right now, as immutable values.
+
+Built by the backend cycle after each pass and swapped in atomically; read by `State.get()`,
+the CLI, the status table, the ``llmctl.v1.state.<backend>`` events and the resolver. Values
+are frozen and shared, never deep-copied per read. `to_wire`/`from_wire` give the explicit JSON
+form used in the database and on NATS. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from runtimestate import probing
+
+Phase = probing.Phase
+WIRE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Condition:
+    """A Kubernetes-style condition: ``type`` is true or false, with a reason and a message."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PulledModel:
+    """A model a backend reports, in the shape of Ollama's list entries plus what llmctl adds."""
+
+    name: str
+    model: str
+    digest: str = ""
+    size: int = 0
+    modified_at: dt.datetime | None = None
+    family: str = ""
+    parameter_size: str = ""
+    quantization_level: str = ""
+    format: str = ""
+    context_length: int | None = None
+    can_chat: bool = False
+    can_embed: bool = False
+    can_prompt: bool = False
+    can_stream: bool = False
+    loaded: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DownloadView:
+    """A download as the snapshot shows it: enough for status columns and the resolver."""
+
+    job_id: str
+    model: str
+    state: str
+    percent: float | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Load:
+    """Load figures a backend reports (vLLM metrics); None where unknown."""
+
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_usage: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LLMState:
+    """One backend's observed state."""
+
+    id: int
+    name: str
+    type: str
+    base_url: str
+    models: tuple[str, ...]
+    pulled_models: tuple[PulledModel, ...]
+    phase: Phase
+    error: str | None = None
+    conditions: tuple[Condition, ...] = ()
+    observed_generation: int = 0
+    last_ok_at: dt.datetime | None = None
+    version: str | None = None
+    load: Load = Load()
+    downloads_pending: tuple[DownloadView, ...] = ()
+    downloads_failed: tuple[DownloadView, ...] = ()
+    downloads_held: tuple[DownloadView, ...] = ()
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every backend's state after one cycle."""
+
+    backends: Mapping[str, LLMState]
+    cycle: int = 0
+    taken_at: dt.datetime | None = None
+
+
+EMPTY = Snapshot(backends={})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+def state_to_dict(state: LLMState) -> dict[str, Any]:
+    """The JSON-ready form of one backend's state (timestamps as ISO 8601)."""
+    doc: dict[str, Any] = _jsonable(state)
+    doc["phase"] = state.phase.value
+    doc["v"] = WIRE_VERSION
+    return doc
+
+
+def to_wire(state: LLMState) -> bytes:
+    return json.dumps(state_to_dict(state), separators=(",", ":")).encode()
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromisoformat(value)
+
+
+def state_from_dict(doc: Mapping[str, Any]) -> LLMState:
+    """Rebuild a state from `state_to_dict`'s form; unknown keys are ignored."""
+    pulled = tuple(
+        PulledModel(**{**m, "modified_at": _time(m.get("modified_at"))})
+        for m in doc.get("pulled_models", ())
+    )
+
+    def downloads(key: str) -> tuple[DownloadView, ...]:
+        return tuple(DownloadView(**d) for d in doc.get(key, ()))
+
+    return LLMState(
+        id=doc["id"],
+        name=doc["name"],
+        type=doc["type"],
+        base_url=doc["base_url"],
+        models=tuple(doc.get("models", ())),
+        pulled_models=pulled,
+        phase=Phase(doc["phase"]),
+        error=doc.get("error"),
+        conditions=tuple(Condition(**c) for c in doc.get("conditions", ())),
+        observed_generation=doc.get("observed_generation", 0),
+        last_ok_at=_time(doc.get("last_ok_at")),
+        version=doc.get("version"),
+        load=Load(**doc.get("load", {})),
+        downloads_pending=downloads("downloads_pending"),
+        downloads_failed=downloads("downloads_failed"),
+        downloads_held=downloads("downloads_held"),
+    )
+
+
+def from_wire(data: bytes) -> LLMState:
+    return state_from_dict(json.loads(data))
