@@ -11,9 +11,10 @@ import os
 
 from alembic import context
 
+from dwqueue import schema as dwqueue_schema
 from runtimestate import database, schema
 
-target_metadata = [schema.metadata]
+target_metadata = [schema.metadata, dwqueue_schema.metadata]
 
 
 def _url() -> str:

@@ -114,3 +114,31 @@ class PoolModelRow(Base):
     model_id: orm.Mapped[int] = orm.mapped_column(
         sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class BackendStatusRow(Base):
+    """The last observed state of a backend, as `runtimestate.snapshot`'s wire form.
+
+    Written by the backend cycle only when it changed; read by the CLI and other processes.
+    No foreign key: a deleted backend's row is removed by the next cycle.
+    """
+
+    __tablename__ = "backend_status"
+
+    backend: orm.Mapped[str] = orm.mapped_column(sa.String(63), primary_key=True)
+    phase: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    observed_generation: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+    document: orm.Mapped[dict[str, Any]] = orm.mapped_column(sa.JSON)
+    updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)
+
+
+class ManagedModelRow(Base):
+    """A model llmctl itself pulled onto a backend: what the `managed` prune policy may remove."""
+
+    __tablename__ = "managed_models"
+
+    backend: orm.Mapped[str] = orm.mapped_column(sa.String(63), primary_key=True)
+    model_key: orm.Mapped[str] = orm.mapped_column(sa.String(600), primary_key=True)
+    model: orm.Mapped[str] = orm.mapped_column(sa.String(600))
+    job_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(32))
+    pulled_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)

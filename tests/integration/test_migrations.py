@@ -7,9 +7,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 import migrations
+from dwqueue import schema as dwqueue_schema
 from runtimestate import database, schema
 
-TABLES = {"backends", "models", "pools", "pool_backends", "pool_models"}
+TABLES = {
+    "backends", "models", "pools", "pool_backends", "pool_models",
+    "backend_status", "managed_models", "download_jobs",
+}  # fmt: skip
 
 
 def _tables(url: str) -> set[str]:
@@ -28,7 +32,8 @@ def test_upgrade_leaves_no_difference_between_models_and_schema(database_url: st
             context = MigrationContext.configure(
                 connection, opts={"compare_type": True, "compare_server_default": True}
             )
-            assert compare_metadata(context, schema.metadata) == []
+            metadata = [schema.metadata, dwqueue_schema.metadata]
+            assert compare_metadata(context, metadata) == []
     finally:
         engine.dispose()
     assert _tables(database_url) == TABLES

@@ -1,0 +1,174 @@
+"""Benchmark: the download queue on Postgres.
+
+``claims``: how many jobs per second concurrent worker processes claim from one queue
+(``dwqueue.leases.claim``, one job per claim transaction, each committed), and a check that no
+job was claimed twice. Jobs are spread over ``--backends`` backends whose pull limit is high
+enough never to bind, so the figure is the queue's, not the limits'; each worker marks its
+jobs done 50 at a time (one statement, included in the time) so the running set stays small,
+as it is in production. Postgres is the server
+named by ``LLMCTL_BENCH_DATABASE_URL`` (a plain postgresql:// URL to a database it may fill),
+else a throwaway server started the way the test harness does.
+
+    .venv/bin/python benchmarks/download_queue.py claims [--workers 8] [--jobs 20000]
+        [--backends 100] [--batch 1] [--json]
+
+(The pull-events part is still to come.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterator
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+import sqlalchemy as sa
+
+import migrations
+from dwqueue import jobs, leases, queue, schema
+from runtimestate import database
+
+_FINISH_EVERY = 50  # claimed jobs a worker holds before marking them done in one statement
+
+
+@contextlib.contextmanager
+def postgres_url() -> Iterator[str]:
+    given = os.environ.get("LLMCTL_BENCH_DATABASE_URL")
+    if given:
+        yield given
+        return
+    from tests import services
+
+    server = services.PostgresServer.launch()
+    try:
+        with services.scratch_database(server) as url:
+            yield url
+    finally:
+        server.close()
+
+
+async def _fill(url: str, count: int, backends: int) -> None:
+    engine = database.create_async_engine(url)
+    try:
+        async with database.session_factory(engine)() as session:
+            for i in range(count):
+                await queue.enqueue(session, f"node-{i % backends:04d}", f"model-{i}:7b")
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+def _worker(url: str, owner: str, batch: int, limit: int, start: Barrier, out: Any) -> None:
+    out.put(asyncio.run(_claim_until_empty(url, owner, batch, limit, start)))
+
+
+async def _claim_until_empty(
+    url: str, owner: str, batch: int, limit: int, start: Barrier
+) -> tuple[list[str], float, float, int]:
+    engine = database.create_async_engine(url, pool_size=1)
+    claimed: list[str] = []
+    empty_claims = 0
+    try:
+        sessions = database.session_factory(engine)
+        async with sessions() as session:  # connect before the clock starts
+            await leases.running_counts(session)
+        start.wait()
+        began = time.perf_counter()
+        while True:
+            async with sessions() as session:
+                changes = await leases.claim(session, owner, default_limit=limit, n=batch)
+                await session.commit()
+            if changes:
+                claimed.extend(change.job.id for change in changes)
+                if len(claimed) % _FINISH_EVERY < len(changes):
+                    await _finish(sessions, claimed[-_FINISH_EVERY:])
+                continue
+            empty_claims += 1
+            async with sessions() as session:
+                if not await queue.list_jobs(session, states=[jobs.JobState.QUEUED], limit=1):
+                    return claimed, began, time.perf_counter(), empty_claims
+    finally:
+        await engine.dispose()
+
+
+async def _finish(sessions: Any, job_ids: list[str]) -> None:
+    """Mark a worker's recent jobs done in one statement, as pulls would finish, so running
+    counts stay at a realistic size instead of growing to every job."""
+    table = schema.download_jobs
+    async with sessions() as session:
+        done = {"state": jobs.JobState.SUCCEEDED.value, "lease_owner": None}
+        await session.execute(sa.update(table).where(table.c.id.in_(job_ids)).values(done))
+        await session.commit()
+
+
+def claims(url: str, workers: int, count: int, backends: int, batch: int) -> dict[str, Any]:
+    migrations.upgrade(url)
+    asyncio.run(_fill(url, count, backends))
+    limit = count // backends + 1  # never binds
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(workers)
+    out = context.Queue()
+    procs = [
+        context.Process(target=_worker, args=(url, f"bench-{i}", batch, limit, start, out))
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    elapsed = max(end for _, _, end, _ in results) - min(began for _, began, _, _ in results)
+    counts = collections.Counter(job_id for ids, _, _, _ in results for job_id in ids)
+    return {
+        "workers": workers,
+        "jobs": count,
+        "backends": backends,
+        "batch": batch,
+        "claimed": len(counts),
+        "double_claims": sum(n - 1 for n in counts.values()),
+        "empty_claims": sum(empty for *_, empty in results),
+        "seconds": round(elapsed, 3),
+        "claims_per_s": round(sum(counts.values()) / elapsed),
+        "jobs_per_s": round(len(counts) / elapsed),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    sub = parser.add_subparsers(dest="bench", required=True)
+    c = sub.add_parser("claims", help="claim throughput and double claims on Postgres")
+    c.add_argument("--workers", type=int, default=8)
+    c.add_argument("--jobs", type=int, default=20_000)
+    c.add_argument("--backends", type=int, default=100)
+    c.add_argument("--batch", type=int, default=1, help="jobs per claim transaction")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    with postgres_url() as url:
+        r = claims(url, args.workers, args.jobs, args.backends, args.batch)
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(
+        f"claims: {r['workers']} workers, {r['jobs']} jobs over {r['backends']} backends, "
+        f"{r['batch']} per claim (Postgres)\n"
+        f"  {r['claimed']} jobs claimed in {r['seconds']:.2f} s: {r['claims_per_s']:,} claims/s, "
+        f"{r['double_claims']} double claims, {r['empty_claims']} empty claims at the end"
+    )
+    if r["double_claims"] or r["claimed"] != r["jobs"]:
+        sys.exit("FAILED: a job was claimed twice or not at all")
+
+
+if __name__ == "__main__":
+    main()

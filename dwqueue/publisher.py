@@ -1,0 +1,242 @@
+"""Publishes download events on NATS without ever failing or slowing a download.
+
+The composition root (``serve``, ``reconcile --once``) builds one `Publisher`, `start`s it and
+hands it to the download cycle, which calls `publish` with the events the store functions
+returned, after its commit. The database is the truth; NATS is a best-effort mirror:
+
+- `start` returns at once; the connection is made, and remade after any outage, in the
+  background for as long as the publisher lives (nats-py ``max_reconnect_attempts=-1``), so
+  events flow again when NATS returns, without a restart. NATS being down at start is fine.
+- `publish` never raises and never waits on the network: while disconnected an event is dropped
+  (counted in `stats.dropped`, with one warning per outage), and messages are sent as core NATS
+  publishes (no acknowledgement round trip).
+- Where the server has JetStream, a stream ``<PREFIX>_DOWNLOADS`` over
+  ``<prefix>.v1.downloads.>`` keeps the latest event of each job (``max_msgs_per_subject=1``)
+  for a bounded age, so a late `dwqueue.subscriber.Watch` replays the current state. It is
+  (re)declared on every (re)connect; on plain NATS publishing works the same without it.
+
+This module must not touch the database, and must not raise into the download path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client
+from nats.js import api
+
+from dwqueue import coalescer, events, rows
+
+log = structlog.get_logger(__name__)
+
+_STREAM_EXISTS_WITH_OTHER_CONFIG = 10058
+_NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+
+
+@dataclasses.dataclass
+class Stats:
+    """Counters for `/metrics` and tests; only ever incremented."""
+
+    published: int = 0
+    dropped: int = 0
+    coalesced: int = 0
+    connects: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSettings:
+    """How the JetStream stream that replays the latest event per job is declared."""
+
+    enabled: bool = True
+    storage: api.StorageType = api.StorageType.FILE
+    max_age: dt.timedelta = dt.timedelta(days=1)
+    max_bytes: int = 256 * 1024 * 1024
+
+
+class Publisher:
+    """One NATS connection that publishes download events; see the module docstring."""
+
+    def __init__(
+        self,
+        servers: str | Sequence[str],
+        *,
+        prefix: str = events.DEFAULT_PREFIX,
+        stream: StreamSettings | None = None,
+        coalesce: coalescer.Coalescer | None = None,
+        reconnect_wait_s: float = 1.0,
+        connect_timeout_s: float = 2.0,
+        name: str = "llmctl-downloads",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.prefix = events.check_prefix(prefix)
+        self.stats = Stats()
+        self.jetstream: bool | None = None  # None until known
+        self._servers = [servers] if isinstance(servers, str) else list(servers)
+        self._stream = stream or StreamSettings()
+        self._coalesce = coalesce
+        self._reconnect_wait_s = reconnect_wait_s
+        self._connect_timeout_s = connect_timeout_s
+        self._name = name
+        self._clock = clock
+        self._nc = Client()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outage_drops = 0
+        self._down = False
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once and never raises."""
+        self._spawn(self._connect())
+
+    async def _connect(self) -> None:
+        try:
+            await self._nc.connect(
+                servers=self._servers,
+                name=self._name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,  # for ever: the first connect too
+                reconnect_time_wait=self._reconnect_wait_s,  # type: ignore[arg-type]
+                connect_timeout=self._connect_timeout_s,  # type: ignore[arg-type]
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+        except _NATS_ERRORS as exc:  # only reachable if nats-py gives up after all
+            log.warning("download events disabled: cannot connect to NATS", error=str(exc))
+            return
+        self.stats.connects += 1
+        url = self._nc.connected_url
+        log.info("download events connected to NATS", server=url.netloc if url else None)
+        await self._ensure_stream()
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("NATS connection error", error=str(exc) or type(exc).__name__)
+
+    async def _on_disconnected(self) -> None:
+        if self.stats.connects and not self._down:
+            self._down = True
+            log.warning("download events: NATS disconnected; dropping events until it is back")
+
+    async def _on_reconnected(self) -> None:
+        self.stats.connects += 1
+        self._down = False
+        log.info("download events: NATS reconnected", dropped_while_down=self._outage_drops)
+        self._outage_drops = 0
+        self._spawn(self._ensure_stream())
+
+    async def _ensure_stream(self) -> None:
+        """Declare (or update) the replay stream; on plain NATS note that there is none."""
+        if not self._stream.enabled:
+            self.jetstream = False
+            return
+        config = api.StreamConfig(
+            name=events.stream_name(self.prefix),
+            subjects=[events.downloads_root(self.prefix) + ".>"],
+            storage=self._stream.storage,
+            max_msgs_per_subject=1,
+            max_age=self._stream.max_age.total_seconds(),
+            max_bytes=self._stream.max_bytes,
+            discard=api.DiscardPolicy.OLD,
+        )
+        js = self._nc.jetstream(timeout=self._connect_timeout_s)
+        try:
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != _STREAM_EXISTS_WITH_OTHER_CONFIG:
+                    raise
+                await js.update_stream(config)
+        except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
+            self.jetstream = False
+            log.info("download events: no JetStream; publishing without replay", error=str(exc))
+            return
+        except _NATS_ERRORS as exc:
+            self.jetstream = False
+            log.warning("download events: could not declare the replay stream", error=str(exc))
+            return
+        self.jetstream = True
+
+    async def publish(self, event: events.DownloadEvent) -> bool:
+        """Send ``event`` on its subject if connected; True when handed to NATS. Never raises.
+
+        Call only after the transaction that produced the event committed. Progress events
+        the coalescer (if any) holds back count in `stats.coalesced`.
+        """
+        if self._coalesce is not None and not self._coalesce.admit_event(event, self._clock()):
+            self.stats.coalesced += 1
+            return False
+        if not self._nc.is_connected:
+            return self._drop(event, "not connected")
+        try:
+            await asyncio.wait_for(
+                self._nc.publish(event.subject(self.prefix), event.to_wire()),
+                timeout=self._connect_timeout_s,
+            )
+        except _NATS_ERRORS as exc:
+            return self._drop(event, str(exc) or type(exc).__name__)
+        except Exception:  # never into the download path; logged with its traceback
+            log.exception("download event not published: unexpected error", job_id=event.job_id)
+            self.stats.dropped += 1
+            return False
+        self.stats.published += 1
+        return True
+
+    async def publish_changes(self, changes: Iterable[rows.Change | None]) -> int:
+        """Publish the events of store results (skipping None and event-less ones) in order;
+        returns how many were sent."""
+        sent = 0
+        for change in changes:
+            if change is not None and change.event is not None:
+                sent += await self.publish(change.event)
+        return sent
+
+    def _drop(self, event: events.DownloadEvent, reason: str) -> bool:
+        self.stats.dropped += 1
+        self._outage_drops += 1
+        if self._outage_drops == 1:  # one warning per outage, not one per event
+            log.warning(
+                "download event dropped: NATS unavailable (the database keeps the state)",
+                reason=reason,
+                job_id=event.job_id,
+                event_type=event.TYPE,
+            )
+        return False
+
+    async def flush(self, timeout_s: float = 2.0) -> bool:
+        """Wait until the server has everything published so far; False if it could not."""
+        if not self._nc.is_connected:
+            return False
+        try:
+            await self._nc.flush(timeout=timeout_s)  # type: ignore[arg-type]
+        except _NATS_ERRORS:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Flush what can be flushed, stop reconnecting and close; idempotent."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if not self._nc.is_closed:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await self._nc.drain() if self._nc.is_connected else await self._nc.close()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,130 @@
+"""The queue under concurrency: separate connections, and on Postgres separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import datetime as dt
+import multiprocessing
+import time
+
+import sqlalchemy as sa
+
+from dwqueue import jobs, leases, queue, schema
+from runtimestate import database
+
+T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+async def _enqueue_alone(url: str, model_key: str) -> tuple[str, bool]:
+    engine = database.create_async_engine(url)
+    try:
+        async with database.session_factory(engine)() as session:
+            change = await queue.enqueue(session, "gpu-1", "llama3", model_key=model_key, now=T0)
+            await session.commit()
+            return change.job.id, change.event is not None
+    finally:
+        await engine.dispose()
+
+
+async def test_twenty_concurrent_enqueues_of_one_model_make_one_job(migrated_url: str) -> None:
+    results = await asyncio.gather(
+        *(_enqueue_alone(migrated_url, "library/llama3:latest") for _ in range(20))
+    )
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    engine = database.create_async_engine(migrated_url)
+    try:
+        async with engine.connect() as conn:
+            count = await conn.scalar(sa.select(sa.func.count()).select_from(schema.download_jobs))
+    finally:
+        await engine.dispose()
+    assert count == 1
+
+
+async def _claim_alone(url: str, owner: str) -> list[str]:
+    engine = database.create_async_engine(url)
+    try:
+        async with database.session_factory(engine)() as session:
+            claimed = await leases.claim(session, owner, limits={"gpu-1": 2}, n=5, now=T0)
+            await session.commit()
+            return [c.job.id for c in claimed]
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_claimers_never_exceed_a_backends_limit_nor_share_a_job(
+    migrated_url: str,
+) -> None:
+    engine = database.create_async_engine(migrated_url)
+    try:
+        async with database.session_factory(engine)() as session:
+            for i in range(10):
+                await queue.enqueue(session, "gpu-1", f"model-{i}", now=T0)
+            await session.commit()
+        claims = await asyncio.gather(*(_claim_alone(migrated_url, f"w{i}") for i in range(8)))
+        async with database.session_factory(engine)() as session:
+            running = await leases.running_counts(session)
+    finally:
+        await engine.dispose()
+    claimed = [job_id for ids in claims for job_id in ids]
+    assert len(claimed) == 2
+    assert len(set(claimed)) == 2
+    assert running == {"gpu-1": 2}
+
+
+def drain_worker(url: str, owner: str) -> list[str]:
+    """One worker process: claim, then finish, until no job is left queued."""
+    return asyncio.run(_drain(url, owner))
+
+
+async def _drain(url: str, owner: str) -> list[str]:
+    engine = database.create_async_engine(url, pool_size=1)
+    claimed: list[str] = []
+    deadline = time.monotonic() + 45  # a bug must fail the test, not hang it
+    try:
+        sessions = database.session_factory(engine)
+        while time.monotonic() < deadline:
+            async with sessions() as session:
+                changes = await leases.claim(session, owner, default_limit=3, n=2)
+                await session.commit()
+                for change in changes:
+                    claimed.append(change.job.id)
+                    await leases.succeed(session, change.job.id, owner)
+                await session.commit()
+                if not changes:
+                    queued = await queue.list_jobs(session, states=[jobs.JobState.QUEUED], limit=1)
+                    if not queued:
+                        return claimed
+        raise TimeoutError(f"{owner} still saw queued jobs after 45 s")
+    finally:
+        await engine.dispose()
+
+
+async def test_four_worker_processes_draining_500_jobs_claim_each_exactly_once(
+    postgres_url: str,
+) -> None:
+    import migrations
+
+    migrations.upgrade(postgres_url)
+    engine = database.create_async_engine(postgres_url)
+    try:
+        async with database.session_factory(engine)() as session:
+            for i in range(500):
+                await queue.enqueue(session, f"node-{i % 10}", f"model-{i}")  # due now
+            await session.commit()
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(4, mp_context=context) as pool:
+            futures = [pool.submit(drain_worker, postgres_url, f"proc-{i}") for i in range(4)]
+            per_worker = [f.result(timeout=60) for f in futures]
+        async with database.session_factory(engine)() as session:
+            final = await queue.list_jobs(session)
+    finally:
+        await engine.dispose()
+    claims = collections.Counter(job_id for ids in per_worker for job_id in ids)
+    assert len(claims) == 500
+    assert max(claims.values()) == 1
+    assert sum(1 for ids in per_worker if ids) >= 2  # the work really was shared
+    assert {job.state for job in final} == {jobs.JobState.SUCCEEDED}
+    assert {job.attempts for job in final} == {1}
