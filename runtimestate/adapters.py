@@ -1,0 +1,87 @@
+"""The adapter pool: one long-lived backend adapter per declared backend, reused across cycles.
+
+Called by the backend and download cycles. An adapter keeps its connection pool and caches
+(``/api/show`` facts, version) between cycles, which makes every cycle after the first several
+times cheaper; it is rebuilt only when the backend's type, URL or credentials change, and
+closed when the backend is no longer declared. Keys are resolved here, at the last moment, and
+handed only to the adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+
+from runtimestate import backends, credentials, errors, spec
+from runtimestate.backends import base, showcache
+
+Adapter = backends.Backend
+
+
+def _identity(backend: spec.BackendSpec) -> tuple[str, str, str, str | None]:
+    creds = backend.credentials
+    return (
+        backend.type.value,
+        backend.url,
+        creds.describe() if creds else "",
+        creds.ciphertext if creds else None,
+    )
+
+
+class AdapterPool:
+    """Adapters keyed by backend name; not thread-safe (one event loop owns it)."""
+
+    def __init__(
+        self, timeouts: base.Timeouts = base.Timeouts(), environ: Mapping[str, str] | None = None
+    ) -> None:
+        self._timeouts = timeouts
+        self._environ = environ if environ is not None else {}
+        self._show_cache = showcache.ShowCache()
+        self._adapters: dict[str, tuple[tuple[str, str, str, str | None], Adapter]] = {}
+
+    def get(self, backend: spec.BackendSpec) -> Adapter:
+        """The adapter for ``backend``, built on first use or when its spec moved.
+
+        Raises `errors.ConfigurationError` when its credentials cannot be resolved.
+        """
+        identity = _identity(backend)
+        held = self._adapters.get(backend.name)
+        if held is not None and held[0] == identity:
+            return held[1]
+        if held is not None:
+            _close_later(held[1])
+        try:
+            secret = credentials.resolve(backend.credentials, self._environ)
+        except credentials.CredentialError as exc:
+            raise errors.ConfigurationError(str(exc), backend=backend.name) from None
+        adapter = backends.create(
+            backend.type.value,
+            backend.url,
+            name=backend.name,
+            api_key=secret.reveal() if secret else None,
+            timeouts=self._timeouts,
+            show_cache=self._show_cache,
+        )
+        self._adapters[backend.name] = (identity, adapter)
+        return adapter
+
+    async def retain(self, names: Iterable[str]) -> None:
+        """Close the adapters of backends not in ``names`` (no longer declared)."""
+        keep = set(names)
+        for name in [n for n in self._adapters if n not in keep]:
+            _, adapter = self._adapters.pop(name)
+            await adapter.aclose()
+
+    async def aclose(self) -> None:
+        await self.retain(())
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_later(adapter: Adapter) -> None:
+    # A replaced adapter may still be in use by a pull started before the change; close it
+    # in the background so the caller is not held up, and keep a reference until done.
+    task = asyncio.get_running_loop().create_task(adapter.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)

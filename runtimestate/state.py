@@ -1,0 +1,80 @@
+"""`State`: the runtime of llmctl, with its two cycles and the current snapshot.
+
+Built once by the composition root (``serve``, ``reconcile --once``, tests) with an engine and
+an optional event sink, and driven from outside: an APScheduler loop (or a test) calls
+`run_backend_cycle` and `run_download_cycle`; applications call `get`. Every cycle is a
+stateless pass over the database; what `State` keeps between cycles is only caches (adapters,
+probe backoff) and the last snapshot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from runtimestate import adapters, database, desired, downloads, snapshot, store
+from runtimestate.backends import base
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    timeouts: base.Timeouts = dataclasses.field(default_factory=base.Timeouts)
+    downloads: downloads.Settings = dataclasses.field(default_factory=downloads.Settings)
+
+
+def default_owner() -> str:
+    """A lease owner unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class State:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        sink: downloads.EventSink | None = None,
+        settings: Settings = Settings(),
+        environ: Mapping[str, str] | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self._sessions = database.session_factory(engine)
+        self._pool = adapters.AdapterPool(
+            settings.timeouts, environ if environ is not None else os.environ
+        )
+        self.owner = owner or default_owner()
+        self.downloads = downloads.Downloads(
+            self._sessions, self._pool, owner=self.owner, sink=sink, settings=settings.downloads
+        )
+        self._snapshot = snapshot.EMPTY
+
+    async def _tx(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        async with self._sessions() as session, session.begin():
+            return await work(session)
+
+    async def desired(self) -> desired.DesiredState:
+        """The whole desired state, read in one transaction."""
+        return await self._tx(store.load)
+
+    async def run_download_cycle(self) -> downloads.CycleReport:
+        """Reap expired leases, claim due downloads and start them; returns without waiting.
+
+        Raises only when the database cannot be used.
+        """
+        return await self.downloads.run_cycle(await self.desired())
+
+    def get(self) -> snapshot.Snapshot:
+        """The latest snapshot: immutable, shared, swapped atomically after each cycle."""
+        return self._snapshot
+
+    async def aclose(self) -> None:
+        """Interrupt running pulls (their jobs go back to the queue) and close adapters."""
+        await self.downloads.stop()
+        await self._pool.aclose()
