@@ -51,9 +51,9 @@ class World:
         assert found is not None
         return found  # type: ignore[no-any-return]
 
-    async def until(self, job_id: str, *states: jobs.JobState, timeout: float = 20) -> jobs.Job:
+    async def until(self, job_id: str, *states: jobs.JobState, within_s: float = 20) -> jobs.Job:
         """Run download cycles until the job reaches one of ``states``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within_s
         while True:
             await self.state.run_download_cycle()
             job = await self.job(job_id)

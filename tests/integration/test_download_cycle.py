@@ -47,7 +47,8 @@ async def test_an_unknown_model_fails_as_permanent_after_one_attempt(world: Worl
         assert done.state is S.FAILED
         assert done.error_class is jobs.ErrorClass.PERMANENT
         assert done.attempts == 1
-        assert done.error is not None and "model_not_found" in done.error
+        assert done.error is not None
+        assert "model_not_found" in done.error
         await world.state.run_download_cycle()
         assert (await world.job(job.id)).state is S.FAILED
 
@@ -74,7 +75,8 @@ async def test_a_full_disk_fails_the_download_as_insufficient_disk(world: World)
         job = await world.enqueue("gpu-1", "qwen2:0.5b")
         done = await world.until(job.id, S.FAILED, S.SUCCEEDED)
         assert done.error_class is jobs.ErrorClass.INSUFFICIENT_DISK
-        assert done.error is not None and done.error.startswith("insufficient_disk")
+        assert done.error is not None
+        assert done.error.startswith("insufficient_disk")
 
 
 async def test_cancel_mid_pull_stops_within_a_second_stays_cancelled_and_retry_revives_it(
