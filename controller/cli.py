@@ -48,8 +48,25 @@ def main_options(
             show_default=False,
         ),
     ] = None,
+    nats_url: Annotated[
+        str | None,
+        typer.Option(
+            "--nats-url",
+            envvar="LLMCTL_NATS_URL",
+            help="nats://host:4222 of the NATS server llmctl publishes events on",
+            show_default=False,
+        ),
+    ] = None,
+    prefix: Annotated[
+        str,
+        typer.Option(
+            "--subject-prefix", envvar="LLMCTL_SUBJECT_PREFIX", help="NATS subject prefix"
+        ),
+    ] = "llmctl",
 ) -> None:
-    ctx.obj = runner.Env(database_url=database_url or runner.default_database_url())
+    ctx.obj = runner.Env(
+        database_url=database_url or runner.default_database_url(), nats_url=nats_url, prefix=prefix
+    )
 
 
 def _env(ctx: typer.Context) -> runner.Env:

@@ -59,6 +59,8 @@ class Env:
     """What every command needs: the database URL and where to print."""
 
     database_url: str
+    nats_url: str | None = None
+    prefix: str = "llmctl"
     out: Console = dataclasses.field(
         default_factory=lambda: Console(soft_wrap=True, width=_width())
     )
