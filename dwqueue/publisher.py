@@ -92,6 +92,7 @@ class Publisher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._outage_drops = 0
         self._down = False
+        self._subscriptions: list[tuple[str, Callable[[bytes], Coroutine[Any, Any, None]]]] = []
 
     @property
     def connected(self) -> bool:
@@ -120,6 +121,8 @@ class Publisher:
         self.stats.connects += 1
         url = self._nc.connected_url
         log.info("download events connected to NATS", server=url.netloc if url else None)
+        for subject, handler in self._subscriptions:  # nats-py renews them on reconnects
+            await self._subscribe(subject, handler)
         await self._ensure_stream()
 
     async def _on_error(self, exc: Exception) -> None:
@@ -193,6 +196,52 @@ class Publisher:
             return False
         self.stats.published += 1
         return True
+
+    async def publish_message(self, subject: str, payload: bytes) -> bool:
+        """Send any message (state events, cycle summaries, control requests) the same way:
+        dropped and counted while NATS is away, never raised. True when handed to NATS."""
+        if not self._nc.is_connected:
+            return self._drop_message(subject, "not connected")
+        try:
+            await asyncio.wait_for(
+                self._nc.publish(subject, payload), timeout=self._connect_timeout_s
+            )
+        except _NATS_ERRORS as exc:
+            return self._drop_message(subject, str(exc) or type(exc).__name__)
+        except Exception:  # never into the caller's path; logged with its traceback
+            log.exception("message not published: unexpected error", subject=subject)
+            self.stats.dropped += 1
+            return False
+        self.stats.published += 1
+        return True
+
+    async def subscribe(
+        self, subject: str, handler: Callable[[bytes], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Call ``handler`` with the payload of every message on ``subject``; the subscription
+        survives reconnects. Raises nothing when NATS is away: it is made on (re)connect."""
+        self._subscriptions.append((subject, handler))
+        if self._nc.is_connected:
+            await self._subscribe(subject, handler)
+
+    async def _subscribe(
+        self, subject: str, handler: Callable[[bytes], Coroutine[Any, Any, None]]
+    ) -> None:
+        async def on_message(msg: Any) -> None:
+            try:
+                await handler(msg.data)
+            except Exception:  # a bad request must not kill the subscription
+                log.exception("message handler failed", subject=msg.subject)
+
+        with contextlib.suppress(*_NATS_ERRORS):
+            await self._nc.subscribe(subject, cb=on_message)
+
+    def _drop_message(self, subject: str, reason: str) -> bool:
+        self.stats.dropped += 1
+        self._outage_drops += 1
+        if self._outage_drops == 1:
+            log.warning("message dropped: NATS unavailable", reason=reason, subject=subject)
+        return False
 
     async def publish_changes(self, changes: Iterable[rows.Change | None]) -> int:
         """Publish the events of store results (skipping None and event-less ones) in order;

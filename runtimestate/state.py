@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from runtimestate import adapters, database, desired, downloads, snapshot, store
+from runtimestate import adapters, cycle, database, desired, downloads, snapshot, store
 from runtimestate.backends import base
 
 T = TypeVar("T")
@@ -28,6 +28,7 @@ T = TypeVar("T")
 class Settings:
     timeouts: base.Timeouts = dataclasses.field(default_factory=base.Timeouts)
     downloads: downloads.Settings = dataclasses.field(default_factory=downloads.Settings)
+    cycle: cycle.Settings = dataclasses.field(default_factory=cycle.Settings)
 
 
 def default_owner() -> str:
@@ -40,7 +41,7 @@ class State:
         self,
         engine: AsyncEngine,
         *,
-        sink: downloads.EventSink | None = None,
+        sink: cycle.MessageSink | None = None,
         settings: Settings = Settings(),
         environ: Mapping[str, str] | None = None,
         owner: str | None = None,
@@ -52,6 +53,9 @@ class State:
         self.owner = owner or default_owner()
         self.downloads = downloads.Downloads(
             self._sessions, self._pool, owner=self.owner, sink=sink, settings=settings.downloads
+        )
+        self._backends = cycle.BackendCycle(
+            self._sessions, self._pool, sink=sink, settings=settings.cycle
         )
         self._snapshot = snapshot.EMPTY
 
@@ -69,6 +73,16 @@ class State:
         Raises only when the database cannot be used.
         """
         return await self.downloads.run_cycle(await self.desired())
+
+    async def run_backend_cycle(self, *, dry_run: bool = False) -> cycle.Report:
+        """Observe every backend, plan, apply (unless ``dry_run``) and swap in the new snapshot.
+
+        Raises only when the desired state cannot be read; two cycles never overlap.
+        """
+        report = await self._backends.run(dry_run=dry_run)
+        if not dry_run:
+            self._snapshot = report.snapshot  # one reference swap: readers see old or new
+        return report
 
     def get(self) -> snapshot.Snapshot:
         """The latest snapshot: immutable, shared, swapped atomically after each cycle."""

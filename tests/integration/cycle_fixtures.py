@@ -1,0 +1,73 @@
+"""Shared pieces of the backend-cycle tests: a fast State on a migrated database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from dwqueue import jobs, queue
+from runtimestate import cycle, downloads, manifest, probing, state
+from runtimestate.backends import base
+from tests.integration.downloads_fixtures import FAST, World
+
+QUICK = state.Settings(
+    timeouts=base.Timeouts(connect=0.5, read=0.5, stall=2.0, total=0.8),
+    downloads=FAST.downloads,
+    cycle=cycle.Settings(
+        deadline_s=3.0,
+        probing=probing.Policy(
+            grace=dt.timedelta(seconds=1.5),
+            base_delay=dt.timedelta(seconds=0.05),
+            max_delay=dt.timedelta(seconds=0.2),
+        ),
+    ),
+)
+
+
+class Fleet(World):
+    """A World that can apply files and converge."""
+
+    def __init__(self, url: str, settings: state.Settings = QUICK, sink: Any = None) -> None:
+        super().__init__(url, settings=settings, sink=sink)
+
+    async def apply(self, text: str, *, prune: bool = False) -> None:
+        parsed = manifest.parse(text)
+        await self.tx(lambda s: manifest.apply(s, parsed, prune=prune))
+
+    async def converge(self, cycles: int = 40) -> cycle.Report:
+        """Backend cycles plus download cycles until a plan is empty and nothing runs."""
+        report = await self.state.run_backend_cycle()
+        for _ in range(cycles):
+            await self.state.run_download_cycle()
+            await self.state.downloads.drain(5.0)
+            report = await self.state.run_backend_cycle()
+            active = await self.tx(
+                lambda s: queue.list_jobs(s, states=[jobs.JobState.QUEUED, jobs.JobState.RUNNING])
+            )
+            if report.plan.is_empty and not active:
+                return report
+        return report
+
+
+def fleet_file(
+    backends: dict[str, tuple[str, str, str]], models: list[str], pool: str = "main"
+) -> str:
+    """A file with the given backends (name -> (type, url, prune)) all serving ``models``."""
+    docs = []
+    for name, (kind, url, prune) in backends.items():
+        docs.append(
+            f"apiVersion: llmctl/v1\nkind: Backend\nmetadata: {{name: {name}}}\n"
+            f'spec: {{type: {kind}, url: "{url}", prune: {prune}}}\n'
+        )
+    for model in models:
+        docs.append(f'apiVersion: llmctl/v1\nkind: Model\nmetadata: {{name: "{model}"}}\n')
+    members = ", ".join(backends)
+    quoted = ", ".join(f'"{m}"' for m in models)
+    docs.append(
+        f"apiVersion: llmctl/v1\nkind: Pool\nmetadata: {{name: {pool}}}\n"
+        f"spec: {{backends: [{members}], models: [{quoted}]}}\n"
+    )
+    return "---\n".join(docs)
+
+
+__all__ = ["QUICK", "Fleet", "downloads", "fleet_file"]
