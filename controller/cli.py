@@ -18,7 +18,7 @@ from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
-from controller import declare, emulate, runner
+from controller import declare, emulate, reconcile, runner
 from runtimestate import database, manifest, store
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ app.add_typer(declare.backend_app, name="backend")
 app.add_typer(declare.model_app, name="model")
 app.add_typer(declare.pool_app, name="pool")
 app.add_typer(emulate.app, name="emulate", help="Run protocol-faithful Ollama or vLLM emulators.")
+app.command("reconcile")(reconcile.reconcile_command)
 
 
 @app.callback()
@@ -64,6 +65,7 @@ def main_options(
         ),
     ] = "llmctl",
 ) -> None:
+    runner.configure_cli_logging()
     ctx.obj = runner.Env(
         database_url=database_url or runner.default_database_url(), nats_url=nats_url, prefix=prefix
     )

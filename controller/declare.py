@@ -14,7 +14,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import output, runner
-from runtimestate import credentials, desired, spec, store
+from runtimestate import credentials, desired, snapshot, spec, status, store
 
 backend_app = typer.Typer(help="Declare the backends llmctl manages.", no_args_is_help=True)
 model_app = typer.Typer(help="Declare the models backends should serve.", no_args_is_help=True)
@@ -160,26 +160,35 @@ def backend_update(
     env.out.print(f"backend/{name} {'updated' if changed else 'unchanged'}", highlight=False)
 
 
+async def _with_status(
+    session: AsyncSession,
+) -> tuple[desired.DesiredState, dict[str, snapshot.LLMState]]:
+    return await store.load(session), await status.load_states(session)
+
+
 @backend_app.command("list")
 def backend_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
-    """List the declared backends."""
+    """List the declared backends with their observed status (-o wide for the spec too)."""
     env = _env(ctx)
-    state = runner.transaction(env, store.load)
-    docs = [output.backend_doc(b, state) for b in state.backends]
+    state, observed = runner.transaction(env, _with_status)
+    docs = [output.backend_doc(b, state, observed.get(b.name)) for b in state.backends]
     output.render_list("backend", docs, fmt, env.out)
 
 
 @backend_app.command("get")
 def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
-    """Show a backend's spec and the models desired on it (from its pools)."""
+    """Show a backend's spec, desired models, conditions, observed models and downloads."""
     env = _env(ctx)
-    state = runner.transaction(env, store.load)
+    state, observed = runner.transaction(env, _with_status)
     backend = state.backend(name)
     if backend is None:
         env.fail(str(store.NotFound("backend", name)))
-    doc = output.backend_doc(backend, state)
+    doc = output.backend_doc(backend, state, observed.get(name))
     doc["desiredModels"] = [m.name for m in state.models_for(name)]
-    output.render_one(doc, fmt, env.out)
+    if fmt in (output.Format.JSON, output.Format.YAML):
+        output.render_one(doc, fmt, env.out)
+        return
+    output.render_backend(doc, env.out)
 
 
 @backend_app.command("delete")

@@ -18,11 +18,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from runtimestate import desired, spec
+from runtimestate import desired, planview, snapshot, spec
 
 
 class Format(enum.StrEnum):
     TABLE = "table"
+    WIDE = "wide"
     JSON = "json"
     YAML = "yaml"
 
@@ -39,7 +40,59 @@ def _meta(meta: spec.Meta) -> dict[str, Any]:
     }
 
 
-def backend_doc(backend: spec.Backend, state: desired.DesiredState) -> dict[str, Any]:
+def status_doc(
+    backend: spec.Backend, state: desired.DesiredState, observed: snapshot.LLMState | None
+) -> dict[str, Any] | None:
+    """The observed status of a backend as the last cycle recorded it; None if never."""
+    if observed is None:
+        return None
+    kind = backend.spec.type
+    served = {planview.key(m.name, kind) for m in observed.pulled_models}
+    desired_names = [m.name for m in state.models_for(backend.name)]
+    ready = sum(planview.key(name, kind) in served for name in desired_names)
+
+    def downloads(views: tuple[snapshot.DownloadView, ...]) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": d.job_id,
+                "model": d.model,
+                "state": d.state,
+                "percent": d.percent,
+                "error": d.error,
+            }
+            for d in views
+        ]
+
+    return {
+        "phase": observed.phase.value,
+        "ready": ready,
+        "desired": len(desired_names),
+        "pulling": len(observed.downloads_pending),
+        "error": observed.error,
+        "observedGeneration": observed.observed_generation,
+        "lastOkAt": None if observed.last_ok_at is None else _time(observed.last_ok_at),
+        "version": observed.version,
+        "conditions": [
+            {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
+            for c in observed.conditions
+        ],
+        "models": [
+            {"name": m.name, "size": m.size, "contextLength": m.context_length, "loaded": m.loaded}
+            for m in observed.pulled_models
+        ],
+        "downloads": {
+            "pending": downloads(observed.downloads_pending),
+            "failed": downloads(observed.downloads_failed),
+            "held": downloads(observed.downloads_held),
+        },
+    }
+
+
+def backend_doc(
+    backend: spec.Backend,
+    state: desired.DesiredState,
+    observed: snapshot.LLMState | None = None,
+) -> dict[str, Any]:
     s = backend.spec
     return {
         "name": s.name,
@@ -51,6 +104,7 @@ def backend_doc(backend: spec.Backend, state: desired.DesiredState) -> dict[str,
         "credentials": None if s.credentials is None else s.credentials.describe(),
         "pools": list(state.pools_of_backend(s.name)),
         **_meta(backend.meta),
+        "status": status_doc(backend, state, observed),
     }
 
 
@@ -97,8 +151,12 @@ def _cell(value: Any) -> str:
 
 
 TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "backend": [("NAME", "name"), ("TYPE", "type"), ("URL", "url"), ("PRUNE", "prune"),
-                ("MAX-PULLS", "maxPulls"), ("POOLS", "pools"), ("GEN", "generation")],
+    "backend": [("NAME", "name"), ("TYPE", "type"), ("PHASE", "phase"), ("READY", "ready"),
+                ("PULLING", "pulling"), ("ERROR", "error")],
+    "backend-wide": [("NAME", "name"), ("TYPE", "type"), ("PHASE", "phase"), ("READY", "ready"),
+                     ("PULLING", "pulling"), ("ERROR", "error"), ("URL", "url"),
+                     ("PRUNE", "prune"), ("MAX-PULLS", "maxPulls"), ("POOLS", "pools"),
+                     ("GEN", "generation"), ("OBSERVED-GEN", "observedGeneration")],
     "model": [("NAME", "name"), ("CONTEXT", "contextLength"), ("CAPABILITIES", "capabilities"),
               ("POOLS", "pools"), ("GEN", "generation")],
     "pool": [("NAME", "name"), ("PURPOSE", "purpose"), ("BACKENDS", "backends"),
@@ -108,17 +166,31 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
 
 def render_list(kind: str, docs: Sequence[dict[str, Any]], fmt: Format, console: Console) -> None:
     """Print a list of documents; JSON and YAML print the list itself."""
-    if fmt is not Format.TABLE:
+    if fmt in (Format.JSON, Format.YAML):
         render_one(list(docs), fmt, console)
         return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    columns = TABLE_COLUMNS[kind]
+    columns = TABLE_COLUMNS.get(f"{kind}-wide" if fmt is Format.WIDE else kind, TABLE_COLUMNS[kind])
     for header, _ in columns:
         table.add_column(header, overflow="fold")
     table.add_column("AGE")
     for doc in docs:
-        table.add_row(*[_cell(doc.get(key)) for _, key in columns], age(doc["createdAt"]))
+        flat = {**doc, **_status_cells(doc.get("status"))} if kind == "backend" else doc
+        table.add_row(*[_cell(flat.get(key)) for _, key in columns], age(doc["createdAt"]))
     console.print(table)
+
+
+def _status_cells(status: dict[str, Any] | None) -> dict[str, Any]:
+    if status is None:
+        return {"phase": "Unknown", "ready": "-", "pulling": "-", "error": None}
+    error = status["error"]
+    return {
+        "phase": status["phase"],
+        "ready": f"{status['ready']}/{status['desired']}",
+        "pulling": status["pulling"],
+        "error": None if error is None else (error if len(error) <= 40 else error[:39] + "…"),
+        "observedGeneration": status["observedGeneration"],
+    }
 
 
 def render_one(doc: Any, fmt: Format, console: Console) -> None:
@@ -131,3 +203,36 @@ def render_one(doc: Any, fmt: Format, console: Console) -> None:
         width = max((len(key) for key in doc), default=0)
         for key, value in doc.items():
             console.out(f"{key + ':':<{width + 1}} {_cell(value)}", highlight=False)
+
+
+def _downloads(status: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {**d, "state": f"{d['state']} ({group})"}
+        for group, found in status["downloads"].items()
+        for d in found
+    ]
+
+
+def render_backend(doc: dict[str, Any], console: Console) -> None:
+    """``backend get`` as a person reads it: the spec, then conditions, models, downloads."""
+    status = doc.get("status")
+    render_one({k: v for k, v in doc.items() if k != "status"}, Format.TABLE, console)
+    if status is None:
+        console.out("status:        not observed yet (run llmctl reconcile --once or serve)")
+        return
+    cells = _status_cells(status)
+    version = status["version"] or "-"
+    console.out(f"phase:         {cells['phase']}   ready: {cells['ready']}   version: {version}")
+    sections = (
+        ("CONDITION", ["type", "status", "reason", "message"], status["conditions"]),
+        ("MODEL", ["name", "size", "contextLength", "loaded"], status["models"]),
+        ("DOWNLOAD", ["id", "model", "state", "percent", "error"], _downloads(status)),
+    )
+    for title, keys, rows in sections:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
+        for key in keys:
+            table.add_column(title if key == keys[0] else key.upper(), overflow="fold")
+        for row in rows:
+            table.add_row(*[_cell(row.get(key)) for key in keys])
+        if rows:
+            console.print(table)

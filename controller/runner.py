@@ -14,10 +14,11 @@ import dataclasses
 import os
 import pathlib
 import sys
-from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
 
 import platformdirs
+import structlog
 import sqlalchemy as sa
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -47,6 +48,19 @@ USER_ERRORS = (
 def _width() -> int | None:
     # Tables go to pipes and files whole, as kubectl's do; on a terminal rich fits them.
     return None if sys.stdout.isatty() else 100_000
+
+
+def configure_cli_logging() -> None:
+    """Logs of CLI commands go to standard error, so standard output stays parseable."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
 
 
 def default_database_url() -> str:
@@ -99,6 +113,20 @@ def transaction(env: Env, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     try:
         ensure_schema(env.database_url)
         return asyncio.run(_transaction(env.database_url, work))
+    except USER_ERRORS as exc:
+        env.fail(str(exc))
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+        env.fail(
+            f"cannot use the database at {database.redact(env.database_url)}: {_first_line(exc)}",
+            code=1,
+        )
+
+
+def run_async(env: Env, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run async ``work`` that builds its own engine; the same exits as `transaction`."""
+    try:
+        ensure_schema(env.database_url)
+        return asyncio.run(work())
     except USER_ERRORS as exc:
         env.fail(str(exc))
     except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from dwqueue import jobs, queue
 from runtimestate import adapters, cycle, database, desired, downloads, snapshot, store
 from runtimestate.backends import base
 
@@ -83,6 +84,11 @@ class State:
         if not dry_run:
             self._snapshot = report.snapshot  # one reference swap: readers see old or new
         return report
+
+    async def active_jobs(self) -> list[jobs.Job]:
+        """Downloads queued or running anywhere (every replica), oldest first."""
+        active = [jobs.JobState.QUEUED, jobs.JobState.RUNNING]
+        return await self._tx(lambda s: queue.list_jobs(s, states=active))
 
     def get(self) -> snapshot.Snapshot:
         """The latest snapshot: immutable, shared, swapped atomically after each cycle."""

@@ -70,18 +70,15 @@ def test_deleting_objects_removes_them_from_listings(llmctl: Cli) -> None:
 
 def test_table_output_has_kubectl_style_columns(llmctl: Cli) -> None:
     llmctl("backend", "add", "gpu-1", "--url", "http://10.0.0.5:11434", "--type", "ollama")
+    llmctl("model", "add", "llama3")
     table = llmctl("backend", "list").out
     header, *rows = [line for line in table.splitlines() if line.strip() and "─" not in line]
-    assert header.split() == ["NAME", "TYPE", "URL", "PRUNE", "MAX-PULLS", "POOLS", "GEN", "AGE"]
-    assert rows[0].split()[:7] == [
-        "gpu-1",
-        "ollama",
-        "http://10.0.0.5:11434",
-        "managed",
-        "1",
-        "default",
-        "1",
-    ]
+    assert header.split() == ["NAME", "TYPE", "PHASE", "READY", "PULLING", "ERROR", "AGE"]
+    assert rows[0].split()[:6] == ["gpu-1", "ollama", "Unknown", "-", "-", "-"]
+    wide = llmctl("backend", "list", "-o", "wide").out.splitlines()[0].split()
+    assert wide[6:] == ["URL", "PRUNE", "MAX-PULLS", "POOLS", "GEN", "OBSERVED-GEN", "AGE"]
+    got = llmctl("backend", "get", "gpu-1").out
+    assert "not observed yet" in got
 
 
 def test_api_key_from_an_environment_variable_is_stored_as_a_reference(llmctl: Cli) -> None:
