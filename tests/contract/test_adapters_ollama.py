@@ -20,7 +20,7 @@ from emulators import ollama as emulator
 from runtimestate import errors
 from runtimestate.backends import base, ollama
 
-TIMEOUTS = base.Timeouts(connect=0.3, read=0.3, stall=0.3, total=0.5)
+TIMEOUTS = base.Timeouts(connect=1.0, read=0.3, stall=0.3, total=0.8)  # connect: busy CI
 SLACK = 0.3  # scheduling jitter on a busy machine
 CAP = 64 * 1024  # the emulator pads oversized bodies to 4 MB
 Kind = faults.FaultKind

@@ -17,7 +17,7 @@ from emulators import vllm as emulator
 from runtimestate import errors
 from runtimestate.backends import base, vllm
 
-TIMEOUTS = base.Timeouts(connect=0.3, read=0.3, stall=0.3, total=0.5)
+TIMEOUTS = base.Timeouts(connect=1.0, read=0.3, stall=0.3, total=0.8)  # connect: busy CI
 SLACK = 0.3
 CAP = 64 * 1024
 Kind = faults.FaultKind

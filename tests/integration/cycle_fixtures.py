@@ -11,7 +11,7 @@ from runtimestate.backends import base
 from tests.integration.downloads_fixtures import FAST, World
 
 QUICK = state.Settings(
-    timeouts=base.Timeouts(connect=0.5, read=0.5, stall=2.0, total=0.8),
+    timeouts=base.Timeouts(connect=1.0, read=1.0, stall=2.0, total=1.5),
     downloads=FAST.downloads,
     cycle=cycle.Settings(
         deadline_s=3.0,
