@@ -1,13 +1,15 @@
 """Benchmark: the download queue on Postgres.
 
 ``claims``: how many jobs per second concurrent worker processes claim from one queue
-(``dwqueue.leases.claim``, one job per claim transaction, each committed), and a check that no
-job was claimed twice. Jobs are spread over ``--backends`` backends whose pull limit is high
-enough never to bind, so the figure is the queue's, not the limits'; each worker marks its
-jobs done 50 at a time (one statement, included in the time) so the running set stays small,
-as it is in production. Postgres is the server
-named by ``LLMCTL_BENCH_DATABASE_URL`` (a plain postgresql:// URL to a database it may fill),
-else a throwaway server started the way the test harness does.
+(``dwqueue.leases.claim``, ``--batch`` jobs per claim transaction, each committed in a session
+of its own as the download runner does), and a check that no job was claimed twice or left
+unclaimed. Jobs are spread over ``--backends`` backends whose pull limit is high enough never to
+bind, so the figure is the queue's, not the limits'; each worker marks its jobs done 50 at a
+time (one statement, included in the time) so the running set stays small, as it is in
+production. Also printed: the workers' CPU time per job claimed (the client's share of the
+cost) and the load average at the end, since the figure depends on what else the machine runs.
+Postgres is the server named by ``LLMCTL_BENCH_DATABASE_URL`` (a plain postgresql:// URL to a
+database it may fill), else a throwaway server started the way the test harness does.
 
     .venv/bin/python benchmarks/download_queue.py claims [--workers 8] [--jobs 20000]
         [--backends 100] [--batch 1] [--json]
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import json
 import multiprocessing
 import os
@@ -60,11 +63,34 @@ def postgres_url() -> Iterator[str]:
 
 
 async def _fill(url: str, count: int, backends: int) -> None:
+    """Queue ``count`` jobs, due now, in a few multi-row inserts (enqueueing them one by one
+    would take longer than the claims); each row is what `queue.enqueue` would insert."""
     engine = database.create_async_engine(url)
+    now = dt.datetime.now(dt.UTC)
+    values = [
+        {
+            "id": jobs.new_job_id(now),
+            "backend": f"node-{i % backends:04d}",
+            "model": f"model-{i}:7b",
+            "model_key": f"model-{i}:7b",
+            "declaration": "",
+            "state": jobs.JobState.QUEUED.value,
+            "attempts": 0,
+            "max_attempts": queue.DEFAULT_MAX_ATTEMPTS,
+            "next_attempt_at": now + dt.timedelta(microseconds=i),  # claimed in this order
+            "status": "",
+            "seq": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(count)
+    ]
     try:
         async with database.session_factory(engine)() as session:
-            for i in range(count):
-                await queue.enqueue(session, f"node-{i % backends:04d}", f"model-{i}:7b")
+            for chunk in range(0, count, 1000):
+                await session.execute(sa.insert(schema.download_jobs), values[chunk : chunk + 1000])
+            await session.commit()
+            await session.execute(sa.text("ANALYZE download_jobs"))
             await session.commit()
     finally:
         await engine.dispose()
@@ -76,7 +102,8 @@ def _worker(url: str, owner: str, batch: int, limit: int, start: Barrier, out: A
 
 async def _claim_until_empty(
     url: str, owner: str, batch: int, limit: int, start: Barrier
-) -> tuple[list[str], float, float, int]:
+) -> dict[str, Any]:
+    """Claim (and commit) until nothing is queued; the ids claimed, in order, with timings."""
     engine = database.create_async_engine(url, pool_size=1)
     claimed: list[str] = []
     empty_claims = 0
@@ -85,7 +112,7 @@ async def _claim_until_empty(
         async with sessions() as session:  # connect before the clock starts
             await leases.running_counts(session)
         start.wait()
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         while True:
             async with sessions() as session:
                 changes = await leases.claim(session, owner, default_limit=limit, n=batch)
@@ -98,7 +125,14 @@ async def _claim_until_empty(
             empty_claims += 1
             async with sessions() as session:
                 if not await queue.list_jobs(session, states=[jobs.JobState.QUEUED], limit=1):
-                    return claimed, began, time.perf_counter(), empty_claims
+                    break
+        return {
+            "claimed": claimed,
+            "began": began,
+            "ended": time.perf_counter(),
+            "cpu": time.process_time() - cpu,
+            "empty_claims": empty_claims,
+        }
     finally:
         await engine.dispose()
 
@@ -129,19 +163,22 @@ def claims(url: str, workers: int, count: int, backends: int, batch: int) -> dic
     results = [out.get(timeout=600) for _ in procs]
     for proc in procs:
         proc.join()
-    elapsed = max(end for _, _, end, _ in results) - min(began for _, began, _, _ in results)
-    counts = collections.Counter(job_id for ids, _, _, _ in results for job_id in ids)
+    elapsed = max(r["ended"] for r in results) - min(r["began"] for r in results)
+    counts = collections.Counter(job_id for r in results for job_id in r["claimed"])
+    claimed = sum(counts.values())
     return {
         "workers": workers,
         "jobs": count,
         "backends": backends,
         "batch": batch,
         "claimed": len(counts),
-        "double_claims": sum(n - 1 for n in counts.values()),
-        "empty_claims": sum(empty for *_, empty in results),
+        "double_claims": claimed - len(counts),
+        "empty_claims": sum(r["empty_claims"] for r in results),
         "seconds": round(elapsed, 3),
-        "claims_per_s": round(sum(counts.values()) / elapsed),
+        "claims_per_s": round(claimed / elapsed),
         "jobs_per_s": round(len(counts) / elapsed),
+        "client_cpu_us_per_job": round(sum(r["cpu"] for r in results) / max(claimed, 1) * 1e6),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -164,7 +201,9 @@ def main() -> None:
         f"claims: {r['workers']} workers, {r['jobs']} jobs over {r['backends']} backends, "
         f"{r['batch']} per claim (Postgres)\n"
         f"  {r['claimed']} jobs claimed in {r['seconds']:.2f} s: {r['claims_per_s']:,} claims/s, "
-        f"{r['double_claims']} double claims, {r['empty_claims']} empty claims at the end"
+        f"{r['double_claims']} double claims, {r['empty_claims']} empty claims at the end\n"
+        f"  worker CPU {r['client_cpu_us_per_job']} us per job claimed; "
+        f"load average {' '.join(map(str, r['load_average']))}"
     )
     if r["double_claims"] or r["claimed"] != r["jobs"]:
         sys.exit("FAILED: a job was claimed twice or not at all")

@@ -18,7 +18,7 @@ from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
-from controller import declare, emulate, reconcile, runner
+from controller import declare, demo, downloads, emulate, reconcile, runner, serve, watch
 from runtimestate import database, manifest, store
 
 app = typer.Typer(
@@ -34,6 +34,10 @@ app.add_typer(declare.model_app, name="model")
 app.add_typer(declare.pool_app, name="pool")
 app.add_typer(emulate.app, name="emulate", help="Run protocol-faithful Ollama or vLLM emulators.")
 app.command("reconcile")(reconcile.reconcile_command)
+app.add_typer(downloads.app, name="downloads", help="List, cancel and retry model downloads.")
+app.command("watch")(watch.watch_command)
+app.command("serve")(serve.serve_command)
+app.command("demo")(demo.demo_command)
 
 
 @app.callback()

@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 import platformdirs
-import structlog
 import sqlalchemy as sa
+import structlog
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
+from dwqueue import queue
 from runtimestate import credentials, database, manifest, names, spec, store
 
 T = TypeVar("T")
@@ -41,6 +42,7 @@ USER_ERRORS = (
     credentials.CredentialError,
     database.DatabaseUrlError,
     names.InvalidName,
+    queue.QueueError,
     UsageError,
 )
 

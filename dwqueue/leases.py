@@ -18,24 +18,18 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dwqueue import backoff, events, jobs, rows
+from dwqueue import backoff, claims, events, jobs, rows
 
 DEFAULT_LEASE = dt.timedelta(seconds=60)
 _C = rows.COLUMNS
 _RUNNING = jobs.JobState.RUNNING.value
 _QUEUED = jobs.JobState.QUEUED.value
-# Namespace of the per-backend advisory locks that make running counts exact on Postgres.
-_LOCK_NAMESPACE = 0x6C6C_6D63  # "llmc"
-_WAIT_FOR_LOCK = sa.text(
-    "SELECT true FROM (SELECT pg_advisory_xact_lock(:namespace, hashtext(:backend))) AS locked"
-)
-_TRY_LOCK = sa.text("SELECT pg_try_advisory_xact_lock(:namespace, hashtext(:backend))")
 
 
 async def running_counts(session: AsyncSession) -> dict[str, int]:
@@ -58,116 +52,22 @@ async def claim(
 
     A backend runs at most ``limits.get(backend, default_limit)`` jobs at once, counting every
     worker's. On Postgres, candidates are locked with ``FOR UPDATE SKIP LOCKED`` (concurrent
-    claimers pass over each other's) and each backend's count is re-read under a transaction
-    advisory lock, so limits hold across replicas; on SQLite the claim first takes the one write
-    lock. Either way no job is claimed twice. Returns the claimed jobs with `DownloadStarted`
-    events, oldest first; an empty list when nothing is due.
+    claimers pass over each other's) and each backend's count is read under a transaction
+    advisory lock, so limits hold across replicas: two statements whatever ``n``
+    (`dwqueue.claims` says why not one). On SQLite the claim first takes the one write lock.
+    Either way no job is claimed twice. Returns the claimed jobs with `DownloadStarted` events,
+    oldest first; an empty list when nothing is due (or every due job's backend is full).
     """
     now = now or rows.utcnow()
     limits = limits or {}
-    await rows.take_sqlite_write_lock(session)
-    # On SQLite (write lock held) a snapshot of every backend's count is exact; on Postgres
-    # counts are read per candidate backend under its advisory lock.
-    snapshot = await running_counts(session) if rows.is_sqlite(session) else {}
-    picker = _Picker(n, lambda backend: limits.get(backend, default_limit), snapshot)
-    for _ in range(_ROUNDS):
-        candidates = await _candidates(session, sorted(picker.skip), n, now)
-        for job_id, backend in candidates:
-            if picker.done:
-                break
-            await picker.consider(session, job_id, backend)
-        if picker.done or len(candidates) < _window(n):
-            break
-    picked = picker.picked
-    if not picked:
-        return []
-    # The state guard makes a claim on SQLite (no row locks) harmless even when misused.
-    where = sa.and_(_C.id.in_(picked), _C.state == _QUEUED)
-    claimed = await rows.update_returning(session, where, _started(owner, lease, now))
+
+    def limit_of(backend: str) -> int:
+        return limits.get(backend, default_limit)
+
+    pick = claims.sqlite if rows.is_sqlite(session) else claims.postgres
+    claimed = await pick(session, owner, limit_of, n, lease, now)
     changes = [rows.change(row, events.DownloadStarted, now) for row in claimed]
     return sorted(changes, key=lambda c: (c.job.next_attempt_at, c.job.id))
-
-
-_ROUNDS = 3  # candidate windows per claim, when the first ones are all of full backends
-
-
-def _window(n: int) -> int:
-    return max(2 * n, n + 8)  # a few spare rows in case some backends are full
-
-
-class _Picker:
-    """Chooses claimable jobs among candidates, oldest first, within each backend's limit."""
-
-    def __init__(self, n: int, limit_of: Callable[[str], int], snapshot: Mapping[str, int]):
-        self.n, self.limit_of, self.snapshot = n, limit_of, snapshot
-        self.picked: list[str] = []
-        self.exact: dict[str, int] = {}  # running counts no other claim can change before commit
-        self.skip = {b for b, count in snapshot.items() if count >= limit_of(b)}
-
-    @property
-    def done(self) -> bool:
-        return len(self.picked) == self.n
-
-    async def consider(self, session: AsyncSession, job_id: str, backend: str) -> None:
-        if backend in self.skip or job_id in self.picked:
-            return
-        if backend not in self.exact:
-            count = await _exact_count(session, backend, self.snapshot, wait=not self.exact)
-            if count is None:  # another claimer holds this backend; leave its jobs to it
-                self.skip.add(backend)
-                return
-            self.exact[backend] = count
-        if self.exact[backend] < self.limit_of(backend):
-            self.exact[backend] += 1
-            self.picked.append(job_id)
-        else:
-            self.skip.add(backend)
-
-
-async def _candidates(
-    session: AsyncSession, skip: list[str], n: int, now: dt.datetime
-) -> list[tuple[str, str]]:
-    query = (
-        sa.select(_C.id, _C.backend)
-        .where(_C.state == _QUEUED, _C.next_attempt_at <= now)
-        .order_by(_C.next_attempt_at, _C.id)
-        .limit(_window(n))
-    )
-    if skip:
-        query = query.where(_C.backend.not_in(skip))
-    if not rows.is_sqlite(session):
-        query = query.with_for_update(skip_locked=True)
-    return [(job_id, backend) for job_id, backend in (await session.execute(query)).all()]
-
-
-async def _exact_count(
-    session: AsyncSession, backend: str, snapshot: Mapping[str, int], *, wait: bool
-) -> int | None:
-    """The backend's running count, exact until commit. On SQLite the write lock already
-    makes ``snapshot`` exact. On Postgres, read it again holding the backend's transaction
-    advisory lock, so two claimers cannot both fill its last slot. Only a claim's first lock
-    waits (later ones are tried, None when taken), so claimers never wait in a cycle."""
-    if rows.is_sqlite(session):
-        return snapshot.get(backend, 0)
-    lock = _WAIT_FOR_LOCK if wait else _TRY_LOCK
-    params = {"namespace": _LOCK_NAMESPACE, "backend": backend}
-    if not (await session.execute(lock, params)).scalar_one():
-        return None
-    query = sa.select(sa.func.count()).where(_C.state == _RUNNING, _C.backend == backend)
-    return int((await session.execute(query)).scalar_one())
-
-
-def _started(owner: str, lease: dt.timedelta, now: dt.datetime) -> dict[str, Any]:
-    return {
-        "state": _RUNNING,
-        "attempts": _C.attempts + 1,
-        "lease_owner": owner,
-        "lease_expires_at": now + lease,
-        "error": None,
-        "error_class": None,
-        "started_at": now,
-        "updated_at": now,
-    }
 
 
 def _ours(job_id: str, owner: str) -> sa.ColumnElement[bool]:

@@ -38,6 +38,7 @@ from runtimestate import (
     conditions,
     desired,
     errors,
+    locks,
     plan,
     planview,
     probing,
@@ -253,10 +254,25 @@ class BackendCycle:
                 for change in changes:
                     if change is not None and change.event is not None:
                         await self._sink.publish(change.event)
-        prunes = decided.of(plan.Prune)
-        if prunes:
-            outcomes += await asyncio.gather(*(self._prune(p, state) for p in prunes))
+        by_backend: dict[str, list[plan.Prune]] = {}
+        for prune in decided.of(plan.Prune):
+            by_backend.setdefault(prune.backend, []).append(prune)
+        for done in await asyncio.gather(
+            *(self._prune_locked(name, prunes, state) for name, prunes in by_backend.items())
+        ):
+            outcomes += done
         return tuple(outcomes)
+
+    async def _prune_locked(
+        self, name: str, prunes: Sequence[plan.Prune], state: desired.DesiredState
+    ) -> list[Outcome]:
+        """Prune under the backend's advisory lock: replicas never delete from one at once."""
+        async with locks.backend_lock(self._sessions, name) as acquired:
+            if not acquired:
+                return [
+                    Outcome(p, False, "another replica is acting on this backend") for p in prunes
+                ]
+            return list(await asyncio.gather(*(self._prune(p, state) for p in prunes)))
 
     async def _prune(self, action: plan.Prune, state: desired.DesiredState) -> Outcome:
         backend = state.backend(action.backend)
@@ -312,6 +328,8 @@ class BackendCycle:
 
         changed = await self._tx(write)
         self._previous = dict(states)
+        if self._sink is None:
+            return  # nothing to publish to: do not encode 1,000 states for nobody
         for name in changed:
             await self._publish(
                 f"{self._settings.prefix}.v1.state.{name}", snapshot.to_wire(states[name])

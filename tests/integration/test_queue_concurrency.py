@@ -10,6 +10,7 @@ import multiprocessing
 import time
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dwqueue import jobs, leases, queue, schema
 from runtimestate import database
@@ -128,3 +129,67 @@ async def test_four_worker_processes_draining_500_jobs_claim_each_exactly_once(
     assert sum(1 for ids in per_worker if ids) >= 2  # the work really was shared
     assert {job.state for job in final} == {jobs.JobState.SUCCEEDED}
     assert {job.attempts for job in final} == {1}
+
+
+async def _queue_jobs(engine: AsyncEngine, backends: dict[str, int]) -> None:
+    async with database.session_factory(engine)() as session:
+        for backend, count in backends.items():
+            for i in range(count):
+                await queue.enqueue(session, backend, f"model-{i}", now=T0)
+        await session.commit()
+
+
+async def test_a_claim_that_waited_for_a_backend_counts_the_jobs_its_holder_claimed(
+    postgres_url: str,
+) -> None:
+    import migrations
+
+    migrations.upgrade(postgres_url)
+    engine = database.create_async_engine(postgres_url)
+    try:
+        await _queue_jobs(engine, {"gpu-1": 5})
+        sessions = database.session_factory(engine)
+        async with sessions() as first, sessions() as second:
+            held = await leases.claim(first, "w1", limits={"gpu-1": 2}, now=T0)
+            # The second claimer finds gpu-1 taken, waits for it, and must then see the first
+            # one's job (committed after its pick began) when it counts gpu-1's running jobs.
+            waiting = asyncio.create_task(
+                leases.claim(second, "w2", limits={"gpu-1": 2}, n=5, now=T0)
+            )
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            await first.commit()
+            taken = await asyncio.wait_for(waiting, 10)
+            await second.commit()
+        async with sessions() as session:
+            running = await leases.running_counts(session)
+    finally:
+        await engine.dispose()
+    assert len(held) == 1
+    assert len(taken) == 1
+    assert {c.job.id for c in held}.isdisjoint(c.job.id for c in taken)
+    assert running == {"gpu-1": 2}
+
+
+async def test_a_claim_passes_over_a_backend_another_claimer_holds_without_waiting(
+    postgres_url: str,
+) -> None:
+    import migrations
+
+    migrations.upgrade(postgres_url)
+    engine = database.create_async_engine(postgres_url)
+    try:
+        await _queue_jobs(engine, {"gpu-1": 3, "gpu-2": 3})
+        sessions = database.session_factory(engine)
+        async with sessions() as first, sessions() as second:
+            held = await leases.claim(first, "w1", default_limit=5, n=1, now=T0)
+            taken = await asyncio.wait_for(
+                leases.claim(second, "w2", default_limit=5, n=5, now=T0), 5
+            )
+            await second.commit()
+            await first.commit()
+    finally:
+        await engine.dispose()
+    [holder_backend] = {c.job.backend for c in held}
+    assert len(taken) == 3
+    assert {c.job.backend for c in taken} == {"gpu-1", "gpu-2"} - {holder_backend}

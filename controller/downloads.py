@@ -1,0 +1,388 @@
+"""The download commands: ``llmctl downloads list|get|cancel|retry``.
+
+Registered on the root app by `controller.cli`; ``llmctl watch`` lives in `controller.watch`
+and reuses the figures formatted here. Each command runs one transaction through
+`controller.runner` on the `dwqueue.queue` store. Cancel and retry are durable once committed;
+only then, when a NATS URL is configured, they publish the event the store returned and a
+request to the controller (``<prefix>.v1.control.cancel`` / ``.trigger``) so a running
+controller acts at once. Publishing is best effort: a NATS failure is reported on stderr and
+never fails the command (the controller reads the database on its next cycle anyway).
+Invalid input exits 2 and writes nothing. This module must not write outside `dwqueue.queue`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
+
+import nats.errors
+import typer
+from nats.aio.client import Client
+from rich import box, filesize
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller import output, runner
+from dwqueue import events, jobs, queue, rows
+from runtimestate import names
+
+app = typer.Typer(
+    help="List, cancel and retry model downloads (pulls onto Ollama backends).",
+    no_args_is_help=True,
+)
+
+OutputOpt = Annotated[output.Format, typer.Option("--output", "-o", help="table, json or yaml")]
+STATE_CHOICES = [state.value for state in jobs.JobState] + ["active"]
+_NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+_NATS_TIMEOUT_S = 3.0
+
+
+def _env(ctx: typer.Context) -> runner.Env:
+    env = ctx.find_root().obj
+    assert isinstance(env, runner.Env)
+    return env
+
+
+# --- figures, shared with `controller.watch` --------------------------------------------------
+
+
+def percent_text(percent: float | None) -> str:
+    return "-" if percent is None else f"{percent:.1f}%"
+
+
+def rate_text(rate_bps: float | None) -> str:
+    """Decimal units, as Ollama prints them: ``12.3 MB/s``."""
+    return "-" if rate_bps is None else f"{filesize.decimal(int(rate_bps))}/s"
+
+
+def eta_text(eta_s: float | None) -> str:
+    """``45s``, ``3m05s``, ``2h07m``."""
+    if eta_s is None:
+        return "-"
+    seconds = max(0, round(eta_s))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def control_subject(prefix: str, verb: str) -> str:
+    """``<prefix>.v1.control.<verb>``: requests to the controller (``cancel``, ``trigger``)."""
+    return f"{events.check_prefix(prefix)}.v1.control.{verb}"
+
+
+# --- documents ---------------------------------------------------------------------------------
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)  # SQLite drops the zone
+    return aware.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def job_doc(job: jobs.Job) -> dict[str, Any]:
+    """The stable JSON shape of a download (camelCase; add keys, never rename them)."""
+    progress = job.progress
+    return {
+        "id": job.id,
+        "backend": job.backend,
+        "model": job.model,
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "status": progress.status,
+        "digest": progress.digest,
+        "completed": progress.completed,
+        "total": progress.total,
+        "percent": progress.percent,
+        "rateBps": progress.rate_bps,
+        "etaS": progress.eta_s,
+        "error": job.error,
+        "errorClass": None if job.error_class is None else job.error_class.value,
+        "nextAttemptAt": _time(job.next_attempt_at),
+        "createdAt": _time(job.created_at),
+        "updatedAt": _time(job.updated_at),
+        "startedAt": _time(job.started_at),
+        "finishedAt": _time(job.finished_at),
+    }
+
+
+def _row(doc: dict[str, Any]) -> list[str]:
+    running = doc["state"] == jobs.JobState.RUNNING.value
+    return [
+        doc["id"],
+        doc["backend"],
+        doc["model"],
+        doc["state"],
+        percent_text(doc["percent"]),
+        rate_text(doc["rateBps"]) if running else "-",
+        eta_text(doc["etaS"]) if running else "-",
+        f"{doc['attempts']}/{doc['maxAttempts']}",
+        output.age(doc["createdAt"]),
+        doc["error"] or "-",
+    ]
+
+
+def render_list(docs: Sequence[dict[str, Any]], fmt: output.Format, console: Console) -> None:
+    if fmt is not output.Format.TABLE:
+        output.render_one(list(docs), fmt, console)
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    headers = ["ID", "BACKEND", "MODEL", "STATE", "PROGRESS", "RATE", "ETA", "ATTEMPTS", "AGE"]
+    for header in headers:
+        table.add_column(header, overflow="fold", no_wrap=header == "ID")
+    table.add_column("ERROR", overflow="fold")
+    for doc in docs:
+        table.add_row(*_row(doc))
+    console.print(table, highlight=False)
+
+
+# --- input -------------------------------------------------------------------------------------
+
+
+def _job_id(env: runner.Env, text: str) -> jobs.JobId:
+    job_id = text.strip().upper()
+    if not jobs.is_job_id(job_id):
+        env.fail(
+            f"{text!r} is not a download id (26 letters and digits, as shown by "
+            "llmctl downloads list)"
+        )
+    return jobs.JobId(job_id)
+
+
+def _states(env: runner.Env, given: list[str] | None) -> set[jobs.JobState] | None:
+    if not given:
+        return None
+    states: set[jobs.JobState] = set()
+    for value in given:
+        if value == "active":
+            states |= jobs.ACTIVE_STATES
+        elif value in STATE_CHOICES:
+            states.add(jobs.JobState(value))
+        else:
+            env.fail(f"--state: {value!r} is not one of {'|'.join(STATE_CHOICES)}")
+    return states
+
+
+def _not_found(job_id: str) -> runner.UsageError:
+    return runner.UsageError(f"download {job_id} not found (see llmctl downloads list)")
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_downloads(
+    ctx: typer.Context,
+    backend: Annotated[str | None, typer.Option("--backend", help="Only this backend")] = None,
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", help=f"{'|'.join(STATE_CHOICES)} (repeatable)"),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Only the newest N downloads")
+    ] = None,
+    fmt: OutputOpt = output.Format.TABLE,
+) -> None:
+    """List downloads, oldest first (finished ones too, unless --state narrows them)."""
+    env = _env(ctx)
+    states = _states(env, state)
+
+    async def work(session: AsyncSession) -> list[jobs.Job]:
+        found = await queue.list_jobs(
+            session, backend=backend, states=states, limit=limit, newest_first=True
+        )
+        return found[::-1]
+
+    render_list([job_doc(job) for job in runner.transaction(env, work)], fmt, env.out)
+
+
+@app.command("get")
+def get_download(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="Download id")],
+    fmt: OutputOpt = output.Format.TABLE,
+) -> None:
+    """Show one download: state, attempts, last progress and error."""
+    env = _env(ctx)
+    job_id = _job_id(env, job)
+
+    async def work(session: AsyncSession) -> jobs.Job:
+        found = await queue.get(session, job_id)
+        if found is None:
+            raise _not_found(job_id)
+        return found
+
+    output.render_one(job_doc(runner.transaction(env, work)), fmt, env.out)
+
+
+@app.command("cancel")
+def cancel_download(
+    ctx: typer.Context,
+    job: Annotated[str | None, typer.Argument(help="Download id")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="With --model")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Cancel this model's active download")
+    ] = None,
+) -> None:
+    """Cancel a queued or running download, durably: it is not queued again until retried or
+    its declaration changes. Give its id, or --backend and --model."""
+    env = _env(ctx)
+    if job is not None and (backend is not None or model is not None):
+        env.fail("give a download id or --backend with --model, not both")
+    _check_prefix(env)
+    if job is not None:
+        job_id = _job_id(env, job)
+        changes = runner.transaction(env, lambda s: _cancel_one(s, job_id))
+    elif backend is not None and model is not None:
+        key = _model_key(env, model)
+        changes = runner.transaction(env, lambda s: _cancel_model(s, backend, model, key))
+    else:
+        env.fail("give a download id, or --backend and --model together")
+    for change in changes:
+        verb = "cancelled" if change.event else f"already {change.job.state.value}"
+        env.out.print(f"download/{change.job.id} {verb}", highlight=False)
+    _announce(env, changes, "cancel", lambda change: {"job_id": change.job.id})
+
+
+async def _cancel_one(session: AsyncSession, job_id: str) -> list[rows.Change]:
+    change = await queue.cancel(session, job_id)
+    if change is None:
+        raise _not_found(job_id)
+    return [change]
+
+
+async def _cancel_model(
+    session: AsyncSession, backend: str, model: str, key: str
+) -> list[rows.Change]:
+    active = await queue.list_jobs(session, backend=backend, states=jobs.ACTIVE_STATES)
+    found = [job for job in active if key in (job.model_key, _canonical(job.model))]
+    if not found:
+        raise runner.UsageError(f"no queued or running download of {model} on backend {backend}")
+    changes = [await queue.cancel(session, job.id) for job in found]
+    return [change for change in changes if change is not None]
+
+
+def _model_key(env: runner.Env, model: str) -> str:
+    try:
+        return names.canonical_ollama(model)
+    except names.InvalidName as exc:
+        env.fail(str(exc))
+
+
+def _canonical(model: str) -> str | None:
+    try:
+        return names.canonical_ollama(model)
+    except names.InvalidName:
+        return None
+
+
+@app.command("retry")
+def retry_download(
+    ctx: typer.Context, job: Annotated[str, typer.Argument(help="Download id")]
+) -> None:
+    """Queue a failed or cancelled download again, due now, with its attempts reset (same id)."""
+    env = _env(ctx)
+    job_id = _job_id(env, job)
+    _check_prefix(env)
+
+    async def work(session: AsyncSession) -> rows.Change:
+        try:
+            change = await queue.retry(session, job_id)
+        except queue.QueueError as exc:  # a succeeded download: nothing to retry
+            raise runner.UsageError(str(exc)) from exc
+        if change is None:
+            raise _not_found(job_id)
+        return change
+
+    change = runner.transaction(env, work)
+    if change.event is not None:
+        env.out.print(f"download/{change.job.id} queued", highlight=False)
+    elif change.job.id == job_id:
+        env.out.print(f"download/{job_id} already {change.job.state.value}", highlight=False)
+    else:
+        env.out.print(
+            f"download/{change.job.id} already {change.job.state.value} for "
+            f"{change.job.model} on {change.job.backend}; {job_id} left as it is",
+            highlight=False,
+        )
+    _announce(env, [change], "trigger", lambda _: {})
+
+
+# --- publishing after the commit ---------------------------------------------------------------
+
+
+def _check_prefix(env: runner.Env) -> None:
+    if env.nats_url is None:
+        return
+    try:
+        events.check_prefix(env.prefix)
+    except ValueError as exc:
+        env.fail(f"--subject-prefix: {exc}")
+
+
+def _announce(
+    env: runner.Env,
+    changes: Sequence[rows.Change],
+    verb: str,
+    payload: Callable[[rows.Change], dict[str, Any]],
+) -> None:
+    """Publish the events of ``changes`` and one control request per event; best effort."""
+    if env.nats_url is None:
+        return
+    messages: list[tuple[str, bytes]] = []
+    for change in changes:
+        if change.event is None:
+            continue
+        messages.append((change.event.subject(env.prefix), change.event.to_wire()))
+        body = json.dumps(payload(change), separators=(",", ":")).encode()
+        messages.append((control_subject(env.prefix, verb), body))
+    if not messages:
+        return
+    problem = asyncio.run(_publish(env.nats_url, messages))
+    if problem is not None:
+        env.err.print(
+            f"warning: the change is saved, but publishing it on NATS at {env.nats_url} failed "
+            f"({problem}); the controller sees it on its next cycle",
+            highlight=False,
+            markup=False,
+        )
+
+
+async def _publish(url: str, messages: Sequence[tuple[str, bytes]]) -> str | None:
+    """Send ``messages`` and wait for the server to have them; the failure, or None."""
+
+    seen: list[Exception] = []
+
+    async def remember(exc: Exception) -> None:  # the caller reports the failure once
+        seen.append(exc)
+
+    nc = Client()
+    try:
+        await asyncio.wait_for(
+            nc.connect(
+                url,
+                name="llmctl-cli",
+                allow_reconnect=False,
+                max_reconnect_attempts=1,  # two quick tries, then give up
+                reconnect_time_wait=0.2,  # type: ignore[arg-type]
+                connect_timeout=2,
+                error_cb=remember,
+            ),
+            timeout=_NATS_TIMEOUT_S * 2,
+        )
+        for subject, data in messages:
+            await nc.publish(subject, data)
+        await nc.flush(timeout=_NATS_TIMEOUT_S)  # type: ignore[arg-type]
+    except _NATS_ERRORS as exc:
+        cause = seen[0] if seen else exc
+        return str(cause) or type(cause).__name__
+    finally:
+        await nc.close()
+    return None

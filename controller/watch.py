@@ -1,0 +1,385 @@
+"""``llmctl watch``: follow downloads live from NATS: a progress bar per job, or JSON lines.
+
+Registered on the root app by `controller.cli`. It subscribes with `dwqueue.subscriber.Watch`
+(which first replays the latest event of every job where JetStream keeps them), then reads the
+database once for the current state of every active job (and of every job the replay left
+looking active), so a watch started mid-download shows where each one is even on plain NATS.
+From then on it follows events. Newer events win by the job's ``seq``, whichever source they
+came from. The database read is best effort: without it the watch shows NATS events only.
+
+Output: rich progress bars on stdout (model, backend, percent, rate, ETA, phase; finished jobs
+stay with their final state; jobs that had already finished before the watch began are not
+shown), or ``--json``: each event's wire JSON on its own line, flushed at once, for scripts.
+Exit codes: 0 on Ctrl-C, at ``--timeout``, or with ``--exit-when-idle`` once nothing is queued
+or running; 1 when NATS cannot be reached, or ``--exit-when-idle`` timed out with work left;
+2 for invalid input (no NATS URL, a bad backend name). It changes nothing (beyond migrating an
+embedded SQLite database on first use, as every command does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import os
+import sys
+from collections.abc import Collection
+from typing import Annotated, Protocol, assert_never
+
+import nats
+import nats.errors
+import sqlalchemy as sa
+import typer
+from nats.aio.client import Client
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID
+from rich.text import Text
+
+from controller import downloads, runner
+from dwqueue import events, jobs, queue, subscriber
+from runtimestate import database
+
+_CONNECT_TIMEOUT_S = 5.0
+_SETTLE_QUIET_S = 0.3  # the JetStream replay arrives in one burst; this much silence ends it
+_SETTLE_MAX_S = 2.0
+_NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+
+
+# --- what the watch knows: pure ----------------------------------------------------------------
+
+
+class Board:
+    """The newest event of every job seen so far, from NATS or the database."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, events.DownloadEvent] = {}
+
+    def apply(self, event: events.DownloadEvent) -> bool:
+        """Keep ``event`` if it is newer than what is known of its job; True when kept."""
+        known = self.latest.get(event.job_id)
+        if known is not None and known.seq >= event.seq:
+            return False
+        self.latest[event.job_id] = event
+        return True
+
+    def active(self) -> list[str]:
+        """Ids of the jobs whose newest event says they are queued or running."""
+        return [job_id for job_id, event in self.latest.items() if not event.TERMINAL]
+
+
+def snapshot_event(job: jobs.Job) -> events.DownloadEvent:
+    """The event that describes a stored job as it is now (its ``seq`` and last update)."""
+    cls: type[events.DownloadEvent]
+    match job.state:
+        case jobs.JobState.QUEUED:
+            cls = events.DownloadRetrying if job.attempts else events.DownloadQueued
+        case jobs.JobState.RUNNING:
+            cls = events.DownloadProgressed if job.progress.status else events.DownloadStarted
+        case jobs.JobState.SUCCEEDED:
+            cls = events.DownloadSucceeded
+        case jobs.JobState.FAILED:
+            cls = events.DownloadFailed
+        case jobs.JobState.CANCELLED:
+            cls = events.DownloadCancelled
+        case _:
+            assert_never(job.state)
+    updated = job.updated_at if job.updated_at.tzinfo else job.updated_at.replace(tzinfo=dt.UTC)
+    return events.of(cls, job, updated)
+
+
+def phase(event: events.DownloadEvent) -> str:
+    """What a job is doing, in words: Ollama's status while pulling, else its state."""
+    reason = f": {event.error}" if event.error else ""
+    if isinstance(event, events.DownloadRetrying):
+        return f"retrying (attempt {event.attempt}/{event.max_attempts}){reason}"
+    if isinstance(event, events.DownloadFailed | events.DownloadCancelled):
+        return f"{event.TYPE}{reason}"
+    if isinstance(event, events.DownloadStarted | events.DownloadProgressed):
+        return event.status or "started"
+    return event.TYPE
+
+
+# --- where events go ---------------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    def start(self) -> None: ...
+
+    def show(self, event: events.DownloadEvent) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class JsonLines:
+    """One event's wire JSON per line on stdout, flushed at once."""
+
+    def start(self) -> None:
+        pass
+
+    def show(self, event: events.DownloadEvent) -> None:
+        sys.stdout.write(event.to_wire().decode() + "\n")
+        sys.stdout.flush()
+
+    def stop(self) -> None:
+        pass
+
+
+class _Field(ProgressColumn):
+    """A text column from one of the task's fields, styled by the task's ``style`` field."""
+
+    def __init__(self, name: str, width: int | None = None, right: bool = False) -> None:
+        super().__init__()
+        self._name, self._width, self._right = name, width, right
+
+    def render(self, task: Task) -> Text:
+        text = Text(str(task.fields.get(self._name, "")), style=task.fields.get("style", ""))
+        if self._width is not None:
+            text.align("right" if self._right else "left", self._width)
+        return text
+
+
+_STYLES = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "retrying": "yellow"}
+
+
+class Bars:
+    """One rich progress bar per job, on screen between `start` and `stop`."""
+
+    def __init__(self, console: Console, started_at: dt.datetime) -> None:
+        self.progress = Progress(
+            _Field("model"),
+            _Field("backend"),
+            BarColumn(),
+            _Field("percent", 6, right=True),
+            _Field("rate", 11, right=True),
+            _Field("eta", 6, right=True),
+            _Field("phase"),
+            console=console,
+            refresh_per_second=4,
+        )
+        self.tasks: dict[str, TaskID] = {}
+        self._started_at = started_at
+
+    def start(self) -> None:
+        self.progress.start()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def show(self, event: events.DownloadEvent) -> None:
+        task = self.tasks.get(event.job_id)
+        if task is None:
+            if event.TERMINAL and event.at < self._started_at:
+                return  # history: `llmctl downloads list` shows it
+            task = self.progress.add_task(event.model)
+            self.tasks[event.job_id] = task
+        running = isinstance(event, events.DownloadStarted | events.DownloadProgressed)
+        total = event.total or 1
+        done = isinstance(event, events.DownloadSucceeded)
+        self.progress.update(
+            task,
+            total=None if running and not event.total else total,
+            completed=total if done else (event.completed or 0),
+            model=event.model,
+            backend=event.backend,
+            percent="100.0%" if done else downloads.percent_text(event.percent),
+            rate=downloads.rate_text(event.rate_bps) if running else "",
+            eta=downloads.eta_text(event.eta_s) if running else "",
+            phase=phase(event),
+            style=_STYLES.get(event.TYPE, ""),
+        )
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    nats_url: str
+    prefix: str
+    backend: str | None
+    exit_when_idle: bool
+    timeout_s: float | None
+
+
+def watch_command(
+    ctx: typer.Context,
+    backend: Annotated[str | None, typer.Option("--backend", help="Only this backend")] = None,
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="Print each event's JSON on its own line")
+    ] = False,
+    exit_when_idle: Annotated[
+        bool, typer.Option("--exit-when-idle", help="Exit 0 once nothing is queued or running")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0.0, help="Stop after this many seconds")
+    ] = None,
+) -> None:
+    """Follow downloads live: one progress bar per job, from NATS (Ctrl-C to stop)."""
+    env = ctx.find_root().obj
+    assert isinstance(env, runner.Env)
+    if not env.nats_url:
+        env.fail(
+            "watch reads download events from NATS: give the server as "
+            "llmctl --nats-url nats://HOST:4222 watch, or set LLMCTL_NATS_URL"
+        )
+    try:
+        events.filter_subject(env.prefix, backend)
+    except ValueError as exc:
+        env.fail(str(exc))
+    options = Options(env.nats_url, env.prefix, backend, exit_when_idle, timeout)
+    sink = JsonLines() if json_lines else Bars(env.out, dt.datetime.now(dt.UTC))
+    try:
+        code = asyncio.run(_watch(env, options, sink))
+    except KeyboardInterrupt:
+        code = 0
+    except BrokenPipeError:  # the reader went away (``| head``): done, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    raise typer.Exit(code)
+
+
+async def _watch(env: runner.Env, options: Options, sink: Sink) -> int:
+    connection = _Connection(env.err)
+    if not await connection.open(options.nats_url):
+        return 1
+    sink.start()
+    try:
+        async with subscriber.Watch(
+            connection.nc, prefix=options.prefix, backend=options.backend
+        ) as w:
+            if not w.replaying:
+                env.err.print("note: no JetStream replay stream on this server", markup=False)
+            return await _follow(env, options, w, sink)
+    finally:
+        sink.stop()
+        await connection.close()
+
+
+async def _follow(env: runner.Env, options: Options, w: subscriber.Watch, sink: Sink) -> int:
+    """Settle the replay, merge the database's view, then follow events until told to stop."""
+    loop = asyncio.get_running_loop()
+    deadline = None if options.timeout_s is None else loop.time() + options.timeout_s
+    board = Board()
+
+    def take(event: events.DownloadEvent) -> None:
+        if board.apply(event):
+            sink.show(event)
+
+    settle_until = loop.time() + _SETTLE_MAX_S
+    if deadline is not None:
+        settle_until = min(settle_until, deadline)
+    while event := await _next(w, min(_SETTLE_QUIET_S, settle_until - loop.time())):
+        take(event)
+    stored, problem = await asyncio.to_thread(
+        _read_jobs, env.database_url, options.backend, board.active()
+    )
+    if problem:
+        env.err.print(f"note: {problem}; showing NATS events only", markup=False)
+    for job in stored:
+        take(snapshot_event(job))
+    while not (options.exit_when_idle and not board.active()):
+        remaining = None if deadline is None else deadline - loop.time()
+        if remaining is not None and remaining <= 0:
+            return _timed_out(env, options, board)
+        if event := await _next(w, remaining):
+            take(event)
+    return 0
+
+
+async def _next(w: subscriber.Watch, timeout_s: float | None) -> events.DownloadEvent | None:
+    if timeout_s is not None and timeout_s <= 0:
+        return None
+    try:
+        return await w.next(timeout_s)
+    except TimeoutError:
+        return None
+
+
+def _timed_out(env: runner.Env, options: Options, board: Board) -> int:
+    if not options.exit_when_idle:
+        return 0
+    env.err.print(
+        f"timed out after {options.timeout_s:g} s with {len(board.active())} download(s) "
+        "still queued or running",
+        markup=False,
+    )
+    return 1
+
+
+class _Connection:
+    """A NATS client that, once connected, reconnects for ever and says so on stderr."""
+
+    def __init__(self, err: Console) -> None:
+        self.nc = Client()
+        self._err = err
+        self._closing = False
+
+    async def open(self, url: str) -> bool:
+        """Connect; False (said on stderr) when no server answers within a few seconds."""
+        try:
+            await asyncio.wait_for(
+                self.nc.connect(
+                    url,
+                    name="llmctl-watch",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]
+                    connect_timeout=2,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                ),
+                _CONNECT_TIMEOUT_S,
+            )
+        except _NATS_ERRORS as exc:
+            cause = self.nc.last_error or exc
+            await self.close()
+            detail = str(cause) or type(cause).__name__
+            self._err.print(f"error: cannot connect to NATS at {url}: {detail}", markup=False)
+            return False
+        return True
+
+    async def close(self) -> None:
+        self._closing = True
+        await self.nc.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        del exc  # every failed reconnect reports here; the callbacks below say it once
+
+    async def _on_disconnected(self) -> None:
+        if not self._closing:
+            self._err.print("note: NATS disconnected; reconnecting", markup=False)
+
+    async def _on_reconnected(self) -> None:
+        self._err.print("note: NATS reconnected", markup=False)
+
+
+def _read_jobs(
+    url: str, backend: str | None, job_ids: Collection[str]
+) -> tuple[list[jobs.Job], str | None]:
+    """Active jobs and the named ones from the database, or why they could not be read.
+
+    Runs in a worker thread: it migrates an embedded SQLite database as every command does."""
+    try:
+        runner.ensure_schema(url)
+        return asyncio.run(_stored_jobs(url, backend, job_ids)), None
+    except (*runner.USER_ERRORS, sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+        return [], f"cannot read downloads from the database at {database.redact(url)}: {exc}"
+
+
+async def _stored_jobs(url: str, backend: str | None, job_ids: Collection[str]) -> list[jobs.Job]:
+    engine = database.create_async_engine(url)
+    try:
+        async with database.session_factory(engine)() as session, session.begin():
+            found = {
+                job.id: job
+                for job in await queue.list_jobs(
+                    session, backend=backend, states=jobs.ACTIVE_STATES
+                )
+            }
+            for job_id in set(job_ids) - set(found):
+                job = await queue.get(session, job_id)
+                if job is not None:
+                    found[job.id] = job
+            return list(found.values())
+    finally:
+        await engine.dispose()

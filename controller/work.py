@@ -1,0 +1,144 @@
+"""The work `controller.serve`'s scheduler triggers, each run guarded so the scheduler survives.
+
+`Work` wraps the runtime's cycles for the APScheduler jobs and the NATS trigger: the backend
+cycle, the download cycle and the lease reaper (which also refreshes the download gauges). An
+exception is logged (with its traceback when unexpected), counted in ``llmctl_errors_total``
+and that kind of work is skipped until a capped exponential backoff passes; an explicit trigger
+runs regardless. Triggers arriving while a triggered cycle runs coalesce into one more run.
+Built by the composition root; holds no settings of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from controller import metrics
+from dwqueue import backoff, leases, rows, schema
+from runtimestate import database, state
+
+log = structlog.get_logger(__name__)
+DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)
+FAILURE_BACKOFF = backoff.Policy(base_s=1.0, cap_s=30.0, max_attempts=1_000_000)
+
+
+class Work:
+    """What the scheduler's jobs call. Each run is guarded: an exception is logged and counted,
+    and the same kind of work is skipped until its backoff passes (an explicit trigger runs
+    regardless). Never raises into the scheduler."""
+
+    def __init__(
+        self,
+        runtime: state.State,
+        engine: AsyncEngine,
+        sink: metrics.ObservingSink,
+        meter: metrics.Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._state = runtime
+        self._engine = engine
+        self._sink = sink
+        self._metrics = meter
+        self._clock = clock
+        self._failures: dict[str, int] = {}
+        self._resume_at: dict[str, float] = {}
+        self._downloads = asyncio.Lock()  # two claims at once could exceed the concurrency
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._kick = asyncio.Event()
+        self._closing = False
+
+    async def backend_cycle(self, *, force: bool = False) -> None:
+        await self._guard("backend_cycle", self._backend_cycle, force)
+
+    async def download_cycle(self, *, force: bool = False) -> None:
+        await self._guard("download_cycle", self._download_cycle, force)
+
+    async def reap(self) -> None:
+        await self._guard("reaper", self._reap, False)
+
+    def request(self) -> None:
+        """Ask for a backend cycle now; requests made while one runs coalesce into one more."""
+        self._kick.set()
+
+    async def serve_requests(self) -> None:
+        """Run requested cycles until cancelled (a task of its own, beside the scheduler)."""
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            await self.backend_cycle(force=True)
+            await self.download_cycle(force=True)
+
+    async def _backend_cycle(self) -> None:
+        report = await self._state.run_backend_cycle()
+        self._metrics.observe_cycle(report)
+
+    async def _download_cycle(self) -> None:
+        async with self._downloads:
+            await self._state.run_download_cycle()
+        self._metrics.cycles.labels(kind="download_cycle", outcome="ok").inc()
+
+    async def _reap(self) -> None:
+        sessions = database.session_factory(self._engine)
+        async with sessions() as session, session.begin():
+            reaped = await leases.reap(session, now=rows.utcnow())
+        for change in reaped:
+            if change.event is not None:
+                await self._sink.publish(change.event)
+        column = schema.download_jobs.c.state
+        async with self._engine.connect() as connection:
+            result = await connection.execute(sa.select(column, sa.func.count()).group_by(column))
+            self._metrics.set_downloads({str(s): int(n) for s, n in result.all()})
+
+    async def _guard(self, kind: str, work: Callable[[], Awaitable[None]], force: bool) -> None:
+        if not force and self._clock() < self._resume_at.get(kind, 0.0):
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await work()
+        except asyncio.CancelledError:
+            if self._closing:  # stopped on purpose: not a failure for the scheduler to log
+                return
+            raise
+        except Exception as exc:  # anything: the scheduler must survive it
+            self._failed(kind, exc)
+        else:
+            if self._failures.pop(kind, 0):
+                log.info("recovered", work=kind)
+            self._resume_at.pop(kind, None)
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    def _failed(self, kind: str, exc: Exception) -> None:
+        failures = self._failures.get(kind, 0) + 1
+        self._failures[kind] = failures
+        delay = backoff.exponential(FAILURE_BACKOFF, failures)
+        self._resume_at[kind] = self._clock() + delay
+        self._metrics.failed(kind)
+        expected = isinstance(exc, DB_ERRORS | sa.exc.DBAPIError)
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        log.warning(
+            "work failed; retrying later",
+            work=kind,
+            error=f"{type(exc).__name__}: {detail[0] if detail else ''}",
+            failures=failures,
+            retry_in_s=round(delay, 1),
+            exc_info=not expected,  # unexpected errors keep their traceback
+        )
+
+    async def cancel_running(self, timeout_s: float) -> None:
+        """Cancel the cycles in flight and wait (at most ``timeout_s``) for them to end."""
+        self._closing = True
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)

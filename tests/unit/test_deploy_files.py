@@ -1,0 +1,181 @@
+"""Every file under deploy/ parses, and the commands, flags, environment variables, settings keys
+and ports it uses exist in the code (so a rename cannot silently break a deployment)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shlex
+from typing import Any
+
+import pytest
+import typer.main
+import yaml
+
+from controller import cli, settings
+
+DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
+HTTP_PORT = settings.split_address(settings.DEFAULT_HTTP_ADDRESS)[1]
+ROOT = typer.main.get_command(cli.app)
+
+
+def _yaml_docs(path: pathlib.Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def _k8s() -> list[dict[str, Any]]:
+    return [doc for p in sorted((DEPLOY / "kubernetes").glob("*.yaml")) for doc in _yaml_docs(p)]
+
+
+def _compose() -> dict[str, Any]:
+    (doc,) = _yaml_docs(DEPLOY / "docker-compose.yml")
+    return doc
+
+
+def _unit() -> list[tuple[str, str]]:
+    pairs = []
+    for line in (DEPLOY / "systemd" / "llmctl.service").read_text().splitlines():
+        if line.strip() and not line.startswith(("#", "[")):
+            key, sep, value = line.partition("=")
+            assert sep, f"not a key=value line: {line!r}"
+            pairs.append((key, value))
+    return pairs
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [(line.split(None, 1)[0], line.split(None, 1)[1]) for line in lines]
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc.get("spec", {})
+    pod = spec.get("template", spec.get("jobTemplate", {}).get("spec", {}).get("template", {}))
+    return list(pod.get("spec", {}).get("containers", []))
+
+
+def llmctl_invocations() -> list[list[str]]:
+    """Every argv given to the llmctl entry point, in every file."""
+    found: list[list[str]] = []
+    for doc in _k8s():
+        found += [list(c["args"]) for c in _containers(doc) if "args" in c]
+    services = _compose()["services"]
+    found += [list(s["command"]) for s in services.values() if s.get("image") == "llmctl:latest"]
+    found += [list(_compose()["x-llmctl"]["command"])]
+    for key, value in _unit():
+        if key == "ExecStart":
+            argv = shlex.split(value)
+            assert argv[0].endswith("/llmctl")
+            found.append(argv[1:])
+    instructions = dict(_dockerfile())
+    assert yaml.safe_load(instructions["ENTRYPOINT"]) == ["llmctl"]
+    found.append(yaml.safe_load(instructions["CMD"]))
+    return found
+
+
+def environment_names() -> set[str]:
+    names: set[str] = set()
+    for doc in _k8s():
+        for container in _containers(doc):
+            names |= {e["name"] for e in container.get("env", [])}
+        if doc["kind"] in ("Secret", "ConfigMap"):
+            names |= {k for k in doc.get("stringData", {}) | doc.get("data", {}) if k.isupper()}
+    compose = _compose()
+    names |= set(compose["x-llmctl"]["environment"])
+    for key, value in _unit():
+        if key == "Environment":
+            names.add(value.split("=", 1)[0])
+    for instruction, value in _dockerfile():
+        if instruction == "ENV":
+            names |= set(re.findall(r"\b(LLMCTL_[A-Z_]+)=", value))
+    return {n for n in names if n.startswith("LLMCTL_")}
+
+
+def known_environment() -> set[str]:
+    known = {f"LLMCTL_{field.upper()}" for field in settings.Settings.model_fields}
+    known.add(settings.CONFIG_ENV)
+    for command in [ROOT, *_commands(ROOT)]:
+        for param in command.params:
+            envvar = getattr(param, "envvar", None)
+            if isinstance(envvar, str):
+                known.add(envvar)
+    return known
+
+
+def _commands(group: Any) -> list[Any]:
+    """Every command under ``group`` (typer vendors its own click: duck-typed)."""
+    if not hasattr(group, "commands"):
+        return []
+    found = []
+    for sub in group.commands.values():
+        found += [sub, *_commands(sub)]
+    return found
+
+
+def test_every_deploy_file_parses() -> None:
+    assert len(_k8s()) == 6
+    assert {doc["kind"] for doc in _k8s()} == {
+        "ConfigMap", "Secret", "Deployment", "Service", "CronJob", "Kustomization",
+    }  # fmt: skip
+    assert set(_compose()["services"]) == {"postgres", "nats", "ollama", "llmctl-1", "llmctl-2"}
+    assert dict(_dockerfile())["EXPOSE"] == str(HTTP_PORT)
+    assert ("ExecStart", "/opt/llmctl/bin/llmctl serve --http-address 127.0.0.1:9180") in _unit()
+
+
+@pytest.mark.parametrize("argv", llmctl_invocations(), ids=" ".join)
+def test_every_llmctl_command_and_flag_a_deploy_file_uses_exists(argv: list[str]) -> None:
+    command: Any = ROOT
+    words = list(argv)
+    while words and hasattr(command, "commands") and not words[0].startswith("-"):
+        sub = command.commands.get(words.pop(0))
+        assert sub is not None, f"llmctl has no command {argv}"
+        command = sub
+    flags = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    used = {word for word in words if word.startswith("--")}
+    assert used <= flags, f"unknown flags {used - flags} for llmctl {' '.join(argv)}"
+
+
+def test_every_environment_variable_a_deploy_file_sets_is_read_by_llmctl() -> None:
+    names = environment_names()
+    assert {"LLMCTL_DATABASE_URL", "LLMCTL_NATS_URL", "LLMCTL_HTTP_ADDRESS"} <= names
+    assert names <= known_environment(), names - known_environment()
+
+
+def test_every_config_file_holds_only_settings_that_exist_and_loads(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("LLMCTL_")]:
+        monkeypatch.delenv(name)
+    (configmap,) = [d for d in _k8s() if d["kind"] == "ConfigMap"]
+    files = {"configmap": configmap["data"]["llmctl.yaml"]}
+    files["systemd"] = (DEPLOY / "systemd" / "llmctl.yaml").read_text()
+    for label, text in files.items():
+        keys = set(yaml.safe_load(text))
+        assert keys <= set(settings.Settings.model_fields), (label, keys)
+        path = tmp_path / f"{label}.yaml"
+        path.write_text(text)
+        loaded = settings.load(path)
+        assert loaded.database_url is None
+
+
+def test_the_ports_deploy_files_use_are_the_http_port_serve_listens_on() -> None:
+    deployment = next(d for d in _k8s() if d["kind"] == "Deployment")
+    (container,) = _containers(deployment)
+    assert container["ports"][0]["containerPort"] == HTTP_PORT
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": HTTP_PORT}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": HTTP_PORT}
+    (env,) = [e for e in container["env"] if e["name"] == "LLMCTL_HTTP_ADDRESS"]
+    assert settings.split_address(env["value"])[1] == HTTP_PORT
+    service = next(d for d in _k8s() if d["kind"] == "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == HTTP_PORT
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    compose = _compose()
+    address = compose["x-llmctl"]["environment"]["LLMCTL_HTTP_ADDRESS"]
+    assert settings.split_address(address)[1] == HTTP_PORT
+    for name in ("llmctl-1", "llmctl-2"):
+        (mapping,) = compose["services"][name]["ports"]
+        assert mapping.rsplit(":", 1)[1] == str(HTTP_PORT)
+    configmap = next(d for d in _k8s() if d["kind"] == "ConfigMap")
+    config = yaml.safe_load(configmap["data"]["llmctl.yaml"])
+    assert settings.split_address(config["http_address"])[1] == HTTP_PORT
