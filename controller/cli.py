@@ -147,6 +147,8 @@ def apply(
         return await manifest.apply(session, parsed, prune=prune, dry_run=dry_run)
 
     changes = runner.transaction(env, work)
+    if not dry_run:
+        runner.notify(env)
     suffix = " (dry run)" if dry_run else ""
     for change in changes:
         fields = f" ({', '.join(change.fields)})" if change.fields else ""

@@ -114,6 +114,7 @@ def backend_add(
 
     runner.transaction(env, work)
     env.out.print(f"backend/{name} created", highlight=False)
+    runner.notify(env)
 
 
 @backend_app.command("update")
@@ -158,6 +159,7 @@ def backend_update(
 
     changed = runner.transaction(env, work)
     env.out.print(f"backend/{name} {'updated' if changed else 'unchanged'}", highlight=False)
+    runner.notify(env)
 
 
 async def _with_status(
@@ -197,6 +199,7 @@ def backend_delete(ctx: typer.Context, name: str) -> None:
     env = _env(ctx)
     runner.transaction(env, lambda s: store.delete_backend(s, name))
     env.out.print(f"backend/{name} deleted", highlight=False)
+    runner.notify(env)
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -226,6 +229,7 @@ def model_add(
         env.fail(str(exc))
     runner.transaction(env, lambda s: store.add_model(s, value, pools))
     env.out.print(f"model/{name} created", highlight=False)
+    runner.notify(env)
 
 
 @model_app.command("update")
@@ -267,6 +271,7 @@ def model_update(
 
     changed = runner.transaction(env, work)
     env.out.print(f"model/{name} {'updated' if changed else 'unchanged'}", highlight=False)
+    runner.notify(env)
 
 
 def _model_listing(state: desired.DesiredState) -> list[dict[str, object]]:
@@ -303,6 +308,7 @@ def model_delete(ctx: typer.Context, name: str) -> None:
     env = _env(ctx)
     runner.transaction(env, lambda s: store.delete_model(s, name))
     env.out.print(f"model/{name} deleted", highlight=False)
+    runner.notify(env)
 
 
 # --- pool ------------------------------------------------------------------------------------
@@ -318,6 +324,7 @@ def pool_create(
     env = _env(ctx)
     runner.transaction(env, lambda s: store.create_pool(s, spec.PoolSpec(name, purpose)))
     env.out.print(f"pool/{name} created", highlight=False)
+    runner.notify(env)
 
 
 @pool_app.command("list")
@@ -342,6 +349,7 @@ def pool_delete(ctx: typer.Context, name: str) -> None:
     env = _env(ctx)
     runner.transaction(env, lambda s: store.delete_pool(s, name))
     env.out.print(f"pool/{name} deleted", highlight=False)
+    runner.notify(env)
 
 
 def _membership(ctx: typer.Context, pool: str, member: bool, **target: str) -> None:
@@ -356,6 +364,7 @@ def _membership(ctx: typer.Context, pool: str, member: bool, **target: str) -> N
         else ("already in" if member else "not in")
     )
     env.out.print(f"{kind}/{name} {verb} pool/{pool}", highlight=False)
+    runner.notify(env)
 
 
 @pool_app.command("add-backend")

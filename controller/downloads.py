@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller import output, runner
+from controller import output, runner, trigger
 from dwqueue import events, jobs, queue, rows
 from runtimestate import names
 
@@ -334,7 +334,8 @@ def _announce(
     payload: Callable[[rows.Change], dict[str, Any]],
 ) -> None:
     """Publish the events of ``changes`` and one control request per event; best effort."""
-    if env.nats_url is None:
+    url = trigger.target_url(env.nats_url)
+    if url is None:
         return
     messages: list[tuple[str, bytes]] = []
     for change in changes:
@@ -345,10 +346,10 @@ def _announce(
         messages.append((control_subject(env.prefix, verb), body))
     if not messages:
         return
-    problem = asyncio.run(_publish(env.nats_url, messages))
+    problem = asyncio.run(_publish(url, messages))
     if problem is not None:
         env.err.print(
-            f"warning: the change is saved, but publishing it on NATS at {env.nats_url} failed "
+            f"warning: the change is saved, but publishing it on NATS at {url} failed "
             f"({problem}); the controller sees it on its next cycle",
             highlight=False,
             markup=False,

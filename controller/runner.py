@@ -12,18 +12,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import pathlib
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
-import platformdirs
 import sqlalchemy as sa
 import structlog
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
+from controller import trigger
 from dwqueue import queue
 from runtimestate import credentials, database, manifest, names, spec, store
 
@@ -67,8 +66,14 @@ def configure_cli_logging() -> None:
 
 
 def default_database_url() -> str:
-    directory = pathlib.Path(platformdirs.user_data_dir("llmctl", appauthor=False))
-    return f"sqlite:///{directory / 'llmctl.db'}"
+    """The embedded database: ``llmctl.db`` in ``LLMCTL_DATA_DIR`` or the user data directory,
+    the same file ``serve`` uses."""
+    return f"sqlite:///{trigger.data_dir_from_environment() / 'llmctl.db'}"
+
+
+def notify(env: Env) -> None:
+    """After a committed change: ask a running controller for a cycle now. Best effort."""
+    trigger.request_cycle(env.nats_url, env.prefix)
 
 
 @dataclasses.dataclass

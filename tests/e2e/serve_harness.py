@@ -15,6 +15,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,9 +24,8 @@ import aiohttp
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller import trigger
 from dwqueue import schema
-from runtimestate import database, manifest
+from runtimestate import database
 from tests import childprocess
 
 LLMCTL = str(pathlib.Path(sys.executable).parent / "llmctl")
@@ -145,16 +145,26 @@ class Serve:
 
 
 async def declare(url: str, text: str, *, nats_url: str | None = None, prefix: str = "") -> None:
-    """Commit ``text`` as ``llmctl apply -f`` does, then trigger a cycle as the CLI does."""
-    parsed = manifest.parse(text)
-    engine = database.create_async_engine(url)
-    try:
-        async with database.session_factory(engine)() as session, session.begin():
-            await manifest.apply(session, parsed)
-    finally:
-        await engine.dispose()
+    """Run ``llmctl apply -f`` as a user does; with a NATS URL the CLI asks serve for a cycle."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        handle.write(text)
+    env = {**os.environ, "LLMCTL_DATABASE_URL": url}
     if nats_url:
-        assert await trigger.publish(nats_url, trigger.subject(prefix, trigger.TRIGGER), b"{}")
+        env.update(LLMCTL_NATS_URL=nats_url, LLMCTL_SUBJECT_PREFIX=prefix)
+    llmctl = str(pathlib.Path(sys.executable).parent / "llmctl")
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [llmctl, "apply", "-f", handle.name],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.unlink(handle.name)
+    assert done.returncode == 0, done.stderr
 
 
 def jobs(url: str) -> list[dict[str, Any]]:
