@@ -14,7 +14,12 @@ database it may fill), else a throwaway server started the way the test harness 
     .venv/bin/python benchmarks/download_queue.py claims [--workers 8] [--jobs 20000]
         [--backends 100] [--batch 1] [--json]
 
-(The pull-events part is still to come.)
+``events``: one pull whose emulator streams 200 progress lines per second, through a real
+download cycle and a real NATS server to a subscriber: lines received per second, events
+published per second for the job (target at most 5) and the latency from a line's arrival to
+the subscriber (target p95 at most 250 ms). See `benchmarks/download_events.py`.
+
+    .venv/bin/python benchmarks/download_queue.py events [--seconds 10] [--json]
 """
 
 from __future__ import annotations
@@ -191,7 +196,13 @@ def main() -> None:
     c.add_argument("--backends", type=int, default=100)
     c.add_argument("--batch", type=int, default=1, help="jobs per claim transaction")
     c.add_argument("--json", action="store_true", help="print one JSON object")
+    e = sub.add_parser("events", help="events per second and latency of one fast-ticking pull")
+    e.add_argument("--seconds", type=float, default=10.0, help="how long the pull lasts")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    if args.bench == "events":
+        _events(args.seconds, args.json)
+        return
     with postgres_url() as url:
         r = claims(url, args.workers, args.jobs, args.backends, args.batch)
     if args.json:
@@ -207,6 +218,22 @@ def main() -> None:
     )
     if r["double_claims"] or r["claimed"] != r["jobs"]:
         sys.exit("FAILED: a job was claimed twice or not at all")
+
+
+def _events(seconds: float, as_json: bool) -> None:
+    import download_events
+
+    r = download_events.run(seconds)
+    if as_json:
+        print(json.dumps(r))
+        return
+    print(
+        f"events: one pull of {r['pull_s']} s, emulator lines received {r['lines_per_s']}/s\n"
+        f"  {r['events']} events for the job: {r['events_per_s']}/s overall, "
+        f"{r['progress_events_per_s']} progress events/s (target <= 5)\n"
+        f"  line -> subscriber latency p50 {r['latency_ms_p50']} ms, p95 {r['latency_ms_p95']} ms "
+        f"(target p95 <= 250 ms; {r['latency_samples']} samples); succeeded: {r['succeeded']}"
+    )
 
 
 if __name__ == "__main__":

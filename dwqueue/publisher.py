@@ -92,6 +92,7 @@ class Publisher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._outage_drops = 0
         self._down = False
+        self._closing = False
         self._subscriptions: list[tuple[str, Callable[[bytes], Coroutine[Any, Any, None]]]] = []
 
     @property
@@ -129,6 +130,8 @@ class Publisher:
         log.debug("NATS connection error", error=str(exc) or type(exc).__name__)
 
     async def _on_disconnected(self) -> None:
+        if self._closing:  # our own close(): not an outage
+            return
         if self.stats.connects and not self._down:
             self._down = True
             log.warning("download events: NATS disconnected; dropping events until it is back")
@@ -276,6 +279,7 @@ class Publisher:
 
     async def close(self) -> None:
         """Flush what can be flushed, stop reconnecting and close; idempotent."""
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
