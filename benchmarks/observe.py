@@ -8,8 +8,11 @@ round (keep-alive connections; show facts and version remembered), which is what
 backend cycle costs. Prints wall time, observations per second and HTTP
 requests per second (counted by the emulator).
 
+The adapters share one aiohttp connection pool, as in `runtimestate.adapters.AdapterPool`;
+``--transport httpx`` gives each its own httpx (httpcore) pool instead, as before, to compare.
+
     .venv/bin/python benchmarks/observe.py [--nodes 1000] [--latency-ms 20] [--concurrency 64]
-                                           [--json]
+                                           [--transport aiohttp|httpx] [--json]
 
 Loopback only. Must not be imported by the packages; it is a script.
 """
@@ -34,7 +37,7 @@ import httpx
 
 from emulators import ollama as emulator
 from runtimestate import errors
-from runtimestate.backends import base, ollama, showcache
+from runtimestate.backends import aiotransport, base, ollama, showcache, transport
 
 INSTALLED = ["qwen2:0.5b", "nomic-embed-text", "llama3.2:1b"]
 
@@ -98,13 +101,22 @@ async def _round(
     }
 
 
-async def run(nodes: int, latency_ms: float, concurrency: int, url: str) -> dict[str, Any]:
+async def run(
+    nodes: int, latency_ms: float, concurrency: int, url: str, kind: str = "aiohttp"
+) -> dict[str, Any]:
     await _admin(url, "POST", "faults", {"kind": "latency", "latency": latency_ms / 1000})
     cache = showcache.ShowCache()
     timeouts = base.Timeouts(connect=2.0, read=5.0, stall=5.0, total=10.0)
+    shared = transport.shared_session()
+
+    def pool() -> httpx.AsyncBaseTransport:
+        if kind == "httpx":
+            return httpx.AsyncHTTPTransport()
+        return aiotransport.AiohttpTransport(shared)
+
     adapters = [
         ollama.OllamaBackend(f"{url}/nodes/{i}", name=f"node-{i}", timeouts=timeouts,
-                             show_cache=cache)
+                             show_cache=cache, transport_=pool())
         for i in range(nodes)
     ]  # fmt: skip
     try:
@@ -114,7 +126,9 @@ async def run(nodes: int, latency_ms: float, concurrency: int, url: str) -> dict
         warm = await _round(url, adapters, concurrency)
     finally:
         await asyncio.gather(*(a.aclose() for a in adapters))
+        await shared.aclose()
     return {
+        "transport": kind,
         "nodes": nodes,
         "latency_ms": latency_ms,
         "concurrency": concurrency,
@@ -128,7 +142,7 @@ def _print(result: dict[str, Any]) -> None:
     print(
         f"{result['nodes']} Ollama nodes, {result['models_per_node']} models each, "
         f"{result['latency_ms']:g} ms added latency per request, concurrency "
-        f"{result['concurrency']}"
+        f"{result['concurrency']}, {result['transport']} transport"
     )
     for label in ("cold", "warm"):
         r = result[label]
@@ -146,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--transport", choices=["aiohttp", "httpx"], default="aiohttp")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     context = multiprocessing.get_context("spawn")
@@ -154,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     child.start()
     try:
         url = queue.get(timeout=60)
-        result = asyncio.run(run(args.nodes, args.latency_ms, args.concurrency, url))
+        result = asyncio.run(
+            run(args.nodes, args.latency_ms, args.concurrency, url, args.transport)
+        )
     finally:
         child.terminate()
         child.join(10)

@@ -3,8 +3,9 @@
 Called by the backend and download cycles. An adapter keeps its connection pool and caches
 (``/api/show`` facts, version) between cycles, which makes every cycle after the first several
 times cheaper; it is rebuilt only when the backend's type, URL or credentials change, and
-closed when the backend is no longer declared. Keys are resolved here, at the last moment, and
-handed only to the adapter.
+closed when the backend is no longer declared. All adapters send through one shared aiohttp
+connection pool (`aiotransport.SharedSession`), owned here and closed by `aclose()`. Keys are
+resolved here, at the last moment, and handed only to the adapter.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import asyncio
 from collections.abc import Iterable, Mapping
 
 from runtimestate import backends, credentials, errors, spec
-from runtimestate.backends import base, showcache
+from runtimestate.backends import aiotransport, base, showcache, transport
 
 Adapter = backends.Backend
+# Entries are per (backend, digest): 2,000 backends x 128 models, about 250 bytes each. A
+# smaller bound makes a large fleet evict every cycle and re-fetch every /api/show.
+SHOW_CACHE_ENTRIES = 262_144
 
 
 def _identity(backend: spec.BackendSpec) -> tuple[str, str, str, str | None]:
@@ -36,7 +40,8 @@ class AdapterPool:
     ) -> None:
         self._timeouts = timeouts
         self._environ = environ if environ is not None else {}
-        self._show_cache = showcache.ShowCache()
+        self._show_cache = showcache.ShowCache(SHOW_CACHE_ENTRIES)
+        self._connections = transport.shared_session()
         self._adapters: dict[str, tuple[tuple[str, str, str, str | None], Adapter]] = {}
 
     def get(self, backend: spec.BackendSpec) -> Adapter:
@@ -60,6 +65,7 @@ class AdapterPool:
             name=backend.name,
             api_key=secret.reveal() if secret else None,
             timeouts=self._timeouts,
+            transport_=aiotransport.AiohttpTransport(self._connections),
             show_cache=self._show_cache,
         )
         self._adapters[backend.name] = (identity, adapter)
@@ -73,7 +79,9 @@ class AdapterPool:
             await adapter.aclose()
 
     async def aclose(self) -> None:
+        """Close every adapter, then the shared connection pool. Not reusable afterwards."""
         await self.retain(())
+        await self._connections.aclose()
 
 
 _closing: set[asyncio.Task[None]] = set()

@@ -12,6 +12,7 @@ compared case-insensitively. A vLLM served name, by contrast, is matched exactly
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -80,6 +81,7 @@ def _valid_part(kind: str, part: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=16384)  # pure, and a fleet repeats a few names on every backend
 def parse_ollama(name: str) -> OllamaName:
     """Parse an Ollama model reference.
 

@@ -108,13 +108,27 @@ class Snapshot:
 EMPTY = Snapshot(backends={})
 
 
+_SCALARS = (str, int, float, bool, type(None))
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    # dataclasses.fields() per value made serialising a 1,000-backend snapshot cost seconds.
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, _SCALARS):
+        return value
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: _jsonable(getattr(value, name)) for name in _field_names(type(value))}
     return value
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import schema, snapshot
@@ -34,26 +36,37 @@ async def write_states(
     Returns the names whose state changed (what the caller publishes on NATS).
     """
     changed = [name for name, state in states.items() if previous.get(name) != state]
-    for name in changed:
-        state = states[name]
-        values = {
-            "phase": state.phase.value,
-            "observed_generation": state.observed_generation,
-            "document": snapshot.state_to_dict(state),
-            "updated_at": now,
-        }
-        table = schema.BackendStatusRow
-        updated = await session.execute(
-            sa.update(table).where(table.backend == name).values(values)
-        )
-        if updated.rowcount == 0:  # type: ignore[attr-defined]
-            await session.execute(sa.insert(table).values(backend=name, **values))
+    if changed:
+        # One upsert executed for all rows, so a cycle sends the same number of statements
+        # whatever the fleet size (every row changes each cycle: `last_ok_at` moves).
+        rows = [
+            {
+                "backend": name,
+                "phase": states[name].phase.value,
+                "observed_generation": states[name].observed_generation,
+                "document": snapshot.state_to_dict(states[name]),
+                "updated_at": now,
+            }
+            for name in changed
+        ]
+        await session.execute(_upsert(session), rows)
     gone = set(previous) - set(states)
     if gone:
         await session.execute(
             sa.delete(schema.BackendStatusRow).where(schema.BackendStatusRow.backend.in_(gone))
         )
     return changed
+
+
+def _upsert(session: AsyncSession) -> sa.Insert:
+    """INSERT ... ON CONFLICT (backend) DO UPDATE, in the session's dialect."""
+    table = schema.BackendStatusRow.__table__
+    insert: Any = (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
+    statement = insert(table)
+    updated = {c: statement.excluded[c] for c in ("phase", "observed_generation", "document")}
+    return statement.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=["backend"], set_={**updated, "updated_at": statement.excluded.updated_at}
+    )
 
 
 async def managed(session: AsyncSession) -> frozenset[tuple[str, str]]:

@@ -30,6 +30,9 @@ class ShowCache:
             collections.OrderedDict()
         )
         self._max = max_entries
+        # Every node of a fleet reports the same few facts: share one object per value, so a
+        # full cache costs about its keys, not a frozenset per entry.
+        self._interned: dict[ShowFacts, ShowFacts] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -42,6 +45,7 @@ class ShowCache:
         return facts
 
     def put(self, backend: str, digest: str, facts: ShowFacts) -> None:
+        facts = self._interned.setdefault(facts, facts)
         self._entries[(backend, digest)] = facts
         self._entries.move_to_end((backend, digest))
         while len(self._entries) > self._max:

@@ -1,10 +1,11 @@
 """HTTP plumbing shared by the adapters: a body-size cap, client construction, JSON helpers.
 
-`CappedTransport` wraps any httpx transport (the real connection pool, or a `MockTransport` in
-tests) and aborts a response whose body grows past a limit, so a broken or hostile node cannot
-make the controller buffer gigabytes. NDJSON streams (Ollama pulls) are capped per line instead
-of in total, because a healthy pull streams for hours. The Ollama adapter hands the same
-transport to the official `ollama.AsyncClient`, so its replies are capped too.
+`CappedTransport` wraps any httpx transport (the real connection pool of `aiotransport`, or a
+`MockTransport` in tests) and aborts a response whose body grows past a limit, so a broken or
+hostile node cannot make the controller buffer gigabytes. NDJSON streams (Ollama pulls) are
+capped per line instead of in total, because a healthy pull streams for hours. The Ollama
+adapter hands the same transport to the official `ollama.AsyncClient`, so its replies are
+capped too.
 
 Who calls it: the adapter modules in this package, nothing else. It must not classify errors
 (that is `boundary`), and must never log or echo request headers, which carry API keys.
@@ -20,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from runtimestate.backends import base
+from runtimestate.backends import aiotransport, base
 
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024  # ~2,000 listed models; show, metrics far less
 IDENTITY_ENCODING = {"accept-encoding": "identity"}
@@ -103,10 +104,15 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+def shared_session() -> aiotransport.SharedSession:
+    """A connection pool for many adapters (the adapter pool owns one and closes it)."""
+    return aiotransport.SharedSession(tls=_tls_context())
+
+
 def capped(transport: httpx.AsyncBaseTransport | None, max_body_bytes: int) -> CappedTransport:
-    """Wrap `transport` (default: a fresh connection pool) in the size cap."""
+    """Wrap `transport` (default: a private aiohttp connection pool) in the size cap."""
     return CappedTransport(
-        transport or httpx.AsyncHTTPTransport(verify=_tls_context()), max_body_bytes
+        transport or aiotransport.AiohttpTransport(tls=_tls_context()), max_body_bytes
     )
 
 
