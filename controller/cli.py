@@ -18,7 +18,17 @@ from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
-from controller import declare, demo, downloads, emulate, reconcile, runner, serve, watch
+from controller import (
+    declare,
+    demo,
+    downloads,
+    emulate,
+    reconcile,
+    resolve,
+    runner,
+    serve,
+    watch,
+)
 from runtimestate import database, manifest, store
 
 app = typer.Typer(
@@ -36,6 +46,7 @@ app.add_typer(emulate.app, name="emulate", help="Run protocol-faithful Ollama or
 app.command("reconcile")(reconcile.reconcile_command)
 app.add_typer(downloads.app, name="downloads", help="List, cancel and retry model downloads.")
 app.command("watch")(watch.watch_command)
+app.command("resolve")(resolve.resolve_command)
 app.command("serve")(serve.serve_command)
 app.command("demo")(demo.demo_command)
 

@@ -1,0 +1,172 @@
+"""Outcome tracking for the resolver: EWMA latency and errors, and a circuit breaker per provider.
+
+Called by `runtimestate.resolver` when an application reports how a call went
+(`Resolver.record_outcome`) and on every decision (`gate`). A provider whose calls fail several
+times in a row, or too often within a window, is *open* (excluded) for a cooldown period; then it
+is due for one trial request (*half-open*): a success closes it, a failure opens it again for a
+doubled (capped) period. The EWMAs feed the `adaptive` and `least_loaded` policies, so a provider
+that fails fast never looks fast or idle.
+
+Pure bookkeeping: the current time comes in as a number of seconds on any monotonic clock; no
+clock, no I/O. Not thread-safe (one event loop, or a lock in the caller).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+
+Key = str  # a provider key: "<backend>/<model>"
+
+_NEGLIGIBLE = 0.01  # an error EWMA below this no longer counts against a provider
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Policy:
+    """When a provider is excluded, and for how long."""
+
+    consecutive_failures: int = 3
+    window_s: float = 60.0
+    min_calls: int = 10  # the failure ratio only counts once the window holds this many calls
+    failure_ratio: float = 0.5
+    cooldown_s: float = 30.0
+    max_cooldown_s: float = 300.0
+    trial_timeout_s: float = 30.0  # a trial with no reported outcome by then frees the slot
+    alpha: float = 0.2  # EWMA weight of the newest outcome
+    error_half_life_s: float = 30.0  # the error rate fades with time, not only with calls
+
+
+class Gate(enum.StrEnum):
+    CLOSED = "closed"  # routable
+    OPEN = "open"  # cooling down
+    TRIAL_DUE = "trial_due"  # half-open: the next request is its one trial
+    TRIAL_RUNNING = "trial_running"  # half-open: waiting for the trial's outcome
+
+
+@dataclasses.dataclass(slots=True)
+class _Record:
+    consecutive: int = 0
+    calls: collections.deque[tuple[float, bool]] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=1000)
+    )
+    open_until: float | None = None
+    cooldown_s: float = 0.0
+    trial_started: float | None = None
+    latency: float | None = None
+    errors: float = 0.0
+
+
+class Tracker:
+    """Outcomes per provider; `blocked` holds only providers that are open or half-open."""
+
+    def __init__(self, policy: Policy = Policy()) -> None:
+        self.policy = policy
+        self._records: dict[Key, _Record] = {}
+        self.blocked: dict[Key, _Record] = {}
+        self.penalty: dict[Key, float] = {}  # error EWMA, only where it is not negligible
+        self.latency: dict[Key, float] = {}  # latency EWMA of successful calls
+        self.next_decay: float = float("-inf")  # when `decay` has work to do again
+        self._decayed_at: float | None = None
+
+    def record(self, key: Key, ok: bool, latency_s: float, now: float) -> None:
+        """Count one outcome; may open, close or re-open the provider's breaker."""
+        rec = self._records.setdefault(key, _Record())
+        alpha = self.policy.alpha
+        rec.errors = (1 - alpha) * rec.errors + (0.0 if ok else alpha)
+        if rec.errors >= _NEGLIGIBLE:
+            self.penalty[key] = rec.errors
+        else:
+            self.penalty.pop(key, None)
+        if ok:
+            latency = max(0.0, latency_s)
+            rec.latency = (
+                latency if rec.latency is None else (1 - alpha) * rec.latency + alpha * latency
+            )
+            self.latency[key] = rec.latency
+        if key in self.blocked:
+            self._record_blocked(key, rec, ok, now)
+            return
+        rec.consecutive = 0 if ok else rec.consecutive + 1
+        rec.calls.append((now, ok))
+        while rec.calls and rec.calls[0][0] <= now - self.policy.window_s:
+            rec.calls.popleft()
+        if not ok and self._tripped(rec):
+            self._open(key, rec, now, self.policy.cooldown_s)
+
+    def _tripped(self, rec: _Record) -> bool:
+        if rec.consecutive >= self.policy.consecutive_failures:
+            return True
+        if len(rec.calls) < self.policy.min_calls:
+            return False
+        failures = sum(1 for _, ok in rec.calls if not ok)
+        return failures / len(rec.calls) >= self.policy.failure_ratio
+
+    def _record_blocked(self, key: Key, rec: _Record, ok: bool, now: float) -> None:
+        if rec.trial_started is None:
+            return  # a call that began before the breaker opened; the trial decides
+        if ok:
+            # Recovered: forget the past, or a provider that no one calls (least_loaded would
+            # keep avoiding its error rate) could never earn its way back.
+            rec.consecutive, rec.open_until, rec.trial_started = 0, None, None
+            rec.calls.clear()
+            rec.cooldown_s = rec.errors = 0.0
+            self.penalty.pop(key, None)
+            del self.blocked[key]
+        else:
+            doubled = min(self.policy.max_cooldown_s, rec.cooldown_s * 2)
+            self._open(key, rec, now, doubled)
+
+    def _open(self, key: Key, rec: _Record, now: float, cooldown_s: float) -> None:
+        rec.cooldown_s = cooldown_s
+        rec.open_until = now + cooldown_s
+        rec.trial_started = None
+        self.blocked[key] = rec
+
+    def decay(self, now: float) -> None:
+        """Fade every error rate by the time passed (at most once a second; O(penalised)).
+
+        Without it a provider that failed once and is then avoided would stay penalised for
+        ever, since only calls would move its EWMA.
+        """
+        self.next_decay = now + 1.0
+        if self._decayed_at is None:
+            self._decayed_at = now
+            return
+        factor = 0.5 ** ((now - self._decayed_at) / self.policy.error_half_life_s)
+        self._decayed_at = now
+        for key in list(self.penalty):
+            rec = self._records[key]
+            rec.errors *= factor
+            if rec.errors >= _NEGLIGIBLE:
+                self.penalty[key] = rec.errors
+            else:
+                del self.penalty[key]
+
+    def gate(self, key: Key, now: float) -> Gate:
+        """Whether ``key`` may be chosen now."""
+        rec = self.blocked.get(key)
+        if rec is None:
+            return Gate.CLOSED
+        if rec.trial_started is not None:
+            if now - rec.trial_started < self.policy.trial_timeout_s:
+                return Gate.TRIAL_RUNNING
+            return Gate.TRIAL_DUE
+        assert rec.open_until is not None
+        return Gate.OPEN if now < rec.open_until else Gate.TRIAL_DUE
+
+    def start_trial(self, key: Key, now: float) -> None:
+        """The provider was handed out as its half-open trial; block it until the outcome."""
+        rec = self.blocked.get(key)
+        if rec is not None:
+            rec.trial_started = now
+
+    def reopens_in(self, key: Key, now: float) -> float | None:
+        """Seconds until ``key`` is due for a trial; None when it is not cooling down."""
+        rec = self.blocked.get(key)
+        if rec is None:
+            return None
+        if rec.trial_started is not None:
+            return max(0.0, rec.trial_started + self.policy.trial_timeout_s - now)
+        assert rec.open_until is not None
+        return max(0.0, rec.open_until - now)

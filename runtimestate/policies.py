@@ -1,0 +1,195 @@
+"""The resolver's ranking policies: which qualifying candidate to choose, and in what order to
+fall back.
+
+Called by `runtimestate.resolver` on every decision with the first ``n`` candidates of a
+`candidates.Columns` (what passed the filters) and the `Signals` callers reported. Choosing is
+one pass of C-level ``map`` calls over the columns (or O(1) for random and round robin);
+ordering the fallbacks is a sort, done only when a caller asks for them. Ties rotate with the
+pool's turn counter, so idle identical backends share the traffic instead of the first one
+taking it all. Pure: no I/O, no clock; randomness comes in as a `random.Random`.
+
+    random            uniform
+    round_robin       the pool's turn counter, modulo the candidates
+    highest_context   the largest context length; ties by load
+    least_loaded      vLLM running + waiting, in-flight calls callers report, a cold Ollama
+                      model as one request, and recent failures as FAILURE_LOAD requests
+    sticky            rendezvous hashing of (session key, provider): stable across processes,
+                      and only the sessions of a provider that left move
+    warm_first        loaded models first (vLLM and cloud models always are), then least loaded
+    adaptive          lowest EWMA latency x (1 + in-flight) x (1 + 9 x error rate); providers
+                      never measured first; a share ``exploration`` of decisions is random
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import operator
+import random
+from collections.abc import Callable, Mapping, Sequence, Set
+from typing import Any
+
+from runtimestate import candidates
+
+FAILURE_LOAD = 4.0  # a provider whose every recent call failed counts as this many requests
+_ERROR_WEIGHT = 9.0  # adaptive: a provider failing every call looks ten times slower
+
+_add, _mul, _repeat = operator.add, operator.mul, itertools.repeat
+
+
+class Policy(enum.StrEnum):
+    RANDOM = "random"
+    ROUND_ROBIN = "round_robin"
+    HIGHEST_CONTEXT = "highest_context"
+    LEAST_LOADED = "least_loaded"
+    STICKY = "sticky"
+    WARM_FIRST = "warm_first"
+    ADAPTIVE = "adaptive"
+
+
+@dataclasses.dataclass(slots=True)
+class Signals:
+    """What callers and outcomes tell the policies, read (never changed) while ranking."""
+
+    inflight: Mapping[str, int]  # requests in flight per backend
+    penalty: Mapping[str, float]  # recent error rate per provider key, 0..1
+    latency: Mapping[str, float]  # EWMA latency per provider key, seconds
+    rng: random.Random
+    turn: int = 0  # the pool's counter: drives round robin and rotates ties
+    session: int = 0  # the stable hash of the session key (sticky)
+    exploration: float = 0.05  # the share of adaptive decisions that explore
+
+
+def loads(cols: candidates.Columns, n: int, s: Signals) -> list[float]:
+    """Least-loaded scores of the first ``n`` candidates."""
+    static = cols.static[:n]
+    if not s.inflight and not s.penalty:
+        return list(static)
+    busy = map(s.inflight.get, cols.backends, _repeat(0))
+    failing = map(_mul, _repeat(FAILURE_LOAD), map(s.penalty.get, cols.keys, _repeat(0.0)))
+    return list(map(_add, map(_add, static, busy), failing))
+
+
+def _warm_first(cols: candidates.Columns, n: int, s: Signals) -> list[float]:
+    return list(map(_add, loads(cols, n, s), cols.cold))
+
+
+def _adaptive(cols: candidates.Columns, n: int, s: Signals) -> list[float]:
+    # Never-measured providers score 0 and are tried first; errors multiply the latency, so a
+    # provider that fails fast never looks fast.
+    latency = map(s.latency.get, cols.keys[:n], _repeat(0.0))
+    if not s.inflight and not s.penalty:
+        return list(latency)
+    busy = map(_add, _repeat(1), map(s.inflight.get, cols.backends, _repeat(0)))
+    errors = map(s.penalty.get, cols.keys, _repeat(0.0))
+    failing = map(_add, _repeat(1.0), map(_mul, _repeat(_ERROR_WEIGHT), errors))
+    return list(map(_mul, map(_mul, latency, busy), failing))
+
+
+def _rendezvous(cols: candidates.Columns, n: int, s: Signals) -> list[int]:
+    # Tuple hashes of ints are not salted, so every process agrees; the minimum wins.
+    return list(map(hash, zip(cols.seeds[:n], _repeat(s.session), strict=False)))
+
+
+def _highest_context(cols: candidates.Columns, n: int, s: Signals) -> list[tuple[int, float]]:
+    contexts = (-(c.context_length or 0) for c in cols.items[:n])
+    return list(zip(contexts, loads(cols, n, s), strict=True))
+
+
+Scores = Callable[[candidates.Columns, int, Signals], Sequence[Any]]
+_SCORES: dict[Policy, Scores] = {
+    Policy.LEAST_LOADED: loads,
+    Policy.ADAPTIVE: _adaptive,
+    Policy.STICKY: _rendezvous,
+    Policy.HIGHEST_CONTEXT: _highest_context,
+    Policy.WARM_FIRST: _warm_first,
+}
+
+
+_WORST = float("inf")
+_WORST_PAIR = (_WORST, _WORST)
+NO_MASK: frozenset[int] = frozenset()
+
+
+def _rotating_min(scores: Sequence[Any], turn: int) -> int:
+    """The index of the best score; ties go to the first at or after ``turn`` (round robin)."""
+    best = min(scores)
+    try:
+        return scores.index(best, turn % len(scores))
+    except ValueError:
+        return scores.index(best)
+
+
+def pick(
+    policy: Policy, cols: candidates.Columns, n: int, s: Signals, masked: Set[int] = NO_MASK
+) -> int:
+    """The index, among the first ``n`` candidates, that ``policy`` chooses; never one in
+    ``masked`` (cooling down), of which there must be fewer than ``n``."""
+    match policy:
+        case Policy.RANDOM:
+            if not masked:
+                return s.rng.randrange(n)
+            allowed = [i for i in range(n) if i not in masked]
+            return allowed[s.rng.randrange(len(allowed))]
+        case Policy.ROUND_ROBIN:
+            chosen = s.turn % n
+            while chosen in masked:
+                chosen = (chosen + 1) % n
+            return chosen
+        case Policy.HIGHEST_CONTEXT if not masked:
+            # The columns are sorted by context, desc: only the tied prefix needs scoring.
+            items = cols.items
+            top, tied = items[0].context_length, 1
+            while tied < n and items[tied].context_length == top:
+                tied += 1
+            return 0 if tied == 1 else _rotating_min(loads(cols, tied, s), s.turn)
+        case Policy.ADAPTIVE if s.rng.random() < s.exploration:
+            return pick(Policy.RANDOM, cols, n, s, masked)
+        case (
+            Policy.LEAST_LOADED
+            | Policy.ADAPTIVE
+            | Policy.STICKY
+            | Policy.WARM_FIRST
+            | Policy.HIGHEST_CONTEXT
+        ):
+            scores: list[Any] = list(_SCORES[policy](cols, n, s))
+            worst = _WORST_PAIR if policy is Policy.HIGHEST_CONTEXT else _WORST
+            for i in masked:
+                scores[i] = worst
+            return _rotating_min(scores, s.turn)
+    raise AssertionError(policy)  # pragma: no cover - the match is exhaustive
+
+
+def order(
+    policy: Policy,
+    cols: candidates.Columns,
+    n: int,
+    chosen: int,
+    s: Signals,
+    masked: Set[int] = NO_MASK,
+) -> list[candidates.Candidate]:
+    """The first ``n`` candidates but ``masked`` in the order ``policy`` would try them,
+    ``chosen`` first (even if masked: a trial)."""
+    items = cols.items
+    match policy:
+        case Policy.RANDOM:
+            rest = [c for i, c in enumerate(items[:n]) if i != chosen and i not in masked]
+            s.rng.shuffle(rest)
+        case Policy.ROUND_ROBIN:
+            turns = ((chosen + i) % n for i in range(1, n))
+            rest = [items[i] for i in turns if i not in masked]
+        case (
+            Policy.HIGHEST_CONTEXT
+            | Policy.LEAST_LOADED
+            | Policy.ADAPTIVE
+            | Policy.STICKY
+            | Policy.WARM_FIRST
+        ):
+            scores = _SCORES[policy](cols, n, s)
+            ranked = sorted(
+                (i for i in range(n) if i != chosen and i not in masked),
+                key=lambda i: (scores[i], items[i].backend, items[i].model),
+            )
+            rest = [items[i] for i in ranked]
+    return [items[chosen], *rest]
