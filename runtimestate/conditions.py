@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from dwqueue import jobs
 from runtimestate import plan, planview, probing, snapshot, spec
@@ -32,10 +32,23 @@ class Inputs:
     actions: Sequence[plan.Action]
     jobs: Sequence[jobs.Job]
     observed_generation: int
+    # Declared models by comparison key: their context length and capabilities win over
+    # what the backend reports (DESIGN section 4).
+    overrides: Mapping[str, spec.ModelSpec] = dataclasses.field(default_factory=dict)
 
 
-def pulled(model: base.ObservedModel) -> snapshot.PulledModel:
+def pulled(
+    model: base.ObservedModel, declared: spec.ModelSpec | None = None
+) -> snapshot.PulledModel:
+    """A reported model as the snapshot shows it, with the declared overrides applied."""
     details = model.details
+    context = model.context_length
+    caps = {"chat": model.can_chat, "embed": model.can_embed, "prompt": model.can_prompt,
+            "stream": model.can_stream}  # fmt: skip
+    if declared is not None and declared.context_length is not None:
+        context = declared.context_length
+    if declared is not None and declared.capabilities is not None:
+        caps = {name: spec.Capability(name) in declared.capabilities for name in caps}
     return snapshot.PulledModel(
         name=model.name,
         model=model.model,
@@ -46,11 +59,11 @@ def pulled(model: base.ObservedModel) -> snapshot.PulledModel:
         parameter_size=details.parameter_size or "",
         quantization_level=details.quantization_level or "",
         format=details.format or "",
-        context_length=model.context_length,
-        can_chat=model.can_chat,
-        can_embed=model.can_embed,
-        can_prompt=model.can_prompt,
-        can_stream=model.can_stream,
+        context_length=context,
+        can_chat=caps["chat"],
+        can_embed=caps["embed"],
+        can_prompt=caps["prompt"],
+        can_stream=caps["stream"],
         loaded=model.loaded,
     )
 
@@ -137,7 +150,9 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         type=backend.spec.type.value,
         base_url=backend.spec.url,
         models=inputs.desired,
-        pulled_models=tuple(pulled(m) for m in models),
+        pulled_models=tuple(
+            pulled(m, inputs.overrides.get(planview.key(m.name, backend.spec.type))) for m in models
+        ),
         phase=record.phase(now, policy),
         error=record.last_error if record.failures else None,
         conditions=conditions,

@@ -306,6 +306,10 @@ class BackendCycle:
                 actions=decided.for_backend(backend.name).actions,
                 jobs=by_backend.get(backend.name, ()),
                 observed_generation=self._generations.get(backend.name, 0),
+                overrides={
+                    planview.key(m.name, backend.spec.type): m.spec
+                    for m in read.desired.models_for(backend.name)
+                },
             )
             states[backend.name] = conditions.build(inputs, now, self._settings.probing)
         for name in [n for n in self._records if n not in states]:
