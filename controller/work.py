@@ -123,7 +123,7 @@ class Work:
         delay = backoff.exponential(FAILURE_BACKOFF, failures)
         self._resume_at[kind] = self._clock() + delay
         self._metrics.failed(kind)
-        expected = isinstance(exc, DB_ERRORS | sa.exc.DBAPIError)
+        expected = isinstance(exc, (*DB_ERRORS, sa.exc.DBAPIError))
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         log.warning(
             "work failed; retrying later",

@@ -36,6 +36,7 @@ from dwqueue import events, jobs, queue, rows
 from runtimestate import (
     adapters,
     conditions,
+    database,
     desired,
     errors,
     locks,
@@ -150,7 +151,7 @@ class BackendCycle:
     async def _run(self, dry_run: bool) -> Report:
         started = time.monotonic()
         self._cycle += 1
-        read = await self._tx(self._read)
+        read = await database.read_snapshot(self._sessions, self._read)
         now = dt.datetime.now(dt.UTC)
         backends = read.desired.backends
         due = [b for b in backends if self._record(b.name).due(now)]

@@ -8,11 +8,14 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext import asyncio as sa_asyncio
+
+T = TypeVar("T")
 
 _POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg_async"}
 _SQLITE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "sqlite+pysqlite"}
@@ -104,3 +107,23 @@ def session_factory(
     engine: sa_asyncio.AsyncEngine,
 ) -> sa_asyncio.async_sessionmaker[sa_asyncio.AsyncSession]:
     return sa_asyncio.async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def read_snapshot(
+    sessions: sa_asyncio.async_sessionmaker[sa_asyncio.AsyncSession],
+    work: Callable[[sa_asyncio.AsyncSession], Awaitable[T]],
+) -> T:
+    """Run read-only ``work`` on one consistent snapshot of the database.
+
+    On Postgres every statement of a default (READ COMMITTED) transaction sees what was
+    committed when it began, so five queries could see five states: a backend listed by the
+    first and gone from its pool memberships by the fourth. REPEATABLE READ gives them all one
+    snapshot. SQLite's read transactions already are snapshots.
+    """
+    async with sessions() as session:
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        try:
+            return await work(session)
+        finally:
+            await session.rollback()

@@ -66,7 +66,7 @@ class State:
 
     async def desired(self) -> desired.DesiredState:
         """The whole desired state, read in one transaction."""
-        return await self._tx(store.load)
+        return await database.read_snapshot(self._sessions, store.load)
 
     async def run_download_cycle(self) -> downloads.CycleReport:
         """Reap expired leases, claim due downloads and start them; returns without waiting.

@@ -109,10 +109,14 @@ async def load(session: AsyncSession) -> desired.DesiredState:
     model_names = {row.id: row.name for row in model_rows}
     members_b: dict[int, list[str]] = {}
     members_m: dict[int, list[str]] = {}
+    # Under READ COMMITTED a membership may name a row committed after the first query; it is
+    # skipped here (callers that need one snapshot use `database.read_snapshot`).
     for pool_id, backend_id in pool_backends:
-        members_b.setdefault(pool_id, []).append(backend_names[backend_id])
+        if backend_id in backend_names:
+            members_b.setdefault(pool_id, []).append(backend_names[backend_id])
     for pool_id, model_id in pool_models:
-        members_m.setdefault(pool_id, []).append(model_names[model_id])
+        if model_id in model_names:
+            members_m.setdefault(pool_id, []).append(model_names[model_id])
     pools = tuple(
         spec.Pool(
             spec.PoolSpec(
