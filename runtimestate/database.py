@@ -113,16 +113,21 @@ async def read_snapshot(
     sessions: sa_asyncio.async_sessionmaker[sa_asyncio.AsyncSession],
     work: Callable[[sa_asyncio.AsyncSession], Awaitable[T]],
 ) -> T:
-    """Run read-only ``work`` on one consistent snapshot of the database.
+    """Run read-only ``work`` on one consistent snapshot of the database; writes nothing.
 
     On Postgres every statement of a default (READ COMMITTED) transaction sees what was
     committed when it began, so five queries could see five states: a backend listed by the
     first and gone from its pool memberships by the fourth. REPEATABLE READ gives them all one
-    snapshot. SQLite's read transactions already are snapshots.
+    snapshot; on SQLite a transaction begun before the first read does.
     """
     async with sessions() as session:
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
+        dialect = session.bind.dialect.name if session.bind is not None else ""
+        if dialect == "postgresql":
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        elif dialect == "sqlite":
+            # The sqlite3 driver opens no transaction for SELECTs, so each would read the
+            # latest commit; an explicit BEGIN makes the reads one WAL snapshot.
+            await session.execute(sa.text("BEGIN"))
         try:
             return await work(session)
         finally:
