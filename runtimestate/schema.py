@@ -13,35 +13,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from dwqueue import schema as dwqueue_schema
+
+# One naming convention and one UTC timestamp type for every package's tables: shared from
+# the lower layer (dwqueue imports nothing of ours, so it owns them).
+NAMING_CONVENTION = dwqueue_schema.NAMING_CONVENTION
+UtcDateTime = dwqueue_schema.UtcDateTime
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class UtcDateTime(sa.types.TypeDecorator[dt.datetime]):
-    """A timestamp stored in UTC and always read back timezone-aware, on SQLite too."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(dt.UTC)
-
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, dt.datetime)
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def utcnow() -> dt.datetime:
