@@ -38,15 +38,10 @@ class OpenAIBackend:
         transport_: httpx.AsyncBaseTransport | None = None,
         max_body_bytes: int = transport.DEFAULT_MAX_BODY_BYTES,
     ) -> None:
-        self.name = name or httpapi.default_name(httpapi.validate_base_url(base_url))
-        self._timeouts = timeouts
-        self._http = httpapi.HttpApi(
-            base_url,
-            name=self.name,
-            timeouts=timeouts,
-            transport_=transport.capped(transport_, max_body_bytes),
-            headers=bearer(api_key),
+        self.name, self._http = bearer_api(
+            base_url, name, api_key, timeouts, transport_, max_body_bytes
         )
+        self._timeouts = timeouts
 
     async def __aenter__(self) -> OpenAIBackend:
         return self
@@ -79,6 +74,26 @@ class OpenAIBackend:
 
 def bearer(api_key: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def bearer_api(
+    base_url: str,
+    name: str | None,
+    api_key: str | None,
+    timeouts: base.Timeouts,
+    transport_: httpx.AsyncBaseTransport | None,
+    max_body_bytes: int,
+) -> tuple[str, httpapi.HttpApi]:
+    """The name and capped HTTP API of an OpenAI-style backend (OpenAI itself, vLLM)."""
+    resolved = name or httpapi.default_name(httpapi.validate_base_url(base_url))
+    api = httpapi.HttpApi(
+        base_url,
+        name=resolved,
+        timeouts=timeouts,
+        transport_=transport.capped(transport_, max_body_bytes),
+        headers=bearer(api_key),
+    )
+    return resolved, api
 
 
 def models_from_listing(

@@ -25,7 +25,7 @@ import httpx
 from prometheus_client import parser as prometheus_parser
 
 from runtimestate import errors
-from runtimestate.backends import base, boundary, httpapi, openai, transport
+from runtimestate.backends import base, boundary, openai, transport
 
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
@@ -53,15 +53,10 @@ class VllmBackend:
         transport_: httpx.AsyncBaseTransport | None = None,
         max_body_bytes: int = transport.DEFAULT_MAX_BODY_BYTES,
     ) -> None:
-        self.name = name or httpapi.default_name(httpapi.validate_base_url(base_url))
-        self._timeouts = timeouts
-        self._http = httpapi.HttpApi(
-            base_url,
-            name=self.name,
-            timeouts=timeouts,
-            transport_=transport.capped(transport_, max_body_bytes),
-            headers=openai.bearer(api_key),
+        self.name, self._http = openai.bearer_api(
+            base_url, name, api_key, timeouts, transport_, max_body_bytes
         )
+        self._timeouts = timeouts
 
     async def __aenter__(self) -> VllmBackend:
         return self
