@@ -114,6 +114,34 @@ def version_of(binary: Path) -> str:
     return (out.stdout or out.stderr).strip()
 
 
+class ChildServer:
+    """A server run as a child process with a scratch directory: stop, kill and close.
+
+    `stop()` shuts it down the server's graceful way and `kill()` like a crash; both keep the
+    data and the port for `start()`. `close()` stops it and deletes the directory; idempotent.
+    """
+
+    STOP_SIGNAL = signal.SIGTERM
+    KILL_SIGNAL = signal.SIGKILL
+    _dir: Path | None
+    _proc: subprocess.Popen[bytes] | None
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            childprocess.terminate(self._proc, self.STOP_SIGNAL)
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            childprocess.terminate(self._proc, self.KILL_SIGNAL)
+
+    def close(self) -> None:
+        self.stop()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        childprocess.untrack(self)
+
+
 class Postgres(Protocol):
     """What the fixtures need from a Postgres server, throwaway or external."""
 
@@ -125,8 +153,11 @@ class Postgres(Protocol):
     def database_url(self, name: str) -> str: ...
 
 
-class PostgresServer:
+class PostgresServer(ChildServer):
     """A throwaway Postgres cluster: initdb on first `start()`, removed by `close()`."""
+
+    STOP_SIGNAL = signal.SIGINT  # Postgres's fast shutdown: clients are disconnected
+    KILL_SIGNAL = signal.SIGQUIT  # immediate: the next start() runs crash recovery
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
@@ -174,24 +205,6 @@ class PostgresServer:
         log = self._dir / "postgres.log"
         self._proc = childprocess.spawn(argv, cwd=self._dir, log=log, run_as=self._run_as)
         childprocess.wait_until(self._accepts_queries, proc=self._proc, what="postgres", log=log)
-
-    def stop(self) -> None:
-        """Fast shutdown (clients are disconnected); the data and the port are kept."""
-        if self._proc is not None:
-            childprocess.terminate(self._proc, signal.SIGINT)
-
-    def kill(self) -> None:
-        """Immediate shutdown, like a crash: the next `start()` runs crash recovery."""
-        if self._proc is not None:
-            childprocess.terminate(self._proc, signal.SIGQUIT)
-
-    def close(self) -> None:
-        """Stops the server and deletes the cluster; idempotent."""
-        self.stop()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-        childprocess.untrack(self)
 
     def _init_cluster(self) -> Path:
         scratch = childprocess.make_scratch_dir("pg")
@@ -256,7 +269,7 @@ def scratch_database(server: Postgres) -> Iterator[str]:
             conn.execute(drop.format(sql.Identifier(name)))
 
 
-class NatsServer:
+class NatsServer(ChildServer):
     """A NATS server with JetStream on a loopback port, its store removed by `close()`."""
 
     def __init__(self, binary: Path) -> None:
@@ -298,24 +311,6 @@ class NatsServer:
         childprocess.wait_until(
             self._offers_jetstream, proc=self._proc, what="nats-server", log=log
         )
-
-    def stop(self) -> None:
-        """Graceful shutdown; JetStream data and the port are kept."""
-        if self._proc is not None:
-            childprocess.terminate(self._proc, signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL, like a crash."""
-        if self._proc is not None:
-            childprocess.terminate(self._proc, signal.SIGKILL)
-
-    def close(self) -> None:
-        """Stops the server and deletes its store; idempotent."""
-        self.stop()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-        childprocess.untrack(self)
 
     def _offers_jetstream(self) -> bool:
         # The server greets every client with INFO; JetStream is on once it says so there.
