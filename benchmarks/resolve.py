@@ -6,7 +6,9 @@ names, so every name has about backends * per-backend / names candidates. Then, 
 times ``--decisions`` calls of `Resolver.resolve` (a model name, chat, a minimum context on
 every other request) one by one with ``perf_counter_ns``, after a warm-up that builds the
 index. Outcomes and in-flight counts are reported beforehand, and a few providers are cooling
-down, so the adaptive, least-loaded and cooldown paths do real work. Prints p50/p99 per policy.
+down, so the adaptive, least-loaded and cooldown paths do real work. Prints p50/p99 per policy,
+and what an application pays around each call it makes: ``begin`` + ``end`` and
+``record_outcome``, which keep the per-candidate signal lists the policies read in step.
 
 In the same run, LiteLLM's ``Router`` (a benchmark-only dependency: ``pip install litellm``)
 is given the same deployments and timed choosing one with ``async_get_available_deployment``
@@ -156,6 +158,28 @@ def _round(snap: snapshot.Snapshot, decisions: int) -> dict[str, dict[str, float
     return results
 
 
+def bench_bookkeeping(snap: snapshot.Snapshot, calls: int) -> dict[str, dict[str, float]]:
+    """What an application pays around each decision: `begin` + `end` (one call in flight) and
+    `record_outcome`, which keep the policies' per-candidate signal lists in step."""
+    r = resolver.Resolver.from_snapshot(snap, rng=random.Random(5))
+    warm_up(r, snap)
+    rng = random.Random(6)
+    ready = [r.provider(c) for c in r.index().all if c.phase is snapshot.Phase.READY]
+    chosen = [rng.choice(ready) for _ in range(calls)]
+    clock = time.perf_counter_ns
+    pairs, outcomes = [], []
+    for p in chosen:
+        started = clock()
+        r.begin(p)
+        r.end(p)
+        pairs.append(clock() - started)
+        ok, latency = rng.random() > 0.05, rng.uniform(0.05, 2.0)
+        started = clock()
+        r.record_outcome(p, ok, latency)
+        outcomes.append(clock() - started)
+    return {"begin_end": percentiles(pairs), "record_outcome": percentiles(outcomes)}
+
+
 def litellm_model_list(snap: snapshot.Snapshot) -> list[dict[str, Any]]:
     deployments = []
     for state in snap.backends.values():
@@ -262,6 +286,7 @@ def main() -> None:
     resolver.Resolver.from_snapshot(snap).index()
     index_ms = (time.perf_counter() - built) * 1000
     ours = bench_ours(snap, args.decisions, args.rounds)
+    bookkeeping = bench_bookkeeping(snap, args.decisions)
     theirs: dict[str, Any] = (
         {"skipped": True}
         if args.no_litellm
@@ -274,6 +299,7 @@ def main() -> None:
         "candidates_per_name": candidates / args.names,
         "index_build_ms": index_ms,
         "resolver": ours,
+        "bookkeeping": bookkeeping,
         "litellm": theirs,
         "targets": {"p50_us": 20, "p99_us": 100},
         "rounds": args.rounds,
@@ -301,6 +327,11 @@ def main() -> None:
             f"{policy:<16}{f['p50_us']:>9.1f}{f['p99_us']:>9.1f}"
             f"{f['cpu_p50_us']:>11.1f}{f['cpu_p99_us']:>9.1f}   {verdict}"
         )
+    pair, outcome = bookkeeping["begin_end"], bookkeeping["record_outcome"]
+    print(
+        f"around each call: begin + end p50 {pair['p50_us']:.1f} µs (p99 {pair['p99_us']:.1f}), "
+        f"record_outcome p50 {outcome['p50_us']:.1f} µs (p99 {outcome['p99_us']:.1f})"
+    )
     if "error" in theirs:
         print(f"LiteLLM: not measured: {theirs['error']}")
         return

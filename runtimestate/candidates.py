@@ -5,7 +5,11 @@ too) and consulted on every request: a dict lookup gives the candidates of a mod
 split by health and capability and sorted by context length, so a minimum context is a bisect.
 Each tier is also stored as columns (parallel tuples of backends, keys, loads, seeds), so the
 policies in `runtimestate.policies` score a prefix with C-level ``map`` calls instead of a Python
-loop per candidate. Pure: no I/O, no clock.
+loop per candidate. Every candidate of an index has an ordinal (its position in `Index.all`),
+and each column set carries an ``itemgetter`` of its candidates' ordinals: the signals that
+change per request (in-flight counts, latencies, error rates) are kept by
+`runtimestate.loadbook.LoadBook` in lists by ordinal, and a column set reads its own in one C call.
+Pure: no I/O, no clock.
 
 Model names compare as `runtimestate.names.canonical` does: Ollama names canonically
 (``llama3`` is ``llama3:latest``), every other backend type's served names exactly.
@@ -17,7 +21,9 @@ import bisect
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from runtimestate import names, snapshot
 
@@ -27,6 +33,9 @@ ProviderKey = str  # "<backend>/<model>": backend names are DNS labels, so the f
 COLD_LOAD = 1.0  # an Ollama model that is not loaded costs about one request's worth of wait
 COLD_TIER = 1e12  # warm_first: puts every cold candidate after every warm one
 _MAX_CACHED_NAMES = 4096  # requested names the index remembers; garbage names cannot grow it
+
+T = TypeVar("T")
+Gather = Callable[[Sequence[T]], Sequence[T]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -107,6 +116,16 @@ def _match_key(name: str, backend_type: str) -> str | None:
         return None
 
 
+def gather(positions: Sequence[int]) -> Gather[T]:
+    """A function taking ``values[i] for i in positions`` as a tuple, in one C call."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    if positions:
+        only = positions[0]
+        return lambda values: (values[only],)
+    return lambda values: ()
+
+
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class Columns:
     """Candidates and the fields policies score, as parallel tuples (any prefix stays aligned)."""
@@ -115,21 +134,45 @@ class Columns:
     backends: tuple[str, ...]
     keys: tuple[ProviderKey, ...]
     static: tuple[float, ...]
-    cold: tuple[float, ...]  # 0 for a warm candidate, COLD_TIER for a cold one
+    warm: tuple[float, ...]  # warm_first's static part: ``static``, plus COLD_TIER when cold
     seeds: tuple[int, ...]
     position: dict[ProviderKey, int]  # where each key is, to mask cooling-down providers
+    by_ordinal: Gather[float]  # values by candidate ordinal -> values by column position
 
     @classmethod
-    def of(cls, items: Sequence[Candidate]) -> Columns:
+    def of(cls, items: Sequence[Candidate], ordinals: Ordinals) -> Columns:
         return cls(
             tuple(items),
             tuple(c.backend for c in items),
             tuple(c.key for c in items),
             tuple(c.static_load for c in items),
-            tuple(0.0 if c.warm else COLD_TIER for c in items),
+            tuple(c.static_load + (0.0 if c.warm else COLD_TIER) for c in items),
             tuple(c.seed for c in items),
             {c.key: i for i, c in enumerate(items)},
+            gather([ordinals.of_key[c.key] for c in items]),
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ordinals:
+    """The ordinal of each candidate of an index (its position in `Index.all`), by key; and
+    each backend's span of ordinals (``start, stop``: `Index.all` lists each backend's
+    candidates together)."""
+
+    of_key: Mapping[ProviderKey, int]
+    of_backend: Mapping[str, tuple[int, int]]
+
+    @classmethod
+    def of(cls, everything: Sequence[Candidate]) -> Ordinals:
+        of_backend: dict[str, tuple[int, int]] = {}
+        for i, c in enumerate(everything):
+            start, _ = of_backend.get(c.backend, (i, i))
+            assert _ == i, f"the candidates of {c.backend} are not listed together"
+            of_backend[c.backend] = (start, i + 1)
+        return cls({c.key: i for i, c in enumerate(everything)}, of_backend)
+
+    def __len__(self) -> int:
+        return len(self.of_key)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)  # identity: it keys turn counters
@@ -143,9 +186,9 @@ class Pool:
     keys: frozenset[ProviderKey]  # to skip the cooldown filter when none of them is blocked
 
 
-def _by_context(items: list[Candidate]) -> tuple[Columns, tuple[int, ...]]:
+def _by_context(items: list[Candidate], ordinals: Ordinals) -> tuple[Columns, tuple[int, ...]]:
     items.sort(key=lambda c: (-(c.context_length or 0), c.backend, c.model))
-    return Columns.of(items), tuple(-(c.context_length or 0) for c in items)
+    return Columns.of(items, ordinals), tuple(-(c.context_length or 0) for c in items)
 
 
 def at_least(contexts: tuple[int, ...], min_context: int | None) -> int:
@@ -181,6 +224,7 @@ class Index:
                 else:
                     self._exact.setdefault(candidate.model, []).append(candidate)
         self.all: tuple[Candidate, ...] = tuple(everything)
+        self.ordinals = Ordinals.of(everything)
         self._groups: dict[str | None, tuple[Candidate, ...]] = {None: self.all}
         self._pools: dict[tuple[str | None, str | None, frozenset[str]], Pool] = {}
 
@@ -222,8 +266,8 @@ class Index:
                 elif c.phase is Phase.DEGRADED:
                     degraded.append(c)
             keys = frozenset(c.key for c in (*ready, *degraded))
-            ready_columns, ready_contexts = _by_context(ready)
-            degraded_columns, degraded_contexts = _by_context(degraded)
+            ready_columns, ready_contexts = _by_context(ready, self.ordinals)
+            degraded_columns, degraded_contexts = _by_context(degraded, self.ordinals)
             found = Pool(ready_columns, degraded_columns, ready_contexts, degraded_contexts, keys)
             if len(self._pools) >= _MAX_CACHED_NAMES:
                 self._pools.clear()

@@ -3,8 +3,10 @@ fall back.
 
 Called by `runtimestate.resolver` on every decision with the first ``n`` candidates of a
 `candidates.Columns` (what passed the filters) and the `Signals` callers reported. Choosing is
-one pass of C-level ``map`` calls over the columns (or O(1) for random and round robin);
-ordering the fallbacks is a sort, done only when a caller asks for them. Ties rotate with the
+a few C-level passes over the columns (or O(1) for random and round robin): a gather of the
+per-request signals by candidate ordinal (`candidates.Columns.by_ordinal`, from the lists
+`runtimestate.loadbook.LoadBook` keeps), one ``map`` to add the static load, ``min``. Ordering the
+fallbacks is a sort, done only when a caller asks for them. Ties rotate with the
 pool's turn counter, so idle identical backends share the traffic instead of the first one
 taking it all. Pure: no I/O, no clock; randomness comes in as a `random.Random`.
 
@@ -27,7 +29,7 @@ import enum
 import itertools
 import operator
 import random
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Sequence, Set
 from typing import Any
 
 from runtimestate import candidates
@@ -50,41 +52,44 @@ class Policy(enum.StrEnum):
 
 @dataclasses.dataclass(slots=True)
 class Signals:
-    """What callers and outcomes tell the policies, read (never changed) while ranking."""
+    """What callers and outcomes tell the policies, read (never changed) while ranking.
 
-    inflight: Mapping[str, int]  # requests in flight per backend
-    penalty: Mapping[str, float]  # recent error rate per provider key, 0..1
-    latency: Mapping[str, float]  # EWMA latency per provider key, seconds
+    ``load`` and ``adaptive`` are indexed by candidate ordinal (`candidates.Ordinals`) and kept
+    by `runtimestate.loadbook.LoadBook` from `error_load` and `measured_cost`.
+    """
+
+    load: Sequence[float]  # in flight + error_load, by candidate ordinal
+    adaptive: Sequence[float]  # measured_cost x (1 + in flight), by candidate ordinal
     rng: random.Random
     turn: int = 0  # the pool's counter: drives round robin and rotates ties
     session: int = 0  # the stable hash of the session key (sticky)
     exploration: float = 0.05  # the share of adaptive decisions that explore
 
 
+def error_load(errors: float) -> float:
+    """How many requests' worth of load a recent error rate (0..1) adds to a least-loaded
+    score, on top of the requests in flight on the candidate's backend."""
+    return FAILURE_LOAD * errors
+
+
+def measured_cost(latency: float, errors: float) -> float:
+    """The adaptive score before load: the latency EWMA, multiplied by up to 1 + _ERROR_WEIGHT
+    for errors so a provider that fails fast never looks fast; then x (1 + in flight).
+    Never-measured providers (latency 0) score 0 and are tried first."""
+    return latency * (1.0 + _ERROR_WEIGHT * errors)
+
+
 def loads(cols: candidates.Columns, n: int, s: Signals) -> list[float]:
     """Least-loaded scores of the first ``n`` candidates."""
-    static = cols.static[:n]
-    if not s.inflight and not s.penalty:
-        return list(static)
-    busy = map(s.inflight.get, cols.backends, _repeat(0))
-    failing = map(_mul, _repeat(FAILURE_LOAD), map(s.penalty.get, cols.keys, _repeat(0.0)))
-    return list(map(_add, map(_add, static, busy), failing))
+    return list(map(_add, cols.static[:n], cols.by_ordinal(s.load)))
 
 
 def _warm_first(cols: candidates.Columns, n: int, s: Signals) -> list[float]:
-    return list(map(_add, loads(cols, n, s), cols.cold))
+    return list(map(_add, cols.warm[:n], cols.by_ordinal(s.load)))
 
 
 def _adaptive(cols: candidates.Columns, n: int, s: Signals) -> list[float]:
-    # Never-measured providers score 0 and are tried first; errors multiply the latency, so a
-    # provider that fails fast never looks fast.
-    latency = map(s.latency.get, cols.keys[:n], _repeat(0.0))
-    if not s.inflight and not s.penalty:
-        return list(latency)
-    busy = map(_add, _repeat(1), map(s.inflight.get, cols.backends, _repeat(0)))
-    errors = map(s.penalty.get, cols.keys, _repeat(0.0))
-    failing = map(_add, _repeat(1.0), map(_mul, _repeat(_ERROR_WEIGHT), errors))
-    return list(map(_mul, map(_mul, latency, busy), failing))
+    return list(cols.by_ordinal(s.adaptive)[:n])
 
 
 def _rendezvous(cols: candidates.Columns, n: int, s: Signals) -> list[int]:

@@ -250,7 +250,7 @@ class Resolution:
                 kept = qualifying(columns.items[:count], owner.outcomes, self._now)
                 if kept:
                     signals = owner.signals(None, self.request)
-                    cols = candidates.Columns.of(kept)
+                    cols = candidates.Columns.of(kept, self._index.ordinals)
                     chosen = policies.pick(policy, cols, len(kept), signals)
                     rest += policies.order(policy, cols, len(kept), chosen, signals)
             # Two requested names may denote one model (llama3, llama3:latest): list it once.

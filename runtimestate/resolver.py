@@ -35,6 +35,7 @@ from runtimestate import (
     desired,
     diagnosis,
     feed,
+    loadbook,
     policies,
     resolution,
     snapshot,
@@ -105,6 +106,9 @@ class Resolver:
         self._exploration = exploration
         self.outcomes = cooldown.Tracker(breaker)
         self._inflight: dict[str, int] = {}
+        # ``_inflight`` and ``outcomes`` as lists by the current index's candidate ordinals,
+        # for the policies; rebuilt with the index, kept in step by begin, end and outcomes.
+        self._book: loadbook.LoadBook | None = None
         self._turns: dict[candidates.Pool, int] = {}
         self._snapshot: snapshot.Snapshot | None = None
         self._index: candidates.Index | None = None
@@ -193,6 +197,7 @@ class Resolver:
         else:
             self._index = candidates.Index(snap, lambda s: self._per_backend[s.name][1])
             self._turns = {}
+            self._book = loadbook.LoadBook(self._index, self._inflight, self.outcomes)
         self._snapshot = snap
         return self._index
 
@@ -218,7 +223,7 @@ class Resolver:
         blocked = self.outcomes.blocked
         now = self._clock()
         if now >= self.outcomes.next_decay:
-            self.outcomes.decay(now)
+            self._decay(now)
         min_context, degraded = request.min_context, request.allow_degraded
         position = -1
         # The loop mirrors `resolution.tiers`, inlined: this is the hot path.
@@ -254,6 +259,12 @@ class Resolver:
             request, resolution.exclusions(index, request, self.outcomes, now, None), index
         )
 
+    def _decay(self, now: float) -> None:
+        penalised = list(self.outcomes.penalty)
+        self.outcomes.decay(now)
+        if self._book is not None:
+            self._book.outcomes_changed(penalised)
+
     def _mask(
         self, columns: candidates.Columns, count: int, now: float
     ) -> tuple[set[int], int | None]:
@@ -282,10 +293,11 @@ class Resolver:
         session = 0
         if request.session and request.policy is policies.Policy.STICKY:
             session = candidates.stable_hash(request.session)
+        book = self._book
+        assert book is not None  # made with the index, before any decision
         return policies.Signals(
-            self._inflight,
-            self.outcomes.penalty,
-            self.outcomes.latency,
+            book.load,
+            book.adaptive,
             self._rng,
             turn,
             session,
@@ -312,18 +324,24 @@ class Resolver:
     def record_outcome(self, provider: Provider, ok: bool, latency_s: float) -> None:
         """Report how a call to ``provider`` went; feeds the cooldown and the adaptive policy."""
         self.outcomes.record(provider.key, ok, latency_s, self._clock())
+        if self._book is not None:
+            self._book.outcomes_changed((provider.key,))
 
     def begin(self, provider: Provider) -> None:
         """Count a request in flight on ``provider``'s backend (for least_loaded/adaptive)."""
-        self._inflight[provider.backend] = self._inflight.get(provider.backend, 0) + 1
+        self._set_inflight(provider.backend, self._inflight.get(provider.backend, 0) + 1)
 
     def end(self, provider: Provider) -> None:
         """The request `begin` counted has finished."""
-        left = self._inflight.get(provider.backend, 0) - 1
-        if left > 0:
-            self._inflight[provider.backend] = left
+        self._set_inflight(provider.backend, self._inflight.get(provider.backend, 0) - 1)
+
+    def _set_inflight(self, backend: str, count: int) -> None:
+        if count > 0:
+            self._inflight[backend] = count
         else:
-            self._inflight.pop(provider.backend, None)
+            self._inflight.pop(backend, None)
+        if self._book is not None:
+            self._book.inflight_changed(backend)
 
     def inflight(self, provider: Provider) -> int:
         return self._inflight.get(provider.backend, 0)
