@@ -275,13 +275,8 @@ class Controller:
 
 
 def _migrate(url: str) -> None:
-    """Upgrade the schema; replicas starting together take turns (an advisory lock)."""
-    engine = database.create_sync_engine(url)
-    try:
-        with locks.migration_lock(engine):
-            migrations.upgrade(url)
-    finally:
-        engine.dispose()
+    """Upgrade the schema; replicas starting together take turns (`migrations.serialised`)."""
+    migrations.upgrade(url)
 
 
 async def _database_problem(engine: AsyncEngine, timeout_s: float = 2.0) -> str | None:

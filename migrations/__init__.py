@@ -6,13 +6,15 @@ embedded SQLite database. `migrations.env` combines each package's own ``MetaDat
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+from collections.abc import Iterator
 
 from alembic import command, script
 from alembic.config import Config
 from alembic.runtime import migration
 
-from runtimestate import database
+from runtimestate import database, locks
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -26,13 +28,35 @@ def config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Apply migrations up to ``revision``. Idempotent."""
-    command.upgrade(config(url), revision)
+    """Apply migrations up to ``revision``. Idempotent, and safe to run from several processes
+    at once (replicas starting together, ``llmctl db upgrade`` during a rollout): see
+    `serialised`."""
+    with serialised(url):
+        command.upgrade(config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
-    """Revert migrations down to ``revision`` (``base`` removes every table)."""
-    command.downgrade(config(url), revision)
+    """Revert migrations down to ``revision`` (``base`` removes every table); serialised with
+    every other migration like `upgrade`."""
+    with serialised(url):
+        command.downgrade(config(url), revision)
+
+
+@contextlib.contextmanager
+def serialised(url: str) -> Iterator[None]:
+    """On Postgres, hold the migration advisory lock (`runtimestate.locks.migration_lock`) for
+    the block: concurrent migrations take turns, and the later ones find the schema current
+    instead of failing half-way on tables the first one created. SQLite serialises writers
+    itself, so there it does nothing."""
+    if database.is_sqlite(database.parse(url)):
+        yield
+        return
+    engine = database.create_sync_engine(url)
+    try:
+        with locks.migration_lock(engine):
+            yield
+    finally:
+        engine.dispose()
 
 
 def head() -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -59,3 +63,23 @@ def test_downgrade_to_base_removes_every_table_and_upgrade_is_repeatable(databas
     assert migrations.current(database_url) is None
     migrations.upgrade(database_url)
     assert _tables(database_url) == TABLES
+
+
+def test_concurrent_upgrades_of_a_new_postgres_database_take_turns(postgres_url: str) -> None:
+    # Replicas starting together, or `llmctl db upgrade` run during a rollout: without the
+    # migration lock, all but one would fail on tables another created meanwhile.
+    code = (
+        "import sys, time, migrations; time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+        "migrations.upgrade(sys.argv[1])"
+    )
+    start = str(time.time() + 5)  # every process imported and waiting, then all at once
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, postgres_url, start], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    failures = [proc.stderr.read() for proc in procs if proc.wait(timeout=120) != 0]  # type: ignore[union-attr]
+    assert failures == []
+    assert migrations.is_current(postgres_url)
+    assert _tables(postgres_url) == TABLES
