@@ -1,8 +1,8 @@
 """Benchmark: the download queue on Postgres.
 
 ``claims``: how many jobs per second concurrent worker processes claim from one queue
-(``dwqueue.leases.claim``, ``--batch`` jobs per claim transaction, each committed in a session
-of its own as the download runner does), and a check that no job was claimed twice or left
+(``dwqueue.leases.claim_committed``, ``--batch`` jobs per claim, each a transaction of its own
+as in the download cycle), and a check that no job was claimed twice or left
 unclaimed. Jobs are spread over ``--backends`` backends whose pull limit is high enough never to
 bind, so the figure is the queue's, not the limits'; each worker marks its jobs done 50 at a
 time (one statement, included in the time) so the running set stays small, as it is in
@@ -120,8 +120,7 @@ async def _claim_until_empty(
         began, cpu = time.perf_counter(), time.process_time()
         while True:
             async with sessions() as session:
-                changes = await leases.claim(session, owner, default_limit=limit, n=batch)
-                await session.commit()
+                changes = await leases.claim_committed(session, owner, default_limit=limit, n=batch)
             if changes:
                 claimed.extend(change.job.id for change in changes)
                 if len(claimed) % _FINISH_EVERY < len(changes):

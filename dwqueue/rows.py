@@ -1,6 +1,7 @@
 """What the queue's store modules share: rows to `Job` values, `Change`, and dialect helpers.
 
-Used by `dwqueue.queue` and `dwqueue.leases` only; rows never leave those three modules.
+Used by `dwqueue.queue`, `dwqueue.leases` and `dwqueue.claims` only; rows never leave those
+modules.
 Nothing here commits: every function runs inside the caller's transaction.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +19,13 @@ from dwqueue import events, jobs, schema
 
 TABLE = schema.download_jobs
 COLUMNS = TABLE.c
+# The columns `job_from_values` reads, in its order; a query feeding it selects exactly these.
+FIELDS = (
+    "id", "backend", "model", "model_key", "declaration", "state", "attempts", "max_attempts",
+    "next_attempt_at", "lease_owner", "lease_expires_at", "status", "digest", "completed",
+    "total", "rate_bps", "eta_s", "error", "error_class", "seq", "created_at", "updated_at",
+    "started_at", "finished_at",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +74,40 @@ def to_job(row: sa.RowMapping) -> jobs.Job:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
+
+
+def job_from_values(values: Sequence[Any]) -> jobs.Job:
+    """The `Job` of a driver-level row whose columns are `FIELDS`, in that order (a row that did
+    not pass through SQLAlchemy's result layer: `dwqueue.claims` on Postgres). Timestamps are
+    made UTC, as `schema.UtcDateTime` does for rows that did."""
+    (job_id, backend, model, model_key, declaration, state, attempts, max_attempts, next_attempt_at,
+     lease_owner, lease_expires_at, status, digest, completed, total, rate_bps, eta_s, error,
+     error_class, seq, created_at, updated_at, started_at, finished_at) = values  # fmt: skip
+    return jobs.Job(
+        id=jobs.JobId(job_id),
+        backend=backend,
+        model=model,
+        model_key=model_key,
+        declaration=declaration,
+        state=jobs.JobState(state),
+        attempts=attempts,
+        max_attempts=max_attempts,
+        next_attempt_at=next_attempt_at.astimezone(dt.UTC),
+        lease_owner=lease_owner,
+        lease_expires_at=_utc(lease_expires_at),
+        progress=jobs.Progress(status, digest, completed, total, rate_bps, eta_s),
+        error=error,
+        error_class=None if error_class is None else jobs.ErrorClass(error_class),
+        seq=seq,
+        created_at=created_at.astimezone(dt.UTC),
+        updated_at=updated_at.astimezone(dt.UTC),
+        started_at=_utc(started_at),
+        finished_at=_utc(finished_at),
+    )
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.astimezone(dt.UTC)
 
 
 def change(row: sa.RowMapping, cls: type[events.DownloadEvent], now: dt.datetime) -> Change:

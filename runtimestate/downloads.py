@@ -111,11 +111,10 @@ class Downloads:
         claimed: list[rows.Change] = []
         if free > 0:
             limits = {b.name: b.spec.max_pulls for b in state.backends}
-            claimed = await self._tx(
-                lambda s: leases.claim(
-                    s, self._owner, limits=limits, n=free, lease=self._settings.lease, now=now
+            async with self._sessions() as session:
+                claimed = await leases.claim_committed(
+                    session, self._owner, limits=limits, n=free, lease=self._settings.lease, now=now
                 )
-            )
             await self._publish(*claimed)
         for change in claimed:
             self._start(change.job, state.backend(change.job.backend))

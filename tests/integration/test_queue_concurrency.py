@@ -9,6 +9,7 @@ import datetime as dt
 import multiprocessing
 import time
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -76,11 +77,16 @@ async def test_concurrent_claimers_never_exceed_a_backends_limit_nor_share_a_job
 
 
 def drain_worker(url: str, owner: str) -> list[str]:
-    """One worker process: claim, then finish, until no job is left queued."""
-    return asyncio.run(_drain(url, owner))
+    """One worker process: claim (committed at once, as the download cycle claims), then finish,
+    until no job is left queued."""
+    return asyncio.run(_drain(url, owner, {}, 3, committed=True))
 
 
-async def _drain(url: str, owner: str) -> list[str]:
+async def _drain(
+    url: str, owner: str, limits: dict[str, int], default_limit: int, *, committed: bool
+) -> list[str]:
+    """Claim two at a time and finish them until nothing is queued; the ids claimed. With
+    ``committed`` the claims are `leases.claim_committed`, else `claim` and a commit."""
     engine = database.create_async_engine(url, pool_size=1)
     claimed: list[str] = []
     deadline = time.monotonic() + 45  # a bug must fail the test, not hang it
@@ -88,12 +94,19 @@ async def _drain(url: str, owner: str) -> list[str]:
         sessions = database.session_factory(engine)
         while time.monotonic() < deadline:
             async with sessions() as session:
-                changes = await leases.claim(session, owner, default_limit=3, n=2)
-                await session.commit()
+                if committed:
+                    changes = await leases.claim_committed(
+                        session, owner, limits=limits, default_limit=default_limit, n=2
+                    )
+                else:
+                    changes = await leases.claim(
+                        session, owner, limits=limits, default_limit=default_limit, n=2
+                    )
+                    await session.commit()
                 for change in changes:
-                    claimed.append(change.job.id)
                     await leases.succeed(session, change.job.id, owner)
                 await session.commit()
+                claimed += [change.job.id for change in changes]
                 if not changes:
                     queued = await queue.list_jobs(session, states=[jobs.JobState.QUEUED], limit=1)
                     if not queued:
@@ -193,3 +206,116 @@ async def test_a_claim_passes_over_a_backend_another_claimer_holds_without_waiti
     [holder_backend] = {c.job.backend for c in held}
     assert len(taken) == 3
     assert {c.job.backend for c in taken} == {"gpu-1", "gpu-2"} - {holder_backend}
+
+
+LIMITS = {"b0": 1, "b1": 2, "b2": 3}  # b3 and b4 run the default, 2
+FILLED = {**LIMITS, "b3": 2, "b4": 2}
+
+
+def limit_worker(url: str, owner: str) -> list[str]:
+    """One worker process: claim (never finishing a job) until its claims come back empty."""
+    return asyncio.run(_claim_to_the_limits(url, owner))
+
+
+async def _claim_to_the_limits(url: str, owner: str) -> list[str]:
+    engine = database.create_async_engine(url, pool_size=1)
+    claimed: list[str] = []
+    try:
+        sessions = database.session_factory(engine)
+        empty = 0
+        while empty < 5:  # others may still be committing what they hold
+            async with sessions() as session:
+                changes = await leases.claim(session, owner, limits=LIMITS, default_limit=2, n=2)
+                await asyncio.sleep(0.002)  # hold the locks a moment, so claims overlap
+                await session.commit()
+            claimed += [change.job.id for change in changes]
+            empty = 0 if changes else empty + 1
+        return claimed
+    finally:
+        await engine.dispose()
+
+
+async def test_worker_processes_fill_every_backend_exactly_to_its_limit(postgres_url: str) -> None:
+    import migrations
+
+    migrations.upgrade(postgres_url)
+    engine = database.create_async_engine(postgres_url)
+    try:
+        async with database.session_factory(engine)() as session:
+            for backend in FILLED:
+                for i in range(12):
+                    await queue.enqueue(session, backend, f"model-{i}")  # due now
+            await session.commit()
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(6, mp_context=context) as pool:
+            futures = [pool.submit(limit_worker, postgres_url, f"proc-{i}") for i in range(6)]
+            per_worker = [f.result(timeout=60) for f in futures]
+        async with database.session_factory(engine)() as session:
+            running = await leases.running_counts(session)
+    finally:
+        await engine.dispose()
+    claims = collections.Counter(job_id for ids in per_worker for job_id in ids)
+    assert running == FILLED
+    assert sum(claims.values()) == sum(FILLED.values())
+    assert max(claims.values()) == 1
+
+
+# Installed by the test only: fails the commit of any claim that leaves a backend running more
+# jobs than LIMITS allow, counting what every other transaction has committed by then. A claim
+# counted in a snapshot older than its backend's lock would overshoot here as soon as another
+# worker's claim committed in between, even if that job finished a moment later.
+_OVER_LIMIT_TRIGGER = (
+    """
+CREATE FUNCTION test_over_limit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT count(*) FROM download_jobs WHERE state = 'running' AND backend = NEW.backend)
+        > (CASE NEW.backend WHEN 'b0' THEN 1 WHEN 'b1' THEN 2 WHEN 'b2' THEN 3 ELSE 2 END)
+    THEN
+        RAISE EXCEPTION USING MESSAGE = NEW.backend || ' runs more jobs than its limit';
+    END IF;
+    RETURN NULL;
+END $$
+""",
+    """
+CREATE CONSTRAINT TRIGGER test_over_limit AFTER UPDATE ON download_jobs
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.state = 'running')
+    EXECUTE FUNCTION test_over_limit()
+""",
+)
+
+
+def churn_worker(url: str, owner: str, committed: bool) -> list[str]:
+    """One worker process: claim, commit, finish what it claimed, until nothing is queued."""
+    return asyncio.run(_drain(url, owner, LIMITS, 2, committed=committed))
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["claim", "claim_committed"])
+async def test_no_claim_of_busy_worker_processes_ever_commits_a_backend_over_its_limit(
+    postgres_url: str, committed: bool
+) -> None:
+    import migrations
+
+    migrations.upgrade(postgres_url)
+    engine = database.create_async_engine(postgres_url)
+    try:
+        async with engine.begin() as conn:
+            for statement in _OVER_LIMIT_TRIGGER:
+                await conn.exec_driver_sql(statement)
+        async with database.session_factory(engine)() as session:
+            for i in range(300):
+                await queue.enqueue(session, f"b{i % 5}", f"model-{i}")  # due now
+            await session.commit()
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(6, mp_context=context) as pool:
+            futures = [
+                pool.submit(churn_worker, postgres_url, f"proc-{i}", committed) for i in range(6)
+            ]
+            per_worker = [f.result(timeout=60) for f in futures]
+        async with database.session_factory(engine)() as session:
+            final = await queue.list_jobs(session)
+    finally:
+        await engine.dispose()
+    claims = collections.Counter(job_id for ids in per_worker for job_id in ids)
+    assert len(claims) == 300
+    assert max(claims.values()) == 1
+    assert {job.state for job in final} == {jobs.JobState.SUCCEEDED}
