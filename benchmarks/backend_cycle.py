@@ -17,8 +17,11 @@ is empty: the cycle converged), and runs `runtimestate.cycle.BackendCycle` (what
 - peak RSS of this process (`resource.getrusage`; the emulator is another process), client CPU
   time per cycle, and the load average, since the figures depend on what else runs.
 
+The process runs with the garbage-collector threshold `llmctl serve` sets
+(`controller.collector.tune`); ``--default-gc`` keeps CPython's defaults instead, to compare.
+
     .venv/bin/python benchmarks/backend_cycle.py [--backends 1000] [--models 50]
-        [--latency-ms 20] [--database sqlite|postgres] [--json] [--profile FILE]
+        [--latency-ms 20] [--database sqlite|postgres] [--json] [--profile FILE] [--default-gc]
 
 Postgres is ``LLMCTL_BENCH_DATABASE_URL`` if set, else a throwaway server started the way the
 test harness does. Loopback only. Exits 1 when a cycle failed to observe a backend or planned
@@ -32,6 +35,7 @@ import asyncio
 import contextlib
 import cProfile
 import dataclasses
+import gc
 import json
 import multiprocessing
 import os
@@ -50,6 +54,7 @@ import httpx
 import sqlalchemy
 
 import migrations
+from controller import collector
 from emulators import catalog
 from emulators import ollama as emulator
 from runtimestate import adapters, cycle, database, manifest, probing, spec, store
@@ -233,6 +238,7 @@ async def run(args: argparse.Namespace, emu_url: str, db_urls: list[str]) -> dic
         "sequential": {**sequential, "extrapolated_s": round(extrapolated, 2)},
         "speedup": round(extrapolated / big["median"]["wall_s"], 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "gc_threshold": list(gc.get_threshold()),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -268,7 +274,8 @@ def _print(r: dict[str, Any]) -> None:
     steady = ", ".join(f"{c['wall_s']:.3f}" for c in big["steady"])
     print(
         f"backend cycle: {r['backends']} Ollama backends x {r['models']} models, "
-        f"{r['latency_ms']:g} ms added latency, {r['database']}, concurrency {r['concurrency']}"
+        f"{r['latency_ms']:g} ms added latency, {r['database']}, concurrency {r['concurrency']}, "
+        f"gc threshold {tuple(r['gc_threshold'])}"
     )
     print(
         f"  first cycle (cold)   {big['first']['wall_s']:.3f} s "
@@ -308,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequential-sample", type=int, default=100)
     parser.add_argument("--profile", help="write cProfile stats of the steady cycles here")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--default-gc", action="store_true", help="keep CPython's collector thresholds"
+    )
     args = parser.parse_args(argv)
+    if not args.default_gc:
+        collector.tune()  # as `llmctl serve` runs
     context = multiprocessing.get_context("spawn")
     queue: Queue[str] = context.Queue()
     nodes = max(args.backends, CONTROL_FLEET)

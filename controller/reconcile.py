@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from controller import output, runner
+from controller import collector, output, runner
 from dwqueue import publisher
 from runtimestate import cycle, database, plan, snapshot, state
 
@@ -96,6 +96,7 @@ def _print(env: runner.Env, doc: dict[str, Any], fmt: output.Format) -> None:
 async def _reconcile(
     env: runner.Env, dry_run: bool, wait: bool, wait_s: float
 ) -> tuple[cycle.Report, bool | None]:
+    collector.tune()
     sink = None
     if env.nats_url:
         sink = publisher.Publisher(env.nats_url, prefix=env.prefix)

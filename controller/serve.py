@@ -42,7 +42,17 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
-from controller import embedded_nats, httpapi, logs, metrics, runner, settings, trigger, work
+from controller import (
+    collector,
+    embedded_nats,
+    httpapi,
+    logs,
+    metrics,
+    runner,
+    settings,
+    trigger,
+    work,
+)
 from dwqueue import backoff, publisher
 from runtimestate import database, locks, snapshot, state
 
@@ -298,6 +308,7 @@ async def _database_problem(engine: AsyncEngine, timeout_s: float = 2.0) -> str 
 
 async def run(config: settings.Settings, *, migrate: bool = True) -> None:
     """Run the controller until SIGTERM/SIGINT. Raises StartError or ConfigurationError."""
+    collector.tune()
     async with Controller(config, migrate=migrate) as controller:
         await controller.wait()
 

@@ -133,8 +133,9 @@ async def version(call: Call) -> web.StreamResponse:
 
 async def tags(call: Call) -> web.StreamResponse:
     """`GET|HEAD /api/tags`: installed models, newest first."""
-    models = sorted(call.node.installed.values(), key=lambda m: -m.modified_ns)
-    return server.json_response({"models": [ollama_wire.tags_entry(m) for m in models]})
+    return web.Response(
+        body=ollama_wire.tags_body(call.node), content_type="application/json", charset="utf-8"
+    )
 
 
 async def ps(call: Call) -> web.StreamResponse:

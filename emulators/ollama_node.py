@@ -89,6 +89,8 @@ class OllamaNode(server.Node):
         self.download_starts: collections.Counter[str] = collections.Counter()
         self.pulls: collections.Counter[str] = collections.Counter()
         self._initial = (list(installed), disk_capacity, pull_rate)
+        # The encoded `/api/tags` list and what it was made of (`ollama_wire.tags_body`).
+        self.listed: tuple[tuple[tuple[catalog.ModelSpec, int], ...], bytes] | None = None
         self.install_names(installed)
 
     def install_names(self, models: Iterable[str]) -> None:

@@ -79,6 +79,19 @@ def tags_entry(model: ollama_node.Installed) -> dict[str, Any]:
     }
 
 
+def tags_body(node: ollama_node.OllamaNode) -> bytes:
+    """The `/api/tags` body, newest first. The node keeps the encoded list and rebuilds it only
+    when its installed models changed (compared by spec and manifest time, so tests that edit
+    `installed` directly are seen too): the bytes are the same either way, and a 1,000-node
+    emulator then spends its CPU on HTTP rather than on re-encoding identical lists."""
+    models = sorted(node.installed.values(), key=lambda m: -m.modified_ns)
+    key = tuple((m.spec, m.modified_ns) for m in models)
+    if node.listed is None or node.listed[0] != key:
+        listing = {"models": [tags_entry(m) for m in models]}
+        node.listed = (key, json.dumps(listing, separators=(",", ":")).encode())
+    return node.listed[1]
+
+
 def ps_entry(node: ollama_node.OllamaNode, model: ollama_node.Loaded) -> dict[str, Any]:
     """One `/api/ps` entry: fully on GPU (`size_vram` = `size`)."""
     spec = model.spec

@@ -1,9 +1,10 @@
 """The adapter pool: one long-lived backend adapter per declared backend, reused across cycles.
 
 Called by the backend and download cycles. An adapter keeps its connection pool and caches
-(``/api/show`` facts, version) between cycles, which makes every cycle after the first several
-times cheaper; it is rebuilt only when the backend's type, URL or credentials change, and
-closed when the backend is no longer declared. All adapters send through one shared aiohttp
+(``/api/show`` facts, shared by digest across the fleet; the version; its last observation)
+between cycles, which makes every cycle after the first several times cheaper; it is rebuilt
+only when the backend's type, URL or credentials change, and closed when the backend is no
+longer declared. All adapters send through one shared aiohttp
 connection pool (`aiotransport.SharedSession`), owned here and closed by `aclose()`. Keys are
 resolved here, at the last moment, and handed only to the adapter.
 """
@@ -17,9 +18,9 @@ from runtimestate import backends, credentials, errors, spec
 from runtimestate.backends import aiotransport, base, showcache, transport
 
 Adapter = backends.Backend
-# Entries are per (backend, digest): 2,000 backends x 128 models, about 250 bytes each. A
-# smaller bound makes a large fleet evict every cycle and re-fetch every /api/show.
-SHOW_CACHE_ENTRIES = 262_144
+# Entries are per digest, shared by the whole fleet: distinct models, not backends x models.
+# A bound below the fleet's distinct digests would evict every cycle and re-fetch /api/show.
+SHOW_CACHE_ENTRIES = 16_384
 
 
 def _identity(backend: spec.BackendSpec) -> tuple[str, str, str, str | None]:

@@ -1,8 +1,9 @@
 """Building one backend's `snapshot.LLMState` from what a cycle saw and decided.
 
-Called by the backend cycle for every declared backend. Pure: the observation, the probe
-record, the plan and the jobs come in; an immutable state with Kubernetes-style conditions comes
-out. Conditions:
+Called by the backend cycle for every declared backend whose inputs changed since the last
+cycle (`runtimestate.memo` reuses the others' states). Pure: the observation, the probe record,
+the plan and the jobs come in; an immutable state with Kubernetes-style conditions comes out.
+Conditions:
 
 - ``Reachable``: the last probe answered (reason ``ok``) or the error's reason code.
 - ``ModelsReady``: every desired model is served (``ok``), or why not (``pulling``,
@@ -25,13 +26,17 @@ from runtimestate.backends import base
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
+    """What `build` reads. `desired` (the declared names) and `overrides` are the costly,
+    per-model part: the backend cycle fills them in only when a state must really be built
+    (`runtimestate.memo`), so they come last."""
+
     backend: spec.Backend
-    desired: tuple[str, ...]
     record: probing.Record[base.Observation]
     usable: base.Observation | None
     actions: Sequence[plan.Action]
     jobs: Sequence[jobs.Job]
     observed_generation: int
+    desired: tuple[str, ...] = ()
     # Declared models by comparison key: their context length and capabilities win over
     # what the backend reports (DESIGN section 4).
     overrides: Mapping[str, spec.ModelSpec] = dataclasses.field(default_factory=dict)

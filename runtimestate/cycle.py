@@ -14,7 +14,9 @@ reconcile``). One stateless pass, level-triggered like a Kubernetes controller:
    log one canonical line.
 
 It raises only when the desired state cannot be read. What it keeps between cycles is the
-probe records and the last states (to write and publish only changes).
+probe records, the last states (to write and publish only changes) and, to make a steady
+fleet cost O(backends) rather than O(backends x models), the last plan and the per-backend
+views and states (`runtimestate.memo`), reused only where their inputs did not change.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import random
 import time
@@ -40,6 +43,7 @@ from runtimestate import (
     desired,
     errors,
     locks,
+    memo,
     plan,
     planview,
     probing,
@@ -136,6 +140,8 @@ class BackendCycle:
         self._records: dict[str, Record] = {}
         self._previous: dict[str, snapshot.LLMState] | None = None
         self._generations: dict[str, int] = {}
+        self._memo = memo.Memo()
+        self._plan: plan.Plan | None = None
         self._cycle = 0
         self._lock = asyncio.Lock()
 
@@ -156,15 +162,19 @@ class BackendCycle:
         backends = read.desired.backends
         due = [b for b in backends if self._record(b.name).due(now)]
         await self._observe(due, now)
-        views = [self._view(read.desired, b, now) for b in backends]
+        views = {b.name: self._view(read.desired, b, now) for b in backends}
         decided = plan.compute(
-            views, jobs=[planview.JobView.of(j) for j in read.jobs], managed=read.managed
+            views.values(),
+            jobs=[planview.JobView.of(j) for j in read.jobs],
+            managed=read.managed,
+            previous=self._plan,
         )
+        self._plan = decided
         outcomes: tuple[Outcome, ...] = ()
         if not dry_run:
             outcomes = await self._apply(decided, read.desired)
             read = dataclasses.replace(read, jobs=await self._tx(_jobs))
-        states = self._states(read, decided, now)
+        states = self._states(read, decided, views, now)
         taken = snapshot.Snapshot(states, self._cycle, now)
         if not dry_run:
             await self._record_states(states, read.previous, now)
@@ -239,12 +249,7 @@ class BackendCycle:
     ) -> planview.BackendView:
         record = self._record(backend.name)
         usable = record.usable(now, self._settings.probing)
-        observed = None
-        if usable is not None:
-            stale = record.failures > 0
-            served = tuple(planview.ServedModel(m.name, m.loaded) for m in usable.models)
-            observed = planview.ObservedView(served, stale=stale)
-        return planview.backend_view(state, backend, observed)
+        return self._memo.view(state, backend, usable, stale=record.failures > 0)
 
     async def _apply(self, decided: plan.Plan, state: desired.DesiredState) -> tuple[Outcome, ...]:
         queued = [a for a in decided.actions if isinstance(a, plan.Pull | plan.CancelJob)]
@@ -291,30 +296,37 @@ class BackendCycle:
         return Outcome(action, True)
 
     def _states(
-        self, read: _Read, decided: plan.Plan, now: dt.datetime
+        self,
+        read: _Read,
+        decided: plan.Plan,
+        views: Mapping[str, planview.BackendView],
+        now: dt.datetime,
     ) -> dict[str, snapshot.LLMState]:
+        policy = self._settings.probing
         by_backend: dict[str, list[jobs.Job]] = {}
         for job in read.jobs:
             by_backend.setdefault(job.backend, []).append(job)
         states = {}
         for backend in read.desired.backends:
-            record = self._record(backend.name)
+            name = backend.name
+            record = self._record(name)
             inputs = conditions.Inputs(
                 backend=backend,
-                desired=tuple(m.name for m in read.desired.models_for(backend.name)),
                 record=record,
-                usable=record.usable(now, self._settings.probing),
-                actions=decided.for_backend(backend.name).actions,
-                jobs=by_backend.get(backend.name, ()),
-                observed_generation=self._generations.get(backend.name, 0),
-                overrides={
-                    planview.key(m.name, backend.spec.type): m.spec
-                    for m in read.desired.models_for(backend.name)
-                },
+                usable=record.usable(now, policy),
+                actions=decided.for_backend(name).actions,
+                jobs=by_backend.get(name, ()),
+                observed_generation=self._generations.get(name, 0),
             )
-            states[backend.name] = conditions.build(inputs, now, self._settings.probing)
+            states[name] = self._memo.state(
+                inputs,
+                record.phase(now, policy),
+                views[name],
+                functools.partial(_build, read.desired, inputs, now, policy),
+            )
         for name in [n for n in self._records if n not in states]:
             del self._records[name]
+        self._memo.retain(states)
         return states
 
     async def _record_states(
@@ -343,6 +355,26 @@ class BackendCycle:
     async def _publish(self, subject: str, payload: bytes) -> None:
         if self._sink is not None:
             await self._sink.publish_message(subject, payload)
+
+
+def _build(
+    state: desired.DesiredState,
+    inputs: conditions.Inputs,
+    now: dt.datetime,
+    policy: probing.Policy,
+) -> snapshot.LLMState:
+    """`conditions.build` with the backend's desired models and their declared overrides."""
+    declared = state.models_for(inputs.backend.name)
+    kind = inputs.backend.spec.type
+    return conditions.build(
+        dataclasses.replace(
+            inputs,
+            desired=tuple(m.name for m in declared),
+            overrides={planview.key(m.name, kind): m.spec for m in declared},
+        ),
+        now,
+        policy,
+    )
 
 
 async def _jobs(session: AsyncSession) -> tuple[jobs.Job, ...]:

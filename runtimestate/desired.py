@@ -2,7 +2,8 @@
 
 Built by `runtimestate.store.load` in a fixed number of queries whatever the fleet size, and
 read by the CLI, the manifest diff and the backend cycle. Pure value; lookups are indexes built
-once when the value is made.
+once, on first use. `key_of` lets the backend cycle tell, without looking at every model, that
+what a backend should serve is what it was on the previous read.
 """
 
 from __future__ import annotations
@@ -60,8 +61,48 @@ class DesiredState:
         """The models desired on ``backend``: the union of the models of all its pools."""
         return self._models_by_backend.get(backend, ())
 
+    @functools.cached_property
+    def _pools_by_backend(self) -> dict[str, tuple[spec.Pool, ...]]:
+        found: dict[str, dict[str, spec.Pool]] = {}
+        for pool in self.pools:
+            for backend in pool.spec.backends:
+                found.setdefault(backend, {})[pool.name] = pool
+        return {backend: tuple(pools.values()) for backend, pools in found.items()}
+
     def pools_of_backend(self, backend: str) -> tuple[str, ...]:
-        return tuple(pool.name for pool in self.pools if backend in pool.spec.backends)
+        return tuple(pool.name for pool in self._pools_by_backend.get(backend, ()))
+
+    @functools.cached_property
+    def _pool_keys(self) -> dict[str, tuple[object, ...]]:
+        keys: dict[str, tuple[object, ...]] = {}
+        for pool in self.pools:
+            members: list[tuple[object, ...]] = []
+            for name in pool.spec.models:
+                wanted = names.canonical_ollama(name)
+                model = self.models_by_canonical.get(wanted)
+                if model is None:
+                    members.append((wanted,))
+                    continue
+                value, meta = model.spec, model.meta
+                members.append(
+                    (wanted, meta.id, meta.generation, value.name, value.context_length,
+                     value.capabilities)
+                )  # fmt: skip
+            keys[pool.name] = (pool.meta.id, pool.meta.generation, tuple(members))
+        return keys
+
+    def key_of(self, backend: str) -> tuple[object, ...]:
+        """A value that compares equal between two reads exactly when the backend's identity
+        and type, the models desired on it, their specs (overrides) and the declarations the
+        planner derives (`planview.desired_models`) are the same.
+
+        Built from ids, generations and names only (cheap to compare: no model is visited
+        twice per read), so a steady fleet is recognised in O(pools) per backend.
+        """
+        found = self.backend(backend)
+        identity = (found.meta.id, found.spec.type.value) if found else None
+        pools = self._pools_by_backend.get(backend, ())
+        return (identity, tuple(self._pool_keys[pool.name] for pool in pools))
 
     def pools_of_model(self, model: str) -> tuple[str, ...]:
         key = names.canonical_ollama(model)

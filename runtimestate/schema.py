@@ -99,6 +99,8 @@ class BackendStatusRow(Base):
     """The last observed state of a backend, as `runtimestate.snapshot`'s wire form.
 
     Written by the backend cycle only when it changed; read by the CLI and other processes.
+    `last_ok_at` moves on every successful probe, so it is kept out of the document: a steady
+    fleet's cycle updates that column of every row in one statement and rewrites no document.
     No foreign key: a deleted backend's row is removed by the next cycle.
     """
 
@@ -109,6 +111,7 @@ class BackendStatusRow(Base):
     observed_generation: orm.Mapped[int] = orm.mapped_column(sa.Integer)
     document: orm.Mapped[dict[str, Any]] = orm.mapped_column(sa.JSON)
     updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)
+    last_ok_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UtcDateTime)
 
 
 class ManagedModelRow(Base):

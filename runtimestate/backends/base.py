@@ -90,7 +90,7 @@ class Capabilities:
     has_metrics: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # one per listed model: 50,000 in a fleet
 class ModelDetails:
     family: str | None = None
     parameter_size: str | None = None
@@ -100,7 +100,7 @@ class ModelDetails:
     parent_model: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ObservedModel:
     """One model as the backend reports it. `name` is the backend's display name (Ollama's
     shortest form such as ``llama3.2:latest``, a vLLM served name, a Gemini id without

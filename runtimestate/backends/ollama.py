@@ -1,10 +1,19 @@
 """The Ollama adapter: observe, pull, delete through the official `ollama.AsyncClient`.
 
 Observation is `/api/tags` and `/api/ps` concurrently (plus `/api/version` when the remembered
-version is older than `version_ttl`), then `/api/show` only for digests the `ShowCache` has not
-seen. `/api/version` and `GET /` go through httpx (the client
+version is older than `version_ttl`), then `/api/show` only for digests the fleet-wide
+`ShowCache` has not seen. `/api/version` and `GET /` go through httpx (the client
 has no method for them) over the same capped connection pool. Pulls stream NDJSON progress; if
 no line arrives within `Timeouts.stall` seconds the pull fails with `BackendTimedOut`.
+
+A steady node answers `/api/tags` and `/api/ps` with the same bytes cycle after cycle, and
+parsing 50 listed models with the client's pydantic types costs about a millisecond. So the
+two listings are sent with the client's own request method (`_request_raw`: the client's
+headers, timeouts and error mapping, without its parse) and parsed into the client's
+`ListResponse`/`ProcessResponse` exactly as `list()`/`ps()` do, but only when the body
+changed: when both bodies (compared by a BLAKE2 digest) and the version are what they were,
+`observe` returns the previous `Observation` object itself, which lets the backend cycle
+reuse everything it derived from it.
 
 Every exception of the client (`ResponseError`, builtin `ConnectionError`, raw httpx errors,
 pydantic `ValidationError`, `json.JSONDecodeError`) is mapped here to `runtimestate.errors`.
@@ -21,6 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -34,6 +48,16 @@ from runtimestate.backends import base, boundary, httpapi, showcache, transport
 _SHOW_CONCURRENCY = 4
 DEFAULT_VERSION_TTL = 300.0
 _SUCCESS = "success"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Seen:
+    """The last complete observation and what it was made of (body digests, version)."""
+
+    tags: bytes
+    running: bytes
+    version: str | None
+    observation: base.Observation
 
 
 class OllamaBackend:
@@ -61,6 +85,7 @@ class OllamaBackend:
         self._version_ttl = version_ttl
         self._version: str | None = None
         self._version_at: float | None = None
+        self._seen: _Seen | None = None
         self._cache = show_cache if show_cache is not None else showcache.ShowCache()
         shared = transport.capped(transport_, max_body_bytes)
         headers = dict(transport.IDENTITY_ENCODING)
@@ -108,14 +133,34 @@ class OllamaBackend:
         """
         async with self._guard():
             async with asyncio.TaskGroup() as group:
-                tags = group.create_task(self._client.list())
-                running = group.create_task(self._client.ps())
-                version = group.create_task(self._remembered_version())
-            models = tags.result().models
+                tags = group.create_task(self._listing("/api/tags"))
+                asked = None
+                if self._version_due():
+                    asked = group.create_task(self._refresh_version())
+                running_key, running_body = await self._listing("/api/ps")  # one task fewer
+            version = asked.result() if asked is not None else self._version
+            tags_key, tags_body = tags.result()
+            seen = self._seen
+            made_of = (tags_key, running_key, version)
+            if seen is not None and (seen.tags, seen.running, seen.version) == made_of:
+                return seen.observation  # the very same object: nothing changed
+            # Parsed as `AsyncClient.list()` and `.ps()` parse their replies.
+            models = ollama.ListResponse(**tags_body.json()).models
+            loaded = _loaded_keys(ollama.ProcessResponse(**running_body.json()).models)
             facts = await self._show_facts(models)
-            loaded = _loaded_keys(running.result().models)
             observed = tuple(_observed(m, facts, loaded) for m in models)
-        return base.Observation(models=observed, healthy=True, version=version.result())
+        observation = base.Observation(models=observed, healthy=True, version=version)
+        # Remembered only when every listed digest had its facts: a missing one is asked again.
+        complete = all(m.digest in facts for m in models if m.digest and m.model)
+        self._seen = _Seen(tags_key, running_key, version, observation) if complete else None
+        return observation
+
+    async def _listing(self, path: str) -> tuple[bytes, httpx.Response]:
+        """GET ``path`` through the client (its errors: `ResponseError`, `ConnectionError`);
+        the body's digest and the response."""
+        send = self._client._request_raw  # what list() and ps() send, without their parse
+        response: httpx.Response = await send("GET", path)  # type: ignore[no-untyped-call]
+        return hashlib.blake2b(response.content, digest_size=16).digest(), response
 
     async def health(self) -> bool:
         """True when `GET /` answers 2xx, False on any other answer; raises if unreachable."""
@@ -169,10 +214,14 @@ class OllamaBackend:
             if isinstance(stream, AsyncGenerator):
                 await stream.aclose()
 
-    async def _remembered_version(self) -> str | None:
+    def _version_due(self) -> bool:
+        # A failure is remembered too: a hung endpoint costs one timeout per `version_ttl`.
+        at = self._version_at
+        return at is None or self._clock() - at >= self._version_ttl
+
+    async def _refresh_version(self) -> str | None:
+        """Ask `/api/version` and remember the answer, None when it failed."""
         now = self._clock()
-        if self._version_at is not None and now - self._version_at < self._version_ttl:
-            return self._version  # a failure is remembered too: a hung endpoint costs once
         try:
             self._version = await self.version()
         except errors.LlmctlError:
@@ -189,24 +238,47 @@ class OllamaBackend:
         for model in models:
             if not model.digest or not model.model:
                 continue
-            cached = self._cache.get(self.name, model.digest)
+            cached = self._cache.get(model.digest)
             if cached is not None:
                 facts[model.digest] = cached
             else:
                 missing.setdefault(model.digest, model.model)
+        if not missing:
+            return facts
         limit = asyncio.Semaphore(_SHOW_CONCURRENCY)
 
         async def show(digest: str, name: str) -> None:
-            async with limit:
-                found = await self._show(name)
+            found = await self._shared_show(digest, name, limit)
             if found is not None:
-                self._cache.put(self.name, digest, found)
                 facts[digest] = found
 
         async with asyncio.TaskGroup() as group:
             for digest, name in missing.items():
                 group.create_task(show(digest, name))
         return facts
+
+    async def _shared_show(
+        self, digest: str, name: str, limit: asyncio.Semaphore
+    ) -> showcache.ShowFacts | None:
+        """The facts of ``digest``: from a fetch another node has under way, else from ours."""
+        under_way = self._cache.pending(digest)
+        if under_way is None:
+            self._cache.start(digest)
+            found = None
+            try:
+                async with limit:
+                    found = await self._show(name)
+            finally:
+                self._cache.finish(digest, found)
+            return found
+        shared = await asyncio.shield(under_way)  # our cancellation must not cancel theirs
+        if shared is not None:
+            return shared
+        async with limit:  # their fetch failed or found nothing: ask our own node
+            found = await self._show(name)
+        if found is not None:
+            self._cache.put(digest, found)
+        return found
 
     async def _show(self, name: str) -> showcache.ShowFacts | None:
         """None when the model vanished between `/api/tags` and `/api/show`."""
@@ -252,25 +324,46 @@ def _observed(
     found = facts.get(model.digest or "")
     raw = found.backend_capabilities if found else frozenset[str]()
     details = model.details
+    # A fleet lists the same models on every node: names, digests, details and capability
+    # sets are shared objects, so 1,000 nodes x 50 models cost 50 of each, not 50,000.
+    name = sys.intern(model.model)
     return base.ObservedModel(
-        name=model.model,
-        model=model.model,
-        digest=model.digest or None,
+        name=name,
+        model=name,
+        digest=sys.intern(model.digest) if model.digest else None,
         size=None if model.size is None else int(model.size),
-        modified_at=model.modified_at,
-        details=base.ModelDetails(
-            family=details.family if details else None,
-            parameter_size=details.parameter_size if details else None,
-            quantization_level=details.quantization_level if details else None,
-            format=details.format if details else None,
-            families=tuple(details.families or ()) if details else (),
-            parent_model=(details.parent_model or None) if details else None,
-        ),
+        modified_at=_shared_zone(model.modified_at),
+        details=_details(
+            details.family,
+            details.parameter_size,
+            details.quantization_level,
+            details.format,
+            tuple(details.families or ()),
+            details.parent_model or None,
+        )
+        if details
+        else _NO_DETAILS,
         context_length=found.context_length if found else None,
-        capabilities=base.capabilities_from_ollama(raw),
+        capabilities=_capabilities(raw),
         backend_capabilities=raw,
         loaded=bool(loaded & {model.digest, model.model}),
     )
+
+
+def _shared_zone(moment: dt.datetime | None) -> dt.datetime | None:
+    """The same instant with a shared `datetime.timezone`: the parser gives every timestamp
+    its own tzinfo object, 50,000 of them in a fleet, each one more object for the garbage
+    collector to walk."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    offset = moment.utcoffset()
+    return moment if offset is None else moment.replace(tzinfo=_zone(offset))
+
+
+_zone = functools.lru_cache(maxsize=64)(dt.timezone)
+_NO_DETAILS = base.ModelDetails()
+_details = functools.lru_cache(maxsize=4096)(base.ModelDetails)
+_capabilities = functools.lru_cache(maxsize=256)(base.capabilities_from_ollama)
 
 
 MAPPED = (*boundary.MAPPED, ollama.ResponseError, AttributeError)

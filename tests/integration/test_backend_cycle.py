@@ -10,7 +10,7 @@ import ollama as ollama_client
 import pytest
 
 from emulators import faults, ollama, vllm
-from runtimestate import plan, probing
+from runtimestate import plan, probing, snapshot, spec, status, store
 from tests.integration.cycle_fixtures import Fleet, fleet_file
 
 pytestmark = pytest.mark.timeout(120)
@@ -142,3 +142,47 @@ async def test_vllm_drift_is_reported_as_conditions_and_nothing_is_sent(fleet: F
         assert "served-only" in extra.message
         methods = {key.split()[0] for key in emu.nodes[0].requests}
         assert methods == {"GET"}
+
+
+async def _persisted(fleet: Fleet, name: str) -> snapshot.LLMState:
+    states: dict[str, snapshot.LLMState] = await fleet.tx(status.load_states)
+    return states[name]
+
+
+def _served(state: snapshot.LLMState) -> dict[str, snapshot.PulledModel]:
+    return {m.name: m for m in state.pulled_models}
+
+
+async def test_changes_after_a_steady_period_are_noticed_written_and_shown(fleet: Fleet) -> None:
+    async with ollama.running(installed=["qwen2:0.5b"]) as emu:
+        await fleet.apply(fleet_file({"gpu-0": ("ollama", emu.url, "managed")}, ["qwen2:0.5b"]))
+        states = [(await fleet.state.run_backend_cycle()).snapshot.backends["gpu-0"]]
+        for _ in range(3):
+            states.append((await fleet.state.run_backend_cycle()).snapshot.backends["gpu-0"])
+        # Steady: the per-model part of the state is reused, only last_ok_at moves.
+        assert all(s.pulled_models is states[0].pulled_models for s in states)
+        assert states[-1].last_ok_at != states[0].last_ok_at
+        assert (await _persisted(fleet, "gpu-0")).last_ok_at == states[-1].last_ok_at
+
+        emu.nodes[0].install_names(["nomic-embed-text"])
+        await fleet.state.run_backend_cycle()
+        shown = fleet.state.get().backends["gpu-0"]
+        assert set(_served(shown)) == {"qwen2:0.5b", "nomic-embed-text:latest"}
+        assert _served(shown)["nomic-embed-text:latest"].can_embed
+        assert set(_served(await _persisted(fleet, "gpu-0"))) == set(_served(shown))
+        drift = shown.condition("ServedNotDeclared")
+        assert drift is not None
+        assert "nomic-embed-text:latest" in drift.message
+
+        await fleet.state.run_backend_cycle()  # steady again: the node's replies are unchanged
+        declared = spec.ModelSpec("qwen2:0.5b", context_length=1234)
+        await fleet.tx(lambda s: store.update_model(s, declared))
+        await fleet.state.run_backend_cycle()
+        assert _served(fleet.state.get().backends["gpu-0"])["qwen2:0.5b"].context_length == 1234
+        assert _served(await _persisted(fleet, "gpu-0"))["qwen2:0.5b"].context_length == 1234
+
+        client = ollama_client.AsyncClient(emu.url)
+        await client.generate("qwen2:0.5b", prompt="", keep_alive="1h")
+        await fleet.state.run_backend_cycle()
+        assert _served(fleet.state.get().backends["gpu-0"])["qwen2:0.5b"].loaded
+        assert _served(await _persisted(fleet, "gpu-0"))["qwen2:0.5b"].loaded

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtimestate import snapshot, status
+from runtimestate import schema, snapshot, status
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -53,3 +54,41 @@ async def test_a_state_survives_the_database_unchanged(session: AsyncSession) ->
     await status.write_states(session, {"a": state}, {}, T0)
     await session.commit()
     assert (await status.load_states(session))["a"] == state
+
+
+async def test_a_moved_last_ok_at_alone_is_stored_without_rewriting_the_document(
+    session: AsyncSession,
+) -> None:
+    first = {"a": _state("a"), "b": _state("b")}
+    await status.write_states(session, first, {}, T0)
+    later = T0 + dt.timedelta(seconds=30)
+    second = {name: dataclasses.replace(s, last_ok_at=later) for name, s in first.items()}
+    assert await status.write_states(session, second, first, later) == []
+    assert await status.load_states(session) == second
+    rows = (await session.scalars(sa.select(schema.BackendStatusRow))).all()
+    assert {row.updated_at for row in rows} == {T0}  # no document was written again
+    assert all("last_ok_at" not in row.document for row in rows)
+
+
+async def test_a_real_change_after_a_steady_period_is_written(session: AsyncSession) -> None:
+    steady = {"a": _state("a")}
+    await status.write_states(session, steady, {}, T0)
+    previous = steady
+    for cycle in range(1, 4):
+        moved = {"a": dataclasses.replace(steady["a"], last_ok_at=T0 + dt.timedelta(cycle))}
+        assert await status.write_states(session, moved, previous, T0) == []
+        previous = moved
+    fewer = {"a": dataclasses.replace(previous["a"], pulled_models=())}
+    assert await status.write_states(session, fewer, previous, T0) == ["a"]
+    assert await status.load_states(session) == fewer
+
+
+async def test_a_document_from_before_the_column_keeps_its_last_ok_at(
+    session: AsyncSession,
+) -> None:
+    await status.write_states(session, {"a": _state("a")}, {}, T0)
+    old_style = snapshot.state_to_dict(_state("a"))
+    await session.execute(
+        sa.update(schema.BackendStatusRow).values(document=old_style, last_ok_at=None)
+    )
+    assert (await status.load_states(session))["a"].last_ok_at == T0

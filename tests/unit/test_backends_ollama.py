@@ -147,19 +147,112 @@ async def test_observe_asks_show_once_per_digest_across_cycles() -> None:
     assert second.models[0].context_length == 131072
 
 
-async def test_show_cache_is_keyed_by_backend_as_well_as_digest() -> None:
-    fake, cache = FakeOllama(), showcache.ShowCache()
-    async with backend(fake, show_cache=cache) as first:
-        await first.observe()
-    async with ollama.OllamaBackend(
+def _second(fake: Any, cache: showcache.ShowCache) -> ollama.OllamaBackend:
+    return ollama.OllamaBackend(
         "http://127.0.0.1:11434",
         name="node-2",
         transport_=httpx.MockTransport(fake),
         show_cache=cache,
-    ) as second:
-        await second.observe()
-    assert fake.calls["/api/show"] == 4
-    assert len(cache) == 4
+        timeouts=FAST,
+    )
+
+
+async def test_show_cache_is_shared_by_digest_across_backends() -> None:
+    fake, cache = FakeOllama(), showcache.ShowCache()
+    async with backend(fake, show_cache=cache) as first:
+        await first.observe()
+    async with _second(fake, cache) as second:
+        observation = await second.observe()
+    assert fake.calls["/api/show"] == 2
+    assert len(cache) == 2
+    assert observation.models[0].context_length == 131072
+
+
+class SlowShows(FakeOllama):
+    """`/api/show` answers only after `delay` seconds (an async MockTransport handler)."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/show":
+            await asyncio.sleep(self.delay)
+        return self(request)
+
+
+async def test_backends_observed_at_once_ask_show_once_per_digest() -> None:
+    fake, cache = SlowShows(), showcache.ShowCache()
+    adapters = [
+        ollama.OllamaBackend(
+            "http://127.0.0.1:11434", name=f"node-{i}", show_cache=cache, timeouts=FAST,
+            transport_=httpx.MockTransport(fake.handle),
+        )
+        for i in range(5)
+    ]  # fmt: skip
+    observations = await asyncio.gather(*(a.observe() for a in adapters))
+    await asyncio.gather(*(a.aclose() for a in adapters))
+    assert fake.calls["/api/show"] == 2
+    assert {o.models[1].context_length for o in observations} == {2048}
+
+
+async def test_a_failed_shared_show_makes_the_waiting_backend_ask_its_own_node() -> None:
+    broken, healthy, cache = SlowShows(), SlowShows(), showcache.ShowCache()
+    broken.override["/api/show"] = lambda _: httpx.Response(404, json={"error": "gone"})
+    first = ollama.OllamaBackend(
+        "http://127.0.0.1:11434", name="node-1", show_cache=cache, timeouts=FAST,
+        transport_=httpx.MockTransport(broken.handle),
+    )  # fmt: skip
+    async with first, _second(healthy.handle, cache) as second:
+        asking = asyncio.create_task(first.observe())
+        await asyncio.sleep(0.02)  # node-1's shows are under way (each takes 0.05 s)
+        assert cache.pending(LLAMA) is not None
+        ok = await second.observe()
+        failed = await asking
+    assert failed.models[0].context_length is None
+    assert ok.models[0].context_length == 131072
+    assert (broken.calls["/api/show"], healthy.calls["/api/show"]) == (2, 2)
+
+
+async def test_an_unchanged_node_returns_the_same_observation_object() -> None:
+    fake = FakeOllama()
+    async with backend(fake) as adapter:
+        first = await adapter.observe()
+        second = await adapter.observe()
+    assert second is first
+    assert fake.calls["/api/tags"] == 2  # asked every time; only the parse is skipped
+
+
+async def test_a_changed_model_list_or_loaded_set_is_observed_anew() -> None:
+    fake = FakeOllama()
+    async with backend(fake) as adapter:
+        first = await adapter.observe()
+        fake.override["/api/tags"] = lambda _: httpx.Response(
+            200, json={"models": TAGS["models"][1:]}
+        )
+        fewer = await adapter.observe()
+        fake.override["/api/ps"] = lambda _: httpx.Response(200, json={"models": []})
+        unloaded = await adapter.observe()
+    assert [m.name for m in first.models] == ["llama3.2:latest", "nomic:v1"]
+    assert [m.name for m in fewer.models] == ["nomic:v1"]
+    assert [m.loaded for m in first.models] == [True, False]
+    assert fewer is not first
+    assert unloaded is not fewer
+    assert [m.loaded for m in unloaded.models] == [False]
+
+
+async def test_a_model_whose_digest_changes_is_shown_again() -> None:
+    fake, other = FakeOllama(), "f" * 64
+    async with backend(fake) as adapter:
+        await adapter.observe()
+        models = [dict(TAGS["models"][0], digest=other), TAGS["models"][1]]
+        fake.override["/api/tags"] = lambda _: httpx.Response(200, json={"models": models})
+        embedder = {**SHOWS["llama3.2:latest"], "capabilities": ["embedding"]}
+        fake.override["/api/show"] = lambda _: httpx.Response(200, json=embedder)
+        changed = await adapter.observe()
+    assert fake.calls["/api/show"] == 3
+    assert changed.models[0].digest == other
+    assert changed.models[0].capabilities == {"embed"}
 
 
 async def test_observe_keeps_a_path_prefix_in_every_request() -> None:

@@ -394,3 +394,43 @@ def test_llama3_declared_against_llama3_latest_served_plans_nothing(
     world = World((view,), (), frozenset({("a", "llama3:latest")}), True)
     assert world.plan().actions == ()
     assert apply(world, world.plan()).plan().actions == ()
+
+
+@PROPERTY
+@given(worlds(), worlds(), st.randoms(use_true_random=False))
+def test_a_plan_reusing_the_previous_ones_decisions_equals_a_fresh_plan(
+    before: World, after: World, rnd: random.Random
+) -> None:
+    # Backends whose view is the very object of the previous cycle may be reused; their jobs
+    # and managed records come from `after`, so some reuses must be refused.
+    earlier = {v.name: v for v in before.backends}
+    backends = tuple(
+        earlier[v.name] if v.name in earlier and rnd.random() < 0.7 else v for v in after.backends
+    )
+    world = dataclasses.replace(after, backends=backends)
+    reused = plan.compute(
+        world.backends,
+        jobs=world.jobs,
+        managed=world.managed,
+        desired_complete=world.desired_complete,
+        previous=before.plan(),
+    )
+    fresh = world.plan()
+    assert reused == fresh
+    for name, decision in fresh.decisions.items():
+        assert reused.for_backend(name).actions == decision.actions
+
+
+@PROPERTY
+@given(worlds())
+def test_an_unchanged_world_reuses_every_decision(world: World) -> None:
+    first = world.plan()
+    again = plan.compute(
+        world.backends,
+        jobs=world.jobs,
+        managed=world.managed,
+        desired_complete=world.desired_complete,
+        previous=first,
+    )
+    assert again == first
+    assert all(again.decisions[name] is first.decisions[name] for name in first.decisions)
