@@ -268,6 +268,33 @@ async def test_observe_keeps_a_path_prefix_in_every_request() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "base_url", ["http://node", "http://node:9000/nodes/17", "https://node/nodes/17/"]
+)
+async def test_observe_asks_the_urls_the_clients_own_list_and_ps_ask(base_url: str) -> None:
+    fake = FakeOllama()
+    async with ollama.OllamaBackend(base_url, transport_=httpx.MockTransport(fake)) as adapter:
+        await adapter.observe()
+        ours = [str(r.url) for r in fake.requests if r.url.path.endswith(("/tags", "/ps"))]
+        fake.requests.clear()
+        await adapter._client.list()
+        await adapter._client.ps()
+    assert sorted(ours) == sorted(str(r.url) for r in fake.requests)
+
+
+async def test_a_cookie_a_node_sets_is_never_sent_back() -> None:
+    fake = FakeOllama()
+    fake.override["/api/tags"] = lambda _: httpx.Response(
+        200, json=TAGS, headers={"set-cookie": "session=abc; Path=/"}
+    )
+    async with backend(fake) as adapter:
+        await adapter.observe()
+        await adapter.observe()
+        await adapter.health()
+    assert len(fake.requests) > 3
+    assert not [r for r in fake.requests if "cookie" in r.headers]
+
+
 async def test_a_model_removed_between_tags_and_show_is_listed_without_facts() -> None:
     fake = FakeOllama()
     fake.override["/api/show"] = lambda _: httpx.Response(
