@@ -108,7 +108,7 @@ async def postgres(
 
 
 def _window(n: int) -> int:
-    return max(2 * n, n + 8)  # rows a pick may lock: a few spare in case backends are taken
+    return max(2 * n, n + 8)  # rows a SQLite pick reads: a few spare in case backends are full
 
 
 async def sqlite(
@@ -138,6 +138,9 @@ async def sqlite(
             if len(picked) == n:
                 break
             if backend in full:
+                continue
+            if running.get(backend, 0) >= limit_of(backend):  # a limit of 0: never
+                full.add(backend)
                 continue
             picked.append(job_id)
             running[backend] = running.get(backend, 0) + 1

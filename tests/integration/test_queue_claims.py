@@ -44,6 +44,15 @@ async def test_a_claim_passes_over_the_jobs_of_a_full_backend_to_reach_another(
     assert second.job.id == other.job.id
 
 
+async def test_a_backend_with_a_limit_of_zero_runs_nothing(session: AsyncSession) -> None:
+    await queue.enqueue(session, "paused", "llama3", now=T0)
+    other = await queue.enqueue(session, "gpu-1", "qwen2", now=at(1))
+    await session.commit()
+    claimed = await leases.claim(session, "w1", limits={"paused": 0}, n=5, now=at(2))
+    await session.commit()
+    assert [c.job.id for c in claimed] == [other.job.id]
+
+
 async def test_a_claim_refuses_a_naive_now(session: AsyncSession) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         await leases.claim(session, "w1", now=dt.datetime(2030, 1, 1, 12, 0))
