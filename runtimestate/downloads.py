@@ -7,6 +7,12 @@ A task pulls through the backend's adapter, turns Ollama's progress into throttl
 and events (coalesced to a few a second, every phase change and the end always), heartbeats
 its lease, and stops within one heartbeat of a cancel. Events are published only after the
 database commit; the database stays the truth when NATS is down.
+
+A database outage never fails a download or costs it an attempt: a progress update that cannot
+be written is skipped (the next one carries newer figures) and the pull goes on; heartbeats
+keep trying; the end of a pull (success, failure) is retried with backoff until the database
+takes it. Should the outage outlast the lease, the reaper gives the job to the next claimer,
+whose pull of the model the node now has ends at once.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,6 +36,11 @@ from runtimestate.backends import base
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+# What a lost, restarting or overloaded database raises. Such work is retried or skipped,
+# never charged to the download.
+DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError)
+_RETRY_FIRST_S = 0.1
+_RETRY_CAP_S = 2.0
 
 
 class EventSink(Protocol):
@@ -62,6 +74,14 @@ def classify(exc: BaseException) -> tuple[jobs.ErrorClass, str]:
     if isinstance(exc, errors.LlmctlError):
         return jobs.ErrorClass.TRANSIENT, f"{exc.reason.value}: {exc.detail}"
     return jobs.ErrorClass.TRANSIENT, f"unexpected: {type(exc).__name__}: {exc}"
+
+
+def database_error(exc: BaseException) -> str:
+    """One line naming a database error: the driver's first line, never SQLAlchemy's text
+    (which carries the statement and its parameters)."""
+    origin = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    text = str(origin).strip().splitlines()
+    return f"{type(origin).__name__}: {text[0]}" if text else type(origin).__name__
 
 
 class Downloads:
@@ -158,7 +178,12 @@ class Downloads:
             outcome = "cancelled" if job.id in self._lost else "released"
             if job.id not in self._lost:
                 change = await asyncio.shield(
-                    self._tx(lambda s: leases.release(s, job.id, self._owner))
+                    self._durably(
+                        lambda s: leases.release(s, job.id, self._owner),
+                        job.id,
+                        "release",
+                        give_up_after_s=self._settings.lease.total_seconds(),
+                    )
                 )
                 await self._publish(change)
         except Exception as exc:  # every failure is classified and recorded
@@ -187,8 +212,33 @@ class Downloads:
                 draw=draw,
             )
 
-        change = await self._tx(work)
+        change = await self._durably(work, job.id, "failure")
         await self._publish(change)
+
+    async def _durably(
+        self,
+        work: Callable[[AsyncSession], Awaitable[T]],
+        job_id: str,
+        what: str,
+        *,
+        give_up_after_s: float | None = None,
+    ) -> T | None:
+        """Run ``work`` in a transaction, retrying with backoff while the database is down;
+        None when ``give_up_after_s`` passed first (the lease's expiry then does the work)."""
+        delay = _RETRY_FIRST_S
+        deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
+        while True:
+            try:
+                return await self._tx(work)
+            except DATABASE_DOWN as exc:
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    log.warning("database unavailable; left to the lease", job_id=job_id,
+                                during=what, error=database_error(exc))  # fmt: skip
+                    return None
+                log.warning("database unavailable; retrying", job_id=job_id, during=what,
+                            error=database_error(exc), retry_in_s=delay)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_CAP_S)
 
     async def _pull(self, job: jobs.Job, backend: spec.Backend | None) -> None:
         if backend is None:
@@ -208,7 +258,12 @@ class Downloads:
             )
             if not self._coalescer.admit(job.id, line.status, now):
                 continue
-            change = await self._tx(functools.partial(self._record, job.id, progress))
+            try:
+                change = await self._tx(functools.partial(self._record, job.id, progress))
+            except DATABASE_DOWN as exc:  # the pull goes on; the next update is newer anyway
+                log.warning("database unavailable; progress not recorded", job_id=job.id,
+                            error=database_error(exc))  # fmt: skip
+                continue
             if change is None:  # cancelled or reaped meanwhile: it is not ours any more
                 self._lost.add(job.id)
                 return
@@ -231,7 +286,7 @@ class Downloads:
                 )
             return change
 
-        await self._publish(await self._tx(work))
+        await self._publish(await self._durably(work, job.id, "success"))
 
     async def _heartbeats(self, job_id: str) -> None:
         """Extend the lease and watch the row; cancel the pull when the job is not ours."""
@@ -242,7 +297,10 @@ class Downloads:
                 ours = await self._tx(
                     lambda s: leases.heartbeat(s, job_id, self._owner, lease=self._settings.lease)
                 )
-            except Exception:  # a database blip must not kill the pull
+            except DATABASE_DOWN as exc:  # a database blip must not kill the pull
+                log.warning("heartbeat failed", job_id=job_id, error=database_error(exc))
+                continue
+            except Exception:
                 log.warning("heartbeat failed", job_id=job_id, exc_info=True)
                 continue
             if not ours:

@@ -1,4 +1,5 @@
-"""Downloads survive a killed worker and a NATS outage: the database stays the truth."""
+"""Downloads survive a killed worker, a NATS outage and a database outage: the database stays
+the truth."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import sys
 import time
 
 import pytest
+import structlog
 
 from dwqueue import jobs, publisher
 from emulators import ollama
+from runtimestate import status
 from tests import services
 from tests.integration.downloads_fixtures import Recorder, World, record
 
@@ -111,3 +114,49 @@ async def test_a_nats_outage_mid_pull_loses_no_download_and_events_resume(
     finally:
         await world.close()
         await sink.close()
+
+
+@pytest.mark.parametrize("pull_ends_during_outage", [False, True], ids=["mid-pull", "at-the-end"])
+async def test_a_database_outage_mid_pull_costs_no_attempt_and_the_success_is_recorded(
+    fresh_postgres_server: services.PostgresServer, pull_ends_during_outage: bool
+) -> None:
+    import migrations
+
+    url = fresh_postgres_server.url
+    migrations.upgrade(url)
+    world = World(url)
+    try:
+        with structlog.testing.capture_logs() as logged:
+            async with ollama.running(pull_rate=100_000_000) as emu:  # qwen2:0.5b in ~3.5 s
+                await world.declare("gpu-1", emu.url)
+                job = await world.enqueue("gpu-1", "qwen2:0.5b")
+                await world.state.run_download_cycle()
+                deadline = time.monotonic() + 20
+                while (found := await world.job(job.id)).progress.completed in (None, 0):
+                    assert time.monotonic() < deadline, f"no progress: {found}"
+                    await asyncio.sleep(0.05)
+                fresh_postgres_server.stop()
+                if pull_ends_during_outage:
+                    for transfer in emu.nodes[0].downloads.values():
+                        transfer.rate = None  # the rest arrives at once
+                await asyncio.sleep(1.0)  # the pull goes on; progress and heartbeats fail
+                fresh_postgres_server.start()
+                done = await world.until(job.id, S.SUCCEEDED, S.FAILED, within_s=30)
+                installed = {model.spec.name for model in emu.nodes[0].installed.values()}
+                pulls = emu.nodes[0].pulls["qwen2:0.5b"]
+        managed = await world.tx(status.managed)
+    finally:
+        await world.close()
+    assert done.state is S.SUCCEEDED, done.error
+    assert done.attempts == 1  # the outage was the database's, not the download's
+    assert pulls == 1  # the pull went on through the outage
+    assert "qwen2:0.5b" in installed
+    assert ("gpu-1", done.model_key) in managed
+    warned = [e for e in logged if e["event"].startswith("database unavailable")]
+    if pull_ends_during_outage:  # the success waited for the database
+        assert {e.get("during") for e in warned} >= {"success"}
+    else:
+        assert "database unavailable; progress not recorded" in {e["event"] for e in warned}
+    assert warned
+    # The driver's one line (connection refused, admin shutdown), never SQL and parameters.
+    assert all("\n" not in e["error"] and "[SQL" not in e["error"] for e in warned), warned
