@@ -33,7 +33,13 @@ def configure(
         renderer = structlog.processors.JSONRenderer()
         shared.append(structlog.processors.format_exc_info)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        # Tracebacks without the frames' local variables: a local can hold a key or a
+        # password (the default shows them), and rendering them all takes long enough to
+        # stall the event loop, e.g. on every failed heartbeat of a database outage.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=out.isatty(),
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+        )
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
