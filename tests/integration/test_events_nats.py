@@ -24,6 +24,12 @@ def _event(
     return cls(job_id=job_id, backend=backend, model="llama3", seq=seq, at=AT, **kw)  # type: ignore[arg-type]
 
 
+# How long an event that must arrive may take: generous, since a passing test never waits it
+# out, and a 2-core CI machine running Postgres servers next to us can stall a process for
+# seconds.
+ARRIVES_S = 15.0
+
+
 async def _eventually(check: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -94,9 +100,9 @@ async def test_a_late_watch_replays_the_latest_event_per_job_then_follows_live(
         await pub.publish(_event(events.DownloadStarted, b, 2, backend="gpu-2"))
         await pub.flush()
         async with subscriber.Watch(client, prefix=nats_prefix) as watch:
-            replayed = [await watch.next(5), await watch.next(5)]
+            replayed = [await watch.next(ARRIVES_S), await watch.next(ARRIVES_S)]
             await pub.publish(_event(events.DownloadSucceeded, a, 5))
-            live = await watch.next(5)
+            live = await watch.next(ARRIVES_S)
             assert watch.replaying
     finally:
         await pub.close()
@@ -114,7 +120,7 @@ async def test_a_watch_of_one_backend_sees_only_that_backends_jobs(
         await pub.publish(_event(events.DownloadQueued, jobs.new_job_id(AT), 1, backend="gpu-2"))
         await pub.flush()
         async with subscriber.Watch(client, prefix=nats_prefix, backend="gpu-2") as watch:
-            first = await watch.next(5)
+            first = await watch.next(ARRIVES_S)
             with pytest.raises(TimeoutError):
                 await watch.next(0.3)
     finally:
@@ -146,7 +152,7 @@ async def test_events_of_a_real_download_are_published_after_commit_in_sequence(
             done = await leases.succeed(session, started.job.id, "w1")
             await session.commit()
             await pub.publish_changes([done])
-            seen = [await watch.next(5) for _ in range(4)]
+            seen = [await watch.next(ARRIVES_S) for _ in range(4)]
     finally:
         await pub.close()
     assert [e.TYPE for e in seen] == ["queued", "started", "progress", "succeeded"]
@@ -232,7 +238,8 @@ async def test_on_plain_nats_events_are_published_and_watched_live(
         async with subscriber.Watch(nc, prefix=nats_prefix) as watch:
             assert not watch.replaying
             assert await pub.publish(_event(events.DownloadStarted, jobs.new_job_id(AT), 2))
-            got = await watch.next(5)
+            assert await pub.flush(ARRIVES_S)  # the server has it: from here on it is delivery
+            got = await watch.next(ARRIVES_S)
     finally:
         await pub.close()
         await nc.close()
