@@ -79,5 +79,20 @@ class HttpApi:
         boundary.check_status(response, self.name, about_model=about_model)
         return response
 
+    async def answers(self, path: str) -> bool:
+        """True when ``GET path`` answers 2xx, False on any other status (a health check);
+        httpx errors when the server cannot be reached (the caller's guard maps them)."""
+        response = await self.client.get(path.lstrip("/"))
+        await response.aread()
+        return response.is_success
+
+    async def version(self, path: str) -> str:
+        """The ``version`` string of the JSON object at ``path`` (Ollama's and vLLM's version
+        endpoints); TypeError when it is not a string."""
+        value = (await self.get_json(path)).get("version")
+        if not isinstance(value, str):
+            raise TypeError("version is not a string")
+        return value
+
     async def aclose(self) -> None:
         await self.client.aclose()

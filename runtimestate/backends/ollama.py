@@ -175,18 +175,12 @@ class OllamaBackend:
     async def health(self) -> bool:
         """True when `GET /` answers 2xx, False on any other answer; raises if unreachable."""
         async with self._guard():
-            response = await self._http.client.get("")
-            await response.aread()
-        return response.is_success
+            return await self._http.answers("")
 
     async def version(self) -> str | None:
         """The server version from `/api/version`. Raises `errors.LlmctlError`."""
         async with self._guard():
-            payload = await self._http.get_json("api/version")
-            value = payload.get("version")
-            if not isinstance(value, str):
-                raise TypeError("version is not a string")
-        return value
+            return await self._http.version("api/version")
 
     async def delete(self, model: str) -> None:
         """Delete `model` from the node. Not idempotent by itself: a missing model raises

@@ -93,17 +93,12 @@ class VllmBackend:
         """True on `/health` 2xx, False on another answer (503: engine dead); raises when the
         server cannot be reached or does not answer in time."""
         async with self._guard():
-            response = await self._http.client.get("health")
-            await response.aread()
-        return response.is_success
+            return await self._http.answers("health")
 
     async def version(self) -> str | None:
+        """The server version from `/version`. Raises `errors.LlmctlError`."""
         async with self._guard():
-            payload = await self._http.get_json("version")
-            value = payload.get("version")
-            if not isinstance(value, str):
-                raise TypeError("version is not a string")
-        return value
+            return await self._http.version("version")
 
     async def metrics(self) -> base.EngineMetrics:
         """Parse `/metrics`; raises `errors.ProtocolError` when the gauges are missing."""
