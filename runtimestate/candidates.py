@@ -3,11 +3,11 @@
 Built by `runtimestate.resolver` once per snapshot (the snapshot is immutable, so the index is
 too) and consulted on every request: a dict lookup gives the candidates of a model name, already
 split by health and capability and sorted by context length, so a minimum context is a bisect.
-Each tier is also stored as columns (parallel tuples of backends, keys, loads, seeds), so the
-policies in `runtimestate.policies` score a prefix with C-level ``map`` calls instead of a Python
-loop per candidate. Every candidate of an index has an ordinal (its position in `Index.all`),
-and each column set carries an ``itemgetter`` of its candidates' ordinals: the signals that
-change per request (in-flight counts, latencies, error rates) are kept by
+Each tier is also stored as columns (parallel tuples of backends, keys, warm_first tiers,
+seeds), so the policies in `runtimestate.policies` score a prefix with C-level ``map`` calls
+instead of a Python loop per candidate. Every candidate of an index has an ordinal (its position
+in `Index.all`), and each column set carries an ``itemgetter`` of its candidates' ordinals: the
+signals that change per request (in-flight counts, latencies, error rates) are kept by
 `runtimestate.loadbook.LoadBook` in lists by ordinal, and a column set reads its own in one C call.
 Pure: no I/O, no clock.
 
@@ -133,8 +133,7 @@ class Columns:
     items: tuple[Candidate, ...]
     backends: tuple[str, ...]
     keys: tuple[ProviderKey, ...]
-    static: tuple[float, ...]
-    warm: tuple[float, ...]  # warm_first's static part: ``static``, plus COLD_TIER when cold
+    cold_tier: tuple[float, ...]  # warm_first: 0.0 when warm, COLD_TIER when cold
     seeds: tuple[int, ...]
     position: dict[ProviderKey, int]  # where each key is, to mask cooling-down providers
     by_ordinal: Gather[float]  # values by candidate ordinal -> values by column position
@@ -145,8 +144,7 @@ class Columns:
             tuple(items),
             tuple(c.backend for c in items),
             tuple(c.key for c in items),
-            tuple(c.static_load for c in items),
-            tuple(c.static_load + (0.0 if c.warm else COLD_TIER) for c in items),
+            tuple(0.0 if c.warm else COLD_TIER for c in items),
             tuple(c.seed for c in items),
             {c.key: i for i, c in enumerate(items)},
             gather([ordinals.of_key[c.key] for c in items]),
@@ -175,10 +173,14 @@ class Ordinals:
         return len(self.of_key)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, eq=False)  # identity: it keys turn counters
+PoolKey = tuple[str | None, str | None, frozenset[str]]  # (model name, capability, types)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class Pool:
     """The candidates of one (model name, capability): ready and degraded, by context desc."""
 
+    key: PoolKey  # what requests asked for: round-robin turns outlive the index under it
     ready: Columns
     degraded: Columns
     ready_contexts: tuple[int, ...]  # negated context lengths, ascending, for bisect
@@ -226,7 +228,7 @@ class Index:
         self.all: tuple[Candidate, ...] = tuple(everything)
         self.ordinals = Ordinals.of(everything)
         self._groups: dict[str | None, tuple[Candidate, ...]] = {None: self.all}
-        self._pools: dict[tuple[str | None, str | None, frozenset[str]], Pool] = {}
+        self._pools: dict[PoolKey, Pool] = {}
 
     def refresh(self, snap: snapshot.Snapshot) -> None:
         """Point at a newer snapshot whose candidates are the very same objects."""
@@ -252,7 +254,8 @@ class Index:
     ) -> Pool:
         """The routable candidates of ``name`` with ``capability`` on backends of ``types``
         (empty: any), sorted for bisect."""
-        found = self._pools.get((name, capability, types))
+        key = (name, capability, types)
+        found = self._pools.get(key)
         if found is None:
             ready: list[Candidate] = []
             degraded: list[Candidate] = []
@@ -268,10 +271,12 @@ class Index:
             keys = frozenset(c.key for c in (*ready, *degraded))
             ready_columns, ready_contexts = _by_context(ready, self.ordinals)
             degraded_columns, degraded_contexts = _by_context(degraded, self.ordinals)
-            found = Pool(ready_columns, degraded_columns, ready_contexts, degraded_contexts, keys)
+            found = Pool(
+                key, ready_columns, degraded_columns, ready_contexts, degraded_contexts, keys
+            )
             if len(self._pools) >= _MAX_CACHED_NAMES:
                 self._pools.clear()
-            self._pools[(name, capability, types)] = found
+            self._pools[key] = found
         return found
 
     def absences(self, name: str) -> list[Absence]:

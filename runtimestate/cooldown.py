@@ -53,6 +53,7 @@ class _Record:
     open_until: float | None = None
     cooldown_s: float = 0.0
     trial_started: float | None = None
+    trial: int = 0  # the running trial's token: only its outcome decides
     latency: float | None = None
     errors: float = 0.0
 
@@ -68,9 +69,17 @@ class Tracker:
         self.latency: dict[Key, float] = {}  # latency EWMA of successful calls
         self.next_decay: float = float("-inf")  # when `decay` has work to do again
         self._decayed_at: float | None = None
+        self._trials = 0
 
-    def record(self, key: Key, ok: bool, latency_s: float, now: float) -> None:
-        """Count one outcome; may open, close or re-open the provider's breaker."""
+    def record(
+        self, key: Key, ok: bool, latency_s: float, now: float, trial: int | None = None
+    ) -> None:
+        """Count one outcome; may open, close or re-open the provider's breaker.
+
+        While the provider is blocked only the outcome of its running trial (``trial``, the
+        token `start_trial` gave) moves the breaker: a call that began before the breaker
+        opened, or a trial that timed out, must not decide it.
+        """
         rec = self._records.setdefault(key, _Record())
         alpha = self.policy.alpha
         rec.errors = (1 - alpha) * rec.errors + (0.0 if ok else alpha)
@@ -85,7 +94,8 @@ class Tracker:
             )
             self.latency[key] = rec.latency
         if key in self.blocked:
-            self._record_blocked(key, rec, ok, now)
+            if trial is not None and trial == rec.trial and rec.trial_started is not None:
+                self._record_trial(key, rec, ok, now)
             return
         rec.consecutive = 0 if ok else rec.consecutive + 1
         rec.calls.append((now, ok))
@@ -102,9 +112,7 @@ class Tracker:
         failures = sum(1 for _, ok in rec.calls if not ok)
         return failures / len(rec.calls) >= self.policy.failure_ratio
 
-    def _record_blocked(self, key: Key, rec: _Record, ok: bool, now: float) -> None:
-        if rec.trial_started is None:
-            return  # a call that began before the breaker opened; the trial decides
+    def _record_trial(self, key: Key, rec: _Record, ok: bool, now: float) -> None:
         if ok:
             # Recovered: forget the past, or a provider that no one calls (least_loaded would
             # keep avoiding its error rate) could never earn its way back.
@@ -155,11 +163,16 @@ class Tracker:
         assert rec.open_until is not None
         return Gate.OPEN if now < rec.open_until else Gate.TRIAL_DUE
 
-    def start_trial(self, key: Key, now: float) -> None:
-        """The provider was handed out as its half-open trial; block it until the outcome."""
+    def start_trial(self, key: Key, now: float) -> int:
+        """The provider was handed out as its half-open trial; block it until the outcome.
+
+        Returns the trial's token, to pass to `record` with its outcome.
+        """
+        self._trials += 1
         rec = self.blocked.get(key)
         if rec is not None:
-            rec.trial_started = now
+            rec.trial_started, rec.trial = now, self._trials
+        return self._trials
 
     def reopens_in(self, key: Key, now: float) -> float | None:
         """Seconds until ``key`` is due for a trial; None when it is not cooling down."""

@@ -5,7 +5,8 @@ which score a pool with one gather of a list (`candidates.Columns.by_ordinal`) i
 lookup per candidate and signal. The truth stays where it was, in the resolver's in-flight counts
 and the `cooldown.Tracker`; a `LoadBook` derives two lists from them:
 
-    load[i]      requests in flight on candidate i's backend + `policies.error_load` of i
+    load[i]      `policies.least_loaded` of i: (1 + static load + requests in flight on its
+                 backend) x `policies.error_factor` of its recent error rate
     adaptive[i]  `policies.measured_cost` of i (latency x error factor) x (1 + in flight);
                  0.0 while i was never measured, so it is tried first
 
@@ -23,13 +24,15 @@ from collections.abc import Iterable, Mapping
 
 from runtimestate import candidates, cooldown, policies
 
+_add, _mul, _repeat = operator.add, operator.mul, itertools.repeat
+
 
 class LoadBook:
     """The two signal lists of one index (see the module docstring)."""
 
     __slots__ = (
-        "_backend_of", "_errors", "_inflight", "_keys", "_measured", "_ordinals", "_tracker",
-        "adaptive", "load",
+        "_backend_of", "_factor", "_inflight", "_keys", "_measured", "_ordinals", "_static",
+        "_tracker", "adaptive", "load",
     )  # fmt: skip
 
     def __init__(
@@ -41,12 +44,14 @@ class LoadBook:
         self._ordinals = index.ordinals
         self._keys = tuple(c.key for c in index.all)
         self._backend_of = tuple(c.backend for c in index.all)
+        # 1 + static load: `policies.least_loaded` with the in-flight count left to add.
+        self._static = tuple(policies.least_loaded(c.static_load, 0, 0.0) for c in index.all)
         self._inflight, self._tracker = inflight, tracker
         size = len(self._keys)
-        # What an idle, healthy, never-measured candidate has everywhere.
-        self._errors = [policies.error_load(0.0)] * size  # error_load by ordinal
-        self._measured = [policies.measured_cost(0.0, 0.0)] * size  # measured_cost by ordinal
-        self.load = [0.0] * size
+        # What a healthy, never-measured candidate has everywhere.
+        self._factor = [policies.error_factor(0.0)] * size  # error_factor by ordinal
+        self._measured = [policies.measured_cost(None, 0.0)] * size  # measured_cost by ordinal
+        self.load = list(self._static)
         self.adaptive = [0.0] * size
         of_key = self._ordinals.of_key
         self._remeasure(of_key[k] for k in {*tracker.penalty, *tracker.latency} if k in of_key)
@@ -57,8 +62,8 @@ class LoadBook:
         penalty, latency, keys = self._tracker.penalty, self._tracker.latency, self._keys
         for i in ordinals:
             errors = penalty.get(keys[i], 0.0)
-            self._errors[i] = policies.error_load(errors)
-            self._measured[i] = policies.measured_cost(latency.get(keys[i], 0.0), errors)
+            self._factor[i] = policies.error_factor(errors)
+            self._measured[i] = policies.measured_cost(latency.get(keys[i]), errors)
 
     def inflight_changed(self, backend: str) -> None:
         """``backend``'s count of requests in flight moved."""
@@ -67,10 +72,10 @@ class LoadBook:
             return
         start, stop = span
         busy = self._inflight.get(backend, 0)
-        self.load[start:stop] = map(operator.add, self._errors[start:stop], itertools.repeat(busy))
-        self.adaptive[start:stop] = map(
-            operator.mul, self._measured[start:stop], itertools.repeat(1 + busy)
+        self.load[start:stop] = map(
+            _mul, map(_add, self._static[start:stop], _repeat(busy)), self._factor[start:stop]
         )
+        self.adaptive[start:stop] = map(_mul, self._measured[start:stop], _repeat(1 + busy))
 
     def outcomes_changed(self, keys: Iterable[cooldown.Key]) -> None:
         """The error rates or latencies of ``keys`` moved."""
@@ -79,5 +84,5 @@ class LoadBook:
         self._remeasure(touched)
         for i in touched:
             busy = inflight.get(self._backend_of[i], 0)
-            self.load[i] = self._errors[i] + busy
+            self.load[i] = (self._static[i] + busy) * self._factor[i]
             self.adaptive[i] = self._measured[i] * (1 + busy)

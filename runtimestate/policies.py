@@ -13,13 +13,16 @@ taking it all. Pure: no I/O, no clock; randomness comes in as a `random.Random`.
     random            uniform
     round_robin       the pool's turn counter, modulo the candidates
     highest_context   the largest context length; ties by load
-    least_loaded      vLLM running + waiting, in-flight calls callers report, a cold Ollama
-                      model as one request, and recent failures as FAILURE_LOAD requests
+    least_loaded      (1 + vLLM running + waiting + in-flight calls callers report + 1 for a
+                      cold Ollama model) x (1 + 9 x recent error rate): a provider failing
+                      every call looks ten times as busy as it is, so failing fast (and so
+                      never having anything in flight) is not rewarded
     sticky            rendezvous hashing of (session key, provider): stable across processes,
-                      and only the sessions of a provider that left move
+                      only the sessions of a provider that left move, and an even spread
     warm_first        loaded models first (vLLM and cloud models always are), then least loaded
-    adaptive          lowest EWMA latency x (1 + in-flight) x (1 + 9 x error rate); providers
-                      never measured first; a share ``exploration`` of decisions is random
+    adaptive          lowest EWMA latency of successful calls x (1 + 9 x error rate) x
+                      (1 + in-flight); never-measured providers first; one that has failed
+                      but never succeeded last; a share ``exploration`` of decisions is random
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from typing import Any
 
 from runtimestate import candidates
 
-FAILURE_LOAD = 4.0  # a provider whose every recent call failed counts as this many requests
-_ERROR_WEIGHT = 9.0  # adaptive: a provider failing every call looks ten times slower
+_ERROR_WEIGHT = 9.0  # a provider failing every call looks ten times slower and busier
+UNPROVEN_S = 1e6  # adaptive: the latency of a provider that has failed and never succeeded
 
 _add, _mul, _repeat = operator.add, operator.mul, itertools.repeat
 
@@ -58,7 +61,7 @@ class Signals:
     by `runtimestate.loadbook.LoadBook` from `error_load` and `measured_cost`.
     """
 
-    load: Sequence[float]  # in flight + error_load, by candidate ordinal
+    load: Sequence[float]  # the least-loaded score, by candidate ordinal
     adaptive: Sequence[float]  # measured_cost x (1 + in flight), by candidate ordinal
     rng: random.Random
     turn: int = 0  # the pool's counter: drives round robin and rotates ties
@@ -66,26 +69,37 @@ class Signals:
     exploration: float = 0.05  # the share of adaptive decisions that explore
 
 
-def error_load(errors: float) -> float:
-    """How many requests' worth of load a recent error rate (0..1) adds to a least-loaded
-    score, on top of the requests in flight on the candidate's backend."""
-    return FAILURE_LOAD * errors
+def error_factor(errors: float) -> float:
+    """What a recent error rate (0..1) multiplies a least-loaded or adaptive score by."""
+    return 1.0 + _ERROR_WEIGHT * errors
 
 
-def measured_cost(latency: float, errors: float) -> float:
-    """The adaptive score before load: the latency EWMA, multiplied by up to 1 + _ERROR_WEIGHT
-    for errors so a provider that fails fast never looks fast; then x (1 + in flight).
-    Never-measured providers (latency 0) score 0 and are tried first."""
-    return latency * (1.0 + _ERROR_WEIGHT * errors)
+def least_loaded(static: float, inflight: int, errors: float) -> float:
+    """The least-loaded score of a candidate: its static load (`candidates.Candidate`) and the
+    requests in flight on its backend, plus one (so an idle provider's errors still count),
+    times `error_factor`."""
+    return (1.0 + static + inflight) * error_factor(errors)
+
+
+def measured_cost(latency: float | None, errors: float) -> float:
+    """The adaptive score before load: the latency EWMA of successful calls times
+    `error_factor`, so a provider that fails fast never looks fast; then x (1 + in flight).
+
+    Never measured (no latency, no errors): 0, tried first. Failed but never succeeded: it
+    counts as UNPROVEN_S slow, after every provider that answered, until its error rate fades.
+    """
+    if latency is None:
+        return UNPROVEN_S * error_factor(errors) if errors else 0.0
+    return latency * error_factor(errors)
 
 
 def loads(cols: candidates.Columns, n: int, s: Signals) -> list[float]:
     """Least-loaded scores of the first ``n`` candidates."""
-    return list(map(_add, cols.static[:n], cols.by_ordinal(s.load)))
+    return list(cols.by_ordinal(s.load)[:n])
 
 
 def _warm_first(cols: candidates.Columns, n: int, s: Signals) -> list[float]:
-    return list(map(_add, cols.warm[:n], cols.by_ordinal(s.load)))
+    return list(map(_add, cols.cold_tier[:n], cols.by_ordinal(s.load)))
 
 
 def _adaptive(cols: candidates.Columns, n: int, s: Signals) -> list[float]:
@@ -93,8 +107,11 @@ def _adaptive(cols: candidates.Columns, n: int, s: Signals) -> list[float]:
 
 
 def _rendezvous(cols: candidates.Columns, n: int, s: Signals) -> list[int]:
-    # Tuple hashes of ints are not salted, so every process agrees; the minimum wins.
-    return list(map(hash, zip(cols.seeds[:n], _repeat(s.session), strict=False)))
+    # seed x session modulo the Mersenne prime 2**61 - 1, which is what ``hash`` of an int is
+    # on 64-bit CPython (never salted, so every process agrees): both factors are uniform
+    # 64-bit hashes, so each provider's score is uniform and the minimum is spread evenly.
+    # (A tuple hash of the pair is not: it skewed the spread up to 4:1.)
+    return list(map(hash, map(_mul, cols.seeds[:n], _repeat(s.session))))
 
 
 def _highest_context(cols: candidates.Columns, n: int, s: Signals) -> list[tuple[int, float]]:
@@ -138,10 +155,11 @@ def pick(
             allowed = [i for i in range(n) if i not in masked]
             return allowed[s.rng.randrange(len(allowed))]
         case Policy.ROUND_ROBIN:
-            chosen = s.turn % n
-            while chosen in masked:
-                chosen = (chosen + 1) % n
-            return chosen
+            if not masked:
+                return s.turn % n
+            # Turn over the others only: skipping to the next would give it a double share.
+            allowed = [i for i in range(n) if i not in masked]
+            return allowed[s.turn % len(allowed)]
         case Policy.HIGHEST_CONTEXT if not masked:
             # The columns are sorted by context, desc: only the tied prefix needs scoring.
             items = cols.items

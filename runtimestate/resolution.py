@@ -89,13 +89,19 @@ class Request:
 class Provider:
     """A chosen (backend, model): where to send the request, and how to authenticate."""
 
-    __slots__ = ("_keys", "candidate")
+    __slots__ = ("_keys", "candidate", "trial")
 
     def __init__(
-        self, candidate: candidates.Candidate, keys: Callable[[str], credentials.Secret | None]
+        self,
+        candidate: candidates.Candidate,
+        keys: Callable[[str], credentials.Secret | None],
+        trial: int | None = None,
     ) -> None:
         self.candidate = candidate
         self._keys = keys
+        # When this is a cooling-down provider's one trial request: the token its outcome
+        # must carry (`Resolver.record_outcome` passes it on) to close or re-open the breaker.
+        self.trial = trial
 
     @property
     def backend(self) -> str:
@@ -186,12 +192,19 @@ class Exclusion:
     declared: bool = False  # model_absent only: declared on the backend, not pulled yet
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "backend": self.backend,
             "model": self.model,
             "reason": self.reason.value,
             "detail": self.detail,
         }
+        if self.context_length is not None:
+            doc["contextLength"] = self.context_length
+        if self.retry_in_s is not None:
+            doc["retryInS"] = round(self.retry_in_s, 3)
+        if self.reason is Reason.MODEL_ABSENT:
+            doc["declared"] = self.declared
+        return doc
 
 
 class Owner(Protocol):
@@ -199,7 +212,7 @@ class Owner(Protocol):
 
     outcomes: cooldown.Tracker
 
-    def provider(self, candidate: candidates.Candidate) -> Provider: ...
+    def provider(self, candidate: candidates.Candidate, trial: int | None = None) -> Provider: ...
 
     def signals(self, pool: candidates.Pool | None, request: Request) -> policies.Signals: ...
 
@@ -225,16 +238,16 @@ class Resolution:
         chosen: int,
         *,
         masked: Set[int] = policies.NO_MASK,
-        trial: bool = False,
+        trial: int | None = None,
     ) -> None:
         # ``columns[:count]`` is what qualified in the tier the choice came from, the
         # ``position``-th tier of `tiers`; later tiers are only read for the fallbacks.
         self._owner, self._index, self.request = owner, index, request
         self._columns, self._count, self._position = columns, count, position
         self._now, self._signals, self._masked = now, signals, masked
-        self.provider = owner.provider(columns.items[chosen])
+        self.provider = owner.provider(columns.items[chosen], trial)
         self._fallbacks: tuple[Provider, ...] | None = None
-        self.trial = trial  # the choice is a cooling-down provider's one trial request
+        self.trial = trial is not None  # the choice is a cooling-down provider's one trial
         self._chosen = chosen
 
     @property

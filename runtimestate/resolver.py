@@ -68,6 +68,7 @@ __all__ = [
 ]
 
 Closer = Callable[[], Any]
+_MAX_TURNS = 65536  # round-robin counters kept; garbage names cannot grow them for ever
 
 
 def _same_routing(a: snapshot.LLMState, b: snapshot.LLMState) -> bool:
@@ -109,7 +110,9 @@ class Resolver:
         # ``_inflight`` and ``outcomes`` as lists by the current index's candidate ordinals,
         # for the policies; rebuilt with the index, kept in step by begin, end and outcomes.
         self._book: loadbook.LoadBook | None = None
-        self._turns: dict[candidates.Pool, int] = {}
+        # Round-robin turns by what requests ask for, kept across snapshots: a new index
+        # (every cycle that moves a vLLM load, say) must not send everyone back to the first.
+        self._turns: dict[candidates.PoolKey, int] = {}
         self._snapshot: snapshot.Snapshot | None = None
         self._index: candidates.Index | None = None
         self._per_backend: dict[
@@ -196,7 +199,6 @@ class Resolver:
             self._index.refresh(snap)
         else:
             self._index = candidates.Index(snap, lambda s: self._per_backend[s.name][1])
-            self._turns = {}
             self._book = loadbook.LoadBook(self._index, self._inflight, self.outcomes)
         self._snapshot = snap
         return self._index
@@ -241,11 +243,11 @@ class Resolver:
                 if blocked and not pool.keys.isdisjoint(blocked):
                     masked, trial = self._mask(columns, count, now)
                     if trial is not None:
-                        self.outcomes.start_trial(columns.keys[trial], now)
+                        token = self.outcomes.start_trial(columns.keys[trial], now)
                         signals = self.signals(None, request)
                         return Resolution(
                             self, index, request, columns, count, position, now, signals, trial,
-                            masked=masked, trial=True,
+                            masked=masked, trial=token,
                         )  # fmt: skip
                     if len(masked) == count:
                         continue
@@ -288,8 +290,10 @@ class Resolver:
         """The policy inputs for one decision; advances the pool's round-robin turn."""
         turn = 0
         if pool is not None:
-            turn = self._turns.get(pool, 0)
-            self._turns[pool] = turn + 1
+            turn = self._turns.get(pool.key, -1) + 1
+            if not turn and len(self._turns) >= _MAX_TURNS:
+                self._turns.clear()
+            self._turns[pool.key] = turn
         session = 0
         if request.session and request.policy is policies.Policy.STICKY:
             session = candidates.stable_hash(request.session)
@@ -306,8 +310,8 @@ class Resolver:
 
     # --- outcomes and load ---------------------------------------------------------------
 
-    def provider(self, candidate: candidates.Candidate) -> Provider:
-        return Provider(candidate, self._secret)
+    def provider(self, candidate: candidates.Candidate, trial: int | None = None) -> Provider:
+        return Provider(candidate, self._secret, trial)
 
     def _secret(self, backend: str) -> credentials.Secret | None:
         if self._specs is None:
@@ -323,7 +327,7 @@ class Resolver:
 
     def record_outcome(self, provider: Provider, ok: bool, latency_s: float) -> None:
         """Report how a call to ``provider`` went; feeds the cooldown and the adaptive policy."""
-        self.outcomes.record(provider.key, ok, latency_s, self._clock())
+        self.outcomes.record(provider.key, ok, latency_s, self._clock(), provider.trial)
         if self._book is not None:
             self._book.outcomes_changed((provider.key,))
 

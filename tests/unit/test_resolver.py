@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import json
@@ -407,12 +408,17 @@ def test_least_loaded_counts_in_flight_requests() -> None:
 
 def test_least_loaded_does_not_reward_a_backend_that_fails_fast() -> None:
     snap = fleet(backend("a", model("m:1b", loaded=True)), backend("b", model("m:1b", loaded=True)))
-    r = make(snap, breaker=cooldown.Policy(consecutive_failures=100))
+    r = make(snap, breaker=cooldown.Policy(consecutive_failures=100, min_calls=100))
     request = resolver.Request(models=("m:1b",), policy=Policy.LEAST_LOADED)
     fast_failer = next(p for p in r.resolve(request).providers() if p.backend == "a")
     healthy = next(p for p in r.resolve(request).providers() if p.backend == "b")
     fail(r, fast_failer, 2)  # instant failures: it never has anything in flight
     r.begin(healthy)  # the healthy one is busy with one request
+    assert _choices(r, request, 4) == ["b", "b", "b", "b"]
+    fail(r, fast_failer, 8)  # failing every call (error rate 0.89, the breaker disabled)
+    for _ in range(4):
+        r.begin(healthy)  # five requests in flight on the healthy one
+    assert r.inflight(healthy) == 5
     assert _choices(r, request, 4) == ["b", "b", "b", "b"]
 
 
@@ -453,6 +459,24 @@ def test_sticky_agrees_across_resolvers() -> None:
     )
 
 
+@pytest.mark.parametrize("backends", [2, 4, 10, 30])
+def test_sticky_spreads_sessions_evenly(backends: int) -> None:
+    r = make(fleet(*(backend(f"gpu-{i}", model("m:1b")) for i in range(backends))))
+    sessions = 6000
+    counts = collections.Counter(
+        r.resolve(
+            resolver.Request(models=("m:1b",), policy=Policy.STICKY, session=f"user-{i}")
+        ).provider.backend
+        for i in range(sessions)
+    )
+    expected = sessions / backends
+    chi_square = sum((counts[f"gpu-{i}"] - expected) ** 2 / expected for i in range(backends))
+    # Uniform placement exceeds these only once in 10,000 draws (chi-square, backends - 1
+    # degrees of freedom); the keys are fixed, so this is deterministic. A tuple hash of
+    # (seed, session) gave 1,500 and more here.
+    assert chi_square < {2: 15.2, 4: 21.1, 10: 33.7, 30: 59.7}[backends]
+
+
 def test_adaptive_prefers_the_faster_provider_and_still_explores() -> None:
     snap = fleet(backend("fast", model("m:1b")), backend("slow", model("m:1b")))
     r = make(snap, exploration=0.1)
@@ -477,6 +501,46 @@ def test_adaptive_treats_errors_as_slowness() -> None:
     r.record_outcome(by_name["steady"], ok=True, latency_s=0.3)
     fail(r, by_name["flaky"], 3)
     assert _choices(r, request, 3) == ["steady"] * 3
+
+
+def test_adaptive_never_prefers_a_provider_that_has_only_failed() -> None:
+    snap = fleet(backend("failing", model("m:1b")), backend("steady", model("m:1b")))
+    r = make(snap, exploration=0.0, breaker=cooldown.Policy(consecutive_failures=100))
+    request = resolver.Request(models=("m:1b",), policy=Policy.ADAPTIVE)
+    by_name = {p.backend: p for p in r.resolve(request).providers()}
+    r.record_outcome(by_name["steady"], ok=True, latency_s=30.0)  # slow, but it answers
+    fail(r, by_name["failing"], 2)  # fast failures and never a success
+    assert _choices(r, request, 5) == ["steady"] * 5
+    never_measured = fleet(backend("new", model("m:1b")), backend("steady", model("m:1b")))
+    fresh = make(never_measured, exploration=0.0)
+    steady = next(p for p in fresh.resolve(request).providers() if p.backend == "steady")
+    fresh.record_outcome(steady, ok=True, latency_s=0.1)
+    assert _choices(fresh, request, 1) == ["new"]  # a provider never tried is tried first
+
+
+def test_round_robin_keeps_its_turn_when_the_snapshot_changes() -> None:
+    # vLLM load moves every cycle, so every cycle brings a new index.
+    def cycle_(load: float) -> snapshot.Snapshot:
+        return fleet(*(backend(f"v{i}", model("m"), type_="vllm", running=load) for i in range(6)))
+
+    current = [cycle_(0.0)]
+    r = resolver.Resolver(lambda: current[0], rng=random.Random(0), clock=Clock())
+    request = resolver.Request(models=("m",), policy=Policy.ROUND_ROBIN)
+    counts: collections.Counter[str] = collections.Counter()
+    for n in range(100):
+        current[0] = cycle_(float(n % 7))
+        counts.update(_choices(r, request, 3))
+    assert counts == {f"v{i}": 50 for i in range(6)}
+
+
+def test_round_robin_shares_evenly_among_the_others_while_one_cools_down() -> None:
+    snap = fleet(*(backend(b, model("m:1b")) for b in "abcd"))
+    r = make(snap)
+    request = resolver.Request(models=("m:1b",), policy=Policy.ROUND_ROBIN)
+    cooling = next(p for p in r.resolve(request).providers() if p.backend == "b")
+    fail(r, cooling)
+    counts = collections.Counter(_choices(r, request, 300))
+    assert counts == {"a": 100, "c": 100, "d": 100}
 
 
 # --- cooldown ---------------------------------------------------------------------------------
@@ -511,12 +575,38 @@ def test_a_failed_trial_doubles_the_cooldown() -> None:
     bad = r.resolve(request).provider
     fail(r, bad)
     clock.advance(30)
-    assert r.resolve(request).trial
-    fail(r, bad, 1)
+    trial = r.resolve(request)
+    assert trial.trial
+    fail(r, trial.provider, 1)
     clock.advance(59)
     assert r.resolve(request).provider.backend == "b"
     clock.advance(1)
     assert r.resolve(request).provider.backend == "a"
+
+
+def test_only_the_trials_own_outcome_decides_the_breaker() -> None:
+    clock = Clock()
+    r = make(fleet(backend("a", model("m:1b", loaded=True)), backend("b", model("m:1b"))), clock)
+    request = resolver.Request(models=("m:1b",))
+    bad = r.resolve(request).provider
+    early = r.resolve(request).provider  # a call to "a" that began before its breaker opened
+    assert early.backend == "a"
+    assert early.trial is None
+    fail(r, bad)
+    clock.advance(30)
+    trial = r.resolve(request)
+    assert trial.trial
+    assert trial.provider.trial is not None
+    r.record_outcome(early, ok=True, latency_s=0.1)  # the stale success arrives late
+    assert r.outcomes.gate("a/m:1b", clock()) is cooldown.Gate.TRIAL_RUNNING
+    assert names(r.resolve(request).providers()) == ["b"]
+    clock.advance(30)  # the trial timed out; a second one starts
+    second = r.resolve(request)
+    assert second.trial
+    r.record_outcome(trial.provider, ok=True, latency_s=0.1)  # the first trial's, too late
+    assert r.outcomes.gate("a/m:1b", clock()) is cooldown.Gate.TRIAL_RUNNING
+    r.record_outcome(second.provider, ok=True, latency_s=0.1)
+    assert r.outcomes.gate("a/m:1b", clock()) is cooldown.Gate.CLOSED
 
 
 def test_a_high_failure_ratio_in_the_window_opens_the_breaker() -> None:
@@ -663,6 +753,14 @@ def test_the_json_form_names_the_choice_the_fallbacks_and_the_exclusions() -> No
         "model": "qwen2:7b",
         "reason": "backend_not_ready",
         "detail": "backend gpu-3 is Unreachable",
+        "contextLength": 131072,
+    } in doc["excluded"]
+    assert {
+        "backend": "gpu-6",
+        "model": "qwen2:7b",
+        "reason": "model_absent",
+        "detail": "declared on gpu-6, not pulled yet",
+        "declared": True,
     } in doc["excluded"]
 
 
@@ -672,10 +770,12 @@ def test_an_error_rate_fades_with_time_so_least_loaded_returns_to_the_provider()
     r = make(snap, clock)
     request = resolver.Request(models=("m:1b",))
     a = r.resolve(request).provider
-    assert a.backend == "a"  # loaded: 0 against b's cold start of 1
-    fail(r, a, 2)  # error rate 0.36, as load 1.44: no cooldown yet, but b is preferred
+    assert a.backend == "a"  # loaded: 1 against b's cold start, 1 + 1
+    fail(r, a, 2)  # error rate 0.36: 1 x (1 + 9 x 0.36) = 4.24; no cooldown yet, but b wins
     assert r.resolve(request).provider.backend == "b"
-    clock.advance(30)  # one half-life: 0.72
+    clock.advance(30)  # one half-life: 0.18, 2.62
+    assert r.resolve(request).provider.backend == "b"
+    clock.advance(30)  # two: 0.09, 1.81
     assert r.resolve(request).provider.backend == "a"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from runtimestate import candidates, cooldown, loadbook, policies, resolver, snapshot
+from runtimestate import candidates, cooldown, loadbook, resolver, snapshot
 from tests.unit.test_resolver import Clock, backend, fleet, make, model
 
 Policy = resolver.Policy
@@ -77,14 +77,13 @@ def _reference(policy: Policy, c: candidates.Candidate, r: resolver.Resolver) ->
     busy = r._inflight.get(c.backend, 0)
     errors = r.outcomes.penalty.get(c.key, 0.0)
     if policy is Policy.ADAPTIVE:
-        return r.outcomes.latency.get(c.key, 0.0) * (1 + 9 * errors) * (1 + busy)
+        latency = r.outcomes.latency.get(c.key)
+        if latency is None:  # never succeeded: first if it never failed either, else last
+            latency = 0.0 if errors == 0.0 else 1e6
+        return latency * (1 + 9 * errors) * (1 + busy)
     cold = 0.0 if c.warm else candidates.COLD_TIER
-    return (
-        c.static_load
-        + busy
-        + policies.FAILURE_LOAD * errors
-        + (cold if policy is Policy.WARM_FIRST else 0.0)
-    )
+    loaded = (1 + c.static_load + busy) * (1 + 9 * errors)
+    return loaded + (cold if policy is Policy.WARM_FIRST else 0.0)
 
 
 @settings(max_examples=80, deadline=None)
