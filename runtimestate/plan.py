@@ -23,14 +23,18 @@ Rules (DESIGN.md section 5), all comparing names in the backend type's canonical
   it is active or a finished job holds it at the current declaration (cancelled, or failed with
   a non-retryable class); elsewhere it is reported as drift.
 - Nothing is pulled or pruned on a stale or missing observation.
-- An observed model that is not declared is pruned only if the backend can delete, the policy is
-  not `none`, the desired state was read completely, the backend's desired set is not empty
-  (unless the policy is `all`), llmctl pulled it (unless the policy is `all`), it is not loaded
-  and no job for it is active. Otherwise it is reported as drift, with the reason it was kept
-  (not on cloud providers, whose catalogues are not drift).
+- A backend in no pool is observed only (DESIGN section 3): nothing is pulled onto it or pruned
+  from it, whatever its policy. This is not an empty desired set: a backend whose pools declare
+  no model has one, and `prune: all` empties it as DESIGN section 5 says.
+- An observed model that is not declared is pruned only if the backend can delete, is in a
+  pool, the policy is not `none`, the desired state was read completely, the backend's desired
+  set is not empty (unless the policy is `all`), llmctl pulled it (unless the policy is `all`),
+  it is not loaded and no job for it is active. Otherwise it is reported as drift, with the
+  reason it was kept (not on cloud providers, whose catalogues are not drift).
 - With the desired state read completely, an active job is cancelled when its backend is gone,
-  cannot pull, or no longer wants the model. Read incompletely, the planner acts only on what
-  is declared (pulls), never on what seems absent (no prune, no cancel, no undeclared drift).
+  is in no pool, cannot pull, or no longer wants the model. Read incompletely, the planner acts
+  only on what is declared (pulls), never on what seems absent (no prune, no cancel, no
+  undeclared drift).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class ReasonCode(enum.StrEnum):
     HELD_FAILED = "held_failed"  # Hold: failed permanently at this declaration
     BACKEND_DELETED = "backend_deleted"  # CancelJob
     BACKEND_CANNOT_PULL = "backend_cannot_pull"  # CancelJob
+    NOT_IN_POOL = "not_in_pool"  # CancelJob, or drift: undeclared; the backend is observed only
     NOT_DESIRED = "not_desired"  # CancelJob
     UNDECLARED_MANAGED = "undeclared_managed"  # Prune under `managed`
     UNDECLARED = "undeclared"  # Prune under `all`
@@ -354,6 +359,8 @@ def _cancel_reason(facts: _Facts | None, job: planview.JobView) -> Reason | None
     if facts is None:
         return Reason(ReasonCode.BACKEND_DELETED, "the backend is no longer declared")
     view = facts.view
+    if not view.in_pool:
+        return Reason(ReasonCode.NOT_IN_POOL, "the backend is in no pool; it is observed only")
     if not view.can_pull:
         return Reason(ReasonCode.BACKEND_CANNOT_PULL, f"a {view.type} backend cannot download")
     if planview.key(job.model_key, view.type) not in facts.desired:
@@ -443,6 +450,7 @@ def _kept(facts: _Facts, served: planview.ServedModel, model_key: str) -> Reason
     view = facts.view
     policy = view.prune
     rules = (
+        (not view.in_pool, ReasonCode.NOT_IN_POOL, "the backend is in no pool; observed only"),
         (not view.can_delete, ReasonCode.CANNOT_DELETE, f"llmctl never deletes on {view.type}"),
         (policy is spec.PrunePolicy.NONE, ReasonCode.PRUNE_NONE, "prune: none"),
         (not facts.fresh, ReasonCode.OBSERVATION_STALE, "observation is stale; no prune"),

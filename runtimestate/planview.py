@@ -54,7 +54,12 @@ class ObservedView:
 class BackendView:
     """One declared backend: its policy, what it can do, what is desired and what is seen.
 
+    `in_pool` is False for a backend that belongs to no pool: it is observed only (DESIGN
+    section 3), so nothing is pulled onto it or pruned from it whatever its policy; its
+    `desired` is then necessarily empty. A backend in a pool whose model lists are empty is
+    another case: its desired set is empty *by declaration*, and `prune: all` empties it.
     `observed` is None when this cycle's observation failed and no last good list is left.
+    Raises `ValueError` for models desired on a backend in no pool.
     """
 
     name: str
@@ -64,6 +69,11 @@ class BackendView:
     can_delete: bool = False
     desired: tuple[DesiredModel, ...] = ()
     observed: ObservedView | None = None
+    in_pool: bool = True
+
+    def __post_init__(self) -> None:
+        if self.desired and not self.in_pool:
+            raise ValueError(f"backend {self.name} is in no pool, yet models are desired on it")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -150,4 +160,5 @@ def backend_view(
         can_delete=kind in _DELETE_TYPES,
         desired=desired_models(state, backend.name),
         observed=observed,
+        in_pool=bool(state.pools_of_backend(backend.name)),
     )

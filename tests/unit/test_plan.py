@@ -36,6 +36,7 @@ def node(
     stale: bool = False,
     can_pull: bool | None = None,
     can_delete: bool | None = None,
+    in_pool: bool = True,
 ) -> planview.BackendView:
     """A backend view; served=None means no observation at all. Declarations are 'd1'."""
     observed = None
@@ -51,6 +52,7 @@ def node(
         can_delete=type is OLLAMA if can_delete is None else can_delete,
         desired=tuple(planview.DesiredModel(m, "d1") for m in desired),
         observed=observed,
+        in_pool=in_pool,
     )
 
 
@@ -266,9 +268,44 @@ CASES = [
         managed={("gpu-1", "old")},
     ),
     case(
+        # In a pool whose model list is empty: the empty set is declared (DESIGN section 5).
         "an_empty_desired_set_prunes_everything_under_all",
         [node(served=["old"], prune=ALL)],
         [("prune", "gpu-1", "old", C.UNDECLARED)],
+    ),
+    # a backend in no pool is observed only (DESIGN section 3), whatever its policy
+    case(
+        "a_backend_in_no_pool_prunes_nothing_under_all",
+        [node(served=["old", "new:7b"], prune=ALL, in_pool=False)],
+        [
+            ("served_not_declared", "gpu-1", "new:7b", C.NOT_IN_POOL),
+            ("served_not_declared", "gpu-1", "old", C.NOT_IN_POOL),
+        ],
+    ),
+    case(
+        "a_backend_in_no_pool_prunes_nothing_llmctl_pulled_under_managed",
+        [node(served=["old"], in_pool=False)],
+        [("served_not_declared", "gpu-1", "old", C.NOT_IN_POOL)],
+        managed={("gpu-1", "old")},
+    ),
+    case(
+        "a_backend_in_no_pool_reports_its_models_under_none",
+        [node(served=["old"], prune=NONE, in_pool=False)],
+        [("served_not_declared", "gpu-1", "old", C.NOT_IN_POOL)],
+    ),
+    case(
+        "a_download_onto_a_backend_in_no_pool_is_cancelled",
+        [node(served=["old"], prune=ALL, in_pool=False)],
+        [
+            ("canceljob", "gpu-1", "x", C.NOT_IN_POOL),
+            ("served_not_declared", "gpu-1", "old", C.NOT_IN_POOL),
+        ],
+        jobs=[job("x")],
+    ),
+    case(
+        "a_vllm_node_in_no_pool_reports_what_it_serves",
+        [node("v1", VLLM, served=["qwen"], in_pool=False)],
+        [("served_not_declared", "v1", "qwen", C.NOT_IN_POOL)],
     ),
     case(
         "an_unparseable_name_is_compared_exactly",
@@ -561,6 +598,41 @@ def test_a_backend_view_can_pull_and_delete_only_on_ollama() -> None:
     assert (vllm.can_pull, vllm.can_delete, vllm.prune) == (False, False, ALL)
     assert vllm.observed == planview.ObservedView(())
     assert [m.name for m in ollama.desired] == ["Llama3", "qwen"]
+
+
+def test_a_backend_view_is_in_a_pool_only_when_a_pool_lists_the_backend() -> None:
+    state = fleet()
+    placed = planview.backend_view(state, state.backends[0], None)
+    nowhere = planview.backend_view(dataclasses.replace(state, pools=()), state.backends[0], None)
+    empty_pool = spec.Pool(spec.PoolSpec("empty", backends=("gpu-1",)), meta(22))
+    emptied = planview.backend_view(
+        dataclasses.replace(state, pools=(empty_pool,)), state.backends[0], None
+    )
+    assert (placed.in_pool, bool(placed.desired)) == (True, True)
+    assert (nowhere.in_pool, nowhere.desired) == (False, ())
+    assert (emptied.in_pool, emptied.desired) == (True, ())
+
+
+def test_models_desired_on_a_backend_in_no_pool_are_refused() -> None:
+    with pytest.raises(ValueError, match="in no pool"):
+        node(desired=["llama3"], in_pool=False)
+
+
+def test_dropping_a_backends_last_pool_under_prune_all_deletes_nothing() -> None:
+    # `apply --prune` of a file whose pools no longer list the backend: observed only.
+    state = desired.DesiredState(
+        backends=(spec.Backend(spec.BackendSpec("gpu-1", OLLAMA, "http://a", prune=ALL), meta(1)),),
+        models=(spec.Model(spec.ModelSpec("llama3"), meta(10)),),
+        pools=(spec.Pool(spec.PoolSpec("default", models=("llama3",)), meta(20, 2)),),
+    )
+    served = planview.ObservedView((planview.ServedModel("llama3:latest"),))
+    result = plan.compute(
+        [planview.backend_view(state, state.backends[0], served)],
+        managed={("gpu-1", "llama3:latest")},
+    )
+    assert result.of(plan.Prune) == ()
+    (kept,) = result.of(plan.ReportDrift)
+    assert (kept.model, kept.reason.code) == ("llama3:latest", C.NOT_IN_POOL)
 
 
 def test_a_job_view_is_built_from_a_queue_job() -> None:

@@ -66,12 +66,14 @@ def desired_keys(view: planview.BackendView) -> set[str]:
 def views(draw: st.DrawFn, name: str) -> planview.BackendView:
     # Ollama, the only type that is acted on, most often.
     kind = draw(st.sampled_from([*[spec.BackendType.OLLAMA] * 3, *spec.BackendType]))
+    # Mostly in a pool; a backend in no pool has nothing desired (it is observed only).
+    in_pool = draw(st.integers(0, 4)) != 0
     # The store declares a model once under Ollama's comparison (llama3 == Llama3:latest).
     declared = draw(
         st.lists(
             st.sampled_from(DECLARABLE),
             unique_by=lambda m: planview.key(m, spec.BackendType.OLLAMA),
-            max_size=4,
+            max_size=4 if in_pool else 0,
         )
     )
     observed = None
@@ -89,6 +91,7 @@ def views(draw: st.DrawFn, name: str) -> planview.BackendView:
             planview.DesiredModel(m, draw(st.sampled_from(["d1", "d2"]))) for m in declared
         ),
         observed=observed,
+        in_pool=in_pool,
     )
 
 
@@ -243,6 +246,7 @@ def test_prunes_follow_the_backends_policy(world: World) -> None:
     for prune in world.plan().of(plan.Prune):
         view = world.view(prune.backend)
         assert view.can_delete
+        assert view.in_pool, "a backend in no pool is observed only"
         assert view.prune is not spec.PrunePolicy.NONE
         if view.prune is spec.PrunePolicy.MANAGED:
             managed = {key(m, view) for b, m in world.managed if b == view.name}
@@ -259,6 +263,15 @@ def test_a_stale_or_missing_observation_never_pulls_or_prunes(world: World) -> N
         observed = world.view(backend).observed
         assert observed is not None
         assert not observed.stale
+
+
+@PROPERTY
+@given(worlds())
+def test_a_backend_in_no_pool_is_never_pulled_onto_or_pruned(world: World) -> None:
+    result = world.plan()
+    acting = {a.backend for a in result.of(plan.Pull)} | {a.backend for a in result.of(plan.Prune)}
+    lonely = {v.name for v in world.backends if not v.in_pool}
+    assert not acting & lonely
 
 
 @PROPERTY
