@@ -13,10 +13,15 @@ reconcile``). One stateless pass, level-triggered like a Kubernetes controller:
 5. write each backend's state where it changed, publish it and a cycle summary on NATS, and
    log one canonical line.
 
-It raises only when the desired state cannot be read. What it keeps between cycles is the
-probe records, the last states (to write and publish only changes) and, to make a steady
-fleet cost O(backends) rather than O(backends x models), the last plan and the per-backend
-views and states (`runtimestate.memo`), reused only where their inputs did not change.
+It raises only when the desired state cannot be read: a database error while applying an
+action, writing the status or re-reading the jobs is logged in one line (no SQL) and counted;
+the action is a failed outcome and a status write is retried by the next cycle. What it keeps
+between cycles is the probe records (seeded from the persisted status on its first read, so
+grace and backoff survive a restart or a cron ``reconcile --once``; reset when a backend's id,
+URL or credentials change), the last states written (to write and publish only changes) and,
+to make a steady fleet cost O(backends) rather than O(backends x models), the last plan and
+the per-backend views and states (`runtimestate.memo`), reused only where their inputs did
+not change. Longer than 400 lines: the phases above share this bookkeeping.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -41,6 +47,7 @@ from runtimestate import (
     conditions,
     database,
     desired,
+    downloads,
     errors,
     locks,
     memo,
@@ -94,6 +101,8 @@ class Report:
     snapshot: snapshot.Snapshot
     observed: int
     skipped: int
+    unobserved: int = 0  # due, but the deadline passed before a slot freed: state kept
+    status_written: bool = True
 
     def summary(self) -> dict[str, object]:
         phases = [s.phase.value for s in self.snapshot.backends.values()]
@@ -104,6 +113,7 @@ class Report:
             "backends": len(phases),
             "observed": self.observed,
             "skipped_backoff": self.skipped,
+            "unobserved_deadline": self.unobserved,
             **{phase.value.lower(): phases.count(phase.value) for phase in probing.Phase},
             "pulls": len(self.plan.of(plan.Pull)),
             "prunes": len(self.plan.of(plan.Prune)),
@@ -111,6 +121,7 @@ class Report:
             "holds": len(self.plan.of(plan.Hold)),
             "drift": len(self.plan.of(plan.ReportDrift)),
             "failed_actions": sum(not o.ok for o in self.outcomes),
+            "status_written": self.status_written,
         }
 
 
@@ -119,7 +130,15 @@ class _Read:
     desired: desired.DesiredState
     jobs: tuple[jobs.Job, ...]
     managed: frozenset[tuple[str, str]]
-    previous: Mapping[str, snapshot.LLMState] | None
+    previous: Mapping[str, snapshot.LLMState]
+    loaded: bool = False  # `previous` came from the database: this process's first read
+    complete: bool = False  # every query of the read returned: the planner may prune, cancel
+
+
+@dataclasses.dataclass(frozen=True)
+class _Observed:
+    started: frozenset[str]  # probes that got a slot before the deadline
+    fresh: frozenset[str]  # probes that answered: only these observations are acted on
 
 
 class BackendCycle:
@@ -140,6 +159,10 @@ class BackendCycle:
         self._records: dict[str, Record] = {}
         self._previous: dict[str, snapshot.LLMState] | None = None
         self._generations: dict[str, int] = {}
+        # What a probe record was made against: a new id, URL or credentials starts afresh.
+        self._identities: dict[str, tuple[object, ...]] = {}
+        # Prunes done whose managed record could not be dropped: retried on the next apply.
+        self._unforgotten: dict[str, set[str]] = {}
         self._memo = memo.Memo()
         self._plan: plan.Plan | None = None
         self._cycle = 0
@@ -160,28 +183,32 @@ class BackendCycle:
         read = await database.read_snapshot(self._sessions, self._read)
         now = dt.datetime.now(dt.UTC)
         backends = read.desired.backends
+        self._match_records(read)
         due = [b for b in backends if self._record(b.name).due(now)]
-        await self._observe(due, now)
-        views = {b.name: self._view(read.desired, b, now) for b in backends}
+        seen = await self._observe(due, now)
+        views = {b.name: self._view(read.desired, b, now, b.name in seen.fresh) for b in backends}
         decided = plan.compute(
             views.values(),
             jobs=[planview.JobView.of(j) for j in read.jobs],
             managed=read.managed,
+            desired_complete=read.complete,
             previous=self._plan,
         )
         self._plan = decided
         outcomes: tuple[Outcome, ...] = ()
         if not dry_run:
             outcomes = await self._apply(decided, read.desired)
-            read = dataclasses.replace(read, jobs=await self._tx(_jobs))
+            read = await self._reread_jobs(read)
         states = self._states(read, decided, views, now)
         taken = snapshot.Snapshot(states, self._cycle, now)
+        written = True
         if not dry_run:
-            await self._record_states(states, read.previous, now)
+            written = await self._record_states(states, read.previous, now)
             await self._pool.retain(states)
         report = Report(
             self._cycle, dry_run, time.monotonic() - started, decided, outcomes, taken,
-            observed=len(due), skipped=len(backends) - len(due),
+            observed=len(seen.started), skipped=len(backends) - len(due),
+            unobserved=len(due) - len(seen.started), status_written=written,
         )  # fmt: skip
         await self._publish(
             f"{self._settings.prefix}.v1.cycles", json.dumps(report.summary()).encode()
@@ -190,38 +217,68 @@ class BackendCycle:
         return report
 
     async def _read(self, session: AsyncSession) -> _Read:
+        """Everything a cycle reads, on one snapshot; raises what the database raises."""
+        state = await store.load(session)
+        found = await _jobs(session)
+        managed = await status.managed(session)
         previous = self._previous
-        if previous is None:
-            previous = await status.load_states(session)
-        return _Read(
-            await store.load(session), await _jobs(session), await status.managed(session), previous
-        )
+        if previous is None:  # first cycle, or the last status write failed
+            return _Read(state, found, managed, await status.load_states(session), True, True)
+        return _Read(state, found, managed, previous, loaded=False, complete=True)
 
     def _record(self, name: str) -> Record:
         return self._records.setdefault(name, probing.Record())
 
-    async def _observe(self, due: Sequence[spec.Backend], now: dt.datetime) -> None:
+    def _match_records(self, read: _Read) -> None:
+        """Start afresh for a backend whose id, type, URL or credentials changed (its failures
+        and last good list were someone else's); after a read of the persisted status, resume
+        the records this process does not have yet from it (`probing.resumed`)."""
+        for backend in read.desired.backends:
+            name, value = backend.name, backend.spec
+            identity = (backend.meta.id, value.type, value.url, value.credentials)
+            if self._identities.get(name, identity) != identity:
+                self._records.pop(name, None)
+                self._generations.pop(name, None)
+            self._identities[name] = identity
+            persisted = read.previous.get(name) if read.loaded else None
+            if persisted is None or name in self._records:
+                continue
+            if (persisted.id, persisted.type, persisted.base_url) != (
+                backend.meta.id, value.type.value, value.url,
+            ):  # fmt: skip
+                continue  # the status of an earlier backend of that name
+            self._records[name] = status.resumed_record(persisted)
+            self._generations[name] = persisted.observed_generation
+
+    async def _observe(self, due: Sequence[spec.Backend], now: dt.datetime) -> _Observed:
         semaphore = asyncio.Semaphore(self._settings.concurrency)
+        started: set[str] = set()
+        fresh: set[str] = set()
 
         async def probe(backend: spec.Backend) -> None:
             async with semaphore:
-                await self._probe(backend, now)
+                started.add(backend.name)
+                if await self._probe(backend, now):
+                    fresh.add(backend.name)
 
         tasks = [asyncio.create_task(probe(b), name=b.name) for b in due]
-        if not tasks:
-            return
-        _, late = await asyncio.wait(tasks, timeout=self._settings.deadline_s)
-        for task in late:
-            task.cancel()
-            name = task.get_name()
-            self._records[name] = probing.failed(
-                self._record(name), "the cycle deadline passed before it answered", "timeout",
-                now, self._settings.probing, self._rng,
-            )  # fmt: skip
-        if late:
-            await asyncio.wait(late)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self._settings.deadline_s)
+            for task in late:
+                task.cancel()
+                name = task.get_name()
+                if name not in started:
+                    continue  # never probed: not observed this cycle, its record stands
+                self._records[name] = probing.failed(
+                    self._record(name), "the cycle deadline passed before it answered",
+                    "timeout", now, self._settings.probing, self._rng,
+                )  # fmt: skip
+            if late:
+                await asyncio.wait(late)
+        return _Observed(frozenset(started), frozenset(fresh))
 
-    async def _probe(self, backend: spec.Backend, now: dt.datetime) -> None:
+    async def _probe(self, backend: spec.Backend, now: dt.datetime) -> bool:
+        """Observe one backend and record the outcome; True when it answered."""
         record = self._record(backend.name)
         try:
             observation = await self._pool.get(backend.spec).observe()
@@ -229,7 +286,7 @@ class BackendCycle:
             self._records[backend.name] = probing.failed(
                 record, exc.detail, exc.reason.value, now, self._settings.probing, self._rng
             )
-            return
+            return False
         except Exception as exc:  # unexpected: logged with its traceback, treated as temporary
             log.exception("observation failed unexpectedly", backend=backend.name)
             self._records[backend.name] = probing.failed(
@@ -240,60 +297,128 @@ class BackendCycle:
                 self._settings.probing,
                 self._rng,
             )
-            return
+            return False
         self._records[backend.name] = probing.succeeded(record, observation, now)
         self._generations[backend.name] = backend.meta.generation
+        return True
 
     def _view(
-        self, state: desired.DesiredState, backend: spec.Backend, now: dt.datetime
+        self, state: desired.DesiredState, backend: spec.Backend, now: dt.datetime, fresh: bool
     ) -> planview.BackendView:
         record = self._record(backend.name)
         usable = record.usable(now, self._settings.probing)
-        return self._memo.view(state, backend, usable, stale=record.failures > 0)
+        # Only what answered this cycle is acted on; a kept list (failing, backing off, not
+        # reached before the deadline, resumed from the persisted status) is only reported.
+        return self._memo.view(state, backend, usable, stale=not fresh)
 
     async def _apply(self, decided: plan.Plan, state: desired.DesiredState) -> tuple[Outcome, ...]:
+        """Apply the mutating actions; never raises: what fails is a failed outcome."""
+        await self._forget_pruned()
         queued = [a for a in decided.actions if isinstance(a, plan.Pull | plan.CancelJob)]
-        outcomes: list[Outcome] = []
-        if queued:
-            outcomes, changes = await self._tx(lambda s: _queue_actions(s, queued))
-            if self._sink is not None:
-                for change in changes:
-                    if change is not None and change.event is not None:
-                        await self._sink.publish(change.event)
+        outcomes: list[Outcome] = await self._queue(queued) if queued else []
         by_backend: dict[str, list[plan.Prune]] = {}
         for prune in decided.of(plan.Prune):
             by_backend.setdefault(prune.backend, []).append(prune)
-        for done in await asyncio.gather(
+        for done in await asyncio.gather(  # none of them raises: no sibling is left unwatched
             *(self._prune_locked(name, prunes, state) for name, prunes in by_backend.items())
         ):
             outcomes += done
         return tuple(outcomes)
 
+    async def _queue(self, queued: Sequence[plan.Action]) -> list[Outcome]:
+        """Enqueue pulls and cancel jobs in one transaction, then publish their events. If it
+        fails other than for an unreachable database, again one transaction per action, so
+        one action the queue refuses does not hold back the others."""
+        try:
+            outcomes, changes = await self._tx(lambda s: _queue_actions(s, queued))
+        except downloads.DATABASE_DOWN as exc:
+            detail = _failure("queueing downloads and cancellations", exc, actions=len(queued))
+            return [Outcome(a, False, detail) for a in queued]
+        except Exception as exc:
+            _failure("queueing downloads and cancellations", exc, actions=len(queued))
+            outcomes, changes = [], []
+            for action in queued:
+                try:
+                    done, one = await self._tx(functools.partial(_queue_actions, actions=[action]))
+                except Exception as exc:  # logged by _failure, a failed outcome
+                    outcomes.append(Outcome(action, False, _failure("queueing", exc)))
+                    continue
+                outcomes += done
+                changes += one
+        if self._sink is not None:
+            for change in changes:
+                if change is not None and change.event is not None:
+                    await self._sink.publish(change.event)
+        return outcomes
+
     async def _prune_locked(
         self, name: str, prunes: Sequence[plan.Prune], state: desired.DesiredState
     ) -> list[Outcome]:
-        """Prune under the backend's advisory lock: replicas never delete from one at once."""
-        async with locks.backend_lock(self._sessions, name) as acquired:
-            if not acquired:
-                return [
-                    Outcome(p, False, "another replica is acting on this backend") for p in prunes
-                ]
-            return list(await asyncio.gather(*(self._prune(p, state) for p in prunes)))
+        """Prune under the backend's advisory lock: replicas never delete from one at once.
+        Never raises: when the lock cannot be taken (database gone), every prune failed."""
+        done: list[Outcome] | None = None
+        try:
+            async with locks.backend_lock(self._sessions, name) as acquired:
+                if not acquired:
+                    return [
+                        Outcome(p, False, "another replica is acting on this backend")
+                        for p in prunes
+                    ]
+                done = list(await asyncio.gather(*(self._prune(p, state) for p in prunes)))
+        except Exception as exc:  # logged by _failure, failed outcomes
+            detail = _failure("taking the backend's lock to prune", exc, backend=name)
+            if done is None:
+                return [Outcome(p, False, detail) for p in prunes]
+        assert done is not None  # releasing the lock failed after the prunes ran
+        return done
 
     async def _prune(self, action: plan.Prune, state: desired.DesiredState) -> Outcome:
+        """Delete one model and drop llmctl's record of it. Never raises."""
         backend = state.backend(action.backend)
         assert backend is not None
-        adapter = self._pool.get(backend.spec)
         try:
+            adapter = self._pool.get(backend.spec)
             if not isinstance(adapter, base.Deleter):
                 return Outcome(action, False, "this backend cannot delete models")
             with contextlib.suppress(errors.ModelNotFound):  # already gone: goal reached
                 await adapter.delete(action.model)
         except errors.LlmctlError as exc:
             return Outcome(action, False, f"{exc.reason.value}: {exc.detail}")
+        except Exception as exc:  # logged by _failure, a failed outcome
+            return Outcome(action, False, _failure("pruning", exc, backend=action.backend))
         key = planview.key(action.model, backend.spec.type)
-        await self._tx(lambda s: status.forget(s, action.backend, [key]))
+        try:
+            await self._tx(lambda s: status.forget(s, action.backend, [key]))
+        except Exception as exc:  # logged by _failure, retried next cycle
+            self._unforgotten.setdefault(action.backend, set()).add(key)
+            failure = _failure("dropping the record of a pruned model", exc, backend=action.backend)
+            return Outcome(action, False, f"deleted, but not recorded (retried): {failure}")
         return Outcome(action, True)
+
+    async def _forget_pruned(self) -> None:
+        """Drop the records that prunes of earlier cycles could not drop."""
+        if not self._unforgotten:
+            return
+        pending = self._unforgotten
+
+        async def forget(session: AsyncSession) -> None:
+            for name, keys in pending.items():
+                await status.forget(session, name, keys)
+
+        try:
+            await self._tx(forget)
+        except Exception as exc:  # logged by _failure, retried next cycle
+            _failure("dropping the records of pruned models", exc)
+            return
+        self._unforgotten = {}
+
+    async def _reread_jobs(self, read: _Read) -> _Read:
+        """The jobs after applying, for the status; the ones read before if that fails."""
+        try:
+            return dataclasses.replace(read, jobs=await self._tx(_jobs))
+        except Exception as exc:  # logged by _failure; the status is older
+            _failure("re-reading the jobs", exc)
+            return read
 
     def _states(
         self,
@@ -324,18 +449,23 @@ class BackendCycle:
                 views[name],
                 functools.partial(_build, read.desired, inputs, now, policy),
             )
-        for name in [n for n in self._records if n not in states]:
-            del self._records[name]
+        for table in (self._records, self._identities, self._generations):
+            for name in [n for n in table if n not in states]:
+                del table[name]
         self._memo.retain(states)
         return states
 
     async def _record_states(
         self,
         states: dict[str, snapshot.LLMState],
-        previous: Mapping[str, snapshot.LLMState] | None,
+        before: Mapping[str, snapshot.LLMState],
         now: dt.datetime,
-    ) -> None:
-        before = previous or {}
+    ) -> bool:
+        """Write the states that changed, drop the gone ones, then publish both.
+
+        False when the write failed (logged): the states last written stay the reference, so
+        the next cycle writes (and publishes) these changes again.
+        """
         gone = [name for name in before if name not in states]
 
         async def write(session: AsyncSession) -> list[str]:
@@ -343,14 +473,20 @@ class BackendCycle:
             await status.forget_backends(session, gone)
             return changed
 
-        changed = await self._tx(write)
+        try:
+            changed = await self._tx(write)
+        except Exception as exc:  # logged by _failure, retried next cycle
+            _failure("writing the status", exc, backends=len(states))
+            return False
         self._previous = dict(states)
         if self._sink is None:
-            return  # nothing to publish to: do not encode 1,000 states for nobody
+            return True  # nothing to publish to: do not encode 1,000 states for nobody
+        prefix = self._settings.prefix
         for name in changed:
-            await self._publish(
-                f"{self._settings.prefix}.v1.state.{name}", snapshot.to_wire(states[name])
-            )
+            await self._publish(f"{prefix}.v1.state.{name}", snapshot.to_wire(states[name]))
+        for name in gone:  # resolvers elsewhere stop routing to it now, not at their resync
+            await self._publish(f"{prefix}.v1.state.{name}", snapshot.removed_to_wire(name))
+        return True
 
     async def _publish(self, subject: str, payload: bytes) -> None:
         if self._sink is not None:
@@ -375,6 +511,24 @@ def _build(
         now,
         policy,
     )
+
+
+def _failure(what: str, exc: Exception, **context: object) -> str:
+    """Log one line for a step of the cycle that failed, and return it for the outcome.
+
+    A database error is named by its driver's first line, never SQLAlchemy's text (which
+    carries the statement and its parameters); an unexpected error keeps its traceback.
+    """
+    if isinstance(exc, sa.exc.SQLAlchemyError | OSError):
+        detail = f"database error: {downloads.database_error(exc)}"
+        log.warning(f"backend cycle: {what} failed", error=detail, **context)
+    elif isinstance(exc, queue.QueueError):
+        detail = str(exc)
+        log.warning(f"backend cycle: {what} failed", error=detail, **context)
+    else:
+        detail = f"unexpected: {type(exc).__name__}: {exc}"
+        log.exception(f"backend cycle: {what} failed", **context)
+    return detail
 
 
 async def _jobs(session: AsyncSession) -> tuple[jobs.Job, ...]:

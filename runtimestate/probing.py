@@ -40,6 +40,7 @@ class Record(Generic[Obs]):
 
     failures: int = 0
     last_ok_at: dt.datetime | None = None
+    # When the current failures began (or, for a `resumed` record, the last success).
     first_failure_at: dt.datetime | None = None
     last_good: Obs | None = None
     last_error: str | None = None
@@ -66,6 +67,34 @@ class Record(Generic[Obs]):
 def succeeded(record: Record[Obs], observation: Obs, now: dt.datetime) -> Record[Obs]:
     """A probe answered: reset the backoff and keep the observation as the last good one."""
     return Record(last_ok_at=now, last_good=observation)
+
+
+def resumed(
+    last_ok_at: dt.datetime | None,
+    last_good: Obs | None,
+    failing: bool,
+    error: str | None = None,
+    reason: str | None = None,
+) -> Record[Obs]:
+    """A record rebuilt by a new process from the persisted status (``serve`` restarted, or
+    ``reconcile --once`` under cron), so grace and backoff outlive the process.
+
+    When the failures began is not persisted; it is taken to be the last success, the
+    earliest it can have been, so a failing backend is `Degraded` with ``last_good`` only
+    while ``last_ok_at`` is within the grace period, never longer than in the process that
+    wrote the status. The backend is probed at once; a failing one resumes its backoff from
+    one failure.
+    """
+    if last_ok_at is None:
+        last_good = None
+    return Record(
+        failures=1 if failing else 0,
+        last_ok_at=last_ok_at,
+        first_failure_at=last_ok_at if last_good is not None else None,
+        last_good=last_good,
+        last_error=error if failing else None,
+        last_reason=reason if failing else None,
+    )
 
 
 def failed(

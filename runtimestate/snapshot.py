@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,11 +99,19 @@ class LLMState:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Every backend's state after one cycle."""
+    """Every backend's state after one cycle.
+
+    `backends` is a read-only view of a copy of the mapping given: every `State.get()` reader
+    shares it, so none can change what the others see (nor can the builder, afterwards).
+    """
 
     backends: Mapping[str, LLMState]
     cycle: int = 0
     taken_at: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backends, types.MappingProxyType):
+            object.__setattr__(self, "backends", types.MappingProxyType(dict(self.backends)))
 
 
 EMPTY = Snapshot(backends={})
@@ -142,6 +151,11 @@ def state_to_dict(state: LLMState) -> dict[str, Any]:
 
 def to_wire(state: LLMState) -> bytes:
     return json.dumps(state_to_dict(state), separators=(",", ":")).encode()
+
+
+def removed_to_wire(name: str) -> bytes:
+    """What ``<prefix>.v1.state.<backend>`` carries once a backend is no longer declared."""
+    return json.dumps({"name": name, "removed": True}, separators=(",", ":")).encode()
 
 
 def _time(value: str | None) -> dt.datetime | None:

@@ -3,7 +3,8 @@
 Called by the backend cycle (status written only where it changed), the download cycle (a
 successful pull is recorded as made by llmctl, which the `managed` prune policy relies on), the
 CLI and other processes (which read the persisted status). Functions take a session and never
-commit.
+commit. `resumed_record` turns a persisted state back into the probe record a new process
+starts from, so grace and backoff outlive a restart (pure: no I/O).
 
 A state's `last_ok_at` moves on every successful probe; it lives in its own column, so a cycle
 that changed nothing else rewrites no document: it updates that column, in one statement for
@@ -23,7 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtimestate import database, schema, snapshot
+from runtimestate import database, probing, schema, snapshot
+from runtimestate.backends import base
 
 
 async def load_states(session: AsyncSession) -> dict[str, snapshot.LLMState]:
@@ -36,6 +38,60 @@ async def load_states(session: AsyncSession) -> dict[str, snapshot.LLMState]:
             state = dataclasses.replace(state, last_ok_at=row.last_ok_at)
         states[row.backend] = state
     return states
+
+
+def resumed_record(state: snapshot.LLMState) -> probing.Record[base.Observation]:
+    """The probe record a new process resumes from a backend's persisted state: its last
+    success, whether it was failing and why, and the model list it last served (Ready or
+    Degraded only: an Unreachable state has none). See `probing.resumed`."""
+    failing = state.phase in (probing.Phase.DEGRADED, probing.Phase.UNREACHABLE)
+    kept = state.phase in (probing.Phase.READY, probing.Phase.DEGRADED)
+    reachable = state.condition("Reachable")
+    return probing.resumed(
+        state.last_ok_at,
+        last_observation(state) if kept else None,
+        failing,
+        state.error,
+        reachable.reason if reachable is not None and failing else None,
+    )
+
+
+def last_observation(state: snapshot.LLMState) -> base.Observation:
+    """The observation a persisted state was built from, as far as the state tells it
+    (the inverse of `conditions.pulled`; declared overrides are applied again when built)."""
+    models = tuple(
+        base.ObservedModel(
+            name=m.name,
+            model=m.model,
+            digest=m.digest or None,
+            size=m.size or None,
+            modified_at=m.modified_at,
+            details=base.ModelDetails(
+                family=m.family or None,
+                parameter_size=m.parameter_size or None,
+                quantization_level=m.quantization_level or None,
+                format=m.format or None,
+            ),
+            context_length=m.context_length,
+            capabilities=frozenset(
+                cap
+                for cap, on in (
+                    (base.Capability.CHAT, m.can_chat),
+                    (base.Capability.EMBED, m.can_embed),
+                    (base.Capability.PROMPT, m.can_prompt),
+                    (base.Capability.STREAM, m.can_stream),
+                )
+                if on
+            ),
+            loaded=m.loaded,
+        )
+        for m in state.pulled_models
+    )
+    load = state.load
+    metrics = None
+    if load.running is not None and load.waiting is not None:
+        metrics = base.EngineMetrics(load.running, load.waiting, load.kv_cache_usage)
+    return base.Observation(models, healthy=True, version=state.version, metrics=metrics)
 
 
 # Every field of a state but `last_ok_at`, as one tuple (compared in C: 1,000 states a cycle).
