@@ -1,25 +1,40 @@
 """``llmctl reconcile --once``: one backend cycle for system cron or a Kubernetes CronJob.
 
-Builds a `State` on the configured database (publishing on NATS when a URL is given), runs one
-backend cycle, prints the plan and what was done per backend; with ``--wait`` it then runs
-download cycles until nothing is queued or running and one more backend cycle, and exits 0 only
-when every backend converged (1 otherwise), so scripts can rely on the exit code.
+Builds a `State` on the configured database (publishing on NATS when a URL is given) with the
+settings ``serve`` uses (``LLMCTL_*`` variables and ``--config``: observe concurrency, cycle
+deadline, timeouts, probe grace, download concurrency), runs one backend cycle, prints the plan
+and what was done per backend (backends no longer declared included: their downloads are
+cancelled); with ``--wait`` it then runs download cycles until nothing is queued or running and
+one more backend cycle, and exits 0 only when every backend converged, 1 when not or when the
+wait timed out, so scripts can rely on the exit code. Conflicting or invalid options exit 2.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import dataclasses
+import math
+import pathlib
 import time
 from typing import Annotated, Any
 
 import typer
 
-from controller import collector, output, runner
+from controller import collector, output, runner, settings
 from dwqueue import publisher
 from runtimestate import cycle, database, plan, snapshot, state
 
 OutputOpt = Annotated[output.Format, typer.Option("--output", "-o", help="table or json")]
+DEFAULT_WAIT_S = 3600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Waited:
+    """How ``--wait`` ended: converged or not, and whether it ran out of time."""
+
+    converged: bool
+    timed_out: bool
+    timeout_s: float
 
 
 def _kind(action: plan.Action) -> str:
@@ -55,16 +70,22 @@ def converged(report: cycle.Report) -> bool:
     return True
 
 
-def report_doc(report: cycle.Report, is_converged: bool | None) -> dict[str, Any]:
+def report_doc(report: cycle.Report, waited: Waited | None) -> dict[str, Any]:
+    """The report as JSON-ready data: per backend its phase and actions, backends that are no
+    longer declared (``declared: false``, phase null) included when the plan acted on them."""
     outcomes = {id(o.action): o for o in report.outcomes}
+    declared = report.snapshot.backends
+    names = set(declared) | {a.backend for a in report.plan.actions}
     backends = []
-    for name, backend in sorted(report.snapshot.backends.items()):
+    for name in sorted(names):
+        backend = declared.get(name)
         actions = report.plan.for_backend(name).actions
         backends.append(
             {
                 "name": name,
-                "phase": backend.phase.value,
-                "error": backend.error,
+                "declared": backend is not None,
+                "phase": backend.phase.value if backend is not None else None,
+                "error": backend.error if backend is not None else None,
                 "actions": [_action_doc(a, outcomes.get(id(a))) for a in actions],
             }
         )
@@ -72,7 +93,9 @@ def report_doc(report: cycle.Report, is_converged: bool | None) -> dict[str, Any
         "cycle": report.cycle,
         "dryRun": report.dry_run,
         "durationS": round(report.duration_s, 3),
-        "converged": is_converged,
+        "converged": waited.converged if waited is not None else None,
+        "timedOut": waited.timed_out if waited is not None else None,
+        "waitTimeoutS": waited.timeout_s if waited is not None else None,
         "backends": backends,
     }
 
@@ -83,30 +106,35 @@ def _print(env: runner.Env, doc: dict[str, Any], fmt: output.Format) -> None:
         return
     for backend in doc["backends"]:
         error = f"  ({backend['error']})" if backend["error"] else ""
-        env.out.print(f"{backend['name']}: {backend['phase']}{error}", highlight=False)
+        phase = backend["phase"] if backend["declared"] else "no longer declared"
+        env.out.print(f"{backend['name']}: {phase}{error}", highlight=False)
         for action in backend["actions"]:
             done = {None: "", True: "  [done]", False: f"  [failed: {action['detail']}]"}
             env.out.print(f"  {action['text']}{done[action['done']]}", highlight=False)
         if not backend["actions"]:
             env.out.print("  nothing to do", highlight=False)
-    if doc["converged"] is not None:
+    if doc["timedOut"]:
+        env.out.print(
+            f"timed out after {doc['waitTimeoutS']:g} s waiting for downloads; not converged",
+            highlight=False,
+        )
+    elif doc["converged"] is not None:
         env.out.print("converged" if doc["converged"] else "not converged", highlight=False)
 
 
 async def _reconcile(
-    env: runner.Env, dry_run: bool, wait: bool, wait_s: float
-) -> tuple[cycle.Report, bool | None]:
+    env: runner.Env, config: settings.Settings, dry_run: bool, wait_s: float | None
+) -> tuple[cycle.Report, Waited | None]:
     collector.tune()
     sink = None
     if env.nats_url:
         sink = publisher.Publisher(env.nats_url, prefix=env.prefix)
         await sink.start()
     engine = database.create_async_engine(env.database_url)
-    settings = state.Settings(cycle=cycle.Settings(prefix=env.prefix))
-    runtime = state.State(engine, sink=sink, settings=settings, environ=os.environ)
+    runtime = state.State(engine, sink=sink, settings=config.state_settings(), environ=env.environ)
     try:
         report = await runtime.run_backend_cycle(dry_run=dry_run)
-        if not wait or dry_run:
+        if wait_s is None:
             return report, None
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
@@ -114,15 +142,30 @@ async def _reconcile(
             if not runtime.downloads.running and not await runtime.active_jobs():
                 report = await runtime.run_backend_cycle()
                 if not report.plan.mutating and not await runtime.active_jobs():
-                    break
+                    return report, Waited(converged(report), False, wait_s)
             await asyncio.sleep(0.5)
-        return report, converged(report)
+        return report, Waited(False, True, wait_s)
     finally:
         await runtime.aclose()
         await engine.dispose()
         if sink is not None:
             await sink.flush()
             await sink.close()
+
+
+def _wait_seconds(
+    env: runner.Env, dry_run: bool, wait: bool, timeout: float | None
+) -> float | None:
+    """How long ``--wait`` may take (None: no wait); exits 2 on a conflicting or bad option."""
+    if dry_run and wait:
+        env.fail("--dry-run and --wait cannot be combined: a dry run changes nothing to wait for")
+    if timeout is not None and not wait:
+        env.fail("--timeout limits --wait; give --wait too, or drop --timeout")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        env.fail(f"--timeout must be a positive number of seconds, not {timeout}")
+    if not wait:
+        return None
+    return DEFAULT_WAIT_S if timeout is None else timeout
 
 
 def reconcile_command(
@@ -132,7 +175,23 @@ def reconcile_command(
     wait: Annotated[
         bool, typer.Option("--wait", help="Then run downloads until converged")
     ] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait may take")] = 3600.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            help=f"Seconds --wait may take (default {DEFAULT_WAIT_S:g})",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        pathlib.Path | None,
+        typer.Option(
+            "--config",
+            envvar=settings.CONFIG_ENV,
+            help="YAML or TOML settings file, as for llmctl serve",
+            dir_okay=False,
+        ),
+    ] = None,
     fmt: OutputOpt = output.Format.TABLE,
 ) -> None:
     """Run one reconciliation pass: observe, plan, act. Exit 1 with --wait if not converged."""
@@ -140,9 +199,15 @@ def reconcile_command(
     assert isinstance(env, runner.Env)
     if not once:
         env.fail("give --once (llmctl serve reconciles continuously)")
-    if timeout <= 0:
-        env.fail(f"--timeout must be positive, not {timeout}")
-    report, is_converged = runner.run_async(env, lambda: _reconcile(env, dry_run, wait, timeout))
-    _print(env, report_doc(report, is_converged), fmt)
-    if is_converged is False:
+    wait_s = _wait_seconds(env, dry_run, wait, timeout)
+    try:
+        loaded = settings.load(
+            config, database_url=env.database_url, nats_url=env.nats_url,
+            subject_prefix=env.prefix,
+        )  # fmt: skip
+    except settings.ConfigurationError as exc:
+        env.fail(str(exc))
+    report, waited = runner.run_async(env, lambda: _reconcile(env, loaded, dry_run, wait_s))
+    _print(env, report_doc(report, waited), fmt)
+    if waited is not None and not waited.converged:
         raise SystemExit(1)
