@@ -3,7 +3,8 @@
 Used by `Resolver.from_database` in any process that is not the controller. It loads the
 persisted status (`runtimestate.status.load_states`) and the desired state (for credentials),
 then follows ``<prefix>.v1.state.<backend>`` NATS messages (payload: `snapshot.to_wire` of one
-backend's state, published by the backend cycle after commit) when a NATS URL is given, and
+backend's state, or ``{"name": ..., "removed": true}`` for a backend no longer declared, both
+published by the backend cycle after commit) when a NATS URL is given, and
 re-reads the database on an interval either way: every half second without NATS, every 30 s
 with it (to pick up deleted backends and anything missed while disconnected); the desired state
 every 10 s. Each change swaps in a new
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 
 import nats
 import nats.aio.client
@@ -44,9 +46,10 @@ class Feed:
         self._refresh_s = refresh_s
         self._nc: nats.aio.client.Client | None = None
         self._task: asyncio.Task[None] | None = None
-        self._touched: set[str] = set()  # backends a message updated since the refresh began
+        # What messages said of each backend since the refresh began (None: removed).
+        self._touched: dict[str, snapshot.LLMState | None] = {}
         self._desired_at = float("-inf")
-        self._pending: dict[str, snapshot.LLMState] = {}
+        self._pending: dict[str, snapshot.LLMState | None] = {}  # not applied yet
         self._flush: asyncio.TimerHandle | None = None
         self.snapshot = snapshot.EMPTY
         self.desired: desired.DesiredState | None = None
@@ -92,12 +95,12 @@ class Feed:
 
     async def _on_message(self, msg: nats.aio.msg.Msg) -> None:
         try:
-            state = snapshot.from_wire(msg.data)
+            name, state = _decode(msg.data)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("resolver_bad_state_message", subject=msg.subject, error=str(exc))
             return
-        self._touched.add(state.name)
-        self._pending[state.name] = state
+        self._touched[name] = state
+        self._pending[name] = state
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(COALESCE_S, self._apply)
 
@@ -105,7 +108,12 @@ class Feed:
         self._flush = None
         pending, self._pending = self._pending, {}
         current = self.snapshot
-        backends = {**current.backends, **pending}
+        backends = dict(current.backends)
+        for name, state in pending.items():
+            if state is None:
+                backends.pop(name, None)
+            else:
+                backends[name] = state
         self.snapshot = snapshot.Snapshot(backends, current.cycle, current.taken_at)
 
     async def _on_reconnected(self) -> None:
@@ -116,16 +124,17 @@ class Feed:
     async def refresh(self) -> None:
         """Read the persisted status (and, every DESIRED_S, the desired state); keep the
         states NATS delivered meanwhile, which are newer than what the read saw."""
-        self._touched = set()
+        self._touched = {}
         now = asyncio.get_running_loop().time()
         async with self._sessions() as session, session.begin():
             states = await status.load_states(session)
             if now - self._desired_at >= DESIRED_S:
                 self.desired = await store.load(session)
                 self._desired_at = now
-        for name in self._touched:
-            newer = self._pending.get(name) or self.snapshot.backends.get(name)
-            if newer is not None:
+        for name, newer in self._touched.items():
+            if newer is None:
+                states.pop(name, None)
+            else:
                 states[name] = newer
         if states != dict(self.snapshot.backends):
             self.snapshot = snapshot.Snapshot(states, 0, dt.datetime.now(dt.UTC))
@@ -158,3 +167,17 @@ class Feed:
                 await self._nc.close()
             self._nc = None
         await self._engine.dispose()
+
+
+def _decode(data: bytes) -> tuple[str, snapshot.LLMState | None]:
+    """A state message: the backend's name and its state, or None when it was removed."""
+    doc = json.loads(data)
+    if not isinstance(doc, dict):
+        raise TypeError(f"expected a JSON object, got {type(doc).__name__}")
+    if doc.get("removed") is True:
+        name = doc["name"]
+        if not isinstance(name, str) or not name:
+            raise ValueError("a removal names no backend")
+        return name, None
+    state = snapshot.state_from_dict(doc)
+    return state.name, state
