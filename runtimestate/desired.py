@@ -4,21 +4,32 @@ Built by `runtimestate.store.load` in a fixed number of queries whatever the fle
 read by the CLI, the manifest diff and the backend cycle. Pure value; lookups are indexes built
 once, on first use. `key_of` lets the backend cycle tell, without looking at every model, that
 what a backend should serve is what it was on the previous read.
+
+Each pool membership carries the pool generation at which the member joined (`joined`): a
+member removed and added back has joined anew. The planner's declaration keys are built from
+these, so editing a pool re-declares only what the edit placed (`planview.declaration`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 
 from runtimestate import names, spec
 
 
 @dataclasses.dataclass(frozen=True)
 class DesiredState:
+    """``backends_joined`` maps (pool, backend) and ``models_joined`` (pool, Ollama canonical
+    model name) to the pool generation at which that member joined the pool. A membership
+    missing from them (a state built by hand) counts as joined at the pool's generation."""
+
     backends: tuple[spec.Backend, ...]
     models: tuple[spec.Model, ...]
     pools: tuple[spec.Pool, ...]
+    backends_joined: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    models_joined: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def backends_by_name(self) -> dict[str, spec.Backend]:
@@ -72,6 +83,14 @@ class DesiredState:
     def pools_of_backend(self, backend: str) -> tuple[str, ...]:
         return tuple(pool.name for pool in self._pools_by_backend.get(backend, ()))
 
+    def backend_joined(self, pool: spec.Pool, backend: str) -> int:
+        """The generation of ``pool`` at which ``backend`` joined it."""
+        return self.backends_joined.get((pool.name, backend), pool.meta.generation)
+
+    def model_joined(self, pool: spec.Pool, canonical: str) -> int:
+        """The generation of ``pool`` at which the model (Ollama canonical name) joined it."""
+        return self.models_joined.get((pool.name, canonical), pool.meta.generation)
+
     @functools.cached_property
     def _pool_keys(self) -> dict[str, tuple[object, ...]]:
         keys: dict[str, tuple[object, ...]] = {}
@@ -86,7 +105,7 @@ class DesiredState:
                 value, meta = model.spec, model.meta
                 members.append(
                     (wanted, meta.id, meta.generation, value.name, value.context_length,
-                     value.capabilities)
+                     value.capabilities, self.model_joined(pool, wanted))
                 )  # fmt: skip
             keys[pool.name] = (pool.meta.id, pool.meta.generation, tuple(members))
         return keys
@@ -102,7 +121,12 @@ class DesiredState:
         found = self.backend(backend)
         identity = (found.meta.id, found.spec.type.value) if found else None
         pools = self._pools_by_backend.get(backend, ())
-        return (identity, tuple(self._pool_keys[pool.name] for pool in pools))
+        return (
+            identity,
+            tuple(
+                (self._pool_keys[pool.name], self.backend_joined(pool, backend)) for pool in pools
+            ),
+        )
 
     def pools_of_model(self, model: str) -> tuple[str, ...]:
         key = names.canonical_ollama(model)

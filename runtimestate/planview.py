@@ -116,19 +116,23 @@ def key(name: str, backend_type: spec.BackendType) -> str:
         return name
 
 
-def declaration(backend: spec.Backend, model: spec.Model, pools: Iterable[spec.Pool]) -> str:
+def declaration(
+    backend: spec.Backend, model: spec.Model, placings: Iterable[tuple[spec.Pool, int]]
+) -> str:
     """The declaration key of ``model`` on ``backend``.
 
-    Formed from the backend's id (a re-created backend is a new declaration), the model's id and
-    generation (any edit of the model), and the id and generation of every pool that places the
-    model on the backend. Pool generations go up on every membership change, so removing a model
-    from a pool and adding it back is a new declaration: a download the reconciler cancelled on
-    removal is queued again. The price: any edit of such a pool also re-queues held downloads.
-    The backend's own generation is left out: editing labels or the prune policy must not
-    restart a download a user cancelled.
+    ``placings`` are the pools that place the model on the backend, each with the pool
+    generation at which that placing began: the later of the backend's and the model's joins
+    (`DesiredState.backend_joined`, `model_joined`). The key is formed from the backend's id (a
+    re-created backend is a new declaration), the model's id and generation (any edit of the
+    model), and each placing pool's id with that generation. Removing the model or the backend
+    from a pool and adding it back is a new declaration, so a download the reconciler cancelled
+    on removal is queued again; adding or removing *other* members leaves the key alone, so a
+    download a user cancelled stays held. The backend's own generation is left out too: editing
+    its labels or prune policy must not restart a download a user cancelled.
     """
     parts = [f"b{backend.meta.id}", f"m{model.meta.id}.{model.meta.generation}"]
-    parts += sorted(f"p{pool.meta.id}.{pool.meta.generation}" for pool in pools)
+    parts += sorted(f"p{pool.meta.id}.{since}" for pool, since in placings)
     return "/".join(parts)
 
 
@@ -138,12 +142,23 @@ def desired_models(state: desired_state.DesiredState, backend: str) -> tuple[Des
     if found is None:
         return ()
     pools = [state.pools_by_name[name] for name in state.pools_of_backend(backend)]
-    members = [(pool, {names.canonical_ollama(m) for m in pool.spec.models}) for pool in pools]
+    members = [
+        (
+            pool,
+            state.backend_joined(pool, backend),
+            {names.canonical_ollama(m) for m in pool.spec.models},
+        )
+        for pool in pools
+    ]
     result = []
     for model in state.models_for(backend):
         wanted = names.canonical_ollama(model.name)
-        placing = [pool for pool, models in members if wanted in models]
-        result.append(DesiredModel(model.name, declaration(found, model, placing)))
+        placings = [
+            (pool, max(joined, state.model_joined(pool, wanted)))
+            for pool, joined, models in members
+            if wanted in models
+        ]
+        result.append(DesiredModel(model.name, declaration(found, model, placings)))
     return tuple(result)
 
 

@@ -74,6 +74,11 @@ class PoolRow(Stamped, Base):
 
 
 class PoolBackendRow(Base):
+    """A backend's membership of a pool. `joined_generation` is the pool's generation when the
+    backend (last) joined it: it dates the declarations this membership makes (see
+    `planview.declaration`), so re-joining re-declares and other members' comings and goings
+    do not. Memberships are only ever inserted and deleted, never rewritten."""
+
     __tablename__ = "pool_backends"
 
     pool_id: orm.Mapped[int] = orm.mapped_column(
@@ -82,9 +87,12 @@ class PoolBackendRow(Base):
     backend_id: orm.Mapped[int] = orm.mapped_column(
         sa.ForeignKey("backends.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+    joined_generation: orm.Mapped[int] = orm.mapped_column(sa.Integer)
 
 
 class PoolModelRow(Base):
+    """A model's membership of a pool; `joined_generation` as in `PoolBackendRow`."""
+
     __tablename__ = "pool_models"
 
     pool_id: orm.Mapped[int] = orm.mapped_column(
@@ -93,6 +101,7 @@ class PoolModelRow(Base):
     model_id: orm.Mapped[int] = orm.mapped_column(
         sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+    joined_generation: orm.Mapped[int] = orm.mapped_column(sa.Integer)
 
 
 class BackendStatusRow(Base):

@@ -103,20 +103,26 @@ async def load(session: AsyncSession) -> desired.DesiredState:
     backend_rows = (await session.scalars(sa.select(schema.BackendRow))).all()
     model_rows = (await session.scalars(sa.select(schema.ModelRow))).all()
     pool_rows = (await session.scalars(sa.select(schema.PoolRow))).all()
-    pool_backends = (await session.execute(sa.select(schema.PoolBackendRow.__table__))).all()
-    pool_models = (await session.execute(sa.select(schema.PoolModelRow.__table__))).all()
+    pool_backends = (await session.execute(sa.select(_POOL_BACKENDS))).all()
+    pool_models = (await session.execute(sa.select(_POOL_MODELS))).all()
     backend_names = {row.id: row.name for row in backend_rows}
     model_names = {row.id: row.name for row in model_rows}
+    model_keys = {row.id: names.canonical_ollama(row.name) for row in model_rows}
+    pool_names = {row.id: row.name for row in pool_rows}
     members_b: dict[int, list[str]] = {}
     members_m: dict[int, list[str]] = {}
+    backends_joined: dict[tuple[str, str], int] = {}
+    models_joined: dict[tuple[str, str], int] = {}
     # Under READ COMMITTED a membership may name a row committed after the first query; it is
     # skipped here (callers that need one snapshot use `database.read_snapshot`).
-    for pool_id, backend_id in pool_backends:
-        if backend_id in backend_names:
+    for pool_id, backend_id, joined in pool_backends:
+        if backend_id in backend_names and pool_id in pool_names:
             members_b.setdefault(pool_id, []).append(backend_names[backend_id])
-    for pool_id, model_id in pool_models:
-        if model_id in model_names:
+            backends_joined[pool_names[pool_id], backend_names[backend_id]] = joined
+    for pool_id, model_id, joined in pool_models:
+        if model_id in model_names and pool_id in pool_names:
             members_m.setdefault(pool_id, []).append(model_names[model_id])
+            models_joined[pool_names[pool_id], model_keys[model_id]] = joined
     pools = tuple(
         spec.Pool(
             spec.PoolSpec(
@@ -133,6 +139,8 @@ async def load(session: AsyncSession) -> desired.DesiredState:
         backends=tuple(_backend(row) for row in sorted(backend_rows, key=lambda r: r.name)),
         models=tuple(_model(row) for row in sorted(model_rows, key=lambda r: r.name)),
         pools=pools,
+        backends_joined=backends_joined,
+        models_joined=models_joined,
     )
 
 
@@ -194,8 +202,12 @@ async def add_backend(
     session.add(row)
     await session.flush()
     for pool in pool_rows:
-        session.add(schema.PoolBackendRow(pool_id=pool.id, backend_id=row.id))
         _touch(pool)
+        session.add(
+            schema.PoolBackendRow(
+                pool_id=pool.id, backend_id=row.id, joined_generation=pool.generation
+            )
+        )
     await session.flush()
     return _backend(row)
 
@@ -250,16 +262,26 @@ async def _set_backend_pools(session: AsyncSession, backend_id: int, pools: Sequ
 async def _set_pools(
     session: AsyncSession, table: sa.Table, column: str, member_id: int, pools: Sequence[str]
 ) -> bool:
-    """Make a backend or model a member of exactly ``pools``; bump the pools that changed."""
+    """Make a backend or model a member of exactly ``pools``; bump the pools that changed and
+    date each new membership with its pool's generation after the bump."""
     wanted = {(await _pool_row(session, name)).id for name in pools}
     member = table.c[column] == member_id
     current = set((await session.scalars(sa.select(table.c.pool_id).where(member))).all())
     gone = current - wanted
     if gone:
         await session.execute(sa.delete(table).where(member, table.c.pool_id.in_(gone)))
-    for pool_id in wanted - current:
-        await session.execute(sa.insert(table).values({"pool_id": pool_id, column: member_id}))
     await _touch_pools(session, current ^ wanted)
+    for pool_id in wanted - current:
+        generation = (
+            sa.select(schema.PoolRow.generation)
+            .where(schema.PoolRow.id == pool_id)
+            .scalar_subquery()
+        )
+        await session.execute(
+            sa.insert(table).values(
+                {"pool_id": pool_id, column: member_id, "joined_generation": generation}
+            )
+        )
     return current != wanted
 
 
@@ -307,8 +329,10 @@ async def add_model(
     session.add(row)
     await session.flush()
     for pool in pool_rows:
-        session.add(schema.PoolModelRow(pool_id=pool.id, model_id=row.id))
         _touch(pool)
+        session.add(
+            schema.PoolModelRow(pool_id=pool.id, model_id=row.id, joined_generation=pool.generation)
+        )
     await session.flush()
     return _model(row)
 
@@ -382,7 +406,7 @@ async def create_pool(session: AsyncSession, value: spec.PoolSpec) -> spec.Pool:
     row = schema.PoolRow(name=value.name, purpose=value.purpose)
     session.add(row)
     await session.flush()
-    await _set_members(session, row, value)
+    await _set_members(session, row, value, joined=row.generation)
     return await get_pool(session, value.name)
 
 
@@ -392,7 +416,8 @@ async def update_pool(session: AsyncSession, value: spec.PoolSpec) -> tuple[spec
     before = await get_pool(session, value.name)
     row = await _pool_row(session, value.name)
     row.purpose = value.purpose
-    await _set_members(session, row, value)
+    # A member joins only in a write that changes the spec, which bumps the generation below.
+    await _set_members(session, row, value, joined=row.generation + 1)
     after = await get_pool(session, value.name)
     changed = before.spec != after.spec
     if changed:
@@ -415,25 +440,34 @@ async def _ids(
     return found
 
 
-async def _set_members(session: AsyncSession, row: schema.PoolRow, value: spec.PoolSpec) -> None:
+async def _set_members(
+    session: AsyncSession, row: schema.PoolRow, value: spec.PoolSpec, *, joined: int
+) -> None:
+    """Make the pool's memberships exactly ``value``'s members. Memberships that stay are left
+    untouched (they keep their `joined_generation`); new ones are dated ``joined``."""
     backend_ids = await _ids(session, schema.BackendRow.name, value.backends, "backend")
     keys = {names.canonical_ollama(name): name for name in value.models}
     try:
         model_ids = await _ids(session, schema.ModelRow.canonical_name, list(keys), "model")
     except NotFound as exc:
         raise NotFound("model", keys[exc.name]) from None
-    await session.execute(
-        sa.delete(schema.PoolBackendRow).where(schema.PoolBackendRow.pool_id == row.id)
-    )
-    await session.execute(
-        sa.delete(schema.PoolModelRow).where(schema.PoolModelRow.pool_id == row.id)
-    )
-    session.add_all(
-        schema.PoolBackendRow(pool_id=row.id, backend_id=b) for b in backend_ids.values()
-    )
-    session.add_all(
-        schema.PoolModelRow(pool_id=row.id, model_id=m) for m in set(model_ids.values())
-    )
+    for table, column, wanted in (
+        (_POOL_BACKENDS, "backend_id", set(backend_ids.values())),
+        (_POOL_MODELS, "model_id", set(model_ids.values())),
+    ):
+        of_pool = table.c.pool_id == row.id
+        current = set((await session.scalars(sa.select(table.c[column]).where(of_pool))).all())
+        gone = current - wanted
+        if gone:
+            await session.execute(sa.delete(table).where(of_pool, table.c[column].in_(gone)))
+        if wanted - current:
+            await session.execute(
+                sa.insert(table),
+                [
+                    {"pool_id": row.id, column: member, "joined_generation": joined}
+                    for member in sorted(wanted - current)
+                ],
+            )
     await session.flush()
 
 

@@ -541,7 +541,23 @@ def fleet(
     pool_generation: int = 1,
     backend_generation: int = 1,
     pool_models: Sequence[str] = ("Llama3",),
+    model_joined: int = 1,
+    backend_joined: int = 1,
+    dated: bool = True,
 ) -> desired.DesiredState:
+    """gpu-1 gets Llama3 from `default` and `extra`, qwen from `extra`; v1 both from `extra`.
+    ``model_joined`` and ``backend_joined`` date Llama3's and gpu-1's joining of `default`;
+    ``dated=False`` leaves every membership undated (a state built without the store)."""
+    backends_joined = {
+        ("default", "gpu-1"): backend_joined,
+        ("extra", "gpu-1"): 1,
+        ("extra", "v1"): 1,
+    }
+    models_joined = {
+        ("default", "llama3:latest"): model_joined,
+        ("extra", "llama3:latest"): 1,
+        ("extra", "qwen:latest"): 1,
+    }
     return desired.DesiredState(
         backends=(
             spec.Backend(
@@ -563,6 +579,8 @@ def fleet(
                 meta(21),
             ),
         ),
+        backends_joined=backends_joined if dated else {},
+        models_joined=models_joined if dated else {},
     )
 
 
@@ -582,12 +600,34 @@ def test_the_declaration_names_the_backend_model_and_every_placing_pool() -> Non
     assert declaration_of(fleet(), "qwen") == "b1/m11.1/p21.1"
 
 
-def test_the_declaration_changes_with_the_model_or_its_pools_but_not_the_backend() -> None:
+def test_the_declaration_changes_with_the_model_or_its_placings_but_not_the_backend() -> None:
     base = declaration_of(fleet())
     assert declaration_of(fleet(model_generation=2)) != base
-    assert declaration_of(fleet(pool_generation=2)) != base
     assert declaration_of(fleet(pool_models=())) != base
     assert declaration_of(fleet(backend_generation=5)) == base
+
+
+def test_a_pool_edit_for_other_members_keeps_the_declaration_and_a_rejoin_changes_it() -> None:
+    # `default` at generation 4: other members came and went since Llama3 and gpu-1 joined.
+    base = declaration_of(fleet())
+    assert declaration_of(fleet(pool_generation=4)) == base
+    rejoined_model = declaration_of(fleet(pool_generation=4, model_joined=4))
+    rejoined_backend = declaration_of(fleet(pool_generation=4, backend_joined=3))
+    assert len({base, rejoined_model, rejoined_backend}) == 3
+    assert rejoined_model == "b1/m10.1/p20.4/p21.1"
+    assert declaration_of(fleet(pool_generation=4), "qwen") == declaration_of(fleet(), "qwen")
+
+
+def test_an_undated_membership_counts_as_joined_at_the_pools_generation() -> None:
+    assert declaration_of(fleet(pool_generation=4, dated=False)) == "b1/m10.1/p20.4/p21.1"
+
+
+def test_the_desired_key_changes_when_a_member_rejoins() -> None:
+    # The backend cycle reuses a backend's view while its key is unchanged (runtimestate.memo).
+    base = fleet().key_of("gpu-1")
+    assert fleet().key_of("gpu-1") == base
+    assert fleet(model_joined=2).key_of("gpu-1") != base
+    assert fleet(backend_joined=2).key_of("gpu-1") != base
 
 
 def test_a_backend_view_can_pull_and_delete_only_on_ollama() -> None:
