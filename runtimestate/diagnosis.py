@@ -69,7 +69,10 @@ def failure(
     ):
         items = by_reason.get(reason)
         if items:
-            return NoSatisfactoryModel(_message(reason, request, items), request, excluded)
+            message = _message(reason, request, items)
+            if reason is Reason.CONTEXT_TOO_SMALL:
+                message += _big_enough_but_degraded(request, by_reason)
+            return NoSatisfactoryModel(message, request, excluded)
     return NoAvailableModels(_unavailable(request, by_reason, index), request, excluded)
 
 
@@ -107,6 +110,23 @@ def _message(
                 f"{first.retry_in_s or 0:.0f} s"
             )
     raise AssertionError(reason)  # pragma: no cover - only the filter reasons come here
+
+
+def _big_enough_but_degraded(
+    request: resolution.Request, by_reason: dict[resolution.Reason, list[resolution.Exclusion]]
+) -> str:
+    """A note naming Degraded providers that would have been big enough, if any."""
+    bigger = sorted(
+        {
+            e.backend
+            for e in by_reason.get(Reason.BACKEND_DEGRADED, [])
+            if (e.context_length or 0) >= (request.min_context or 0)
+        }
+    )
+    if not bigger:
+        return ""
+    verb = "is" if len(bigger) == 1 else "are"
+    return f" ({_listed(bigger)} {verb} Degraded and big enough: allow degraded backends to use it)"
 
 
 def _unavailable(

@@ -270,6 +270,16 @@ def test_a_declared_model_that_is_not_pulled_is_absent_and_says_so() -> None:
             "needs 32000 tokens; the largest available, qwen2:7b on gpu-3, has 8192",
         ),
         (
+            fleet(
+                backend("gpu-1", model("qwen2:7b", 8192)),
+                backend("gpu-4", model("qwen2:7b", 65536), phase="Degraded"),
+                backend("gpu-5", model("qwen2:7b", 4096), phase="Degraded"),
+            ),
+            resolver.Request(models=("qwen2:7b",), min_context=32000),
+            resolver.NoSatisfactoryModel,
+            "needs 32000 tokens; the largest available, qwen2:7b on gpu-1, has 8192 (gpu-4 is Degraded and big enough: allow degraded backends to use it)",
+        ),
+        (
             fleet(backend("gpu-1", model("qwen2:7b", None))),
             resolver.Request(models=("qwen2:7b",), min_context=100),
             resolver.NoSatisfactoryModel,
