@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pathlib
+import time
 
-from emulators import ollama, vllm
+import pytest
+
+from emulators import faults, ollama, vllm
 from tests.e2e.conftest import Cli, dump
 
 FLEET = """
@@ -93,3 +96,133 @@ def test_reconcile_without_once_is_refused(llmctl: Cli) -> None:
     result = llmctl("reconcile")
     assert result.code == 2
     assert "give --once" in result.err
+
+
+def _one_backend(url: str, prune: str, models: list[str]) -> str:
+    docs = [
+        "apiVersion: llmctl/v1\nkind: Backend\nmetadata: {name: gpu-0}\n"
+        f'spec: {{type: ollama, url: "{url}", prune: {prune}}}\n'
+    ]
+    docs += [f'apiVersion: llmctl/v1\nkind: Model\nmetadata: {{name: "{m}"}}\n' for m in models]
+    quoted = ", ".join(f'"{m}"' for m in models)
+    docs.append(
+        "apiVersion: llmctl/v1\nkind: Pool\nmetadata: {name: main}\n"
+        f"spec: {{backends: [gpu-0], models: [{quoted}]}}\n"
+    )
+    return "---\n".join(docs)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dry-run", "--wait"], "--dry-run and --wait cannot be combined"),
+        (["--timeout", "5"], "--timeout limits --wait"),
+        (["--wait", "--timeout", "nan"], "--timeout must be a positive number of seconds"),
+        (["--wait", "--timeout", "inf"], "--timeout must be a positive number of seconds"),
+        (["--wait", "--timeout", "0"], "--timeout must be a positive number of seconds"),
+        (["--wait", "--timeout", "-3"], "--timeout must be a positive number of seconds"),
+    ],
+)
+def test_conflicting_or_invalid_wait_options_exit_2_and_change_nothing(
+    llmctl: Cli, tmp_path: pathlib.Path, database_url: str, args: list[str], message: str
+) -> None:
+    with ollama.in_thread() as emu:
+        _apply(llmctl, tmp_path, _one_backend(emu.url, "managed", ["qwen2:0.5b"]))
+        before = dump(database_url)
+        result = llmctl("reconcile", "--once", *args)
+        assert result.code == 2, result.out + result.err
+        assert message in result.err
+        assert dump(database_url) == before
+        assert sum(emu.nodes[0].requests.values()) == 0
+
+
+def test_a_wait_that_runs_out_of_time_says_so_and_exits_1(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    with ollama.in_thread(pull_rate=1_000_000) as emu:  # qwen2:0.5b would take minutes
+        _apply(llmctl, tmp_path, _one_backend(emu.url, "managed", ["qwen2:0.5b"]))
+        table = llmctl("reconcile", "--once", "--wait", "--timeout", "1.5")
+        assert table.code == 1, table.out + table.err
+        assert "timed out after 1.5 s" in table.out
+        doc = llmctl("reconcile", "--once", "--wait", "--timeout", "1", "-o", "json")
+        assert doc.code == 1, doc.out + doc.err
+        assert (doc.json()["timedOut"], doc.json()["waitTimeoutS"]) == (True, 1.0)
+        assert doc.json()["converged"] is False
+
+
+def test_reconcile_honours_the_settings_serve_reads_from_the_environment(
+    llmctl: Cli, tmp_path: pathlib.Path, database_url: str
+) -> None:
+    with ollama.in_thread() as emu:
+        _apply(llmctl, tmp_path, _one_backend(emu.url, "managed", ["qwen2:0.5b"]))
+        emu.set_fault(faults.Fault(faults.FaultKind.HANG))
+        started = time.monotonic()
+        # Without the setting the hung node would cost the 20 s request timeout.
+        result = llmctl("reconcile", "--once", "-o", "json", env={"LLMCTL_CYCLE_DEADLINE_S": "0.5"})
+        assert time.monotonic() - started < 10
+        assert result.code == 0, result.out + result.err
+        (backend,) = result.json()["backends"]
+        assert backend["error"] == "the cycle deadline passed before it answered"
+        before = dump(database_url)
+        bad = llmctl("reconcile", "--once", env={"LLMCTL_OBSERVE_CONCURRENCY": "0"})
+        assert bad.code == 2
+        assert "observe_concurrency" in bad.err
+        assert dump(database_url) == before
+
+
+def test_downloads_of_a_deleted_backend_or_an_undeclared_model_are_cancelled_and_shown(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    with ollama.in_thread(nodes=2) as emu:
+        _apply(llmctl, tmp_path, FLEET.format(url0=emu.node_url(0), url1=emu.node_url(1)))
+        queued = llmctl("reconcile", "--once")  # queues four pulls; nothing downloads them
+        assert queued.code == 0, queued.err
+        assert len(llmctl("downloads", "list", "-o", "json").json()) == 4
+        smaller = FLEET.split("---")
+        kept = "---".join([smaller[0], smaller[2], smaller[4]]).replace(
+            'backends: [gpu-0, gpu-1], models: ["qwen2:0.5b", "llama3.2:1b"]',
+            'backends: [gpu-0], models: ["qwen2:0.5b"]',
+        )
+        path = tmp_path / "smaller.yaml"
+        path.write_text(kept.format(url0=emu.node_url(0)))
+        applied = llmctl("apply", "-f", str(path), "--prune")
+        assert applied.code == 0, applied.err
+        result = llmctl("reconcile", "--once", "-o", "json")
+        assert result.code == 0, result.out + result.err
+        doc = {b["name"]: b for b in result.json()["backends"]}
+        assert (doc["gpu-1"]["declared"], doc["gpu-1"]["phase"]) == (False, None)
+        cancelled = {
+            (name, a["model"], a["reason"])
+            for name, b in doc.items()
+            for a in b["actions"]
+            if a["kind"] == "cancel" and a["done"]
+        }
+        assert cancelled == {
+            ("gpu-0", "llama3.2:1b", "not_desired"),
+            ("gpu-1", "llama3.2:1b", "backend_deleted"),
+            ("gpu-1", "qwen2:0.5b", "backend_deleted"),
+        }
+        table = llmctl("reconcile", "--once", "--dry-run").out
+        assert "gpu-1" not in table  # nothing left to do for it
+        states = {
+            (j["backend"], j["model"]): j["state"]
+            for j in llmctl("downloads", "list", "-o", "json").json()
+        }
+        assert states == {
+            ("gpu-0", "qwen2:0.5b"): "queued",
+            ("gpu-0", "llama3.2:1b"): "cancelled",
+            ("gpu-1", "qwen2:0.5b"): "cancelled",
+            ("gpu-1", "llama3.2:1b"): "cancelled",
+        }
+
+
+def test_prune_all_through_the_cli_removes_undeclared_models_and_converges(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    with ollama.in_thread(installed=["qwen2:0.5b", "nomic-embed-text", "llama3.2:1b"]) as emu:
+        _apply(llmctl, tmp_path, _one_backend(emu.url, "all", ["qwen2:0.5b"]))
+        result = llmctl("reconcile", "--once", "--wait", "--timeout", "60")
+        assert result.code == 0, result.out + result.err
+        assert "converged" in result.out
+        assert {m.spec.name for m in emu.nodes[0].installed.values()} == {"qwen2:0.5b"}
+        assert emu.nodes[0].requests["DELETE /api/delete"] == 2

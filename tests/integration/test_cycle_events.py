@@ -58,7 +58,9 @@ async def world(
     while sink.jetstream is None:
         assert time.monotonic() < deadline, "the publisher never connected"
         await asyncio.sleep(0.02)
-    settings = dataclasses.replace(QUICK, cycle=dataclasses.replace(QUICK.cycle, prefix=nats_prefix))
+    settings = dataclasses.replace(
+        QUICK, cycle=dataclasses.replace(QUICK.cycle, prefix=nats_prefix)
+    )
     fleet = Fleet(migrated_url, settings, sink=sink)
     try:
         yield fleet, heard
