@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
-from emulators import faults, ollama
+from emulators import faults, ollama, ollama_node
 from runtimestate import cycle, plan, probing, snapshot, status
 from runtimestate.backends import base
 from tests import services
@@ -151,6 +151,16 @@ async def test_a_backend_moved_to_another_url_is_probed_afresh_not_held_in_backo
         await world.close()
 
 
+async def _asked_again(node: ollama_node.OllamaNode, asked: int) -> None:
+    """Wait (at most 10 s) until the node is asked for its models once more than ``asked``."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if node.requests["GET /api/tags"] > asked:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the node was not asked for its models")
+
+
 async def test_two_cycles_asked_for_at_once_run_one_after_the_other(fleet: Fleet) -> None:
     async with ollama.running(installed=["qwen2:0.5b"]) as emu:
         await fleet.apply(fleet_file({"gpu-0": ("ollama", emu.url, "managed")}, ["qwen2:0.5b"]))
@@ -160,8 +170,7 @@ async def test_two_cycles_asked_for_at_once_run_one_after_the_other(fleet: Fleet
         asked = node.requests["GET /api/tags"]
         started = time.monotonic()
         both = asyncio.gather(fleet.state.run_backend_cycle(), fleet.state.run_backend_cycle())
-        while node.requests["GET /api/tags"] == asked:
-            await asyncio.sleep(0.01)
+        await _asked_again(node, asked)
         await asyncio.sleep(0.3)  # a second cycle running alongside would have asked by now
         assert node.requests["GET /api/tags"] == asked + 1
         first, second = await both
@@ -204,8 +213,7 @@ async def _run_while_the_database_stops(
     node = emu.nodes[0]
     asked = node.requests["GET /api/tags"]
     running = asyncio.create_task(world.state.run_backend_cycle())
-    while node.requests["GET /api/tags"] == asked:
-        await asyncio.sleep(0.01)
+    await _asked_again(node, asked)
     await asyncio.to_thread(server.stop)
     report = await running
     await asyncio.to_thread(server.start)
