@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from controller import collector, output, runner, settings
+from controller import collector, output, runner, serve, settings
 from dwqueue import publisher
 from runtimestate import cycle, database, plan, snapshot, state
 
@@ -201,12 +201,16 @@ def reconcile_command(
         env.fail("give --once (llmctl serve reconciles continuously)")
     wait_s = _wait_seconds(env, dry_run, wait, timeout)
     try:
-        loaded = settings.load(
-            config, database_url=env.database_url, nats_url=env.nats_url,
-            subject_prefix=env.prefix,
-        )  # fmt: skip
+        loaded = settings.load(config, **serve.root_overrides(ctx))
     except settings.ConfigurationError as exc:
         env.fail(str(exc))
+    # Where `serve` would run: command line, then environment, then the file, then default.
+    env = dataclasses.replace(
+        env,
+        database_url=loaded.database_url or env.database_url,
+        nats_url=loaded.nats_url,
+        prefix=loaded.subject_prefix,
+    )
     report, waited = runner.run_async(env, lambda: _reconcile(env, loaded, dry_run, wait_s))
     _print(env, report_doc(report, waited), fmt)
     if waited is not None and not waited.converged:

@@ -150,21 +150,31 @@ def test_a_wait_that_runs_out_of_time_says_so_and_exits_1(
         assert doc.json()["converged"] is False
 
 
-def test_reconcile_honours_the_settings_serve_reads_from_the_environment(
-    llmctl: Cli, tmp_path: pathlib.Path, database_url: str
+@pytest.mark.parametrize("source", ["environment", "config file"])
+def test_reconcile_honours_the_settings_serve_reads(
+    llmctl: Cli, tmp_path: pathlib.Path, database_url: str, source: str
 ) -> None:
+    def given(setting: str, value: str) -> tuple[list[str], dict[str, str]]:
+        if source == "environment":
+            return [], {f"LLMCTL_{setting.upper()}": value}
+        path = tmp_path / f"{setting}.yaml"
+        path.write_text(f"{setting}: {value}\n")
+        return ["--config", str(path)], {}
+
     with ollama.in_thread() as emu:
         _apply(llmctl, tmp_path, _one_backend(emu.url, "managed", ["qwen2:0.5b"]))
         emu.set_fault(faults.Fault(faults.FaultKind.HANG))
+        args, env = given("cycle_deadline_s", "0.5")
         started = time.monotonic()
         # Without the setting the hung node would cost the 20 s request timeout.
-        result = llmctl("reconcile", "--once", "-o", "json", env={"LLMCTL_CYCLE_DEADLINE_S": "0.5"})
+        result = llmctl("reconcile", "--once", "-o", "json", *args, env=env)
         assert time.monotonic() - started < 10
         assert result.code == 0, result.out + result.err
         (backend,) = result.json()["backends"]
         assert backend["error"] == "the cycle deadline passed before it answered"
         before = dump(database_url)
-        bad = llmctl("reconcile", "--once", env={"LLMCTL_OBSERVE_CONCURRENCY": "0"})
+        args, env = given("observe_concurrency", "0")
+        bad = llmctl("reconcile", "--once", *args, env=env)
         assert bad.code == 2
         assert "observe_concurrency" in bad.err
         assert dump(database_url) == before
