@@ -16,8 +16,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
-from emulators import faults, ollama, ollama_node
-from runtimestate import cycle, plan, probing, snapshot, status
+from emulators import faults, ollama, ollama_node, vllm
+from runtimestate import cycle, plan, probing, snapshot, state, status
 from runtimestate.backends import base
 from tests import services
 from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file
@@ -149,6 +149,37 @@ async def test_a_backend_moved_to_another_url_is_probed_afresh_not_held_in_backo
         assert report.summary()["skipped_backoff"] == 0
     finally:
         await world.close()
+
+
+async def test_a_backend_given_new_credentials_is_probed_afresh_not_held_in_backoff(
+    fleet: Fleet,
+) -> None:
+    slow = probing.Policy(base_delay=dt.timedelta(minutes=1), max_delay=dt.timedelta(minutes=2))
+    runtime = state.State(
+        fleet.engine,
+        settings=dataclasses.replace(QUICK, cycle=cycle.Settings(probing=slow)),
+        environ={"OLD_KEY": "sk-wrong", "NEW_KEY": "sk-right"},
+    )
+
+    def provider(url: str, variable: str) -> str:
+        return (
+            "apiVersion: llmctl/v1\nkind: Backend\nmetadata: {name: cloud-0}\n"
+            f'spec: {{type: openai, url: "{url}/v1", credentials: {{env: {variable}}}}}\n'
+        )
+
+    try:
+        async with vllm.running(served_model_names=["chat-model"], api_key="sk-right") as emu:
+            await fleet.apply(provider(emu.url, "OLD_KEY"))
+            refused = (await runtime.run_backend_cycle()).snapshot.backends["cloud-0"]
+            assert refused.phase is P.UNREACHABLE  # and backing off for a minute
+            await fleet.apply(provider(emu.url, "NEW_KEY"))
+            report = await runtime.run_backend_cycle()
+    finally:
+        await runtime.aclose()
+    accepted = report.snapshot.backends["cloud-0"]
+    assert (accepted.phase, accepted.error) == (P.READY, None)
+    assert _served(accepted) == {"chat-model"}
+    assert report.summary()["skipped_backoff"] == 0
 
 
 async def _asked_again(node: ollama_node.OllamaNode, asked: int) -> None:
