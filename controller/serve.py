@@ -12,9 +12,10 @@ start unless ``--no-migrate``), NATS (the configured URL, else an embedded ``nat
 
 A message on ``<prefix>.v1.control.trigger`` runs a backend cycle at once, then a download
 cycle (triggers arriving meanwhile coalesce into one more run); ``<prefix>.v1.control.cancel``
-with ``{"job_id": ...}`` stops that pull here at once. A failing job is logged, counted
-(``llmctl_errors_total``) and skipped on later ticks with capped exponential backoff; it never
-stops the scheduler, and the database and NATS are reconnected without a restart. SIGTERM or
+with ``{"job_id": ...}`` makes this replica check that job's row at once and stop its pull when
+the database says it was cancelled (the message alone stops nothing). A failing job is logged,
+counted (``llmctl_errors_total``) and skipped on later ticks with capped exponential backoff; it
+never stops the scheduler, and the database and NATS are reconnected without a restart. SIGTERM or
 SIGINT stops scheduling, interrupts the pulls (their jobs go back to the queue with progress
 kept), flushes events and stops the embedded NATS, within ``shutdown_timeout_s``.
 
@@ -216,8 +217,12 @@ class Controller:
             worker.request()
 
         async def on_cancel(payload: bytes) -> None:
-            job_id = json.loads(payload).get("job_id")
-            if isinstance(job_id, str) and runtime.downloads.cancel_local(job_id):
+            # A hint, not an order: the job's row is checked now, and the pull stops only when
+            # the database says it is no longer ours (anyone can publish on this subject).
+            job_id = _job_id(payload)
+            if job_id is None:
+                log.warning('cancel request ignored: not {"job_id": "..."}')
+            elif await runtime.downloads.check(job_id):
                 log.info("pull stopped on request", job_id=job_id)
 
         await events.subscribe(trigger.subject(prefix, trigger.TRIGGER), on_trigger)
@@ -282,6 +287,16 @@ class Controller:
         await events.flush(timeout_s=1.0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(events.close(), 2.0)
+
+
+def _job_id(payload: bytes) -> str | None:
+    """The ``job_id`` of a cancel request, or None when the message is not one."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    job_id = body.get("job_id") if isinstance(body, dict) else None
+    return job_id if isinstance(job_id, str) else None
 
 
 def _migrate(url: str) -> None:

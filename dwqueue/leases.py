@@ -8,10 +8,13 @@ None or False) once the job is no longer that owner's running job: cancelled, re
 finished. Nothing here sleeps or reads the clock when ``now`` is given.
 
 Attempts: `claim` counts an attempt. A transient failure is retried after `backoff.delay` until
-the job's ``max_attempts``; a permanent one (or insufficient disk) fails at once. An expired
-lease counts as a failed attempt: the reaper re-queues the job due at once (the worker died, not
-the backend) or fails it when it has no attempts left, so a pull that kills its worker cannot
-loop for ever. `release` (a clean shutdown) gives the attempt back.
+the job's attempts run out; a permanent one (or insufficient disk) fails at once. A job's limit
+is its own ``max_attempts`` (set by `queue.enqueue`) capped by the worker's `backoff.Policy`
+``max_attempts`` when the worker gives one: the worker's configuration governs, a job may ask
+for fewer. The capped limit is written back to the row, so events and listings show it. An
+expired lease counts as a failed attempt: the reaper re-queues the job due at once (the worker
+died, not the backend) or fails it when it has no attempts left, so a pull that kills its worker
+cannot loop for ever. `release` (a clean shutdown) gives the attempt back.
 """
 
 from __future__ import annotations
@@ -193,17 +196,24 @@ async def fail(
 
     A retryable class with attempts left re-queues the job due after `backoff.delay(policy,
     attempts, draw)` (a `DownloadRetrying` event); anything else fails it for good (a
-    `DownloadFailed` event) until a user retries or the declaration changes. ``draw`` is the
-    jitter's random number in [0, 1); a fresh one when None.
+    `DownloadFailed` event) until a user retries or the declaration changes. Attempts left are
+    counted against the job's ``max_attempts`` capped by ``policy.max_attempts`` (when a policy
+    is given; the cap is stored in the row). ``draw`` is the jitter's random number in [0, 1);
+    a fresh one when None.
     """
     now = now or rows.utcnow()
-    policy = policy or backoff.Policy()
     row = await rows.fetch(session, job_id)
     if row is None or row["lease_owner"] != owner or row["state"] != _RUNNING:
         return None
-    values: dict[str, Any] = {"error": error, "error_class": error_class.value}
+    limit = row["max_attempts"] if policy is None else min(row["max_attempts"], policy.max_attempts)
+    policy = policy or backoff.Policy()
+    values: dict[str, Any] = {
+        "error": error,
+        "error_class": error_class.value,
+        "max_attempts": limit,
+    }
     cls: type[events.DownloadEvent]
-    if error_class.retryable and backoff.should_retry(row["attempts"], row["max_attempts"]):
+    if error_class.retryable and backoff.should_retry(row["attempts"], limit):
         draw = random.random() if draw is None else draw  # noqa: S311 - jitter, not crypto
         wait = backoff.delay(policy, row["attempts"], draw)
         values |= _requeue(now + dt.timedelta(seconds=wait), now)
@@ -226,19 +236,28 @@ async def release(
     return rows.change(updated[0], events.DownloadQueued, now) if updated else None
 
 
-async def reap(session: AsyncSession, *, now: dt.datetime | None = None) -> list[rows.Change]:
+async def reap(
+    session: AsyncSession, *, max_attempts: int | None = None, now: dt.datetime | None = None
+) -> list[rows.Change]:
     """Take back every running job whose lease expired before ``now``.
 
     Each one with attempts left is queued again, due now (a `DownloadRetrying` event, error
-    class ``lease_expired``); one that used its last attempt fails (`DownloadFailed`). Progress
-    is kept. Safe to run in several replicas at once: each job is reaped once.
+    class ``lease_expired``); one that used its last attempt fails (`DownloadFailed`). Attempts
+    left are counted as `fail` counts them: ``max_attempts`` (the worker policy's) caps each
+    job's own limit, and the cap is stored. Progress is kept. Safe to run in several replicas at
+    once: each job is reaped once.
     """
     now = now or rows.utcnow()
     expired = sa.and_(_C.state == _RUNNING, _C.lease_expires_at < now)
-    error = {"error": "the worker's lease expired", "error_class": "lease_expired"}
+    error: dict[str, Any] = {"error": "the worker's lease expired", "error_class": "lease_expired"}
+    has_attempts_left = _C.attempts < _C.max_attempts
+    if max_attempts is not None:
+        capped = sa.case((_C.max_attempts > max_attempts, max_attempts), else_=_C.max_attempts)
+        error["max_attempts"] = capped
+        has_attempts_left = sa.and_(has_attempts_left, _C.attempts < max_attempts)
     requeued = await rows.update_returning(
         session,
-        sa.and_(expired, _C.attempts < _C.max_attempts),
+        sa.and_(expired, has_attempts_left),
         {**_requeue(now, now), **error},
     )
     failed = await rows.update_returning(

@@ -23,7 +23,7 @@ import datetime as dt
 import functools
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import sqlalchemy as sa
@@ -106,6 +106,7 @@ class Downloads:
         self._coalescer = coalescer.Coalescer(settings.events_per_second)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._lost: set[str] = set()  # jobs that stopped being ours (cancelled, reaped)
+        self._finishing: set[str] = set()  # pulls over, their end being written: not cancellable
 
     @property
     def running(self) -> frozenset[str]:
@@ -125,7 +126,8 @@ class Downloads:
     async def run_cycle(self, state: desired.DesiredState) -> CycleReport:
         """Reap, claim and start pulls; returns at once (the pulls go on in the background)."""
         now = rows.utcnow()
-        reaped = await self._tx(lambda s: leases.reap(s, now=now))
+        cap = self._settings.retry.max_attempts
+        reaped = await self._tx(lambda s: leases.reap(s, max_attempts=cap, now=now))
         await self._publish(*reaped)
         free = self._settings.concurrency - len(self._tasks)
         claimed: list[rows.Change] = []
@@ -146,13 +148,35 @@ class Downloads:
         task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
 
     def cancel_local(self, job_id: str) -> bool:
-        """The fast path of a cancel: stop our task for ``job_id`` now (the row is the truth)."""
+        """Stop our task for ``job_id`` now, for a job the database says is no longer ours.
+
+        False when this process does not run it, or when its pull has ended and the task is
+        writing and publishing its end: that must not be interrupted (its terminal event would be
+        lost), and the final write does nothing for a job that is not ours anyway."""
         task = self._tasks.get(job_id)
-        if task is None:
+        if task is None or job_id in self._finishing:
             return False
         self._lost.add(job_id)
         task.cancel()
         return True
+
+    async def check(self, job_id: str) -> bool:
+        """The fast path of a cancel request: check ``job_id``'s row now, as the next heartbeat
+        would, and stop our pull only when the row says the job is no longer ours (cancelled,
+        or reaped and given to another worker). A request for a job we still own changes
+        nothing but the lease's expiry. True when a pull was stopped. A database error is
+        logged and left to the heartbeats; nothing is raised."""
+        if job_id not in self._tasks or job_id in self._finishing:
+            return False
+        try:
+            ours = await self._tx(
+                lambda s: leases.heartbeat(s, job_id, self._owner, lease=self._settings.lease)
+            )
+        except DATABASE_DOWN as exc:
+            log.warning("cancel request not checked; the heartbeat will", job_id=job_id,
+                        error=database_error(exc))  # fmt: skip
+            return False
+        return not ours and self.cancel_local(job_id)
 
     async def drain(self, wait_s: float | None = None) -> None:
         """Wait for every pull this process runs to end."""
@@ -168,34 +192,58 @@ class Downloads:
             await asyncio.wait(tasks)
 
     async def _run(self, job: jobs.Job, backend: spec.Backend | None) -> None:
+        """One job from claim to its end. The heartbeats run only while the pull does: they are
+        stopped (and awaited) before the end is written, so nothing cancels this task between
+        the commit of the terminal state and the publishing of its event."""
         log_ = log.bind(job_id=job.id, backend=job.backend, model=job.model)
         started = time.monotonic()
         beat = asyncio.get_running_loop().create_task(self._heartbeats(job.id))
-        outcome = "succeeded"
+        outcome = "cancelled"
         try:
-            await self._pull(job, backend)
+            failure: Exception | None = None
+            try:
+                pulled = await self._pull(job, backend)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # every failure is classified and recorded
+                pulled, failure = False, exc
+            await self._stop_heartbeats(job.id, beat)
+            if failure is not None:
+                outcome = await self._failed(job, failure, log_)
+            elif pulled:
+                outcome = await self._succeeded(job, backend)
         except asyncio.CancelledError:
-            outcome = "cancelled" if job.id in self._lost else "released"
-            if job.id not in self._lost:
-                change = await asyncio.shield(
-                    self._durably(
-                        lambda s: leases.release(s, job.id, self._owner),
-                        job.id,
-                        "release",
-                        give_up_after_s=self._settings.lease.total_seconds(),
-                    )
-                )
-                await self._publish(change)
-        except Exception as exc:  # every failure is classified and recorded
-            outcome = "failed"
-            await self._failed(job, exc, log_)
+            outcome = await self._interrupted(job)
         finally:
             beat.cancel()
+            self._finishing.discard(job.id)
             self._coalescer.forget(job.id)
             self._lost.discard(job.id)
             log_.info("download", outcome=outcome, duration_s=round(time.monotonic() - started, 3))
 
-    async def _failed(self, job: jobs.Job, exc: Exception, log_: structlog.BoundLogger) -> None:
+    async def _stop_heartbeats(self, job_id: str, beat: asyncio.Task[None]) -> None:
+        self._finishing.add(job_id)  # from here on `cancel_local` leaves this task alone
+        beat.cancel()
+        await asyncio.wait([beat])  # a cancel of this task still arrives here, before the end
+
+    async def _interrupted(self, job: jobs.Job) -> str:
+        """The task was cancelled: by `cancel_local` (the job is no longer ours) or by `stop`.
+        Either way the job is released if it is still ours (a no-op otherwise), so nothing is
+        left running without a pull behind it; the attempt is given back."""
+        change = await asyncio.shield(
+            self._durably(
+                lambda s: leases.release(s, job.id, self._owner),
+                job.id,
+                "release",
+                give_up_after_s=self._settings.lease.total_seconds(),
+            )
+        )
+        await self._publish(change)
+        return "cancelled" if change is None and job.id in self._lost else "released"
+
+    async def _failed(self, job: jobs.Job, exc: Exception, log_: structlog.BoundLogger) -> str:
+        """Record a failed attempt; the outcome: ``retrying``, ``failed``, or ``cancelled`` when
+        the job stopped being ours meanwhile."""
         error_class, reason = classify(exc)
         if not isinstance(exc, errors.LlmctlError):
             log_.exception("download failed unexpectedly", exc_info=exc)
@@ -214,6 +262,9 @@ class Downloads:
 
         change = await self._durably(work, job.id, "failure")
         await self._publish(change)
+        if change is None:
+            return "cancelled"
+        return "retrying" if change.job.state is jobs.JobState.QUEUED else "failed"
 
     async def _durably(
         self,
@@ -240,7 +291,9 @@ class Downloads:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_CAP_S)
 
-    async def _pull(self, job: jobs.Job, backend: spec.Backend | None) -> None:
+    async def _pull(self, job: jobs.Job, backend: spec.Backend | None) -> bool:
+        """Pull ``job``'s model, recording progress. True when the pull finished; False when
+        the job stopped being ours meanwhile (the pull is then stopped: its stream closed)."""
         if backend is None:
             raise errors.ConfigurationError(
                 "the backend is no longer declared", backend=job.backend
@@ -250,8 +303,16 @@ class Downloads:
             raise errors.ConfigurationError(
                 f"{backend.spec.type.value} backends cannot pull models", backend=job.backend
             )
+        stream = adapter.pull(job.model)
+        try:
+            return await self._follow(job, stream)
+        finally:  # closing the stream closes the connection: Ollama stops the download
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()
+
+    async def _follow(self, job: jobs.Job, stream: AsyncIterator[base.PullProgress]) -> bool:
         progress_meter = meter.Meter()
-        async for line in adapter.pull(job.model):
+        async for line in stream:
             now = time.monotonic()
             progress = progress_meter.update(
                 line.status, line.digest, line.completed, line.total, now
@@ -266,9 +327,9 @@ class Downloads:
                 continue
             if change is None:  # cancelled or reaped meanwhile: it is not ours any more
                 self._lost.add(job.id)
-                return
+                return False
             await self._publish(change)
-        await self._succeeded(job, backend)
+        return True
 
     async def _record(
         self, job_id: str, progress: jobs.Progress, session: AsyncSession
@@ -277,7 +338,11 @@ class Downloads:
             session, job_id, self._owner, progress, lease=self._settings.lease
         )
 
-    async def _succeeded(self, job: jobs.Job, backend: spec.Backend) -> None:
+    async def _succeeded(self, job: jobs.Job, backend: spec.Backend | None) -> str:
+        """Record the finished pull; the outcome (``cancelled`` when the job stopped being ours
+        just before: the model is on the node, but the row says what the user asked)."""
+        assert backend is not None  # `_pull` refuses a job whose backend is gone
+
         async def work(session: AsyncSession) -> rows.Change | None:
             change = await leases.succeed(session, job.id, self._owner)
             if change is not None:
@@ -286,7 +351,9 @@ class Downloads:
                 )
             return change
 
-        await self._publish(await self._durably(work, job.id, "success"))
+        change = await self._durably(work, job.id, "success")
+        await self._publish(change)
+        return "cancelled" if change is None else "succeeded"
 
     async def _heartbeats(self, job_id: str) -> None:
         """Extend the lease and watch the row; cancel the pull when the job is not ours."""

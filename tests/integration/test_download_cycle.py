@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from dwqueue import jobs, publisher, queue
+from dwqueue import backoff, jobs, publisher, queue, rows
 from emulators import faults, ollama
-from runtimestate import status
-from tests.integration.downloads_fixtures import Recorder, World, record
+from runtimestate import state, status
+from tests.integration.downloads_fixtures import FAST, Recorder, World, record
 
 pytestmark = pytest.mark.timeout(90)
 S = jobs.JobState
+
+
+def _settings(policy: backoff.Policy) -> state.Settings:
+    return dataclasses.replace(FAST, downloads=dataclasses.replace(FAST.downloads, retry=policy))
+
+
+def _aware(at: dt.datetime) -> dt.datetime:
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)  # SQLite drops the zone
 
 
 @pytest.fixture
@@ -54,16 +64,57 @@ async def test_an_unknown_model_fails_as_permanent_after_one_attempt(world: Worl
 
 
 async def test_a_connection_reset_mid_pull_is_retried_with_backoff_and_succeeds(
+    migrated_url: str,
+) -> None:
+    # No jitter: the retry is due exactly base_s after the failure, so the wait is visible.
+    policy = backoff.Policy(base_s=0.4, cap_s=2.0, max_attempts=3, jitter=backoff.Jitter.NONE)
+    world = World(migrated_url, _settings(policy))
+    try:
+        async with ollama.running(pull_rate=500_000_000, tick_interval=0.01) as emu:
+            emu.set_fault(faults.Fault(faults.FaultKind.RESET, after_lines=3, times=1), "/api/pull")
+            await world.declare("gpu-1", emu.url)
+            job = await world.enqueue("gpu-1", "qwen2:0.5b")
+            await world.until(job.id, S.RUNNING)
+            retrying = await world.until(job.id, S.QUEUED)
+            assert retrying.attempts == 1
+            assert retrying.error_class is jobs.ErrorClass.TRANSIENT
+            assert retrying.error is not None
+            assert "unavailable" in retrying.error
+            wait = retrying.next_attempt_at - retrying.updated_at  # updated when it failed
+            assert wait == dt.timedelta(seconds=policy.base_s)
+            assert retrying.next_attempt_at > rows.utcnow() - dt.timedelta(seconds=0.1)
+            await world.state.run_download_cycle()  # not due yet: nothing is claimed
+            assert (await world.job(job.id)).state is S.QUEUED
+            assert emu.nodes[0].requests["POST /api/pull"] == 1
+            done = await world.until(job.id, S.SUCCEEDED, S.FAILED)
+            assert done.state is S.SUCCEEDED, done.error
+            assert done.attempts == 2  # the reset attempt, then the retry that finished
+            assert done.started_at is not None
+            assert _aware(done.started_at) >= _aware(retrying.next_attempt_at)
+            assert emu.nodes[0].requests["POST /api/pull"] == 2
+    finally:
+        await world.close()
+
+
+async def test_transient_failures_fail_the_download_after_the_configured_attempts(
     world: World,
 ) -> None:
+    # FAST allows 3 attempts; the queue's own default (5) must not win.
+    assert FAST.downloads.retry.max_attempts == 3 < queue.DEFAULT_MAX_ATTEMPTS
     async with ollama.running(pull_rate=500_000_000, tick_interval=0.01) as emu:
-        emu.set_fault(faults.Fault(faults.FaultKind.RESET, after_lines=3, times=1), "/api/pull")
+        emu.set_fault(faults.Fault(faults.FaultKind.RESET, after_lines=2, times=100), "/api/pull")
         await world.declare("gpu-1", emu.url)
         job = await world.enqueue("gpu-1", "qwen2:0.5b")
-        done = await world.until(job.id, S.SUCCEEDED, S.FAILED)
-        assert done.state is S.SUCCEEDED, done.error
-        assert done.attempts == 2  # the reset attempt, then the retry that finished
-        assert emu.nodes[0].requests["POST /api/pull"] == 2
+        assert job.max_attempts == queue.DEFAULT_MAX_ATTEMPTS
+        done = await world.until(job.id, S.FAILED, S.SUCCEEDED)
+        assert done.state is S.FAILED
+        assert (done.attempts, done.max_attempts) == (3, 3)
+        assert done.error_class is jobs.ErrorClass.TRANSIENT
+        for _ in range(3):  # failed for good: later cycles leave it alone
+            await world.state.run_download_cycle()
+            await asyncio.sleep(0.1)
+        assert (await world.job(job.id)).state is S.FAILED
+        assert emu.nodes[0].requests["POST /api/pull"] == 3
 
 
 async def test_a_full_disk_fails_the_download_as_insufficient_disk(world: World) -> None:
