@@ -21,9 +21,9 @@ from typing import Annotated, Any
 import nats.errors
 import typer
 from nats.aio.client import Client
-from rich import box, filesize
+from rich import filesize
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import output, runner, trigger
@@ -35,7 +35,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-OutputOpt = Annotated[output.Format, typer.Option("--output", "-o", help="table, json or yaml")]
+OutputOpt = Annotated[
+    output.Format, typer.Option("--output", "-o", help="table, wide, json or yaml")
+]
 STATE_CHOICES = [state.value for state in jobs.JobState] + ["active"]
 _NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
 _NATS_TIMEOUT_S = 3.0
@@ -106,6 +108,8 @@ def job_doc(job: jobs.Job) -> dict[str, Any]:
         "error": job.error,
         "errorClass": None if job.error_class is None else job.error_class.value,
         "nextAttemptAt": _time(job.next_attempt_at),
+        "leaseOwner": job.lease_owner,
+        "leaseExpiresAt": _time(job.lease_expires_at),
         "createdAt": _time(job.created_at),
         "updatedAt": _time(job.updated_at),
         "startedAt": _time(job.started_at),
@@ -113,33 +117,51 @@ def job_doc(job: jobs.Job) -> dict[str, Any]:
     }
 
 
-def _row(doc: dict[str, Any]) -> list[str]:
-    running = doc["state"] == jobs.JobState.RUNNING.value
-    return [
-        doc["id"],
-        doc["backend"],
-        doc["model"],
-        doc["state"],
-        percent_text(doc["percent"]),
-        rate_text(doc["rateBps"]) if running else "-",
-        eta_text(doc["etaS"]) if running else "-",
-        f"{doc['attempts']}/{doc['maxAttempts']}",
-        output.age(doc["createdAt"]),
-        doc["error"] or "-",
-    ]
+def _running(doc: dict[str, Any]) -> bool:
+    return bool(doc["state"] == jobs.JobState.RUNNING.value)
+
+
+def short_digest(digest: str | None) -> str:
+    """``sha256:6a0746a1ec1a…`` as Ollama prints it while pulling: ``6a0746a1ec1a``."""
+    return "-" if not digest else digest.removeprefix("sha256:")[:12]
+
+
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+# The table's columns: what `downloads list` prints. ERROR comes last (it is long and folds).
+COLUMNS: list[Column] = [
+    ("ID", lambda d: d["id"]),
+    ("BACKEND", lambda d: d["backend"]),
+    ("MODEL", lambda d: d["model"]),
+    ("STATE", lambda d: d["state"]),
+    ("PROGRESS", lambda d: percent_text(d["percent"])),
+    ("RATE", lambda d: rate_text(d["rateBps"]) if _running(d) else "-"),
+    ("ETA", lambda d: eta_text(d["etaS"]) if _running(d) else "-"),
+    ("ATTEMPTS", lambda d: f"{d['attempts']}/{d['maxAttempts']}"),
+    ("AGE", lambda d: output.age(d["createdAt"])),
+]
+# ``-o wide`` adds these before ERROR, as ``backend list -o wide`` adds its own.
+WIDE_COLUMNS: list[Column] = [
+    ("STATUS", lambda d: d["status"] or "-"),
+    ("DIGEST", lambda d: short_digest(d["digest"])),
+    ("LEASE-OWNER", lambda d: output.cell(d["leaseOwner"])),
+    ("NEXT-ATTEMPT", lambda d: output.until(d["nextAttemptAt"]) if d["state"] == "queued" else "-"),
+    ("ERROR-CLASS", lambda d: output.cell(d["errorClass"])),
+]
+_ERROR: Column = ("ERROR", lambda d: d["error"] or "-")
 
 
 def render_list(docs: Sequence[dict[str, Any]], fmt: output.Format, console: Console) -> None:
-    if fmt is not output.Format.TABLE:
+    """Print downloads: JSON and YAML print the list itself; ``table`` and ``wide`` a table."""
+    if fmt in (output.Format.JSON, output.Format.YAML):
         output.render_one(list(docs), fmt, console)
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    headers = ["ID", "BACKEND", "MODEL", "STATE", "PROGRESS", "RATE", "ETA", "ATTEMPTS", "AGE"]
-    for header in headers:
+    wide = WIDE_COLUMNS if fmt is output.Format.WIDE else []
+    columns = [*COLUMNS, *wide, _ERROR]
+    table = output.new_table()
+    for header, _ in columns:
         table.add_column(header, overflow="fold", no_wrap=header == "ID")
-    table.add_column("ERROR", overflow="fold")
     for doc in docs:
-        table.add_row(*_row(doc))
+        table.add_row(*[Text(value(doc)) for _, value in columns])
     console.print(table, highlight=False)
 
 

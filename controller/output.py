@@ -133,14 +133,31 @@ def pool_doc(pool: spec.Pool) -> dict[str, Any]:
 def age(created_at: str, now: dt.datetime | None = None) -> str:
     """kubectl-style age: 45s, 12m, 3h, 5d."""
     now = now or dt.datetime.now(dt.UTC)
-    seconds = max(0, int((now - dt.datetime.fromisoformat(created_at)).total_seconds()))
+    return _span(int((now - dt.datetime.fromisoformat(created_at)).total_seconds()))
+
+
+def until(at: str, now: dt.datetime | None = None) -> str:
+    """How long until ``at``, as `age` writes it (``in 12s``); ``now`` once it has passed."""
+    now = now or dt.datetime.now(dt.UTC)
+    seconds = int((dt.datetime.fromisoformat(at) - now).total_seconds())
+    return "now" if seconds <= 0 else f"in {_span(seconds)}"
+
+
+def _span(seconds: int) -> str:
+    seconds = max(0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
 
-def _cell(value: Any) -> str:
+def new_table() -> Table:
+    """The table every list is printed in: kubectl's look, a rule under the headers."""
+    return Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+
+
+def cell(value: Any) -> str:
+    """A document value as a table cell: ``-`` for nothing, lists and maps comma-joined."""
     if value is None:
         return "-"
     if isinstance(value, list):
@@ -169,14 +186,14 @@ def render_list(kind: str, docs: Sequence[dict[str, Any]], fmt: Format, console:
     if fmt in (Format.JSON, Format.YAML):
         render_one(list(docs), fmt, console)
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table = new_table()
     columns = TABLE_COLUMNS.get(f"{kind}-wide" if fmt is Format.WIDE else kind, TABLE_COLUMNS[kind])
     for header, _ in columns:
         table.add_column(header, overflow="fold")
     table.add_column("AGE")
     for doc in docs:
         flat = {**doc, **_status_cells(doc.get("status"))} if kind == "backend" else doc
-        table.add_row(*[_cell(flat.get(key)) for _, key in columns], age(doc["createdAt"]))
+        table.add_row(*[cell(flat.get(key)) for _, key in columns], age(doc["createdAt"]))
     console.print(table)
 
 
@@ -202,7 +219,7 @@ def render_one(doc: Any, fmt: Format, console: Console) -> None:
     else:
         width = max((len(key) for key in doc), default=0)
         for key, value in doc.items():
-            console.out(f"{key + ':':<{width + 1}} {_cell(value)}", highlight=False)
+            console.out(f"{key + ':':<{width + 1}} {cell(value)}", highlight=False)
 
 
 def _downloads(status: dict[str, Any]) -> list[dict[str, Any]]:
@@ -233,6 +250,6 @@ def render_backend(doc: dict[str, Any], console: Console) -> None:
         for key in keys:
             table.add_column(title if key == keys[0] else key.upper(), overflow="fold")
         for row in rows:
-            table.add_row(*[_cell(row.get(key)) for key in keys])
+            table.add_row(*[cell(row.get(key)) for key in keys])
         if rows:
             console.print(table)

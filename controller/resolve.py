@@ -63,6 +63,11 @@ def resolve_command(
 ) -> None:
     """Show which provider a request would get, its fallbacks, and why others were excluded."""
     env = _env(ctx)
+    if policy is resolver.Policy.STICKY and not session:
+        env.fail(
+            "--policy sticky needs a session key: add --session KEY "
+            "(a user or conversation id; the same key always gets the same provider)"
+        )
     try:
         request = resolver.Request(
             models=tuple(models or ()),
@@ -112,7 +117,7 @@ def _print_failure(
         output.render_one(doc, fmt, env.out)
     elif explain:
         _print_exclusions(env, exc.exclusions)
-    env.err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    env.error(str(exc))
 
 
 def _print_table(env: runner.Env, title: str, providers: list[resolver.Provider]) -> None:

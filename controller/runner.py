@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TypeVar
 import sqlalchemy as sa
 import structlog
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
@@ -78,19 +79,30 @@ def notify(env: Env) -> None:
 
 @dataclasses.dataclass
 class Env:
-    """What every command needs: the database URL and where to print."""
+    """What every command needs: the database URL and where to print.
+
+    Both consoles print text as it is (``markup=False``): what they show comes from users and
+    backends (names, errors), and rich would take a ``[`` in it for a style tag, or fail on it.
+    """
 
     database_url: str
     nats_url: str | None = None
     prefix: str = "llmctl"
     out: Console = dataclasses.field(
-        default_factory=lambda: Console(soft_wrap=True, width=_width())
+        default_factory=lambda: Console(soft_wrap=True, width=_width(), markup=False)
     )
-    err: Console = dataclasses.field(default_factory=lambda: Console(stderr=True, soft_wrap=True))
+    err: Console = dataclasses.field(
+        default_factory=lambda: Console(stderr=True, soft_wrap=True, markup=False)
+    )
     environ: dict[str, str] = dataclasses.field(default_factory=lambda: dict(os.environ))
 
+    def error(self, message: str) -> None:
+        """``error: <message>`` on standard error; the message is shown verbatim."""
+        self.err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+
     def fail(self, message: str, code: int = 2) -> NoReturn:
-        self.err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+        """`error`, then exit with ``code`` (2: invalid input; 1: something else failed)."""
+        self.error(message)
         raise SystemExit(code)
 
 

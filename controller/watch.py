@@ -12,8 +12,9 @@ stay with their final state; jobs that had already finished before the watch beg
 shown), or ``--json``: each event's wire JSON on its own line, flushed at once, for scripts.
 Exit codes: 0 on Ctrl-C, at ``--timeout``, or with ``--exit-when-idle`` once nothing is queued
 or running; 1 when NATS cannot be reached, or ``--exit-when-idle`` timed out with work left;
-2 for invalid input (no NATS URL, a bad backend name). It changes nothing (beyond migrating an
-embedded SQLite database on first use, as every command does).
+2 for invalid input (no NATS URL, a bad backend name or subject prefix), with the message saying
+how to fix it. It changes nothing (beyond migrating an embedded SQLite database on first use, as
+every command does).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from rich.text import Text
 
 from controller import downloads, runner
 from dwqueue import events, jobs, queue, subscriber
-from runtimestate import database
+from runtimestate import database, names
 
 _CONNECT_TIMEOUT_S = 5.0
 _SETTLE_QUIET_S = 0.3  # the JetStream replay arrives in one burst; this much silence ends it
@@ -222,10 +223,7 @@ def watch_command(
             "watch reads download events from NATS: give the server as "
             "llmctl --nats-url nats://HOST:4222 watch, or set LLMCTL_NATS_URL"
         )
-    try:
-        events.filter_subject(env.prefix, backend)
-    except ValueError as exc:
-        env.fail(str(exc))
+    _check_filter(env, backend)
     options = Options(env.nats_url, env.prefix, backend, exit_when_idle, timeout)
     sink = JsonLines() if json_lines else Bars(env.out, dt.datetime.now(dt.UTC))
     try:
@@ -236,6 +234,23 @@ def watch_command(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
     raise typer.Exit(code)
+
+
+def _check_filter(env: runner.Env, backend: str | None) -> None:
+    """Exit 2 with the fix for a prefix or backend that cannot make a subject filter."""
+    try:
+        events.check_prefix(env.prefix)
+    except ValueError as exc:
+        env.fail(f"--subject-prefix: {exc} (LLMCTL_SUBJECT_PREFIX; the default is llmctl)")
+    if backend is None:
+        return
+    try:
+        names.check_dns_label(backend, "backend")
+    except names.InvalidName as exc:
+        env.fail(
+            f"--backend: {exc}; give the name of a declared backend, as llmctl backend list "
+            "shows it, or leave --backend out to watch every backend"
+        )
 
 
 async def _watch(env: runner.Env, options: Options, sink: Sink) -> int:

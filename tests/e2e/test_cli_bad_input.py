@@ -109,6 +109,33 @@ def _seed(llmctl: Cli) -> None:
         (("backend", "update", "seed", "--url", "gopher://h"), "is not an http or https URL"),
         (("backend", "delete", "nope"), "backend 'nope' does not exist"),
         (("model", "delete", "nope"), "model 'nope' does not exist"),
+        # Text with "[" is shown as typed, never taken for rich markup (it used to crash).
+        (("downloads", "get", "[/x]"), "'[/x]' is not a download id"),
+        (
+            ("downloads", "list", "--state", "[/bold]"),
+            "--state: '[/bold]' is not one of queued|running|succeeded|failed|cancelled|active",
+        ),
+        (
+            ("downloads", "cancel", "--backend", "b", "--model", "[/b]x"),
+            "model name '[/b]x' has an invalid namespace '['",
+        ),
+        (
+            (*ADD, "[/x]", "--url", "http://h:1", "--type", "ollama"),
+            "backend name '[/x]' is not a DNS label",
+        ),
+        (("model", "add", "[red]x[/red]"), "model name '[red]x[/red]' has an invalid namespace"),
+        (("backend", "get", "[/x]"), "backend '[/x]' does not exist"),
+        (("pool", "create", "[bold]"), "pool name '[bold]' is not a DNS label"),
+        (
+            ("--nats-url", "nats://127.0.0.1:1", "watch", "--backend", "gpu.1"),
+            "--backend: backend name 'gpu.1' is not a DNS label (lower-case letters, digits "
+            "and '-', 1 to 63 characters, e.g. gpu-1); give the name of a declared backend, as "
+            "llmctl backend list shows it, or leave --backend out to watch every backend",
+        ),
+        (
+            ("--nats-url", "nats://127.0.0.1:1", "--subject-prefix", "a b", "watch"),
+            "--subject-prefix: subject prefix 'a b' must be dot-separated [A-Za-z0-9_-] tokens",
+        ),
     ],
 )
 def test_bad_command_line_input_exits_2_and_writes_nothing(

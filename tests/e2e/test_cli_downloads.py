@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import runner
-from dwqueue import events, jobs, leases, queue, schema
+from dwqueue import backoff, events, jobs, leases, queue, schema
 from runtimestate import database, names
 from tests.e2e.conftest import Cli
 
@@ -23,8 +24,13 @@ PROGRESS = jobs.Progress("pulling 6a0746a1ec1a", "sha256:6a07", 300_000_000, 10*
 DOC_KEYS = {
     "id", "backend", "model", "state", "attempts", "maxAttempts", "status", "digest",
     "completed", "total", "percent", "rateBps", "etaS", "error", "errorClass", "nextAttemptAt",
-    "createdAt", "updatedAt", "startedAt", "finishedAt",
+    "createdAt", "updatedAt", "startedAt", "finishedAt", "leaseOwner", "leaseExpiresAt",
 }  # fmt: skip
+WIDE_HEADERS = [
+    "ID", "BACKEND", "MODEL", "STATE", "PROGRESS", "RATE", "ETA", "ATTEMPTS", "AGE", "STATUS",
+    "DIGEST", "LEASE-OWNER", "NEXT-ATTEMPT", "ERROR-CLASS", "ERROR",
+]  # fmt: skip
+WIDE_ONLY = {"STATUS", "DIGEST", "LEASE-OWNER", "NEXT-ATTEMPT", "ERROR-CLASS"}
 
 
 # --- seeding the queue directly, as the controller's cycles do ---------------------------------
@@ -64,14 +70,30 @@ def start_pulling(url: str) -> jobs.Job:
     return in_session(url, work)
 
 
-def fail_for_good(url: str, job_id: str) -> None:
+def fail_for_good(
+    url: str, job_id: str, error: str = "pull model manifest: file does not exist"
+) -> None:
+    async def work(session: AsyncSession) -> None:
+        change = await leases.fail(
+            session, job_id, OWNER, error=error, error_class=jobs.ErrorClass.PERMANENT
+        )
+        assert change is not None
+
+    in_session(url, work)
+
+
+def fail_for_now(url: str, job_id: str, retry_in_s: float) -> None:
+    """A transient failure: the job is queued again, due ``retry_in_s`` from now."""
+    policy = backoff.Policy(base_s=retry_in_s, cap_s=retry_in_s, jitter=backoff.Jitter.NONE)
+
     async def work(session: AsyncSession) -> None:
         change = await leases.fail(
             session,
             job_id,
             OWNER,
-            error="pull model manifest: file does not exist",
-            error_class=jobs.ErrorClass.PERMANENT,
+            error="unavailable: connection reset",
+            error_class=jobs.ErrorClass.TRANSIENT,
+            policy=policy,
         )
         assert change is not None
 
@@ -95,6 +117,27 @@ def job_rows(url: str) -> list[tuple[str, ...]]:
         engine.dispose()
 
 
+def table_cells(out: str) -> list[dict[str, str]]:
+    """The rows of a printed table as header -> cell text (cells start under their header)."""
+    header, _, *rows = out.splitlines()
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    return [
+        {
+            name: row[start:end].strip()
+            for name, start, end in zip(header.split(), starts, ends, strict=True)
+        }
+        for row in rows
+        if row.strip()
+    ]
+
+
+def key_values(out: str) -> dict[str, str]:
+    """``key: value`` lines (``downloads get``) as a mapping."""
+    pairs = (line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
 # --- list and get ------------------------------------------------------------------------------
 
 
@@ -112,6 +155,8 @@ def test_list_shows_every_download_with_its_progress_and_filters_by_backend_and_
     assert set(docs[0]) == DOC_KEYS
     assert (docs[0]["state"], docs[0]["percent"], docs[0]["rateBps"]) == ("running", 30.0, 12.3e6)
     assert (docs[0]["attempts"], docs[0]["maxAttempts"]) == (1, 5)
+    assert (docs[0]["leaseOwner"], docs[1]["leaseOwner"]) == (OWNER, None)
+    assert docs[0]["leaseExpiresAt"].endswith("Z")
     assert docs[0]["startedAt"].endswith("Z")
     assert (docs[1]["state"], docs[1]["startedAt"]) == ("queued", None)
 
@@ -140,6 +185,54 @@ def test_list_as_a_table_shows_percent_rate_eta_and_attempts_in_kubectl_columns(
                                "57s", "1/5"]  # fmt: skip
 
 
+def test_list_wide_adds_status_digest_lease_owner_next_attempt_and_error_class(
+    llmctl: Cli, database_url: str
+) -> None:
+    running = enqueue(database_url, "gpu-1", "llama3")
+    start_pulling(database_url)
+    retrying = enqueue(database_url, "gpu-2", "qwen2:0.5b")
+    start_pulling(database_url)
+    fail_for_now(database_url, retrying.id, retry_in_s=600)
+
+    wide = llmctl("downloads", "list", "-o", "wide")
+    assert wide.code == 0, wide.err
+    assert wide.out.splitlines()[0].split() == WIDE_HEADERS
+    cells = {row["ID"]: row for row in table_cells(wide.out)}
+    pulling = cells[running.id]
+    assert (pulling["STATE"], pulling["PROGRESS"], pulling["ATTEMPTS"]) == (
+        "running",
+        "30.0%",
+        "1/5",
+    )
+    assert (pulling["STATUS"], pulling["DIGEST"]) == ("pulling 6a0746a1ec1a", "6a07")
+    assert (pulling["LEASE-OWNER"], pulling["NEXT-ATTEMPT"], pulling["ERROR-CLASS"]) == (
+        OWNER, "-", "-",
+    )  # fmt: skip
+    queued = cells[retrying.id]
+    assert (queued["STATE"], queued["LEASE-OWNER"], queued["ERROR-CLASS"]) == (
+        "queued", "-", "transient",
+    )  # fmt: skip
+    assert queued["NEXT-ATTEMPT"] in ("in 9m", "in 10m")  # due 600 s after it failed
+    assert queued["ERROR"] == "unavailable: connection reset"
+    plain = llmctl("downloads", "list")  # the plain table keeps its columns
+    assert plain.out.splitlines()[0].split() == [h for h in WIDE_HEADERS if h not in WIDE_ONLY]
+
+
+def test_text_from_backends_and_users_is_printed_as_it_is_never_as_rich_markup(
+    llmctl: Cli, database_url: str
+) -> None:
+    job = enqueue(database_url, "gpu-1", "llama3")
+    start_pulling(database_url)
+    error = "pull model manifest: 400: [/bold] not [red]allowed[/red]"
+    fail_for_good(database_url, job.id, error=error)
+    for fmt in ("table", "wide"):
+        listed = llmctl("downloads", "list", "-o", fmt)
+        assert listed.code == 0, listed.err
+        assert error in listed.out
+    got = llmctl("downloads", "get", job.id)
+    assert key_values(got.out)["error"] == error
+
+
 def test_get_shows_one_download_with_its_error(llmctl: Cli, database_url: str) -> None:
     job = enqueue(database_url, "gpu-1", "llama3")
     start_pulling(database_url)
@@ -151,9 +244,8 @@ def test_get_shows_one_download_with_its_error(llmctl: Cli, database_url: str) -
     assert (doc["id"], doc["state"], doc["errorClass"]) == (job.id, "failed", "permanent")
     assert doc["error"] == "pull model manifest: file does not exist"
     assert doc["finishedAt"] is not None
-    lines = llmctl("downloads", "get", job.id).out.splitlines()
-    assert f"id:            {job.id}" in lines
-    assert "state:         failed" in lines
+    shown = key_values(llmctl("downloads", "get", job.id).out)
+    assert (shown["id"], shown["state"], shown["leaseOwner"]) == (job.id, "failed", "-")
 
 
 # --- cancel and retry --------------------------------------------------------------------------
