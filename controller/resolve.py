@@ -63,6 +63,11 @@ def resolve_command(
 ) -> None:
     """Show which provider a request would get, its fallbacks, and why others were excluded."""
     env = _env(ctx)
+    if policy is resolver.Policy.STICKY and not session:
+        env.fail(
+            "--policy sticky needs a session key: add --session KEY "
+            "(a user or conversation id; the same key always gets the same provider)"
+        )
     try:
         request = resolver.Request(
             models=tuple(models or ()),

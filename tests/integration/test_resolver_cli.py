@@ -21,6 +21,7 @@ STATES = {
     "gpu-1": backend("gpu-1", model("qwen2:7b", 8192, loaded=True)),
     "gpu-2": backend("gpu-2", model("qwen2:7b", 32768)),
     "gpu-3": backend("gpu-3", model("qwen2:7b", 131072), phase="Unreachable"),
+    "gpu-4": backend("gpu-4", model("qwen2:7b", 65536), phase="Degraded"),
     "cloud": backend("cloud", model("gpt-4o-mini", 128000), type_="openai"),
 }
 
@@ -87,15 +88,63 @@ def test_resolve_explain_says_why_others_were_excluded(llmctl: Run) -> None:
     assert reasons == {
         ("gpu-1", "context_too_small"),
         ("gpu-3", "backend_not_ready"),
+        ("gpu-4", "backend_degraded"),
         ("cloud", "model_absent"),
     }
 
 
 def test_resolve_never_prints_a_key(llmctl: Run) -> None:
-    code, out, err = llmctl("gpt-4o-mini", "--type", "openai", "--explain", "-o", "json")
+    for fmt in ("json", "yaml", "table"):
+        code, out, err = llmctl("gpt-4o-mini", "--type", "openai", "--explain", "-o", fmt)
+        assert code == 0
+        assert "sk-hidden" not in out + err
+    code, out, _ = llmctl("gpt-4o-mini", "--type", "openai", "-o", "json")
+    provider = json.loads(out)["provider"]
+    assert provider["baseUrl"] == "http://cloud:11434"
+    # Where the key could go, nothing does: the provider's fields are exactly these.
+    assert set(provider) == {
+        "backend", "backendId", "type", "baseUrl", "model", "contextLength", "capabilities",
+        "loaded", "phase",
+    }  # fmt: skip
+
+
+def test_resolve_takes_the_first_preferred_model_that_qualifies_among_the_allowed_types(
+    llmctl: Run,
+) -> None:
+    args = ["mistral", "gpt-4o-mini", "qwen2:7b", "--policy", "highest_context", "-o", "json"]
+    code, out, _ = llmctl(*args, "--type", "openai", "--type", "ollama")
     assert code == 0
-    assert json.loads(out)["provider"]["baseUrl"] == "http://cloud:11434"
-    assert "sk-hidden" not in out + err
+    doc = json.loads(out)
+    assert doc["provider"]["backend"] == "cloud"
+    assert [f["backend"] for f in doc["fallbacks"]] == ["gpu-2", "gpu-1"]
+    code, out, _ = llmctl(*args, "--type", "ollama")
+    assert code == 0
+    doc = json.loads(out)
+    assert (doc["provider"]["backend"], doc["provider"]["model"]) == ("gpu-2", "qwen2:7b")
+
+
+def test_resolve_keeps_a_session_on_one_backend_and_spreads_sessions(llmctl: Run) -> None:
+    def chosen(key: str) -> str:
+        code, out, _ = llmctl("qwen2:7b", "--policy", "sticky", "--session", key, "-o", "json")
+        assert code == 0
+        backend_name: str = json.loads(out)["provider"]["backend"]
+        return backend_name
+
+    first = {key: chosen(key) for key in (f"user-{i}" for i in range(16))}
+    assert set(first.values()) == {"gpu-1", "gpu-2"}
+    assert {key: chosen(key) for key in first} == first
+
+
+def test_resolve_uses_a_degraded_backend_only_when_allowed(llmctl: Run) -> None:
+    code, _, err = llmctl("qwen2:7b", "--min-context", "40000")
+    assert code == 1
+    assert (
+        "needs 40000 tokens; the largest available, qwen2:7b on gpu-2, has 32768 "
+        "(gpu-4 is Degraded and big enough: allow degraded backends to use it)"
+    ) in " ".join(err.split())
+    code, out, _ = llmctl("qwen2:7b", "--min-context", "40000", "--allow-degraded", "-o", "json")
+    assert code == 0
+    assert json.loads(out)["provider"]["backend"] == "gpu-4"
 
 
 @pytest.mark.parametrize(
@@ -129,20 +178,28 @@ def test_resolve_failure_in_json_names_the_error_and_the_exclusions(llmctl: Run)
     assert {e["reason"] for e in doc["excluded"]} == {
         "capability_missing",
         "backend_not_ready",
+        "backend_degraded",
         "model_absent",
     }
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "messages"),
     [
-        ["--policy", "fastest"],
-        ["--capability", "vision"],
-        ["--min-context", "0"],
-        ["--type", "tpu"],
-        ["--policy", "sticky"],
+        (["--policy", "fastest"], ["Invalid value for '--policy'", "'fastest' is not one of"]),
+        (["--capability", "vision"], ["Invalid value for '--capability'", "'vision' is not one"]),
+        (["--min-context", "0"], ["Invalid value for '--min-context'", "greater than or equal"]),
+        (["--min-context", "-5"], ["Invalid value for '--min-context'", "greater than or equal"]),
+        (["--type", "tpu"], ["Invalid value for '--type'", "'tpu' is not one of"]),
+        (["--policy", "sticky"], ["--policy sticky needs a session key: add --session KEY"]),
     ],
 )
-def test_resolve_exits_2_on_invalid_input(llmctl: Run, args: list[str]) -> None:
-    code, _, _ = llmctl("qwen2:7b", *args)
+def test_resolve_exits_2_on_invalid_input(
+    llmctl: Run, args: list[str], messages: list[str]
+) -> None:
+    code, out, err = llmctl("qwen2:7b", *args)
     assert code == 2
+    said = " ".join(err.replace("│", " ").split())
+    for message in messages:
+        assert message in said
+    assert out == ""
