@@ -8,6 +8,7 @@ import itertools
 import json
 import pathlib
 import signal
+import subprocess
 import time
 from typing import Any
 
@@ -145,3 +146,75 @@ async def test_a_second_serve_on_one_sqlite_database_says_it_needs_postgres(
     finally:
         first.kill()
         second.kill()
+
+
+async def test_a_cancel_request_stops_only_a_pull_the_database_says_is_cancelled_and_at_once(
+    tmp_path: pathlib.Path, postgres_url: str, nats_url: str, nats_prefix: str
+) -> None:
+    # Heartbeats every 5 s and an emulator that sends a progress line only every 30 s: neither a
+    # heartbeat nor a progress write can notice a cancel during the test, only the request can.
+    quiet = {
+        "LLMCTL_HEARTBEAT_S": "5",
+        "LLMCTL_LEASE_TTL_S": "60",
+        "LLMCTL_READ_TIMEOUT_S": "90",
+        "LLMCTL_STALL_TIMEOUT_S": "90",
+    }
+    client = await nats.connect(nats_url)
+    async with ollama.running(pull_rate=1e6, tick_interval=30) as emu:
+        text = h.fleet({"edge-1": ("ollama", emu.url, "managed")}, ["qwen2:0.5b"])
+        serve = h.Serve(
+            tmp_path, postgres_url, nats_url, nats_prefix, args=("--cycle-cron", NEVER), env=quiet
+        )
+        serve.start()
+        try:
+            await serve.ready()
+            await h.declare(postgres_url, text, nats_url=nats_url, prefix=nats_prefix)
+
+            def pulling() -> bool:
+                rows = h.jobs(postgres_url)
+                return bool(rows) and rows[0]["status"].startswith("pulling ")
+
+            await h.eventually(pulling, 15, "the pull to reach its first blob", serve)
+            (row,) = h.jobs(postgres_url)
+            job_id = row["id"]
+
+            def ended() -> list[dict[str, Any]]:
+                return [
+                    line
+                    for line in serve.log_lines()
+                    if line.get("event") == "download" and line.get("job_id") == job_id
+                ]
+
+            # Anyone can publish this; the job is not cancelled, so nothing stops.
+            subject = f"{nats_prefix}.v1.control.cancel"
+            await client.publish(subject, json.dumps({"job_id": job_id}).encode())
+            await client.flush()
+            await asyncio.sleep(2.0)
+            (after,) = h.jobs(postgres_url)
+            assert ended() == [], "a cancel request for a job nobody cancelled stopped its pull"
+            assert (after["state"], after["attempts"], after["lease_owner"]) == (
+                "running", 1, row["lease_owner"],
+            )  # fmt: skip
+
+            environ = {**serve.environ, "LLMCTL_NATS_URL": nats_url}
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [h.LLMCTL, "downloads", "cancel", job_id],
+                env=environ,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            returned = time.monotonic()
+            assert done.returncode == 0, done.stderr
+            await h.eventually(lambda: bool(ended()), 5, "the pull to stop", serve)
+            assert time.monotonic() - returned < 1.5  # not the 5 s heartbeat
+            assert [line["outcome"] for line in ended()] == ["cancelled"]
+            stopped = [line for line in serve.log_lines() if line.get("job_id") == job_id]
+            assert any(line.get("event") == "pull stopped on request" for line in stopped)
+            (cancelled,) = h.jobs(postgres_url)
+            assert (cancelled["state"], cancelled["lease_owner"]) == ("cancelled", None)
+        finally:
+            serve.kill()
+            await client.close()
