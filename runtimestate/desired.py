@@ -6,8 +6,9 @@ once, on first use. `key_of` lets the backend cycle tell, without looking at eve
 what a backend should serve is what it was on the previous read.
 
 Each pool membership carries the pool generation at which the member joined
-(`backends_joined`, `models_joined`): a member removed and added back has joined anew. The planner's declaration keys are built from
-these, so editing a pool re-declares only what the edit placed (`planview.declaration`).
+(`backends_joined`, `models_joined`): a member removed and added back has joined anew. The
+planner's declaration keys are built from these, so editing a pool re-declares only what the
+edit placed (`planview.declaration`).
 """
 
 from __future__ import annotations
