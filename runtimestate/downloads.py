@@ -5,8 +5,13 @@ the free slots of the process-wide limit and each backend's own limit, and start
 job; the tasks outlive the cycle (a pull takes minutes), so the scheduler never waits on them.
 A task pulls through the backend's adapter, turns Ollama's progress into throttled row updates
 and events (coalesced to a few a second, every phase change and the end always), heartbeats
-its lease, and stops within one heartbeat of a cancel. Events are published only after the
-database commit; the database stays the truth when NATS is down.
+its lease, and stops within one heartbeat of a cancel (at once when a cancel request makes
+`Downloads.check` read the row first). Short of a shutdown (`stop`), only the database stops
+a pull: when its row is no longer this worker's running job. A stopped pull whose job is still
+ours is released, never left running. The heartbeats stop before the end of a pull is written,
+so nothing interrupts the terminal write and its event. Retries follow `Settings.retry`, whose
+``max_attempts`` caps every job's own. Events are published only after the database commit; the
+database stays the truth when NATS is down.
 
 A database outage never fails a download or costs it an attempt: a progress update that cannot
 be written is skipped (the next one carries newer figures) and the pull goes on; heartbeats
