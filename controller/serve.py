@@ -133,7 +133,7 @@ class Controller:
         runtime = state.State(engine, sink=sink, settings=config.state_settings())
         self.state = runtime
         self._stack.push_async_callback(self._close_state, runtime)
-        self.work = worker = work.Work(runtime, engine, sink, meter)
+        self.work = worker = work.Work(runtime, engine, meter)
         await self._subscribe(events, worker, runtime)
         self._start_scheduler(worker, meter)
         log.info(

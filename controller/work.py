@@ -20,8 +20,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controller import metrics
-from dwqueue import backoff, leases, rows, schema
-from runtimestate import database, state
+from dwqueue import backoff, schema
+from runtimestate import state
 
 log = structlog.get_logger(__name__)
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)
@@ -37,13 +37,11 @@ class Work:
         self,
         runtime: state.State,
         engine: AsyncEngine,
-        sink: metrics.ObservingSink,
         meter: metrics.Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._state = runtime
         self._engine = engine
-        self._sink = sink
         self._metrics = meter
         self._clock = clock
         self._failures: dict[str, int] = {}
@@ -84,12 +82,7 @@ class Work:
         self._metrics.cycles.labels(kind="download_cycle", outcome="ok").inc()
 
     async def _reap(self) -> None:
-        sessions = database.session_factory(self._engine)
-        async with sessions() as session, session.begin():
-            reaped = await leases.reap(session, now=rows.utcnow())
-        for change in reaped:
-            if change.event is not None:
-                await self._sink.publish(change.event)
+        await self._state.downloads.reap()  # publishes through the same sink
         column = schema.download_jobs.c.state
         async with self._engine.connect() as connection:
             result = await connection.execute(sa.select(column, sa.func.count()).group_by(column))

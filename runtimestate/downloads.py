@@ -128,12 +128,19 @@ class Downloads:
             if change is not None and change.event is not None:
                 await self._sink.publish(change.event)
 
-    async def run_cycle(self, state: desired.DesiredState) -> CycleReport:
-        """Reap, claim and start pulls; returns at once (the pulls go on in the background)."""
-        now = rows.utcnow()
+    async def reap(self, now: dt.datetime | None = None) -> list[rows.Change]:
+        """Take back every job whose lease expired (any replica's), with this worker's
+        ``max_attempts`` cap, and publish what happened to them after the commit."""
+        now = now or rows.utcnow()
         cap = self._settings.retry.max_attempts
         reaped = await self._tx(lambda s: leases.reap(s, max_attempts=cap, now=now))
         await self._publish(*reaped)
+        return reaped
+
+    async def run_cycle(self, state: desired.DesiredState) -> CycleReport:
+        """Reap, claim and start pulls; returns at once (the pulls go on in the background)."""
+        now = rows.utcnow()
+        reaped = await self.reap(now)
         free = self._settings.concurrency - len(self._tasks)
         claimed: list[rows.Change] = []
         if free > 0:
