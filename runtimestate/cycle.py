@@ -131,7 +131,7 @@ class _Read:
     jobs: tuple[jobs.Job, ...]
     managed: frozenset[tuple[str, str]]
     previous: Mapping[str, snapshot.LLMState]
-    loaded: bool = False  # `previous` came from the database: this process's first read
+    loaded: bool = False  # `previous` was read from the database (first cycle, or unwritten)
     complete: bool = False  # every query of the read returned: the planner may prune, cancel
 
 
