@@ -169,8 +169,7 @@ class BackendCycle:
         self._lock = asyncio.Lock()
 
     async def _tx(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        async with self._sessions() as session, session.begin():
-            return await work(session)
+        return await database.transaction(self._sessions, work)
 
     async def run(self, *, dry_run: bool = False) -> Report:
         """One pass; never two at once in this process. Raises only if reading fails."""

@@ -8,6 +8,8 @@ here bind an `EncodedJSON` to a JSON column as the text it holds.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -131,11 +133,55 @@ def session_factory(
     return sa_asyncio.async_sessionmaker(engine, expire_on_commit=False)
 
 
+async def uncut(work: Awaitable[T]) -> T:
+    """Await ``work`` (a transaction) so that a cancellation cannot cut it short.
+
+    A task cancelled inside a transaction loses its rollback too (the cancellation reaches the
+    driver call that would end it), and the connection goes back holding its locks: on SQLite
+    the write lock, so every later writer waits for ever. Here the transaction runs in a task
+    of its own; when the caller is cancelled it still ends (committed or rolled back, as it
+    would have), and then the cancellation goes on. Exceptions propagate as usual.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller was cancelled, it wants no result
+        raise
+
+
+async def transaction(
+    sessions: sa_asyncio.async_sessionmaker[sa_asyncio.AsyncSession],
+    work: Callable[[sa_asyncio.AsyncSession], Awaitable[T]],
+) -> T:
+    """Run ``work`` in one transaction, committed if it returns and rolled back if it raises,
+    never cut short by a cancellation (see `uncut`)."""
+
+    async def run() -> T:
+        async with sessions() as session, session.begin():
+            return await work(session)
+
+    return await uncut(run())
+
+
 async def read_snapshot(
     sessions: sa_asyncio.async_sessionmaker[sa_asyncio.AsyncSession],
     work: Callable[[sa_asyncio.AsyncSession], Awaitable[T]],
 ) -> T:
     """Run read-only ``work`` on one consistent snapshot of the database; writes nothing.
+    A cancellation waits for the reads to end (see `uncut`)."""
+    return await uncut(_read_snapshot(sessions, work))
+
+
+async def _read_snapshot(
+    sessions: sa_asyncio.async_sessionmaker[sa_asyncio.AsyncSession],
+    work: Callable[[sa_asyncio.AsyncSession], Awaitable[T]],
+) -> T:
+    """`read_snapshot` without the shield.
 
     On Postgres every statement of a default (READ COMMITTED) transaction sees what was
     committed when it began, so five queries could see five states: a backend listed by the

@@ -36,7 +36,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dwqueue import backoff, coalescer, events, jobs, leases, rows
-from runtimestate import adapters, desired, errors, meter, spec, status
+from runtimestate import adapters, database, desired, errors, meter, spec, status
 from runtimestate.backends import base
 
 log = structlog.get_logger(__name__)
@@ -118,8 +118,7 @@ class Downloads:
         return frozenset(self._tasks)
 
     async def _tx(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        async with self._sessions() as session, session.begin():
-            return await work(session)
+        return await database.transaction(self._sessions, work)
 
     async def _publish(self, *changes: rows.Change | None) -> None:
         if self._sink is None:

@@ -61,8 +61,7 @@ class State:
         self._snapshot = snapshot.EMPTY
 
     async def _tx(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        async with self._sessions() as session, session.begin():
-            return await work(session)
+        return await database.transaction(self._sessions, work)
 
     async def desired(self) -> desired.DesiredState:
         """The whole desired state, read in one transaction."""

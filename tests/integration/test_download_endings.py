@@ -63,12 +63,10 @@ def outcomes(logged: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-async def sink_world(postgres_url: str) -> AsyncIterator[tuple[World, SlowSink]]:
-    # Postgres only: the race is in the worker, not the database, and SQLite's one writer
-    # cannot take a heartbeat every 3 ms from every pull.
-    migrations.upgrade(postgres_url)
+async def sink_world(database_url: str) -> AsyncIterator[tuple[World, SlowSink]]:
+    migrations.upgrade(database_url)
     sink = SlowSink()
-    world = World(postgres_url, settings(heartbeat_s=0.003), sink=sink)
+    world = World(database_url, settings(heartbeat_s=0.003), sink=sink)
     try:
         yield world, sink
     finally:
