@@ -23,7 +23,7 @@ import nats.aio.client
 import nats.aio.msg
 import nats.errors
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from runtimestate import database, desired, snapshot, status, store
 
@@ -126,11 +126,17 @@ class Feed:
         states NATS delivered meanwhile, which are newer than what the read saw."""
         self._touched = {}
         now = asyncio.get_running_loop().time()
-        async with self._sessions() as session, session.begin():
+        wanted = now - self._desired_at >= DESIRED_S
+
+        async def read(
+            session: AsyncSession,
+        ) -> tuple[dict[str, snapshot.LLMState], desired.DesiredState | None]:
             states = await status.load_states(session)
-            if now - self._desired_at >= DESIRED_S:
-                self.desired = await store.load(session)
-                self._desired_at = now
+            return states, (await store.load(session) if wanted else None)
+
+        states, read_desired = await database.read_snapshot(self._sessions, read)
+        if read_desired is not None:
+            self.desired, self._desired_at = read_desired, now
         for name, newer in self._touched.items():
             if newer is None:
                 states.pop(name, None)
