@@ -103,6 +103,7 @@ class Report:
     skipped: int
     unobserved: int = 0  # due, but the deadline passed before a slot freed: state kept
     status_written: bool = True
+    desired: desired.DesiredState | None = None  # what the cycle read (credentials, in-process)
 
     def summary(self) -> dict[str, object]:
         phases = [s.phase.value for s in self.snapshot.backends.values()]
@@ -208,6 +209,7 @@ class BackendCycle:
             self._cycle, dry_run, time.monotonic() - started, decided, outcomes, taken,
             observed=len(seen.started), skipped=len(backends) - len(due),
             unobserved=len(due) - len(seen.started), status_written=written,
+            desired=read.desired,
         )  # fmt: skip
         await self._publish(
             f"{self._settings.prefix}.v1.cycles", json.dumps(report.summary()).encode()

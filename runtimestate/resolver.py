@@ -127,10 +127,14 @@ class Resolver:
     ) -> Self:
         """A resolver over ``state.get()`` (a `runtimestate.state.State`), read per request.
 
-        Pass ``desired=await state.desired()`` to let providers hand out credentials.
+        Providers hand out credentials from the desired state the latest backend cycle read
+        (`State.last_desired`), so a backend declared since is found after the next cycle;
+        ``desired`` pins one instead (a state with no cycles yet, say).
         """
-        specs = None if desired is None else (lambda: desired)
-        return cls(state.get, specs=specs, **options)
+        if desired is not None:
+            pinned = desired
+            return cls(state.get, specs=lambda: pinned, **options)
+        return cls(state.get, specs=state.last_desired, **options)
 
     @classmethod
     def from_snapshot(
@@ -317,10 +321,14 @@ class Resolver:
         if self._specs is None:
             raise credentials.CredentialError(
                 "this resolver was built without the backends' specs; build it with "
-                "Resolver.from_database, or from_state(state, desired=await state.desired())"
+                "Resolver.from_state, Resolver.from_database, or from_snapshot(..., desired=...)"
             )
         wanted = self._specs()
-        found = None if wanted is None else wanted.backend(backend)
+        if wanted is None:
+            raise credentials.CredentialError(
+                "no desired state has been read yet: run a backend cycle first"
+            )
+        found = wanted.backend(backend)
         if found is None:
             raise credentials.CredentialError(f"backend {backend!r} is not declared")
         return credentials.resolve(found.spec.credentials, self._environ)

@@ -23,6 +23,7 @@ from runtimestate import adapters, cycle, database, desired, downloads, snapshot
 from runtimestate.backends import base
 
 T = TypeVar("T")
+DesiredState = desired.DesiredState  # `State.desired` hides the module inside the class
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +60,7 @@ class State:
             self._sessions, self._pool, sink=sink, settings=settings.cycle
         )
         self._snapshot = snapshot.EMPTY
+        self._desired: DesiredState | None = None
 
     async def _tx(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         return await database.transaction(self._sessions, work)
@@ -82,6 +84,7 @@ class State:
         report = await self._backends.run(dry_run=dry_run)
         if not dry_run:
             self._snapshot = report.snapshot  # one reference swap: readers see old or new
+            self._desired = report.desired
         return report
 
     async def active_jobs(self) -> list[jobs.Job]:
@@ -92,6 +95,10 @@ class State:
     def get(self) -> snapshot.Snapshot:
         """The latest snapshot: immutable, shared, swapped atomically after each cycle."""
         return self._snapshot
+
+    def last_desired(self) -> DesiredState | None:
+        """The desired state the latest backend cycle read (None before the first)."""
+        return self._desired
 
     async def aclose(self) -> None:
         """Interrupt running pulls (their jobs go back to the queue) and close adapters."""

@@ -20,7 +20,7 @@ import pytest
 
 from dwqueue import jobs, publisher, queue
 from emulators import ollama
-from runtimestate import plan, resolver, state, store
+from runtimestate import plan, resolver, spec, state, store
 from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -200,5 +200,33 @@ async def test_a_removal_message_drops_the_backend_and_a_bad_message_changes_not
             assert [p.backend for p in r.resolve(request).providers()] == ["gpu-1"]
         finally:
             await r.aclose()
+    finally:
+        await fleet.close()
+
+
+async def test_from_state_hands_out_credentials_of_backends_declared_after_it_was_built(
+    migrated_url: str,
+) -> None:
+    environ = {"GPU_KEY": "sk-node-secret"}
+    fleet = Fleet(migrated_url)
+    await fleet.state.aclose()
+    fleet.state = state.State(fleet.engine, settings=QUICK, environ=environ)  # probes use the key
+    keyed = spec.Credentials(spec.CredentialKind.ENV, env_var="GPU_KEY")
+    try:
+        async with ollama.running(nodes=2, installed=["llama3:latest"]) as emu:
+            # Built before any cycle; the key is read from this environment when asked for.
+            r = resolver.Resolver.from_state(fleet.state, environ=environ)
+            await fleet.apply(fleet_file({"gpu-1": ("ollama", emu.node_url(0), "none")}, []))
+            await fleet.state.run_backend_cycle()
+            request = resolver.Request(models=("llama3",))
+            first = r.resolve(request).provider
+            assert (first.backend, first.credentials()) == ("gpu-1", None)
+            added = spec.make_backend("gpu-2", "ollama", emu.node_url(1), credentials=keyed)
+            await fleet.tx(lambda s: store.add_backend(s, added, pools=()))
+            await fleet.state.run_backend_cycle()  # a backend in no pool is still observed
+            second = next(p for p in r.resolve(request).providers() if p.backend == "gpu-2")
+            secret = second.credentials()
+            assert secret is not None
+            assert secret.reveal() == "sk-node-secret"
     finally:
         await fleet.close()

@@ -679,6 +679,9 @@ def test_the_index_is_built_once_per_snapshot_object() -> None:
         def get(self) -> snapshot.Snapshot:
             return self.snap
 
+        def last_desired(self) -> None:
+            return None
+
     source = Source()
     r = resolver.Resolver.from_state(source)
     first = r.index()
