@@ -27,7 +27,7 @@ from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import output, runner, trigger
-from dwqueue import events, jobs, queue, rows
+from dwqueue import events, flushing, jobs, queue, rows
 from runtimestate import names
 
 app = typer.Typer(
@@ -402,7 +402,7 @@ async def _publish(url: str, messages: Sequence[tuple[str, bytes]]) -> str | Non
         )
         for subject, data in messages:
             await nc.publish(subject, data)
-        await nc.flush(timeout=_NATS_TIMEOUT_S)  # type: ignore[arg-type]
+        await flushing.flush(nc, _NATS_TIMEOUT_S)
     except _NATS_ERRORS as exc:
         cause = seen[0] if seen else exc
         return str(cause) or type(cause).__name__

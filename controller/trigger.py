@@ -20,6 +20,7 @@ import nats
 import nats.errors
 
 from controller import embedded_nats, settings
+from dwqueue import flushing
 
 TRIGGER = "v1.control.trigger"
 CANCEL = "v1.control.cancel"
@@ -55,7 +56,7 @@ async def publish(url: str, subject_: str, payload: bytes, timeout_s: float = 1.
         return False
     try:
         await client.publish(subject_, payload)
-        await client.flush(timeout=timeout_s)  # type: ignore[arg-type]
+        await flushing.flush(client, timeout_s)
     except (TimeoutError, nats.errors.Error, OSError):
         return False
     finally:

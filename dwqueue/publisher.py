@@ -35,7 +35,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import api
 
-from dwqueue import coalescer, events, rows
+from dwqueue import coalescer, events, flushing, rows
 
 log = structlog.get_logger(__name__)
 
@@ -272,7 +272,7 @@ class Publisher:
         if not self._nc.is_connected:
             return False
         try:
-            await self._nc.flush(timeout=timeout_s)  # type: ignore[arg-type]
+            await flushing.flush(self._nc, timeout_s)
         except _NATS_ERRORS:
             return False
         return True

@@ -24,7 +24,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import api
 
-from dwqueue import events
+from dwqueue import events, flushing
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +95,7 @@ class Watch:
         if self._sub is None:
             self._sub = await self._nc.subscribe(self.subject, cb=self._on_message)
         # Once open returns, the server knows the subscription: nothing published after is lost.
-        await self._nc.flush(timeout=self._timeout_s)  # type: ignore[arg-type]
+        await flushing.flush(self._nc, self._timeout_s)
 
     async def _on_message(self, msg: Any) -> None:
         try:

@@ -25,6 +25,7 @@ import nats.errors
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from dwqueue import flushing
 from runtimestate import database, desired, snapshot, status, store
 
 log = structlog.get_logger(__name__)
@@ -92,6 +93,7 @@ class Feed:
             _CONNECT_TIMEOUT_S,
         )
         await self._nc.subscribe(f"{self._prefix}.v1.state.*", cb=self._on_message)
+        await flushing.flush(self._nc, _CONNECT_TIMEOUT_S)  # the server has the SUB: read next
 
     async def _on_message(self, msg: nats.aio.msg.Msg) -> None:
         try:
