@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import runner
-from dwqueue import backoff, events, jobs, leases, queue, schema
+from dwqueue import backoff, events, flushing, jobs, leases, queue, schema
 from runtimestate import database, names
 from tests.e2e.conftest import Cli
 
@@ -346,7 +346,7 @@ async def _collect(nats_url: str, subject: str, action: Callable[[], Any], n: in
     nc = await nats.connect(nats_url)
     try:
         sub = await nc.subscribe(subject)
-        await nc.flush()
+        await flushing.flush(nc, 10)  # the server has the SUB
         result = await asyncio.to_thread(action)
         assert result.code == 0, result.err
         return [await sub.next_msg(timeout=5) for _ in range(n)]

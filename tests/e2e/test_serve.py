@@ -14,6 +14,7 @@ from typing import Any
 
 import nats
 
+from dwqueue import flushing
 from emulators import ollama
 from tests.e2e import serve_harness as h
 
@@ -42,7 +43,7 @@ async def test_serve_converges_and_a_model_declared_while_it_runs_pulls_within_t
                 seen.append({**json.loads(msg.data), "received": time.monotonic()})
 
             await client.subscribe(f"{nats_prefix}.v1.downloads.>", cb=on_event)
-            await client.flush()
+            await flushing.flush(client, 10)  # the server has the SUB
             more = h.fleet({"edge-1": ("ollama", emu.url, "managed")}, ["all-minilm", "qwen2:0.5b"])
             await h.declare(postgres_url, more, nats_url=nats_url, prefix=nats_prefix)
             # The CLI commits and asks for a cycle just before it exits; its start-up (seconds

@@ -12,7 +12,7 @@ from typing import Any
 import nats
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dwqueue import backoff, events, jobs, queue
+from dwqueue import backoff, events, flushing, jobs, queue
 from runtimestate import database, downloads, names, spec, state, store
 
 FAST = state.Settings(
@@ -88,7 +88,7 @@ async def record(nats_url: str, prefix: str) -> AsyncIterator[Recorder]:
         recorder.received.append(events.from_wire(msg.data))
 
     await nc.subscribe(events.filter_subject(prefix), cb=on_message)
-    await nc.flush()
+    await flushing.flush(nc, 10)  # the server has the SUB
     try:
         yield recorder
     finally:

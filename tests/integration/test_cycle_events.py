@@ -13,7 +13,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
-from dwqueue import publisher
+from dwqueue import flushing, publisher
 from emulators import ollama
 from runtimestate import snapshot
 from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file
@@ -51,7 +51,7 @@ async def world(
     heard = Heard(nats_prefix)
     listener = await nats.connect(nats_url)
     await listener.subscribe(f"{nats_prefix}.v1.>", cb=heard.on_message)
-    await listener.flush()
+    await flushing.flush(listener, 10)  # the server has the SUB
     sink = publisher.Publisher(nats_url, prefix=nats_prefix, reconnect_wait_s=0.2)
     await sink.start()
     deadline = time.monotonic() + ARRIVES_S

@@ -12,7 +12,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from dwqueue import coalescer, events, jobs, leases, publisher, queue, subscriber
+from dwqueue import coalescer, events, flushing, jobs, leases, publisher, queue, subscriber
 from tests import childprocess, services
 
 AT = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -180,7 +180,7 @@ async def test_a_nats_outage_drops_and_counts_events_then_they_flow_again_withou
         nc = await nats.connect(fresh_nats_server.url)
         try:
             sub = await nc.subscribe(f"{nats_prefix}.v1.downloads.>")
-            await nc.flush()
+            await flushing.flush(nc, 10)  # the server has the SUB
             assert await pub.publish(_event(events.DownloadSucceeded, job, 13))
             msg = await sub.next_msg(timeout=5)
         finally:
