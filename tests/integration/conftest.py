@@ -1,4 +1,4 @@
-"""Fixtures for tests of the store and the migrations: migrated databases of both kinds."""
+"""Fixtures of the integration tests: migrated databases of both kinds, a session, a fleet."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
 from runtimestate import database
+from tests.integration.cycle_fixtures import Fleet
 
 
 @pytest.fixture
@@ -27,3 +28,13 @@ async def session(migrated_url: str) -> AsyncIterator[AsyncSession]:
             yield session
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def fleet(migrated_url: str) -> AsyncIterator[Fleet]:
+    """A `Fleet` (a State with fast settings) on a migrated database, closed afterwards."""
+    world = Fleet(migrated_url)
+    try:
+        yield world
+    finally:
+        await world.close()

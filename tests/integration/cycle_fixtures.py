@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from dwqueue import jobs, queue
+from emulators import ollama
 from runtimestate import cycle, downloads, manifest, probing, state
 from runtimestate.backends import base
 from tests.integration.downloads_fixtures import FAST, World
@@ -49,6 +50,11 @@ class Fleet(World):
         return report
 
 
+def installed(emu: ollama.Emulator, node: int) -> set[str]:
+    """The models on an emulated node's disk."""
+    return {m.spec.name for m in emu.nodes[node].installed.values()}
+
+
 def fleet_file(
     backends: dict[str, tuple[str, str, str]], models: list[str], pool: str = "main"
 ) -> str:
@@ -70,4 +76,4 @@ def fleet_file(
     return "---\n".join(docs)
 
 
-__all__ = ["QUICK", "Fleet", "downloads", "fleet_file"]
+__all__ = ["QUICK", "Fleet", "downloads", "fleet_file", "installed"]

@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import ollama as ollama_client
 import pytest
 
 from emulators import faults, ollama, vllm
 from runtimestate import plan, probing, snapshot, spec, status, store
-from tests.integration.cycle_fixtures import Fleet, fleet_file
+from tests.integration.cycle_fixtures import Fleet, fleet_file, installed
 
 pytestmark = pytest.mark.timeout(120)
 P = probing.Phase
-
-
-@pytest.fixture
-async def fleet(migrated_url: str) -> AsyncIterator[Fleet]:
-    world = Fleet(migrated_url)
-    try:
-        yield world
-    finally:
-        await world.close()
-
-
-def _installed(emu: ollama.Emulator, node: int) -> set[str]:
-    return {m.spec.name for m in emu.nodes[node].installed.values()}
 
 
 async def test_a_fleet_converges_pulling_what_is_missing_and_touching_nothing_else(
@@ -39,7 +25,7 @@ async def test_a_fleet_converges_pulling_what_is_missing_and_touching_nothing_el
         report = await fleet.converge()
         assert report.plan.is_empty
         for node in range(2):
-            assert _installed(emu, node) == {"nomic-embed-text:latest", "qwen2:0.5b", "llama3.2:1b"}
+            assert installed(emu, node) == {"nomic-embed-text:latest", "qwen2:0.5b", "llama3.2:1b"}
         states = fleet.state.get().backends
         assert {s.phase for s in states.values()} == {P.READY}
         ready = states["gpu-0"].condition("ModelsReady")
@@ -55,25 +41,25 @@ async def test_prune_all_removes_undeclared_models_but_a_loaded_one_only_after_i
         await client.generate("llama3.2:1b", prompt="", keep_alive=-1)
         await fleet.apply(fleet_file({"gpu-0": ("ollama", emu.url, "all")}, ["qwen2:0.5b"]))
         await fleet.converge()
-        assert _installed(emu, 0) == {"qwen2:0.5b", "llama3.2:1b"}
+        assert installed(emu, 0) == {"qwen2:0.5b", "llama3.2:1b"}
         kept = fleet.state.get().backends["gpu-0"].condition("ServedNotDeclared")
         assert kept is not None
         assert "llama3.2:1b (loaded)" in kept.message
         await client.generate("llama3.2:1b", prompt="", keep_alive=0)
         await fleet.converge()
-        assert _installed(emu, 0) == {"qwen2:0.5b"}
+        assert installed(emu, 0) == {"qwen2:0.5b"}
 
 
 async def test_managed_prune_removes_only_what_llmctl_pulled(fleet: Fleet) -> None:
     async with ollama.running(installed=["nomic-embed-text"]) as emu:
         await fleet.apply(fleet_file({"gpu-0": ("ollama", emu.url, "managed")}, ["qwen2:0.5b"]))
         await fleet.converge()
-        assert _installed(emu, 0) == {"nomic-embed-text:latest", "qwen2:0.5b"}
+        assert installed(emu, 0) == {"nomic-embed-text:latest", "qwen2:0.5b"}
         await fleet.apply(
             fleet_file({"gpu-0": ("ollama", emu.url, "managed")}, ["llama3.2:1b"]), prune=True
         )
         await fleet.converge()
-        assert _installed(emu, 0) == {"nomic-embed-text:latest", "llama3.2:1b"}
+        assert installed(emu, 0) == {"nomic-embed-text:latest", "llama3.2:1b"}
 
 
 async def test_declaring_llama3_on_a_node_with_llama3_latest_does_nothing_cycle_after_cycle(
@@ -110,7 +96,7 @@ async def test_a_hung_and_a_garbage_node_degrade_then_become_unreachable_and_rec
         assert garbage is not None
         assert garbage.reason == "protocol"
         await fleet.converge(cycles=5)
-        assert "qwen2:0.5b" in _installed(emu, 0)
+        assert "qwen2:0.5b" in installed(emu, 0)
         await asyncio.sleep(1.6)
         states = (await fleet.state.run_backend_cycle()).snapshot.backends
         assert (states["gpu-1"].phase, states["gpu-2"].phase) == (P.UNREACHABLE, P.UNREACHABLE)
@@ -120,7 +106,7 @@ async def test_a_hung_and_a_garbage_node_degrade_then_become_unreachable_and_rec
         await fleet.converge()
         states = fleet.state.get().backends
         assert {s.phase for s in states.values()} == {P.READY}
-        assert all("qwen2:0.5b" in _installed(emu, node) for node in range(3))
+        assert all("qwen2:0.5b" in installed(emu, node) for node in range(3))
 
 
 async def test_vllm_drift_is_reported_as_conditions_and_nothing_is_sent(fleet: Fleet) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
@@ -20,25 +19,12 @@ from emulators import faults, ollama, ollama_node, vllm
 from runtimestate import cycle, plan, probing, snapshot, state, status
 from runtimestate.backends import base
 from tests import services
-from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file
+from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file, installed
 
 pytestmark = pytest.mark.timeout(120)
 P = probing.Phase
 HANG = faults.Fault(faults.FaultKind.HANG)
 GARBAGE = faults.Fault(faults.FaultKind.MALFORMED)
-
-
-@pytest.fixture
-async def fleet(migrated_url: str) -> AsyncIterator[Fleet]:
-    world = Fleet(migrated_url)
-    try:
-        yield world
-    finally:
-        await world.close()
-
-
-def _installed(emu: ollama.Emulator, node: int) -> set[str]:
-    return {m.spec.name for m in emu.nodes[node].installed.values()}
 
 
 def _served(state: snapshot.LLMState) -> set[str]:
@@ -225,13 +211,13 @@ async def test_a_read_that_is_not_complete_neither_prunes_nor_cancels(
         held = await fleet.state.run_backend_cycle()
         assert held.plan.of(plan.Prune) == ()
         assert held.plan.of(plan.CancelJob) == ()
-        assert "nomic-embed-text:latest" in _installed(emu, 0)
+        assert "nomic-embed-text:latest" in installed(emu, 0)
         assert (await fleet.job(orphan.id)).state.value == "queued"
         monkeypatch.undo()
         done = await fleet.state.run_backend_cycle()
         assert [a.model for a in done.plan.of(plan.Prune)] == ["nomic-embed-text:latest"]
         assert [a.job_id for a in done.plan.of(plan.CancelJob)] == [orphan.id]
-        assert "nomic-embed-text:latest" not in _installed(emu, 0)
+        assert "nomic-embed-text:latest" not in installed(emu, 0)
         assert (await fleet.job(orphan.id)).state.value == "cancelled"
 
 
@@ -294,12 +280,12 @@ async def test_a_database_outage_after_the_read_fails_the_actions_not_the_cycle(
                 assert not any(o.ok for o in report.outcomes)
                 assert report.summary()["failed_actions"] == 3
                 assert report.status_written is False
-                assert "nomic-embed-text:latest" in _installed(emu, 1)  # not without the lock
+                assert "nomic-embed-text:latest" in installed(emu, 1)  # not without the lock
 
                 after = await _cycle_after_restart(world)
                 assert after.summary()["failed_actions"] == 0
                 assert after.status_written
-                assert "nomic-embed-text:latest" not in _installed(emu, 1)
+                assert "nomic-embed-text:latest" not in installed(emu, 1)
                 active = {(j.backend, j.model) for j in await world.state.active_jobs()}
                 assert active == {("gpu-0", "llama3.2:1b"), ("gpu-1", "llama3.2:1b")}
     finally:

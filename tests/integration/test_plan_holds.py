@@ -7,8 +7,6 @@ pool for other members (another model, another backend) is not a change of its d
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,15 +76,6 @@ async def test_a_model_or_backend_leaving_the_pool_and_coming_back_is_a_new_decl
 
 
 # --- the backend cycle holds and re-queues ----------------------------------------------------
-
-
-@pytest.fixture
-async def fleet(migrated_url: str) -> AsyncIterator[Fleet]:
-    world = Fleet(migrated_url)
-    try:
-        yield world
-    finally:
-        await world.close()
 
 
 def _held(report: cycle.Report) -> dict[tuple[str, str], plan.ReasonCode]:

@@ -7,8 +7,6 @@ of a file whose pool no longer lists it) must therefore not wipe it, even under 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from emulators import ollama
@@ -16,15 +14,6 @@ from runtimestate import plan
 from tests.integration.cycle_fixtures import Fleet, fleet_file
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def fleet(migrated_url: str) -> AsyncIterator[Fleet]:
-    world = Fleet(migrated_url)
-    try:
-        yield world
-    finally:
-        await world.close()
 
 
 def _installed(emu: ollama.Emulator) -> set[str]:
