@@ -4,13 +4,16 @@ Called only by `dwqueue.leases.claim`, which builds the `Change` values and even
 returned here. Every function runs inside the caller's transaction and never commits.
 
 Postgres claims in one call of ``dwqueue_claim`` (a plpgsql function that migration 0004
-creates; the database must be migrated to head). The function walks due jobs oldest first
-through a cursor that locks each row it hands out with ``FOR UPDATE SKIP LOCKED`` (concurrent
-claimers pass over each other's rows, and rows are locked one at a time, as they are reached).
+creates and 0007 replaces; the database must be migrated to head). The function walks due jobs
+oldest first through a cursor that locks each row it hands out with ``FOR UPDATE SKIP LOCKED``
+(concurrent claimers pass over each other's rows, and rows are locked one at a time, as they are
+reached).
 A job whose backend is at its limit, or whose backend's transaction advisory lock
 (``pg_try_advisory_xact_lock``) another claimer holds, is passed over; any other is leased by an
 ``UPDATE`` that counts the backend's running jobs in its own WHERE clause. It stops at ``n``
-leased jobs or after ``3 * max(2n, n + 8)`` rows, so it locks a bounded number of rows.
+leased jobs or after ``3 * max(2n, n + 8)`` rows, so it locks a bounded number of rows; when
+that window was spent on backends it found full, it walks again without their jobs (at most
+once per backend found full), so jobs queued behind many of a full backend's still get a turn.
 
 Why the limits are exact: the function is VOLATILE, so in READ COMMITTED each of its statements
 takes a fresh snapshot. The leasing ``UPDATE`` starts after the backend's advisory lock is ours,

@@ -44,6 +44,30 @@ async def test_a_claim_passes_over_the_jobs_of_a_full_backend_to_reach_another(
     assert second.job.id == other.job.id
 
 
+@pytest.mark.parametrize("per_claim", [1, 2, 8])
+async def test_claims_reach_backends_queued_behind_many_jobs_of_full_ones(
+    session: AsyncSession, per_claim: int
+) -> None:
+    # 60 jobs for five backends in a row: the first three fill up long before their queues
+    # empty, and the claim window (30 jobs at two per claim) once ended inside them.
+    limits = {"b0": 1, "b1": 2, "b2": 3}
+    for b in range(5):
+        for i in range(12):
+            await queue.enqueue(session, f"b{b}", f"model-{i}", now=at(12 * b + i))
+    await session.commit()
+    running: dict[str, int] = {}
+    for _ in range(20):
+        changes = await leases.claim(
+            session, "w1", limits=limits, default_limit=2, n=per_claim, now=at(100)
+        )
+        await session.commit()
+        if not changes:
+            break
+        for change in changes:
+            running[change.job.backend] = running.get(change.job.backend, 0) + 1
+    assert running == {"b0": 1, "b1": 2, "b2": 3, "b3": 2, "b4": 2}
+
+
 async def test_a_backend_with_a_limit_of_zero_runs_nothing(session: AsyncSession) -> None:
     await queue.enqueue(session, "paused", "llama3", now=T0)
     other = await queue.enqueue(session, "gpu-1", "qwen2", now=at(1))
