@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import pathlib
 import time
 from typing import Annotated, Any
 
@@ -183,15 +182,7 @@ def reconcile_command(
             show_default=False,
         ),
     ] = None,
-    config: Annotated[
-        pathlib.Path | None,
-        typer.Option(
-            "--config",
-            envvar=settings.CONFIG_ENV,
-            help="YAML or TOML settings file, as for llmctl serve",
-            dir_okay=False,
-        ),
-    ] = None,
+    config: serve.ConfigOpt = None,
     fmt: OutputOpt = output.Format.TABLE,
 ) -> None:
     """Run one reconciliation pass: observe, plan, act. Exit 1 with --wait if not converged."""

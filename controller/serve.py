@@ -340,17 +340,20 @@ def root_overrides(ctx: typer.Context) -> dict[str, Any]:
     return overrides
 
 
+ConfigOpt = Annotated[
+    pathlib.Path | None,
+    typer.Option(
+        "--config",
+        envvar=settings.CONFIG_ENV,
+        help="YAML or TOML settings file (llmctl serve and reconcile read the same)",
+        dir_okay=False,
+    ),
+]
+
+
 def serve_command(
     ctx: typer.Context,
-    config: Annotated[
-        pathlib.Path | None,
-        typer.Option(
-            "--config",
-            envvar=settings.CONFIG_ENV,
-            help="YAML or TOML settings file",
-            dir_okay=False,
-        ),
-    ] = None,
+    config: ConfigOpt = None,
     no_migrate: Annotated[
         bool, typer.Option("--no-migrate", help="Do not apply database migrations at start")
     ] = False,
