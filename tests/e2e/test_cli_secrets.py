@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -10,15 +12,18 @@ from collections.abc import AsyncIterator
 import aiohttp
 import nats
 import pytest
+import sqlalchemy as sa
 from aiohttp import web
+from cryptography import fernet
 
 from controller import httpapi, metrics
 from dwqueue import flushing
-from runtimestate import database, state
-from tests.e2e.conftest import Cli, dump
+from runtimestate import credentials, database, schema, spec, state
+from tests.e2e.conftest import Cli, Result, dump
 
 KEY = "sk-proj-" + secrets.token_urlsafe(36)
 SENT = web.AppKey("sent", list[str])
+BACKENDS = schema.BackendRow.__table__
 
 
 async def _models(request: web.Request) -> web.Response:
@@ -136,3 +141,133 @@ async def test_a_key_the_provider_echoes_in_its_error_is_masked_in_every_output(
     assert status["phase"] == "Unreachable"
     assert "Its first characters are ****, its last ****." in status["error"]
     assert "unauthorized" in json.dumps(status["conditions"])
+
+
+# --- the secret key: strength, rotation, a key that cannot be decrypted -----------------------
+
+OLD = "Zq3-old-secret-key-0123456789abcdefXY"
+NEW = "Hk8_new-secret-key-9876543210fedcbaQW"
+
+
+def _add(llmctl: Cli, name: str, url: str, api_key: str, secret_key: str) -> Result:
+    return llmctl(
+        "backend", "add", name, "--url", url, "--type", "openai", "--api-key-stdin",
+        "--no-pool", input=api_key + "\n", env={"LLMCTL_SECRET_KEY": secret_key},
+    )  # fmt: skip
+
+
+def _ciphertexts(database_url: str) -> dict[str, str | None]:
+    engine = database.create_sync_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.select(BACKENDS.c.name, BACKENDS.c.credential_ciphertext))
+            return {name: ciphertext for name, ciphertext in rows}
+    finally:
+        engine.dispose()
+
+
+def _store_in_first_format(database_url: str, name: str, api_key: str, secret_key: str) -> None:
+    """What an install from before the salted derivation holds: Fernet under SHA-256(key)."""
+    digest = hashlib.sha256(secret_key.encode()).digest()
+    token = fernet.Fernet(base64.urlsafe_b64encode(digest)).encrypt(api_key.encode()).decode()
+    engine = database.create_sync_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.update(BACKENDS)
+                .where(BACKENDS.c.name == name)
+                .values(credential_ciphertext=token)
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("secret_key", ["", "short-but-random-9Xq", "k" * 32])
+def test_a_weak_or_missing_secret_key_is_refused_with_exit_2_and_nothing_written(
+    llmctl: Cli, database_url: str, secret_key: str
+) -> None:
+    before = dump(database_url)
+    added = _add(llmctl, "cloud", "https://api.example.com/v1", "sk-never-stored", secret_key)
+    assert added.code == 2, added.out + added.err
+    assert "LLMCTL_SECRET_KEY" in added.err
+    assert "python -c 'import secrets; print(secrets.token_urlsafe(32))'" in added.err
+    assert "Traceback" not in added.err
+    assert dump(database_url) == before
+    rotated = llmctl("secrets", "rotate", env={"LLMCTL_SECRET_KEY": secret_key})
+    assert rotated.code == 2, rotated.out + rotated.err
+    assert "secrets.token_urlsafe(32)" in rotated.err
+    assert dump(database_url) == before
+
+
+async def test_secrets_rotate_keeps_every_stored_key_readable(
+    llmctl: Cli, database_url: str, provider: tuple[str, list[str]]
+) -> None:
+    url, sent = provider
+    keys = {"cloud-a": "sk-alpha-0123456789", "cloud-b": "sk-bravo-9876543210"}
+    for name, api_key in keys.items():
+        added = await asyncio.to_thread(_add, llmctl, name, url, api_key, OLD)
+        assert added.code == 0, added.err
+    await asyncio.to_thread(_store_in_first_format, database_url, "cloud-b", keys["cloud-b"], OLD)
+    both = {"LLMCTL_SECRET_KEY": NEW, "LLMCTL_SECRET_KEY_PREVIOUS": OLD}
+    before = await asyncio.to_thread(dump, database_url)
+
+    dry = await asyncio.to_thread(llmctl, "secrets", "rotate", "--dry-run", env=both)
+    assert dry.code == 0, dry.err
+    assert "would re-encrypt 2 stored API keys" in dry.out
+    assert "nothing written" in dry.out
+    assert await asyncio.to_thread(dump, database_url) == before
+
+    done = await asyncio.to_thread(llmctl, "secrets", "rotate", env=both)
+    assert done.code == 0, done.err
+    assert "re-encrypted 2 stored API keys under LLMCTL_SECRET_KEY (2 from" in done.out
+    after = await asyncio.to_thread(_ciphertexts, database_url)
+    for name, api_key in keys.items():
+        ciphertext = after[name]
+        assert ciphertext is not None
+        assert ciphertext.startswith("v2:")
+        assert api_key not in done.out + str(after)
+        stored = spec.Credentials(spec.CredentialKind.ENCRYPTED, ciphertext=ciphertext)
+        secret = credentials.resolve(stored, {"LLMCTL_SECRET_KEY": NEW})
+        assert secret is not None
+        assert secret.reveal() == api_key
+    # The controller, given only the new key, sends each backend its own key.
+    cycle = await asyncio.to_thread(llmctl, "reconcile", "--once", env={"LLMCTL_SECRET_KEY": NEW})
+    assert credentials.UNDECRYPTABLE not in cycle.out
+    assert sorted(sent) == sorted(keys.values())
+    again = await asyncio.to_thread(llmctl, "secrets", "rotate", env={"LLMCTL_SECRET_KEY": NEW})
+    assert "re-encrypted 2 stored API keys under LLMCTL_SECRET_KEY (0 from" in again.out
+
+
+def test_secrets_rotate_changes_nothing_when_a_stored_key_opens_with_neither(
+    llmctl: Cli, database_url: str
+) -> None:
+    assert _add(llmctl, "cloud-a", "https://a.example.com/v1", "sk-a-0123456789", OLD).code == 0
+    assert _add(llmctl, "cloud-b", "https://b.example.com/v1", "sk-b-0123456789", NEW).code == 0
+    before = dump(database_url)
+    result = llmctl("secrets", "rotate", env={"LLMCTL_SECRET_KEY": NEW})
+    assert result.code == 2, result.out + result.err
+    assert "cloud-a" in result.err
+    assert "cloud-b" not in result.err
+    assert "LLMCTL_SECRET_KEY_PREVIOUS" in result.err
+    assert "nothing was changed" in result.err
+    assert dump(database_url) == before
+
+
+@pytest.mark.parametrize("environ", [{}, {"LLMCTL_SECRET_KEY": NEW}], ids=["unset", "another"])
+async def test_a_backend_whose_key_cannot_be_decrypted_says_so_in_its_condition(
+    llmctl: Cli, provider: tuple[str, list[str]], environ: dict[str, str]
+) -> None:
+    url, sent = provider
+    added = await asyncio.to_thread(_add, llmctl, "cloud", url, "sk-lost-0123456789", OLD)
+    assert added.code == 0, added.err
+    result = await asyncio.to_thread(llmctl, "reconcile", "--once", env=environ)
+    assert result.code == 0, result.err
+    assert sent == []  # nothing was sent without the key
+    shown = await asyncio.to_thread(llmctl, "backend", "get", "cloud", "-o", "json")
+    status = shown.json()["status"]
+    expected = (
+        "cannot be decrypted: LLMCTL_SECRET_KEY is not set (or is not the key it was stored with)"
+    )
+    assert status["error"] == expected
+    assert expected in [c["message"] for c in status["conditions"]]
+    assert "encrypt" not in result.out.replace("decrypted", "")
