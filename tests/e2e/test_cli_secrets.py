@@ -269,5 +269,6 @@ async def test_a_backend_whose_key_cannot_be_decrypted_says_so_in_its_condition(
         "cannot be decrypted: LLMCTL_SECRET_KEY is not set (or is not the key it was stored with)"
     )
     assert status["error"] == expected
+    assert status["phase"] == "Unreachable"
     assert expected in [c["message"] for c in status["conditions"]]
     assert "encrypt" not in result.out.replace("decrypted", "")
