@@ -11,7 +11,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from runtimestate import errors, redaction
+from runtimestate import adapters, errors, redaction, spec
 from runtimestate.backends import base, gemini, ollama, openai, vllm
 
 KEY = "sk-proj-Abc123Def456Ghi789Jkl012"
@@ -131,3 +131,20 @@ async def test_every_adapter_masks_the_key_a_provider_echoes_in_its_error(
             assert KEY[-n:] not in str(chain), repr(chain)
         chain = chain.__cause__ or (None if chain.__suppress_context__ else chain.__context__)
     assert error.status_code == status
+
+
+async def test_the_adapter_pool_masks_the_key_of_the_backend_it_built_and_only_that() -> None:
+    creds = spec.Credentials(spec.CredentialKind.ENV, env_var="CLOUD_KEY")
+    cloud = spec.make_backend("cloud", "openai", "http://cloud.test/v1", credentials=creds)
+    pool = adapters.AdapterPool(FAST, {"CLOUD_KEY": KEY})
+    try:
+        assert pool.redact("cloud", ECHO) == ECHO  # not built yet: no key known
+        pool.get(cloud)
+        assert pool.redact("cloud", ECHO) == (
+            "Incorrect API key provided: ****; starts ****, ends ****"
+        )
+        assert pool.redact("other", ECHO) == ECHO
+        await pool.retain(())
+        assert pool.redact("cloud", ECHO) == ECHO  # forgotten with its adapter
+    finally:
+        await pool.aclose()
