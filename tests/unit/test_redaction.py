@@ -148,3 +148,18 @@ async def test_the_adapter_pool_masks_the_key_of_the_backend_it_built_and_only_t
         assert pool.redact("cloud", ECHO) == ECHO  # forgotten with its adapter
     finally:
         await pool.aclose()
+
+
+async def test_ollama_pull_status_lines_are_masked_before_they_are_stored_or_published() -> None:
+    lines = [{"status": f"pulling through proxy as {KEY}"}, {"status": "success"}]
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    transport = httpx.MockTransport(
+        lambda _: httpx.Response(
+            200, headers={"content-type": "application/x-ndjson"}, content=body
+        )
+    )
+    async with ollama.OllamaBackend(
+        "http://ollama.test", name="gpu", api_key=KEY, timeouts=FAST, transport_=transport
+    ) as adapter:
+        seen = [progress.status async for progress in adapter.pull("llama3")]
+    assert seen == ["pulling through proxy as ****", "success"]
