@@ -26,6 +26,7 @@ from controller import (
     reconcile,
     resolve,
     runner,
+    secrets,
     serve,
     watch,
 )
@@ -49,6 +50,7 @@ app.command("watch")(watch.watch_command)
 app.command("resolve")(resolve.resolve_command)
 app.command("serve")(serve.serve_command)
 app.command("demo")(demo.demo_command)
+app.add_typer(secrets.app, name="secrets")
 
 
 @app.callback()

@@ -4,7 +4,9 @@ Called by the backend and download cycles. An adapter keeps its connection pool 
 (``/api/show`` facts, shared by digest across the fleet; the version; its last observation)
 between cycles, which makes every cycle after the first several times cheaper; it is rebuilt
 only when the backend's type, URL or credentials change, and closed when the backend is no
-longer declared. All adapters send through one shared aiohttp
+longer declared. The pool remembers the key each adapter sends, so callers can mask it out of
+error text before they record it (`redact`, a second line behind the adapters' own masking).
+All adapters send through one shared aiohttp
 connection pool (`aiotransport.SharedSession`), owned here and closed by `aclose()`. Keys are
 resolved here, at the last moment, and handed only to the adapter.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 
-from runtimestate import backends, credentials, errors, spec
+from runtimestate import backends, credentials, errors, redaction, spec
 from runtimestate.backends import aiotransport, base, showcache, transport
 
 Adapter = backends.Backend
@@ -44,6 +46,7 @@ class AdapterPool:
         self._show_cache = showcache.ShowCache(SHOW_CACHE_ENTRIES)
         self._connections = transport.shared_session()
         self._adapters: dict[str, tuple[tuple[str, str, str, str | None], Adapter]] = {}
+        self._secrets: dict[str, credentials.Secret] = {}
 
     def get(self, backend: spec.BackendSpec) -> Adapter:
         """The adapter for ``backend``, built on first use or when its spec moved.
@@ -70,13 +73,24 @@ class AdapterPool:
             show_cache=self._show_cache,
         )
         self._adapters[backend.name] = (identity, adapter)
+        if secret is not None:
+            self._secrets[backend.name] = secret
+        else:
+            self._secrets.pop(backend.name, None)
         return adapter
+
+    def redact(self, name: str, text: str) -> str:
+        """``text`` with the key the adapter of backend ``name`` sends masked out (as is when
+        it sends none or has not been built)."""
+        secret = self._secrets.get(name)
+        return redaction.mask(text, secret.reveal() if secret is not None else None)
 
     async def retain(self, names: Iterable[str]) -> None:
         """Close the adapters of backends not in ``names`` (no longer declared)."""
         keep = set(names)
         for name in [n for n in self._adapters if n not in keep]:
             _, adapter = self._adapters.pop(name)
+            self._secrets.pop(name, None)
             await adapter.aclose()
 
     async def aclose(self) -> None:

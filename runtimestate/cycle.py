@@ -285,14 +285,19 @@ class BackendCycle:
             observation = await self._pool.get(backend.spec).observe()
         except errors.LlmctlError as exc:
             self._records[backend.name] = probing.failed(
-                record, exc.detail, exc.reason.value, now, self._settings.probing, self._rng
+                record,
+                self._pool.redact(backend.name, exc.detail),  # the adapter masked it too
+                exc.reason.value,
+                now,
+                self._settings.probing,
+                self._rng,
             )
             return False
         except Exception as exc:  # unexpected: logged with its traceback, treated as temporary
             log.exception("observation failed unexpectedly", backend=backend.name)
             self._records[backend.name] = probing.failed(
                 record,
-                f"{type(exc).__name__}: {exc}",
+                self._pool.redact(backend.name, f"{type(exc).__name__}: {exc}"),
                 "unexpected",
                 now,
                 self._settings.probing,
@@ -384,7 +389,8 @@ class BackendCycle:
             with contextlib.suppress(errors.ModelNotFound):  # already gone: goal reached
                 await adapter.delete(action.model)
         except errors.LlmctlError as exc:
-            return Outcome(action, False, f"{exc.reason.value}: {exc.detail}")
+            detail = self._pool.redact(action.backend, exc.detail)
+            return Outcome(action, False, f"{exc.reason.value}: {detail}")
         except Exception as exc:  # logged by _failure, a failed outcome
             return Outcome(action, False, _failure("pruning", exc, backend=action.backend))
         key = planview.key(action.model, backend.spec.type)

@@ -4,6 +4,8 @@
 bytes slower than the read timeout still cannot hold a caller longer than `Timeouts.total`)
 and maps every transport, timeout and parsing failure with ``raise ... from exc``.
 `check_status()` turns an HTTP error status into the tree using the error-envelope parser.
+Given the key the adapter sends, `guard()` masks it out of every error it lets through, so
+text a provider echoed never carries the key further (`runtimestate.redaction`).
 
 Who calls it: the adapter modules. It must not swallow anything: exceptions it does not know
 propagate unchanged so the cycle logs them with a traceback and treats them as temporary.
@@ -18,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pydantic
 
-from runtimestate import errors
+from runtimestate import errors, redaction
 from runtimestate.backends import transport
 
 # What the boundary maps. ValueError covers json.JSONDecodeError and pydantic.ValidationError;
@@ -80,31 +82,65 @@ async def guard(
     about_model: bool = False,
     translator: Translator = translate,
     mapped: tuple[type[BaseException], ...] = MAPPED,
+    secret: str | None = None,
 ) -> AsyncIterator[None]:
     """Run the block under a `total`-second deadline (None: no deadline) and map failures.
 
     Raises only `errors.LlmctlError` for anything in `mapped` (default `MAPPED`; an adapter
     adds its client's exception types and passes its own `translator`) or a missed deadline;
-    other exceptions (bugs, cancellation) pass through untouched.
+    other exceptions (bugs, cancellation) pass through untouched. ``secret`` is the key the
+    adapter sends: it and its long fragments are masked out of the error's text
+    (`redaction.mask`), since providers echo the key they were sent.
     """
     try:
         async with asyncio.timeout(total):
             yield
-    except errors.LlmctlError:
-        raise
-    except ExceptionGroup as group:  # from a TaskGroup of concurrent requests
-        leaf = first_leaf(group)
+    except BaseException as exc:
+        error = _mapped(exc, backend, total, about_model, translator, mapped)
+        if error is None:
+            raise
+        masked = redacted(error, secret)
+        if masked is not error:
+            # The original error and its causes still hold the key: drop the chain.
+            raise masked from None
+        if error is exc:
+            raise
+        raise error from exc
+
+
+def _mapped(
+    exc: BaseException,
+    backend: str,
+    total: float | None,
+    about_model: bool,
+    translator: Translator,
+    mapped: tuple[type[BaseException], ...],
+) -> errors.LlmctlError | None:
+    """The error `guard` raises for ``exc``, or None to let ``exc`` pass untouched."""
+    if isinstance(exc, errors.LlmctlError):
+        return exc
+    if isinstance(exc, ExceptionGroup):  # from a TaskGroup of concurrent requests
+        leaf = first_leaf(exc)
         if isinstance(leaf, errors.LlmctlError):
-            raise leaf from group
+            return leaf
         if isinstance(leaf, mapped):
-            raise translator(leaf, backend, about_model) from group
-        raise
-    except TimeoutError as exc:
-        raise errors.BackendTimedOut(
+            return translator(leaf, backend, about_model)
+        return None
+    if isinstance(exc, TimeoutError):  # the deadline (an OSError too: checked first)
+        return errors.BackendTimedOut(
             f"no complete reply within {total:g}s" if total else "timed out", backend=backend
-        ) from exc
-    except mapped as exc:
-        raise translator(exc, backend, about_model) from exc
+        )
+    if isinstance(exc, mapped):
+        return translator(exc, backend, about_model)
+    return None
+
+
+def redacted(error: errors.LlmctlError, secret: str | None) -> errors.LlmctlError:
+    """``error`` with ``secret`` masked out of its detail; the same object when it held none."""
+    detail = redaction.mask(error.detail, secret)
+    if detail == error.detail:
+        return error
+    return type(error)(detail, backend=error.backend, status_code=error.status_code)
 
 
 def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -46,6 +46,7 @@ class GeminiBackend:
         base_url = httpapi.validate_base_url(base_url)
         self.name = name or httpapi.default_name(base_url)
         self._timeouts = timeouts
+        self._secret = api_key
         versioned = base_url.rsplit("/", 1)[-1] in ("v1beta", "v1")
         self._models_path = "models" if versioned else "v1beta/models"
         self._http = httpapi.HttpApi(
@@ -66,7 +67,7 @@ class GeminiBackend:
         await self._http.aclose()
 
     def _guard(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return boundary.guard(self.name, total=self._timeouts.total)
+        return boundary.guard(self.name, total=self._timeouts.total, secret=self._secret)
 
     async def observe(self) -> base.Observation:
         """Every page of the model list. Read-only; raises `errors.LlmctlError`; all pages

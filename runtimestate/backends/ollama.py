@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 import httpx
 import ollama
 
-from runtimestate import errors
+from runtimestate import errors, redaction
 from runtimestate.backends import base, boundary, httpapi, showcache, transport
 
 _SHOW_CONCURRENCY = 4
@@ -84,6 +84,7 @@ class OllamaBackend:
         base_url = httpapi.validate_base_url(base_url)
         self.name = name or httpapi.default_name(base_url)
         self._timeouts = timeouts
+        self._secret = api_key
         self._clock = clock
         self._version_ttl = version_ttl
         self._version: str | None = None
@@ -132,6 +133,7 @@ class OllamaBackend:
             about_model=about_model,
             translator=translate,
             mapped=MAPPED,
+            secret=self._secret,
         )
 
     async def observe(self) -> base.Observation:
@@ -206,7 +208,8 @@ class OllamaBackend:
                             "pull stream ended before success", backend=self.name
                         ) from None
                 progress = base.PullProgress(
-                    status=item.status or "",
+                    # Stored and published as is: masked like errors (a proxy may echo).
+                    status=redaction.mask(item.status or "", self._secret),
                     digest=item.digest or None,
                     total=item.total,
                     completed=item.completed,

@@ -42,6 +42,7 @@ class OpenAIBackend:
             base_url, name, api_key, timeouts, transport_, max_body_bytes
         )
         self._timeouts = timeouts
+        self._secret = api_key
 
     async def __aenter__(self) -> OpenAIBackend:
         return self
@@ -53,7 +54,7 @@ class OpenAIBackend:
         await self._http.aclose()
 
     def _guard(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return boundary.guard(self.name, total=self._timeouts.total)
+        return boundary.guard(self.name, total=self._timeouts.total, secret=self._secret)
 
     async def observe(self) -> base.Observation:
         """The models the key may use. Read-only; raises `errors.LlmctlError`."""

@@ -57,6 +57,7 @@ class VllmBackend:
             base_url, name, api_key, timeouts, transport_, max_body_bytes
         )
         self._timeouts = timeouts
+        self._secret = api_key
 
     async def __aenter__(self) -> VllmBackend:
         return self
@@ -68,7 +69,9 @@ class VllmBackend:
         await self._http.aclose()
 
     def _guard(self, *, about_model: bool = False) -> contextlib.AbstractAsyncContextManager[None]:
-        return boundary.guard(self.name, total=self._timeouts.total, about_model=about_model)
+        return boundary.guard(
+            self.name, total=self._timeouts.total, about_model=about_model, secret=self._secret
+        )
 
     async def observe(self) -> base.Observation:
         """Served models (base and LoRA cards, all loaded) plus health, version, metrics.

@@ -32,6 +32,7 @@ Cli = Callable[..., Result]
 def llmctl(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Cli:
     """Run ``llmctl ARGS`` in-process against a fresh database; returns code, stdout, stderr."""
     monkeypatch.delenv("LLMCTL_SECRET_KEY", raising=False)
+    monkeypatch.delenv("LLMCTL_SECRET_KEY_PREVIOUS", raising=False)
     runner = CliRunner()
 
     def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:

@@ -146,7 +146,7 @@ def test_a_changed_field_bumps_only_that_objects_generation(
 def test_an_exported_encrypted_key_round_trips_without_being_shown(
     llmctl: Cli, tmp_path: pathlib.Path
 ) -> None:
-    env = {"LLMCTL_SECRET_KEY": "s" * 32}
+    env = {"LLMCTL_SECRET_KEY": "Vq4-a-random-looking-secret-key-0123"}
     llmctl(
         "backend", "add", "cloud", "--url", "https://api.example.com/v1", "--type", "openai",
         "--api-key-stdin", "--no-pool", input="sk-abcdef", env=env,
