@@ -1,7 +1,8 @@
-"""Downloads through a Postgres outage longer than the lease: the replica keeps the jobs it is
-still running (every one succeeds on its first attempt), and its download cycle resumes at the
-first tick after the database returns, not at the end of a backoff grown to its cap. Real
-Postgres stopped and started, emulated Ollama nodes."""
+"""Downloads through outages. A Postgres outage longer than the lease: the replica keeps the
+jobs it is still running (every one succeeds on its first attempt), and its download cycle
+resumes at the first tick after the database returns, not at the end of a backoff grown to its
+cap. A NATS outage while a pull ends: its end is published once NATS is back, live and in the
+replay. Real Postgres and NATS stopped or killed and started, emulated Ollama nodes."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import asyncio
 import dataclasses
 import datetime as dt
 import time
+from collections.abc import Callable
+from typing import Any
 
+import nats
 import pytest
 import sqlalchemy as sa
 import structlog
 
 import migrations
 from controller import metrics, work
-from dwqueue import jobs
+from dwqueue import events, flushing, jobs, publisher, subscriber
 from emulators import ollama
 from tests import services
 from tests.integration.downloads_fixtures import FAST, World
@@ -27,6 +31,13 @@ LEASE = dt.timedelta(seconds=1)
 SHORT_LEASE = dataclasses.replace(
     FAST, downloads=dataclasses.replace(FAST.downloads, lease=LEASE, heartbeat_s=0.2)
 )
+
+
+async def _eventually(check: Callable[[], bool], what: str, within_s: float = 15) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, f"not within {within_s} s: {what}"
+        await asyncio.sleep(0.05)
 
 
 def _finish_pulls(emu: ollama.Emulator, node: int) -> None:
@@ -116,3 +127,53 @@ async def test_the_download_cycle_resumes_at_the_first_tick_after_a_long_databas
         (S.SUCCEEDED, None),
     }, claimed
     assert claimed.attempts == 1
+
+
+async def test_a_pull_that_ends_while_nats_is_down_ends_live_and_in_the_replay_once_it_is_back(
+    postgres_url: str, fresh_nats_server: services.NatsServer, nats_prefix: str
+) -> None:
+    migrations.upgrade(postgres_url)
+    url = fresh_nats_server.url
+    sink = publisher.Publisher(url, prefix=nats_prefix, reconnect_wait_s=0.5)
+    await sink.start()
+    await _eventually(lambda: sink.jetstream is True, "the publisher to declare its stream")
+    # A plain `nats sub` that stays up through the outage: it reconnects sooner than the
+    # publisher, so it is subscribed again when the kept events go out.
+    listener = await nats.connect(url, reconnect_time_wait=0.05, max_reconnect_attempts=-1)
+    heard: list[events.DownloadEvent] = []
+
+    async def on_message(msg: Any) -> None:
+        heard.append(events.from_wire(msg.data))
+
+    await listener.subscribe(events.filter_subject(nats_prefix), cb=on_message)
+    await flushing.flush(listener, 10)
+    world = World(postgres_url, sink=sink)
+    try:
+        async with ollama.running(pull_rate=50_000_000) as emu:
+            await world.declare("gpu-1", emu.url)
+            job = await world.enqueue("gpu-1", "qwen2:0.5b")
+            await world.until(job.id, S.RUNNING)
+            await _eventually(lambda: any(e.TYPE == "progress" for e in heard), "progress")
+            fresh_nats_server.kill()
+            await _eventually(lambda: not sink.connected, "the publisher to see NATS gone")
+            _finish_pulls(emu, 0)
+            done = await world.until(job.id, S.SUCCEEDED, S.FAILED)
+            assert done.state is S.SUCCEEDED, done.error
+            assert heard[-1].TYPE == "progress"  # the end happened while NATS was away
+            await asyncio.to_thread(fresh_nats_server.start)
+            await _eventually(lambda: heard[-1].TYPE == "succeeded", "the end, live")
+            watcher = await nats.connect(url)
+            try:
+                async with subscriber.Watch(watcher, prefix=nats_prefix) as watch:
+                    assert watch.replaying
+                    replayed = await watch.next(15)
+            finally:
+                await watcher.close()
+    finally:
+        await world.close()
+        await listener.close()
+        await sink.close()
+    assert (heard[-1].job_id, heard[-1].seq) == (job.id, done.seq)
+    assert (replayed.TYPE, replayed.job_id, replayed.seq) == ("succeeded", job.id, done.seq)
+    assert sink.stats.republished >= 1
+    assert sink.unsent == 0
