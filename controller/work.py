@@ -4,8 +4,11 @@
 cycle, the download cycle and the lease reaper (which also refreshes the download gauges). An
 exception is logged (with its traceback when unexpected), counted in ``llmctl_errors_total``
 and that kind of work is skipped until a capped exponential backoff passes; an explicit trigger
-runs regardless. Triggers arriving while a triggered cycle runs coalesce into one more run.
-Built by the composition root; holds no settings of its own.
+runs regardless. After a database error, each skipped tick probes the database (``SELECT 1``):
+once a probe has found it down and a later one finds it back, the work resumes at that tick
+rather than at the end of a backoff that a long outage has grown to its cap. Triggers arriving
+while a triggered cycle runs coalesce into one more run. Built by the composition root; holds no
+settings of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from runtimestate import state
 log = structlog.get_logger(__name__)
 DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)
 FAILURE_BACKOFF = backoff.Policy(base_s=1.0, cap_s=30.0, max_attempts=1_000_000)
+PROBE_TIMEOUT_S = 2.0
 
 
 class Work:
@@ -46,6 +50,8 @@ class Work:
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._resume_at: dict[str, float] = {}
+        # Kinds backing off after a database error: True once a probe found the database down.
+        self._outage: dict[str, bool] = {}
         self._downloads = asyncio.Lock()  # two claims at once could exceed the concurrency
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kick = asyncio.Event()
@@ -89,7 +95,8 @@ class Work:
             self._metrics.set_downloads({str(s): int(n) for s, n in result.all()})
 
     async def _guard(self, kind: str, work: Callable[[], Awaitable[None]], force: bool) -> None:
-        if not force and self._clock() < self._resume_at.get(kind, 0.0):
+        backing_off = not force and self._clock() < self._resume_at.get(kind, 0.0)
+        if backing_off and not await self._database_back(kind):
             return
         task = asyncio.current_task()
         if task is not None:
@@ -106,6 +113,7 @@ class Work:
             if self._failures.pop(kind, 0):
                 log.info("recovered", work=kind)
             self._resume_at.pop(kind, None)
+            self._outage.pop(kind, None)
         finally:
             if task is not None:
                 self._tasks.discard(task)
@@ -117,6 +125,8 @@ class Work:
         self._resume_at[kind] = self._clock() + delay
         self._metrics.failed(kind)
         expected = isinstance(exc, (*DB_ERRORS, sa.exc.DBAPIError))
+        if expected:
+            self._outage.setdefault(kind, False)
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         log.warning(
             "work failed; retrying later",
@@ -126,6 +136,33 @@ class Work:
             retry_in_s=round(delay, 1),
             exc_info=not expected,  # unexpected errors keep their traceback
         )
+
+    async def _database_back(self, kind: str) -> bool:
+        """Whether ``kind``, backing off after a database error, may run before its backoff
+        ends: a probe found the database down since, and this one finds it answering. A
+        database that answers without having been seen down (the error was a query's, not an
+        outage) leaves the backoff as it is."""
+        if kind not in self._outage:
+            return False
+        if not await self._database_answers():
+            self._outage[kind] = True
+            return False
+        if not self._outage[kind]:
+            return False
+        self._outage[kind] = False  # should it fail again, only a new outage lifts the backoff
+        log.info("database answers again; resuming", work=kind)
+        return True
+
+    async def _database_answers(self) -> bool:
+        async def probe() -> None:
+            async with self._engine.connect() as connection:
+                await connection.execute(sa.text("SELECT 1"))
+
+        try:
+            await asyncio.wait_for(probe(), PROBE_TIMEOUT_S)
+        except (TimeoutError, *DB_ERRORS, sa.exc.DBAPIError):
+            return False
+        return True
 
     async def cancel_running(self, timeout_s: float) -> None:
         """Cancel the cycles in flight and wait (at most ``timeout_s``) for them to end."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -236,10 +236,43 @@ async def release(
     return rows.change(updated[0], events.DownloadQueued, now) if updated else None
 
 
+async def renew(
+    session: AsyncSession,
+    owner: str,
+    job_ids: Collection[str],
+    *,
+    lease: dt.timedelta = DEFAULT_LEASE,
+    now: dt.datetime | None = None,
+) -> frozenset[str]:
+    """Extend ``owner``'s leases of ``job_ids`` to ``now + lease``, expired or not, in one
+    statement: what a worker does before reaping, so that after a database outage longer than
+    the lease it keeps the jobs it is still running. Jobs that are no longer ``owner``'s
+    running ones are left alone. Returns the ids renewed. Publishes nothing."""
+    if not job_ids:
+        return frozenset()
+    now = now or rows.utcnow()
+    ours = sa.and_(_C.id.in_(list(job_ids)), _C.lease_owner == owner, _C.state == _RUNNING)
+    statement = (
+        sa.update(rows.TABLE)
+        .where(ours)
+        .values(lease_expires_at=now + lease, updated_at=now)
+        .returning(_C.id)
+        .execution_options(synchronize_session=False)
+    )
+    return frozenset(job_id for (job_id,) in (await session.execute(statement)).all())
+
+
 async def reap(
-    session: AsyncSession, *, max_attempts: int | None = None, now: dt.datetime | None = None
+    session: AsyncSession,
+    *,
+    max_attempts: int | None = None,
+    now: dt.datetime | None = None,
+    owner: str | None = None,
+    live: Collection[str] = (),
 ) -> list[rows.Change]:
-    """Take back every running job whose lease expired before ``now``.
+    """Take back every running job whose lease expired before ``now``, except ``owner``'s jobs
+    whose ids are in ``live`` (the caller is still running them: a pull, or the write of its end
+    that a database outage held up).
 
     Each one with attempts left is queued again, due now (a `DownloadRetrying` event, error
     class ``lease_expired``); one that used its last attempt fails (`DownloadFailed`). Attempts
@@ -249,6 +282,8 @@ async def reap(
     """
     now = now or rows.utcnow()
     expired = sa.and_(_C.state == _RUNNING, _C.lease_expires_at < now)
+    if owner is not None and live:
+        expired = sa.and_(expired, sa.not_(sa.and_(_C.lease_owner == owner, _C.id.in_(list(live)))))
     error: dict[str, Any] = {"error": "the worker's lease expired", "error_class": "lease_expired"}
     has_attempts_left = _C.attempts < _C.max_attempts
     if max_attempts is not None:

@@ -7,13 +7,18 @@ returned, after its commit. The database is the truth; NATS is a best-effort mir
 - `start` returns at once; the connection is made, and remade after any outage, in the
   background for as long as the publisher lives (nats-py ``max_reconnect_attempts=-1``), so
   events flow again when NATS returns, without a restart. NATS being down at start is fine.
-- `publish` never raises and never waits on the network: while disconnected an event is dropped
-  (counted in `stats.dropped`, with one warning per outage), and messages are sent as core NATS
-  publishes (no acknowledgement round trip).
+- `publish` never raises and never waits on the network: while disconnected an event is not
+  sent (counted in `stats.dropped`, with one warning per outage), and messages are sent as core
+  NATS publishes (no acknowledgement round trip).
+- The latest unsent event of each job is kept (`dwqueue.backlog`: bounded, terminal events never
+  forgotten) and published after the next (re)connect, oldest first, so a pull that ended while
+  NATS was away still ends for subscribers and in the replay (`stats.republished`). A job's newer
+  event published meanwhile supersedes its kept one; ``seq`` lets readers drop stale events.
 - Where the server has JetStream, a stream ``<PREFIX>_DOWNLOADS`` over
   ``<prefix>.v1.downloads.>`` keeps the latest event of each job (``max_msgs_per_subject=1``)
   for a bounded age, so a late `dwqueue.subscriber.Watch` replays the current state. It is
-  (re)declared on every (re)connect; on plain NATS publishing works the same without it.
+  (re)declared on every (re)connect, before the backlog is published; on plain NATS publishing
+  works the same without it.
 
 This module must not touch the database, and must not raise into the download path.
 """
@@ -35,7 +40,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import api
 
-from dwqueue import coalescer, events, flushing, rows
+from dwqueue import backlog, coalescer, events, flushing, rows
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +52,9 @@ _NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
 class Stats:
     """Counters for `/metrics` and tests; only ever incremented."""
 
-    published: int = 0
-    dropped: int = 0
+    published: int = 0  # republished ones included
+    dropped: int = 0  # not sent when published; the latest of each job is kept for later
+    republished: int = 0  # kept events sent after a (re)connect
     coalesced: int = 0
     connects: int = 0
 
@@ -77,6 +83,7 @@ class Publisher:
         connect_timeout_s: float = 2.0,
         name: str = "llmctl-downloads",
         clock: Callable[[], float] = time.monotonic,
+        backlog_limit: int = backlog.DEFAULT_LIMIT,
     ) -> None:
         self.prefix = events.check_prefix(prefix)
         self.stats = Stats()
@@ -90,6 +97,7 @@ class Publisher:
         self._clock = clock
         self._nc = Client()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._backlog = backlog.Backlog(backlog_limit)
         self._outage_drops = 0
         self._down = False
         self._closing = False
@@ -125,6 +133,7 @@ class Publisher:
         for subject, handler in self._subscriptions:  # nats-py renews them on reconnects
             await self._subscribe(subject, handler)
         await self._ensure_stream()
+        await self._republish()
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS connection error", error=str(exc) or type(exc).__name__)
@@ -134,14 +143,33 @@ class Publisher:
             return
         if self.stats.connects and not self._down:
             self._down = True
-            log.warning("download events: NATS disconnected; dropping events until it is back")
+            log.warning(
+                "download events: NATS disconnected; keeping the latest event of each job "
+                "until it is back"
+            )
 
     async def _on_reconnected(self) -> None:
         self.stats.connects += 1
         self._down = False
         log.info("download events: NATS reconnected", dropped_while_down=self._outage_drops)
         self._outage_drops = 0
-        self._spawn(self._ensure_stream())
+        self._spawn(self._after_reconnect())
+
+    async def _after_reconnect(self) -> None:
+        await self._ensure_stream()  # the replay stream first, so it records the backlog too
+        await self._republish()
+
+    async def _republish(self) -> None:
+        """Publish the kept events, oldest first, while connected; what cannot be sent is kept
+        again (unless a newer event of its job was kept meanwhile)."""
+        sent = 0
+        while self._nc.is_connected and (event := self._backlog.pop()) is not None:
+            if not await self.publish(event, coalesce=False):
+                break  # `publish` kept it again
+            sent += 1
+        self.stats.republished += sent
+        if sent:
+            log.info("download events: published what NATS missed", events=sent)
 
     async def _ensure_stream(self) -> None:
         """Declare (or update) the replay stream; on plain NATS note that there is none."""
@@ -175,13 +203,15 @@ class Publisher:
             return
         self.jetstream = True
 
-    async def publish(self, event: events.DownloadEvent) -> bool:
+    async def publish(self, event: events.DownloadEvent, *, coalesce: bool = True) -> bool:
         """Send ``event`` on its subject if connected; True when handed to NATS. Never raises.
 
         Call only after the transaction that produced the event committed. Progress events
-        the coalescer (if any) holds back count in `stats.coalesced`.
+        the coalescer (if any) holds back count in `stats.coalesced`. An event that cannot be
+        sent now is kept, as its job's latest, for the next (re)connect.
         """
-        if self._coalesce is not None and not self._coalesce.admit_event(event, self._clock()):
+        coalescing = self._coalesce if coalesce else None  # a kept event was admitted once
+        if coalescing is not None and not coalescing.admit_event(event, self._clock()):
             self.stats.coalesced += 1
             return False
         if not self._nc.is_connected:
@@ -197,8 +227,14 @@ class Publisher:
             log.exception("download event not published: unexpected error", job_id=event.job_id)
             self.stats.dropped += 1
             return False
+        self._backlog.sent(event)
         self.stats.published += 1
         return True
+
+    @property
+    def unsent(self) -> int:
+        """How many jobs have an event kept for the next (re)connect."""
+        return len(self._backlog)
 
     async def publish_message(self, subject: str, payload: bytes) -> bool:
         """Send any message (state events, cycle summaries, control requests) the same way:
@@ -256,11 +292,13 @@ class Publisher:
         return sent
 
     def _drop(self, event: events.DownloadEvent, reason: str) -> bool:
+        self._backlog.keep(event)
         self.stats.dropped += 1
         self._outage_drops += 1
         if self._outage_drops == 1:  # one warning per outage, not one per event
             log.warning(
-                "download event dropped: NATS unavailable (the database keeps the state)",
+                "download event not published: NATS unavailable (the latest event of each job "
+                "is published when it is back; the database keeps the state)",
                 reason=reason,
                 job_id=event.job_id,
                 event_type=event.TYPE,

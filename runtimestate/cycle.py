@@ -84,11 +84,18 @@ class Settings:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What happened to one action when the cycle applied it."""
+    """What happened to one action when the cycle applied it.
+
+    ``skipped``: not attempted because another replica holds the backend's lock (not a
+    failure; the next cycle plans again). ``created``: a pull whose enqueue inserted the job
+    here, rather than finding the one another replica (or an earlier cycle) had queued.
+    """
 
     action: plan.Action
     ok: bool
     detail: str = ""
+    skipped: bool = False
+    created: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,14 +123,22 @@ class Report:
             "skipped_backoff": self.skipped,
             "unobserved_deadline": self.unobserved,
             **{phase.value.lower(): phases.count(phase.value) for phase in probing.Phase},
-            "pulls": len(self.plan.of(plan.Pull)),
+            "pulls": self._pulls(),
             "prunes": len(self.plan.of(plan.Prune)),
             "cancels": len(self.plan.of(plan.CancelJob)),
             "holds": len(self.plan.of(plan.Hold)),
             "drift": len(self.plan.of(plan.ReportDrift)),
-            "failed_actions": sum(not o.ok for o in self.outcomes),
+            "failed_actions": sum(not o.ok and not o.skipped for o in self.outcomes),
+            "skipped_locked": sum(o.skipped for o in self.outcomes),
             "status_written": self.status_written,
         }
+
+    def _pulls(self) -> int:
+        """Pulls this cycle queued: those it planned in a dry run, else those whose job its
+        own insert created (so replicas planning the same pull count it once between them)."""
+        if self.dry_run:
+            return len(self.plan.of(plan.Pull))
+        return sum(o.created for o in self.outcomes if isinstance(o.action, plan.Pull))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,15 +376,17 @@ class BackendCycle:
         self, name: str, prunes: Sequence[plan.Prune], state: desired.DesiredState
     ) -> list[Outcome]:
         """Prune under the backend's advisory lock: replicas never delete from one at once.
-        Never raises: when the lock cannot be taken (database gone), every prune failed."""
+        When another replica holds it, every prune is skipped (one debug line; not a failure:
+        the next cycle plans again). Never raises: when the lock cannot be taken (database
+        gone), every prune failed."""
         done: list[Outcome] | None = None
         try:
             async with locks.backend_lock(self._sessions, name) as acquired:
                 if not acquired:
-                    return [
-                        Outcome(p, False, "another replica is acting on this backend")
-                        for p in prunes
-                    ]
+                    log.debug("backend cycle: prunes skipped; another replica holds the lock",
+                              backend=name, prunes=len(prunes))  # fmt: skip
+                    held = "skipped: another replica is acting on this backend"
+                    return [Outcome(p, False, held, skipped=True) for p in prunes]
                 done = list(await asyncio.gather(*(self._prune(p, state) for p in prunes)))
         except Exception as exc:  # logged by _failure, failed outcomes
             detail = _failure("taking the backend's lock to prune", exc, backend=name)
@@ -553,16 +570,20 @@ async def _queue_actions(
     changes: list[rows.Change | None] = []
     for action in actions:
         if isinstance(action, plan.Pull):
-            changes.append(
-                await queue.enqueue(
-                    session,
-                    action.backend,
-                    action.model,
-                    model_key=action.model_key,
-                    declaration=action.declaration,
-                )
+            change = await queue.enqueue(
+                session,
+                action.backend,
+                action.model,
+                model_key=action.model_key,
+                declaration=action.declaration,
             )
-        elif isinstance(action, plan.CancelJob):
+            changes.append(change)
+            created = change.event is not None  # `enqueue`: an event only when it inserted
+            outcomes.append(
+                Outcome(action, True, "" if created else "queued already", created=created)
+            )
+            continue
+        if isinstance(action, plan.CancelJob):
             changes.append(await queue.cancel(session, action.job_id, reason=action.reason.text))
         outcomes.append(Outcome(action, True))
     return outcomes, changes

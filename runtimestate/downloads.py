@@ -16,8 +16,10 @@ database stays the truth when NATS is down.
 A database outage never fails a download or costs it an attempt: a progress update that cannot
 be written is skipped (the next one carries newer figures) and the pull goes on; heartbeats
 keep trying; the end of a pull (success, failure) is retried with backoff until the database
-takes it. Should the outage outlast the lease, the reaper gives the job to the next claimer,
-whose pull of the model the node now has ends at once.
+takes it. Should the outage outlast the lease, this process's reaper renews the leases of the
+jobs it still runs before it reaps (it never takes back its own live jobs); only another
+replica's reaper, getting there first, can give such a job to the next claimer, whose pull of the
+model the node now has ends at once.
 """
 
 from __future__ import annotations
@@ -129,10 +131,23 @@ class Downloads:
 
     async def reap(self, now: dt.datetime | None = None) -> list[rows.Change]:
         """Take back every job whose lease expired (any replica's), with this worker's
-        ``max_attempts`` cap, and publish what happened to them after the commit."""
+        ``max_attempts`` cap, and publish what happened to them after the commit.
+
+        The jobs this process still runs (pulling, or writing an end a database outage held up)
+        are never reaped: their leases are renewed first, in the same transaction, so an outage
+        longer than the lease does not turn a finished pull into a second attempt."""
         now = now or rows.utcnow()
         cap = self._settings.retry.max_attempts
-        reaped = await self._tx(lambda s: leases.reap(s, max_attempts=cap, now=now))
+        live = frozenset(self._tasks)
+
+        async def work(session: AsyncSession) -> list[rows.Change]:
+            lease = self._settings.lease
+            await leases.renew(session, self._owner, live, lease=lease, now=now)
+            return await leases.reap(
+                session, max_attempts=cap, now=now, owner=self._owner, live=live
+            )
+
+        reaped = await self._tx(work)
         await self._publish(*reaped)
         return reaped
 

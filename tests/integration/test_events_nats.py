@@ -177,6 +177,7 @@ async def test_a_nats_outage_drops_and_counts_events_then_they_flow_again_withou
         assert pub.stats.dropped == 10
         fresh_nats_server.start()
         await _eventually(lambda: pub.connected)
+        await _eventually(lambda: pub.stats.republished == 1)  # the latest kept: seq 12
         nc = await nats.connect(fresh_nats_server.url)
         try:
             sub = await nc.subscribe(f"{nats_prefix}.v1.downloads.>")
@@ -205,10 +206,11 @@ async def test_a_publisher_started_while_nats_is_down_connects_when_it_comes_up(
         assert not dropped
         fresh_nats_server.start()
         await _eventually(lambda: pub.jetstream is True)
+        await _eventually(lambda: pub.stats.republished == 1)  # the event kept while down
         assert await pub.publish(_event(events.DownloadQueued, jobs.new_job_id(AT), 1))
     finally:
         await pub.close()
-    assert (pub.stats.dropped, pub.stats.published) == (1, 1)
+    assert (pub.stats.dropped, pub.stats.republished, pub.stats.published) == (1, 1, 2)
 
 
 @pytest.fixture

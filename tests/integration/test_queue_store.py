@@ -166,6 +166,29 @@ async def test_the_reaper_fails_a_job_that_used_its_last_attempt(session: AsyncS
     assert job.attempts == 1
 
 
+async def test_the_reaper_renews_and_spares_the_jobs_its_owner_still_runs(
+    session: AsyncSession,
+) -> None:
+    for backend in ("gpu-1", "gpu-2", "gpu-3"):
+        await _enqueue(session, backend=backend)
+    lease = dt.timedelta(seconds=30)
+    claimed = await leases.claim(session, "w1", n=3, lease=lease, now=at(0))
+    live, ending, gone = (change.job.id for change in claimed)
+    # After an outage of 45 s: w1 still pulls one job and waits to write the end of another.
+    assert await leases.renew(session, "w1", [live, ending], lease=lease, now=at(45)) == {
+        live,
+        ending,
+    }
+    assert await leases.renew(session, "w2", [gone], lease=lease, now=at(45)) == set()
+    reaped = await leases.reap(session, now=at(46), owner="w1", live=[live, ending])
+    await session.commit()
+    assert [c.job.id for c in reaped] == [gone]  # the one w1 no longer runs
+    # Expired again, but still running here: spared without a renewal too.
+    assert await leases.reap(session, now=at(80), owner="w1", live=[live, ending]) == []
+    assert await leases.succeed(session, ending, "w1", now=at(80)) is not None
+    assert len(await leases.reap(session, now=at(81), owner="w2", live=[live])) == 1
+
+
 async def test_a_transient_failure_is_retried_after_the_backoff_until_attempts_run_out(
     session: AsyncSession,
 ) -> None:
