@@ -327,6 +327,27 @@ def pool_create(
     runner.notify(env)
 
 
+@pool_app.command("update")
+def pool_update(
+    ctx: typer.Context,
+    name: str,
+    purpose: Annotated[str | None, typer.Option(help="What the pool is for")] = None,
+) -> None:
+    """Change a pool's purpose; the generation goes up only on a real change."""
+    env = _env(ctx)
+
+    async def work(session: AsyncSession) -> bool:
+        old = (await store.get_pool(session, name)).spec
+        new_purpose = purpose if purpose is not None else old.purpose
+        value = spec.PoolSpec(old.name, new_purpose, old.backends, old.models)
+        _, changed = await store.update_pool(session, value)
+        return changed
+
+    changed = runner.transaction(env, work)
+    env.out.print(f"pool/{name} {'updated' if changed else 'unchanged'}", highlight=False)
+    runner.notify(env)
+
+
 @pool_app.command("list")
 def pool_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
     """List the pools with their members."""

@@ -105,6 +105,8 @@ def _seed(llmctl: Cli) -> None:
         (("pool", "add-model", "chat", "nope"), "model 'nope' does not exist"),
         (("pool", "add-backend", "nope", "seed"), "pool 'nope' does not exist"),
         (("pool", "delete", "default"), "the default pool cannot be deleted"),
+        (("pool", "update", "nope", "--purpose", "x"), "pool 'nope' does not exist"),
+        (("pool", "update", "chat", "--purpose", "a\x07b"), "purpose: must be printable text"),
         (("backend", "update", "nope", "--max-pulls", "2"), "backend 'nope' does not exist"),
         (("backend", "update", "seed", "--url", "gopher://h"), "is not an http or https URL"),
         (("backend", "delete", "nope"), "backend 'nope' does not exist"),
