@@ -16,9 +16,10 @@ import pydantic
 import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtimestate import desired, names, spec, store
+from runtimestate import desired, echo, names, spec, store
 
 API_VERSION = "llmctl/v1"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ManifestError(ValueError):
@@ -96,7 +97,7 @@ def _location(index: int, raw: Any) -> str:
         kind = raw.get("kind", "?")
         meta = raw.get("metadata")
         name = meta.get("name", "?") if isinstance(meta, dict) else "?"
-        return f"document {index} ({kind} {name})"
+        return f"document {index} ({echo.plain(str(kind))} {echo.plain(str(name))})"
     return f"document {index}"
 
 
@@ -141,7 +142,8 @@ def _to_spec(doc: _Document) -> spec.BackendSpec | spec.ModelSpec | spec.PoolSpe
 def parse(text: str) -> Manifest:
     """Parse and validate every document of a file; raises `ManifestError` listing every problem."""
     try:
-        raws = [raw for raw in yaml.safe_load_all(text) if raw is not None]
+        # libyaml when it is there: the pure-Python loader takes seconds per megabyte.
+        raws = [raw for raw in yaml.load_all(text, Loader=_LOADER) if raw is not None]
     except yaml.YAMLError as exc:
         raise ManifestError([f"the file is not valid YAML: {exc}"]) from None
     problems: list[str] = []
@@ -177,7 +179,7 @@ def _duplicates(manifest: Manifest) -> list[str]:
         seen: set[str] = set()
         for key in keys:
             if key in seen:
-                problems.append(f"{kind} {key!r} is declared more than once in the file")
+                problems.append(f"{kind} {echo.quoted(key)} is declared more than once in the file")
             seen.add(key)
     return problems
 
@@ -192,12 +194,14 @@ def check_references(manifest: Manifest, current: desired.DesiredState, prune: b
     problems = []
     for pool in manifest.pools:
         problems += [
-            f"Pool {pool.name!r}: backend {b!r} is neither in the file nor declared"
+            f"Pool {echo.quoted(pool.name)}: backend {echo.quoted(b)} "
+            "is neither in the file nor declared"
             for b in pool.backends
             if b not in backends
         ]
         problems += [
-            f"Pool {pool.name!r}: model {m!r} is neither in the file nor declared"
+            f"Pool {echo.quoted(pool.name)}: model {echo.quoted(m)} "
+            "is neither in the file nor declared"
             for m in pool.models
             if names.canonical_ollama(m) not in models
         ]

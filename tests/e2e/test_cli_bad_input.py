@@ -201,3 +201,48 @@ def test_an_unsupported_database_url_exits_2(llmctl: Cli) -> None:
     result = CliRunner().invoke(cli.app, ["--database-url", "mysql://h/db", "backend", "list"])
     assert result.exit_code == 2
     assert "unsupported database 'mysql'" in result.stderr
+
+
+HUGE = "x" * 20_971_520  # 20 MB, as the field trial gave it
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (*ADD, HUGE, "--url", "http://h:1", "--type", "ollama"),
+        (*ADD, "gpu-1", "--url", "http://h:1", "--type", HUGE),
+        (*ADD, "gpu-1", "--url", HUGE, "--type", "ollama"),
+        (*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--label", HUGE),
+        ("model", "add", HUGE + " x"),
+        ("pool", "create", HUGE.upper()),
+        ("backend", "get", HUGE),
+        ("pool", "update", HUGE, "--purpose", "x"),
+        ("resolve", HUGE + "!"),
+        ("downloads", "get", HUGE),
+    ],
+    ids=lambda args: " ".join(a if len(a) < 20 else "HUGE" for a in args),
+)
+def test_a_20_mb_value_is_echoed_in_under_1_kb(
+    llmctl: Cli, database_url: str, args: tuple[str, ...]
+) -> None:
+    _seed(llmctl)
+    before = dump(database_url)
+    result = llmctl(*args)
+    assert result.code == 2, result.err[:200]
+    assert len(result.err.encode()) < 1024, result.err[:2000]
+    assert "… (2097" in " ".join(result.err.split()), result.err
+    assert dump(database_url) == before
+
+
+def test_a_20_mb_name_in_a_file_is_echoed_in_under_1_kb(
+    llmctl: Cli, database_url: str, tmp_path: pathlib.Path
+) -> None:
+    _seed(llmctl)
+    path = tmp_path / "fleet.yaml"
+    path.write_text(GOOD_FILE.replace("name: gpu-1}", f"name: {HUGE}}}"))
+    before = dump(database_url)
+    result = llmctl("apply", "-f", str(path))
+    assert result.code == 2, result.err[:200]
+    assert len(result.err.encode()) < 1024, result.err[:2000]
+    assert "… (20971520 characters)" in " ".join(result.err.split()), result.err
+    assert dump(database_url) == before
