@@ -31,6 +31,7 @@ _LABEL_KEY = re.compile(
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?)?$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_WHOLE_NUMBER = re.compile(r"^[0-9]+$")
 
 _E = TypeVar("_E", bound=enum.StrEnum)
 
@@ -40,7 +41,7 @@ class SpecError(ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
-        self.field = field
+        self.field, self.message = field, message
 
 
 class BackendType(enum.StrEnum):
@@ -229,6 +230,17 @@ def parse_label(text: str) -> tuple[str, str]:
     if not sep:
         raise SpecError("labels", f"{echo.quoted(text)} is not of the form key=value (e.g. zone=a)")
     return key, value
+
+
+def parse_whole_number(text: str | int) -> int:
+    """Parse a command-line count: ASCII digits only (``int`` would take ``1_0`` and ``+2``)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text  # a default, already a number
+    if not isinstance(text, str) or not _WHOLE_NUMBER.match(text):
+        raise ValueError(f"{echo.quoted(text)} is not a whole number (digits only, e.g. 2)")
+    if len(text) > 18:
+        raise ValueError(f"{echo.quoted(text)} is too large")
+    return int(text)
 
 
 def max_pulls(value: int) -> int:
