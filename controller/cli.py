@@ -30,7 +30,7 @@ from controller import (
     serve,
     watch,
 )
-from runtimestate import database, manifest, store
+from runtimestate import database, echo, manifest, store
 
 app = typer.Typer(
     name="llmctl",
@@ -148,13 +148,15 @@ def apply(
 ) -> None:
     """Apply a declarative file in one transaction; the whole file is validated first."""
     env = _env(ctx)
+    source = manifest.STDIN if file == "-" else echo.plain(file)
     try:
-        text = sys.stdin.read() if file == "-" else pathlib.Path(file).read_text()
-        parsed = manifest.parse(text)
+        data = sys.stdin.buffer.read() if file == "-" else pathlib.Path(file).read_bytes()
     except OSError as exc:
-        env.fail(f"cannot read {file}: {exc.strerror}")
-    except manifest.ManifestError as exc:
-        env.fail(f"{file} is not valid, nothing was applied:\n  " + "\n  ".join(exc.problems))
+        env.fail(f"cannot read {source}: {exc.strerror}")
+    parsed = manifest.read(data, source)
+    if parsed.problems and not manifest.needs_store(parsed, prune):
+        # Known from the file alone; otherwise apply lists them with the dangling members.
+        env.fail(str(manifest.ManifestError(parsed.problems, source)))
 
     async def work(session: AsyncSession) -> list[manifest.Change]:
         return await manifest.apply(session, parsed, prune=prune, dry_run=dry_run)

@@ -30,6 +30,14 @@ PoolOpt = Annotated[
 NoPoolOpt = Annotated[bool, typer.Option("--no-pool", help="Join no pool (observe only)")]
 
 
+def whole_number(text: str | int) -> int:
+    """The parser of count options: digits only, where ``int`` takes ``1_0``, ``+2`` and `` 2``."""
+    try:
+        return spec.parse_whole_number(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _env(ctx: typer.Context) -> runner.Env:
     env = ctx.find_root().obj
     assert isinstance(env, runner.Env)
@@ -89,7 +97,8 @@ def backend_add(
     no_pool: NoPoolOpt = False,
     prune: Annotated[str, typer.Option(help="none, managed or all")] = "managed",
     max_pulls: Annotated[
-        int, typer.Option("--max-pulls", help="Concurrent pulls on this backend")
+        int,
+        typer.Option("--max-pulls", help="Concurrent pulls on this backend", parser=whole_number),
     ] = 1,
     label: Annotated[list[str] | None, typer.Option("--label", help="k=v (repeatable)")] = None,
     api_key_env: Annotated[
@@ -128,7 +137,7 @@ def backend_update(
     ] = None,
     no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
     prune: Annotated[str | None, typer.Option()] = None,
-    max_pulls: Annotated[int | None, typer.Option("--max-pulls")] = None,
+    max_pulls: Annotated[int | None, typer.Option("--max-pulls", parser=whole_number)] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="k=v sets, k- removes")] = None,
     api_key_env: Annotated[str | None, typer.Option("--api-key-env")] = None,
     api_key_stdin: Annotated[bool, typer.Option("--api-key-stdin")] = False,
@@ -212,7 +221,12 @@ def model_add(
     pool: PoolOpt = None,
     no_pool: NoPoolOpt = False,
     context_length: Annotated[
-        int | None, typer.Option("--context-length", help="Override the context length")
+        int | None,
+        typer.Option(
+            "--context-length",
+            help="Override the context length",
+            parser=whole_number,
+        ),
     ] = None,
     capability: Annotated[
         list[str] | None,
@@ -240,7 +254,9 @@ def model_update(
         list[str] | None, typer.Option("--pool", help="Set the pools exactly (repeatable)")
     ] = None,
     no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
-    context_length: Annotated[int | None, typer.Option("--context-length")] = None,
+    context_length: Annotated[
+        int | None, typer.Option("--context-length", parser=whole_number)
+    ] = None,
     no_context_length: Annotated[
         bool, typer.Option("--no-context-length", help="Use the backend's")
     ] = False,
@@ -261,7 +277,9 @@ def model_update(
         old = (await store.get_model(session, name)).spec
         value = spec.ModelSpec(
             old.name,
-            None if no_context_length else (context_length or old.context_length),
+            None
+            if no_context_length
+            else (old.context_length if context_length is None else context_length),
             None
             if no_capabilities
             else (spec.capabilities(capability) if capability else old.capabilities),
@@ -324,6 +342,27 @@ def pool_create(
     env = _env(ctx)
     runner.transaction(env, lambda s: store.create_pool(s, spec.PoolSpec(name, purpose)))
     env.out.print(f"pool/{name} created", highlight=False)
+    runner.notify(env)
+
+
+@pool_app.command("update")
+def pool_update(
+    ctx: typer.Context,
+    name: str,
+    purpose: Annotated[str | None, typer.Option(help="What the pool is for")] = None,
+) -> None:
+    """Change a pool's purpose; the generation goes up only on a real change."""
+    env = _env(ctx)
+
+    async def work(session: AsyncSession) -> bool:
+        old = (await store.get_pool(session, name)).spec
+        new_purpose = purpose if purpose is not None else old.purpose
+        value = spec.PoolSpec(old.name, new_purpose, old.backends, old.models)
+        _, changed = await store.update_pool(session, value)
+        return changed
+
+    changed = runner.transaction(env, work)
+    env.out.print(f"pool/{name} {'updated' if changed else 'unchanged'}", highlight=False)
     runner.notify(env)
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import output, runner, trigger
 from dwqueue import events, flushing, jobs, queue, rows
-from runtimestate import names
+from runtimestate import echo, names
 
 app = typer.Typer(
     help="List, cancel and retry model downloads (pulls onto Ollama backends).",
@@ -172,7 +172,7 @@ def _job_id(env: runner.Env, text: str) -> jobs.JobId:
     job_id = text.strip().upper()
     if not jobs.is_job_id(job_id):
         env.fail(
-            f"{text!r} is not a download id (26 letters and digits, as shown by "
+            f"{echo.quoted(text)} is not a download id (26 letters and digits, as shown by "
             "llmctl downloads list)"
         )
     return jobs.JobId(job_id)
@@ -188,7 +188,7 @@ def _states(env: runner.Env, given: list[str] | None) -> set[jobs.JobState] | No
         elif value in STATE_CHOICES:
             states.add(jobs.JobState(value))
         else:
-            env.fail(f"--state: {value!r} is not one of {'|'.join(STATE_CHOICES)}")
+            env.fail(f"--state: {echo.quoted(value)} is not one of {'|'.join(STATE_CHOICES)}")
     return states
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import output, runner
-from runtimestate import desired, resolver, snapshot, spec, status, store
+from runtimestate import desired, names, resolver, snapshot, spec, status, store
 
 
 def _env(ctx: typer.Context) -> runner.Env:
@@ -68,6 +68,7 @@ def resolve_command(
             "--policy sticky needs a session key: add --session KEY "
             "(a user or conversation id; the same key always gets the same provider)"
         )
+    _check_names(env, models or [])
     try:
         request = resolver.Request(
             models=tuple(models or ()),
@@ -101,6 +102,15 @@ def resolve_command(
         _print_table(env, "FALLBACKS", list(result.fallbacks))
     if explain:
         _print_exclusions(env, result.excluded)
+
+
+def _check_names(env: runner.Env, models: list[str]) -> None:
+    """A model name follows the grammar of declarations; anything else is invalid input."""
+    for model in models:
+        try:
+            names.parse_ollama(model)
+        except names.InvalidName as exc:
+            env.fail(f"{exc}; give model names as declared (llmctl model list)")
 
 
 def _print_failure(

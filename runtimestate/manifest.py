@@ -1,79 +1,52 @@
 """Declarative files: Kubernetes-shaped documents, their validation, diff, apply and export.
 
-Called by ``llmctl apply`` and ``llmctl export``. A file is parsed and validated whole (every
-document, every cross reference) before anything is written; `apply` then writes every change
+Called by ``llmctl apply`` and ``llmctl export``. A file is read and checked whole (its
+encoding, every document via `runtimestate.documents`, duplicates, every pool member) before
+anything is written, and every problem is listed in one run, each as
+``fleet.yaml: document 3 (Backend gpu-1): spec.maxPulls: ...``; `apply` then writes every change
 through the store in the caller's single transaction, so one bad document writes nothing.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-import pydantic
 import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtimestate import desired, names, spec, store
+from runtimestate import desired, documents, echo, names, spec, store
 
-API_VERSION = "llmctl/v1"
+API_VERSION = documents.API_VERSION
+STDIN = "<stdin>"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ManifestError(ValueError):
-    """A file that cannot be applied; ``problems`` lists every problem found."""
+    """A file that cannot be applied; ``problems`` lists every problem found, one a line."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
+    def __init__(self, problems: Sequence[str], source: str = "the file") -> None:
+        count = len(problems)
+        header = f"{source} is not valid, nothing was applied ({count} problem"
+        header += "):" if count == 1 else "s):"
+        super().__init__("\n  ".join([header, *problems]))
         self.problems = tuple(problems)
-
-
-class _Strict(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
-
-
-class _Metadata(_Strict):
-    name: str
-    labels: dict[str, str] = {}
-
-
-class _CredentialsDoc(_Strict):
-    env: str | None = None
-    encrypted: Literal[True] | None = None
-
-
-class _BackendDoc(_Strict):
-    type: str
-    url: str
-    prune: str = "managed"
-    maxPulls: int = 1
-    credentials: _CredentialsDoc | None = None
-
-
-class _ModelDoc(_Strict):
-    contextLength: int | None = None
-    capabilities: list[str] | None = None
-
-
-class _PoolDoc(_Strict):
-    purpose: str = ""
-    backends: list[str] = []
-    models: list[str] = []
-
-
-class _Document(_Strict):
-    apiVersion: Literal["llmctl/v1"]
-    kind: Literal["Backend", "Model", "Pool"]
-    metadata: _Metadata
-    spec: dict[str, Any] = {}
+        self.source = source
 
 
 @dataclasses.dataclass(frozen=True)
 class Manifest:
+    """The valid specs of a file, and (from `read`) its documents and the problems found."""
+
     backends: tuple[spec.BackendSpec, ...]
     models: tuple[spec.ModelSpec, ...]
     pools: tuple[spec.PoolSpec, ...]
+    source: str = "the file"
+    documents: tuple[documents.Document, ...] = ()
+    problems: tuple[str, ...] = ()
 
 
 class Action(enum.StrEnum):
@@ -91,118 +64,136 @@ class Change:
     fields: tuple[str, ...] = ()
 
 
-def _location(index: int, raw: Any) -> str:
-    if isinstance(raw, dict):
-        kind = raw.get("kind", "?")
-        meta = raw.get("metadata")
-        name = meta.get("name", "?") if isinstance(meta, dict) else "?"
-        return f"document {index} ({kind} {name})"
-    return f"document {index}"
-
-
-def _pydantic_problems(where: str, exc: pydantic.ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "document"
-        problems.append(f"{where}: {field}: {error['msg']}")
-    return problems
-
-
-def _credentials(doc: _CredentialsDoc | None) -> spec.Credentials | None:
-    if doc is None:
-        return None
-    if (doc.env is None) == (doc.encrypted is None):
-        raise spec.SpecError("credentials", "give exactly one of env: VAR or encrypted: true")
-    if doc.env is not None:
-        return spec.Credentials(spec.CredentialKind.ENV, env_var=spec.env_var(doc.env))
-    return spec.Credentials(spec.CredentialKind.ENCRYPTED)
-
-
-def _to_spec(doc: _Document) -> spec.BackendSpec | spec.ModelSpec | spec.PoolSpec:
-    name, labels = doc.metadata.name, doc.metadata.labels
-    if doc.kind != "Backend" and labels:
-        raise spec.SpecError("metadata.labels", "labels are supported on Backend documents only")
-    if doc.kind == "Backend":
-        b = _BackendDoc.model_validate(doc.spec)
-        value = spec.BackendSpec(
-            name, spec.backend_type(b.type), b.url, labels, spec.prune_policy(b.prune),
-            b.maxPulls, _credentials(b.credentials),
-        )  # fmt: skip
-        return spec.validate_backend(value)
-    if doc.kind == "Model":
-        m = _ModelDoc.model_validate(doc.spec)
-        return spec.validate_model(
-            spec.ModelSpec(name, m.contextLength, spec.capabilities(m.capabilities))
+def decode(data: bytes) -> str:
+    """The text of a file's bytes; raises `ValueError` saying why they are not UTF-8 text."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data:
+        raise ValueError(
+            "is not UTF-8 text (it looks like UTF-16 or binary); save it as UTF-8, "
+            "e.g. iconv -f UTF-16 -t UTF-8"
         )
-    p = _PoolDoc.model_validate(doc.spec)
-    return spec.validate_pool(spec.PoolSpec(name, p.purpose, tuple(p.backends), tuple(p.models)))
-
-
-def parse(text: str) -> Manifest:
-    """Parse and validate every document of a file; raises `ManifestError` listing every problem."""
     try:
-        raws = [raw for raw in yaml.safe_load_all(text) if raw is not None]
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
+
+
+def _load(data: bytes | str) -> list[Any]:
+    text = data if isinstance(data, str) else decode(data)
+    try:
+        # libyaml when it is there: the pure-Python loader takes seconds per megabyte.
+        return [raw for raw in yaml.load_all(text, Loader=_LOADER) if raw is not None]
     except yaml.YAMLError as exc:
-        raise ManifestError([f"the file is not valid YAML: {exc}"]) from None
-    problems: list[str] = []
-    values: list[spec.BackendSpec | spec.ModelSpec | spec.PoolSpec] = []
-    for index, raw in enumerate(raws, start=1):
-        where = _location(index, raw)
-        try:
-            values.append(_to_spec(_Document.model_validate(raw)))
-        except pydantic.ValidationError as exc:
-            problems.extend(_pydantic_problems(where, exc))
-        except spec.SpecError as exc:
-            problems.append(f"{where}: {exc}")
+        mark = getattr(exc, "problem_mark", None)
+        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ValueError(f"is not valid YAML{where}: {echo.plain(str(problem))}") from None
+
+
+def read(data: bytes | str, source: str = "the file") -> Manifest:
+    """Read and check a whole file; never raises: ``problems`` lists every problem found.
+
+    Pool members that are not in the file are checked by `check`, against the stored state.
+    """
+    try:
+        raws = _load(data)
+    except ValueError as exc:
+        return Manifest((), (), (), source, (), (f"{source}: {exc}",))
+    docs = tuple(documents.read(index, raw) for index, raw in enumerate(raws, start=1))
+    problems = [f"{source}: {doc.title}: {problem}" for doc in docs for problem in doc.problems]
+    problems += _duplicates(docs, source)
     if not raws:
-        problems.append(f"the file has no documents (each needs apiVersion: {API_VERSION})")
-    manifest = Manifest(
+        problems.append(f"{source}: has no documents (each needs apiVersion: {API_VERSION})")
+    values = [doc.value for doc in docs if doc.value is not None]
+    return Manifest(
         backends=tuple(v for v in values if isinstance(v, spec.BackendSpec)),
         models=tuple(v for v in values if isinstance(v, spec.ModelSpec)),
         pools=tuple(v for v in values if isinstance(v, spec.PoolSpec)),
+        source=source,
+        documents=docs,
+        problems=tuple(problems),
     )
-    problems.extend(_duplicates(manifest))
-    if problems:
-        raise ManifestError(problems)
+
+
+def parse(data: bytes | str, source: str = "the file") -> Manifest:
+    """`read`, raising `ManifestError` with every problem found in the file alone."""
+    manifest = read(data, source)
+    if manifest.problems:
+        raise ManifestError(manifest.problems, source)
     return manifest
 
 
-def _duplicates(manifest: Manifest) -> list[str]:
+def _key(kind: str, name: str) -> str:
+    """What two declarations are compared by: a model's canonical name, when it has one."""
+    if kind != "Model":
+        return name
+    try:
+        return names.canonical_ollama(name)
+    except names.InvalidName:
+        return name
+
+
+def _duplicates(docs: Iterable[documents.Document], source: str) -> list[str]:
+    found: dict[tuple[str, str], list[documents.Document]] = {}
+    for doc in docs:
+        if doc.kind is not None and doc.name is not None:
+            found.setdefault((doc.kind, _key(doc.kind, doc.name)), []).append(doc)
     problems = []
-    for kind, keys in (
-        ("Backend", [b.name for b in manifest.backends]),
-        ("Model", [names.canonical_ollama(m.name) for m in manifest.models]),
-        ("Pool", [p.name for p in manifest.pools]),
-    ):
-        seen: set[str] = set()
-        for key in keys:
-            if key in seen:
-                problems.append(f"{kind} {key!r} is declared more than once in the file")
-            seen.add(key)
+    for (kind, key), same in found.items():
+        if len(same) > 1:
+            *first, last = [str(doc.index) for doc in same]
+            spellings = sorted({doc.name for doc in same if doc.name is not None})
+            also = "" if len(spellings) == 1 else f" (as {', '.join(map(echo.quoted, spellings))})"
+            both = "both" if len(same) == 2 else "all"
+            problems.append(
+                f"{source}: documents {', '.join(first)} and {last} {both} declare "
+                f"{kind} {echo.quoted(key)}{also}; declare each once"
+            )
     return problems
 
 
-def check_references(manifest: Manifest, current: desired.DesiredState, prune: bool) -> None:
-    """Every pool member must be declared in the file, or (without ``--prune``) already stored."""
-    backends = {b.name for b in manifest.backends}
-    models = {names.canonical_ollama(m.name) for m in manifest.models}
+def needs_store(manifest: Manifest, prune: bool) -> bool:
+    """Whether `check` needs the stored state: a pool member is not in the file, no --prune."""
+    return not prune and bool(_dangling(manifest, set(), set(), prune))
+
+
+def check(manifest: Manifest, current: desired.DesiredState, prune: bool) -> None:
+    """Raise `ManifestError` listing the file's problems and every dangling pool member.
+
+    A member must be declared in the file, or (without ``--prune``) already stored.
+    """
+    backends: set[str] = set()
+    models: set[str] = set()
     if not prune:
         backends |= set(current.backends_by_name)
         models |= set(current.models_by_canonical)
-    problems = []
-    for pool in manifest.pools:
-        problems += [
-            f"Pool {pool.name!r}: backend {b!r} is neither in the file nor declared"
-            for b in pool.backends
-            if b not in backends
-        ]
-        problems += [
-            f"Pool {pool.name!r}: model {m!r} is neither in the file nor declared"
-            for m in pool.models
-            if names.canonical_ollama(m) not in models
-        ]
+    problems = [*manifest.problems, *_dangling(manifest, backends, models, prune)]
     if problems:
-        raise ManifestError(problems)
+        raise ManifestError(problems, manifest.source)
+
+
+def _dangling(manifest: Manifest, backends: set[str], models: set[str], prune: bool) -> list[str]:
+    """Pool members declared neither in the file nor in ``backends``/``models``."""
+    for doc in manifest.documents:
+        if doc.kind == "Backend" and doc.name is not None:
+            backends.add(doc.name)
+        elif doc.kind == "Model" and doc.name is not None:
+            models.add(_key("Model", doc.name))
+    where = (
+        "is not declared in the file (--prune)" if prune else "is neither in the file nor declared"
+    )
+    problems = []
+    for doc in manifest.documents:
+        for kind, member in doc.members:
+            known = backends if kind == "backend" else models
+            if (_key("Model", member) if kind == "model" else member) not in known:
+                problems.append(
+                    f"{manifest.source}: {doc.title}: spec.{kind}s: "
+                    f"{kind} {echo.quoted(member)} {where}"
+                )
+    return problems
 
 
 def _fields(old: object, new: object, wire: dict[str, str]) -> tuple[str, ...]:
@@ -285,11 +276,11 @@ async def apply(
 ) -> list[Change]:
     """Bring the stored desired state to ``manifest``; returns the changes, in file order.
 
-    Writes nothing when ``dry_run``. Raises `ManifestError` for dangling references; the
-    caller's transaction must be rolled back on any error.
+    Writes nothing when ``dry_run``. Raises `ManifestError` listing every problem of the file
+    and every dangling pool member; the caller's transaction must be rolled back on any error.
     """
     current = await store.load(session)
-    check_references(manifest, current, prune)
+    check(manifest, current, prune)
     changes = diff(manifest, current, prune)
     if dry_run:
         return changes

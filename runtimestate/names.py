@@ -15,6 +15,8 @@ import dataclasses
 import functools
 import re
 
+from runtimestate import echo
+
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS_LABEL_HINT = "lower-case letters, digits and '-', 1 to 63 characters, e.g. gpu-1"
 
@@ -37,7 +39,7 @@ def is_dns_label(name: str) -> bool:
 def check_dns_label(name: str, kind: str) -> str:
     """Return ``name`` if it is a DNS label, else raise `InvalidName` naming ``kind``."""
     if not is_dns_label(name):
-        raise InvalidName(f"{kind} name {name!r} is not a DNS label ({DNS_LABEL_HINT})")
+        raise InvalidName(f"{kind} name {echo.quoted(name)} is not a DNS label ({DNS_LABEL_HINT})")
     return name
 
 
@@ -89,7 +91,7 @@ def parse_ollama(name: str) -> OllamaName:
     grammar (the same rules as Ollama's ``types/model/name.go``).
     """
     if not name or _CONTROL_OR_SPACE.search(name):
-        raise InvalidName(f"model name {name!r} is empty or contains whitespace")
+        raise InvalidName(f"model name {echo.quoted(name)} is empty or contains whitespace")
     rest, tag = name, DEFAULT_TAG
     slash = rest.rfind("/")
     colon = rest.rfind(":")
@@ -97,7 +99,9 @@ def parse_ollama(name: str) -> OllamaName:
         rest, tag = rest[:colon], rest[colon + 1 :]
     parts = rest.split("/")
     if len(parts) > 3:
-        raise InvalidName(f"model name {name!r} has more than host/namespace/model parts")
+        raise InvalidName(
+            f"model name {echo.quoted(name)} has more than host/namespace/model parts"
+        )
     host, namespace = DEFAULT_HOST, DEFAULT_NAMESPACE
     if len(parts) == 3:
         host, namespace, model = parts
@@ -108,7 +112,7 @@ def parse_ollama(name: str) -> OllamaName:
     for kind, part in (("host", host), ("namespace", namespace), ("model", model), ("tag", tag)):
         if not _valid_part(kind, part):
             raise InvalidName(
-                f"model name {name!r} has an invalid {kind} {part!r} "
+                f"model name {echo.quoted(name)} has an invalid {kind} {echo.quoted(part)} "
                 "(letters, digits, '_', '-' and '.', starting with a letter or digit, "
                 "e.g. llama3.2:1b or library/qwen2:0.5b)"
             )

@@ -14,7 +14,7 @@ import enum
 from collections.abc import Callable, Iterator, Sequence, Set
 from typing import Any, Protocol
 
-from runtimestate import candidates, cooldown, credentials, policies, spec
+from runtimestate import candidates, cooldown, credentials, echo, policies, spec
 
 
 class Reason(enum.StrEnum):
@@ -58,7 +58,7 @@ class Request:
             raise InvalidRequest("models: every model name must be a non-empty string")
         if self.capability is not None and self.capability not in _CAPABILITIES:
             raise InvalidRequest(
-                f"capability: {self.capability!r} is not one of chat|embed|prompt|stream"
+                f"capability: {echo.quoted(self.capability)} is not one of chat|embed|prompt|stream"
             )
         if self.min_context is not None and (
             isinstance(self.min_context, bool)
@@ -66,17 +66,21 @@ class Request:
             or self.min_context < 1
         ):
             raise InvalidRequest(
-                f"min_context: {self.min_context!r} must be a positive number of tokens"
+                f"min_context: {echo.quoted(self.min_context)} must be a positive number of tokens"
             )
         types = frozenset(str(t) for t in self.types)
         if types - _TYPES:
             valid = "|".join(sorted(_TYPES))
-            raise InvalidRequest(f"types: {sorted(types - _TYPES)} are not among {valid}")
+            raise InvalidRequest(
+                f"types: {echo.quoted(sorted(types - _TYPES))} are not among {valid}"
+            )
         try:
             policy = policies.Policy(self.policy)
         except ValueError:
             valid = "|".join(p.value for p in policies.Policy)
-            raise InvalidRequest(f"policy: {self.policy!r} is not one of {valid}") from None
+            raise InvalidRequest(
+                f"policy: {echo.quoted(self.policy)} is not one of {valid}"
+            ) from None
         if policy is policies.Policy.STICKY and not self.session:
             raise InvalidRequest("policy sticky needs a session key (session=...)")
         capability = None if self.capability is None else str(self.capability)

@@ -34,6 +34,7 @@ from runtimestate import (
     credentials,
     desired,
     diagnosis,
+    echo,
     feed,
     loadbook,
     policies,
@@ -330,7 +331,7 @@ class Resolver:
             )
         found = wanted.backend(backend)
         if found is None:
-            raise credentials.CredentialError(f"backend {backend!r} is not declared")
+            raise credentials.CredentialError(f"backend {echo.quoted(backend)} is not declared")
         return credentials.resolve(found.spec.credentials, self._environ)
 
     def record_outcome(self, provider: Provider, ok: bool, latency_s: float) -> None:

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import NewType, TypeVar
 
-from runtimestate import names
+from runtimestate import echo, names
 
 BackendId = NewType("BackendId", int)
 ModelId = NewType("ModelId", int)
@@ -31,6 +31,7 @@ _LABEL_KEY = re.compile(
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?)?$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_WHOLE_NUMBER = re.compile(r"^[0-9]+$")
 
 _E = TypeVar("_E", bound=enum.StrEnum)
 
@@ -40,7 +41,7 @@ class SpecError(ValueError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
-        self.field = field
+        self.field, self.message = field, message
 
 
 class BackendType(enum.StrEnum):
@@ -158,7 +159,7 @@ def _enum_value(kind: type[_E], field: str, value: str) -> _E:
         return kind(value.strip().lower())
     except ValueError:
         valid = "|".join(member.value for member in kind)
-        raise SpecError(field, f"{value!r} is not one of {valid}") from None
+        raise SpecError(field, f"{echo.quoted(value)} is not one of {valid}") from None
 
 
 def backend_type(value: str) -> BackendType:
@@ -194,15 +195,15 @@ def base_url(value: str) -> str:
     parsed = urllib.parse.urlsplit(value.strip())
     hint = "give an http:// or https:// URL such as http://10.0.0.5:11434"
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise SpecError("url", f"{value!r} is not an http or https URL; {hint}")
+        raise SpecError("url", f"{echo.quoted(value)} is not an http or https URL; {hint}")
     try:
         parsed.port  # noqa: B018 - urlsplit raises on a port that is not a number
     except ValueError:
-        raise SpecError("url", f"{value!r} has an invalid port; {hint}") from None
+        raise SpecError("url", f"{echo.quoted(value)} has an invalid port; {hint}") from None
     if parsed.username or parsed.password:
         raise SpecError("url", "must not carry a user or password; use --api-key-env instead")
     if parsed.query or parsed.fragment:
-        raise SpecError("url", f"{value!r} must not have a query or fragment; {hint}")
+        raise SpecError("url", f"{echo.quoted(value)} must not have a query or fragment; {hint}")
     return urllib.parse.urlunsplit(parsed._replace(path=parsed.path.rstrip("/")))
 
 
@@ -210,10 +211,14 @@ def labels(pairs: Mapping[str, str]) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, value in pairs.items():
         if not isinstance(key, str) or not _LABEL_KEY.match(key):
-            raise SpecError("labels", f"key {key!r} is not a valid label key (e.g. zone)")
+            raise SpecError(
+                "labels", f"key {echo.quoted(key)} is not a valid label key (e.g. zone)"
+            )
         if not isinstance(value, str) or not _LABEL_VALUE.match(value):
             raise SpecError(
-                "labels", f"value {value!r} of {key!r} is not a valid label value (e.g. eu-1)"
+                "labels",
+                f"value {echo.quoted(value)} of {echo.quoted(key)} "
+                "is not a valid label value (e.g. eu-1)",
             )
         result[key] = value
     return dict(sorted(result.items()))
@@ -223,13 +228,26 @@ def parse_label(text: str) -> tuple[str, str]:
     """Parse one ``k=v`` command-line label."""
     key, sep, value = text.partition("=")
     if not sep:
-        raise SpecError("labels", f"{text!r} is not of the form key=value (e.g. zone=a)")
+        raise SpecError("labels", f"{echo.quoted(text)} is not of the form key=value (e.g. zone=a)")
     return key, value
+
+
+def parse_whole_number(text: str | int) -> int:
+    """Parse a command-line count: ASCII digits only (``int`` would take ``1_0`` and ``+2``)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text  # a default, already a number
+    if not isinstance(text, str) or not _WHOLE_NUMBER.match(text):
+        raise ValueError(f"{echo.quoted(text)} is not a whole number (digits only, e.g. 2)")
+    if len(text) > 18:
+        raise ValueError(f"{echo.quoted(text)} is too large")
+    return int(text)
 
 
 def max_pulls(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PULLS_LIMIT:
-        raise SpecError("maxPulls", f"{value!r} must be a whole number from 1 to {MAX_PULLS_LIMIT}")
+        raise SpecError(
+            "maxPulls", f"{echo.quoted(value)} must be a whole number from 1 to {MAX_PULLS_LIMIT}"
+        )
     return value
 
 
@@ -241,7 +259,9 @@ def context_length(value: int | None) -> int | None:
         or not isinstance(value, int)
         or not 1 <= value <= MAX_CONTEXT_LENGTH
     ):
-        raise SpecError("contextLength", f"{value!r} must be a positive whole number of tokens")
+        raise SpecError(
+            "contextLength", f"{echo.quoted(value)} must be a positive whole number of tokens"
+        )
     return value
 
 
@@ -254,7 +274,8 @@ def capabilities(values: Iterable[str] | None) -> tuple[Capability, ...] | None:
 def env_var(value: str) -> str:
     if not _ENV_VAR.match(value):
         raise SpecError(
-            "credentials", f"{value!r} is not an environment variable name (e.g. OPENAI_API_KEY)"
+            "credentials",
+            f"{echo.quoted(value)} is not an environment variable name (e.g. OPENAI_API_KEY)",
         )
     return value
 

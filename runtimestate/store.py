@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtimestate import desired, names, schema, spec
+from runtimestate import desired, echo, names, schema, spec
 
 _POOL_BACKENDS = sa.Table("pool_backends", schema.metadata)  # the membership tables, as Core
 _POOL_MODELS = sa.Table("pool_models", schema.metadata)
@@ -26,15 +26,16 @@ class StoreError(ValueError):
 
 class NotFound(StoreError):
     def __init__(self, kind: str, name: str) -> None:
-        super().__init__(f"{kind} {name!r} does not exist; see llmctl {kind} list")
+        super().__init__(f"{kind} {echo.quoted(name)} does not exist; see llmctl {kind} list")
         self.kind, self.name = kind, name
 
 
 class AlreadyExists(StoreError):
     def __init__(self, kind: str, name: str, existing: str | None = None) -> None:
-        same = f" (as {existing!r})" if existing and existing != name else ""
+        same = f" (as {echo.quoted(existing)})" if existing and existing != name else ""
         super().__init__(
-            f"{kind} {name!r} already exists{same}; use llmctl {kind} update or pick another name"
+            f"{kind} {echo.quoted(name)} already exists{same}; "
+            f"use llmctl {kind} update or pick another name"
         )
         self.kind, self.name = kind, name
 

@@ -91,6 +91,18 @@ def _seed(llmctl: Cli) -> None:
             (*ADD, "gpu-1", "--url", "http://h:1", "--type", "openai", "--api-key-stdin"),
             "LLMCTL_SECRET_KEY is not set",
         ),
+        # Counts are digits only: int() would take 1_0 as 10; 0 is refused, not ignored.
+        (
+            (*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--max-pulls", "1_0"),
+            "Invalid value for '--max-pulls': '1_0' is not a whole number",
+        ),
+        (("backend", "update", "seed", "--max-pulls", "2.0"), "'2.0' is not a whole number"),
+        (("backend", "update", "seed", "--max-pulls", "true"), "'true' is not a whole number"),
+        (("model", "add", "qwen2", "--context-length", "+8192"), "'+8192' is not a whole number"),
+        (
+            ("model", "update", "llama3", "--context-length", "0"),
+            "contextLength: 0 must be a positive whole number of tokens",
+        ),
         (("model", "add", "llama 3"), "model name 'llama 3' is empty or contains whitespace"),
         (("model", "add", "llama3:-bad"), "has an invalid tag '-bad'"),
         (("model", "add", "llama3:latest"), "model 'llama3:latest' already exists (as 'llama3')"),
@@ -105,6 +117,8 @@ def _seed(llmctl: Cli) -> None:
         (("pool", "add-model", "chat", "nope"), "model 'nope' does not exist"),
         (("pool", "add-backend", "nope", "seed"), "pool 'nope' does not exist"),
         (("pool", "delete", "default"), "the default pool cannot be deleted"),
+        (("pool", "update", "nope", "--purpose", "x"), "pool 'nope' does not exist"),
+        (("pool", "update", "chat", "--purpose", "a\x07b"), "purpose: must be printable text"),
         (("backend", "update", "nope", "--max-pulls", "2"), "backend 'nope' does not exist"),
         (("backend", "update", "seed", "--url", "gopher://h"), "is not an http or https URL"),
         (("backend", "delete", "nope"), "backend 'nope' does not exist"),
@@ -154,7 +168,7 @@ BAD_FILES = {
     "one invalid document among valid ones": (
         GOOD_FILE + "---\napiVersion: llmctl/v1\nkind: Backend\nmetadata: {name: gpu-2}\n"
         "spec: {type: ollama, url: 'not a url'}\n",
-        "document 4 (Backend gpu-2): url:",
+        "fleet.yaml: document 4 (Backend gpu-2): spec.url:",
     ),
     "an invalid model name": (
         GOOD_FILE.replace('"llama3.2:1b"}\n---', '"llama 3.2"}\n---'),
@@ -164,7 +178,10 @@ BAD_FILES = {
         GOOD_FILE.replace("backends: [gpu-1]", "backends: [gpu-1, gpu-9]"),
         "backend 'gpu-9' is neither in the file nor declared",
     ),
-    "a duplicate": (GOOD_FILE + "---\n" + GOOD_FILE.split("---")[0], "declared more than once"),
+    "a duplicate": (
+        GOOD_FILE + "---\n" + GOOD_FILE.split("---")[0],
+        "fleet.yaml: documents 1 and 4 both declare Backend 'gpu-1'",
+    ),
     "an unknown kind": ("apiVersion: llmctl/v1\nkind: Node\nmetadata: {name: a}\n", "kind"),
 }
 
@@ -199,3 +216,147 @@ def test_an_unsupported_database_url_exits_2(llmctl: Cli) -> None:
     result = CliRunner().invoke(cli.app, ["--database-url", "mysql://h/db", "backend", "list"])
     assert result.exit_code == 2
     assert "unsupported database 'mysql'" in result.stderr
+
+
+HUGE = "x" * 20_971_520  # 20 MB, as the field trial gave it
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (*ADD, HUGE, "--url", "http://h:1", "--type", "ollama"),
+        (*ADD, "gpu-1", "--url", "http://h:1", "--type", HUGE),
+        (*ADD, "gpu-1", "--url", HUGE, "--type", "ollama"),
+        (*ADD, "gpu-1", "--url", "http://h:1", "--type", "ollama", "--label", HUGE),
+        ("model", "add", HUGE + " x"),
+        ("pool", "create", HUGE.upper()),
+        ("backend", "get", HUGE),
+        ("pool", "update", HUGE, "--purpose", "x"),
+        ("resolve", HUGE + "!"),
+        ("downloads", "get", HUGE),
+    ],
+    ids=lambda args: " ".join(a if len(a) < 20 else "HUGE" for a in args),
+)
+def test_a_20_mb_value_is_echoed_in_under_1_kb(
+    llmctl: Cli, database_url: str, args: tuple[str, ...]
+) -> None:
+    _seed(llmctl)
+    before = dump(database_url)
+    result = llmctl(*args)
+    assert result.code == 2, result.err[:200]
+    assert len(result.err.encode()) < 1024, result.err[:2000]
+    assert "… (2097" in " ".join(result.err.split()), result.err
+    assert dump(database_url) == before
+
+
+def test_a_20_mb_name_in_a_file_is_echoed_in_under_1_kb(
+    llmctl: Cli, database_url: str, tmp_path: pathlib.Path
+) -> None:
+    _seed(llmctl)
+    path = tmp_path / "fleet.yaml"
+    path.write_text(GOOD_FILE.replace("name: gpu-1}", f"name: {HUGE}}}"))
+    before = dump(database_url)
+    result = llmctl("apply", "-f", str(path))
+    assert result.code == 2, result.err[:200]
+    assert len(result.err.encode()) < 1024, result.err[:2000]
+    assert "… (20971520 characters)" in " ".join(result.err.split()), result.err
+    assert dump(database_url) == before
+
+
+NOT_UTF8 = {
+    "random bytes": b"\x93\x8a\xc3(\xfe\x01apiVersion",
+    "UTF-16 with a byte-order mark": GOOD_FILE.encode("utf-16"),
+    "UTF-16 without a byte-order mark": GOOD_FILE.encode("utf-16-le"),
+    "Latin-1": GOOD_FILE.replace("chat}", "caf\xe9}").encode("latin-1"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_UTF8))
+@pytest.mark.parametrize("via", ["file", "stdin"])
+def test_apply_refuses_a_file_that_is_not_utf8(
+    llmctl: Cli, database_url: str, tmp_path: pathlib.Path, case: str, via: str
+) -> None:
+    _seed(llmctl)
+    path = tmp_path / "fleet.yaml"
+    path.write_bytes(NOT_UTF8[case])
+    before = dump(database_url)
+    if via == "file":
+        result = llmctl("apply", "-f", str(path))
+        source = str(path)
+    else:
+        result = llmctl("apply", "-f", "-", input=NOT_UTF8[case])  # type: ignore[arg-type]
+        source = "<stdin>"
+    assert result.code == 2, result.err
+    assert f"{source}: is not UTF-8 text" in result.err
+    assert "save it as UTF-8" in result.err
+    assert "Traceback" not in result.err
+    assert dump(database_url) == before
+
+
+def test_apply_takes_utf8_with_a_byte_order_mark(llmctl: Cli, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD_FILE.encode())
+    result = llmctl("apply", "-f", str(path))
+    assert result.code == 0, result.err
+    assert "backend/gpu-1 created" in result.out
+
+
+SEVEN_PROBLEMS = """\
+apiVersion: llmctl/v1
+kind: Backend
+metadata: {name: gpu-1}
+spec: {type: ollama, url: "ftp://h", maxPulls: true}
+---
+- a list
+---
+apiVersion: llmctl/v1
+kind: Node
+metadata: {name: x}
+---
+apiVersion: llmctl/v1
+kind: Model
+metadata: {name: llama3}
+---
+apiVersion: llmctl/v1
+kind: Model
+metadata: {name: "llama3:latest"}
+spec: {contextLength: "8192"}
+---
+apiVersion: llmctl/v1
+kind: Pool
+metadata: {name: chat}
+spec: {backends: [gpu-1, seed, gpu-9]}
+"""
+
+
+@pytest.mark.parametrize("via", ["file", "stdin"])
+def test_apply_lists_every_problem_of_a_file_in_one_run(
+    llmctl: Cli, database_url: str, tmp_path: pathlib.Path, via: str
+) -> None:
+    _seed(llmctl)
+    path = tmp_path / "fleet.yaml"
+    path.write_text(SEVEN_PROBLEMS)
+    before = dump(database_url)
+    if via == "file":
+        result, source = llmctl("apply", "-f", str(path)), str(path)
+    else:
+        result, source = llmctl("apply", "-f", "-", input=SEVEN_PROBLEMS), "<stdin>"
+    assert result.code == 2, result.err
+    lines = [line.strip() for line in result.err.splitlines()]
+    assert lines[0] == f"error: {source} is not valid, nothing was applied (7 problems):"
+    assert lines[1:] == [
+        f"{source}: document 1 (Backend gpu-1): spec.url: 'ftp://h' is not an http or https "
+        "URL; give an http:// or https:// URL such as http://10.0.0.5:11434",
+        f"{source}: document 1 (Backend gpu-1): spec.maxPulls: must be a whole number, "
+        "not true (a boolean)",
+        f"{source}: document 2: must be a mapping with apiVersion, kind, metadata and spec, "
+        "not a list",
+        f"{source}: document 3: kind: must be one of Backend|Model|Pool, not 'Node'",
+        f"{source}: document 5 (Model llama3:latest): spec.contextLength: must be a whole "
+        "number, not '8192' (a string)",
+        f"{source}: documents 4 and 5 both declare Model 'llama3:latest' "
+        "(as 'llama3', 'llama3:latest'); declare each once",
+        f"{source}: document 6 (Pool chat): spec.backends: backend 'gpu-9' is neither in the "
+        "file nor declared",
+    ]
+    assert dump(database_url) == before

@@ -130,3 +130,30 @@ def test_model_update_changes_overrides_and_pools(llmctl: Cli) -> None:
     llmctl("model", "update", "llama3", "--no-context-length", "--capability", "embed")
     got = llmctl("model", "get", "llama3", "-o", "json").json()
     assert (got["contextLength"], got["capabilities"], got["generation"]) == (None, ["embed"], 3)
+
+
+def test_pool_update_changes_the_purpose_and_bumps_the_generation_only_on_a_change(
+    llmctl: Cli,
+) -> None:
+    llmctl("backend", "add", "gpu-1", "--url", "http://h:11434", "--type", "ollama", "--no-pool")
+    llmctl("pool", "create", "chat", "--purpose", "chat")
+    llmctl("pool", "add-backend", "chat", "gpu-1")
+    before = llmctl("pool", "get", "chat", "-o", "json").json()
+    updated = llmctl("pool", "update", "chat", "--purpose", "interactive chat")
+    assert (updated.code, updated.out.strip()) == (0, "pool/chat updated"), updated.err
+    got = llmctl("pool", "get", "chat", "-o", "json").json()
+    assert got["purpose"] == "interactive chat"
+    assert got["backends"] == ["gpu-1"]
+    assert got["generation"] == before["generation"] + 1
+    again = llmctl("pool", "update", "chat", "--purpose", "interactive chat")
+    assert (again.code, again.out.strip()) == (0, "pool/chat unchanged")
+    assert llmctl("pool", "get", "chat", "-o", "json").json()["generation"] == got["generation"]
+
+
+def test_pool_create_of_an_existing_pool_points_to_a_pool_update_that_works(llmctl: Cli) -> None:
+    llmctl("pool", "create", "chat")
+    refused = llmctl("pool", "create", "chat", "--purpose", "interactive")
+    assert refused.code == 2
+    assert "use llmctl pool update" in refused.err
+    assert llmctl("pool", "update", "chat", "--purpose", "interactive").code == 0
+    assert llmctl("pool", "get", "chat", "-o", "json").json()["purpose"] == "interactive"

@@ -203,3 +203,20 @@ def test_resolve_exits_2_on_invalid_input(
     for message in messages:
         assert message in said
     assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        (["bad name!"], "model name 'bad name!' is empty or contains whitespace"),
+        (["qwen2:7b", "llama3:-bad"], "model name 'llama3:-bad' has an invalid tag '-bad'"),
+        (["a/b/c/d"], "model name 'a/b/c/d' has more than host/namespace/model parts"),
+    ],
+)
+def test_resolve_exits_2_on_a_model_name_that_no_declaration_could_have(
+    llmctl: Run, models: list[str], message: str
+) -> None:
+    code, out, err = llmctl(*models)
+    assert code == 2, err
+    assert message in " ".join(err.split())
+    assert out == ""

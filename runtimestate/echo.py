@@ -1,0 +1,28 @@
+"""Echoes: how a message repeats a value the user gave, cut so that the message stays readable.
+
+Called by every error message that quotes user input (names, specs, the store, declarative
+files, the CLI): a 20 MB name must not make a 20 MB message. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+LIMIT = 80
+
+
+def quoted(value: object, limit: int = LIMIT) -> str:
+    """``repr(value)``; past ``limit`` characters, its start, an ellipsis and its full length.
+
+    ``quoted("x" * 20971520)`` is ``'xxx…x'… (20971520 characters)`` with 80 ``x``.
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}… ({len(value)} characters)"
+    return plain(repr(value), limit)
+
+
+def plain(text: str, limit: int = LIMIT) -> str:
+    """``text`` as it is, or cut as `quoted` cuts it: for file names and document titles."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
