@@ -443,6 +443,7 @@ class BackendCycle:
                 actions=decided.for_backend(name).actions,
                 jobs=by_backend.get(name, ()),
                 observed_generation=self._generations.get(name, 0),
+                overrides=read.desired.overrides(backend.spec.type),
             )
             states[name] = self._memo.state(
                 inputs,
@@ -500,17 +501,10 @@ def _build(
     now: dt.datetime,
     policy: probing.Policy,
 ) -> snapshot.LLMState:
-    """`conditions.build` with the backend's desired models and their declared overrides."""
+    """`conditions.build` with the backend's desired models filled in."""
     declared = state.models_for(inputs.backend.name)
-    kind = inputs.backend.spec.type
     return conditions.build(
-        dataclasses.replace(
-            inputs,
-            desired=tuple(m.name for m in declared),
-            overrides={planview.key(m.name, kind): m.spec for m in declared},
-        ),
-        now,
-        policy,
+        dataclasses.replace(inputs, desired=tuple(m.name for m in declared)), now, policy
     )
 
 
