@@ -191,6 +191,7 @@ class BackendCycle:
         failed: logged, the next cycle catches up). Raises nothing but a cancellation.
         """
         async with self._lock:
+            started = time.monotonic()
             try:
                 read = await database.read_snapshot(self._sessions, self._read)
             except Exception as exc:  # logged by _failure: the next cycle catches up
@@ -209,9 +210,10 @@ class BackendCycle:
                 desired_complete=read.complete,
             )  # fmt: skip
             state = self._state(read.desired, backend, decided, mine, view, now)
-            if await self._record_refresh(state, read.previous.get(name), now):
-                return state
-            return None
+            written = await self._record_refresh(state, read.previous.get(name), now)
+            log.info("status_refresh", backend=name, phase=state.phase.value, answered=fresh,
+                     written=written, duration_s=round(time.monotonic() - started, 3))  # fmt: skip
+            return state if written else None
 
     async def _record_refresh(
         self, state: snapshot.LLMState, before: snapshot.LLMState | None, now: dt.datetime
