@@ -65,7 +65,7 @@ class AdapterPool:
             raise errors.ConfigurationError(str(exc), backend=backend.name) from None
         adapter = backends.create(
             backend.type.value,
-            backend.url,
+            spec.api_url(backend.type, backend.url),  # heals rows stored before the normal form
             name=backend.name,
             api_key=secret.reveal() if secret else None,
             timeouts=self._timeouts,

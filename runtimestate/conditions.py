@@ -26,9 +26,10 @@ from runtimestate.backends import base
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    """What `build` reads. `desired` (the declared names) and `overrides` are the costly,
-    per-model part: the backend cycle fills them in only when a state must really be built
-    (`runtimestate.memo`), so they come last."""
+    """What `build` reads. `desired` (the declared names) is the costly, per-model part: the
+    backend cycle fills it in only when a state must really be built (`runtimestate.memo`),
+    so it comes last. `overrides` is one mapping per backend type and read
+    (`desired.DesiredState.overrides`)."""
 
     backend: spec.Backend
     record: probing.Record[base.Observation]
@@ -37,8 +38,8 @@ class Inputs:
     jobs: Sequence[jobs.Job]
     observed_generation: int
     desired: tuple[str, ...] = ()
-    # Declared models by comparison key: their context length and capabilities win over
-    # what the backend reports (DESIGN section 4).
+    # Every declared model with overrides, by comparison key: their context length and
+    # capabilities win over what the backend reports, desired here or not (DESIGN section 4).
     overrides: Mapping[str, spec.ModelSpec] = dataclasses.field(default_factory=dict)
 
 

@@ -13,6 +13,9 @@ reconcile``). One stateless pass, level-triggered like a Kubernetes controller:
 5. write each backend's state where it changed, publish it and a cycle summary on NATS, and
    log one canonical line.
 
+`refresh` is the same pass for one backend when a download on it ended: steps 1, 2, 3 and 5
+for that backend alone, applying nothing, under the same lock as the cycle.
+
 It raises only when the desired state cannot be read: a database error while applying an
 action, writing the status or re-reading the jobs is logged in one line (no SQL) and counted;
 the action is a failed outcome and a status write is retried by the next cycle. What it keeps
@@ -191,6 +194,62 @@ class BackendCycle:
         """One pass; never two at once in this process. Raises only if reading fails."""
         async with self._lock:
             return await self._run(dry_run)
+
+    async def refresh(self, name: str) -> snapshot.LLMState | None:
+        """Bring one backend's status up to date now, as when a download on it ended: read,
+        observe that backend alone, rebuild its state from a plan of it alone (nothing is
+        applied), write it where it changed and publish it. Holds the cycle's lock, so it
+        never interleaves with a cycle: the later one observed later and its state wins; and
+        the write gives way to a status another replica observed after this one began.
+
+        Returns the state (None when the backend is not declared, or the read or the write
+        failed: logged, the next cycle catches up). Raises nothing but a cancellation.
+        """
+        async with self._lock:
+            started = time.monotonic()
+            try:
+                read = await database.read_snapshot(self._sessions, self._read)
+            except Exception as exc:  # logged by _failure: the next cycle catches up
+                _failure("reading for a status refresh", exc, backend=name)
+                return None
+            backend = read.desired.backend(name)
+            if backend is None:
+                return None
+            self._match_records(read)
+            now = dt.datetime.now(dt.UTC)
+            fresh = await self._probe(backend, now)
+            view = self._view(read.desired, backend, now, fresh)
+            mine = [j for j in read.jobs if j.backend == name]
+            decided = plan.compute(
+                [view], jobs=[planview.JobView.of(j) for j in mine], managed=read.managed,
+                desired_complete=read.complete,
+            )  # fmt: skip
+            state = self._state(read.desired, backend, decided, mine, view, now)
+            written = await self._record_refresh(state, read.previous.get(name), now)
+            log.info("status_refresh", backend=name, phase=state.phase.value, answered=fresh,
+                     written=written, duration_s=round(time.monotonic() - started, 3))  # fmt: skip
+            return state if written else None
+
+    async def _record_refresh(
+        self, state: snapshot.LLMState, before: snapshot.LLMState | None, now: dt.datetime
+    ) -> bool:
+        """Write and publish one refreshed state; False when it was not written."""
+        previous = {state.name: before} if before is not None else {}
+        try:
+            changed = await self._tx(
+                lambda s: status.write_state_observed(s, state, previous, observed_at=now)
+            )
+        except Exception as exc:  # logged by _failure: the next cycle writes it
+            _failure("writing a refreshed status", exc, backend=state.name)
+            return False
+        if changed is None:
+            return False  # a newer observation is stored: ours is not the news
+        if self._previous is not None:
+            self._previous = {**self._previous, state.name: state}
+        if changed:
+            subject = f"{self._settings.prefix}.v1.state.{state.name}"
+            await self._publish(subject, snapshot.to_wire(state))
+        return True
 
     async def _run(self, dry_run: bool) -> Report:
         started = time.monotonic()
@@ -451,33 +510,49 @@ class BackendCycle:
         views: Mapping[str, planview.BackendView],
         now: dt.datetime,
     ) -> dict[str, snapshot.LLMState]:
-        policy = self._settings.probing
         by_backend: dict[str, list[jobs.Job]] = {}
         for job in read.jobs:
             by_backend.setdefault(job.backend, []).append(job)
-        states = {}
-        for backend in read.desired.backends:
-            name = backend.name
-            record = self._record(name)
-            inputs = conditions.Inputs(
-                backend=backend,
-                record=record,
-                usable=record.usable(now, policy),
-                actions=decided.for_backend(name).actions,
-                jobs=by_backend.get(name, ()),
-                observed_generation=self._generations.get(name, 0),
+        states = {
+            backend.name: self._state(
+                read.desired, backend, decided, by_backend.get(backend.name, ()),
+                views[backend.name], now,
             )
-            states[name] = self._memo.state(
-                inputs,
-                record.phase(now, policy),
-                views[name],
-                functools.partial(_build, read.desired, inputs, now, policy),
-            )
+            for backend in read.desired.backends
+        }  # fmt: skip
         for table in (self._records, self._identities, self._generations):
             for name in [n for n in table if n not in states]:
                 del table[name]
         self._memo.retain(states)
         return states
+
+    def _state(
+        self,
+        state: desired.DesiredState,
+        backend: spec.Backend,
+        decided: plan.Plan,
+        backend_jobs: Sequence[jobs.Job],
+        view: planview.BackendView,
+        now: dt.datetime,
+    ) -> snapshot.LLMState:
+        """One backend's state after this pass (the memo's, when no input changed)."""
+        policy = self._settings.probing
+        record = self._record(backend.name)
+        inputs = conditions.Inputs(
+            backend=backend,
+            record=record,
+            usable=record.usable(now, policy),
+            actions=decided.for_backend(backend.name).actions,
+            jobs=backend_jobs,
+            observed_generation=self._generations.get(backend.name, 0),
+            overrides=state.overrides(backend.spec.type),
+        )
+        return self._memo.state(
+            inputs,
+            record.phase(now, policy),
+            view,
+            functools.partial(_build, state, inputs, now, policy),
+        )
 
     async def _record_states(
         self,
@@ -523,17 +598,10 @@ def _build(
     now: dt.datetime,
     policy: probing.Policy,
 ) -> snapshot.LLMState:
-    """`conditions.build` with the backend's desired models and their declared overrides."""
+    """`conditions.build` with the backend's desired models filled in."""
     declared = state.models_for(inputs.backend.name)
-    kind = inputs.backend.spec.type
     return conditions.build(
-        dataclasses.replace(
-            inputs,
-            desired=tuple(m.name for m in declared),
-            overrides={planview.key(m.name, kind): m.spec for m in declared},
-        ),
-        now,
-        policy,
+        dataclasses.replace(inputs, desired=tuple(m.name for m in declared)), now, policy
     )
 
 

@@ -81,6 +81,24 @@ class DesiredState:
                 found.setdefault(backend, {})[pool.name] = pool
         return {backend: tuple(pools.values()) for backend, pools in found.items()}
 
+    @functools.cached_property
+    def _overrides(self) -> dict[spec.BackendType, Mapping[str, spec.ModelSpec]]:
+        overriding = [
+            m.spec
+            for m in self.models
+            if m.spec.context_length is not None or m.spec.capabilities is not None
+        ]
+        return {
+            kind: {names.canonical(value.name, kind): value for value in overriding}
+            for kind in spec.BackendType
+        }
+
+    def overrides(self, kind: spec.BackendType) -> Mapping[str, spec.ModelSpec]:
+        """Declared models with a context length or capabilities, by comparison key on a
+        backend of type ``kind``. They win over what a backend reports wherever the model is
+        served, whether that backend desires it or not. One mapping per type and read."""
+        return self._overrides[kind]
+
     def pools_of_backend(self, backend: str) -> tuple[str, ...]:
         return tuple(pool.name for pool in self._pools_by_backend.get(backend, ()))
 

@@ -48,6 +48,7 @@ T = TypeVar("T")
 DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError)
 _RETRY_FIRST_S = 0.1
 _RETRY_CAP_S = 2.0
+_ENDED = ("succeeded", "failed", "cancelled")  # outcomes that change the backend's status
 
 
 class EventSink(Protocol):
@@ -103,13 +104,18 @@ class Downloads:
         sink: EventSink | None = None,
         settings: Settings = Settings(),
         rng: random.Random | None = None,
+        on_end: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_end(backend)`` is called (and must return at once) when a pull on ``backend``
+        ended (succeeded, failed or cancelled, each written and published): `State` brings
+        that backend's status up to date with it."""
         self._sessions = sessions
         self._pool = pool
         self._owner = owner
         self._sink = sink
         self._settings = settings
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._on_end = on_end
         self._coalescer = coalescer.Coalescer(settings.events_per_second)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._lost: set[str] = set()  # jobs that stopped being ours (cancelled, reaped)
@@ -246,6 +252,8 @@ class Downloads:
             self._coalescer.forget(job.id)
             self._lost.discard(job.id)
             log_.info("download", outcome=outcome, duration_s=round(time.monotonic() - started, 3))
+            if self._on_end is not None and outcome in _ENDED:
+                self._on_end(job.backend)
 
     async def _stop_heartbeats(self, job_id: str, beat: asyncio.Task[None]) -> None:
         self._finishing.add(job_id)  # from here on `cancel_local` leaves this task alone

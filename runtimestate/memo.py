@@ -89,7 +89,7 @@ class Memo:
     ) -> snapshot.LLMState:
         """The backend's state: ``build()`` (`conditions.build` of ``inputs`` with the desired
         models filled in) unless every input it reads is what it was: the view (served models,
-        and desired models with their overrides through the declarations), the usable
+        and desired models through the declarations), the declared overrides, the usable
         observation, the record's outcome, the phase, the actions, the jobs, the observed
         generation and the backend's identity fields."""
         record, backend, usable = inputs.record, inputs.backend, inputs.usable
@@ -103,6 +103,7 @@ class Memo:
             tuple(inputs.jobs),
             inputs.observed_generation,
             (backend.meta.id, backend.spec.type, backend.spec.url),
+            inputs.overrides,  # of every declared model: served here need not be desired
         )
         held = self._states.get(backend.name)
         if held is not None and held.usable is usable and held.view is view and held.rest == rest:

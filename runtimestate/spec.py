@@ -207,6 +207,24 @@ def base_url(value: str) -> str:
     return urllib.parse.urlunsplit(parsed._replace(path=parsed.path.rstrip("/")))
 
 
+def api_url(kind: BackendType, url: str) -> str:
+    """The stored form of a validated base URL, so both forms users copy work for ``kind``.
+
+    vLLM: the server root, without a trailing ``/v1`` (the adapter adds ``/v1/models``, and
+    ``/health``, ``/version`` and ``/metrics`` live at the root). OpenAI-compatible: the API
+    root with its version, as OpenAI SDKs take it (the adapter lists ``{url}/models``), so a
+    bare host gains ``/v1``. Any other path prefix is kept; other types are left alone (the
+    Gemini adapter reads both ``host`` and ``host/v1beta``). Pure and idempotent.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    path = parsed.path.rstrip("/")
+    if kind is BackendType.VLLM and path.endswith("/v1"):
+        path = path.removesuffix("/v1")
+    elif kind is BackendType.OPENAI and not path:
+        path = "/v1"
+    return urllib.parse.urlunsplit(parsed._replace(path=path))
+
+
 def labels(pairs: Mapping[str, str]) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, value in pairs.items():
@@ -288,11 +306,12 @@ def purpose(value: str) -> str:
 
 def validate_backend(spec: BackendSpec) -> BackendSpec:
     """Return ``spec`` with every field validated and normalised; raises `SpecError`."""
+    kind = backend_type(spec.type)
     return dataclasses.replace(
         spec,
         name=dns_name(spec.name, "backend"),
-        type=backend_type(spec.type),
-        url=base_url(spec.url),
+        type=kind,
+        url=api_url(kind, base_url(spec.url)),
         labels=labels(spec.labels),
         prune=prune_policy(spec.prune),
         max_pulls=max_pulls(spec.max_pulls),

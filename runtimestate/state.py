@@ -19,7 +19,16 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from dwqueue import jobs, queue
-from runtimestate import adapters, cycle, database, desired, downloads, snapshot, store
+from runtimestate import (
+    adapters,
+    cycle,
+    database,
+    desired,
+    downloads,
+    refreshes,
+    snapshot,
+    store,
+)
 from runtimestate.backends import base
 
 T = TypeVar("T")
@@ -53,8 +62,14 @@ class State:
             settings.timeouts, environ if environ is not None else os.environ
         )
         self.owner = owner or default_owner()
+        self._refreshes = refreshes.Refreshes(self.refresh_backend)
         self.downloads = downloads.Downloads(
-            self._sessions, self._pool, owner=self.owner, sink=sink, settings=settings.downloads
+            self._sessions,
+            self._pool,
+            owner=self.owner,
+            sink=sink,
+            settings=settings.downloads,
+            on_end=self._refreshes.request,
         )
         self._backends = cycle.BackendCycle(
             self._sessions, self._pool, sink=sink, settings=settings.cycle
@@ -87,6 +102,24 @@ class State:
             self._desired = report.desired
         return report
 
+    async def refresh_backend(self, name: str) -> snapshot.LLMState | None:
+        """Bring one backend's status up to date now, observing it alone: its row, its
+        ``llmctl.v1.state.<backend>`` event and this process's snapshot. The download worker
+        asks for it when a pull ends (see `runtimestate.refreshes`); it waits for a running
+        backend cycle. None when the backend is not declared or nothing was written (a newer
+        status is stored, or the database failed: logged)."""
+        refreshed = await self._backends.refresh(name)
+        current = self._snapshot
+        if refreshed is not None and name in current.backends:
+            backends = {**current.backends, name: refreshed}
+            self._snapshot = snapshot.Snapshot(backends, current.cycle, current.taken_at)
+        return refreshed
+
+    async def settled(self) -> None:
+        """Wait until every pull this process runs has ended and its refresh is done."""
+        await self.downloads.drain()
+        await self._refreshes.drain()
+
     async def active_jobs(self) -> list[jobs.Job]:
         """Downloads queued or running anywhere (every replica), oldest first."""
         active = [jobs.JobState.QUEUED, jobs.JobState.RUNNING]
@@ -103,4 +136,5 @@ class State:
     async def aclose(self) -> None:
         """Interrupt running pulls (their jobs go back to the queue) and close adapters."""
         await self.downloads.stop()
+        await self._refreshes.aclose()
         await self._pool.aclose()

@@ -140,6 +140,27 @@ async def write_states(
     return changed
 
 
+async def write_state_observed(
+    session: AsyncSession,
+    state: snapshot.LLMState,
+    previous: Mapping[str, snapshot.LLMState],
+    *,
+    observed_at: dt.datetime,
+) -> bool | None:
+    """Persist one backend's state observed at ``observed_at`` (as `write_states`, with
+    ``previous`` holding at most its state before), unless the row already holds a state
+    whose observation began later (a cycle's ``now`` is its row's `updated_at`): a newer
+    status is never replaced by an older one. None when it gave way; else whether the state
+    changed other than in `last_ok_at` (what the caller publishes)."""
+    table = schema.BackendStatusRow
+    stored = await session.scalar(
+        sa.select(table.updated_at).where(table.backend == state.name).with_for_update()
+    )
+    if stored is not None and stored > observed_at:
+        return None
+    return bool(await write_states(session, {state.name: state}, previous, observed_at))
+
+
 def _row(name: str, state: snapshot.LLMState, now: dt.datetime) -> dict[str, Any]:
     document = snapshot.state_to_dict(state)
     del document["last_ok_at"]  # its own column

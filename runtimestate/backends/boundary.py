@@ -61,8 +61,15 @@ def translate(exc: BaseException, backend: str, about_model: bool = False) -> er
 def check_status_error(
     response: httpx.Response, backend: str, about_model: bool = False
 ) -> errors.LlmctlError:
-    """The tree's error for an HTTP error response (the body must already be read)."""
+    """The tree's error for an HTTP error response (the body must already be read).
+
+    A 404 not about a model means the route or the base URL is wrong, so its message names
+    the URL requested (``404 Not Found from http://host:8000/v1/v1/models``); never a header.
+    """
     message = transport.error_message(response.content) or response.reason_phrase
+    if response.status_code == 404 and not about_model:
+        status = "" if message.startswith("404") else "404 "  # Go servers: 404 page not found
+        message = f"{status}{message} from {response.request.url}"
     return errors.from_status(
         response.status_code, message, backend=backend, about_model=about_model
     )
