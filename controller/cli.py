@@ -108,6 +108,7 @@ def db_downgrade(
 ) -> None:
     """Revert the database migrations down to REVISION (``base`` drops every llmctl table)."""
     env = _env(ctx)
+    _migrate(env, lambda: database.require_existing(env.database_url))
     _migrate(env, lambda: migrations.downgrade(env.database_url, revision))
     env.out.print(f"database at revision {migrations.current(env.database_url)}", highlight=False)
 
@@ -116,7 +117,7 @@ def db_downgrade(
 def db_current(ctx: typer.Context) -> None:
     """Print the revision the database is at, and the newest one this llmctl knows."""
     env = _env(ctx)
-    _migrate(env, lambda: None)
+    _migrate(env, lambda: database.require_existing(env.database_url))
     current = migrations.current(env.database_url)
     env.out.print(f"current: {current or 'none'}  head: {migrations.head()}", highlight=False)
 
@@ -172,7 +173,7 @@ def apply(
 def export(ctx: typer.Context) -> None:
     """Print the desired state as a file that ``llmctl apply -f`` accepts unchanged."""
     env = _env(ctx)
-    state = runner.transaction(env, store.load)
+    state = runner.read(env, store.load)
     env.out.out(manifest.export(state), highlight=False, end="")
 
 

@@ -86,7 +86,7 @@ def resolve_command(
     ) -> tuple[dict[str, snapshot.LLMState], desired.DesiredState]:
         return await status.load_states(session_), await store.load(session_)
 
-    states, wanted = runner.transaction(env, read)
+    states, wanted = runner.read(env, read)
     chooser = resolver.Resolver.from_snapshot(snapshot.Snapshot(states), desired=wanted)
     try:
         result = chooser.resolve(request)

@@ -13,8 +13,8 @@ shown), or ``--json``: each event's wire JSON on its own line, flushed at once, 
 Exit codes: 0 on Ctrl-C, at ``--timeout``, or with ``--exit-when-idle`` once nothing is queued
 or running; 1 when NATS cannot be reached, or ``--exit-when-idle`` timed out with work left;
 2 for invalid input (no NATS URL, a bad backend name or subject prefix), with the message saying
-how to fix it. It changes nothing (beyond migrating an embedded SQLite database on first use, as
-every command does).
+how to fix it. It changes nothing (beyond migrating an existing embedded SQLite database, as every
+command does; it never creates one).
 """
 
 from __future__ import annotations
@@ -373,9 +373,10 @@ def _read_jobs(
 ) -> tuple[list[jobs.Job], str | None]:
     """Active jobs and the named ones from the database, or why they could not be read.
 
-    Runs in a worker thread: it migrates an embedded SQLite database as every command does."""
+    Runs in a worker thread: it migrates an embedded SQLite database as every command does, but
+    never creates one."""
     try:
-        runner.ensure_schema(url)
+        runner.ensure_schema(url, create=False)
         return asyncio.run(_stored_jobs(url, backend, job_ids)), None
     except (*runner.USER_ERRORS, sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
         return [], f"cannot read downloads from the database at {database.redact(url)}: {exc}"
