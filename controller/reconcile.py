@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from controller import collector, output, runner, serve, settings
+from controller import collector, logs, output, runner, serve, settings
 from dwqueue import publisher
 from runtimestate import cycle, database, plan, snapshot, state
 
@@ -195,6 +195,8 @@ def reconcile_command(
         loaded = settings.load(config, **serve.root_overrides(ctx))
     except settings.ConfigurationError as exc:
         env.fail(str(exc))
+    # Its log lines (the canonical ``backend_cycle``) in the format ``serve`` would write.
+    logs.configure(loaded.resolved_log_format, loaded.log_level)
     # Where `serve` would run: command line, then environment, then the file, then default.
     env = dataclasses.replace(
         env,
