@@ -23,6 +23,7 @@ from controller import (
     demo,
     downloads,
     emulate,
+    helptext,
     reconcile,
     resolve,
     runner,
@@ -33,6 +34,7 @@ from runtimestate import database, manifest, store
 
 app = typer.Typer(
     name="llmctl",
+    cls=helptext.Group,
     help="Declare which models your Ollama, vLLM and cloud backends serve; llmctl converges them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -106,7 +108,7 @@ def db_upgrade(
 def db_downgrade(
     ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision, or base")]
 ) -> None:
-    """Revert the database migrations down to REVISION (``base`` drops every llmctl table)."""
+    """Revert the database migrations down to REVISION (base drops every llmctl table)."""
     env = _env(ctx)
     _migrate(env, lambda: database.require_existing(env.database_url))
     _migrate(env, lambda: migrations.downgrade(env.database_url, revision))
@@ -171,7 +173,7 @@ def apply(
 
 @app.command("export")
 def export(ctx: typer.Context) -> None:
-    """Print the desired state as a file that ``llmctl apply -f`` accepts unchanged."""
+    """Print the desired state as a file that llmctl apply -f accepts unchanged."""
     env = _env(ctx)
     state = runner.read(env, store.load)
     env.out.out(manifest.export(state), highlight=False, end="")

@@ -22,7 +22,10 @@ pool_app = typer.Typer(
     help="Group backends and models: a backend serves its pools' models.", no_args_is_help=True
 )
 
-OutputOpt = Annotated[output.Format, typer.Option("--output", "-o", help="table, json or yaml")]
+OutputOpt = Annotated[
+    output.Format,
+    typer.Option("--output", "-o", help="table, wide, json or yaml"),
+]
 PoolOpt = Annotated[
     list[str] | None,
     typer.Option("--pool", help="Pool to join (repeatable); default: the default pool"),
@@ -288,7 +291,7 @@ def model_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None
 
 @model_app.command("get")
 def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
-    """Show a model (``llama3`` finds ``llama3:latest``) and the backends it is desired on."""
+    """Show a model (llama3 finds llama3:latest) and the backends it is desired on."""
     env = _env(ctx)
     state = runner.read(env, store.load)
     try:

@@ -17,6 +17,8 @@ import typer
 
 from emulators import catalog, names, ollama, runner, vllm, vllm_node
 
+_NODES_HELP = "Independent nodes, served under /nodes/0, /nodes/1, …"
+
 app = typer.Typer(help="Run a protocol-faithful Ollama or vLLM emulator.", no_args_is_help=True)
 
 
@@ -63,11 +65,11 @@ def ollama_command(
         help="Registry catalog, JSON or YAML (see the README); unset: the built-in models.",
     ),
     pull_rate: float | None = typer.Option(None, help="Download speed in bytes/s; unset: instant."),
-    nodes: int = typer.Option(1, min=1, help="Independent nodes, served under /nodes/<i>."),
+    nodes: int = typer.Option(1, min=1, help=_NODES_HELP),
     disk_capacity: int | None = typer.Option(None, help="Disk size of each node in bytes."),
     tick_interval: float = typer.Option(0.06, help="Seconds between pull progress lines."),
 ) -> None:
-    """Emulate `ollama serve`."""
+    """Emulate an Ollama server (ollama serve)."""
     registry = _registry(catalog_file, installed)
     ollama.serve(
         host,
@@ -86,16 +88,20 @@ def ollama_command(
 def vllm_command(
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(vllm.DEFAULT_PORT, help="Port to bind (0 picks a free one)."),
-    model: str = typer.Option(vllm_node.DEFAULT_MODEL, help="The `--model` argument."),
+    model: str = typer.Option(
+        vllm_node.DEFAULT_MODEL, help="The model vllm serve was started with."
+    ),
     served_model_name: list[str] = typer.Option([], help="API alias; repeatable."),
     max_model_len: int = typer.Option(32768, help="Context length shown in /v1/models."),
     version: str = typer.Option(vllm_node.DEFAULT_VERSION, help="Emulated vLLM version."),
-    nodes: int = typer.Option(1, min=1, help="Independent nodes, served under /nodes/<i>."),
+    nodes: int = typer.Option(1, min=1, help=_NODES_HELP),
     api_key: str | None = typer.Option(None, help="Require this bearer key under /v1."),
-    enable_lora: bool = typer.Option(False, help="Serve the runtime LoRA load/unload routes."),
+    enable_lora: bool = typer.Option(
+        False, "--enable-lora", help="Serve the runtime LoRA load/unload routes."
+    ),
     runner_kind: str = typer.Option("generate", "--runner", help="generate or pooling."),
 ) -> None:
-    """Emulate `vllm serve`."""
+    """Emulate a vLLM server (vllm serve)."""
     vllm.serve(
         host,
         port,

@@ -23,7 +23,7 @@ from controller import collector, logs, output, runner, serve, settings
 from dwqueue import publisher
 from runtimestate import cycle, database, plan, snapshot, state
 
-OutputOpt = Annotated[output.Format, typer.Option("--output", "-o", help="table or json")]
+OutputOpt = Annotated[output.DocFormat, typer.Option("--output", "-o", help="table, json or yaml")]
 DEFAULT_WAIT_S = 3600.0
 
 
@@ -183,7 +183,7 @@ def reconcile_command(
         ),
     ] = None,
     config: serve.ConfigOpt = None,
-    fmt: OutputOpt = output.Format.TABLE,
+    fmt: OutputOpt = output.DocFormat.TABLE,
 ) -> None:
     """Run one reconciliation pass: observe, plan, act. Exit 1 with --wait if not converged."""
     env = ctx.find_root().obj
@@ -205,6 +205,6 @@ def reconcile_command(
         prefix=loaded.subject_prefix,
     )
     report, waited = runner.run_async(env, lambda: _reconcile(env, loaded, dry_run, wait_s))
-    _print(env, report_doc(report, waited), fmt)
+    _print(env, report_doc(report, waited), output.Format(fmt))
     if waited is not None and not waited.converged:
         raise SystemExit(1)

@@ -3,8 +3,9 @@
 Called by every CLI command. Resolves the database URL (``--database-url``,
 ``LLMCTL_DATABASE_URL``, else a SQLite file in the user's data directory), makes sure the schema
 is current (an embedded SQLite database is created and migrated on first use by a command that
-writes, never by one that only reads; Postgres must be migrated with ``llmctl db upgrade``), then runs the command's work in one transaction that commits only when
-the work returns normally.
+writes, never by one that only reads; Postgres must be migrated with ``llmctl db upgrade``),
+then runs the command's work in one transaction that commits only when the work returns
+normally.
 """
 
 from __future__ import annotations
