@@ -117,10 +117,14 @@ class EmbeddedNats:
 
     def __init__(self, data_dir: pathlib.Path, *, port: int | None = None) -> None:
         self.data_dir = data_dir
+        self._port_given = bool(port)
         self.port = port or choose_port(data_dir)
-        self.url = f"nats://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._announced = False
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -129,10 +133,25 @@ class EmbeddedNats:
     def start(self, timeout_s: float = 10.0, *, announce: bool = True) -> None:
         """Start the server and wait until it greets clients with JetStream on.
 
-        With ``announce``, write its URL to the data directory for CLI triggers.
+        With ``announce``, write its URL to the data directory for CLI triggers. When the port
+        it chose was taken in the meantime (by another process, between `choose_port` and the
+        server's bind), it starts once more on a free port.
         """
         if self.running:
             return
+        try:
+            self._launch(timeout_s)
+        except EmbeddedNatsError:
+            if self._port_given or is_free(self.port):
+                raise
+            self.port = free_port()
+            self._launch(timeout_s)
+        if announce:
+            target = url_file(self.data_dir)
+            target.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+            self._announced = True
+
+    def _launch(self, timeout_s: float) -> None:
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         log = (store / "nats-server.log").open("ab")
@@ -150,10 +169,6 @@ class EmbeddedNats:
             log.close()
         atexit.register(self.stop)
         self._wait_ready(timeout_s)
-        if announce:
-            target = url_file(self.data_dir)
-            target.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
-            self._announced = True
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -351,6 +352,19 @@ async def test_embedded_nats_listens_on_a_port_of_its_data_directory_or_any_when
     finally:
         first.stop()
     assert embedded_nats.running_url(tmp_path) is None
+    late = embedded_nats.EmbeddedNats(tmp_path)  # chose its port while it was free
+    assert late.port == port
+    with socket.socket() as squatter:  # taken before the server binds it
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        await asyncio.to_thread(late.start, announce=False)
+        try:
+            assert late.port != port
+            assert late.url == f"nats://127.0.0.1:{late.port}"
+            nc = await nats.connect(late.url)
+            await nc.close()
+        finally:
+            late.stop()
 
 
 async def _publisher(url: str, prefix: str) -> publisher.Publisher:
