@@ -23,6 +23,7 @@ from controller import (
     demo,
     downloads,
     emulate,
+    helptext,
     reconcile,
     resolve,
     runner,
@@ -34,6 +35,7 @@ from runtimestate import database, echo, manifest, store
 
 app = typer.Typer(
     name="llmctl",
+    cls=helptext.Group,
     help="Declare which models your Ollama, vLLM and cloud backends serve; llmctl converges them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -108,8 +110,9 @@ def db_upgrade(
 def db_downgrade(
     ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision, or base")]
 ) -> None:
-    """Revert the database migrations down to REVISION (``base`` drops every llmctl table)."""
+    """Revert the database migrations down to REVISION (base drops every llmctl table)."""
     env = _env(ctx)
+    _migrate(env, lambda: database.require_existing(env.database_url))
     _migrate(env, lambda: migrations.downgrade(env.database_url, revision))
     env.out.print(f"database at revision {migrations.current(env.database_url)}", highlight=False)
 
@@ -118,7 +121,7 @@ def db_downgrade(
 def db_current(ctx: typer.Context) -> None:
     """Print the revision the database is at, and the newest one this llmctl knows."""
     env = _env(ctx)
-    _migrate(env, lambda: None)
+    _migrate(env, lambda: database.require_existing(env.database_url))
     current = migrations.current(env.database_url)
     env.out.print(f"current: {current or 'none'}  head: {migrations.head()}", highlight=False)
 
@@ -174,9 +177,9 @@ def apply(
 
 @app.command("export")
 def export(ctx: typer.Context) -> None:
-    """Print the desired state as a file that ``llmctl apply -f`` accepts unchanged."""
+    """Print the desired state as a file that llmctl apply -f accepts unchanged."""
     env = _env(ctx)
-    state = runner.transaction(env, store.load)
+    state = runner.read(env, store.load)
     env.out.out(manifest.export(state), highlight=False, end="")
 
 

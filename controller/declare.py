@@ -22,7 +22,10 @@ pool_app = typer.Typer(
     help="Group backends and models: a backend serves its pools' models.", no_args_is_help=True
 )
 
-OutputOpt = Annotated[output.Format, typer.Option("--output", "-o", help="table, json or yaml")]
+OutputOpt = Annotated[
+    output.Format,
+    typer.Option("--output", "-o", help="table, wide, json or yaml"),
+]
 PoolOpt = Annotated[
     list[str] | None,
     typer.Option("--pool", help="Pool to join (repeatable); default: the default pool"),
@@ -181,7 +184,7 @@ async def _with_status(
 def backend_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
     """List the declared backends with their observed status (-o wide for the spec too)."""
     env = _env(ctx)
-    state, observed = runner.transaction(env, _with_status)
+    state, observed = runner.read(env, _with_status)
     docs = [output.backend_doc(b, state, observed.get(b.name)) for b in state.backends]
     output.render_list("backend", docs, fmt, env.out)
 
@@ -190,7 +193,7 @@ def backend_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> No
 def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
     """Show a backend's spec, desired models, conditions, observed models and downloads."""
     env = _env(ctx)
-    state, observed = runner.transaction(env, _with_status)
+    state, observed = runner.read(env, _with_status)
     backend = state.backend(name)
     if backend is None:
         env.fail(str(store.NotFound("backend", name)))
@@ -300,15 +303,15 @@ def _model_listing(state: desired.DesiredState) -> list[dict[str, object]]:
 def model_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
     """List the declared models."""
     env = _env(ctx)
-    state = runner.transaction(env, store.load)
+    state = runner.read(env, store.load)
     output.render_list("model", _model_listing(state), fmt, env.out)
 
 
 @model_app.command("get")
 def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
-    """Show a model (``llama3`` finds ``llama3:latest``) and the backends it is desired on."""
+    """Show a model (llama3 finds llama3:latest) and the backends it is desired on."""
     env = _env(ctx)
-    state = runner.transaction(env, store.load)
+    state = runner.read(env, store.load)
     try:
         model = state.model(name)
     except runner.USER_ERRORS as exc:
@@ -370,7 +373,7 @@ def pool_update(
 def pool_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
     """List the pools with their members."""
     env = _env(ctx)
-    state = runner.transaction(env, store.load)
+    state = runner.read(env, store.load)
     output.render_list("pool", [output.pool_doc(p) for p in state.pools], fmt, env.out)
 
 
@@ -378,7 +381,7 @@ def pool_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
 def pool_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
     """Show one pool."""
     env = _env(ctx)
-    pool = runner.transaction(env, lambda s: store.get_pool(s, name))
+    pool = runner.read(env, lambda s: store.get_pool(s, name))
     output.render_one(output.pool_doc(pool), fmt, env.out)
 
 

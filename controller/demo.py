@@ -4,7 +4,8 @@ Starts two emulated Ollama nodes (pulling at about 200 MB/s, so pulls take secon
 emulated vLLM node, a SQLite database in a temporary directory and the embedded NATS server,
 runs `controller.serve.Controller` in-process, declares a small fleet, shows every pull as a live
 progress bar fed by the download events on NATS, waits until every declared model is served,
-prints ``llmctl backend list`` and stops cleanly (``--keep-running`` stays up until Ctrl-C).
+prints ``llmctl backend list`` and how long converging took as soon as it has, then stops cleanly
+(``--keep-running`` stays up until Ctrl-C).
 Registered by the CLI root as ``llmctl demo``. Touches nothing outside its temporary directory.
 """
 
@@ -16,6 +17,7 @@ import dataclasses
 import pathlib
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import nats
@@ -141,7 +143,14 @@ async def _converged(controller: serve.Controller, timeout_s: float) -> bool:
     return False
 
 
-async def _run(directory: pathlib.Path, console: Console, keep_running: bool) -> bool:
+Report = Callable[[bool], None]
+
+
+async def _run(
+    directory: pathlib.Path, console: Console, keep_running: bool, report: Report
+) -> bool:
+    """Run the demo; call ``report`` (in a worker thread: it reads the database on a loop of
+    its own) as soon as the fleet converged or the time ran out, then stay up if told to."""
     url = f"sqlite:///{directory / 'llmctl.db'}"
     config = settings.Settings(
         database_url=url, nats_url=None, data_dir=directory, http_address="127.0.0.1:0",
@@ -173,9 +182,12 @@ async def _run(directory: pathlib.Path, console: Console, keep_running: bool) ->
             with progress:
                 controller.work.request()
                 ok = await _converged(controller, TIMEOUT_S)
-            if keep_running:
-                console.print("running; Ctrl-C to stop")
-                await controller.wait()
+            await asyncio.to_thread(report, ok)
+            if ok and keep_running:
+                waiting = asyncio.ensure_future(controller.wait())
+                await asyncio.sleep(0)  # its Ctrl-C handler is in place before we say so
+                console.print("running; Ctrl-C to stop", highlight=False)
+                await waiting
         finally:
             with contextlib.suppress(nats.errors.Error, OSError):
                 await client.close()
@@ -195,17 +207,23 @@ def demo_command(
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="llmctl-demo-") as tmp:
         directory = pathlib.Path(tmp)
-        ok = asyncio.run(_run(directory, env.out, keep_running))
-        ctx.find_root().obj = dataclasses.replace(
-            env, database_url=f"sqlite:///{directory / 'llmctl.db'}"
-        )
-        env.out.print("\n$ llmctl backend list", highlight=False)
-        declare.backend_list(ctx, output.Format.TABLE)
-        ctx.find_root().obj = env
-    elapsed = time.monotonic() - started
+
+        def report(ok: bool) -> None:
+            """The converged fleet as ``llmctl backend list`` shows it, and how long it took."""
+            elapsed = time.monotonic() - started
+            ctx.find_root().obj = dataclasses.replace(
+                env, database_url=f"sqlite:///{directory / 'llmctl.db'}"
+            )
+            env.out.print("\n$ llmctl backend list", highlight=False)
+            declare.backend_list(ctx, output.Format.TABLE)
+            ctx.find_root().obj = env
+            if ok:
+                env.out.print(f"\nconverged in {elapsed:.1f}s", highlight=False)
+
+        ok = asyncio.run(_run(directory, env.out, keep_running, report))
     if not ok:
         env.fail(f"the fleet did not converge within {TIMEOUT_S:g}s", 1)
-    env.out.print(f"\nconverged in {elapsed:.1f}s; everything stopped and cleaned up.")
+    env.out.print("everything stopped and cleaned up.", highlight=False)
 
 
 __all__ = ["demo_command", "fleet"]

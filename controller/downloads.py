@@ -222,7 +222,7 @@ def list_downloads(
         )
         return found[::-1]
 
-    render_list([job_doc(job) for job in runner.transaction(env, work)], fmt, env.out)
+    render_list([job_doc(job) for job in runner.read(env, work)], fmt, env.out)
 
 
 @app.command("get")
@@ -241,7 +241,7 @@ def get_download(
             raise _not_found(job_id)
         return found
 
-    output.render_one(job_doc(runner.transaction(env, work)), fmt, env.out)
+    output.render_one(job_doc(runner.read(env, work)), fmt, env.out)
 
 
 @app.command("cancel")

@@ -1,10 +1,12 @@
 """The embedded NATS server: ``nats-server`` as a child process when no NATS URL is configured.
 
 Started by the composition root (`controller.serve`, `controller.demo`) before the publisher
-connects, stopped when it exits. Listens on loopback only, on a free port, with JetStream and
-its store under the data directory. While it runs, its URL is written to ``nats.url`` in the
-data directory so CLI commands (`controller.trigger`) can reach the running controller; the file
-is removed on stop. The child is killed on every exit path: `stop` in the normal case, an
+connects, stopped when it exits. Listens on loopback only, with JetStream and its store under
+the data directory, on a port derived from the data directory (`default_port`: the same one
+every time, so a ``watch`` or a ``nats sub`` keeps working across restarts), or on a free port
+when that one is taken. While it runs, its URL is written to ``nats.url`` in the data directory
+so CLI commands (`controller.trigger`, `controller.watch`) can reach the running controller;
+the file is removed on stop. The child is killed on every exit path: `stop` in the normal case, an
 ``atexit`` hook after an unexpected exception, and ``PR_SET_PDEATHSIG`` on Linux if this
 process itself is killed. Raises `EmbeddedNatsError` when the binary is missing or never answers.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import pathlib
@@ -26,6 +29,7 @@ import sysconfig
 import time
 
 URL_FILE = "nats.url"
+PORT_RANGE = range(24000, 28000)  # below Linux's ephemeral ports (32768-60999)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -55,6 +59,32 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def default_port(data_dir: pathlib.Path) -> int:
+    """The port the embedded server of ``data_dir`` listens on unless it is taken: a hash of
+    the directory's absolute path into `PORT_RANGE`, so it stays the same across restarts."""
+    path = str(data_dir.expanduser().resolve())
+    digest = hashlib.sha256(path.encode()).digest()
+    return PORT_RANGE[int.from_bytes(digest[:4], "big") % len(PORT_RANGE)]
+
+
+def is_free(port: int) -> bool:
+    """Whether a server could listen on ``127.0.0.1:port`` now (as nats-server does, with
+    SO_REUSEADDR, so a port its previous run left in TIME_WAIT counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(data_dir: pathlib.Path) -> int:
+    """`default_port` of ``data_dir`` when it is free, else any free port."""
+    port = default_port(data_dir)
+    return port if is_free(port) else free_port()
 
 
 def url_file(data_dir: pathlib.Path) -> pathlib.Path:
@@ -87,10 +117,14 @@ class EmbeddedNats:
 
     def __init__(self, data_dir: pathlib.Path, *, port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.port = port or free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self._port_given = bool(port)
+        self.port = port or choose_port(data_dir)
         self._proc: subprocess.Popen[bytes] | None = None
         self._announced = False
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -99,10 +133,25 @@ class EmbeddedNats:
     def start(self, timeout_s: float = 10.0, *, announce: bool = True) -> None:
         """Start the server and wait until it greets clients with JetStream on.
 
-        With ``announce``, write its URL to the data directory for CLI triggers.
+        With ``announce``, write its URL to the data directory for CLI triggers. When the port
+        it chose was taken in the meantime (by another process, between `choose_port` and the
+        server's bind), it starts once more on a free port.
         """
         if self.running:
             return
+        try:
+            self._launch(timeout_s)
+        except EmbeddedNatsError:
+            if self._port_given or is_free(self.port):
+                raise
+            self.port = free_port()
+            self._launch(timeout_s)
+        if announce:
+            target = url_file(self.data_dir)
+            target.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+            self._announced = True
+
+    def _launch(self, timeout_s: float) -> None:
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         log = (store / "nats-server.log").open("ab")
@@ -120,10 +169,6 @@ class EmbeddedNats:
             log.close()
         atexit.register(self.stop)
         self._wait_ready(timeout_s)
-        if announce:
-            target = url_file(self.data_dir)
-            target.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
-            self._announced = True
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -1,19 +1,23 @@
 """`llmctl emulate`: run the Ollama or vLLM emulator in the foreground.
 
 A thin typer wrapper over `emulators.ollama.serve` and `emulators.vllm.serve`, for demos,
-benchmarks and manual checks. Prints one line saying where it listens, then serves until Ctrl-C.
-Imports only `emulators` (and typer); registered by the CLI root as `llmctl emulate`.
+benchmarks and manual checks. Prints one line saying where it listens, then serves until
+Ctrl-C. A catalog file or an ``--installed`` name it cannot use exits 2 with one line naming
+the problem, before anything listens. Imports only `emulators` (and typer); registered by the
+CLI root as `llmctl emulate`.
 """
 
 from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
-from emulators import ollama, runner, vllm, vllm_node
+from emulators import catalog, names, ollama, runner, vllm, vllm_node
+
+_NODES_HELP = "Independent nodes, served under /nodes/0, /nodes/1, …"
 
 app = typer.Typer(help="Run a protocol-faithful Ollama or vLLM emulator.", no_args_is_help=True)
 
@@ -27,25 +31,53 @@ def _announce(flavour: str) -> Callable[[runner.Emulator[Any]], None]:
     return announce
 
 
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _registry(path: pathlib.Path | None, installed: list[str]) -> catalog.Catalog:
+    """The catalog to serve, with every ``--installed`` model in it; exits 2 when not."""
+    try:
+        registry = catalog.Catalog() if path is None else catalog.load(path)
+    except catalog.CatalogError as exc:
+        _fail(str(exc))
+    for text in installed:
+        try:
+            found = registry.get(names.parse(text))
+        except names.InvalidNameError as exc:
+            _fail(f"--installed: {exc}")
+        if found is None:
+            known = ", ".join(spec.name for spec in registry.specs())
+            _fail(f"--installed: model {text!r} is not in the catalog; it has: {known}")
+    return registry
+
+
 @app.command("ollama")
 def ollama_command(
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(ollama.DEFAULT_PORT, help="Port to bind (0 picks a free one)."),
     installed: list[str] = typer.Option([], help="A model already on disk; repeatable."),
-    catalog: pathlib.Path | None = typer.Option(None, help="Registry catalog, JSON or YAML."),
+    catalog_file: pathlib.Path | None = typer.Option(
+        None,
+        "--catalog",
+        metavar="FILE",
+        help="Registry catalog, JSON or YAML (see the README); unset: the built-in models.",
+    ),
     pull_rate: float | None = typer.Option(None, help="Download speed in bytes/s; unset: instant."),
-    nodes: int = typer.Option(1, min=1, help="Independent nodes, served under /nodes/<i>."),
+    nodes: int = typer.Option(1, min=1, help=_NODES_HELP),
     disk_capacity: int | None = typer.Option(None, help="Disk size of each node in bytes."),
     tick_interval: float = typer.Option(0.06, help="Seconds between pull progress lines."),
 ) -> None:
-    """Emulate `ollama serve`."""
+    """Emulate an Ollama server (ollama serve)."""
+    registry = _registry(catalog_file, installed)
     ollama.serve(
         host,
         port,
         _announce("ollama"),
         nodes=nodes,
         installed=installed,
-        catalog=catalog,
+        catalog=registry,
         pull_rate=pull_rate,
         disk_capacity=disk_capacity,
         tick_interval=tick_interval,
@@ -56,16 +88,20 @@ def ollama_command(
 def vllm_command(
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(vllm.DEFAULT_PORT, help="Port to bind (0 picks a free one)."),
-    model: str = typer.Option(vllm_node.DEFAULT_MODEL, help="The `--model` argument."),
+    model: str = typer.Option(
+        vllm_node.DEFAULT_MODEL, help="The model vllm serve was started with."
+    ),
     served_model_name: list[str] = typer.Option([], help="API alias; repeatable."),
     max_model_len: int = typer.Option(32768, help="Context length shown in /v1/models."),
     version: str = typer.Option(vllm_node.DEFAULT_VERSION, help="Emulated vLLM version."),
-    nodes: int = typer.Option(1, min=1, help="Independent nodes, served under /nodes/<i>."),
+    nodes: int = typer.Option(1, min=1, help=_NODES_HELP),
     api_key: str | None = typer.Option(None, help="Require this bearer key under /v1."),
-    enable_lora: bool = typer.Option(False, help="Serve the runtime LoRA load/unload routes."),
+    enable_lora: bool = typer.Option(
+        False, "--enable-lora", help="Serve the runtime LoRA load/unload routes."
+    ),
     runner_kind: str = typer.Option("generate", "--runner", help="generate or pooling."),
 ) -> None:
-    """Emulate `vllm serve`."""
+    """Emulate a vLLM server (vllm serve)."""
     vllm.serve(
         host,
         port,

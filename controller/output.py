@@ -28,6 +28,15 @@ class Format(enum.StrEnum):
     YAML = "yaml"
 
 
+class DocFormat(enum.StrEnum):
+    """The `Format`s of a command that prints one document and has no wide view (``-o``
+    offers only these, so its choices and its help agree); `Format(choice)` converts."""
+
+    TABLE = "table"
+    JSON = "json"
+    YAML = "yaml"
+
+
 def _time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 

@@ -19,11 +19,11 @@ from typing import Annotated, Any
 
 import typer
 
-from controller import collector, output, runner, serve, settings
+from controller import collector, logs, output, runner, serve, settings
 from dwqueue import publisher
 from runtimestate import cycle, database, plan, snapshot, state
 
-OutputOpt = Annotated[output.Format, typer.Option("--output", "-o", help="table or json")]
+OutputOpt = Annotated[output.DocFormat, typer.Option("--output", "-o", help="table, json or yaml")]
 DEFAULT_WAIT_S = 3600.0
 
 
@@ -183,7 +183,7 @@ def reconcile_command(
         ),
     ] = None,
     config: serve.ConfigOpt = None,
-    fmt: OutputOpt = output.Format.TABLE,
+    fmt: OutputOpt = output.DocFormat.TABLE,
 ) -> None:
     """Run one reconciliation pass: observe, plan, act. Exit 1 with --wait if not converged."""
     env = ctx.find_root().obj
@@ -195,6 +195,8 @@ def reconcile_command(
         loaded = settings.load(config, **serve.root_overrides(ctx))
     except settings.ConfigurationError as exc:
         env.fail(str(exc))
+    # Its log lines (the canonical ``backend_cycle``) in the format ``serve`` would write.
+    logs.configure(loaded.resolved_log_format, loaded.log_level)
     # Where `serve` would run: command line, then environment, then the file, then default.
     env = dataclasses.replace(
         env,
@@ -203,6 +205,6 @@ def reconcile_command(
         prefix=loaded.subject_prefix,
     )
     report, waited = runner.run_async(env, lambda: _reconcile(env, loaded, dry_run, wait_s))
-    _print(env, report_doc(report, waited), fmt)
+    _print(env, report_doc(report, waited), output.Format(fmt))
     if waited is not None and not waited.converged:
         raise SystemExit(1)

@@ -57,12 +57,13 @@ def resolve_command(
     explain: Annotated[
         bool, typer.Option("--explain", help="Say why every other candidate was left out")
     ] = False,
-    fmt: Annotated[
-        output.Format, typer.Option("--output", "-o", help="table, json or yaml")
-    ] = output.Format.TABLE,
+    doc_format: Annotated[
+        output.DocFormat, typer.Option("--output", "-o", help="table, json or yaml")
+    ] = output.DocFormat.TABLE,
 ) -> None:
     """Show which provider a request would get, its fallbacks, and why others were excluded."""
     env = _env(ctx)
+    fmt = output.Format(doc_format)
     if policy is resolver.Policy.STICKY and not session:
         env.fail(
             "--policy sticky needs a session key: add --session KEY "
@@ -87,7 +88,7 @@ def resolve_command(
     ) -> tuple[dict[str, snapshot.LLMState], desired.DesiredState]:
         return await status.load_states(session_), await store.load(session_)
 
-    states, wanted = runner.transaction(env, read)
+    states, wanted = runner.read(env, read)
     chooser = resolver.Resolver.from_snapshot(snapshot.Snapshot(states), desired=wanted)
     try:
         result = chooser.resolve(request)

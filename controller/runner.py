@@ -2,9 +2,10 @@
 
 Called by every CLI command. Resolves the database URL (``--database-url``,
 ``LLMCTL_DATABASE_URL``, else a SQLite file in the user's data directory), makes sure the schema
-is current (an embedded SQLite database is migrated on first use; Postgres must be migrated with
-``llmctl db upgrade``), then runs the command's work in one transaction that commits only when
-the work returns normally.
+is current (an embedded SQLite database is created and migrated on first use by a command that
+writes, never by one that only reads; Postgres must be migrated with ``llmctl db upgrade``),
+then runs the command's work in one transaction that commits only when the work returns
+normally.
 """
 
 from __future__ import annotations
@@ -106,8 +107,14 @@ class Env:
         raise SystemExit(code)
 
 
-def ensure_schema(url: str) -> None:
-    """Migrate an embedded SQLite database; refuse a Postgres one that is not current."""
+def ensure_schema(url: str, *, create: bool = True) -> None:
+    """Migrate an embedded SQLite database; refuse a Postgres one that is not current.
+
+    Without ``create`` (commands that only read) a SQLite file that does not exist is refused
+    with `database.MissingDatabase` instead of being created with its directory.
+    """
+    if not create:
+        database.require_existing(url)
     if migrations.is_current(url):
         return
     if database.is_sqlite(database.parse(url)):
@@ -128,10 +135,16 @@ async def _transaction(url: str, work: Callable[[AsyncSession], Awaitable[T]]) -
         await engine.dispose()
 
 
-def transaction(env: Env, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run ``work`` in one transaction; user errors exit 2, an unreachable database exits 1."""
+def transaction(
+    env: Env, work: Callable[[AsyncSession], Awaitable[T]], *, create: bool = True
+) -> T:
+    """Run ``work`` in one transaction; user errors exit 2, an unreachable database exits 1.
+
+    A command that writes creates an embedded SQLite database on first use; one that only
+    reads passes ``create=False`` (or calls `read`) and exits 2 naming the missing file.
+    """
     try:
-        ensure_schema(env.database_url)
+        ensure_schema(env.database_url, create=create)
         return asyncio.run(_transaction(env.database_url, work))
     except USER_ERRORS as exc:
         env.fail(str(exc))
@@ -140,6 +153,11 @@ def transaction(env: Env, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
             f"cannot use the database at {database.redact(env.database_url)}: {_first_line(exc)}",
             code=1,
         )
+
+
+def read(env: Env, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """`transaction` for a command that only reads: it never creates the database."""
+    return transaction(env, work, create=False)
 
 
 def run_async(env: Env, work: Callable[[], Coroutine[Any, Any, T]]) -> T:

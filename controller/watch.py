@@ -10,11 +10,16 @@ came from. The database read is best effort: without it the watch shows NATS eve
 Output: rich progress bars on stdout (model, backend, percent, rate, ETA, phase; finished jobs
 stay with their final state; jobs that had already finished before the watch began are not
 shown), or ``--json``: each event's wire JSON on its own line, flushed at once, for scripts.
-Exit codes: 0 on Ctrl-C, at ``--timeout``, or with ``--exit-when-idle`` once nothing is queued
-or running; 1 when NATS cannot be reached, or ``--exit-when-idle`` timed out with work left;
-2 for invalid input (no NATS URL, a bad backend name or subject prefix), with the message saying
-how to fix it. It changes nothing (beyond migrating an embedded SQLite database on first use, as
-every command does).
+NATS is found as the other commands find it: ``--nats-url`` / ``LLMCTL_NATS_URL``, else the
+embedded server of a ``serve`` running on this machine (the URL it wrote in the data directory);
+a discovered URL is followed when that ``serve`` restarts on another port
+(`controller.natsconnection`). Notes about the connection go on lines of their own, above the
+bars. Exit codes: 0 on Ctrl-C, at ``--timeout``, or with ``--exit-when-idle`` once nothing is
+queued or running; 1 when NATS cannot be reached (within ``--timeout`` when given), or
+``--exit-when-idle`` timed out with work left; 2 for invalid input (no NATS URL to use, a bad
+backend name or subject prefix), with the message saying how to fix it. It changes nothing
+(beyond migrating an existing embedded SQLite database, as every command does; it never creates
+one).
 """
 
 from __future__ import annotations
@@ -22,28 +27,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import math
 import os
+import pathlib
 import sys
 from collections.abc import Collection
 from typing import Annotated, Protocol, assert_never
 
-import nats
-import nats.errors
 import sqlalchemy as sa
 import typer
-from nats.aio.client import Client
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID
 from rich.text import Text
 
-from controller import downloads, runner
+from controller import downloads, natsconnection, runner, trigger
 from dwqueue import events, jobs, queue, subscriber
 from runtimestate import database, names
 
-_CONNECT_TIMEOUT_S = 5.0
 _SETTLE_QUIET_S = 0.3  # the JetStream replay arrives in one burst; this much silence ends it
 _SETTLE_MAX_S = 2.0
-_NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
 
 
 # --- what the watch knows: pure ----------------------------------------------------------------
@@ -108,6 +110,8 @@ class Sink(Protocol):
 
     def show(self, event: events.DownloadEvent) -> None: ...
 
+    def note(self, text: str) -> None: ...
+
     def stop(self) -> None: ...
 
 
@@ -120,6 +124,10 @@ class JsonLines:
     def show(self, event: events.DownloadEvent) -> None:
         sys.stdout.write(event.to_wire().decode() + "\n")
         sys.stdout.flush()
+
+    def note(self, text: str) -> None:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
     def stop(self) -> None:
         pass
@@ -145,7 +153,7 @@ _STYLES = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "retryi
 class Bars:
     """One rich progress bar per job, on screen between `start` and `stop`."""
 
-    def __init__(self, console: Console, started_at: dt.datetime) -> None:
+    def __init__(self, console: Console, started_at: dt.datetime, err: Console) -> None:
         self.progress = Progress(
             _Field("model"),
             _Field("backend"),
@@ -159,12 +167,21 @@ class Bars:
         )
         self.tasks: dict[str, TaskID] = {}
         self._started_at = started_at
+        self._err = err
 
     def start(self) -> None:
         self.progress.start()
 
     def stop(self) -> None:
         self.progress.stop()
+
+    def note(self, text: str) -> None:
+        """On a terminal showing the bars, a line of its own above them (printed on standard
+        error it would land at the end of a bar's line); else on standard error."""
+        if self.progress.live.is_started and self.progress.console.is_terminal:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            self._err.print(text, markup=False, highlight=False)
 
     def show(self, event: events.DownloadEvent) -> None:
         task = self.tasks.get(event.job_id)
@@ -196,6 +213,7 @@ class Bars:
 @dataclasses.dataclass(frozen=True)
 class Options:
     nats_url: str
+    discovered_in: pathlib.Path | None  # the data directory the URL came from, if it did
     prefix: str
     backend: str | None
     exit_when_idle: bool
@@ -218,14 +236,21 @@ def watch_command(
     """Follow downloads live: one progress bar per job, from NATS (Ctrl-C to stop)."""
     env = ctx.find_root().obj
     assert isinstance(env, runner.Env)
-    if not env.nats_url:
+    data_dir = trigger.data_dir_from_environment(env.environ)
+    url = trigger.target_url(env.nats_url, data_dir)
+    if not url:
         env.fail(
             "watch reads download events from NATS: give the server as "
-            "llmctl --nats-url nats://HOST:4222 watch, or set LLMCTL_NATS_URL"
+            "llmctl --nats-url nats://HOST:4222 watch, or set LLMCTL_NATS_URL; with neither, "
+            f"it uses the embedded NATS of a llmctl serve running on this machine (none "
+            f"announced in {data_dir}, the data directory; LLMCTL_DATA_DIR sets it)"
         )
     _check_filter(env, backend)
-    options = Options(env.nats_url, env.prefix, backend, exit_when_idle, timeout)
-    sink = JsonLines() if json_lines else Bars(env.out, dt.datetime.now(dt.UTC))
+    if timeout is not None and not math.isfinite(timeout):
+        env.fail(f"--timeout must be a finite number of seconds, not {timeout}")
+    discovered = None if env.nats_url else data_dir
+    options = Options(url, discovered, env.prefix, backend, exit_when_idle, timeout)
+    sink = JsonLines() if json_lines else Bars(env.out, dt.datetime.now(dt.UTC), env.err)
     try:
         code = asyncio.run(_watch(env, options, sink))
     except KeyboardInterrupt:
@@ -254,8 +279,18 @@ def _check_filter(env: runner.Env, backend: str | None) -> None:
 
 
 async def _watch(env: runner.Env, options: Options, sink: Sink) -> int:
-    connection = _Connection(env.err)
-    if not await connection.open(options.nats_url):
+    loop = asyncio.get_running_loop()
+    deadline = None if options.timeout_s is None else loop.time() + options.timeout_s
+    connection = natsconnection.Connection(sink.note, options.discovered_in)
+    connect_s = natsconnection.CONNECT_TIMEOUT_S
+    problem = await connection.open(
+        options.nats_url,
+        connect_s if options.timeout_s is None else min(connect_s, options.timeout_s),
+    )
+    if problem is not None:
+        env.err.print(
+            f"error: cannot connect to NATS at {options.nats_url}: {problem}", markup=False
+        )
         return 1
     sink.start()
     try:
@@ -263,17 +298,33 @@ async def _watch(env: runner.Env, options: Options, sink: Sink) -> int:
             connection.nc, prefix=options.prefix, backend=options.backend
         ) as w:
             if not w.replaying:
-                env.err.print("note: no JetStream replay stream on this server", markup=False)
-            return await _follow(env, options, w, sink)
+                sink.note("note: no JetStream replay stream on this server")
+            connection.on_reconnected = lambda: _resubscribe(w, sink)
+            return await _follow(env, options, w, sink, deadline)
     finally:
         sink.stop()
         await connection.close()
 
 
-async def _follow(env: runner.Env, options: Options, w: subscriber.Watch, sink: Sink) -> int:
+async def _resubscribe(w: subscriber.Watch, sink: Sink) -> None:
+    """Subscribe again after a reconnection: a JetStream consumer does not survive a server
+    restart, and the replay brings back what was missed (older events are ignored by seq)."""
+    try:
+        await w.close()
+        await w.open()
+    except natsconnection.NATS_ERRORS as exc:
+        sink.note(f"note: could not subscribe again ({exc or type(exc).__name__}); retrying later")
+
+
+async def _follow(
+    env: runner.Env,
+    options: Options,
+    w: subscriber.Watch,
+    sink: Sink,
+    deadline: float | None,
+) -> int:
     """Settle the replay, merge the database's view, then follow events until told to stop."""
     loop = asyncio.get_running_loop()
-    deadline = None if options.timeout_s is None else loop.time() + options.timeout_s
     board = Board()
 
     def take(event: events.DownloadEvent) -> None:
@@ -289,7 +340,7 @@ async def _follow(env: runner.Env, options: Options, w: subscriber.Watch, sink: 
         _read_jobs, env.database_url, options.backend, board.active()
     )
     if problem:
-        env.err.print(f"note: {problem}; showing NATS events only", markup=False)
+        sink.note(f"note: {problem}; showing NATS events only")
     for job in stored:
         take(snapshot_event(job))
     while not (options.exit_when_idle and not board.active()):
@@ -321,61 +372,15 @@ def _timed_out(env: runner.Env, options: Options, board: Board) -> int:
     return 1
 
 
-class _Connection:
-    """A NATS client that, once connected, reconnects for ever and says so on stderr."""
-
-    def __init__(self, err: Console) -> None:
-        self.nc = Client()
-        self._err = err
-        self._closing = False
-
-    async def open(self, url: str) -> bool:
-        """Connect; False (said on stderr) when no server answers within a few seconds."""
-        try:
-            await asyncio.wait_for(
-                self.nc.connect(
-                    url,
-                    name="llmctl-watch",
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,  # type: ignore[arg-type]
-                    connect_timeout=2,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                ),
-                _CONNECT_TIMEOUT_S,
-            )
-        except _NATS_ERRORS as exc:
-            cause = self.nc.last_error or exc
-            await self.close()
-            detail = str(cause) or type(cause).__name__
-            self._err.print(f"error: cannot connect to NATS at {url}: {detail}", markup=False)
-            return False
-        return True
-
-    async def close(self) -> None:
-        self._closing = True
-        await self.nc.close()
-
-    async def _on_error(self, exc: Exception) -> None:
-        del exc  # every failed reconnect reports here; the callbacks below say it once
-
-    async def _on_disconnected(self) -> None:
-        if not self._closing:
-            self._err.print("note: NATS disconnected; reconnecting", markup=False)
-
-    async def _on_reconnected(self) -> None:
-        self._err.print("note: NATS reconnected", markup=False)
-
-
 def _read_jobs(
     url: str, backend: str | None, job_ids: Collection[str]
 ) -> tuple[list[jobs.Job], str | None]:
     """Active jobs and the named ones from the database, or why they could not be read.
 
-    Runs in a worker thread: it migrates an embedded SQLite database as every command does."""
+    Runs in a worker thread: it migrates an embedded SQLite database as every command does, but
+    never creates one."""
     try:
-        runner.ensure_schema(url)
+        runner.ensure_schema(url, create=False)
         return asyncio.run(_stored_jobs(url, backend, job_ids)), None
     except (*runner.USER_ERRORS, sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
         return [], f"cannot read downloads from the database at {database.redact(url)}: {exc}"

@@ -3,8 +3,10 @@
 A catalog maps a model name to a `ModelSpec` (layer sizes, family, parameter size,
 quantization, context length, capabilities). Digests are fake but deterministic: derived from
 the model name with sha256, so every run and every node agrees on them. The built-in catalog
-holds a handful of small, real-looking models; `load` reads a JSON or YAML file of the form
-`{"models": {"<name>": {"layers": [<bytes>, ...], "family": ..., ...}}}`.
+holds a handful of small, real-looking models (`builtin_names`); `load` reads a JSON or YAML file
+of the form `{"models": {"<name>": {"layers": [<bytes>, ...], "family": ..., ...}}}` (the keys
+are `FIELDS`; `quantization` is the documented spelling of `quantization_level`) and raises
+`CatalogError` naming the file, model and field of anything it cannot use.
 Used by the Ollama emulator only; no I/O except `load`.
 """
 
@@ -233,30 +235,104 @@ class Catalog:
         return list(self._by_key.values())
 
 
-def from_mapping(data: Mapping[str, Any]) -> Catalog:
+class CatalogError(ValueError):
+    """A catalog file the emulator cannot use; the message names the file, model and field."""
+
+
+# The fields a catalog entry may carry, with the `ModelSpec` field each sets. `quantization`
+# is the spelling the README documents; `quantization_level` is Ollama's own key.
+_TEXT_FIELDS = {
+    "family": "family",
+    "parameter_size": "parameter_size",
+    "quantization": "quantization_level",
+    "quantization_level": "quantization_level",
+    "format": "format",
+}
+_NUMBER_FIELDS = {"context_length": "context_length", "embedding_length": "embedding_length"}
+FIELDS = ("layers", *_TEXT_FIELDS, *_NUMBER_FIELDS, "capabilities")
+
+
+def builtin_names() -> list[str]:
+    """The display names of the built-in catalog's models, in order."""
+    return [spec.name for spec in DEFAULT_MODELS]
+
+
+def from_mapping(data: Mapping[str, Any], source: str = "catalog") -> Catalog:
     """Build a catalog from `{"models": {name: fields}}` (or the bare name mapping).
 
-    Raises ValueError on an invalid name or a model without layers.
+    Raises CatalogError, naming `source`, the model and the field, on an invalid name, an
+    unknown field, a value of the wrong type, or a model without layers.
     """
     models = data.get("models", data)
-    specs = []
-    for raw_name, fields in models.items():
-        name = names.parse(raw_name).display
-        layers = tuple(int(n) for n in fields.get("layers", ()))
-        if not layers:
-            raise ValueError(f"catalog model {raw_name!r} has no layers")
-        extra = {k: v for k, v in fields.items() if k != "layers"}
-        if "capabilities" in extra:
-            extra["capabilities"] = tuple(extra["capabilities"])
-        specs.append(ModelSpec(name=name, layers=layers, **extra))
-    return Catalog(specs)
+    if not isinstance(models, Mapping) or not models:
+        raise CatalogError(f"{source}: give models as a mapping of name to fields")
+    return Catalog(_spec_of(source, raw_name, fields) for raw_name, fields in models.items())
+
+
+def _spec_of(source: str, raw_name: Any, fields: Any) -> ModelSpec:
+    where = f"{source}: model {raw_name!r}"
+    try:
+        name = names.parse(str(raw_name)).display
+    except names.InvalidNameError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
+    if not isinstance(fields, Mapping):
+        raise CatalogError(f"{where}: give its fields as a mapping, such as {{layers: [1000]}}")
+    values: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key == "layers":
+            values["layers"] = _sizes(where, value)
+        elif key in _TEXT_FIELDS and isinstance(value, str) and value:
+            values[_TEXT_FIELDS[key]] = value
+        elif key in _NUMBER_FIELDS and _is_count(value):
+            values[_NUMBER_FIELDS[key]] = value
+        elif key == "capabilities" and _is_words(value):
+            values["capabilities"] = tuple(value)
+        elif key in FIELDS:
+            raise CatalogError(f"{where}: {key}: {_EXPECTED[key]}, not {value!r}")
+        else:
+            raise CatalogError(f"{where}: unknown field {key!r}; known: {', '.join(FIELDS)}")
+    if not values.get("layers"):
+        raise CatalogError(f"{where}: has no layers; give their sizes, such as layers: [1000]")
+    return ModelSpec(name=name, **values)
+
+
+_EXPECTED = {
+    "layers": "a list of layer sizes in bytes (positive integers)",
+    **{key: "a non-empty string" for key in _TEXT_FIELDS},
+    **{key: "a positive integer" for key in _NUMBER_FIELDS},
+    "capabilities": "a list of words, such as [completion, tools] or [embedding]",
+}
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_words(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) and item for item in value)
+
+
+def _sizes(where: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(_is_count(item) for item in value):
+        raise CatalogError(f"{where}: layers: {_EXPECTED['layers']}, not {value!r}")
+    return tuple(value)
 
 
 def load(path: str | pathlib.Path) -> Catalog:
-    """Read a catalog file: JSON when it ends in `.json`, YAML otherwise."""
+    """Read a catalog file: JSON when it ends in `.json`, YAML otherwise.
+
+    Raises CatalogError (naming the file) when it cannot be read, parsed or used."""
     file = pathlib.Path(path)
-    text = file.read_text()
-    data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"cannot read catalog {file}: {exc}") from None
+    try:
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        kind = "JSON" if file.suffix == ".json" else "YAML"
+        detail = " ".join(str(exc).split())
+        raise CatalogError(f"catalog {file} is not valid {kind}: {detail}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{file}: a catalog must be a mapping")
-    return from_mapping(data)
+        raise CatalogError(f"catalog {file}: a catalog must be a mapping of models")
+    return from_mapping(data, f"catalog {file}")

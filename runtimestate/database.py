@@ -66,6 +66,31 @@ def parse(url: str) -> sa.URL:
     return parsed
 
 
+class MissingDatabase(DatabaseUrlError):
+    """A SQLite database a command would only read is not there; the message names the path."""
+
+
+def require_existing(url: str) -> None:
+    """Raise `MissingDatabase` when ``url`` is a SQLite file that does not exist.
+
+    For commands that only read: connecting would create the file (and `create_async_engine`
+    its directory), leaving an empty database behind a typo. Postgres URLs pass: a missing
+    Postgres database is the server's error to report. Creates nothing.
+    """
+    parsed = parse(url)
+    if not is_sqlite(parsed) or parsed.database is None:
+        return
+    path = pathlib.Path(parsed.database).expanduser()
+    if path.is_file():
+        return
+    where = "its directory does not exist" if not path.parent.is_dir() else "no such file"
+    raise MissingDatabase(
+        f"no llmctl database at {path} ({where}); create it with: llmctl db upgrade "
+        "(llmctl serve and the declaring commands, such as llmctl backend add, create it too), "
+        "or give the right --database-url"
+    )
+
+
 def is_sqlite(url: sa.URL) -> bool:
     return url.get_backend_name() == "sqlite"
 

@@ -360,3 +360,69 @@ def test_apply_lists_every_problem_of_a_file_in_one_run(
         "file nor declared",
     ]
     assert dump(database_url) == before
+
+
+READ_COMMANDS = [
+    ("backend", "list"),
+    ("backend", "get", "gpu-1"),
+    ("model", "list"),
+    ("model", "get", "llama3"),
+    ("pool", "list"),
+    ("pool", "get", "default"),
+    ("export",),
+    ("downloads", "list"),
+    ("downloads", "get", "01J00000000000000000000000"),
+    ("resolve", "llama3"),
+    ("db", "current"),
+    ("db", "downgrade", "base"),
+]
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("missing", ["directory", "file"])
+def test_read_commands_refuse_a_missing_sqlite_database_and_create_nothing(
+    tmp_path: pathlib.Path, args: tuple[str, ...], missing: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from controller import cli
+
+    parent = tmp_path / "nonexistent" / "dir"
+    if missing == "file":
+        parent.mkdir(parents=True)
+    path = parent / "x.db"
+    result = CliRunner().invoke(cli.app, ["--database-url", f"sqlite:///{path}", *args])
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    message = " ".join(result.stderr.split())
+    assert f"no llmctl database at {path}" in message
+    assert "llmctl db upgrade" in message
+    assert not path.exists()
+    assert parent.exists() == (missing == "file")
+    assert sorted(p.name for p in parent.parent.parent.iterdir()) == (
+        ["nonexistent"] if missing == "file" else []
+    )
+
+
+def test_a_read_command_on_the_default_database_creates_no_data_directory(
+    tmp_path: pathlib.Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from controller import cli
+
+    data_dir = tmp_path / "data"
+    result = CliRunner().invoke(
+        cli.app,
+        ["backend", "list"],
+        env={"LLMCTL_DATA_DIR": str(data_dir), "LLMCTL_DATABASE_URL": None},
+    )
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert f"no llmctl database at {data_dir / 'llmctl.db'}" in " ".join(result.stderr.split())
+    assert not data_dir.exists()
+    added = CliRunner().invoke(
+        cli.app,
+        ["backend", "add", "gpu-1", "--url", "http://10.0.0.5:11434", "--type", "ollama"],
+        env={"LLMCTL_DATA_DIR": str(data_dir), "LLMCTL_DATABASE_URL": None},
+    )
+    assert added.exit_code == 0, added.stderr  # a command that writes creates it, as documented
+    assert (data_dir / "llmctl.db").is_file()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
+import subprocess
+import sys
 import time
 
 import pytest
@@ -236,3 +240,29 @@ def test_prune_all_through_the_cli_removes_undeclared_models_and_converges(
         assert "converged" in result.out
         assert {m.spec.name for m in emu.nodes[0].installed.values()} == {"qwen2:0.5b"}
         assert emu.nodes[0].requests["DELETE /api/delete"] == 2
+
+
+@pytest.mark.parametrize("log_format", ["json", None])
+def test_reconcile_once_writes_json_log_lines_when_told_or_when_stderr_is_not_a_terminal(
+    tmp_path: pathlib.Path, log_format: str | None
+) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    environ["LLMCTL_DATABASE_URL"] = f"sqlite:///{tmp_path / 'llmctl.db'}"
+    environ["LLMCTL_DATA_DIR"] = str(tmp_path)
+    if log_format is not None:
+        environ["LLMCTL_LOG_FORMAT"] = log_format
+    llmctl = str(pathlib.Path(sys.executable).parent / "llmctl")
+    done = subprocess.run(
+        [llmctl, "reconcile", "--once"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # every line is JSON
+    cycle = [line for line in lines if line["event"] == "backend_cycle"]
+    assert len(cycle) == 1, done.stderr
+    assert cycle[0]["level"] == "info"
+    assert cycle[0]["backends"] == 0

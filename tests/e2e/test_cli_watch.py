@@ -10,7 +10,9 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,8 +20,9 @@ import nats
 import pytest
 from typer.testing import CliRunner
 
-from controller import cli
+from controller import cli, embedded_nats
 from dwqueue import events, jobs, publisher
+from tests import childprocess
 from tests.e2e.test_cli_downloads import enqueue, start_pulling
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -291,13 +294,18 @@ async def test_ctrl_c_stops_a_watch_quietly_with_code_0(
     assert "Aborted" not in err
 
 
-def test_watch_without_a_nats_url_exits_2_and_says_how_to_give_one(sqlite_url: str) -> None:
+def test_watch_without_a_nats_url_exits_2_and_says_how_to_give_one(
+    sqlite_url: str, tmp_path: pathlib.Path
+) -> None:
     result = CliRunner().invoke(
-        cli.app, ["--database-url", sqlite_url, "watch"], env={"LLMCTL_NATS_URL": None}
+        cli.app,
+        ["--database-url", sqlite_url, "watch"],
+        env={"LLMCTL_NATS_URL": None, "LLMCTL_DATA_DIR": str(tmp_path)},
     )
     assert result.exit_code == 2
     assert "--nats-url" in result.stderr
     assert "LLMCTL_NATS_URL" in result.stderr
+    assert f"none announced in {tmp_path}" in " ".join(result.stderr.split())
 
 
 async def test_watch_exits_1_when_nats_cannot_be_reached(sqlite_url: str) -> None:
@@ -305,3 +313,124 @@ async def test_watch_exits_1_when_nats_cannot_be_reached(sqlite_url: str) -> Non
         code, out, err = await w.finish()
     assert (code, out) == (1, "")
     assert "cannot connect to NATS at nats://127.0.0.1:1" in err
+
+
+def test_watch_gives_up_on_an_unreachable_nats_within_its_timeout(sqlite_url: str) -> None:
+    started = time.monotonic()
+    result = CliRunner().invoke(
+        cli.app,
+        [
+            *("--database-url", sqlite_url, "--nats-url", "nats://127.0.0.1:1"),
+            *("watch", "--json", "--timeout", "2"),
+        ],
+    )
+    took = time.monotonic() - started
+    assert result.exit_code == 1, result.output
+    assert "cannot connect to NATS at nats://127.0.0.1:1" in result.stderr
+    assert took < 4, took  # it took 6.5 s: the connect had a 5 s budget of its own
+
+
+async def test_embedded_nats_listens_on_a_port_of_its_data_directory_or_any_when_taken(
+    tmp_path: pathlib.Path,
+) -> None:
+    port = embedded_nats.default_port(tmp_path)
+    assert port == embedded_nats.default_port(tmp_path / "sub" / "..")  # a function of the path
+    assert port in embedded_nats.PORT_RANGE
+    first = embedded_nats.EmbeddedNats(tmp_path)
+    await asyncio.to_thread(first.start)
+    try:
+        assert first.port == port
+        assert embedded_nats.running_url(tmp_path) == f"nats://127.0.0.1:{port}"
+        taken = embedded_nats.EmbeddedNats(tmp_path)  # its port is in use: any free one
+        await asyncio.to_thread(taken.start, announce=False)
+        try:
+            assert taken.port != port
+            nc = await nats.connect(taken.url)
+            await nc.close()
+        finally:
+            taken.stop()
+    finally:
+        first.stop()
+    assert embedded_nats.running_url(tmp_path) is None
+    late = embedded_nats.EmbeddedNats(tmp_path)  # chose its port while it was free
+    assert late.port == port
+    with socket.socket() as squatter:  # taken before the server binds it
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        await asyncio.to_thread(late.start, announce=False)
+        try:
+            assert late.port != port
+            assert late.url == f"nats://127.0.0.1:{late.port}"
+            nc = await nats.connect(late.url)
+            await nc.close()
+        finally:
+            late.stop()
+
+
+async def _publisher(url: str, prefix: str) -> publisher.Publisher:
+    started = publisher.Publisher(url, prefix=prefix, reconnect_wait_s=0.2)
+    await started.start()
+    for _ in range(200):  # up to 10 s for the stream to be declared
+        if started.jetstream is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert started.jetstream is True
+    return started
+
+
+async def test_watch_finds_a_running_serves_embedded_nats_and_follows_it_to_a_new_port(
+    tmp_path: pathlib.Path, sqlite_url: str, nats_prefix: str
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    first = embedded_nats.EmbeddedNats(data_dir)
+    await asyncio.to_thread(first.start)  # announces its URL in data_dir, as serve does
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    environ["LLMCTL_DATA_DIR"] = str(data_dir)  # no --nats-url, no LLMCTL_NATS_URL
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-c", SCRIPT, "--database-url", sqlite_url),
+        *("--subject-prefix", nats_prefix, "watch", "--json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env=environ,
+    )
+    w = Watching(proc)
+    second: embedded_nats.EmbeddedNats | None = None
+    try:
+        pub = await _publisher(first.url, nats_prefix)
+        job = _job()
+        try:
+            await _subscribed(first.url, nats_prefix)
+            await _send(pub, _event(events.DownloadQueued, job, 1))
+            assert (await w.line())["type"] == "queued"
+        finally:
+            await pub.close()
+        # serve restarts on another port (its old one taken, say): the URL file changes.
+        first.stop()
+        second = embedded_nats.EmbeddedNats(data_dir, port=childprocess.free_port())
+        await asyncio.to_thread(second.start)
+        assert second.url != first.url
+        pub = await _publisher(second.url, nats_prefix)
+        try:
+            await _send(pub, _progress(job, 2, 500))
+            moved = await w.line()  # replayed from the stream once it subscribed again
+            assert (moved["type"], moved["seq"]) == ("progress", 2)
+            await _send(pub, _event(events.DownloadSucceeded, job, 3, attempt=1))
+            assert (await w.line())["type"] == "succeeded"  # and live events follow
+        finally:
+            await pub.close()
+        proc.send_signal(signal.SIGINT)
+        code, _, err = await w.finish()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert code == 0, err
+    lines = err.splitlines()
+    assert "note: NATS disconnected; reconnecting" in lines, err
+    assert f"note: NATS moved to {second.url}; reconnecting there" in lines, err
+    assert f"note: NATS reconnected ({second.url})" in lines, err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -38,3 +39,46 @@ def test_demo_converges_prints_the_backend_list_and_exits_in_under_a_minute(
     assert rows["vllm-a"][3] == "1/1"
     assert "converged in" in out
     assert not (tmp_path / "data" / "llmctl").exists()  # nothing left in the user's data dir
+
+
+def test_demo_keep_running_prints_the_converged_fleet_before_it_is_stopped(
+    tmp_path: pathlib.Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    env["HOME"] = str(tmp_path)
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    proc = subprocess.Popen(
+        [LLMCTL, "demo", "--keep-running"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen: list[str] = []
+        deadline = time.monotonic() + 90
+        while not any(line.startswith("converged in") for line in seen):
+            line = proc.stdout.readline()
+            assert line, "".join(seen)  # the demo exited before converging
+            assert time.monotonic() < deadline, "".join(seen)
+            seen.append(line)
+        # Converged and still running: the fleet was printed while the demo is up.
+        assert proc.poll() is None
+        out = "".join(seen)
+        rows = {
+            line.split()[0]: line.split() for line in seen if line[:7] in ("ollama-", "vllm-a ")
+        }
+        assert set(rows) == {"ollama-a", "ollama-b", "vllm-a"}, out
+        assert all(row[2] == "Ready" for row in rows.values()), out
+        assert out.index("$ llmctl backend list") < out.index("converged in")
+        assert "running; Ctrl-C to stop" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "everything stopped and cleaned up." in rest
+    assert "$ llmctl backend list" not in rest  # printed once, at convergence

@@ -13,6 +13,8 @@ import ollama
 import openai
 import pytest
 
+from emulators import catalog
+
 LLMCTL = str(pathlib.Path(sys.executable).parent / "llmctl")
 
 
@@ -95,3 +97,91 @@ def test_the_official_openai_client_talks_to_the_vllm_emulator(vllm_url: str) ->
     )
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert httpx.get(f"{vllm_url}/health").text == ""
+
+
+def test_a_catalog_file_spelled_as_the_readme_spells_it_is_served(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(
+        "models:\n"
+        "  tiny-phi:2b:\n"
+        "    layers: [1000, 20]\n"
+        "    family: phi\n"
+        "    parameter_size: 2.7B\n"
+        "    quantization: Q5_K_M\n"
+        "    context_length: 2048\n"
+        "    capabilities: [completion]\n"
+    )
+    for url in _start("ollama", "--catalog", str(path), "--installed", "tiny-phi:2b"):
+        client = ollama.Client(url, timeout=10)
+        (listed,) = client.list().models
+        assert listed.model == "tiny-phi:2b"
+        assert listed.details is not None
+        assert listed.details.quantization_level == "Q5_K_M"
+        assert listed.details.parameter_size == "2.7B"
+        shown = client.show("tiny-phi:2b")
+        assert shown.modelinfo is not None
+        assert shown.modelinfo["phi.context_length"] == 2048
+
+
+BAD_CATALOGS = {
+    "an unknown field": (
+        "models:\n  tiny:1b:\n    layers: [1000]\n    quantisation: Q4_0\n",
+        "model 'tiny:1b': unknown field 'quantisation'; known: layers, family",
+    ),
+    "layers that are not a list": (
+        "models:\n  tiny:1b:\n    layers: 1000\n",
+        "model 'tiny:1b': layers: a list of layer sizes in bytes (positive integers), not 1000",
+    ),
+    "a context length that is not a number": (
+        "models:\n  tiny:1b:\n    layers: [1000]\n    context_length: big\n",
+        "model 'tiny:1b': context_length: a positive integer, not 'big'",
+    ),
+    "capabilities that are not a list": (
+        "models:\n  tiny:1b:\n    layers: [1000]\n    capabilities: chat\n",
+        "model 'tiny:1b': capabilities: a list of words",
+    ),
+    "no layers": ("models:\n  tiny:1b:\n    family: phi\n", "model 'tiny:1b': has no layers"),
+    "fields that are not a mapping": ("models:\n  tiny:1b: 12\n", "give its fields as a mapping"),
+    "an invalid model name": ("models:\n  'bad name':\n    layers: [1]\n", "model 'bad name'"),
+    "malformed YAML": ("models: [\n", "is not valid YAML"),
+    "a list instead of a mapping": ("- tiny\n", "a catalog must be a mapping of models"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CATALOGS))
+def test_a_catalog_the_emulator_cannot_use_exits_2_naming_the_file_and_field(
+    tmp_path: pathlib.Path, case: str
+) -> None:
+    text, message = BAD_CATALOGS[case]
+    path = tmp_path / "catalog.yaml"
+    path.write_text(text)
+    done = subprocess.run(
+        [LLMCTL, "emulate", "ollama", "--port", "0", "--catalog", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == ""  # it never listened
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"error: catalog {path}"), done.stderr
+    assert message in done.stderr, done.stderr
+
+
+def test_an_installed_model_missing_from_the_catalog_exits_2_listing_the_built_in_names() -> None:
+    done = subprocess.run(
+        [LLMCTL, "emulate", "ollama", "--port", "0", "--installed", "no-such:1b"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "--installed: model 'no-such:1b' is not in the catalog; it has: qwen2:0.5b" in (
+        done.stderr
+    )
+    for name in catalog.builtin_names():
+        assert name in done.stderr

@@ -105,3 +105,10 @@ def test_disk_room_counts_complete_and_partial_blobs() -> None:
     assert disk.used() == 500
     assert disk.room() == 500
     assert downloads.Disk().room() is None
+
+
+def test_the_readme_lists_every_built_in_emulator_model() -> None:
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Emulators: `llmctl emulate`")[1].split("\n## ")[0]
+    for name in catalog.builtin_names():
+        assert f"`{name}`" in section, name

@@ -1,0 +1,83 @@
+"""Every ``llmctl ... --help`` read as a user reads it: placeholders, not Python types or markup."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from controller import cli, helptext
+
+
+def _paths(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from _paths(sub, (*path, name))
+
+
+COMMANDS = list(_paths(typer.main.get_command(cli.app)))
+
+
+def _help(path: tuple[str, ...]) -> str:
+    result = CliRunner().invoke(
+        cli.app, [*path, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_the_command_tree_is_walked_whole() -> None:
+    assert ("backend", "add") in COMMANDS
+    assert ("downloads", "list") in COMMANDS
+    assert ("emulate", "vllm") in COMMANDS
+    assert len(COMMANDS) > 35
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(("llmctl", *p)))
+def test_help_shows_placeholders_not_python_types_braces_or_markup(path: tuple[str, ...]) -> None:
+    text = _help(path)
+    assert re.findall(r"<[a-z][a-z_\[\]| ]*>", text) == []  # <bool>, <list[str]>, <str>
+    assert re.findall(r"\{[a-z_]+\}", text) == []  # {name} in the usage line
+    assert "``" not in text  # raw reST
+    assert "`" not in text  # raw markdown
+    usage = next(line for line in text.splitlines() if "Usage:" in line)
+    assert usage.split("Usage: ", 1)[1].startswith(" ".join(("llmctl", *path)))
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(("llmctl", *p)))
+def test_output_choices_agree_with_their_help_text(path: tuple[str, ...]) -> None:
+    for line in _help(path).splitlines():
+        found = re.search(r"--output\s+-o\s+\[([a-z|]+)\]\s+(.*?)\s*(\[default|│|$)", line)
+        if found is None:
+            continue
+        choices = set(found.group(1).split("|"))
+        described = set(re.findall(r"[a-z]+", found.group(2))) - {"or"}
+        assert choices == described, line
+
+
+def test_output_refuses_a_choice_a_command_does_not_offer() -> None:
+    result = CliRunner().invoke(cli.app, ["reconcile", "--once", "-o", "wide"])
+    assert result.exit_code == 2
+    message = " ".join(result.output.replace("│", " ").split())
+    assert "'wide' is not one of 'table', 'json', 'yaml'" in message
+
+
+@pytest.mark.parametrize(
+    ("typer_type", "shown"),
+    [
+        ("<bool>", "BOOL"),
+        ("<str>", "TEXT"),
+        ("<list[str]>", "TEXT"),
+        ("<int range>", "INTEGER"),
+        ("<float range>", "FLOAT"),
+        ("<file>", "FILE"),
+        ("<table|json|yaml>", "[table|json|yaml]"),
+        ("<list[ollama|vllm]>", "[ollama|vllm]"),
+    ],
+)
+def test_typer_types_become_placeholders(typer_type: str, shown: str) -> None:
+    assert helptext.metavar(typer_type) == shown
