@@ -23,19 +23,19 @@ from controller import (
     demo,
     downloads,
     emulate,
-    helptext,
     reconcile,
     resolve,
     runner,
     secrets,
     serve,
+    usage,
     watch,
 )
 from runtimestate import database, echo, manifest, store
 
 app = typer.Typer(
     name="llmctl",
-    cls=helptext.Group,
+    cls=usage.Root,
     help="Declare which models your Ollama, vLLM and cloud backends serve; llmctl converges them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -152,6 +152,8 @@ def apply(
     """Apply a declarative file in one transaction; the whole file is validated first."""
     env = _env(ctx)
     source = manifest.STDIN if file == "-" else echo.plain(file)
+    if file == "-" and (sys.stdin is None or sys.stdin.closed):
+        env.fail("standard input is closed; pipe the file in (llmctl apply -f - < fleet.yaml)")
     try:
         data = sys.stdin.buffer.read() if file == "-" else pathlib.Path(file).read_bytes()
     except OSError as exc:

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import typer
 
 from emulators import catalog, names, ollama, runner, vllm, vllm_node
+from runtimestate import echo
 
 _NODES_HELP = "Independent nodes, served under /nodes/0, /nodes/1, …"
 
@@ -49,7 +50,7 @@ def _registry(path: pathlib.Path | None, installed: list[str]) -> catalog.Catalo
             _fail(f"--installed: {exc}")
         if found is None:
             known = ", ".join(spec.name for spec in registry.specs())
-            _fail(f"--installed: model {text!r} is not in the catalog; it has: {known}")
+            _fail(f"--installed: model {echo.quoted(text)} is not in the catalog; it has: {known}")
     return registry
 
 

@@ -26,7 +26,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from runtimestate import cycle, downloads, probing, state
+from runtimestate import cycle, downloads, echo, probing, state
 from runtimestate.backends import base
 
 ENV_PREFIX = "LLMCTL_"
@@ -215,7 +215,9 @@ def cron_trigger(expression: str) -> CronTrigger:
     if len(fields) == 5:
         fields = ["0", *fields]
     if len(fields) != 6:
-        raise ValueError(f"a cron expression has 5 or 6 fields, not {len(fields)}: {expression!r}")
+        raise ValueError(
+            f"a cron expression has 5 or 6 fields, not {len(fields)}: {echo.quoted(expression)}"
+        )
     second, minute, hour, day, month, weekday = fields
     try:
         return CronTrigger(
@@ -223,7 +225,9 @@ def cron_trigger(expression: str) -> CronTrigger:
             day_of_week=crontab_weekdays(weekday), timezone=dt.UTC,
         )  # fmt: skip
     except ValueError as exc:
-        raise ValueError(f"invalid cron expression {expression!r}: {exc}") from exc
+        raise ValueError(
+            f"invalid cron expression {echo.quoted(expression)}: {echo.plain(str(exc))}"
+        ) from exc
 
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -245,7 +249,7 @@ def crontab_weekdays(field: str) -> str:
             if end == "sun":  # as in mon-sun: the end of the week
                 last = 7
         if step < 1 or first > last:
-            raise ValueError(f"invalid day of week {item!r}")
+            raise ValueError(f"invalid day of week {echo.quoted(item)}")
         days |= {day % 7 for day in range(first, last + 1, step)}
     if len(days) == 7:
         return "*"
@@ -257,14 +261,16 @@ def _weekday(text: str) -> int:
         return _DAYS.index(text)
     if text.isdigit() and int(text) <= 7:
         return int(text)
-    raise ValueError(f"invalid day of week {text!r}")
+    raise ValueError(f"invalid day of week {echo.quoted(text)}")
 
 
 def split_address(address: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:9180`` for IPv6) as (host, port). Raises ValueError."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"an address is host:port, such as {DEFAULT_HTTP_ADDRESS}: {address!r}")
+        raise ValueError(
+            f"an address is host:port, such as {DEFAULT_HTTP_ADDRESS}: {echo.quoted(address)}"
+        )
     return host.strip("[]"), int(port)
 
 

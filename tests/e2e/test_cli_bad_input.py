@@ -426,3 +426,29 @@ def test_a_read_command_on_the_default_database_creates_no_data_directory(
     )
     assert added.exit_code == 0, added.stderr  # a command that writes creates it, as documented
     assert (data_dir / "llmctl.db").is_file()
+
+
+LONG = "z" * 5_000
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("resolve", "llama3", "--policy", LONG),
+        ("resolve", "llama3", f"--policy={LONG}"),
+        ("backend", "list", "-o", LONG),
+        ("backend", "list", LONG),
+        (f"--{LONG}",),
+    ],
+    ids=["choice", "choice with =", "output", "extra argument", "unknown option"],
+)
+def test_a_long_value_in_a_command_line_error_is_cut_to_80_characters(
+    llmctl: Cli, database_url: str, args: tuple[str, ...]
+) -> None:
+    before = dump(database_url)
+    result = llmctl(*args)
+    assert result.code == 2, result.err[:300]
+    flat = " ".join(result.err.replace("│", " ").split())
+    assert "… (5000 characters)" in flat or "… (5002 characters)" in flat, flat[:600]
+    assert len(result.err.encode()) < 1500, result.err[:600]
+    assert dump(database_url) == before

@@ -57,3 +57,23 @@ def test_an_unreachable_database_exits_1_without_showing_the_password() -> None:
     assert result.returncode == 1
     assert "cannot use the database" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_apply_from_a_closed_standard_input_exits_2_and_says_to_pipe_the_file(
+    tmp_path: pathlib.Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    env["LLMCTL_DATA_DIR"] = str(tmp_path)
+    result = subprocess.run(  # stdin closed, as `llmctl apply -f - <&-` leaves it
+        [LLMCTL, "apply", "-f", "-"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert result.returncode == 2, result.stderr
+    assert "standard input is closed" in result.stderr
+    assert "Traceback" not in result.stderr

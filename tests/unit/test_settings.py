@@ -141,6 +141,24 @@ def test_an_invalid_http_address_is_refused(bad: str) -> None:
         settings.load(http_address=bad)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cycle_cron", "1 " * 3000),
+        ("cycle_cron", "x" * 6000 + " * * * *"),
+        ("cycle_cron", "* * * * " + "mon," * 1500),
+        ("http_address", "h" * 6000),
+    ],
+    ids=["fields", "bad field", "bad weekday", "address"],
+)
+def test_a_long_invalid_setting_is_echoed_cut_to_80_characters(field: str, value: str) -> None:
+    with pytest.raises(settings.ConfigurationError, match=field) as raised:
+        settings.load(**{field: value})
+    message = str(raised.value)
+    assert "characters)" in message
+    assert len(message) < 600, message[:600]
+
+
 def test_state_settings_carry_the_values_through() -> None:
     loaded = settings.load(
         download_concurrency=2, lease_ttl_s=12, request_timeout_s=4, subject_prefix="x1"
