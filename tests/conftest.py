@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests import services
 
@@ -44,6 +45,16 @@ def pytest_configure() -> None:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"received signal {signum}")
+
+
+@pytest.fixture(autouse=True)
+def default_logging() -> Iterator[None]:
+    """Every test starts with structlog's defaults: a CLI command run in-process configures
+    logging for the whole process (a level filter, JSON lines), and a later test capturing
+    debug lines with `structlog.testing.capture_logs` would otherwise see none of them."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
