@@ -3,7 +3,7 @@
 Starts one multi-node Ollama emulator in a child process (N nodes, each with M small catalog
 models installed, and L ms of added latency on every endpoint), declares a fleet of N Ollama
 backends whose desired set is exactly what they have installed (`prune: managed`, so the plan
-is empty: the cycle converged), and runs `runtimestate.cycle.BackendCycle` (what
+is empty: the cycle converged), and runs `runtimestate.reconcile.cycle.BackendCycle` (what
 `State.run_backend_cycle` runs) on SQLite or Postgres:
 
 - a first cycle (cold: new connections, every `/api/show` and `/api/version` fetched), one
@@ -18,7 +18,7 @@ is empty: the cycle converged), and runs `runtimestate.cycle.BackendCycle` (what
   time per cycle, and the load average, since the figures depend on what else runs.
 
 The process runs with the garbage-collector threshold `llmctl serve` sets
-(`controller.collector.tune`); ``--default-gc`` keeps CPython's defaults instead, to compare.
+(`controller.gctuning.tune`); ``--default-gc`` keeps CPython's defaults instead, to compare.
 
     .venv/bin/python benchmarks/backend_cycle.py [--backends 1000] [--models 50]
         [--latency-ms 20] [--database sqlite|postgres] [--json] [--profile FILE] [--default-gc]
@@ -54,11 +54,13 @@ import httpx
 import sqlalchemy
 
 import migrations
-from controller import collector
+from controller import gctuning
 from emulators import catalog
 from emulators import ollama as emulator
-from runtimestate import adapters, cycle, database, manifest, probing, spec, store
-from runtimestate.backends import base
+from runtimestate import database
+from runtimestate.backends import adapters, base
+from runtimestate.desired import manifest, spec, store
+from runtimestate.reconcile import cycle, probing
 
 SMALL_FIXED = 3  # cycles after the first: one warm-up, then the steady state (median)
 CONTROL_FLEET = 10
@@ -320,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if not args.default_gc:
-        collector.tune()  # as `llmctl serve` runs
+        gctuning.tune()  # as `llmctl serve` runs
     context = multiprocessing.get_context("spawn")
     queue: Queue[str] = context.Queue()
     nodes = max(args.backends, CONTROL_FLEET)

@@ -24,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import migrations
-from runtimestate import database, manifest, store
+from runtimestate import database
+from runtimestate.desired import manifest, store
 
 
 def fleet(backends: int, models: int, pools: int) -> str:

@@ -21,23 +21,25 @@ import nats
 import migrations
 from dwqueue import events, jobs, publisher, queue
 from emulators import ollama
-from runtimestate import database, meter, names, spec, state, store
+from runtimestate import database, state
+from runtimestate.desired import names, spec, store
+from runtimestate.downloads import metering
 from tests import services
 
 
 async def _measure(db_url: str, nats_url: str, seconds: float) -> dict[str, Any]:
     arrived: dict[tuple[str, int | None], float] = {}
     lines = 0
-    original = meter.Meter.update
+    original = metering.Meter.update
 
-    def timed(self: meter.Meter, *args: Any, **kwargs: Any) -> jobs.Progress:
+    def timed(self: metering.Meter, *args: Any, **kwargs: Any) -> jobs.Progress:
         nonlocal lines
         lines += 1
         progress = original(self, *args, **kwargs)
         arrived.setdefault((progress.status, progress.completed), time.monotonic())
         return progress
 
-    meter.Meter.update = timed  # type: ignore[method-assign]
+    metering.Meter.update = timed  # type: ignore[method-assign]
     received: list[tuple[float, events.DownloadEvent]] = []
     nc = await nats.connect(nats_url)
 
@@ -68,7 +70,7 @@ async def _measure(db_url: str, nats_url: str, seconds: float) -> dict[str, Any]
             await sink.flush()
             await asyncio.sleep(0.3)
     finally:
-        meter.Meter.update = original  # type: ignore[method-assign]
+        metering.Meter.update = original  # type: ignore[method-assign]
         await runtime.aclose()
         await engine.dispose()
         await sink.close()

@@ -8,7 +8,7 @@ round (keep-alive connections; show facts and version remembered), which is what
 backend cycle costs. Prints wall time, observations per second and HTTP
 requests per second (counted by the emulator).
 
-The adapters share one aiohttp connection pool, as in `runtimestate.adapters.AdapterPool`;
+The adapters share one aiohttp connection pool, as in `runtimestate.backends.adapters.AdapterPool`;
 ``--transport httpx`` gives each its own httpx (httpcore) pool instead, as before, to compare.
 
     .venv/bin/python benchmarks/observe.py [--nodes 1000] [--latency-ms 20] [--concurrency 64]

@@ -31,7 +31,8 @@ from controller import (
     usage,
     watch,
 )
-from runtimestate import database, echo, manifest, store
+from runtimestate import database, echo
+from runtimestate.desired import manifest, store
 
 app = typer.Typer(
     name="llmctl",

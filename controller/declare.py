@@ -14,7 +14,9 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import output, runner
-from runtimestate import credentials, desired, snapshot, spec, status, store
+from runtimestate import credentials, desired, snapshot
+from runtimestate.desired import spec, store
+from runtimestate.reconcile import status
 
 backend_app = typer.Typer(help="Declare the backends llmctl manages.", no_args_is_help=True)
 model_app = typer.Typer(help="Declare the models backends should serve.", no_args_is_help=True)

@@ -35,7 +35,8 @@ from rich.progress import (
 from controller import declare, logs, metrics, output, runner, serve, settings
 from dwqueue import events
 from emulators import ollama, vllm
-from runtimestate import database, manifest
+from runtimestate import database
+from runtimestate.desired import manifest
 
 PULL_RATE = 200e6  # bytes/s per blob: a few seconds per model
 OLLAMA_MODELS = ("qwen2:0.5b", "smollm2:135m", "all-minilm")

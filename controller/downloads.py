@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import output, runner, trigger
 from dwqueue import events, flushing, jobs, queue, rows
-from runtimestate import echo, names
+from runtimestate import echo
+from runtimestate.desired import names
 
 app = typer.Typer(
     help="List, cancel and retry model downloads (pulls onto Ollama backends).",

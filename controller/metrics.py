@@ -16,7 +16,9 @@ import prometheus_client
 from prometheus_client import core, registry
 
 from dwqueue import events, jobs, publisher
-from runtimestate import cycle, names, snapshot
+from runtimestate import snapshot
+from runtimestate.desired import names
+from runtimestate.reconcile import cycle
 
 PHASES = tuple(phase.value for phase in snapshot.Phase)
 DOWNLOAD_STATES = tuple(state.value for state in jobs.JobState)

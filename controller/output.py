@@ -18,7 +18,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from runtimestate import desired, planview, snapshot, spec
+from runtimestate import desired, snapshot
+from runtimestate.desired import spec
+from runtimestate.reconcile import planview
 
 
 class Format(enum.StrEnum):

@@ -19,9 +19,10 @@ from typing import Annotated, Any
 
 import typer
 
-from controller import collector, logs, output, runner, serve, settings
+from controller import gctuning, logs, output, runner, serve, settings
 from dwqueue import publisher
-from runtimestate import cycle, database, plan, snapshot, state
+from runtimestate import database, snapshot, state
+from runtimestate.reconcile import cycle, plan
 
 OutputOpt = Annotated[output.DocFormat, typer.Option("--output", "-o", help="table, json or yaml")]
 DEFAULT_WAIT_S = 3600.0
@@ -124,7 +125,7 @@ def _print(env: runner.Env, doc: dict[str, Any], fmt: output.Format) -> None:
 async def _reconcile(
     env: runner.Env, config: settings.Settings, dry_run: bool, wait_s: float | None
 ) -> tuple[cycle.Report, Waited | None]:
-    collector.tune()
+    gctuning.tune()
     sink = None
     if env.nats_url:
         sink = publisher.Publisher(env.nats_url, prefix=env.prefix)

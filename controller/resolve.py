@@ -18,7 +18,9 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import output, runner
-from runtimestate import desired, names, resolver, snapshot, spec, status, store
+from runtimestate import desired, resolver, snapshot
+from runtimestate.desired import names, spec, store
+from runtimestate.reconcile import status
 
 
 def _env(ctx: typer.Context) -> runner.Env:

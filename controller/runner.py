@@ -26,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import migrations
 from controller import trigger
 from dwqueue import queue
-from runtimestate import credentials, database, manifest, names, spec, store
+from runtimestate import credentials, database
+from runtimestate.desired import manifest, names, spec, store
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
 ``llmctl secrets rotate [--dry-run]`` re-encrypts every stored API key under the current
 ``LLMCTL_SECRET_KEY``, opening each with it or with ``LLMCTL_SECRET_KEY_PREVIOUS``, in one
-transaction (`runtimestate.rotation`). It prints counts, never a key. Exit 2 with nothing
+transaction (`runtimestate.desired.rotation`). It prints counts, never a key. Exit 2 with nothing
 written when the current key is unset or weak, or when a stored key opens with neither.
 """
 
@@ -14,7 +14,8 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import runner
-from runtimestate import credentials, rotation
+from runtimestate import credentials
+from runtimestate.desired import rotation
 
 app = typer.Typer(help="Manage the key that encrypts stored API keys.", no_args_is_help=True)
 

@@ -44,15 +44,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
 from controller import (
-    collector,
     embedded_nats,
+    gctuning,
     httpapi,
     logs,
     metrics,
     runner,
+    scheduled,
     settings,
     trigger,
-    work,
 )
 from dwqueue import backoff, publisher
 from runtimestate import database, locks, snapshot, state
@@ -77,7 +77,7 @@ class Controller:
         self._stack = contextlib.AsyncExitStack()
         self._scheduler: AsyncIOScheduler | None = None
         self.state: state.State | None = None
-        self.work: work.Work | None = None
+        self.work: scheduled.Work | None = None
         self.publisher: publisher.Publisher | None = None
 
     async def __aenter__(self) -> Controller:
@@ -133,7 +133,7 @@ class Controller:
         runtime = state.State(engine, sink=sink, settings=config.state_settings())
         self.state = runtime
         self._stack.push_async_callback(self._close_state, runtime)
-        self.work = worker = work.Work(runtime, engine, meter)
+        self.work = worker = scheduled.Work(runtime, engine, meter)
         await self._subscribe(events, worker, runtime)
         self._start_scheduler(worker, meter)
         log.info(
@@ -163,9 +163,9 @@ class Controller:
                 return
             except (database.DatabaseUrlError, CommandError) as exc:
                 raise settings.ConfigurationError(str(exc)) from exc
-            except work.DB_ERRORS as exc:
+            except scheduled.DB_ERRORS as exc:
                 attempt += 1
-                delay = backoff.exponential(work.FAILURE_BACKOFF, attempt)
+                delay = backoff.exponential(scheduled.FAILURE_BACKOFF, attempt)
                 log.warning("database unreachable; retrying migrations", error=str(exc)[:200])
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)
@@ -209,7 +209,7 @@ class Controller:
         )
 
     async def _subscribe(
-        self, events: publisher.Publisher, worker: work.Work, runtime: state.State
+        self, events: publisher.Publisher, worker: scheduled.Work, runtime: state.State
     ) -> None:
         prefix = self.config.subject_prefix
 
@@ -228,7 +228,7 @@ class Controller:
         await events.subscribe(trigger.subject(prefix, trigger.TRIGGER), on_trigger)
         await events.subscribe(trigger.subject(prefix, trigger.CANCEL), on_cancel)
 
-    def _start_scheduler(self, worker: work.Work, meter: metrics.Metrics) -> None:
+    def _start_scheduler(self, worker: scheduled.Work, meter: metrics.Metrics) -> None:
         config = self.config
         scheduler = AsyncIOScheduler(
             timezone=dt.UTC,
@@ -267,7 +267,7 @@ class Controller:
         self,
         scheduler: AsyncIOScheduler,
         requests: asyncio.Task[None],
-        worker: work.Work,
+        worker: scheduled.Work,
         meter: metrics.Metrics,
     ) -> None:
         scheduler.shutdown(wait=False)
@@ -315,7 +315,7 @@ async def _database_problem(engine: AsyncEngine, timeout_s: float = 2.0) -> str 
         await asyncio.wait_for(probe(), timeout_s)
     except TimeoutError:
         return f"no answer within {timeout_s:g}s"
-    except (*work.DB_ERRORS, sa.exc.DBAPIError) as exc:
+    except (*scheduled.DB_ERRORS, sa.exc.DBAPIError) as exc:
         text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         return text[0] if text else type(exc).__name__
     return None
@@ -323,7 +323,7 @@ async def _database_problem(engine: AsyncEngine, timeout_s: float = 2.0) -> str 
 
 async def run(config: settings.Settings, *, migrate: bool = True) -> None:
     """Run the controller until SIGTERM/SIGINT. Raises StartError or ConfigurationError."""
-    collector.tune()
+    gctuning.tune()
     async with Controller(config, migrate=migrate) as controller:
         await controller.wait()
 

@@ -26,8 +26,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from runtimestate import cycle, downloads, echo, probing, state
+from runtimestate import downloads, echo, state
 from runtimestate.backends import base
+from runtimestate.reconcile import cycle, probing
 
 ENV_PREFIX = "LLMCTL_"
 CONFIG_ENV = "LLMCTL_CONFIG"

@@ -42,7 +42,8 @@ from rich.text import Text
 
 from controller import downloads, natsconnection, runner, trigger
 from dwqueue import events, jobs, queue, subscriber
-from runtimestate import database, names
+from runtimestate import database
+from runtimestate.desired import names
 
 _SETTLE_QUIET_S = 0.3  # the JetStream replay arrives in one burst; this much silence ends it
 _SETTLE_MAX_S = 2.0

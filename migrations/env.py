@@ -12,7 +12,8 @@ import os
 from alembic import context
 
 from dwqueue import schema as dwqueue_schema
-from runtimestate import database, schema
+from runtimestate import database
+from runtimestate.desired import schema
 
 target_metadata = [schema.metadata, dwqueue_schema.metadata]
 

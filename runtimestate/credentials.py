@@ -27,7 +27,7 @@ from cryptography import fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf import hkdf
 
-from runtimestate import spec
+from runtimestate.desired import spec
 
 SECRET_KEY_VARIABLE = "LLMCTL_SECRET_KEY"  # noqa: S105 - the variable's name, not a secret
 PREVIOUS_KEY_VARIABLE = "LLMCTL_SECRET_KEY_PREVIOUS"

@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import json
 import types
 from collections.abc import Mapping
 from typing import Any
 
-from runtimestate import probing
-
-Phase = probing.Phase
 WIRE_VERSION = 1
+
+
+class Phase(enum.StrEnum):
+    """How routable a backend is: Ready (answered), Degraded (failing, serving its last good
+    list within the grace period), Unreachable (failing past it), Unknown (not probed yet)."""
+
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    UNREACHABLE = "Unreachable"
+    UNKNOWN = "Unknown"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -19,17 +19,10 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from dwqueue import jobs, queue
-from runtimestate import (
-    adapters,
-    cycle,
-    database,
-    desired,
-    downloads,
-    refreshes,
-    snapshot,
-    store,
-)
-from runtimestate.backends import base
+from runtimestate import database, desired, downloads, snapshot
+from runtimestate.backends import adapters, base
+from runtimestate.desired import store
+from runtimestate.reconcile import cycle, refreshes
 
 T = TypeVar("T")
 DesiredState = desired.DesiredState  # `State.desired` hides the module inside the class
@@ -104,10 +97,10 @@ class State:
 
     async def refresh_backend(self, name: str) -> snapshot.LLMState | None:
         """Bring one backend's status up to date now, observing it alone: its row, its
-        ``llmctl.v1.state.<backend>`` event and this process's snapshot. The download worker
-        asks for it when a pull ends (see `runtimestate.refreshes`); it waits for a running
-        backend cycle. None when the backend is not declared or nothing was written (a newer
-        status is stored, or the database failed: logged)."""
+        ``llmctl.v1.state.<backend>`` event and this process's snapshot. The download worker asks
+        for it when a pull ends (see `runtimestate.reconcile.refreshes`); it waits for a running
+        backend cycle. None when the backend is not declared or nothing was written (a newer status
+        is stored, or the database failed: logged)."""
         refreshed = await self._backends.refresh(name)
         current = self._snapshot
         if refreshed is not None and name in current.backends:

@@ -2,7 +2,7 @@
 
 It moves every cycle while the rest of the status document rarely does; kept apart, a steady
 cycle rewrites no document. Documents written before this revision still carry the time,
-which `runtimestate.status.load_states` falls back to until the next cycle sets the column.
+which `runtimestate.reconcile.status.load_states` falls back to until the next cycle sets the column.
 
 Revision ID: 0005
 Revises: 0004

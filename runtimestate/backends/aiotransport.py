@@ -6,7 +6,7 @@ keeps the httpx API the official `ollama.AsyncClient` and `HttpApi` are written 
 build `httpx.Request`s and read `httpx.Response`s) and sends the bytes through an
 `aiohttp.ClientSession` instead, with keep-alive connections pooled per host.
 
-Semantics kept from httpx, so `boundary` and the adapters' error mapping see no difference:
+Semantics kept from httpx, so `failures` and the adapters' error mapping see no difference:
 
 - timeouts come from each request's ``extensions["timeout"]`` (set by the httpx client):
   ``connect`` bounds opening a connection, ``connect + pool`` bounds getting one, ``read``
@@ -24,7 +24,7 @@ adapter (one pool of connections for the fleet), and closes it in its `aclose()`
 built without one owns a private session and closes it itself.
 
 Who calls it: `transport.capped` (the default inner transport) and `adapters.AdapterPool`.
-It must not classify errors (that is `boundary`) and must never log request headers.
+It must not classify errors (that is `failures`) and must never log request headers.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import httpx
 
 from runtimestate import errors
-from runtimestate.backends import base, boundary, httpapi, transport
+from runtimestate.backends import base, failures, httpapi, transport
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 PAGE_SIZE = "1000"
@@ -67,7 +67,7 @@ class GeminiBackend:
         await self._http.aclose()
 
     def _guard(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return boundary.guard(self.name, total=self._timeouts.total, secret=self._secret)
+        return failures.guard(self.name, total=self._timeouts.total, secret=self._secret)
 
     async def observe(self) -> base.Observation:
         """Every page of the model list. Read-only; raises `errors.LlmctlError`; all pages

@@ -2,7 +2,7 @@
 
 The vLLM, OpenAI-compatible and Gemini adapters talk through this (the Ollama adapter uses it
 for `/api/version`). Every helper returns only on a 2xx reply and otherwise raises the mapped
-`errors` class; deadlines and exception mapping are the caller's `boundary.guard`.
+`errors` class; deadlines and exception mapping are the caller's `failures.guard`.
 
 Who calls it: adapter modules. It must not hold more than one client per backend, and must
 never include headers (API keys) in anything it raises.
@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from runtimestate import errors
-from runtimestate.backends import base, boundary, transport
+from runtimestate.backends import base, failures, transport
 
 
 def validate_base_url(base_url: str) -> str:
@@ -63,7 +63,7 @@ class HttpApi:
         self, path: str, *, params: Mapping[str, str] | None = None, about_model: bool = False
     ) -> httpx.Response:
         response = await self.client.get(path.lstrip("/"), params=params)
-        boundary.check_status(response, self.name, about_model=about_model)
+        failures.check_status(response, self.name, about_model=about_model)
         return response
 
     async def get_json(
@@ -76,7 +76,7 @@ class HttpApi:
         self, path: str, body: Mapping[str, Any], *, about_model: bool = False
     ) -> httpx.Response:
         response = await self.client.post(path.lstrip("/"), json=dict(body))
-        boundary.check_status(response, self.name, about_model=about_model)
+        failures.check_status(response, self.name, about_model=about_model)
         return response
 
     async def answers(self, path: str) -> bool:

@@ -45,8 +45,8 @@ from typing import Any, ClassVar
 import httpx
 import ollama
 
-from runtimestate import errors, redaction
-from runtimestate.backends import base, boundary, httpapi, showcache, transport
+from runtimestate import errors
+from runtimestate.backends import base, failures, httpapi, redaction, showcache, transport
 
 _SHOW_CONCURRENCY = 4
 DEFAULT_VERSION_TTL = 300.0
@@ -127,7 +127,7 @@ class OllamaBackend:
     def _guard(
         self, *, about_model: bool = False, total: float | None = None
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        return boundary.guard(
+        return failures.guard(
             self.name,
             total=self._timeouts.total if total is None else total,
             about_model=about_model,
@@ -373,7 +373,7 @@ _details = functools.lru_cache(maxsize=4096)(base.ModelDetails)
 _capabilities = functools.lru_cache(maxsize=256)(base.capabilities_from_ollama)
 
 
-MAPPED = (*boundary.MAPPED, ollama.ResponseError, AttributeError)
+MAPPED = (*failures.MAPPED, ollama.ResponseError, AttributeError)
 
 # Ollama error texts (PROTOCOLS.md §1.4-1.5) that decide the class whatever the status.
 _TEXT_RULES: tuple[tuple[str, type[errors.LlmctlError]], ...] = (
@@ -387,12 +387,12 @@ _TEXT_RULES: tuple[tuple[str, type[errors.LlmctlError]], ...] = (
 
 
 def translate(exc: BaseException, backend: str, about_model: bool = False) -> errors.LlmctlError:
-    """Map an exception of the ollama client; falls back to `boundary.translate`."""
+    """Map an exception of the ollama client; falls back to `failures.translate`."""
     if isinstance(exc, ollama.ResponseError):
         return _response_error(exc, backend, about_model)
     if isinstance(exc, AttributeError):  # the client calls .get() on a non-object JSON body
         return errors.ProtocolError("malformed reply: not a JSON object", backend=backend)
-    return boundary.translate(exc, backend, about_model)
+    return failures.translate(exc, backend, about_model)
 
 
 def _response_error(

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from runtimestate.backends import base, boundary, httpapi, transport
+from runtimestate.backends import base, failures, httpapi, transport
 
 _CONTEXT_KEYS = ("max_model_len", "context_length", "context_window")
 
@@ -54,7 +54,7 @@ class OpenAIBackend:
         await self._http.aclose()
 
     def _guard(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return boundary.guard(self.name, total=self._timeouts.total, secret=self._secret)
+        return failures.guard(self.name, total=self._timeouts.total, secret=self._secret)
 
     async def observe(self) -> base.Observation:
         """The models the key may use. Read-only; raises `errors.LlmctlError`."""

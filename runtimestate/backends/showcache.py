@@ -8,8 +8,8 @@ way is announced (`start`) so other nodes wait for its answer (`pending`) instea
 their own node the same question; only facts are shared, never a failure: a waiter whose
 fetch failed or found nothing asks its own node.
 
-Who calls it: `runtimestate.backends.ollama`; `runtimestate.adapters.AdapterPool` owns the one
-cache its adapters share. In-memory state only: no I/O, no clock. It is not thread-safe, and
+Who calls it: `runtimestate.backends.ollama`; `runtimestate.backends.adapters.AdapterPool` owns the
+one cache its adapters share. In-memory state only: no I/O, no clock. It is not thread-safe, and
 needs not be: one event loop uses it.
 """
 

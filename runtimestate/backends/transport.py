@@ -8,7 +8,7 @@ adapter hands the same transport to the official `ollama.AsyncClient`, so its re
 capped too.
 
 Who calls it: the adapter modules in this package, nothing else. It must not classify errors
-(that is `boundary`), and must never log or echo request headers, which carry API keys.
+(that is `failures`), and must never log or echo request headers, which carry API keys.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class NoCookies(http.cookiejar.CookieJar):
 
 
 class BodyTooLarge(Exception):
-    """A response body (or one NDJSON line) exceeded the cap; `boundary` maps it."""
+    """A response body (or one NDJSON line) exceeded the cap; `failures` maps it."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"response body exceeds {limit} bytes")
@@ -152,7 +152,7 @@ def build_client(
 
 
 def decode_json(body: bytes) -> Any:
-    """Parse JSON; raises `json.JSONDecodeError` (a ValueError) which `boundary` maps."""
+    """Parse JSON; raises `json.JSONDecodeError` (a ValueError) which `failures` maps."""
     return json.loads(body)
 
 

@@ -25,7 +25,7 @@ import httpx
 from prometheus_client import parser as prometheus_parser
 
 from runtimestate import errors
-from runtimestate.backends import base, boundary, openai, transport
+from runtimestate.backends import base, failures, openai, transport
 
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
@@ -69,7 +69,7 @@ class VllmBackend:
         await self._http.aclose()
 
     def _guard(self, *, about_model: bool = False) -> contextlib.AbstractAsyncContextManager[None]:
-        return boundary.guard(
+        return failures.guard(
             self.name, total=self._timeouts.total, about_model=about_model, secret=self._secret
         )
 

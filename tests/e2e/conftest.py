@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from controller import cli
-from runtimestate import database, schema
+from runtimestate import database
+from runtimestate.desired import schema
 
 
 @dataclasses.dataclass

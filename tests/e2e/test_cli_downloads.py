@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import runner
 from dwqueue import backoff, events, flushing, jobs, leases, queue, schema
-from runtimestate import database, names
+from runtimestate import database
+from runtimestate.desired import names
 from tests.e2e.conftest import Cli
 
 T = TypeVar("T")

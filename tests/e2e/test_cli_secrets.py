@@ -18,7 +18,8 @@ from cryptography import fernet
 
 from controller import httpapi, metrics
 from dwqueue import flushing
-from runtimestate import credentials, database, schema, spec, state
+from runtimestate import credentials, database, state
+from runtimestate.desired import schema, spec
 from tests.e2e.conftest import Cli, Result, dump
 
 KEY = "sk-proj-" + secrets.token_urlsafe(36)

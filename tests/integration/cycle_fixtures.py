@@ -7,8 +7,10 @@ from typing import Any
 
 from dwqueue import jobs, queue
 from emulators import ollama
-from runtimestate import cycle, downloads, manifest, probing, state
+from runtimestate import downloads, state
 from runtimestate.backends import base
+from runtimestate.desired import manifest
+from runtimestate.reconcile import cycle, probing
 from tests.integration.downloads_fixtures import FAST, World
 
 QUICK = state.Settings(

@@ -13,7 +13,8 @@ import nats
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dwqueue import backoff, events, flushing, jobs, queue
-from runtimestate import database, downloads, names, spec, state, store
+from runtimestate import database, downloads, state
+from runtimestate.desired import names, spec, store
 
 FAST = state.Settings(
     downloads=downloads.Settings(

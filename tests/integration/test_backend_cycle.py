@@ -9,11 +9,13 @@ import ollama as ollama_client
 import pytest
 
 from emulators import faults, ollama, vllm
-from runtimestate import plan, probing, snapshot, spec, status, store
+from runtimestate import snapshot
+from runtimestate.desired import spec, store
+from runtimestate.reconcile import plan, status
 from tests.integration.cycle_fixtures import Fleet, fleet_file, installed
 
 pytestmark = pytest.mark.timeout(120)
-P = probing.Phase
+P = snapshot.Phase
 
 
 async def test_a_fleet_converges_pulling_what_is_missing_and_touching_nothing_else(

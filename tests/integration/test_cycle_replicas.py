@@ -12,7 +12,7 @@ import structlog
 import migrations
 from dwqueue import queue
 from emulators import faults, ollama
-from runtimestate import plan
+from runtimestate.reconcile import plan
 from tests.integration.cycle_fixtures import Fleet, fleet_file, installed
 
 pytestmark = pytest.mark.timeout(120)

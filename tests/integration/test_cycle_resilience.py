@@ -16,13 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
 from emulators import faults, ollama, ollama_node, vllm
-from runtimestate import cycle, plan, probing, snapshot, state, status
+from runtimestate import snapshot, state
 from runtimestate.backends import base
+from runtimestate.reconcile import cycle, plan, probing, status
 from tests import services
 from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file, installed
 
 pytestmark = pytest.mark.timeout(120)
-P = probing.Phase
+P = snapshot.Phase
 HANG = faults.Fault(faults.FaultKind.HANG)
 GARBAGE = faults.Fault(faults.FaultKind.MALFORMED)
 

@@ -15,7 +15,7 @@ import structlog
 
 from dwqueue import jobs, publisher
 from emulators import ollama
-from runtimestate import status
+from runtimestate.reconcile import status
 from tests import services
 from tests.integration.downloads_fixtures import Recorder, World, record
 

@@ -12,7 +12,8 @@ import pytest
 
 from dwqueue import backoff, jobs, publisher, queue, rows
 from emulators import faults, ollama
-from runtimestate import state, status
+from runtimestate import state
+from runtimestate.reconcile import status
 from tests.integration.downloads_fixtures import FAST, Recorder, World, record
 
 pytestmark = pytest.mark.timeout(90)

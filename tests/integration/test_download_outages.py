@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import structlog
 
 import migrations
-from controller import metrics, work
+from controller import metrics, scheduled
 from dwqueue import events, flushing, jobs, publisher, subscriber
 from emulators import ollama
 from tests import services
@@ -100,7 +100,7 @@ async def test_the_download_cycle_resumes_at_the_first_tick_after_a_long_databas
     migrations.upgrade(url)
     world = World(url)
     clock = [0.0]
-    worker = work.Work(world.state, world.engine, metrics.Metrics(), clock=lambda: clock[0])
+    worker = scheduled.Work(world.state, world.engine, metrics.Metrics(), clock=lambda: clock[0])
     try:
         async with ollama.running() as emu:
             await world.declare("gpu-1", emu.url)
@@ -108,13 +108,13 @@ async def test_the_download_cycle_resumes_at_the_first_tick_after_a_long_databas
             with structlog.testing.capture_logs() as logged:
                 for _ in range(8):  # a long outage: the backoff grows to its cap
                     await worker.download_cycle()
-                    clock[0] += work.FAILURE_BACKOFF.cap_s + 1
+                    clock[0] += scheduled.FAILURE_BACKOFF.cap_s + 1
                 await worker.download_cycle()  # ran: the ninth failure, 30 s of backoff
                 clock[0] += 1
                 await worker.download_cycle()  # skipped: the probe finds the database down
             failures = [e for e in logged if e["event"] == "work failed; retrying later"]
             assert [e["failures"] for e in failures] == list(range(1, 10))
-            assert failures[-1]["retry_in_s"] == work.FAILURE_BACKOFF.cap_s
+            assert failures[-1]["retry_in_s"] == scheduled.FAILURE_BACKOFF.cap_s
             fresh_postgres_server.start()
             job = await world.enqueue("gpu-1", "all-minilm")
             clock[0] += 1  # the next tick of the scheduler, 29 s before the backoff ends

@@ -12,7 +12,8 @@ from alembic.runtime.migration import MigrationContext
 
 import migrations
 from dwqueue import schema as dwqueue_schema
-from runtimestate import database, schema
+from runtimestate import database
+from runtimestate.desired import schema
 
 TABLES = {
     "backends", "models", "pools", "pool_backends", "pool_models",

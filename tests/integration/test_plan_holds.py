@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dwqueue import jobs, queue
 from emulators import ollama
-from runtimestate import cycle, plan, planview, spec, store
+from runtimestate.desired import spec, store
+from runtimestate.reconcile import cycle, plan, planview
 from tests.integration.cycle_fixtures import Fleet, fleet_file
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from emulators import ollama
-from runtimestate import plan
+from runtimestate.reconcile import plan
 from tests.integration.cycle_fixtures import Fleet, fleet_file
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,7 +9,7 @@ from alembic.runtime.migration import MigrationContext
 import migrations
 from dwqueue import schema
 from runtimestate import database
-from runtimestate import schema as runtimestate_schema
+from runtimestate.desired import schema as runtimestate_schema
 
 
 def _inspect(url: str) -> tuple[set[str], dict[str, dict[str, object]]]:

@@ -6,7 +6,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
-from runtimestate import database, schema, spec, store
+from runtimestate import database
+from runtimestate.desired import schema, spec, store
 
 
 async def test_a_read_snapshot_does_not_see_what_commits_between_its_queries(

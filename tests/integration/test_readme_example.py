@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from emulators import ollama
-from runtimestate import spec, store
+from runtimestate.desired import spec, store
 from tests.integration.cycle_fixtures import Fleet
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 import migrations
 from controller import cli
 from controller import resolve as resolve_cli
-from runtimestate import database, spec, status, store
+from runtimestate import database
+from runtimestate.desired import spec, store
+from runtimestate.reconcile import status
 from tests.integration.test_resolver_feed import T0
 from tests.unit.test_resolver import backend, model
 

@@ -20,7 +20,9 @@ import pytest
 
 from dwqueue import jobs, publisher, queue
 from emulators import ollama
-from runtimestate import plan, resolver, spec, state, store
+from runtimestate import resolver, state
+from runtimestate.desired import spec, store
+from runtimestate.reconcile import plan
 from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ import time
 import nats
 import pytest
 
-from runtimestate import database, resolver, snapshot, status
+from runtimestate import database, resolver, snapshot
+from runtimestate.reconcile import status
 from tests.unit.test_resolver import backend, model
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The reaper `llmctl serve` runs on its own schedule (`controller.work.Work.reap`) takes back
+"""The reaper `llmctl serve` runs on its own schedule (`controller.scheduled.Work.reap`) takes back
 expired leases as the download cycle does: with the worker's ``max_attempts`` cap, publishing
 what happened after the commit."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from controller import metrics, work
+from controller import metrics, scheduled
 from dwqueue import backoff, events, jobs, leases, queue
 from runtimestate import database, downloads, state
 
@@ -35,7 +35,7 @@ async def test_the_serve_reaper_caps_attempts_as_the_worker_policy_says_and_publ
     runtime = state.State(
         engine, sink=sink, settings=state.Settings(downloads=downloads.Settings(retry=policy))
     )
-    worker = work.Work(runtime, engine, metrics.Metrics())
+    worker = scheduled.Work(runtime, engine, metrics.Metrics())
     sessions = database.session_factory(engine)
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     try:

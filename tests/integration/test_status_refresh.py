@@ -14,8 +14,9 @@ import pytest
 
 from dwqueue import flushing, publisher, queue
 from emulators import faults, ollama
-from runtimestate import snapshot, status
+from runtimestate import snapshot
 from runtimestate.backends import base
+from runtimestate.reconcile import status
 from tests.integration.cycle_fixtures import QUICK, Fleet
 from tests.integration.test_cycle_events import ARRIVES_S, Heard
 

@@ -8,7 +8,9 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtimestate import schema, snapshot, status
+from runtimestate import snapshot
+from runtimestate.desired import schema
+from runtimestate.reconcile import status
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

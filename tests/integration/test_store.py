@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtimestate import spec, store
+from runtimestate.desired import spec, store
 
 
 def _backend(name: str = "gpu-1", **changes: object) -> spec.BackendSpec:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from runtimestate import errors, spec
-from runtimestate.backends import boundary
+from runtimestate import errors
+from runtimestate.backends import failures
+from runtimestate.desired import spec
 
 
 @pytest.mark.parametrize(
@@ -62,7 +63,7 @@ def _response(status: int, body: bytes, url: str) -> httpx.Response:
     ],
 )
 def test_a_404_for_a_route_names_the_url_requested(body: bytes, message: str) -> None:
-    error = boundary.check_status_error(_response(404, body, "http://h:8000/v1/v1/models"), "gpu-1")
+    error = failures.check_status_error(_response(404, body, "http://h:8000/v1/v1/models"), "gpu-1")
     assert isinstance(error, errors.RequestRejected)
     assert error.detail == message
 
@@ -70,6 +71,6 @@ def test_a_404_for_a_route_names_the_url_requested(body: bytes, message: str) ->
 def test_a_404_about_a_model_keeps_the_backends_message() -> None:
     body = b'{"error":{"message":"The model `x` does not exist.","code":404}}'
     url = "http://h:8000/v1/unload_lora_adapter"
-    error = boundary.check_status_error(_response(404, body, url), "gpu-1", about_model=True)
+    error = failures.check_status_error(_response(404, body, url), "gpu-1", about_model=True)
     assert isinstance(error, errors.ModelNotFound)
     assert error.detail == "The model `x` does not exist."

@@ -6,8 +6,10 @@ import datetime as dt
 
 import pytest
 
-from runtimestate import conditions, desired, memo, probing, snapshot, spec
+from runtimestate import desired, snapshot
 from runtimestate.backends import base
+from runtimestate.desired import spec
+from runtimestate.reconcile import conditions, probing, reuse
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 POLICY = probing.Policy()
@@ -97,7 +99,7 @@ def test_a_declared_context_length_applies_on_a_backend_that_does_not_desire_the
 
 
 def test_a_changed_override_of_a_model_not_desired_here_rebuilds_the_state() -> None:
-    kept = memo.Memo()
+    kept = reuse.Reuse()
     before = _fleet(spec.ModelSpec("llama3"), {"p": ("other-0",)}, OLLAMA)
     after = _fleet(spec.ModelSpec("llama3", None, CHAT), {"p": ("other-0",)}, OLLAMA)
     backend = before.backends[0]
@@ -112,7 +114,7 @@ def test_a_changed_override_of_a_model_not_desired_here_rebuilds_the_state() -> 
         inputs = conditions.Inputs(
             backend, record, seen, (), (), 1, overrides=state.overrides(backend.spec.type)
         )
-        built = kept.state(inputs, probing.Phase.READY, view, lambda i=inputs: _build(i))
+        built = kept.state(inputs, snapshot.Phase.READY, view, lambda i=inputs: _build(i))
         states.append(built)
     assert [s.pulled_models[0].can_prompt for s in states] == [True, False]
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from runtimestate import conditions, spec
 from runtimestate.backends import base
+from runtimestate.desired import spec
+from runtimestate.reconcile import conditions
 
 REPORTED = base.ObservedModel(
     name="qwen2:0.5b",

@@ -9,7 +9,8 @@ import secrets
 import pytest
 from cryptography import fernet
 
-from runtimestate import credentials, spec
+from runtimestate import credentials
+from runtimestate.desired import spec
 
 OLD = "Zq3-old-secret-key-0123456789abcdefXY"
 NEW = "Hk8_new-secret-key-9876543210fedcbaQW"

@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from runtimestate import desired, manifest, spec
+from runtimestate import desired
+from runtimestate.desired import manifest, spec
 
 VALID = """
 apiVersion: llmctl/v1

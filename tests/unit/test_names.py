@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtimestate import names
+from runtimestate.desired import names
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from dwqueue import jobs
-from runtimestate import desired, plan, planview, spec
+from runtimestate import desired
+from runtimestate.desired import spec
+from runtimestate.reconcile import plan, planview
 
 OLLAMA = spec.BackendType.OLLAMA
 VLLM = spec.BackendType.VLLM
@@ -623,7 +625,7 @@ def test_an_undated_membership_counts_as_joined_at_the_pools_generation() -> Non
 
 
 def test_the_desired_key_changes_when_a_member_rejoins() -> None:
-    # The backend cycle reuses a backend's view while its key is unchanged (runtimestate.memo).
+    # The backend cycle reuses a backend's view while its key is unchanged (runtimestate.reconcile.reuse).
     base = fleet().key_of("gpu-1")
     assert fleet().key_of("gpu-1") == base
     assert fleet(model_joined=2).key_of("gpu-1") != base

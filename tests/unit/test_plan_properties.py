@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dwqueue import jobs
-from runtimestate import names, plan, planview, spec
+from runtimestate.desired import names, spec
+from runtimestate.reconcile import plan, planview
 
 # Spellings that collide on Ollama (llama3 / llama3:latest / Llama3, qwen2 with or without the
 # library namespace) and differ on vLLM, plus one name Ollama's grammar rejects.

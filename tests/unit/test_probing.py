@@ -8,7 +8,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtimestate import probing
+from runtimestate import snapshot
+from runtimestate.reconcile import probing
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 POLICY = probing.Policy(
@@ -24,24 +25,24 @@ def _fail(record: probing.Record[str], at: dt.datetime, seed: int = 1) -> probin
 
 def test_a_backend_never_probed_is_unknown_and_due() -> None:
     record: probing.Record[str] = probing.Record()
-    assert record.phase(T0, POLICY) is probing.Phase.UNKNOWN
+    assert record.phase(T0, POLICY) is snapshot.Phase.UNKNOWN
     assert record.due(T0)
 
 
 def test_a_failing_backend_keeps_its_last_good_list_as_degraded_then_unreachable() -> None:
     ok = probing.succeeded(probing.Record[str](), "models-v1", T0)
-    assert ok.phase(T0, POLICY) is probing.Phase.READY
+    assert ok.phase(T0, POLICY) is snapshot.Phase.READY
     failing = _fail(ok, T0 + dt.timedelta(seconds=10))
-    assert failing.phase(T0 + dt.timedelta(seconds=20), POLICY) is probing.Phase.DEGRADED
+    assert failing.phase(T0 + dt.timedelta(seconds=20), POLICY) is snapshot.Phase.DEGRADED
     assert failing.usable(T0 + dt.timedelta(seconds=20), POLICY) == "models-v1"
     later = T0 + dt.timedelta(seconds=71)
-    assert failing.phase(later, POLICY) is probing.Phase.UNREACHABLE
+    assert failing.phase(later, POLICY) is snapshot.Phase.UNREACHABLE
     assert failing.usable(later, POLICY) is None
 
 
 def test_a_backend_that_never_answered_is_unreachable_at_once() -> None:
     failing = _fail(probing.Record[str](), T0)
-    assert failing.phase(T0, POLICY) is probing.Phase.UNREACHABLE
+    assert failing.phase(T0, POLICY) is snapshot.Phase.UNREACHABLE
     assert failing.usable(T0, POLICY) is None
 
 

@@ -11,8 +11,9 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from runtimestate import adapters, errors, redaction, spec
-from runtimestate.backends import base, gemini, ollama, openai, vllm
+from runtimestate import errors
+from runtimestate.backends import adapters, base, gemini, ollama, openai, redaction, vllm
+from runtimestate.desired import spec
 
 KEY = "sk-proj-Abc123Def456Ghi789Jkl012"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from runtimestate import refreshes
+from runtimestate.reconcile import refreshes
 
 
 class Recorder:

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from runtimestate import cooldown, credentials, desired, resolver, snapshot, spec
+from runtimestate import credentials, desired, resolver, snapshot
+from runtimestate.desired import spec
+from runtimestate.resolver import cooldown
 
 CHAT = frozenset({"chat", "prompt", "stream"})
 Policy = resolver.Policy

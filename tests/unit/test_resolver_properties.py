@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtimestate import cooldown, resolver
+from runtimestate import resolver
+from runtimestate.resolver import cooldown
 from tests.unit.test_resolver import Clock, backend, fleet, make, model
 
 Policy = resolver.Policy

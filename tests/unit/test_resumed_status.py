@@ -9,11 +9,12 @@ import random
 
 import pytest
 
-from runtimestate import conditions, probing, snapshot, status
+from runtimestate import snapshot
+from runtimestate.reconcile import conditions, probing, status
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 POLICY = probing.Policy(grace=dt.timedelta(minutes=2))
-P = probing.Phase
+P = snapshot.Phase
 
 MODEL = snapshot.PulledModel(
     name="llama3.2:1b",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtimestate import credentials, spec
+from runtimestate import credentials
+from runtimestate.desired import spec
 
 
 def _backend(**changes: object) -> spec.BackendSpec:

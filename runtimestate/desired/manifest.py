@@ -1,0 +1,364 @@
+"""Declarative files: Kubernetes-shaped documents, their validation, diff, apply and export.
+
+Called by ``llmctl apply`` and ``llmctl export``. A file is read and checked whole (its
+encoding, every document via `runtimestate.desired.documents`, duplicates, every pool member) before
+anything is written, and every problem is listed in one run, each as
+``fleet.yaml: document 3 (Backend gpu-1): spec.maxPulls: ...``; `apply` then writes every change
+through the store in the caller's single transaction, so one bad document writes nothing.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import yaml
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from runtimestate import desired, echo
+from runtimestate.desired import documents, names, spec, store
+
+API_VERSION = documents.API_VERSION
+STDIN = "<stdin>"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class ManifestError(ValueError):
+    """A file that cannot be applied; ``problems`` lists every problem found, one a line."""
+
+    def __init__(self, problems: Sequence[str], source: str = "the file") -> None:
+        count = len(problems)
+        header = f"{source} is not valid, nothing was applied ({count} problem"
+        header += "):" if count == 1 else "s):"
+        super().__init__("\n  ".join([header, *problems]))
+        self.problems = tuple(problems)
+        self.source = source
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """The valid specs of a file, and (from `read`) its documents and the problems found."""
+
+    backends: tuple[spec.BackendSpec, ...]
+    models: tuple[spec.ModelSpec, ...]
+    pools: tuple[spec.PoolSpec, ...]
+    source: str = "the file"
+    documents: tuple[documents.Document, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+class Action(enum.StrEnum):
+    CREATED = "created"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    kind: Literal["backend", "model", "pool"]
+    name: str
+    action: Action
+    fields: tuple[str, ...] = ()
+
+
+def decode(data: bytes) -> str:
+    """The text of a file's bytes; raises `ValueError` saying why they are not UTF-8 text."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data:
+        raise ValueError(
+            "is not UTF-8 text (it looks like UTF-16 or binary); save it as UTF-8, "
+            "e.g. iconv -f UTF-16 -t UTF-8"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
+
+
+def _load(data: bytes | str) -> list[Any]:
+    text = data if isinstance(data, str) else decode(data)
+    try:
+        # libyaml when it is there: the pure-Python loader takes seconds per megabyte.
+        return [raw for raw in yaml.load_all(text, Loader=_LOADER) if raw is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ValueError(f"is not valid YAML{where}: {echo.plain(str(problem))}") from None
+
+
+def read(data: bytes | str, source: str = "the file") -> Manifest:
+    """Read and check a whole file; never raises: ``problems`` lists every problem found.
+
+    Pool members that are not in the file are checked by `check`, against the stored state.
+    """
+    try:
+        raws = _load(data)
+    except ValueError as exc:
+        return Manifest((), (), (), source, (), (f"{source}: {exc}",))
+    docs = tuple(documents.read(index, raw) for index, raw in enumerate(raws, start=1))
+    problems = [f"{source}: {doc.title}: {problem}" for doc in docs for problem in doc.problems]
+    problems += _duplicates(docs, source)
+    if not raws:
+        problems.append(f"{source}: has no documents (each needs apiVersion: {API_VERSION})")
+    values = [doc.value for doc in docs if doc.value is not None]
+    return Manifest(
+        backends=tuple(v for v in values if isinstance(v, spec.BackendSpec)),
+        models=tuple(v for v in values if isinstance(v, spec.ModelSpec)),
+        pools=tuple(v for v in values if isinstance(v, spec.PoolSpec)),
+        source=source,
+        documents=docs,
+        problems=tuple(problems),
+    )
+
+
+def parse(data: bytes | str, source: str = "the file") -> Manifest:
+    """`read`, raising `ManifestError` with every problem found in the file alone."""
+    manifest = read(data, source)
+    if manifest.problems:
+        raise ManifestError(manifest.problems, source)
+    return manifest
+
+
+def _key(kind: str, name: str) -> str:
+    """What two declarations are compared by: a model's canonical name, when it has one."""
+    if kind != "Model":
+        return name
+    try:
+        return names.canonical_ollama(name)
+    except names.InvalidName:
+        return name
+
+
+def _duplicates(docs: Iterable[documents.Document], source: str) -> list[str]:
+    found: dict[tuple[str, str], list[documents.Document]] = {}
+    for doc in docs:
+        if doc.kind is not None and doc.name is not None:
+            found.setdefault((doc.kind, _key(doc.kind, doc.name)), []).append(doc)
+    problems = []
+    for (kind, key), same in found.items():
+        if len(same) > 1:
+            *first, last = [str(doc.index) for doc in same]
+            spellings = sorted({doc.name for doc in same if doc.name is not None})
+            also = "" if len(spellings) == 1 else f" (as {', '.join(map(echo.quoted, spellings))})"
+            both = "both" if len(same) == 2 else "all"
+            problems.append(
+                f"{source}: documents {', '.join(first)} and {last} {both} declare "
+                f"{kind} {echo.quoted(key)}{also}; declare each once"
+            )
+    return problems
+
+
+def needs_store(manifest: Manifest, prune: bool) -> bool:
+    """Whether `check` needs the stored state: a pool member is not in the file, no --prune."""
+    return not prune and bool(_dangling(manifest, set(), set(), prune))
+
+
+def check(manifest: Manifest, current: desired.DesiredState, prune: bool) -> None:
+    """Raise `ManifestError` listing the file's problems and every dangling pool member.
+
+    A member must be declared in the file, or (without ``--prune``) already stored.
+    """
+    backends: set[str] = set()
+    models: set[str] = set()
+    if not prune:
+        backends |= set(current.backends_by_name)
+        models |= set(current.models_by_canonical)
+    problems = [*manifest.problems, *_dangling(manifest, backends, models, prune)]
+    if problems:
+        raise ManifestError(problems, manifest.source)
+
+
+def _dangling(manifest: Manifest, backends: set[str], models: set[str], prune: bool) -> list[str]:
+    """Pool members declared neither in the file nor in ``backends``/``models``."""
+    for doc in manifest.documents:
+        if doc.kind == "Backend" and doc.name is not None:
+            backends.add(doc.name)
+        elif doc.kind == "Model" and doc.name is not None:
+            models.add(_key("Model", doc.name))
+    where = (
+        "is not declared in the file (--prune)" if prune else "is neither in the file nor declared"
+    )
+    problems = []
+    for doc in manifest.documents:
+        for kind, member in doc.members:
+            known = backends if kind == "backend" else models
+            if (_key("Model", member) if kind == "model" else member) not in known:
+                problems.append(
+                    f"{manifest.source}: {doc.title}: spec.{kind}s: "
+                    f"{kind} {echo.quoted(member)} {where}"
+                )
+    return problems
+
+
+def _fields(old: object, new: object, wire: dict[str, str]) -> tuple[str, ...]:
+    return tuple(camel for attr, camel in wire.items() if getattr(old, attr) != getattr(new, attr))
+
+
+_BACKEND_FIELDS = {
+    "type": "type", "url": "url", "labels": "labels", "prune": "prune",
+    "max_pulls": "maxPulls", "credentials": "credentials",
+}  # fmt: skip
+_MODEL_FIELDS = {"context_length": "contextLength", "capabilities": "capabilities"}
+
+
+def _pool_key(value: spec.PoolSpec) -> tuple[str, tuple[str, ...], frozenset[str]]:
+    return value.purpose, value.backends, frozenset(names.canonical_ollama(m) for m in value.models)
+
+
+def diff(manifest: Manifest, current: desired.DesiredState, prune: bool) -> list[Change]:
+    """What applying ``manifest`` would do to ``current``, object by object."""
+    changes: list[Change] = []
+    for b in manifest.backends:
+        old = current.backend(b.name)
+        changes.append(_change("backend", b.name, old and old.spec, b, _BACKEND_FIELDS))
+    for m in manifest.models:
+        found = current.model(m.name)
+        changes.append(_change("model", m.name, found and found.spec, m, _MODEL_FIELDS))
+    for p in manifest.pools:
+        pool = current.pool(p.name)
+        if pool is None:
+            changes.append(Change("pool", p.name, Action.CREATED))
+            continue
+        old_key, new_key = _pool_key(pool.spec), _pool_key(p)
+        fields = tuple(
+            f
+            for f, a, b in zip(("purpose", "backends", "models"), old_key, new_key, strict=True)
+            if a != b
+        )
+        changes.append(
+            Change("pool", p.name, Action.CHANGED if fields else Action.UNCHANGED, fields)
+        )
+    if prune:
+        changes += _deletions(manifest, current)
+    return changes
+
+
+def _change(
+    kind: Literal["backend", "model"],
+    name: str,
+    old: object | None,
+    new: object,
+    wire: dict[str, str],
+) -> Change:
+    if old is None:
+        return Change(kind, name, Action.CREATED)
+    fields = _fields(old, new, wire)
+    return Change(kind, name, Action.CHANGED if fields else Action.UNCHANGED, fields)
+
+
+def _deletions(manifest: Manifest, current: desired.DesiredState) -> list[Change]:
+    backends = {b.name for b in manifest.backends}
+    models = {names.canonical_ollama(m.name) for m in manifest.models}
+    pools = {p.name for p in manifest.pools} | {spec.DEFAULT_POOL}
+    return (
+        [
+            Change("backend", b.name, Action.DELETED)
+            for b in current.backends
+            if b.name not in backends
+        ]
+        + [
+            Change("model", m.name, Action.DELETED)
+            for m in current.models
+            if names.canonical_ollama(m.name) not in models
+        ]
+        + [Change("pool", p.name, Action.DELETED) for p in current.pools if p.name not in pools]
+    )
+
+
+async def apply(
+    session: AsyncSession, manifest: Manifest, *, prune: bool = False, dry_run: bool = False
+) -> list[Change]:
+    """Bring the stored desired state to ``manifest``; returns the changes, in file order.
+
+    Writes nothing when ``dry_run``. Raises `ManifestError` listing every problem of the file
+    and every dangling pool member; the caller's transaction must be rolled back on any error.
+    """
+    current = await store.load(session)
+    check(manifest, current, prune)
+    changes = diff(manifest, current, prune)
+    if dry_run:
+        return changes
+    actions: dict[tuple[str, str], Action] = {(c.kind, c.name): c.action for c in changes}
+    for change in changes:
+        if change.action is Action.DELETED and change.kind == "pool":
+            await store.delete_pool(session, change.name)
+    for change in changes:
+        if change.action is Action.DELETED and change.kind == "backend":
+            await store.delete_backend(session, change.name)
+        elif change.action is Action.DELETED and change.kind == "model":
+            await store.delete_model(session, change.name)
+    await _write(session, manifest.backends, actions, "backend")
+    await _write(session, manifest.models, actions, "model")
+    for pool in manifest.pools:
+        match actions[("pool", pool.name)]:
+            case Action.CREATED:
+                await store.create_pool(session, pool)
+            case Action.CHANGED:
+                await store.update_pool(session, pool)
+    return changes
+
+
+async def _write(
+    session: AsyncSession,
+    values: Sequence[spec.BackendSpec] | Sequence[spec.ModelSpec],
+    actions: Mapping[tuple[str, str], Action],
+    kind: Literal["backend", "model"],
+) -> None:
+    created = [v for v in values if actions[(kind, v.name)] is Action.CREATED]
+    changed = [v for v in values if actions[(kind, v.name)] is Action.CHANGED]
+    for value in changed:
+        if isinstance(value, spec.BackendSpec):
+            await store.update_backend(session, value)
+        else:
+            await store.update_model(session, value)
+    if kind == "backend":
+        await store.add_backends(session, [v for v in created if isinstance(v, spec.BackendSpec)])
+    else:
+        await store.add_models(session, [v for v in created if isinstance(v, spec.ModelSpec)])
+
+
+def export(state: desired.DesiredState) -> str:
+    """The desired state as an apply-able file; applying it changes nothing. Never a key."""
+    docs: list[dict[str, Any]] = []
+    for backend in state.backends:
+        b = backend.spec
+        body: dict[str, Any] = {
+            "type": b.type.value,
+            "url": b.url,
+            "prune": b.prune.value,
+            "maxPulls": b.max_pulls,
+        }
+        if b.credentials is not None:
+            body["credentials"] = (
+                {"env": b.credentials.env_var}
+                if b.credentials.kind is spec.CredentialKind.ENV
+                else {"encrypted": True}
+            )
+        meta: dict[str, Any] = {"name": b.name}
+        if b.labels:
+            meta["labels"] = dict(b.labels)
+        docs.append(_doc("Backend", meta, body))
+    for model in state.models:
+        m = model.spec
+        body = {}
+        if m.context_length is not None:
+            body["contextLength"] = m.context_length
+        if m.capabilities is not None:
+            body["capabilities"] = [c.value for c in m.capabilities]
+        docs.append(_doc("Model", {"name": m.name}, body))
+    for pool in state.pools:
+        p = pool.spec
+        body = {"purpose": p.purpose, "backends": list(p.backends), "models": list(p.models)}
+        docs.append(_doc("Pool", {"name": p.name}, body))
+    return yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
+
+
+def _doc(kind: str, meta: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": meta, "spec": body}

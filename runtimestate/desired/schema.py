@@ -1,0 +1,135 @@
+"""The desired-state tables: backends, models, pools and the two pool memberships.
+
+Owned by `runtimestate`; `migrations/env.py` combines this ``metadata`` with the other
+packages'. Only the store modules use these ORM classes; rows never leave them (callers get
+the frozen values of `runtimestate.desired.spec`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from dwqueue import schema as dwqueue_schema
+
+# One naming convention and one UTC timestamp type for every package's tables: shared from
+# the lower layer (dwqueue imports nothing of ours, so it owns them).
+NAMING_CONVENTION = dwqueue_schema.NAMING_CONVENTION
+UtcDateTime = dwqueue_schema.UtcDateTime
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(orm.DeclarativeBase):
+    metadata = metadata
+
+
+class Stamped:
+    """Columns every spec table has: generation and timestamps."""
+
+    generation: orm.Mapped[int] = orm.mapped_column(sa.Integer, default=1)
+    created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)
+    updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)
+
+
+class BackendRow(Stamped, Base):
+    __tablename__ = "backends"
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(63), unique=True)
+    type: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    base_url: orm.Mapped[str] = orm.mapped_column(sa.Text)
+    labels: orm.Mapped[dict[str, str]] = orm.mapped_column(sa.JSON, default=dict)
+    prune: orm.Mapped[str] = orm.mapped_column(sa.String(16), default="managed")
+    max_pulls: orm.Mapped[int] = orm.mapped_column(sa.Integer, default=1)
+    credential_kind: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
+    credential_env: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    credential_ciphertext: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+
+
+class ModelRow(Stamped, Base):
+    __tablename__ = "models"
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(600))
+    # The Ollama canonical form; unique, so `llama3` and `llama3:latest` cannot both exist.
+    canonical_name: orm.Mapped[str] = orm.mapped_column(sa.String(600), unique=True)
+    context_length: orm.Mapped[int | None] = orm.mapped_column(sa.Integer)
+    capabilities: orm.Mapped[list[str] | None] = orm.mapped_column(sa.JSON)
+
+
+class PoolRow(Stamped, Base):
+    __tablename__ = "pools"
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(63), unique=True)
+    purpose: orm.Mapped[str] = orm.mapped_column(sa.Text, default="")
+
+
+class PoolBackendRow(Base):
+    """A backend's membership of a pool. `joined_generation` is the pool's generation when the
+    backend (last) joined it: it dates the declarations this membership makes (see
+    `planview.declaration`), so re-joining re-declares and other members' comings and goings
+    do not. Memberships are only ever inserted and deleted, never rewritten."""
+
+    __tablename__ = "pool_backends"
+
+    pool_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    backend_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("backends.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    joined_generation: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+
+
+class PoolModelRow(Base):
+    """A model's membership of a pool; `joined_generation` as in `PoolBackendRow`."""
+
+    __tablename__ = "pool_models"
+
+    pool_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    joined_generation: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+
+
+class BackendStatusRow(Base):
+    """The last observed state of a backend, as `runtimestate.snapshot`'s wire form.
+
+    Written by the backend cycle only when it changed; read by the CLI and other processes.
+    `last_ok_at` moves on every successful probe, so it is kept out of the document: a steady
+    fleet's cycle updates that column of every row in one statement and rewrites no document.
+    No foreign key: a deleted backend's row is removed by the next cycle.
+    """
+
+    __tablename__ = "backend_status"
+
+    backend: orm.Mapped[str] = orm.mapped_column(sa.String(63), primary_key=True)
+    phase: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    observed_generation: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+    document: orm.Mapped[dict[str, Any]] = orm.mapped_column(sa.JSON)
+    updated_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)
+    last_ok_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UtcDateTime)
+
+
+class ManagedModelRow(Base):
+    """A model llmctl itself pulled onto a backend: what the `managed` prune policy may remove."""
+
+    __tablename__ = "managed_models"
+
+    backend: orm.Mapped[str] = orm.mapped_column(sa.String(63), primary_key=True)
+    model_key: orm.Mapped[str] = orm.mapped_column(sa.String(600), primary_key=True)
+    model: orm.Mapped[str] = orm.mapped_column(sa.String(600))
+    job_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(32))
+    pulled_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)

@@ -1,0 +1,28 @@
+"""The download worker: claims queued pulls and runs them, persisting and publishing progress.
+
+The package is the worker (`Downloads`, from `worker`); `metering` turns Ollama's per-blob
+progress lines into one job's progress, rate and ETA.
+
+Called by `runtimestate.state` (the download cycle) and by the controller's reaper. Reads the
+adapters and the queue; never the planner or the resolver.
+"""
+
+from runtimestate.downloads.worker import (
+    DATABASE_DOWN,
+    CycleReport,
+    Downloads,
+    EventSink,
+    Settings,
+    classify,
+    database_error,
+)
+
+__all__ = [
+    "DATABASE_DOWN",
+    "CycleReport",
+    "Downloads",
+    "EventSink",
+    "Settings",
+    "classify",
+    "database_error",
+]

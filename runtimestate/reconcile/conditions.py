@@ -1,0 +1,174 @@
+"""Building one backend's `snapshot.LLMState` from what a cycle saw and decided.
+
+Called by the backend cycle for every declared backend whose inputs changed since the last cycle
+(`runtimestate.reconcile.reuse` reuses the others' states). Pure: the observation, the probe record,
+the plan and the jobs come in; an immutable state with Kubernetes-style conditions comes out.
+Conditions:
+
+- ``Reachable``: the last probe answered (reason ``ok``) or the error's reason code.
+- ``ModelsReady``: every desired model is served (``ok``), or why not (``pulling``,
+  ``held``, ``missing``, ``unobserved``).
+- ``DeclaredNotServed`` / ``ServedNotDeclared``: drift the planner reported and llmctl does not
+  act on (a vLLM node's fixed model set, a cloud provider's listing, models the prune policy
+  keeps); the message names the models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+
+from dwqueue import jobs
+from runtimestate import snapshot
+from runtimestate.backends import base
+from runtimestate.desired import spec
+from runtimestate.reconcile import plan, planview, probing
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What `build` reads. `desired` (the declared names) is the costly, per-model part: the backend
+    cycle fills it in only when a state must really be built (`runtimestate.reconcile.reuse`), so it
+    comes last. `overrides` is one mapping per backend type and read
+    (`desired.DesiredState.overrides`)."""
+
+    backend: spec.Backend
+    record: probing.Record[base.Observation]
+    usable: base.Observation | None
+    actions: Sequence[plan.Action]
+    jobs: Sequence[jobs.Job]
+    observed_generation: int
+    desired: tuple[str, ...] = ()
+    # Every declared model with overrides, by comparison key: their context length and
+    # capabilities win over what the backend reports, desired here or not (DESIGN section 4).
+    overrides: Mapping[str, spec.ModelSpec] = dataclasses.field(default_factory=dict)
+
+
+def pulled(
+    model: base.ObservedModel, declared: spec.ModelSpec | None = None
+) -> snapshot.PulledModel:
+    """A reported model as the snapshot shows it, with the declared overrides applied."""
+    details = model.details
+    context = model.context_length
+    caps = {"chat": model.can_chat, "embed": model.can_embed, "prompt": model.can_prompt,
+            "stream": model.can_stream}  # fmt: skip
+    if declared is not None and declared.context_length is not None:
+        context = declared.context_length
+    if declared is not None and declared.capabilities is not None:
+        caps = {name: spec.Capability(name) in declared.capabilities for name in caps}
+    return snapshot.PulledModel(
+        name=model.name,
+        model=model.model,
+        digest=model.digest or "",
+        size=model.size or 0,
+        modified_at=model.modified_at,
+        family=details.family or "",
+        parameter_size=details.parameter_size or "",
+        quantization_level=details.quantization_level or "",
+        format=details.format or "",
+        context_length=context,
+        can_chat=caps["chat"],
+        can_embed=caps["embed"],
+        can_prompt=caps["prompt"],
+        can_stream=caps["stream"],
+        loaded=model.loaded,
+    )
+
+
+def _download(job: jobs.Job) -> snapshot.DownloadView:
+    return snapshot.DownloadView(
+        job.id, job.model, job.state.value, job.progress.percent, job.error
+    )
+
+
+def _names(models: Iterable[str]) -> str:
+    return ", ".join(sorted(models))
+
+
+def _reachable(record: probing.Record[base.Observation]) -> snapshot.Condition:
+    if record.failures == 0 and record.last_ok_at is not None:
+        return snapshot.Condition("Reachable", True, "ok")
+    if record.failures == 0:
+        return snapshot.Condition("Reachable", False, "unknown", "not probed yet")
+    return snapshot.Condition(
+        "Reachable", False, record.last_reason or "error", record.last_error or ""
+    )
+
+
+def _models_ready(
+    inputs: Inputs, served: set[str], holds: Sequence[plan.Hold], pending: Sequence[jobs.Job]
+) -> snapshot.Condition:
+    kind = inputs.backend.spec.type
+    missing = [m for m in inputs.desired if planview.key(m, kind) not in served]
+    if inputs.usable is None:
+        return snapshot.Condition("ModelsReady", False, "unobserved", "no usable observation")
+    if not missing:
+        return snapshot.Condition("ModelsReady", True, "ok")
+    if holds:
+        held = _names(h.model for h in holds)
+        return snapshot.Condition("ModelsReady", False, "held", f"downloads held: {held}")
+    if pending:
+        return snapshot.Condition(
+            "ModelsReady", False, "pulling", f"pulling: {_names(j.model for j in pending)}"
+        )
+    return snapshot.Condition("ModelsReady", False, "missing", f"missing: {_names(missing)}")
+
+
+def _drift(actions: Sequence[plan.Action]) -> list[snapshot.Condition]:
+    drift = [a for a in actions if isinstance(a, plan.ReportDrift)]
+    conditions = []
+    for kind, type_ in (
+        (plan.DriftKind.DECLARED_NOT_SERVED, "DeclaredNotServed"),
+        (plan.DriftKind.SERVED_NOT_DECLARED, "ServedNotDeclared"),
+    ):
+        found = [a for a in drift if a.kind is kind]
+        if found:
+            message = "; ".join(
+                f"{a.model} ({a.reason.code.value})" for a in sorted(found, key=lambda a: a.model)
+            )
+            conditions.append(snapshot.Condition(type_, True, found[0].reason.code.value, message))
+    return conditions
+
+
+def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.LLMState:
+    """The backend's state after this cycle."""
+    backend, record = inputs.backend, inputs.record
+    observation = inputs.usable
+    models = observation.models if observation else ()
+    served = {planview.key(m.name, backend.spec.type) for m in models}
+    holds = [a for a in inputs.actions if isinstance(a, plan.Hold)]
+    pending = [j for j in inputs.jobs if j.state in (jobs.JobState.QUEUED, jobs.JobState.RUNNING)]
+    failed = [j for j in inputs.jobs if j.state is jobs.JobState.FAILED]
+    held_ids = {h.job_id for h in holds}
+    metrics = observation.metrics if observation else None
+    load = (
+        snapshot.Load(metrics.running, metrics.waiting, metrics.kv_cache_usage)
+        if metrics
+        else snapshot.Load()
+    )
+    conditions = (
+        _reachable(record),
+        _models_ready(inputs, served, holds, pending),
+        *_drift(inputs.actions),
+    )
+    return snapshot.LLMState(
+        id=backend.meta.id,
+        name=backend.name,
+        type=backend.spec.type.value,
+        base_url=backend.spec.url,
+        models=inputs.desired,
+        pulled_models=tuple(
+            pulled(m, inputs.overrides.get(planview.key(m.name, backend.spec.type))) for m in models
+        ),
+        phase=record.phase(now, policy),
+        error=record.last_error if record.failures else None,
+        conditions=conditions,
+        observed_generation=inputs.observed_generation,
+        last_ok_at=record.last_ok_at,
+        version=observation.version if observation else None,
+        load=load,
+        downloads_pending=tuple(_download(j) for j in pending),
+        downloads_failed=tuple(_download(j) for j in failed if j.id not in held_ids),
+        downloads_held=tuple(_download(j) for j in inputs.jobs if j.id in held_ids),
+    )

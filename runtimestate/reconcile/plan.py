@@ -1,0 +1,490 @@
+"""The planner: what one backend cycle should do, as actions that each carry a reason.
+
+`compute` takes per-backend views (desired models, observed models, policy, capabilities; see
+`runtimestate.reconcile.planview`), the active and held download jobs, the record of what llmctl
+pulled, and whether the desired state was read completely. It returns a `Plan`: pulls, job
+cancellations, prunes, and informative entries (drift, held downloads). The backend cycle applies
+the mutating ones; `llmctl reconcile --dry-run` prints `Plan.describe()`.
+
+Pure and deterministic: no database, HTTP, NATS or clock, and the same inputs in any order give
+the same plan. Must not import the adapters (`runtimestate.backends` imports httpx).
+
+Each backend's share of the plan depends only on its view, its jobs, what llmctl pulled onto
+it and whether the desired state was read completely; `Plan.decisions` keeps it with those
+inputs. Given the previous cycle's plan, `compute` reuses a backend's decision when its view is
+the same object and the rest compares equal, so a steady fleet is planned in O(backends), not
+O(backends x models). The result is the same as without `previous`.
+
+Longer than 400 lines on purpose: the action types, the rules and their reuse are one concept,
+and moving the action types out would rename what every caller uses (`plan.Pull`, ...).
+
+Rules (DESIGN.md section 5), all comparing names in the backend type's canonical form:
+- A declared model that is not observed is pulled where the backend can pull, unless a job for
+  it is active or a finished job holds it at the current declaration (cancelled, or failed with
+  a non-retryable class); elsewhere it is reported as drift.
+- Nothing is pulled or pruned on a stale or missing observation.
+- A backend in no pool is observed only (DESIGN section 3): nothing is pulled onto it or pruned
+  from it, whatever its policy. This is not an empty desired set: a backend whose pools declare
+  no model has one, and `prune: all` empties it as DESIGN section 5 says.
+- An observed model that is not declared is pruned only if the backend can delete, is in a
+  pool, the policy is not `none`, the desired state was read completely, the backend's desired
+  set is not empty (unless the policy is `all`), llmctl pulled it (unless the policy is `all`),
+  it is not loaded and no job for it is active. Otherwise it is reported as drift, with the
+  reason it was kept (not on cloud providers, whose catalogues are not drift).
+- With the desired state read completely, an active job is cancelled when its backend is gone,
+  is in no pool, cannot pull, or no longer wants the model. Read incompletely, the planner acts
+  only on what is declared (pulls), never on what seems absent (no prune, no cancel, no
+  undeclared drift).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import TypeVar, assert_never
+
+from dwqueue import jobs as dwjobs  # `jobs` is compute's parameter
+from runtimestate.desired import spec
+from runtimestate.reconcile import planview
+
+_A = TypeVar("_A", bound="Action")
+
+# Catalogues of cloud providers list hundreds of models nobody declares; not drift.
+_REPORTS_UNDECLARED = frozenset({spec.BackendType.OLLAMA, spec.BackendType.VLLM})
+
+
+class ReasonCode(enum.StrEnum):
+    """Why an action is in the plan; stable codes for status conditions and logs."""
+
+    MISSING = "missing"  # Pull: declared and not present
+    DECLARATION_CHANGED = "declaration_changed"  # Pull: held before, declaration changed since
+    RETRY_AFTER_FAILURE = "retry_after_failure"  # Pull: the last download failed transiently
+    HELD_CANCELLED = "held_cancelled"  # Hold: cancelled at this declaration
+    HELD_FAILED = "held_failed"  # Hold: failed permanently at this declaration
+    BACKEND_DELETED = "backend_deleted"  # CancelJob
+    BACKEND_CANNOT_PULL = "backend_cannot_pull"  # CancelJob
+    NOT_IN_POOL = "not_in_pool"  # CancelJob, or drift: undeclared; the backend is observed only
+    NOT_DESIRED = "not_desired"  # CancelJob
+    UNDECLARED_MANAGED = "undeclared_managed"  # Prune under `managed`
+    UNDECLARED = "undeclared"  # Prune under `all`
+    CANNOT_PULL = "cannot_pull"  # drift: declared, not served, backend cannot download
+    OBSERVATION_STALE = "observation_stale"  # drift: acting waits for a fresh observation
+    CANNOT_DELETE = "cannot_delete"  # drift: undeclared, backend cannot delete
+    PRUNE_NONE = "prune_none"  # drift: undeclared, policy `none`
+    EMPTY_DESIRED = "empty_desired"  # drift: undeclared, nothing desired and policy not `all`
+    NOT_MANAGED = "not_managed"  # drift: undeclared, llmctl did not pull it
+    LOADED = "loaded"  # drift: undeclared, loaded; pruned after it unloads
+    BEING_PULLED = "being_pulled"  # drift: undeclared, a job for it is active
+
+
+class DriftKind(enum.StrEnum):
+    DECLARED_NOT_SERVED = "declared_not_served"
+    SERVED_NOT_DECLARED = "served_not_declared"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reason:
+    code: ReasonCode
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pull:
+    """Queue a download of `model` (as declared) onto `backend` (idempotent per model_key)."""
+
+    backend: str
+    model: str
+    model_key: str
+    declaration: str
+    reason: Reason
+
+    def describe(self) -> str:
+        return f"pull {self.model} on {self.backend}: {self.reason.text}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CancelJob:
+    job_id: str
+    backend: str
+    model: str
+    reason: Reason
+
+    def describe(self) -> str:
+        return (
+            f"cancel download {self.job_id} of {self.model} on {self.backend}: {self.reason.text}"
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prune:
+    """Delete `model` (spelled as the backend reported it) from `backend`."""
+
+    backend: str
+    model: str
+    reason: Reason
+
+    def describe(self) -> str:
+        return f"prune {self.model} on {self.backend}: {self.reason.text}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReportDrift:
+    """Informative: a difference llmctl will not (or not yet) fix; a status condition."""
+
+    backend: str
+    kind: DriftKind
+    model: str
+    reason: Reason
+
+    def describe(self) -> str:
+        kind = self.kind.value.replace("_", " ")
+        return f"drift on {self.backend}: {self.model} {kind} ({self.reason.text})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hold:
+    """Informative: a download not re-queued until its declaration changes or a user retries."""
+
+    backend: str
+    model: str
+    job_id: str
+    reason: Reason
+
+    def describe(self) -> str:
+        return f"hold {self.model} on {self.backend} (job {self.job_id}): {self.reason.text}"
+
+
+Action = Pull | CancelJob | Prune | ReportDrift | Hold
+MUTATING: tuple[type[Action], ...] = (CancelJob, Prune, Pull)
+
+# Cancel first (frees a worker), prune before pull (frees disk a pull may need).
+_KIND_ORDER: Mapping[type[Action], int] = {CancelJob: 0, Prune: 1, Pull: 2, Hold: 3, ReportDrift: 4}
+
+
+def _order(action: Action) -> tuple[str, int, str, str]:
+    extra = action.job_id if isinstance(action, CancelJob | Hold) else ""
+    if isinstance(action, ReportDrift):
+        extra = action.kind.value
+    return (action.backend, _KIND_ORDER[type(action)], action.model, extra)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """One declared backend's actions and the inputs they were decided from."""
+
+    view: planview.BackendView
+    jobs: tuple[planview.JobView, ...]
+    managed: frozenset[str]
+    desired_complete: bool
+    actions: tuple[Action, ...]
+
+    def holds_for(
+        self,
+        view: planview.BackendView,
+        jobs: tuple[planview.JobView, ...],
+        managed: frozenset[str],
+        desired_complete: bool,
+    ) -> bool:
+        """Whether these inputs are the ones decided on (the view by identity)."""
+        return (
+            self.view is view
+            and self.desired_complete == desired_complete
+            and self.managed == managed
+            and self.jobs == jobs
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """Actions sorted by backend, then kind (cancel, prune, pull, hold, drift), then model.
+
+    `decisions` holds each declared backend's share (empty for a plan built by hand); it is
+    what `compute` may reuse next time and takes no part in comparing plans.
+    """
+
+    actions: tuple[Action, ...] = ()
+    decisions: Mapping[str, Decision] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @property
+    def mutating(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if isinstance(a, MUTATING))
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the plan changes nothing (it may still report drift or holds)."""
+        return not self.mutating
+
+    def of(self, kind: type[_A]) -> tuple[_A, ...]:
+        return tuple(a for a in self.actions if isinstance(a, kind))
+
+    def for_backend(self, name: str) -> Plan:
+        decision = self.decisions.get(name)
+        if decision is not None:
+            return Plan(decision.actions)
+        return Plan(tuple(a for a in self.actions if a.backend == name))
+
+    def describe(self) -> list[str]:
+        """One human line per action, in plan order."""
+        return [action.describe() for action in self.actions]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Facts:
+    """One backend's inputs, indexed by comparison key."""
+
+    view: planview.BackendView
+    desired: Mapping[str, planview.DesiredModel]
+    active: frozenset[str]
+    finished: Mapping[str, tuple[planview.JobView, ...]]
+    managed: frozenset[str]
+    desired_complete: bool
+
+    @property
+    def fresh(self) -> bool:
+        return self.view.observed is not None and not self.view.observed.stale
+
+
+def compute(
+    backends: Iterable[planview.BackendView],
+    *,
+    jobs: Iterable[planview.JobView] = (),
+    managed: Iterable[tuple[str, str]] = (),
+    desired_complete: bool = True,
+    previous: Plan | None = None,
+) -> Plan:
+    """The plan for one cycle. Pure, deterministic and independent of input order.
+
+    ``backends`` are the declared backends; ``jobs`` the active download jobs plus the latest
+    finished one per (backend, model) (a job whose backend is not in ``backends`` belongs to a
+    deleted backend); ``managed`` the (backend, model) pairs llmctl pulled; ``desired_complete``
+    False when the desired state could not be read completely; ``previous`` the last plan,
+    whose decisions are reused where their inputs did not change (see the module docstring).
+    Raises `ValueError` when two views share a name.
+    """
+    given = tuple(backends)
+    views = {view.name: view for view in given}
+    if len(views) != len(given):
+        raise ValueError("two backend views share a name")
+    jobs_by_backend: dict[str, list[planview.JobView]] = defaultdict(list)
+    for job in jobs:
+        jobs_by_backend[job.backend].append(job)
+    managed_by_backend: dict[str, set[str]] = defaultdict(set)
+    for backend, model in managed:
+        managed_by_backend[backend].add(model)
+    earlier = previous.decisions if previous is not None else {}
+    decisions: dict[str, Decision] = {}
+    for name in sorted(views):
+        backend_jobs = tuple(sorted(jobs_by_backend.get(name, ()), key=lambda j: j.job_id))
+        backend_managed = frozenset(managed_by_backend.get(name, ()))
+        old = earlier.get(name)
+        if old is not None and old.holds_for(
+            views[name], backend_jobs, backend_managed, desired_complete
+        ):
+            decisions[name] = old
+        else:
+            decisions[name] = _decide(views[name], backend_jobs, backend_managed, desired_complete)
+    # Jobs of backends that are no longer declared are cancelled; no decision holds them.
+    orphans: list[Action] = []
+    if desired_complete:
+        for owner in jobs_by_backend.keys() - views.keys():
+            orphans += _cancellations(None, jobs_by_backend[owner])
+    # Each decision is sorted and `_order` sorts by backend first: concatenating decisions in
+    # name order, then sorting only the few orphans in, gives the fully sorted plan.
+    actions = [a for name in decisions for a in decisions[name].actions]
+    if orphans:
+        actions = sorted(actions + orphans, key=_order)
+    return Plan(tuple(actions), decisions)
+
+
+def _decide(
+    view: planview.BackendView,
+    backend_jobs: tuple[planview.JobView, ...],
+    managed: frozenset[str],
+    desired_complete: bool,
+) -> Decision:
+    facts = _facts(view, backend_jobs, managed, desired_complete)
+    actions: list[Action] = []
+    if desired_complete:
+        actions += _cancellations(facts, backend_jobs)
+    actions += _declared_actions(facts)
+    actions += _undeclared_actions(facts)
+    return Decision(
+        view, backend_jobs, managed, desired_complete, tuple(sorted(actions, key=_order))
+    )
+
+
+def _facts(
+    view: planview.BackendView,
+    backend_jobs: Iterable[planview.JobView],
+    managed: Iterable[str],
+    desired_complete: bool,
+) -> _Facts:
+    desired: dict[str, planview.DesiredModel] = {}
+    # Two spellings of one model cannot both be stored; if given anyway, keep one, stably.
+    for model in sorted(view.desired, key=lambda m: (m.name, m.declaration)):
+        desired.setdefault(planview.key(model.name, view.type), model)
+    active: set[str] = set()
+    finished: dict[str, list[planview.JobView]] = defaultdict(list)
+    for job in sorted(backend_jobs, key=lambda j: j.job_id):
+        job_key = planview.key(job.model_key, view.type)
+        if job.active:
+            active.add(job_key)
+        else:
+            finished[job_key].append(job)
+    return _Facts(
+        view=view,
+        desired=desired,
+        active=frozenset(active),
+        finished={k: tuple(v) for k, v in finished.items()},
+        managed=frozenset(planview.key(m, view.type) for m in managed),
+        desired_complete=desired_complete,
+    )
+
+
+def _cancellations(facts: _Facts | None, backend_jobs: Iterable[planview.JobView]) -> list[Action]:
+    """Active jobs of one backend (None: no longer declared) that nobody wants any more:
+    garbage collection of the queue (DESIGN section 2)."""
+    result: list[Action] = []
+    for job in backend_jobs:
+        reason = _cancel_reason(facts, job) if job.active else None
+        if reason is not None:
+            result.append(CancelJob(job.job_id, job.backend, job.model, reason))
+    return result
+
+
+def _cancel_reason(facts: _Facts | None, job: planview.JobView) -> Reason | None:
+    if facts is None:
+        return Reason(ReasonCode.BACKEND_DELETED, "the backend is no longer declared")
+    view = facts.view
+    if not view.in_pool:
+        return Reason(ReasonCode.NOT_IN_POOL, "the backend is in no pool; it is observed only")
+    if not view.can_pull:
+        return Reason(ReasonCode.BACKEND_CANNOT_PULL, f"a {view.type} backend cannot download")
+    if planview.key(job.model_key, view.type) not in facts.desired:
+        return Reason(ReasonCode.NOT_DESIRED, "the model is no longer declared on this backend")
+    return None
+
+
+def _declared_actions(facts: _Facts) -> list[Action]:
+    """Pull, hold or report each declared model the backend does not serve."""
+    view = facts.view
+    if view.observed is None:
+        return []  # nothing is known about the backend; its status says why
+    served = {planview.key(model.name, view.type) for model in view.observed.models}
+    result: list[Action] = []
+    for model_key, model in facts.desired.items():
+        if model_key not in served:
+            action = _missing(facts, model_key, model)
+            if action is not None:
+                result.append(action)
+    return result
+
+
+def _missing(facts: _Facts, model_key: str, model: planview.DesiredModel) -> Action | None:
+    view = facts.view
+    if not view.can_pull:
+        text = f"declared but not served; llmctl never downloads onto {view.type}"
+        return _not_served(view, model.name, ReasonCode.CANNOT_PULL, text)
+    if not facts.fresh:
+        text = "declared but not present; the pull waits for a fresh observation"
+        return _not_served(view, model.name, ReasonCode.OBSERVATION_STALE, text)
+    if model_key in facts.active:
+        return None  # the download is under way; its progress is the report
+    return _pull_or_hold(facts, model_key, model)
+
+
+def _pull_or_hold(facts: _Facts, model_key: str, model: planview.DesiredModel) -> Pull | Hold:
+    earlier = facts.finished.get(model_key, ())
+    # Several finished jobs should not be given, but if they are, any hold wins: a user's
+    # cancel is never overridden by an older or newer record.
+    for job in earlier:
+        held = _held(job)
+        if held is not None and job.declaration == model.declaration:
+            return Hold(facts.view.name, model.name, job.job_id, held)
+    code, text = ReasonCode.MISSING, "declared but not present"
+    if any(_held(job) is not None for job in earlier):
+        code, text = ReasonCode.DECLARATION_CHANGED, f"{text}; declaration changed since held"
+    elif any(job.state is dwjobs.JobState.FAILED for job in earlier):
+        code, text = ReasonCode.RETRY_AFTER_FAILURE, f"{text}; last download failed transiently"
+    return Pull(facts.view.name, model.name, model_key, model.declaration, Reason(code, text))
+
+
+def _held(job: planview.JobView) -> Reason | None:
+    """Why a finished job keeps its model from being queued again, or None if it does not."""
+    retry = "re-queued when its declaration changes or a user retries it"
+    match job.state:
+        case dwjobs.JobState.CANCELLED:
+            return Reason(ReasonCode.HELD_CANCELLED, f"download cancelled; {retry}")
+        # A failure without a class is treated as permanent: never retried by accident.
+        case dwjobs.JobState.FAILED if job.error_class is None or not job.error_class.retryable:
+            failure = job.error_class or "unknown"
+            return Reason(ReasonCode.HELD_FAILED, f"download failed ({failure}); {retry}")
+        case _:
+            return None
+
+
+def _undeclared_actions(facts: _Facts) -> list[Action]:
+    """Prune, or report with the reason it is kept, each served model nobody declared."""
+    view = facts.view
+    # With the desired state read incompletely, "not declared" cannot be known.
+    if view.observed is None or view.type not in _REPORTS_UNDECLARED or not facts.desired_complete:
+        return []
+    result: list[Action] = []
+    for served in view.observed.models:
+        model_key = planview.key(served.name, view.type)
+        if model_key in facts.desired:
+            continue
+        kept = _kept(facts, served, model_key)
+        if kept is None:
+            result.append(Prune(view.name, served.name, _prune_reason(view.prune)))
+        else:
+            result.append(ReportDrift(view.name, DriftKind.SERVED_NOT_DECLARED, served.name, kept))
+    return result
+
+
+def _kept(facts: _Facts, served: planview.ServedModel, model_key: str) -> Reason | None:
+    """Why an undeclared model stays (the first rule that keeps it), or None to prune it."""
+    view = facts.view
+    policy = view.prune
+    rules = (
+        (not view.in_pool, ReasonCode.NOT_IN_POOL, "the backend is in no pool; observed only"),
+        (not view.can_delete, ReasonCode.CANNOT_DELETE, f"llmctl never deletes on {view.type}"),
+        (policy is spec.PrunePolicy.NONE, ReasonCode.PRUNE_NONE, "prune: none"),
+        (not facts.fresh, ReasonCode.OBSERVATION_STALE, "observation is stale; no prune"),
+        (
+            not facts.desired and policy is not spec.PrunePolicy.ALL,
+            ReasonCode.EMPTY_DESIRED,
+            "nothing is declared on this backend; only prune: all empties it",
+        ),
+        (
+            policy is spec.PrunePolicy.MANAGED and model_key not in facts.managed,
+            ReasonCode.NOT_MANAGED,
+            "not pulled by llmctl; prune: managed keeps it",
+        ),
+        (served.loaded, ReasonCode.LOADED, "loaded; pruned after it unloads"),
+        (model_key in facts.active, ReasonCode.BEING_PULLED, "a download of it is active"),
+    )
+    for applies, code, text in rules:
+        if applies:
+            return Reason(code, text)
+    return None
+
+
+def _prune_reason(policy: spec.PrunePolicy) -> Reason:
+    match policy:
+        case spec.PrunePolicy.ALL:
+            return Reason(ReasonCode.UNDECLARED, "not declared; prune: all")
+        case spec.PrunePolicy.MANAGED:
+            return Reason(ReasonCode.UNDECLARED_MANAGED, "pulled by llmctl, no longer declared")
+        case spec.PrunePolicy.NONE:
+            raise AssertionError("prune: none never prunes; _kept keeps every model")
+        case _:
+            assert_never(policy)
+
+
+def _not_served(view: planview.BackendView, model: str, code: ReasonCode, text: str) -> ReportDrift:
+    return ReportDrift(view.name, DriftKind.DECLARED_NOT_SERVED, model, Reason(code, text))

@@ -1,0 +1,179 @@
+"""What the planner is given: per-backend views of desired and observed state, and jobs.
+
+The backend cycle builds these frozen values once per cycle (from `DesiredState`, the adapters'
+observations and the download queue) and hands them to `runtimestate.reconcile.plan.compute`. They
+are the planner's own types on purpose: the planner must not depend on adapter modules (importing
+`runtimestate.backends` pulls in httpx) nor on database rows.
+
+Pure: imports only `spec`, `names`, `desired` and `dwqueue.jobs` (all pure); no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from dwqueue import jobs
+from runtimestate import desired as desired_state
+from runtimestate.desired import names, spec
+
+# Only Ollama can download and delete models; vLLM serves a fixed set and cloud providers
+# list a catalogue. This is the spec-level view of `backends.base.Capabilities`.
+_PULL_TYPES = frozenset({spec.BackendType.OLLAMA})
+_DELETE_TYPES = frozenset({spec.BackendType.OLLAMA})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DesiredModel:
+    """A model desired on one backend. `name` is as declared (it is what gets pulled);
+    `declaration` is an opaque key that changes whenever the declaration changes, so a held
+    download (cancelled, permanently failed) is re-queued then and only then."""
+
+    name: str
+    declaration: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServedModel:
+    """A model as the backend reports it (`name` in the backend's own spelling)."""
+
+    name: str
+    loaded: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObservedView:
+    """A backend's model list. `stale` marks the last good list kept through the grace period
+    of a failing backend: good enough to report from, never to delete or download on."""
+
+    models: tuple[ServedModel, ...]
+    stale: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BackendView:
+    """One declared backend: its policy, what it can do, what is desired and what is seen.
+
+    `in_pool` is False for a backend that belongs to no pool: it is observed only (DESIGN
+    section 3), so nothing is pulled onto it or pruned from it whatever its policy; its
+    `desired` is then necessarily empty. A backend in a pool whose model lists are empty is
+    another case: its desired set is empty *by declaration*, and `prune: all` empties it.
+    `observed` is None when this cycle's observation failed and no last good list is left.
+    Raises `ValueError` for models desired on a backend in no pool.
+    """
+
+    name: str
+    type: spec.BackendType
+    prune: spec.PrunePolicy = spec.PrunePolicy.MANAGED
+    can_pull: bool = False
+    can_delete: bool = False
+    desired: tuple[DesiredModel, ...] = ()
+    observed: ObservedView | None = None
+    in_pool: bool = True
+
+    def __post_init__(self) -> None:
+        if self.desired and not self.in_pool:
+            raise ValueError(f"backend {self.name} is in no pool, yet models are desired on it")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobView:
+    """A download job: the active ones, and the latest finished one per (backend, model).
+
+    `model_key` is the canonical key the planner gave in `plan.Pull.model_key`; `declaration`
+    is the `DesiredModel.declaration` the job was queued for.
+    """
+
+    job_id: str
+    backend: str
+    model: str
+    model_key: str
+    state: jobs.JobState
+    declaration: str
+    error_class: jobs.ErrorClass | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in jobs.ACTIVE_STATES
+
+    @classmethod
+    def of(cls, job: jobs.Job) -> JobView:
+        return cls(
+            job.id, job.backend, job.model, job.model_key, job.state, job.declaration,
+            job.error_class,
+        )  # fmt: skip
+
+
+def key(name: str, backend_type: spec.BackendType) -> str:
+    """The comparison key of a model name on a backend type (`names.canonical`).
+
+    A name Ollama's grammar rejects cannot be canonicalised; it is compared exactly, so it
+    never matches a (valid, canonical) declared name and is never confused with one.
+    """
+    try:
+        return names.canonical(name, backend_type)
+    except names.InvalidName:
+        return name
+
+
+def declaration(
+    backend: spec.Backend, model: spec.Model, placings: Iterable[tuple[spec.Pool, int]]
+) -> str:
+    """The declaration key of ``model`` on ``backend``.
+
+    ``placings`` are the pools that place the model on the backend, each with the pool
+    generation at which that placing began: the later of the backend's and the model's joins
+    (`DesiredState.backend_joined`, `model_joined`). The key is formed from the backend's id (a
+    re-created backend is a new declaration), the model's id and generation (any edit of the
+    model), and each placing pool's id with that generation. Removing the model or the backend
+    from a pool and adding it back is a new declaration, so a download the reconciler cancelled
+    on removal is queued again; adding or removing *other* members leaves the key alone, so a
+    download a user cancelled stays held. The backend's own generation is left out too: editing
+    its labels or prune policy must not restart a download a user cancelled.
+    """
+    parts = [f"b{backend.meta.id}", f"m{model.meta.id}.{model.meta.generation}"]
+    parts += sorted(f"p{pool.meta.id}.{since}" for pool, since in placings)
+    return "/".join(parts)
+
+
+def desired_models(state: desired_state.DesiredState, backend: str) -> tuple[DesiredModel, ...]:
+    """The models desired on ``backend`` with their declaration keys; () for an unknown one."""
+    found = state.backend(backend)
+    if found is None:
+        return ()
+    pools = [state.pools_by_name[name] for name in state.pools_of_backend(backend)]
+    members = [
+        (
+            pool,
+            state.backend_joined(pool, backend),
+            {names.canonical_ollama(m) for m in pool.spec.models},
+        )
+        for pool in pools
+    ]
+    result = []
+    for model in state.models_for(backend):
+        wanted = names.canonical_ollama(model.name)
+        placings = [
+            (pool, max(joined, state.model_joined(pool, wanted)))
+            for pool, joined, models in members
+            if wanted in models
+        ]
+        result.append(DesiredModel(model.name, declaration(found, model, placings)))
+    return tuple(result)
+
+
+def backend_view(
+    state: desired_state.DesiredState, backend: spec.Backend, observed: ObservedView | None
+) -> BackendView:
+    """The planner's view of one declared backend, given what was observed of it."""
+    kind = backend.spec.type
+    return BackendView(
+        name=backend.name,
+        type=kind,
+        prune=backend.spec.prune,
+        can_pull=kind in _PULL_TYPES,
+        can_delete=kind in _DELETE_TYPES,
+        desired=desired_models(state, backend.name),
+        observed=observed,
+        in_pool=bool(state.pools_of_backend(backend.name)),
+    )

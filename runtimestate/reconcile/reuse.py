@@ -1,0 +1,124 @@
+"""What the backend cycle reuses from its previous pass, so a steady fleet costs O(backends).
+
+Between two cycles of a converged fleet almost nothing changes: an Ollama adapter returns the
+very same `Observation` object while the node's listings are unchanged, and the desired state
+read again has the same `DesiredState.key_of` per backend. `Reuse` keeps, per backend, the
+planner's view and the built `LLMState` with what they were made from, and hands them back
+when the inputs are the same objects (observation, view) and the rest compares equal (desired
+key, probe record, actions, jobs); only `last_ok_at`, which moves every cycle, is replaced.
+The per-model work (1,000 backends x 50 models) is thus done only for backends whose
+observation or desired state changed. The plan's own reuse is `plan.compute(previous=...)`.
+
+Called by `runtimestate.reconcile.cycle` only. Pure bookkeeping: no I/O, no clock. What it returns
+is always what `planview.backend_view` and `conditions.build` return for the same inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Collection
+
+from runtimestate import desired, snapshot
+from runtimestate.backends import base
+from runtimestate.desired import spec
+from runtimestate.reconcile import conditions, planview
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _View:
+    usable: base.Observation | None  # compared by identity
+    stale: bool
+    desired_key: tuple[object, ...]
+    prune: spec.PrunePolicy
+    view: planview.BackendView
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _State:
+    usable: base.Observation | None  # compared by identity, as is the view
+    view: planview.BackendView
+    rest: tuple[object, ...]
+    state: snapshot.LLMState
+
+
+# Every node of a fleet serves the same few (name, loaded) pairs: one object each, not one
+# per model per node (fewer objects for the garbage collector to walk, too).
+_served = functools.lru_cache(maxsize=16384)(planview.ServedModel)
+
+
+class Reuse:
+    """Per-backend views and states of the last cycle; one per `cycle.BackendCycle`."""
+
+    def __init__(self) -> None:
+        self._views: dict[str, _View] = {}
+        self._states: dict[str, _State] = {}
+
+    def view(
+        self,
+        state: desired.DesiredState,
+        backend: spec.Backend,
+        usable: base.Observation | None,
+        stale: bool,
+    ) -> planview.BackendView:
+        """`planview.backend_view` of the backend given its usable observation, reused when
+        the observation is the same object and the desired state has the same key."""
+        name = backend.name
+        key = state.key_of(name)
+        held = self._views.get(name)
+        if (
+            held is not None
+            and held.usable is usable
+            and held.stale == stale
+            and held.prune is backend.spec.prune
+            and held.desired_key == key
+        ):
+            return held.view
+        observed = None
+        if usable is not None:
+            served = tuple(_served(m.name, m.loaded) for m in usable.models)
+            observed = planview.ObservedView(served, stale=stale)
+        view = planview.backend_view(state, backend, observed)
+        self._views[name] = _View(usable, stale, key, backend.spec.prune, view)
+        return view
+
+    def state(
+        self,
+        inputs: conditions.Inputs,
+        phase: snapshot.Phase,
+        view: planview.BackendView,
+        build: Callable[[], snapshot.LLMState],
+    ) -> snapshot.LLMState:
+        """The backend's state: ``build()`` (`conditions.build` of ``inputs`` with the desired
+        models filled in) unless every input it reads is what it was: the view (served models,
+        and desired models through the declarations), the declared overrides, the usable
+        observation, the record's outcome, the phase, the actions, the jobs, the observed
+        generation and the backend's identity fields."""
+        record, backend, usable = inputs.record, inputs.backend, inputs.usable
+        failing = record.failures > 0
+        rest = (
+            phase,
+            failing,
+            record.last_ok_at is None,
+            (record.last_reason, record.last_error) if failing else None,
+            tuple(inputs.actions),
+            tuple(inputs.jobs),
+            inputs.observed_generation,
+            (backend.meta.id, backend.spec.type, backend.spec.url),
+            inputs.overrides,  # of every declared model: served here need not be desired
+        )
+        held = self._states.get(backend.name)
+        if held is not None and held.usable is usable and held.view is view and held.rest == rest:
+            built = held.state
+            if built.last_ok_at != record.last_ok_at:
+                built = dataclasses.replace(built, last_ok_at=record.last_ok_at)
+        else:
+            built = build()
+        self._states[backend.name] = _State(usable, view, rest, built)
+        return built
+
+    def retain(self, names: Collection[str]) -> None:
+        """Forget backends that are no longer declared."""
+        for table in (self._views, self._states):
+            for name in [n for n in table if n not in names]:
+                del table[name]
