@@ -1,20 +1,14 @@
 """Garbage-collector settings of a controller process (`llmctl serve`, `llmctl reconcile`).
 
-A backend cycle keeps a hundred requests or more in flight for tens of milliseconds each.
-With CPython's default thresholds (a young collection every 700 net allocations) their
-objects outlive two young collections, are promoted to the oldest generation, and set off a
-full collection, a walk of every live object (the fleet's model objects: 150,000 at 1,000
-backends x 50 models, plus the libraries'), once or twice a cycle: a third of the CPU of a
-steady 1,000-backend cycle. A young generation of `YOUNG` objects lets in-flight objects die
-young. Reference counting still frees every acyclic object at once; only cyclic garbage waits
-a little longer, and the young generation stays a few MB. What exists when `tune` runs (the
-modules, classes and functions imports made: over 100,000 objects) is moved out of every
-future collection with `gc.freeze()`: it lives as long as the process, and a full collection
-walks only what the controller made since.
+`tune` raises the young generation's threshold to `YOUNG`, so the objects of requests in flight
+during a backend cycle die young instead of being promoted and setting off full collections, and
+freezes (`gc.freeze()`) what exists at start (modules, classes, functions), which lives as long
+as the process. Reference counting still frees acyclic objects at once. The README's performance
+section has the figures (`benchmarks/backend_cycle.py --default-gc` compares).
 
-Called once by the composition roots before any work; `benchmarks/backend_cycle.py` calls it
-too, so it measures the cycle as the controller runs it. Process-wide: library code
-(`runtimestate`, `dwqueue`) never calls it.
+Called once by the composition roots before any work, and by `benchmarks/backend_cycle.py` so it
+measures the cycle as the controller runs it. Process-wide: library code (`runtimestate`,
+`dwqueue`) never calls it.
 """
 
 from __future__ import annotations

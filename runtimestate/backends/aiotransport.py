@@ -1,27 +1,23 @@
-"""An httpx transport on aiohttp: the adapters' connection pool, several times cheaper per request.
+"""An httpx transport on aiohttp: the adapters' connection pool.
 
-httpx's own pool (httpcore on anyio) costs about 1 ms of CPU per request; a backend cycle over
-1,000 Ollama nodes sends 2,000 of them, so the controller would be CPU bound. `AiohttpTransport`
-keeps the httpx API the official `ollama.AsyncClient` and `HttpApi` are written against (they
-build `httpx.Request`s and read `httpx.Response`s) and sends the bytes through an
-`aiohttp.ClientSession` instead, with keep-alive connections pooled per host.
+`AiohttpTransport` keeps the httpx API that the official `ollama.AsyncClient` and `HttpApi` are
+written against (they build `httpx.Request`s and read `httpx.Response`s) and sends the bytes
+through an `aiohttp.ClientSession`, with keep-alive connections pooled per host; it costs a
+fraction of httpx's own pool's CPU per request (README, performance: `benchmarks/observe.py`).
 
 Semantics kept from httpx, so `failures` and the adapters' error mapping see no difference:
 
-- timeouts come from each request's ``extensions["timeout"]`` (set by the httpx client):
-  ``connect`` bounds opening a connection, ``connect + pool`` bounds getting one, ``read``
-  bounds every wait for data (headers and each body chunk). There is no write timeout: request
-  bodies here are a few hundred bytes;
+- timeouts come from each request's ``extensions["timeout"]``: ``connect`` bounds opening a
+  connection, ``connect + pool`` bounds getting one, ``read`` bounds every wait for data; there
+  is no write timeout (request bodies are a few hundred bytes);
 - aiohttp failures are raised as the httpx exception of the same situation (`ConnectError`,
   `ConnectTimeout`, `ReadTimeout`, `RemoteProtocolError`, `ReadError`, ...), chained;
-- bodies are returned undecoded and streamed chunk by chunk (a pull is an hours-long NDJSON
-  stream), so `transport.CappedTransport` can wrap this transport and cap what is read;
-- no redirects, no cookies, no proxies from the environment, no automatic headers: the httpx
-  request says everything.
+- bodies are returned undecoded and streamed chunk by chunk, so `transport.CappedTransport` can
+  wrap this transport and cap what is read;
+- no redirects, cookies, proxies from the environment or automatic headers.
 
-`SharedSession` is the aiohttp session; the `adapters.AdapterPool` owns one and lends it to every
-adapter (one pool of connections for the fleet), and closes it in its `aclose()`. A transport
-built without one owns a private session and closes it itself.
+`SharedSession` is the aiohttp session that `adapters.AdapterPool` owns, lends to every adapter
+and closes; a transport built without one owns a private session and closes it itself.
 
 Who calls it: `transport.capped` (the default inner transport) and `adapters.AdapterPool`.
 It must not classify errors (that is `failures`) and must never log request headers.

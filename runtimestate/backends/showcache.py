@@ -1,16 +1,14 @@
 """A bounded cache of Ollama `/api/show` facts keyed by manifest digest, shared by a fleet.
 
 A digest names immutable content, so what `/api/show` says about it (context length,
-capabilities) is the same on every node that has it and never changes (DESIGN section 4:
-"cached per digest"). Observing a fleet therefore costs one `/api/show` per new digest, not
-one per model per node: 1,000 nodes with the same 50 models ask 50 times in all. A fetch under
-way is announced (`start`) so other nodes wait for its answer (`pending`) instead of asking
-their own node the same question; only facts are shared, never a failure: a waiter whose
-fetch failed or found nothing asks its own node.
+capabilities) is the same on every node that has it and never changes: observing a fleet costs
+one `/api/show` per new digest, not one per model per node. A fetch under way is announced
+(`start`) so other nodes wait for its answer (`pending`); only facts are shared, never a
+failure: a waiter whose fetch failed or found nothing asks its own node.
 
-Who calls it: `runtimestate.backends.ollama`; `runtimestate.backends.adapters.AdapterPool` owns the
-one cache its adapters share. In-memory state only: no I/O, no clock. It is not thread-safe, and
-needs not be: one event loop uses it.
+Who calls it: `runtimestate.backends.ollama`; `runtimestate.backends.adapters.AdapterPool` owns
+the one cache its adapters share. In-memory state only: no I/O, no clock; one event loop uses it
+(not thread-safe).
 """
 
 from __future__ import annotations

@@ -1,16 +1,15 @@
 """What the backend cycle reuses from its previous pass, so a steady fleet costs O(backends).
 
-Between two cycles of a converged fleet almost nothing changes: an Ollama adapter returns the
-very same `Observation` object while the node's listings are unchanged, and the desired state
-read again has the same `DesiredState.key_of` per backend. `Reuse` keeps, per backend, the
-planner's view and the built `LLMState` with what they were made from, and hands them back
-when the inputs are the same objects (observation, view) and the rest compares equal (desired
-key, probe record, actions, jobs); only `last_ok_at`, which moves every cycle, is replaced.
-The per-model work (1,000 backends x 50 models) is thus done only for backends whose
-observation or desired state changed. The plan's own reuse is `plan.compute(previous=...)`.
+`Reuse` keeps, per backend, the planner's view and the built `LLMState` with what they were made
+from, and hands them back when the inputs are the same objects (an Ollama adapter returns the
+very same `Observation` while the node's listings are unchanged; the view) and the rest compares
+equal (desired key, overrides, probe record, actions, jobs); only `last_ok_at` is replaced. The
+per-model work is thus done only for backends whose observation or desired state changed. The
+plan's own reuse is `plan.compute(previous=...)`.
 
-Called by `runtimestate.reconcile.cycle` only. Pure bookkeeping: no I/O, no clock. What it returns
-is always what `planview.backend_view` and `conditions.build` return for the same inputs.
+Called by `runtimestate.reconcile.cycle` only. Pure bookkeeping: no I/O, no clock. What it
+returns is always what `planview.backend_view` and `conditions.build` return for the same
+inputs.
 """
 
 from __future__ import annotations
