@@ -23,6 +23,7 @@ from controller import (
     demo,
     downloads,
     emulate,
+    pools,
     reconcile,
     resolve,
     runner,
@@ -45,7 +46,7 @@ db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(declare.backend_app, name="backend")
 app.add_typer(declare.model_app, name="model")
-app.add_typer(declare.pool_app, name="pool")
+app.add_typer(pools.app, name="pool")
 app.add_typer(emulate.app, name="emulate", help="Run protocol-faithful Ollama or vLLM emulators.")
 app.command("reconcile")(reconcile.reconcile_command)
 app.add_typer(downloads.app, name="downloads", help="List, cancel and retry model downloads.")

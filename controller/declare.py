@@ -1,4 +1,4 @@
-"""The declaring commands: ``llmctl backend|model|pool ...``.
+"""The declaring commands of backends and models: ``llmctl backend|model ...``.
 
 Each command validates its options, runs one transaction through `controller.runner`, and
 prints either a kubectl-style confirmation (``backend/gpu-1 created``) or a document in the
@@ -20,9 +20,6 @@ from runtimestate.reconcile import status
 
 backend_app = typer.Typer(help="Declare the backends llmctl manages.", no_args_is_help=True)
 model_app = typer.Typer(help="Declare the models backends should serve.", no_args_is_help=True)
-pool_app = typer.Typer(
-    help="Group backends and models: a backend serves its pools' models.", no_args_is_help=True
-)
 
 OutputOpt = Annotated[
     output.Format,
@@ -43,7 +40,7 @@ def whole_number(text: str | int) -> int:
         raise typer.BadParameter(str(exc)) from None
 
 
-def _env(ctx: typer.Context) -> runner.Env:
+def env_of(ctx: typer.Context) -> runner.Env:
     env = ctx.find_root().obj
     assert isinstance(env, runner.Env)
     return env
@@ -114,7 +111,7 @@ def backend_add(
     ] = False,
 ) -> None:
     """Declare a backend (generation 1). It joins the default pool unless told otherwise."""
-    env = _env(ctx)
+    env = env_of(ctx)
     pools = _pools(env, pool, no_pool, [spec.DEFAULT_POOL])
     assert pools is not None
     labels = _labels(env, {}, label)
@@ -151,7 +148,7 @@ def backend_update(
     ] = False,
 ) -> None:
     """Change a backend; the generation goes up when its spec really changes."""
-    env = _env(ctx)
+    env = env_of(ctx)
     pools = _pools(env, pool, no_pool, None)
     new_creds = _credentials(env, api_key_env, api_key_stdin)
     if no_api_key and new_creds is not None:
@@ -185,7 +182,7 @@ async def _with_status(
 @backend_app.command("list")
 def backend_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
     """List the declared backends with their observed status (-o wide for the spec too)."""
-    env = _env(ctx)
+    env = env_of(ctx)
     state, observed = runner.read(env, _with_status)
     docs = [output.backend_doc(b, state, observed.get(b.name)) for b in state.backends]
     output.render_list("backend", docs, fmt, env.out)
@@ -194,7 +191,7 @@ def backend_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> No
 @backend_app.command("get")
 def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
     """Show a backend's spec, desired models, conditions, observed models and downloads."""
-    env = _env(ctx)
+    env = env_of(ctx)
     state, observed = runner.read(env, _with_status)
     backend = state.backend(name)
     if backend is None:
@@ -210,7 +207,7 @@ def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TA
 @backend_app.command("delete")
 def backend_delete(ctx: typer.Context, name: str) -> None:
     """Delete a backend. Its pending downloads are cancelled by the next cycle."""
-    env = _env(ctx)
+    env = env_of(ctx)
     runner.transaction(env, lambda s: store.delete_backend(s, name))
     env.out.print(f"backend/{name} deleted", highlight=False)
     runner.notify(env)
@@ -239,7 +236,7 @@ def model_add(
     ] = None,
 ) -> None:
     """Declare a model. It joins the default pool unless told otherwise."""
-    env = _env(ctx)
+    env = env_of(ctx)
     pools = _pools(env, pool, no_pool, [spec.DEFAULT_POOL])
     assert pools is not None
     try:
@@ -273,7 +270,7 @@ def model_update(
     ] = False,
 ) -> None:
     """Change a model's overrides or pools; the generation goes up on a real change."""
-    env = _env(ctx)
+    env = env_of(ctx)
     pools = _pools(env, pool, no_pool, None)
     if (context_length is not None and no_context_length) or (capability and no_capabilities):
         env.fail("an option and its --no- form contradict each other; give one of them")
@@ -304,7 +301,7 @@ def _model_listing(state: desired.DesiredState) -> list[dict[str, object]]:
 @model_app.command("list")
 def model_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
     """List the declared models."""
-    env = _env(ctx)
+    env = env_of(ctx)
     state = runner.read(env, store.load)
     output.render_list("model", _model_listing(state), fmt, env.out)
 
@@ -312,7 +309,7 @@ def model_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None
 @model_app.command("get")
 def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
     """Show a model (llama3 finds llama3:latest) and the backends it is desired on."""
-    env = _env(ctx)
+    env = env_of(ctx)
     state = runner.read(env, store.load)
     try:
         model = state.model(name)
@@ -328,108 +325,7 @@ def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABL
 @model_app.command("delete")
 def model_delete(ctx: typer.Context, name: str) -> None:
     """Delete a model declaration (what is installed on backends is left to the prune policy)."""
-    env = _env(ctx)
+    env = env_of(ctx)
     runner.transaction(env, lambda s: store.delete_model(s, name))
     env.out.print(f"model/{name} deleted", highlight=False)
     runner.notify(env)
-
-
-# --- pool ------------------------------------------------------------------------------------
-
-
-@pool_app.command("create")
-def pool_create(
-    ctx: typer.Context,
-    name: str,
-    purpose: Annotated[str, typer.Option(help="What the pool is for")] = "",
-) -> None:
-    """Create an empty pool."""
-    env = _env(ctx)
-    runner.transaction(env, lambda s: store.create_pool(s, spec.PoolSpec(name, purpose)))
-    env.out.print(f"pool/{name} created", highlight=False)
-    runner.notify(env)
-
-
-@pool_app.command("update")
-def pool_update(
-    ctx: typer.Context,
-    name: str,
-    purpose: Annotated[str | None, typer.Option(help="What the pool is for")] = None,
-) -> None:
-    """Change a pool's purpose; the generation goes up only on a real change."""
-    env = _env(ctx)
-
-    async def work(session: AsyncSession) -> bool:
-        old = (await store.get_pool(session, name)).spec
-        new_purpose = purpose if purpose is not None else old.purpose
-        value = spec.PoolSpec(old.name, new_purpose, old.backends, old.models)
-        _, changed = await store.update_pool(session, value)
-        return changed
-
-    changed = runner.transaction(env, work)
-    env.out.print(f"pool/{name} {'updated' if changed else 'unchanged'}", highlight=False)
-    runner.notify(env)
-
-
-@pool_app.command("list")
-def pool_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
-    """List the pools with their members."""
-    env = _env(ctx)
-    state = runner.read(env, store.load)
-    output.render_list("pool", [output.pool_doc(p) for p in state.pools], fmt, env.out)
-
-
-@pool_app.command("get")
-def pool_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
-    """Show one pool."""
-    env = _env(ctx)
-    pool = runner.read(env, lambda s: store.get_pool(s, name))
-    output.render_one(output.pool_doc(pool), fmt, env.out)
-
-
-@pool_app.command("delete")
-def pool_delete(ctx: typer.Context, name: str) -> None:
-    """Delete a pool (its backends and models stay declared)."""
-    env = _env(ctx)
-    runner.transaction(env, lambda s: store.delete_pool(s, name))
-    env.out.print(f"pool/{name} deleted", highlight=False)
-    runner.notify(env)
-
-
-def _membership(ctx: typer.Context, pool: str, member: bool, **target: str) -> None:
-    env = _env(ctx)
-    changed = runner.transaction(
-        env, lambda s: store.set_membership(s, pool, member=member, **target)
-    )
-    ((kind, name),) = target.items()
-    verb = (
-        ("added to" if member else "removed from")
-        if changed
-        else ("already in" if member else "not in")
-    )
-    env.out.print(f"{kind}/{name} {verb} pool/{pool}", highlight=False)
-    runner.notify(env)
-
-
-@pool_app.command("add-backend")
-def pool_add_backend(ctx: typer.Context, pool: str, backend: str) -> None:
-    """Add a backend to a pool (idempotent)."""
-    _membership(ctx, pool, True, backend=backend)
-
-
-@pool_app.command("remove-backend")
-def pool_remove_backend(ctx: typer.Context, pool: str, backend: str) -> None:
-    """Remove a backend from a pool (idempotent)."""
-    _membership(ctx, pool, False, backend=backend)
-
-
-@pool_app.command("add-model")
-def pool_add_model(ctx: typer.Context, pool: str, model: str) -> None:
-    """Add a model to a pool (idempotent)."""
-    _membership(ctx, pool, True, model=model)
-
-
-@pool_app.command("remove-model")
-def pool_remove_model(ctx: typer.Context, pool: str, model: str) -> None:
-    """Remove a model from a pool (idempotent)."""
-    _membership(ctx, pool, False, model=model)

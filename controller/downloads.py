@@ -1,19 +1,19 @@
 """The download commands: ``llmctl downloads list|get|cancel|retry``.
 
-Registered on the root app by `controller.cli`; ``llmctl watch`` lives in `controller.watch`
-and reuses the figures formatted here. Each command runs one transaction through
-`controller.runner` on the `dwqueue.queue` store. Cancel and retry are durable once committed;
-only then, when a NATS URL is configured, they publish the event the store returned and a
-request to the controller (``<prefix>.v1.control.cancel`` / ``.trigger``) so a running
-controller acts at once. Publishing is best effort: a NATS failure is reported on stderr and
-never fails the command (the controller reads the database on its next cycle anyway).
-Invalid input exits 2 and writes nothing. This module must not write outside `dwqueue.queue`.
+Registered on the root app by `controller.cli`; ``llmctl watch`` lives in `controller.watch`,
+and how a download is shown (figures, document, table) in `controller.downloadview`. Each
+command runs one transaction through `controller.runner` on the `dwqueue.queue` store. Cancel
+and retry are durable once committed; only then, when a NATS URL is configured, they publish the
+event the store returned and a request to the controller (``<prefix>.v1.control.cancel`` /
+``.trigger``) so a running controller acts at once. Publishing is best effort: a NATS failure is
+reported on stderr and never fails the command (the controller reads the database on its next
+cycle anyway). Invalid input exits 2 and writes nothing. This module must not write outside
+`dwqueue.queue`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
@@ -21,12 +21,9 @@ from typing import Annotated, Any
 import nats.errors
 import typer
 from nats.aio.client import Client
-from rich import filesize
-from rich.console import Console
-from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller import output, runner, trigger
+from controller import downloadview, output, runner, trigger
 from dwqueue import events, flushing, jobs, queue, rows
 from runtimestate import echo
 from runtimestate.desired import names
@@ -50,120 +47,9 @@ def _env(ctx: typer.Context) -> runner.Env:
     return env
 
 
-# --- figures, shared with `controller.watch` --------------------------------------------------
-
-
-def percent_text(percent: float | None) -> str:
-    return "-" if percent is None else f"{percent:.1f}%"
-
-
-def rate_text(rate_bps: float | None) -> str:
-    """Decimal units, as Ollama prints them: ``12.3 MB/s``."""
-    return "-" if rate_bps is None else f"{filesize.decimal(int(rate_bps))}/s"
-
-
-def eta_text(eta_s: float | None) -> str:
-    """``45s``, ``3m05s``, ``2h07m``."""
-    if eta_s is None:
-        return "-"
-    seconds = max(0, round(eta_s))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 def control_subject(prefix: str, verb: str) -> str:
     """``<prefix>.v1.control.<verb>``: requests to the controller (``cancel``, ``trigger``)."""
     return f"{events.check_prefix(prefix)}.v1.control.{verb}"
-
-
-# --- documents ---------------------------------------------------------------------------------
-
-
-def _time(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)  # SQLite drops the zone
-    return aware.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def job_doc(job: jobs.Job) -> dict[str, Any]:
-    """The stable JSON shape of a download (camelCase; add keys, never rename them)."""
-    progress = job.progress
-    return {
-        "id": job.id,
-        "backend": job.backend,
-        "model": job.model,
-        "state": job.state.value,
-        "attempts": job.attempts,
-        "maxAttempts": job.max_attempts,
-        "status": progress.status,
-        "digest": progress.digest,
-        "completed": progress.completed,
-        "total": progress.total,
-        "percent": progress.percent,
-        "rateBps": progress.rate_bps,
-        "etaS": progress.eta_s,
-        "error": job.error,
-        "errorClass": None if job.error_class is None else job.error_class.value,
-        "nextAttemptAt": _time(job.next_attempt_at),
-        "leaseOwner": job.lease_owner,
-        "leaseExpiresAt": _time(job.lease_expires_at),
-        "createdAt": _time(job.created_at),
-        "updatedAt": _time(job.updated_at),
-        "startedAt": _time(job.started_at),
-        "finishedAt": _time(job.finished_at),
-    }
-
-
-def _running(doc: dict[str, Any]) -> bool:
-    return bool(doc["state"] == jobs.JobState.RUNNING.value)
-
-
-def short_digest(digest: str | None) -> str:
-    """``sha256:6a0746a1ec1a…`` as Ollama prints it while pulling: ``6a0746a1ec1a``."""
-    return "-" if not digest else digest.removeprefix("sha256:")[:12]
-
-
-Column = tuple[str, Callable[[dict[str, Any]], str]]
-# The table's columns: what `downloads list` prints. ERROR comes last (it is long and folds).
-COLUMNS: list[Column] = [
-    ("ID", lambda d: d["id"]),
-    ("BACKEND", lambda d: d["backend"]),
-    ("MODEL", lambda d: d["model"]),
-    ("STATE", lambda d: d["state"]),
-    ("PROGRESS", lambda d: percent_text(d["percent"])),
-    ("RATE", lambda d: rate_text(d["rateBps"]) if _running(d) else "-"),
-    ("ETA", lambda d: eta_text(d["etaS"]) if _running(d) else "-"),
-    ("ATTEMPTS", lambda d: f"{d['attempts']}/{d['maxAttempts']}"),
-    ("AGE", lambda d: output.age(d["createdAt"])),
-]
-# ``-o wide`` adds these before ERROR, as ``backend list -o wide`` adds its own.
-WIDE_COLUMNS: list[Column] = [
-    ("STATUS", lambda d: d["status"] or "-"),
-    ("DIGEST", lambda d: short_digest(d["digest"])),
-    ("LEASE-OWNER", lambda d: output.cell(d["leaseOwner"])),
-    ("NEXT-ATTEMPT", lambda d: output.until(d["nextAttemptAt"]) if d["state"] == "queued" else "-"),
-    ("ERROR-CLASS", lambda d: output.cell(d["errorClass"])),
-]
-_ERROR: Column = ("ERROR", lambda d: d["error"] or "-")
-
-
-def render_list(docs: Sequence[dict[str, Any]], fmt: output.Format, console: Console) -> None:
-    """Print downloads: JSON and YAML print the list itself; ``table`` and ``wide`` a table."""
-    if fmt in (output.Format.JSON, output.Format.YAML):
-        output.render_one(list(docs), fmt, console)
-        return
-    wide = WIDE_COLUMNS if fmt is output.Format.WIDE else []
-    columns = [*COLUMNS, *wide, _ERROR]
-    table = output.new_table()
-    for header, _ in columns:
-        table.add_column(header, overflow="fold", no_wrap=header == "ID")
-    for doc in docs:
-        table.add_row(*[Text(value(doc)) for _, value in columns])
-    console.print(table, highlight=False)
 
 
 # --- input -------------------------------------------------------------------------------------
@@ -223,7 +109,9 @@ def list_downloads(
         )
         return found[::-1]
 
-    render_list([job_doc(job) for job in runner.read(env, work)], fmt, env.out)
+    downloadview.render_list(
+        [downloadview.job_doc(job) for job in runner.read(env, work)], fmt, env.out
+    )
 
 
 @app.command("get")
@@ -242,7 +130,7 @@ def get_download(
             raise _not_found(job_id)
         return found
 
-    output.render_one(job_doc(runner.read(env, work)), fmt, env.out)
+    output.render_one(downloadview.job_doc(runner.read(env, work)), fmt, env.out)
 
 
 @app.command("cancel")

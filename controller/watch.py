@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID
 from rich.text import Text
 
-from controller import downloads, natsconnection, runner, trigger
+from controller import downloadview, natsconnection, runner, trigger
 from dwqueue import events, jobs, queue, subscriber
 from runtimestate import database
 from runtimestate.desired import names
@@ -200,9 +200,9 @@ class Bars:
             completed=total if done else (event.completed or 0),
             model=event.model,
             backend=event.backend,
-            percent="100.0%" if done else downloads.percent_text(event.percent),
-            rate=downloads.rate_text(event.rate_bps) if running else "",
-            eta=downloads.eta_text(event.eta_s) if running else "",
+            percent="100.0%" if done else downloadview.percent_text(event.percent),
+            rate=downloadview.rate_text(event.rate_bps) if running else "",
+            eta=downloadview.eta_text(event.eta_s) if running else "",
             phase=phase(event),
             style=_STYLES.get(event.TYPE, ""),
         )

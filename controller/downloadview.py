@@ -1,0 +1,124 @@
+"""How a download is shown: its figures (percent, rate, ETA), its JSON document and its table.
+
+Used by the download commands (`controller.downloads`) and the live bars of `controller.watch`.
+The document's keys are stable (camelCase; add keys, never rename them). Pure formatting: no
+database, no NATS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich import filesize
+from rich.console import Console
+from rich.text import Text
+
+from controller import output
+from dwqueue import jobs
+
+
+def percent_text(percent: float | None) -> str:
+    return "-" if percent is None else f"{percent:.1f}%"
+
+
+def rate_text(rate_bps: float | None) -> str:
+    """Decimal units, as Ollama prints them: ``12.3 MB/s``."""
+    return "-" if rate_bps is None else f"{filesize.decimal(int(rate_bps))}/s"
+
+
+def eta_text(eta_s: float | None) -> str:
+    """``45s``, ``3m05s``, ``2h07m``."""
+    if eta_s is None:
+        return "-"
+    seconds = max(0, round(eta_s))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)  # SQLite drops the zone
+    return aware.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def job_doc(job: jobs.Job) -> dict[str, Any]:
+    """The stable JSON shape of a download (camelCase; add keys, never rename them)."""
+    progress = job.progress
+    return {
+        "id": job.id,
+        "backend": job.backend,
+        "model": job.model,
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "status": progress.status,
+        "digest": progress.digest,
+        "completed": progress.completed,
+        "total": progress.total,
+        "percent": progress.percent,
+        "rateBps": progress.rate_bps,
+        "etaS": progress.eta_s,
+        "error": job.error,
+        "errorClass": None if job.error_class is None else job.error_class.value,
+        "nextAttemptAt": _time(job.next_attempt_at),
+        "leaseOwner": job.lease_owner,
+        "leaseExpiresAt": _time(job.lease_expires_at),
+        "createdAt": _time(job.created_at),
+        "updatedAt": _time(job.updated_at),
+        "startedAt": _time(job.started_at),
+        "finishedAt": _time(job.finished_at),
+    }
+
+
+def _running(doc: dict[str, Any]) -> bool:
+    return bool(doc["state"] == jobs.JobState.RUNNING.value)
+
+
+def short_digest(digest: str | None) -> str:
+    """``sha256:6a0746a1ec1a…`` as Ollama prints it while pulling: ``6a0746a1ec1a``."""
+    return "-" if not digest else digest.removeprefix("sha256:")[:12]
+
+
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+# The table's columns: what `downloads list` prints. ERROR comes last (it is long and folds).
+COLUMNS: list[Column] = [
+    ("ID", lambda d: d["id"]),
+    ("BACKEND", lambda d: d["backend"]),
+    ("MODEL", lambda d: d["model"]),
+    ("STATE", lambda d: d["state"]),
+    ("PROGRESS", lambda d: percent_text(d["percent"])),
+    ("RATE", lambda d: rate_text(d["rateBps"]) if _running(d) else "-"),
+    ("ETA", lambda d: eta_text(d["etaS"]) if _running(d) else "-"),
+    ("ATTEMPTS", lambda d: f"{d['attempts']}/{d['maxAttempts']}"),
+    ("AGE", lambda d: output.age(d["createdAt"])),
+]
+# ``-o wide`` adds these before ERROR, as ``backend list -o wide`` adds its own.
+WIDE_COLUMNS: list[Column] = [
+    ("STATUS", lambda d: d["status"] or "-"),
+    ("DIGEST", lambda d: short_digest(d["digest"])),
+    ("LEASE-OWNER", lambda d: output.cell(d["leaseOwner"])),
+    ("NEXT-ATTEMPT", lambda d: output.until(d["nextAttemptAt"]) if d["state"] == "queued" else "-"),
+    ("ERROR-CLASS", lambda d: output.cell(d["errorClass"])),
+]
+_ERROR: Column = ("ERROR", lambda d: d["error"] or "-")
+
+
+def render_list(docs: Sequence[dict[str, Any]], fmt: output.Format, console: Console) -> None:
+    """Print downloads: JSON and YAML print the list itself; ``table`` and ``wide`` a table."""
+    if fmt in (output.Format.JSON, output.Format.YAML):
+        output.render_one(list(docs), fmt, console)
+        return
+    wide = WIDE_COLUMNS if fmt is output.Format.WIDE else []
+    columns = [*COLUMNS, *wide, _ERROR]
+    table = output.new_table()
+    for header, _ in columns:
+        table.add_column(header, overflow="fold", no_wrap=header == "ID")
+    for doc in docs:
+        table.add_row(*[Text(value(doc)) for _, value in columns])
+    console.print(table, highlight=False)

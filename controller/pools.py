@@ -1,0 +1,119 @@
+"""The pool commands: ``llmctl pool create|update|list|get|delete|add-backend|...``.
+
+A pool groups backends and models: a backend serves the models of every pool it belongs to.
+Each command runs one transaction through `controller.runner` and prints a kubectl-style
+confirmation or a document in the chosen output format; invalid input exits 2 with a message
+naming the field, and nothing is written.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller import declare, output, runner
+from runtimestate.desired import spec, store
+
+app = typer.Typer(
+    help="Group backends and models: a backend serves its pools' models.", no_args_is_help=True
+)
+
+
+@app.command("create")
+def pool_create(
+    ctx: typer.Context,
+    name: str,
+    purpose: Annotated[str, typer.Option(help="What the pool is for")] = "",
+) -> None:
+    """Create an empty pool."""
+    env = declare.env_of(ctx)
+    runner.transaction(env, lambda s: store.create_pool(s, spec.PoolSpec(name, purpose)))
+    env.out.print(f"pool/{name} created", highlight=False)
+    runner.notify(env)
+
+
+@app.command("update")
+def pool_update(
+    ctx: typer.Context,
+    name: str,
+    purpose: Annotated[str | None, typer.Option(help="What the pool is for")] = None,
+) -> None:
+    """Change a pool's purpose; the generation goes up only on a real change."""
+    env = declare.env_of(ctx)
+
+    async def work(session: AsyncSession) -> bool:
+        old = (await store.get_pool(session, name)).spec
+        new_purpose = purpose if purpose is not None else old.purpose
+        value = spec.PoolSpec(old.name, new_purpose, old.backends, old.models)
+        _, changed = await store.update_pool(session, value)
+        return changed
+
+    changed = runner.transaction(env, work)
+    env.out.print(f"pool/{name} {'updated' if changed else 'unchanged'}", highlight=False)
+    runner.notify(env)
+
+
+@app.command("list")
+def pool_list(ctx: typer.Context, fmt: declare.OutputOpt = output.Format.TABLE) -> None:
+    """List the pools with their members."""
+    env = declare.env_of(ctx)
+    state = runner.read(env, store.load)
+    output.render_list("pool", [output.pool_doc(p) for p in state.pools], fmt, env.out)
+
+
+@app.command("get")
+def pool_get(ctx: typer.Context, name: str, fmt: declare.OutputOpt = output.Format.TABLE) -> None:
+    """Show one pool."""
+    env = declare.env_of(ctx)
+    pool = runner.read(env, lambda s: store.get_pool(s, name))
+    output.render_one(output.pool_doc(pool), fmt, env.out)
+
+
+@app.command("delete")
+def pool_delete(ctx: typer.Context, name: str) -> None:
+    """Delete a pool (its backends and models stay declared)."""
+    env = declare.env_of(ctx)
+    runner.transaction(env, lambda s: store.delete_pool(s, name))
+    env.out.print(f"pool/{name} deleted", highlight=False)
+    runner.notify(env)
+
+
+def _membership(ctx: typer.Context, pool: str, member: bool, **target: str) -> None:
+    env = declare.env_of(ctx)
+    changed = runner.transaction(
+        env, lambda s: store.set_membership(s, pool, member=member, **target)
+    )
+    ((kind, name),) = target.items()
+    verb = (
+        ("added to" if member else "removed from")
+        if changed
+        else ("already in" if member else "not in")
+    )
+    env.out.print(f"{kind}/{name} {verb} pool/{pool}", highlight=False)
+    runner.notify(env)
+
+
+@app.command("add-backend")
+def pool_add_backend(ctx: typer.Context, pool: str, backend: str) -> None:
+    """Add a backend to a pool (idempotent)."""
+    _membership(ctx, pool, True, backend=backend)
+
+
+@app.command("remove-backend")
+def pool_remove_backend(ctx: typer.Context, pool: str, backend: str) -> None:
+    """Remove a backend from a pool (idempotent)."""
+    _membership(ctx, pool, False, backend=backend)
+
+
+@app.command("add-model")
+def pool_add_model(ctx: typer.Context, pool: str, model: str) -> None:
+    """Add a model to a pool (idempotent)."""
+    _membership(ctx, pool, True, model=model)
+
+
+@app.command("remove-model")
+def pool_remove_model(ctx: typer.Context, pool: str, model: str) -> None:
+    """Remove a model from a pool (idempotent)."""
+    _membership(ctx, pool, False, model=model)
