@@ -152,3 +152,31 @@ def test_revision_0008_adds_the_eight_argument_claim_and_its_downgrade_drops_it(
     migrations.downgrade(postgres_url, "0007")
     assert [n for n, _ in _claim_functions(postgres_url)] == [7]
     assert migrations.current(postgres_url) == "0007"
+
+
+@pytest.mark.parametrize(("locked_rows", "expected"), [(28, ["x", "b"]), (29, ["x"])])
+async def test_a_postgres_claim_pass_reads_the_window_the_code_computes(
+    postgres_url: str, locked_rows: int, expected: list[str]
+) -> None:
+    # Another claimer holds backend a's advisory lock: the claim passes over a's rows without
+    # finding a full backend, so one pass of claims.window(2) rows is all it reads.
+    assert claims.window(2) == 30
+    migrations.upgrade(postgres_url)
+    engine = database.create_async_engine(postgres_url)
+    holder = database.create_sync_engine(postgres_url)
+    try:
+        async with database.session_factory(engine)() as session:
+            backends = ["x"] + ["a"] * locked_rows + ["b"]
+            for i, backend in enumerate(backends):
+                due = T0 + dt.timedelta(seconds=i)
+                await queue.enqueue(session, backend, f"model-{i}", now=due)
+            await session.commit()
+            with holder.begin() as other:
+                lock = "SELECT pg_advisory_xact_lock(1819110755, hashtext('a'))"
+                other.execute(sa.text(lock))
+                changes = await leases.claim(session, "w1", n=2, now=NOW)
+                await session.commit()
+    finally:
+        holder.dispose()
+        await engine.dispose()
+    assert [c.job.backend for c in changes] == expected
