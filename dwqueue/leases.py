@@ -54,15 +54,16 @@ async def claim(
     """Take up to ``n`` due jobs, oldest first, for ``owner`` until ``now + lease``.
 
     A backend runs at most ``limits.get(backend, default_limit)`` jobs at once, counting every
-    worker's. On Postgres the claim is one call of the ``dwqueue_claim`` function (revision
-    0004): candidates are locked with ``FOR UPDATE SKIP LOCKED`` (concurrent claimers pass over
-    each other's) and each backend's count is read under a transaction advisory lock, so limits
-    hold across replicas (`dwqueue.claims` says how). On SQLite the claim first takes the one
-    write lock. Either way no job is claimed twice, and the claim is part of the caller's
-    transaction: nothing is leased until the caller commits, and the locks it took are held until
-    then. Returns the claimed jobs with `DownloadStarted` events, oldest first; an empty list
-    when nothing is due (or every due job's backend is full). Raises ValueError for a naive
-    ``now``, and SQLAlchemy's ``DBAPIError`` on a database error.
+    worker's. Both dialects walk the queue the same way (`dwqueue.claims` says how). On Postgres
+    the claim is one call of the ``dwqueue_claim`` function (revision 0008): candidates are
+    locked with ``FOR UPDATE SKIP LOCKED`` (concurrent claimers pass over each other's) and each
+    backend's count is read under a transaction advisory lock, so limits hold across replicas.
+    On SQLite the claim first takes the one write lock. Either way no job is claimed twice, and
+    the claim is part of the caller's transaction: nothing is leased until the caller commits,
+    and the locks it took are held until then. Returns the claimed jobs with `DownloadStarted`
+    events, oldest first; an empty list when nothing is due (or every due job's backend is
+    full). Raises ValueError for a naive ``now``, and SQLAlchemy's ``DBAPIError`` on a database
+    error.
     """
     return await _claim(session, owner, limits or {}, default_limit, n, lease, now, False)
 

@@ -5,8 +5,8 @@ Revises: 0003
 Create Date: 2026-11-22
 
 Postgres only: on SQLite the claim stays in Python (`dwqueue.claims.sqlite`), so both steps do
-nothing there. The function's text is frozen here; a change to it is a new revision that
-replaces it (``CREATE OR REPLACE``), never an edit of this one.
+nothing there. The function's text is version 1 of ``dwqueue/sql/claim_v<N>.sql``, frozen: a
+change to it is a new file and a new revision, never an edit of that file.
 """
 
 from __future__ import annotations
@@ -15,100 +15,17 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from dwqueue import claims
+
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# dwqueue.claims documents this function: what it guarantees and why it is shaped this way.
-# 1819110755 is 0x6C6C6D63 ("llmc"), the namespace of the per-backend advisory locks; older
-# replicas lock the same keys, so they exclude each other. Each statement of a VOLATILE plpgsql
-# function takes a fresh snapshot in READ COMMITTED: the UPDATE that counts a backend's running
-# jobs starts after its advisory lock is ours, so the count is exact until we commit.
-# The walk is a cursor, not a SELECT ... LIMIT: it locks rows one at a time as it reaches them,
-# and its plan (the claim-order index, chosen for a cursor's fast start) has no bound LIMIT for
-# a cached generic plan to misjudge. Every column is qualified and variables win name clashes
-# (use_variable), so a column added later cannot change what a name in here means.
-_CREATE = """
-CREATE FUNCTION dwqueue_claim(
-    p_owner text,
-    p_n integer,
-    p_now timestamptz,
-    p_expires timestamptz,
-    p_backends text[],
-    p_limits integer[],
-    p_default_limit integer
-) RETURNS SETOF download_jobs
-LANGUAGE plpgsql VOLATILE
-AS $$
-#variable_conflict use_variable
-DECLARE
-    window_rows integer := 3 * greatest(2 * p_n, p_n + 8);
-    due refcursor;
-    job_id text;
-    backend_name text;
-    seen integer;
-    leased integer := 0;
-    locked_any boolean := false;
-    waited boolean := false;
-    full_backends text[] := '{}';
-    job download_jobs;
-BEGIN
-    IF p_n < 1 THEN
-        RETURN;
-    END IF;
-    LOOP
-        seen := 0;
-        OPEN due NO SCROLL FOR
-            SELECT d.id, d.backend FROM download_jobs AS d
-            WHERE d.state = 'queued' AND d.next_attempt_at <= p_now
-            ORDER BY d.next_attempt_at, d.id
-            FOR UPDATE SKIP LOCKED;
-        WHILE seen < window_rows LOOP
-            FETCH due INTO job_id, backend_name;
-            EXIT WHEN NOT FOUND;
-            seen := seen + 1;
-            CONTINUE WHEN backend_name = ANY(full_backends);
-            CONTINUE WHEN NOT pg_try_advisory_xact_lock(1819110755, hashtext(backend_name));
-            locked_any := true;
-            UPDATE download_jobs AS j SET
-                state = 'running', attempts = j.attempts + 1, lease_owner = p_owner,
-                lease_expires_at = p_expires, error = NULL, error_class = NULL,
-                started_at = p_now, updated_at = p_now, seq = j.seq + 1
-            WHERE j.id = job_id AND j.state = 'queued' AND (
-                SELECT count(*) FROM download_jobs AS r
-                WHERE r.state = 'running' AND r.backend = backend_name
-            ) < coalesce(p_limits[array_position(p_backends, backend_name)], p_default_limit)
-            RETURNING j.* INTO job;
-            IF FOUND THEN
-                RETURN NEXT job;
-                leased := leased + 1;
-                EXIT WHEN leased = p_n;
-            ELSE
-                full_backends := full_backends || backend_name;
-            END IF;
-        END LOOP;
-        CLOSE due;
-        EXIT WHEN locked_any OR waited;
-        -- Every due job's backend was another claimer's (or nothing is due): wait once for
-        -- the lock of the oldest due job's backend, holding no advisory lock of our own.
-        SELECT d.backend INTO backend_name FROM download_jobs AS d
-        WHERE d.state = 'queued' AND d.next_attempt_at <= p_now
-        ORDER BY d.next_attempt_at, d.id
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED;
-        EXIT WHEN NOT FOUND;
-        PERFORM pg_advisory_xact_lock(1819110755, hashtext(backend_name));
-        waited := true;
-    END LOOP;
-END;
-$$
-"""
-
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(_CREATE)
+        op.execute(claims.function_text(1))
 
 
 def downgrade() -> None:
