@@ -19,6 +19,7 @@ from runtimestate.backends import base, ollama, showcache
 LLAMA = "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72"
 NOMIC = "0a109f422b47e3a30ba2b10eca18548e944e8a23073ee3f3e947efcf3c45e59f"
 FAST = base.Timeouts(connect=0.3, read=0.3, stall=0.3, total=0.3)
+SLOW = base.Timeouts(connect=5, read=5, stall=5, total=5)  # a gated reply waits on the test
 
 
 def _entry(name: str, digest: str, family: str) -> dict[str, Any]:
@@ -169,16 +170,40 @@ async def test_show_cache_is_shared_by_digest_across_backends() -> None:
 
 
 class SlowShows(FakeOllama):
-    """`/api/show` answers only after `delay` seconds (an async MockTransport handler)."""
+    """`/api/show` answers only after `delay` seconds, or once `gate` is set when one is given
+    (an async MockTransport handler)."""
 
-    def __init__(self, delay: float = 0.05) -> None:
+    def __init__(self, delay: float = 0.05, gate: asyncio.Event | None = None) -> None:
         super().__init__()
         self.delay = delay
+        self.gate = gate
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/show":
-            await asyncio.sleep(self.delay)
+            if self.gate is not None:
+                await self.gate.wait()
+            else:
+                await asyncio.sleep(self.delay)
         return self(request)
+
+
+class WatchedCache(showcache.ShowCache):
+    """A show cache that says when a fetch was announced and when a caller found one under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.waited = asyncio.Event()
+
+    def start(self, digest: str) -> None:
+        super().start(digest)
+        self.started.set()
+
+    def pending(self, digest: str) -> asyncio.Future[showcache.ShowFacts | None] | None:
+        found = super().pending(digest)
+        if found is not None:
+            self.waited.set()
+        return found
 
 
 async def test_backends_observed_at_once_ask_show_once_per_digest() -> None:
@@ -197,18 +222,21 @@ async def test_backends_observed_at_once_ask_show_once_per_digest() -> None:
 
 
 async def test_a_failed_shared_show_makes_the_waiting_backend_ask_its_own_node() -> None:
-    broken, healthy, cache = SlowShows(), SlowShows(), showcache.ShowCache()
+    release = asyncio.Event()
+    broken, healthy = SlowShows(gate=release), SlowShows()
+    cache = WatchedCache()
     broken.override["/api/show"] = lambda _: httpx.Response(404, json={"error": "gone"})
     first = ollama.OllamaBackend(
-        "http://127.0.0.1:11434", name="node-1", show_cache=cache, timeouts=FAST,
+        "http://127.0.0.1:11434", name="node-1", show_cache=cache, timeouts=SLOW,
         transport_=httpx.MockTransport(broken.handle),
     )  # fmt: skip
     async with first, _second(healthy.handle, cache) as second:
         asking = asyncio.create_task(first.observe())
-        await asyncio.sleep(0.02)  # node-1's shows are under way (each takes 0.05 s)
-        assert cache.pending(LLAMA) is not None
-        ok = await second.observe()
-        failed = await asking
+        await asyncio.wait_for(cache.started.wait(), 5)  # node-1's shows are under way
+        observing = asyncio.create_task(second.observe())
+        await asyncio.wait_for(cache.waited.wait(), 5)  # node-2 waits on node-1's fetch
+        release.set()  # node-1's shows fail only now
+        ok, failed = await observing, await asking
     assert failed.models[0].context_length is None
     assert ok.models[0].context_length == 131072
     assert (broken.calls["/api/show"], healthy.calls["/api/show"]) == (2, 2)
