@@ -45,7 +45,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dwqueue import events, jobs, queue, rows
-from runtimestate import database, desired, downloads, errors, locks, snapshot
+from runtimestate import database, desired, errors, locks, snapshot
 from runtimestate.backends import adapters, base
 from runtimestate.desired import spec, store
 from runtimestate.reconcile import conditions, plan, planview, probing, reuse, status
@@ -397,7 +397,7 @@ class BackendCycle:
         one action the queue refuses does not hold back the others."""
         try:
             outcomes, changes = await self._tx(lambda s: _queue_actions(s, queued))
-        except downloads.DATABASE_DOWN as exc:
+        except errors.DatabaseUnavailable as exc:
             detail = _failure("queueing downloads and cancellations", exc, actions=len(queued))
             return [Outcome(a, False, detail) for a in queued]
         except Exception as exc:
@@ -597,8 +597,8 @@ def _failure(what: str, exc: Exception, **context: object) -> str:
     A database error is named by its driver's first line, never SQLAlchemy's text (which
     carries the statement and its parameters); an unexpected error keeps its traceback.
     """
-    if isinstance(exc, sa.exc.SQLAlchemyError | OSError):
-        detail = f"database error: {downloads.database_error(exc)}"
+    if isinstance(exc, errors.DatabaseUnavailable | sa.exc.SQLAlchemyError | OSError):
+        detail = f"database error: {database.describe(exc)}"
         log.warning(f"backend cycle: {what} failed", error=detail, **context)
     elif isinstance(exc, queue.QueueError):
         detail = str(exc)
