@@ -353,12 +353,12 @@ class BackendCycle:
                 self._rng,
             )
             return False
-        except Exception as exc:  # unexpected: logged with its traceback, treated as temporary
+        except Exception as exc:  # a bug of ours: logged with its traceback, treated as temporary
             log.exception("observation failed unexpectedly", backend=backend.name)
             self._records[backend.name] = probing.failed(
                 record,
                 self._pool.redact(backend.name, f"{type(exc).__name__}: {exc}"),
-                "unexpected",
+                errors.Reason.INTERNAL.value,  # never "protocol": the reply was not at fault
                 now,
                 self._settings.probing,
                 self._rng,
