@@ -10,9 +10,8 @@ from __future__ import annotations
 import pathlib
 import sys
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-import sqlalchemy as sa
 import typer
 from alembic.util import CommandError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,9 +31,10 @@ from controller import (
     usage,
     watch,
 )
-from runtimestate import database, echo
+from runtimestate import database, echo, errors
 from runtimestate.desired import manifest, store
 
+T = TypeVar("T")
 app = typer.Typer(
     name="llmctl",
     cls=usage.Root,
@@ -105,7 +105,8 @@ def db_upgrade(
     """Apply the database migrations (idempotent)."""
     env = _env(ctx)
     _migrate(env, lambda: migrations.upgrade(env.database_url, revision))
-    env.out.print(f"database at revision {migrations.current(env.database_url)}", highlight=False)
+    current = _migrate(env, lambda: migrations.current(env.database_url))
+    env.out.print(f"database at revision {current}", highlight=False)
 
 
 @db_app.command("downgrade")
@@ -116,7 +117,8 @@ def db_downgrade(
     env = _env(ctx)
     _migrate(env, lambda: database.require_existing(env.database_url))
     _migrate(env, lambda: migrations.downgrade(env.database_url, revision))
-    env.out.print(f"database at revision {migrations.current(env.database_url)}", highlight=False)
+    current = _migrate(env, lambda: migrations.current(env.database_url))
+    env.out.print(f"database at revision {current}", highlight=False)
 
 
 @db_app.command("current")
@@ -124,18 +126,21 @@ def db_current(ctx: typer.Context) -> None:
     """Print the revision the database is at, and the newest one this llmctl knows."""
     env = _env(ctx)
     _migrate(env, lambda: database.require_existing(env.database_url))
-    current = migrations.current(env.database_url)
+    current = _migrate(env, lambda: migrations.current(env.database_url))
     env.out.print(f"current: {current or 'none'}  head: {migrations.head()}", highlight=False)
 
 
-def _migrate(env: runner.Env, action: Callable[[], None]) -> None:
+def _migrate(env: runner.Env, action: Callable[[], T]) -> T:
+    """Run a migrations ``action``: exit 2 for a bad URL or revision, 1 (one line, never a
+    traceback) when the database is unreachable."""
     try:
         database.parse(env.database_url)
-        action()
+        with database.guarded():
+            return action()
     except (database.DatabaseUrlError, CommandError) as exc:
         env.fail(str(exc))
-    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        env.fail(f"cannot use the database at {database.redact(env.database_url)}: {exc.orig}", 1)
+    except errors.DatabaseUnavailable as exc:
+        env.fail(f"cannot use the database at {database.redact(env.database_url)}: {exc}", 1)
 
 
 @app.command("apply")

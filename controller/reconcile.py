@@ -21,7 +21,7 @@ import typer
 
 from controller import gctuning, logs, output, runner, serve, settings
 from dwqueue import publisher
-from runtimestate import database, snapshot, state
+from runtimestate import database, errors, snapshot, state
 from runtimestate.reconcile import cycle, plan
 
 OutputOpt = Annotated[output.DocFormat, typer.Option("--output", "-o", help="table, json or yaml")]
@@ -194,7 +194,7 @@ def reconcile_command(
     wait_s = _wait_seconds(env, dry_run, wait, timeout)
     try:
         loaded = settings.load(config, **serve.root_overrides(ctx))
-    except settings.ConfigurationError as exc:
+    except errors.ConfigurationError as exc:
         env.fail(str(exc))
     # Its log lines (the canonical ``backend_cycle``) in the format ``serve`` would write.
     logs.configure(loaded.resolved_log_format, loaded.log_level)

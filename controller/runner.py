@@ -17,7 +17,6 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
-import sqlalchemy as sa
 import structlog
 from rich.console import Console
 from rich.markup import escape
@@ -26,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 import migrations
 from controller import trigger
 from dwqueue import queue
-from runtimestate import credentials, database
+from runtimestate import credentials, database, errors
 from runtimestate.desired import manifest, names, spec, store
 
 T = TypeVar("T")
@@ -145,15 +144,13 @@ def transaction(
     reads passes ``create=False`` (or calls `read`) and exits 2 naming the missing file.
     """
     try:
-        ensure_schema(env.database_url, create=create)
-        return asyncio.run(_transaction(env.database_url, work))
+        with database.guarded():
+            ensure_schema(env.database_url, create=create)
+            return asyncio.run(_transaction(env.database_url, work))
     except USER_ERRORS as exc:
         env.fail(str(exc))
-    except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
-        env.fail(
-            f"cannot use the database at {database.redact(env.database_url)}: {_first_line(exc)}",
-            code=1,
-        )
+    except errors.DatabaseUnavailable as exc:
+        _unavailable(env, exc)
 
 
 def read(env: Env, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -164,20 +161,17 @@ def read(env: Env, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 def run_async(env: Env, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run async ``work`` that builds its own engine; the same exits as `transaction`."""
     try:
-        ensure_schema(env.database_url)
-        return asyncio.run(work())
+        with database.guarded():
+            ensure_schema(env.database_url)
+            return asyncio.run(work())
     except USER_ERRORS as exc:
         env.fail(str(exc))
-    except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
-        env.fail(
-            f"cannot use the database at {database.redact(env.database_url)}: {_first_line(exc)}",
-            code=1,
-        )
+    except errors.DatabaseUnavailable as exc:
+        _unavailable(env, exc)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+def _unavailable(env: Env, exc: errors.DatabaseUnavailable) -> NoReturn:
+    env.fail(f"cannot use the database at {database.redact(env.database_url)}: {exc}", code=1)
 
 
 def read_stdin() -> str:

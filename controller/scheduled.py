@@ -24,10 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controller import metrics
 from dwqueue import backoff, schema
-from runtimestate import state
+from runtimestate import database, errors, state
 
 log = structlog.get_logger(__name__)
-DB_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)
 FAILURE_BACKOFF = backoff.Policy(base_s=1.0, cap_s=30.0, max_attempts=1_000_000)
 PROBE_TIMEOUT_S = 2.0
 
@@ -102,7 +101,8 @@ class Work:
         if task is not None:
             self._tasks.add(task)
         try:
-            await work()
+            with database.guarded():  # an outage anywhere in the work is one error
+                await work()
         except asyncio.CancelledError:
             if self._closing:  # stopped on purpose: not a failure for the scheduler to log
                 return
@@ -124,14 +124,13 @@ class Work:
         delay = backoff.exponential(FAILURE_BACKOFF, failures)
         self._resume_at[kind] = self._clock() + delay
         self._metrics.failed(kind)
-        expected = isinstance(exc, (*DB_ERRORS, sa.exc.DBAPIError))
+        expected = isinstance(exc, errors.DatabaseUnavailable | sa.exc.DBAPIError)
         if expected:
             self._outage.setdefault(kind, False)
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         log.warning(
             "work failed; retrying later",
             work=kind,
-            error=f"{type(exc).__name__}: {detail[0] if detail else ''}",
+            error=f"{type(exc).__name__}: {database.describe(exc)}",
             failures=failures,
             retry_in_s=round(delay, 1),
             exc_info=not expected,  # unexpected errors keep their traceback
@@ -159,8 +158,9 @@ class Work:
                 await connection.execute(sa.text("SELECT 1"))
 
         try:
-            await asyncio.wait_for(probe(), PROBE_TIMEOUT_S)
-        except (TimeoutError, *DB_ERRORS, sa.exc.DBAPIError):
+            with database.guarded():
+                await asyncio.wait_for(probe(), PROBE_TIMEOUT_S)
+        except (TimeoutError, errors.DatabaseUnavailable, sa.exc.DBAPIError):
             return False
         return True
 

@@ -55,7 +55,7 @@ from controller import (
     trigger,
 )
 from dwqueue import backoff, publisher
-from runtimestate import database, locks, snapshot, state
+from runtimestate import database, errors, locks, snapshot, state
 
 log = structlog.get_logger(__name__)
 
@@ -159,14 +159,15 @@ class Controller:
         attempt = 0
         while not self.stopping.is_set():
             try:
-                await asyncio.to_thread(_migrate, self.database_url)
+                with database.guarded():
+                    await asyncio.to_thread(_migrate, self.database_url)
                 return
             except (database.DatabaseUrlError, CommandError) as exc:
-                raise settings.ConfigurationError(str(exc)) from exc
-            except scheduled.DB_ERRORS as exc:
+                raise errors.ConfigurationError(str(exc)) from exc
+            except errors.DatabaseUnavailable as exc:
                 attempt += 1
                 delay = backoff.exponential(scheduled.FAILURE_BACKOFF, attempt)
-                log.warning("database unreachable; retrying migrations", error=str(exc)[:200])
+                log.warning("database unreachable; retrying migrations", error=str(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)
 
@@ -312,12 +313,12 @@ async def _database_problem(engine: AsyncEngine, timeout_s: float = 2.0) -> str 
             await connection.execute(sa.text("SELECT 1"))
 
     try:
-        await asyncio.wait_for(probe(), timeout_s)
+        with database.guarded():
+            await asyncio.wait_for(probe(), timeout_s)
     except TimeoutError:
         return f"no answer within {timeout_s:g}s"
-    except (*scheduled.DB_ERRORS, sa.exc.DBAPIError) as exc:
-        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        return text[0] if text else type(exc).__name__
+    except (errors.DatabaseUnavailable, sa.exc.DBAPIError) as exc:
+        return database.describe(exc)
     return None
 
 
@@ -391,12 +392,12 @@ def serve_command(
             cycle_cron=cycle_cron,
             log_format=log_format,
         )
-    except settings.ConfigurationError as exc:
+    except errors.ConfigurationError as exc:
         env.fail(str(exc))
     logs.configure(loaded.resolved_log_format, loaded.log_level)
     try:
         asyncio.run(run(loaded, migrate=not no_migrate))
-    except settings.ConfigurationError as exc:
+    except errors.ConfigurationError as exc:
         env.fail(str(exc))
     except StartError as exc:
         env.fail(str(exc), 1)

@@ -5,7 +5,7 @@ values (`state_settings`, `scheduling`); nothing imports a module-level instance
 highest first: command-line flags (``overrides``), ``LLMCTL_*`` environment variables, the config
 file (``--config`` / ``LLMCTL_CONFIG``, YAML or TOML, same field names), the defaults below.
 Every field carries a description; `controller.serve --help` and the README list them. Raises
-`ConfigurationError` (fail at start) for a missing or unknown file, or invalid values.
+`errors.ConfigurationError` (fail at start) for a missing or unknown file, or invalid values.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from runtimestate import downloads, echo, state
+from runtimestate import downloads, echo, errors, state
 from runtimestate.backends import base
 from runtimestate.reconcile import cycle, probing
 
@@ -35,10 +35,6 @@ CONFIG_ENV = "LLMCTL_CONFIG"
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:9180"
 DEFAULT_CYCLE_INTERVAL_S = 30.0
 LogFormat = Literal["json", "console"]
-
-
-class ConfigurationError(ValueError):
-    """Settings llmctl cannot start with; the message names the field or the file."""
 
 
 def default_data_dir() -> pathlib.Path:
@@ -296,21 +292,21 @@ def load(config_file: pathlib.Path | None = None, **overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
             for error in exc.errors()
         ]
-        raise ConfigurationError("invalid settings:\n  " + "\n  ".join(problems)) from None
+        raise errors.ConfigurationError("invalid settings:\n  " + "\n  ".join(problems)) from None
     except (OSError, ValueError) as exc:  # unreadable or malformed file
-        raise ConfigurationError(f"cannot read {config_file}: {exc}") from None
+        raise errors.ConfigurationError(f"cannot read {config_file}: {exc}") from None
 
 
 def _with_file(path: pathlib.Path) -> type[Settings]:
     if not path.is_file():
-        raise ConfigurationError(f"config file {path} does not exist")
+        raise errors.ConfigurationError(f"config file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         key = "yaml_file"
     elif suffix == ".toml":
         key = "toml_file"
     else:
-        raise ConfigurationError(f"config file {path} must end in .yaml, .yml or .toml")
+        raise errors.ConfigurationError(f"config file {path} must end in .yaml, .yml or .toml")
     config = SettingsConfigDict(**Settings.model_config)
     if key == "yaml_file":
         config["yaml_file"] = path

@@ -34,7 +34,6 @@ import sys
 from collections.abc import Collection
 from typing import Annotated, Protocol, assert_never
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID
@@ -42,7 +41,7 @@ from rich.text import Text
 
 from controller import downloadview, natsconnection, runner, trigger
 from dwqueue import events, jobs, queue, subscriber
-from runtimestate import database
+from runtimestate import database, errors
 from runtimestate.desired import names
 
 _SETTLE_QUIET_S = 0.3  # the JetStream replay arrives in one burst; this much silence ends it
@@ -381,9 +380,10 @@ def _read_jobs(
     Runs in a worker thread: it migrates an embedded SQLite database as every command does, but
     never creates one."""
     try:
-        runner.ensure_schema(url, create=False)
-        return asyncio.run(_stored_jobs(url, backend, job_ids)), None
-    except (*runner.USER_ERRORS, sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+        with database.guarded():
+            runner.ensure_schema(url, create=False)
+            return asyncio.run(_stored_jobs(url, backend, job_ids)), None
+    except (*runner.USER_ERRORS, errors.DatabaseUnavailable) as exc:
         return [], f"cannot read downloads from the database at {database.redact(url)}: {exc}"
 
 

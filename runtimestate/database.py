@@ -4,6 +4,12 @@
 ``postgresql://user@host/db`` runs on psycopg 3 for both. Called by the composition root
 (the CLI, ``serve``, benchmarks and tests); nothing here holds a global engine. Engines made
 here bind an `EncodedJSON` to a JSON column as the text it holds.
+
+It is also the one place that says which exceptions mean "the database is unavailable"
+(`UNAVAILABLE`) and raises `errors.DatabaseUnavailable` for them, named by the driver's first
+line (`describe`): `transaction` and `read_snapshot` do it, and `guarded` around other database
+work (migrations, probes, a command's own engine). Callers catch `errors.DatabaseUnavailable`,
+never a tuple of their own.
 """
 
 from __future__ import annotations
@@ -13,17 +19,29 @@ import contextlib
 import dataclasses
 import json
 import pathlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext import asyncio as sa_asyncio
 
+from runtimestate import errors
+
 T = TypeVar("T")
 
 _POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg_async"}
 _SQLITE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "sqlite+pysqlite"}
+# What a lost, restarting or overloaded database raises (the drivers' errors come wrapped in
+# the first two; a refused or reset socket can surface as a bare OSError; the third is the
+# pool's wait for a connection). Other database errors (a constraint, a bad statement) are not
+# an outage: they stay SQLAlchemy's.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,
+    OSError,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -115,6 +133,29 @@ def redact(url: str) -> str:
         return "<unparseable URL>"
 
 
+def describe(exc: BaseException) -> str:
+    """One line naming a database error: the driver's first line (its class name when it has
+    no text), never SQLAlchemy's text, which carries the statement and its parameters."""
+    origin = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    lines = str(origin).strip().splitlines()
+    return lines[0].strip() if lines else type(origin).__name__
+
+
+def unavailable(exc: BaseException) -> errors.DatabaseUnavailable:
+    """The `errors.DatabaseUnavailable` for one of the `UNAVAILABLE` exceptions."""
+    return errors.DatabaseUnavailable(describe(exc))
+
+
+@contextlib.contextmanager
+def guarded() -> Iterator[None]:
+    """Raise `errors.DatabaseUnavailable` (from the original) for an `UNAVAILABLE` exception
+    in the block; anything else passes unchanged. Usable around ``await`` too."""
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        raise unavailable(exc) from exc
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -184,13 +225,15 @@ async def transaction(
     work: Callable[[sa_asyncio.AsyncSession], Awaitable[T]],
 ) -> T:
     """Run ``work`` in one transaction, committed if it returns and rolled back if it raises,
-    never cut short by a cancellation (see `uncut`)."""
+    never cut short by a cancellation (see `uncut`). Raises `errors.DatabaseUnavailable` when
+    the database is unreachable."""
 
     async def run() -> T:
         async with sessions() as session, session.begin():
             return await work(session)
 
-    return await uncut(run())
+    with guarded():
+        return await uncut(run())
 
 
 async def read_snapshot(
@@ -198,8 +241,10 @@ async def read_snapshot(
     work: Callable[[sa_asyncio.AsyncSession], Awaitable[T]],
 ) -> T:
     """Run read-only ``work`` on one consistent snapshot of the database; writes nothing.
-    A cancellation waits for the reads to end (see `uncut`)."""
-    return await uncut(_read_snapshot(sessions, work))
+    A cancellation waits for the reads to end (see `uncut`). Raises
+    `errors.DatabaseUnavailable` when the database is unreachable."""
+    with guarded():
+        return await uncut(_read_snapshot(sessions, work))
 
 
 async def _read_snapshot(

@@ -1,22 +1,44 @@
 """llmctl's one error tree, and the HTTP-status classifier the adapters share.
 
-Every failure that crosses a backend adapter's boundary is one of these classes; third-party
-exceptions (httpx, ollama, pydantic, json) are mapped in `runtimestate.backends` with
-``raise ... from exc`` and never leak further. Callers decide what to do from the branch:
+Every error llmctl raises on purpose is drawn here. Callers decide what to do from the branch:
 
     LlmctlError                     base; carries `backend` (name or None) and `reason` (a code)
     ├── TemporaryError              retried with exponential backoff and jitter
     │   ├── BackendUnavailable      "unavailable": refused, reset mid-response, 429, 502, 503
     │   ├── BackendTimedOut         "timeout": connect/read/stall/total deadline, 408, 504
     │   ├── ServerError             "server_error": the backend answered 5xx or a stream error line
-    │   └── ProtocolError           "protocol": malformed, oversized or unexpected reply
+    │   ├── ProtocolError           "protocol": malformed, oversized or unexpected reply
+    │   └── DatabaseUnavailable     "database_unavailable": the database is unreachable, restarting
+    │                               or overloaded; raised only by `runtimestate.database`
     ├── TerminalError               recorded with its reason, never retried automatically
     │   ├── ModelNotFound           "model_not_found": 404 / "file does not exist" on a model
     │   ├── InvalidModelName        "invalid_model_name": the backend rejects the name itself
     │   ├── Unauthorized            "unauthorized": 401 / 403 (bad, missing or revoked key)
     │   ├── InsufficientDisk        "insufficient_disk": "no space left on device" during a pull
     │   └── RequestRejected         "rejected": any other 4xx (bad request, unknown route, ...)
-    └── ConfigurationError          "configuration": bad settings; raised at start, fail fast
+    └── ConfigurationError          "configuration": bad settings, backend type or URL; raised
+                                    at start (``controller.settings``) or when an adapter is
+                                    built; fail fast, exit 2 on the command line
+
+Outside the tree, two families the callers treat as answers rather than failures:
+
+    LookupError
+    └── ResolveError                `runtimestate.resolver.diagnosis`: no model fits a request
+        ├── NoAvailableModels       (defined there: this module imports nothing of the
+        └── NoSatisfactoryModel      resolver's); the gateway answers them as 404 / 422
+    ValueError                      bad user input, exit 2 with the message:
+    ├── InvalidRequest              `resolver.resolution`: a resolve request that cannot be valid
+    ├── SpecError, ManifestError, StoreError, InvalidName   the desired state and its files
+    ├── CredentialError             `runtimestate.credentials`
+    └── DatabaseUrlError            `runtimestate.database`: a URL llmctl cannot use
+
+Third-party exceptions are mapped at one boundary each with ``raise ... from exc`` and never
+leak further: httpx, ollama, pydantic and json in `runtimestate.backends`; SQLAlchemy, the
+drivers and OS errors meaning "the database is down" in `runtimestate.database`, which names
+them by the driver's first line (never SQLAlchemy's text, which carries the SQL and its
+parameters). An exception of any other type is a bug of ours: it is logged with its traceback
+and treated as temporary (reason ``internal`` in a backend's conditions), never disguised as
+one of these.
 
 InsufficientDisk is terminal on purpose: retrying a pull with backoff only refills the disk
 and re-fails; the download fails with reason ``insufficient_disk`` and is re-queued when an
@@ -35,6 +57,7 @@ import enum
 from typing import ClassVar
 
 _MAX_DETAIL = 300
+_MAX_MESSAGE = 4000  # a configuration error lists every invalid setting, each value cut
 
 
 class Reason(enum.StrEnum):
@@ -50,6 +73,8 @@ class Reason(enum.StrEnum):
     INSUFFICIENT_DISK = "insufficient_disk"
     REJECTED = "rejected"
     CONFIGURATION = "configuration"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    INTERNAL = "internal"  # an exception of our own (a bug), in a backend's conditions
 
 
 def _shorten(detail: str) -> str:
@@ -76,10 +101,14 @@ class LlmctlError(Exception):
         backend: str | None = None,
         status_code: int | None = None,
     ) -> None:
-        self.detail = _shorten(detail)
+        self.detail = self._tidy(detail)
         self.backend = backend
         self.status_code = status_code
         super().__init__(self.detail)
+
+    @staticmethod
+    def _tidy(detail: str) -> str:
+        return _shorten(detail)
 
     def __str__(self) -> str:
         prefix = f"{self.backend}: " if self.backend else ""
@@ -116,6 +145,12 @@ class ProtocolError(TemporaryError):
     reason: ClassVar[Reason] = Reason.PROTOCOL
 
 
+class DatabaseUnavailable(TemporaryError):
+    """The database did not answer; `detail` is the driver's first line, never SQL."""
+
+    reason: ClassVar[Reason] = Reason.DATABASE_UNAVAILABLE
+
+
 class TerminalError(LlmctlError):
     """A failure retrying cannot fix; record it, retry only on user action or a new spec."""
 
@@ -143,9 +178,15 @@ class RequestRejected(TerminalError):
 
 
 class ConfigurationError(LlmctlError):
-    """Invalid settings (unknown backend type, bad URL, bad timeouts); fail at start."""
+    """Invalid settings (unknown backend type, bad URL, bad timeouts, a bad settings file);
+    fail at start. Its message may span lines (one per invalid setting) and is kept whole."""
 
     reason: ClassVar[Reason] = Reason.CONFIGURATION
+
+    @staticmethod
+    def _tidy(detail: str) -> str:
+        detail = detail.strip()
+        return detail if len(detail) <= _MAX_MESSAGE else detail[: _MAX_MESSAGE - 1] + "…"
 
 
 def from_status(

@@ -2,7 +2,11 @@
 
 `guard()` wraps one adapter call: it enforces the call's total deadline (so a node that drips
 bytes slower than the read timeout still cannot hold a caller longer than `Timeouts.total`)
-and maps every transport, timeout and parsing failure with ``raise ... from exc``.
+and maps every transport and timeout failure, and every malformed reply, with ``raise ... from
+exc``. A malformed reply is what the reply checks say it is (`transport.MalformedReply`) or what
+a third-party parser of the wire rejects (json, the ollama client's pydantic models); a
+ValueError, TypeError, KeyError or AttributeError of our own parsing is a bug, not a reply, and
+is never mapped: disguised as ``protocol`` it would mark a node Degraded and hide its traceback.
 `check_status()` turns an HTTP error status into the tree using the error-envelope parser.
 Given the key the adapter sends, `guard()` masks it out of every error it lets through, so
 text a provider echoed never carries the key further (`runtimestate.backends.redaction`).
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -23,22 +28,25 @@ import pydantic
 from runtimestate import errors
 from runtimestate.backends import redaction, transport
 
-# What the boundary maps. ValueError covers json.JSONDecodeError and pydantic.ValidationError;
-# TypeError and KeyError come from our own checks of a reply's shape.
+# What the boundary maps: failures of the transport, and replies that are not what the wire
+# contract says. Never ValueError, TypeError or KeyError as such: those are our own bugs.
 MAPPED: tuple[type[BaseException], ...] = (
     OSError,  # includes builtin ConnectionError (the ollama client's wrap) and TimeoutError
     httpx.HTTPError,
     transport.BodyTooLarge,
-    ValueError,
-    TypeError,
-    KeyError,
+    transport.MalformedReply,
+    json.JSONDecodeError,  # a third-party parser (the ollama client) read a reply
+    UnicodeDecodeError,
+    pydantic.ValidationError,  # the ollama client's models of its replies; we build none
 )
 
-Translator = Callable[[BaseException, str, bool], errors.LlmctlError]
+# Maps one exception; None when it is not a failure of the call (a bug): it then propagates.
+Translator = Callable[[BaseException, str, bool], errors.LlmctlError | None]
 
 
 def translate(exc: BaseException, backend: str, about_model: bool = False) -> errors.LlmctlError:
-    """Map one exception from httpx, the socket layer or parsing. Pure; raises nothing."""
+    """Map one exception from httpx, the socket layer or a reply's checks. Pure; raises
+    nothing."""
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return errors.BackendTimedOut(f"timed out: {_name(exc)}", backend=backend)
     if isinstance(exc, transport.BodyTooLarge):
@@ -53,7 +61,9 @@ def translate(exc: BaseException, backend: str, about_model: bool = False) -> er
         return errors.ProtocolError(
             f"unexpected reply shape: {exc.error_count()} errors", backend=backend
         )
-    if isinstance(exc, httpx.HTTPError | ValueError | TypeError | KeyError):
+    if isinstance(exc, transport.MalformedReply):
+        return errors.ProtocolError(f"malformed reply: {exc}", backend=backend)
+    if isinstance(exc, httpx.HTTPError | json.JSONDecodeError | UnicodeDecodeError):
         return errors.ProtocolError(f"malformed reply: {_describe(exc)}", backend=backend)
     return errors.ProtocolError(f"unexpected failure: {_name(exc)}", backend=backend)
 
@@ -95,7 +105,8 @@ async def guard(
 
     Raises only `errors.LlmctlError` for anything in `mapped` (default `MAPPED`; an adapter
     adds its client's exception types and passes its own `translator`) or a missed deadline;
-    other exceptions (bugs, cancellation) pass through untouched. ``secret`` is the key the
+    other exceptions (bugs, cancellation), and those the translator declines (returns None),
+    pass through untouched. ``secret`` is the key the
     adapter sends: it and its long fragments are masked out of the error's text
     (`redaction.mask`), since providers echo the key they were sent.
     """

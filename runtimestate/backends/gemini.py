@@ -81,7 +81,7 @@ class GeminiBackend:
                 models.extend(_model(m) for m in _entries(page))
                 next_token = page.get("nextPageToken") or ""
                 if not isinstance(next_token, str) or (next_token and next_token == token):
-                    raise TypeError("nextPageToken is not a new string")
+                    raise transport.MalformedReply("nextPageToken is not a new string")
                 if not next_token:
                     return base.Observation(models=tuple(models), healthy=True)
                 token = next_token
@@ -109,17 +109,17 @@ class GeminiBackend:
 def _entries(page: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
     entries = page.get("models", [])
     if not isinstance(entries, Sequence) or isinstance(entries, str):
-        raise TypeError("models is not a list")
+        raise transport.MalformedReply("models is not a list")
     return [transport.expect_mapping(e, "model") for e in entries]
 
 
 def _model(entry: Mapping[str, Any]) -> base.ObservedModel:
-    full = entry["name"]
+    full = transport.required(entry, "name", "a model")
     if not isinstance(full, str) or not full:
-        raise TypeError("model name is not a non-empty string")
+        raise transport.MalformedReply("model name is not a non-empty string")
     methods = entry.get("supportedGenerationMethods") or []
     if not isinstance(methods, Sequence) or not all(isinstance(m, str) for m in methods):
-        raise TypeError("supportedGenerationMethods is not a list of strings")
+        raise transport.MalformedReply("supportedGenerationMethods is not a list of strings")
     raw = frozenset(methods)
     found: set[base.Capability] = set()
     if raw & _GENERATE:

@@ -88,10 +88,10 @@ class HttpApi:
 
     async def version(self, path: str) -> str:
         """The ``version`` string of the JSON object at ``path`` (Ollama's and vLLM's version
-        endpoints); TypeError when it is not a string."""
+        endpoints); `transport.MalformedReply` when it is not a string."""
         value = (await self.get_json(path)).get("version")
         if not isinstance(value, str):
-            raise TypeError("version is not a string")
+            raise transport.MalformedReply("version is not a string")
         return value
 
     async def aclose(self) -> None:

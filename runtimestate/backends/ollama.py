@@ -19,7 +19,9 @@ cookies (`transport.NoCookies`). Both private names (`_request_raw`, the client'
 are why pyproject.toml caps the client below 0.7; the contract tests run the real client.
 
 Every exception of the client (`ResponseError`, builtin `ConnectionError`, raw httpx errors,
-pydantic `ValidationError`, `json.JSONDecodeError`) is mapped here to `runtimestate.errors`.
+pydantic `ValidationError`, `json.JSONDecodeError`, and the `TypeError`/`AttributeError` it
+raises inside its own code on a reply that is not a JSON object) is mapped here to
+`runtimestate.errors`; the same types raised in our code are bugs and propagate.
 Bodies are capped by `transport.CappedTransport`, which the client uses as its transport.
 
 Who calls it: `backends.create` builds it; the backend cycle observes, download workers pull,
@@ -37,6 +39,7 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import pathlib
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
@@ -157,8 +160,9 @@ class OllamaBackend:
             if seen is not None and (seen.tags, seen.running, seen.version) == made_of:
                 return seen.observation  # the very same object: nothing changed
             # Parsed as `AsyncClient.list()` and `.ps()` parse their replies.
-            models = ollama.ListResponse(**tags_body.json()).models
-            loaded = _loaded_keys(ollama.ProcessResponse(**running_body.json()).models)
+            models = ollama.ListResponse(**_reply(tags_body, "/api/tags")).models
+            running = ollama.ProcessResponse(**_reply(running_body, "/api/ps")).models
+            loaded = _loaded_keys(running)
             facts = await self._show_facts(models)
             observed = tuple(_observed(m, facts, loaded) for m in models)
         observation = base.Observation(models=observed, healthy=True, version=version)
@@ -314,6 +318,10 @@ def facts_from_show(
     )
 
 
+def _reply(response: httpx.Response, what: str) -> Mapping[str, Any]:
+    return transport.expect_mapping(transport.decode_json(response.content), f"{what} reply")
+
+
 def _loaded_keys(running: Sequence[ollama.ProcessResponse.Model]) -> frozenset[str]:
     keys: set[str] = set()
     for model in running:
@@ -327,7 +335,7 @@ def _observed(
     loaded: frozenset[str],
 ) -> base.ObservedModel:
     if not model.model:
-        raise ValueError("a listed model has no name")
+        raise transport.MalformedReply("a listed model has no name")
     found = facts.get(model.digest or "")
     raw = found.backend_capabilities if found else frozenset[str]()
     details = model.details
@@ -373,7 +381,8 @@ _details = functools.lru_cache(maxsize=4096)(base.ModelDetails)
 _capabilities = functools.lru_cache(maxsize=256)(base.capabilities_from_ollama)
 
 
-MAPPED = (*failures.MAPPED, ollama.ResponseError, AttributeError)
+MAPPED = (*failures.MAPPED, ollama.ResponseError, AttributeError, TypeError)
+_CLIENT = pathlib.Path(ollama.__file__).parent
 
 # Ollama error texts (PROTOCOLS.md §1.4-1.5) that decide the class whatever the status.
 _TEXT_RULES: tuple[tuple[str, type[errors.LlmctlError]], ...] = (
@@ -386,13 +395,29 @@ _TEXT_RULES: tuple[tuple[str, type[errors.LlmctlError]], ...] = (
 )
 
 
-def translate(exc: BaseException, backend: str, about_model: bool = False) -> errors.LlmctlError:
-    """Map an exception of the ollama client; falls back to `failures.translate`."""
+def translate(
+    exc: BaseException, backend: str, about_model: bool = False
+) -> errors.LlmctlError | None:
+    """Map an exception of the ollama client; falls back to `failures.translate`. None (let
+    it propagate) for a TypeError or AttributeError that our code raised: a bug."""
     if isinstance(exc, ollama.ResponseError):
         return _response_error(exc, backend, about_model)
-    if isinstance(exc, AttributeError):  # the client calls .get() on a non-object JSON body
+    if isinstance(exc, AttributeError | TypeError):
+        # The client calls .get() on, or ** unpacks, a JSON body that is not an object.
+        if not _raised_in_client(exc):
+            return None
         return errors.ProtocolError("malformed reply: not a JSON object", backend=backend)
     return failures.translate(exc, backend, about_model)
+
+
+def _raised_in_client(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by code of the ollama package (its last traceback frame)."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and pathlib.Path(frame.tb_frame.f_code.co_filename).is_relative_to(
+        _CLIENT
+    )
 
 
 def _response_error(

@@ -101,10 +101,11 @@ def models_from_listing(
     payload: Mapping[str, Any], *, loaded: bool
 ) -> tuple[base.ObservedModel, ...]:
     """Parse ``{"object":"list","data":[{"id",...}]}``. A card with a `parent` (a vLLM LoRA
-    adapter) inherits the parent's context length. Raises TypeError/KeyError when malformed."""
-    data = payload["data"]
+    adapter) inherits the parent's context length. Raises `transport.MalformedReply` when
+    the reply breaks that shape."""
+    data = transport.required(payload, "data", "the model list")
     if not isinstance(data, Sequence) or isinstance(data, str):
-        raise TypeError("data is not a list")
+        raise transport.MalformedReply("data is not a list")
     cards = [transport.expect_mapping(card, "model card") for card in data]
     contexts = {_card_id(card): _context(card) for card in cards}
     models = []
@@ -129,9 +130,9 @@ def models_from_listing(
 
 
 def _card_id(card: Mapping[str, Any]) -> str:
-    model_id = card["id"]
+    model_id = transport.required(card, "id", "a model card")
     if not isinstance(model_id, str) or not model_id:
-        raise TypeError("model id is not a non-empty string")
+        raise transport.MalformedReply("model id is not a non-empty string")
     return model_id
 
 

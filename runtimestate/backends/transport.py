@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the adapters: a body-size cap, client construction, JSON helpers.
+"""HTTP plumbing shared by the adapters: a body-size cap, client construction, reply checks.
 
 `CappedTransport` wraps any httpx transport (the real connection pool of `aiotransport`, or a
 `MockTransport` in tests) and aborts a response whose body grows past a limit, so a broken or
@@ -6,6 +6,11 @@ hostile node cannot make the controller buffer gigabytes. NDJSON streams (Ollama
 capped per line instead of in total, because a healthy pull streams for hours. The Ollama
 adapter hands the same transport to the official `ollama.AsyncClient`, so its replies are
 capped too.
+
+The reply checks (`decode_json`, `expect_mapping`, `required`, `optional_int`) raise
+`MalformedReply`, the one exception the adapters' parsers raise for a reply that breaks the wire
+contract; `failures` maps it to `errors.ProtocolError`. A ValueError, TypeError or KeyError
+from the parsing code itself is a bug and is left to propagate.
 
 Who calls it: the adapter modules in this package, nothing else. It must not classify errors
 (that is `failures`), and must never log or echo request headers, which carry API keys.
@@ -48,6 +53,12 @@ class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"response body exceeds {limit} bytes")
         self.limit = limit
+
+
+class MalformedReply(Exception):
+    """A backend's reply is not what its wire contract says (PROTOCOLS.md): not JSON, a field
+    missing or of the wrong type. Raised only by the checks of a reply; `failures` maps it to
+    `errors.ProtocolError`. The message names the field, never a header."""
 
 
 class _CappedStream(httpx.AsyncByteStream):
@@ -152,23 +163,33 @@ def build_client(
 
 
 def decode_json(body: bytes) -> Any:
-    """Parse JSON; raises `json.JSONDecodeError` (a ValueError) which `failures` maps."""
-    return json.loads(body)
+    """Parse a JSON reply; `MalformedReply` when it is not JSON (or not UTF-8)."""
+    try:
+        return json.loads(body)
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
+        raise MalformedReply(f"not JSON: {exc}") from exc
 
 
 def expect_mapping(value: Any, what: str) -> Mapping[str, Any]:
-    """Raise `TypeError` (mapped to ProtocolError) unless `value` is a JSON object."""
+    """``value`` when it is a JSON object, else `MalformedReply` naming ``what``."""
     if not isinstance(value, Mapping):
-        raise TypeError(f"{what} is not a JSON object")
+        raise MalformedReply(f"{what} is not a JSON object")
     return value
 
 
+def required(value: Mapping[str, Any], key: str, what: str) -> Any:
+    """``value[key]``, or `MalformedReply` saying ``what`` lacks it."""
+    if key not in value:
+        raise MalformedReply(f"{what} has no {key!r}")
+    return value[key]
+
+
 def optional_int(value: Any) -> int | None:
-    """An integer field, tolerating absence; anything else is a malformed reply."""
+    """An integer field, tolerating absence; anything else is a `MalformedReply`."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
+        raise MalformedReply(f"expected an integer, got {type(value).__name__}")
     return value
 
 

@@ -151,17 +151,20 @@ def parse_metrics(text: str) -> base.EngineMetrics:
     """Running and waiting requests summed over engines; KV-cache usage (0..1) of the fullest
     engine under the current name, else the pre-0.10 `gpu_cache_usage_perc`. Pure.
 
-    Raises ValueError (from the Prometheus parser, when the text is cut short, or when the
-    request gauges are absent).
+    Raises `transport.MalformedReply` (when the Prometheus parser refuses the text, when it is
+    cut short, or when the request gauges are absent).
     """
     if not text.endswith("\n"):  # the format ends every line, the last one included
-        raise ValueError("truncated /metrics text (no final line feed)")
+        raise transport.MalformedReply("truncated /metrics text (no final line feed)")
     values: dict[str, list[float]] = {}
-    for family in prometheus_parser.text_string_to_metric_families(text):
-        for sample in family.samples:
-            values.setdefault(sample.name, []).append(float(sample.value))
+    try:
+        for family in prometheus_parser.text_string_to_metric_families(text):
+            for sample in family.samples:
+                values.setdefault(sample.name, []).append(float(sample.value))
+    except ValueError as exc:  # the parser's only complaint about its input
+        raise transport.MalformedReply(f"unparseable /metrics text: {exc}") from exc
     if RUNNING not in values or WAITING not in values:
-        raise ValueError("no vLLM request gauges in /metrics")
+        raise transport.MalformedReply("no vLLM request gauges in /metrics")
     return base.EngineMetrics(
         running=sum(values[RUNNING]),
         waiting=sum(values[WAITING]),

@@ -8,21 +8,17 @@ adapters and the queue; never the planner or the resolver.
 """
 
 from runtimestate.downloads.worker import (
-    DATABASE_DOWN,
     CycleReport,
     Downloads,
     EventSink,
     Settings,
     classify,
-    database_error,
 )
 
 __all__ = [
-    "DATABASE_DOWN",
     "CycleReport",
     "Downloads",
     "EventSink",
     "Settings",
     "classify",
-    "database_error",
 ]

@@ -33,7 +33,6 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -46,9 +45,6 @@ from runtimestate.reconcile import status
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-# What a lost, restarting or overloaded database raises. Such work is retried or skipped,
-# never charged to the download.
-DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError)
 _RETRY_FIRST_S = 0.1
 _RETRY_CAP_S = 2.0
 _ENDED = ("succeeded", "failed", "cancelled")  # outcomes that change the backend's status
@@ -85,14 +81,6 @@ def classify(exc: BaseException) -> tuple[jobs.ErrorClass, str]:
     if isinstance(exc, errors.LlmctlError):
         return jobs.ErrorClass.TRANSIENT, f"{exc.reason.value}: {exc.detail}"
     return jobs.ErrorClass.TRANSIENT, f"unexpected: {type(exc).__name__}: {exc}"
-
-
-def database_error(exc: BaseException) -> str:
-    """One line naming a database error: the driver's first line, never SQLAlchemy's text
-    (which carries the statement and its parameters)."""
-    origin = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
-    text = str(origin).strip().splitlines()
-    return f"{type(origin).__name__}: {text[0]}" if text else type(origin).__name__
 
 
 class Downloads:
@@ -168,10 +156,16 @@ class Downloads:
         claimed: list[rows.Change] = []
         if free > 0:
             limits = {b.name: b.spec.max_pulls for b in state.backends}
-            async with self._sessions() as session:
-                claimed = await leases.claim_committed(
-                    session, self._owner, limits=limits, n=free, lease=self._settings.lease, now=now
-                )
+            with database.guarded():
+                async with self._sessions() as session:
+                    claimed = await leases.claim_committed(
+                        session,
+                        self._owner,
+                        limits=limits,
+                        n=free,
+                        lease=self._settings.lease,
+                        now=now,
+                    )
             await self._publish(*claimed)
         for change in claimed:
             self._start(change.job, state.backend(change.job.backend))
@@ -207,9 +201,9 @@ class Downloads:
             ours = await self._tx(
                 lambda s: leases.heartbeat(s, job_id, self._owner, lease=self._settings.lease)
             )
-        except DATABASE_DOWN as exc:
+        except errors.DatabaseUnavailable as exc:
             log.warning("cancel request not checked; the heartbeat will", job_id=job_id,
-                        error=database_error(exc))  # fmt: skip
+                        error=exc.detail)  # fmt: skip
             return False
         return not ours and self.cancel_local(job_id)
 
@@ -318,13 +312,13 @@ class Downloads:
         while True:
             try:
                 return await self._tx(work)
-            except DATABASE_DOWN as exc:
+            except errors.DatabaseUnavailable as exc:
                 if deadline is not None and time.monotonic() + delay > deadline:
                     log.warning("database unavailable; left to the lease", job_id=job_id,
-                                during=what, error=database_error(exc))  # fmt: skip
+                                during=what, error=exc.detail)  # fmt: skip
                     return None
                 log.warning("database unavailable; retrying", job_id=job_id, during=what,
-                            error=database_error(exc), retry_in_s=delay)  # fmt: skip
+                            error=exc.detail, retry_in_s=delay)  # fmt: skip
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_CAP_S)
 
@@ -358,9 +352,11 @@ class Downloads:
                 continue
             try:
                 change = await self._tx(functools.partial(self._record, job.id, progress))
-            except DATABASE_DOWN as exc:  # the pull goes on; the next update is newer anyway
+            except (
+                errors.DatabaseUnavailable
+            ) as exc:  # the pull goes on; the next update is newer anyway
                 log.warning("database unavailable; progress not recorded", job_id=job.id,
-                            error=database_error(exc))  # fmt: skip
+                            error=exc.detail)  # fmt: skip
                 continue
             if change is None:  # cancelled or reaped meanwhile: it is not ours any more
                 self._lost.add(job.id)
@@ -401,8 +397,8 @@ class Downloads:
                 ours = await self._tx(
                     lambda s: leases.heartbeat(s, job_id, self._owner, lease=self._settings.lease)
                 )
-            except DATABASE_DOWN as exc:  # a database blip must not kill the pull
-                log.warning("heartbeat failed", job_id=job_id, error=database_error(exc))
+            except errors.DatabaseUnavailable as exc:  # a database blip must not kill the pull
+                log.warning("heartbeat failed", job_id=job_id, error=exc.detail)
                 continue
             except Exception:
                 log.warning("heartbeat failed", job_id=job_id, exc_info=True)

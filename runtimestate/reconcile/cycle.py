@@ -45,7 +45,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dwqueue import events, jobs, queue, rows
-from runtimestate import database, desired, downloads, errors, locks, snapshot
+from runtimestate import database, desired, errors, locks, snapshot
 from runtimestate.backends import adapters, base
 from runtimestate.desired import spec, store
 from runtimestate.reconcile import conditions, plan, planview, probing, reuse, status
@@ -353,12 +353,12 @@ class BackendCycle:
                 self._rng,
             )
             return False
-        except Exception as exc:  # unexpected: logged with its traceback, treated as temporary
+        except Exception as exc:  # a bug of ours: logged with its traceback, treated as temporary
             log.exception("observation failed unexpectedly", backend=backend.name)
             self._records[backend.name] = probing.failed(
                 record,
                 self._pool.redact(backend.name, f"{type(exc).__name__}: {exc}"),
-                "unexpected",
+                errors.Reason.INTERNAL.value,  # never "protocol": the reply was not at fault
                 now,
                 self._settings.probing,
                 self._rng,
@@ -397,7 +397,7 @@ class BackendCycle:
         one action the queue refuses does not hold back the others."""
         try:
             outcomes, changes = await self._tx(lambda s: _queue_actions(s, queued))
-        except downloads.DATABASE_DOWN as exc:
+        except errors.DatabaseUnavailable as exc:
             detail = _failure("queueing downloads and cancellations", exc, actions=len(queued))
             return [Outcome(a, False, detail) for a in queued]
         except Exception as exc:
@@ -597,8 +597,8 @@ def _failure(what: str, exc: Exception, **context: object) -> str:
     A database error is named by its driver's first line, never SQLAlchemy's text (which
     carries the statement and its parameters); an unexpected error keeps its traceback.
     """
-    if isinstance(exc, sa.exc.SQLAlchemyError | OSError):
-        detail = f"database error: {downloads.database_error(exc)}"
+    if isinstance(exc, errors.DatabaseUnavailable | sa.exc.SQLAlchemyError | OSError):
+        detail = f"database error: {database.describe(exc)}"
         log.warning(f"backend cycle: {what} failed", error=detail, **context)
     elif isinstance(exc, queue.QueueError):
         detail = str(exc)

@@ -59,6 +59,18 @@ def test_an_unreachable_database_exits_1_without_showing_the_password() -> None:
     assert "hunter2" not in result.stderr + result.stdout
 
 
+def test_db_current_on_an_unreachable_database_exits_1_in_one_line_without_a_traceback() -> None:
+    env = {**os.environ, "LLMCTL_DATABASE_URL": "postgresql://llmctl:hunter2@127.0.0.1:1/llmctl"}
+    result = _run("db", "current", env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: cannot use the database at postgresql://llmctl:***@127.0.0.1:1/llmctl: "
+        'connection failed: connection to server at "127.0.0.1", port 1 failed: '
+        "Connection refused"
+    ]
+
+
 def test_apply_from_a_closed_standard_input_exits_2_and_says_to_pipe_the_file(
     tmp_path: pathlib.Path,
 ) -> None:

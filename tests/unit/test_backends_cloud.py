@@ -85,6 +85,8 @@ async def test_openai_without_a_key_sends_no_authorization_header() -> None:
         (httpx.Response(500, json={"error": {"message": "oops"}}), errors.ServerError),
         (httpx.Response(200, content=b"<html>"), errors.ProtocolError),
         (httpx.Response(200, json={"data": None}), errors.ProtocolError),
+        (httpx.Response(200, json={"object": "list"}), errors.ProtocolError),
+        (httpx.Response(200, json={"data": [{"object": "model"}]}), errors.ProtocolError),
     ],
 )
 async def test_openai_maps_failures(answer: httpx.Response, expected: type[Exception]) -> None:
@@ -223,3 +225,18 @@ async def test_a_hung_provider_costs_at_most_the_total_timeout() -> None:
             with pytest.raises(errors.BackendTimedOut):
                 await adapter.observe()
     assert time.monotonic() - started < 2 * FAST.total + 0.3
+
+
+@pytest.mark.parametrize("error", [KeyError("context_window"), TypeError("bad"), ValueError("x")])
+async def test_a_bug_in_the_openai_parser_propagates_as_itself_not_as_a_protocol_error(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    def broken(_: object) -> int | None:
+        raise error
+
+    monkeypatch.setattr(openai, "_context", broken)
+    async with _openai(Recorder(lambda _: httpx.Response(200, json=OPENAI_LIST))) as adapter:
+        with pytest.raises(type(error)) as caught:
+            await adapter.observe()
+    assert caught.value is error
+    assert not isinstance(caught.value, errors.LlmctlError)

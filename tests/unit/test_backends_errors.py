@@ -41,6 +41,7 @@ def test_from_status_classifies_each_status_into_the_tree(
         (errors.BackendTimedOut, "timeout", True),
         (errors.ServerError, "server_error", True),
         (errors.ProtocolError, "protocol", True),
+        (errors.DatabaseUnavailable, "database_unavailable", True),
         (errors.ModelNotFound, "model_not_found", False),
         (errors.InvalidModelName, "invalid_model_name", False),
         (errors.Unauthorized, "unauthorized", False),

@@ -424,6 +424,29 @@ async def test_observe_maps_a_failing_show_to_the_error_tree() -> None:
             await adapter.observe()
 
 
+@pytest.mark.parametrize("body", [[1, 2], "a string", 3])
+async def test_a_show_reply_that_is_not_a_json_object_is_a_protocol_error(body: Any) -> None:
+    fake = FakeOllama()
+    fake.override["/api/show"] = lambda _: httpx.Response(200, json=body)
+    async with backend(fake) as adapter:
+        with pytest.raises(errors.ProtocolError, match="not a JSON object"):
+            await adapter.observe()
+
+
+@pytest.mark.parametrize("error", [TypeError("bad"), AttributeError("bad"), KeyError("digest")])
+async def test_a_bug_in_the_ollama_parser_propagates_as_itself_not_as_a_protocol_error(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    def broken(*_: object) -> Any:
+        raise error
+
+    monkeypatch.setattr(ollama, "_loaded_keys", broken)
+    async with backend(FakeOllama()) as adapter:
+        with pytest.raises(type(error)) as caught:
+            await adapter.observe()
+    assert caught.value is error
+
+
 async def test_a_hung_node_costs_at_most_the_total_timeout() -> None:
     async def hang(_: httpx.Request) -> httpx.Response:
         await asyncio.sleep(10)

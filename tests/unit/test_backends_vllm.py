@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from runtimestate import errors
-from runtimestate.backends import base, vllm
+from runtimestate.backends import base, transport, vllm
 
 FAST = base.Timeouts(connect=0.3, read=0.3, stall=0.3, total=0.3)
 
@@ -108,7 +108,7 @@ def test_parse_metrics_prefers_the_current_name_when_both_are_present() -> None:
 
 
 def test_parse_metrics_rejects_text_cut_off_mid_line() -> None:
-    with pytest.raises(ValueError, match="truncated"):
+    with pytest.raises(transport.MalformedReply, match="truncated"):
         vllm.parse_metrics(METRICS_V33[: METRICS_V33.index("# TYPE vllm:prompt") + 20])
 
 
@@ -121,7 +121,7 @@ def test_parse_metrics_without_kv_gauges_reports_no_usage() -> None:
     "text", ["", "process_cpu_seconds_total 3\n", "garbage {{{ x\n", '{"a": 1}']
 )
 def test_parse_metrics_rejects_text_without_the_request_gauges(text: str) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011 - the parser's own messages vary
+    with pytest.raises(transport.MalformedReply):
         vllm.parse_metrics(text)
 
 

@@ -9,6 +9,7 @@ import pathlib
 import pytest
 
 from controller import settings
+from runtimestate import errors
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +66,7 @@ def test_environment_beats_the_file_and_flags_beat_the_environment(
 def test_a_typo_in_the_file_is_an_error_naming_it(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "llmctl.yaml"
     path.write_text("download_concurency: 3\n")
-    with pytest.raises(settings.ConfigurationError, match="download_concurency"):
+    with pytest.raises(errors.ConfigurationError, match="download_concurency"):
         settings.load(path)
 
 
@@ -73,14 +74,14 @@ def test_a_typo_in_the_file_is_an_error_naming_it(tmp_path: pathlib.Path) -> Non
 def test_a_missing_or_unknown_kind_of_file_is_an_error(tmp_path: pathlib.Path, name: str) -> None:
     if name.endswith(".ini"):
         (tmp_path / name).write_text("x=1\n")
-    with pytest.raises(settings.ConfigurationError, match=name):
+    with pytest.raises(errors.ConfigurationError, match=name):
         settings.load(tmp_path / name)
 
 
 def test_an_interval_and_a_cron_expression_together_are_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with pytest.raises(settings.ConfigurationError, match="not both"):
+    with pytest.raises(errors.ConfigurationError, match="not both"):
         settings.load(cycle_interval_s=5, cycle_cron="* * * * *")
     monkeypatch.setenv("LLMCTL_CYCLE_INTERVAL_S", "5")
     loaded = settings.load(cycle_cron="* * * * *")  # a flag replaces the other kind
@@ -119,7 +120,7 @@ def test_crontab_weekdays_keep_their_crontab_meaning(field: str, days: str) -> N
 
 @pytest.mark.parametrize("bad", ["* * *", "61 * * * *", "every minute", "* * * * 8"])
 def test_an_invalid_cron_expression_is_refused(bad: str) -> None:
-    with pytest.raises(settings.ConfigurationError, match="cycle_cron"):
+    with pytest.raises(errors.ConfigurationError, match="cycle_cron"):
         settings.load(cycle_cron=bad)
 
 
@@ -137,7 +138,7 @@ def test_http_addresses_split_into_host_and_port(address: str, expected: tuple[s
 
 @pytest.mark.parametrize("bad", ["9180", "localhost", "host:port", "host:70000"])
 def test_an_invalid_http_address_is_refused(bad: str) -> None:
-    with pytest.raises(settings.ConfigurationError, match="http_address"):
+    with pytest.raises(errors.ConfigurationError, match="http_address"):
         settings.load(http_address=bad)
 
 
@@ -152,7 +153,7 @@ def test_an_invalid_http_address_is_refused(bad: str) -> None:
     ids=["fields", "bad field", "bad weekday", "address"],
 )
 def test_a_long_invalid_setting_is_echoed_cut_to_80_characters(field: str, value: str) -> None:
-    with pytest.raises(settings.ConfigurationError, match=field) as raised:
+    with pytest.raises(errors.ConfigurationError, match=field) as raised:
         settings.load(**{field: value})
     message = str(raised.value)
     assert "characters)" in message
@@ -168,3 +169,20 @@ def test_state_settings_carry_the_values_through() -> None:
     assert runtime.downloads.lease == dt.timedelta(seconds=12)
     assert runtime.timeouts.total == 4
     assert runtime.cycle.prefix == "x1"
+
+
+def test_settings_errors_are_the_one_configuration_error_of_the_tree(
+    tmp_path: pathlib.Path,
+) -> None:
+    config = tmp_path / "llmctl.yaml"
+    config.write_text("download_concurrency: 0\ncycle_interval_s: -1\n")
+    with pytest.raises(errors.ConfigurationError) as raised:
+        settings.load(config)
+    assert isinstance(raised.value, errors.LlmctlError)
+    assert raised.value.reason == "configuration"
+    lines = str(raised.value).splitlines()  # one line per invalid setting, kept whole
+    assert lines[0] == "invalid settings:"
+    assert sorted(line.split(":")[0].strip() for line in lines[1:]) == [
+        "cycle_interval_s",
+        "download_concurrency",
+    ]
