@@ -114,6 +114,40 @@ async def test_a_postgres_outage_longer_than_the_lease_costs_no_pull_a_second_at
     assert pulls == [1, 1, 1]  # no pull started twice
 
 
+async def test_a_pull_stopped_in_an_outage_is_left_to_its_lease_once_the_lease_has_passed(
+    fresh_postgres_server: services.PostgresServer,
+) -> None:
+    url = fresh_postgres_server.url
+    migrations.upgrade(url)
+    fake = clock.FakeClock()  # a lease of a minute, passed without waiting a minute
+    lease = dt.timedelta(minutes=1)
+    world = World(url, dataclasses.replace(FAST, downloads=dataclasses.replace(
+        FAST.downloads, lease=lease)), clock=fake)  # fmt: skip
+    try:
+        async with ollama.running(pull_rate=20_000_000) as emu:
+            await world.declare("gpu-1", emu.url)
+            job = await world.enqueue("gpu-1", "qwen2:0.5b")
+            await world.state.run_download_cycle()
+            await _eventually(lambda: bool(world.state.downloads.running), "the pull to start")
+            with structlog.testing.capture_logs() as logged:
+                fresh_postgres_server.stop()
+                stopping = asyncio.create_task(world.state.downloads.stop())
+                await _retrying_ends(logged, [job], times=1)  # the release meets the outage
+                fake.advance(lease.total_seconds() - 1)
+                await _retrying_ends(logged, [job], times=2)  # within the lease: it retries
+                assert not stopping.done()
+                fake.advance(2)
+                await asyncio.wait_for(stopping, 10)
+            fresh_postgres_server.start()
+            await _reap_after_restart(world)
+            reaped = await world.job(job.id)
+    finally:
+        await world.close()
+    left = [e for e in logged if e["event"] == "database unavailable; left to the lease"]
+    assert [e["job_id"] for e in left] == [job.id]
+    assert (reaped.state, reaped.error_class) == (S.QUEUED, jobs.ErrorClass.LEASE_EXPIRED)
+
+
 async def test_the_download_cycle_resumes_at_the_first_tick_after_a_long_database_outage(
     fresh_postgres_server: services.PostgresServer,
 ) -> None:
