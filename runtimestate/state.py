@@ -19,7 +19,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from dwqueue import jobs, queue
-from runtimestate import database, desired, downloads, snapshot
+from runtimestate import clock, database, desired, downloads, snapshot
 from runtimestate.backends import adapters, base
 from runtimestate.desired import store
 from runtimestate.reconcile import cycle, refreshes
@@ -49,7 +49,10 @@ class State:
         settings: Settings = Settings(),
         environ: Mapping[str, str] | None = None,
         owner: str | None = None,
+        clock: clock.Clock = clock.SYSTEM,
     ) -> None:
+        """``clock`` is the time both cycles decide by; composition roots keep the system's,
+        tests pass a `clock.FakeClock` to move past grace periods and backoff at once."""
         self._sessions = database.session_factory(engine)
         self._pool = adapters.AdapterPool(
             settings.timeouts, environ if environ is not None else os.environ
@@ -63,9 +66,10 @@ class State:
             sink=sink,
             settings=settings.downloads,
             on_end=self._refreshes.request,
+            clock=clock,
         )
         self._backends = cycle.BackendCycle(
-            self._sessions, self._pool, sink=sink, settings=settings.cycle
+            self._sessions, self._pool, sink=sink, settings=settings.cycle, clock=clock
         )
         self._snapshot = snapshot.EMPTY
         self._desired: DesiredState | None = None

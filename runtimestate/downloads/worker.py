@@ -37,7 +37,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dwqueue import backoff, coalescer, events, jobs, leases, rows
-from runtimestate import database, desired, errors
+from runtimestate import clock, database, desired, errors
 from runtimestate.backends import adapters, base
 from runtimestate.desired import spec
 from runtimestate.downloads import metering
@@ -96,11 +96,14 @@ class Downloads:
         settings: Settings = Settings(),
         rng: random.Random | None = None,
         on_end: Callable[[str], None] | None = None,
+        clock: clock.Clock = clock.SYSTEM,
     ) -> None:
         """``on_end(backend)`` is called (and must return at once) when a pull on ``backend``
         ended (succeeded, failed or cancelled, each written and published): `State` brings
-        that backend's status up to date with it."""
+        that backend's status up to date with it. ``clock`` gives the instants the leases and
+        the retries are decided by, and the heartbeats' and retries' waits."""
         self._sessions = sessions
+        self._clock = clock
         self._pool = pool
         self._owner = owner
         self._sink = sink
@@ -133,7 +136,7 @@ class Downloads:
         The jobs this process still runs (pulling, or writing an end a database outage held up)
         are never reaped: their leases are renewed first, in the same transaction, so an outage
         longer than the lease does not turn a finished pull into a second attempt."""
-        now = now or rows.utcnow()
+        now = now or self._clock.now()
         cap = self._settings.retry.max_attempts
         live = frozenset(self._tasks)
 
@@ -150,7 +153,7 @@ class Downloads:
 
     async def run_cycle(self, state: desired.DesiredState) -> CycleReport:
         """Reap, claim and start pulls; returns at once (the pulls go on in the background)."""
-        now = rows.utcnow()
+        now = self._clock.now()
         reaped = await self.reap(now)
         free = self._settings.concurrency - len(self._tasks)
         claimed: list[rows.Change] = []
@@ -199,7 +202,9 @@ class Downloads:
             return False
         try:
             ours = await self._tx(
-                lambda s: leases.heartbeat(s, job_id, self._owner, lease=self._settings.lease)
+                lambda s: leases.heartbeat(
+                    s, job_id, self._owner, lease=self._settings.lease, now=self._clock.now()
+                )
             )
         except errors.DatabaseUnavailable as exc:
             log.warning("cancel request not checked; the heartbeat will", job_id=job_id,
@@ -263,7 +268,7 @@ class Downloads:
         left running without a pull behind it; the attempt is given back."""
         change = await asyncio.shield(
             self._durably(
-                lambda s: leases.release(s, job.id, self._owner),
+                lambda s: leases.release(s, job.id, self._owner, now=self._clock.now()),
                 job.id,
                 "release",
                 give_up_after_s=self._settings.lease.total_seconds(),
@@ -289,6 +294,7 @@ class Downloads:
                 error_class=error_class,
                 policy=self._settings.retry,
                 draw=draw,
+                now=self._clock.now(),
             )
 
         change = await self._durably(work, job.id, "failure")
@@ -308,18 +314,18 @@ class Downloads:
         """Run ``work`` in a transaction, retrying with backoff while the database is down;
         None when ``give_up_after_s`` passed first (the lease's expiry then does the work)."""
         delay = _RETRY_FIRST_S
-        deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
+        deadline = None if give_up_after_s is None else self._clock.monotonic() + give_up_after_s
         while True:
             try:
                 return await self._tx(work)
             except errors.DatabaseUnavailable as exc:
-                if deadline is not None and time.monotonic() + delay > deadline:
+                if deadline is not None and self._clock.monotonic() + delay > deadline:
                     log.warning("database unavailable; left to the lease", job_id=job_id,
                                 during=what, error=exc.detail)  # fmt: skip
                     return None
                 log.warning("database unavailable; retrying", job_id=job_id, during=what,
                             error=exc.detail, retry_in_s=delay)  # fmt: skip
-            await asyncio.sleep(delay)
+            await self._clock.sleep(delay)
             delay = min(delay * 2, _RETRY_CAP_S)
 
     async def _pull(self, job: jobs.Job, backend: spec.Backend | None) -> bool:
@@ -344,6 +350,7 @@ class Downloads:
     async def _follow(self, job: jobs.Job, stream: AsyncIterator[base.PullProgress]) -> bool:
         progress_meter = metering.Meter()
         async for line in stream:
+            # Real time: the rate and ETA of real bytes, and a cap on real traffic to NATS.
             now = time.monotonic()
             progress = progress_meter.update(
                 line.status, line.digest, line.completed, line.total, now
@@ -368,7 +375,12 @@ class Downloads:
         self, job_id: str, progress: jobs.Progress, session: AsyncSession
     ) -> rows.Change | None:
         return await leases.record_progress(
-            session, job_id, self._owner, progress, lease=self._settings.lease
+            session,
+            job_id,
+            self._owner,
+            progress,
+            lease=self._settings.lease,
+            now=self._clock.now(),
         )
 
     async def _succeeded(self, job: jobs.Job, backend: spec.Backend | None) -> str:
@@ -377,10 +389,11 @@ class Downloads:
         assert backend is not None  # `_pull` refuses a job whose backend is gone
 
         async def work(session: AsyncSession) -> rows.Change | None:
-            change = await leases.succeed(session, job.id, self._owner)
+            now = self._clock.now()
+            change = await leases.succeed(session, job.id, self._owner, now=now)
             if change is not None:
                 await status.record_pulled(
-                    session, backend.name, job.model, job.model_key, job.id, rows.utcnow()
+                    session, backend.name, job.model, job.model_key, job.id, now
                 )
             return change
 
@@ -392,10 +405,12 @@ class Downloads:
         """Extend the lease and watch the row; cancel the pull when the job is not ours."""
         interval = self._settings.heartbeat_s
         while True:
-            await asyncio.sleep(interval)
+            await self._clock.sleep(interval)
             try:
                 ours = await self._tx(
-                    lambda s: leases.heartbeat(s, job_id, self._owner, lease=self._settings.lease)
+                    lambda s: leases.heartbeat(
+                        s, job_id, self._owner, lease=self._settings.lease, now=self._clock.now()
+                    )
                 )
             except errors.DatabaseUnavailable as exc:  # a database blip must not kill the pull
                 log.warning("heartbeat failed", job_id=job_id, error=exc.detail)

@@ -36,7 +36,7 @@ import datetime as dt
 import functools
 import json
 import random
-import time
+import time  # durations of real work, for the log; decisions read `self._clock`
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
@@ -45,7 +45,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dwqueue import events, jobs, queue, rows
-from runtimestate import database, desired, errors, locks, snapshot
+from runtimestate import clock, database, desired, errors, locks, snapshot
 from runtimestate.backends import adapters, base
 from runtimestate.desired import spec, store
 from runtimestate.reconcile import conditions, plan, planview, probing, reuse, status
@@ -155,8 +155,12 @@ class BackendCycle:
         sink: MessageSink | None = None,
         settings: Settings = Settings(),
         rng: random.Random | None = None,
+        clock: clock.Clock = clock.SYSTEM,
     ) -> None:
+        """``clock`` gives every instant the cycle decides by (grace, backoff, ``last_ok_at``,
+        status timestamps); the observation deadline stays on the event loop's clock."""
         self._sessions = sessions
+        self._clock = clock
         self._pool = pool
         self._sink = sink
         self._settings = settings
@@ -202,7 +206,7 @@ class BackendCycle:
             if backend is None:
                 return None
             self._match_records(read)
-            now = dt.datetime.now(dt.UTC)
+            now = self._clock.now()
             fresh = await self._probe(backend, now)
             view = self._view(read.desired, backend, now, fresh)
             mine = [j for j in read.jobs if j.backend == name]
@@ -241,7 +245,7 @@ class BackendCycle:
         started = time.monotonic()
         self._cycle += 1
         read = await database.read_snapshot(self._sessions, self._read)
-        now = dt.datetime.now(dt.UTC)
+        now = self._clock.now()
         backends = read.desired.backends
         self._match_records(read)
         due = [b for b in backends if self._record(b.name).due(now)]
@@ -395,8 +399,9 @@ class BackendCycle:
         """Enqueue pulls and cancel jobs in one transaction, then publish their events. If it
         fails other than for an unreachable database, again one transaction per action, so
         one action the queue refuses does not hold back the others."""
+        now = self._clock.now()
         try:
-            outcomes, changes = await self._tx(lambda s: _queue_actions(s, queued))
+            outcomes, changes = await self._tx(lambda s: _queue_actions(s, queued, now))
         except errors.DatabaseUnavailable as exc:
             detail = _failure("queueing downloads and cancellations", exc, actions=len(queued))
             return [Outcome(a, False, detail) for a in queued]
@@ -405,7 +410,9 @@ class BackendCycle:
             outcomes, changes = [], []
             for action in queued:
                 try:
-                    done, one = await self._tx(functools.partial(_queue_actions, actions=[action]))
+                    done, one = await self._tx(
+                        functools.partial(_queue_actions, actions=[action], now=now)
+                    )
                 except Exception as exc:  # logged by _failure, a failed outcome
                     outcomes.append(Outcome(action, False, _failure("queueing", exc)))
                     continue
@@ -618,7 +625,7 @@ async def _jobs(session: AsyncSession) -> tuple[jobs.Job, ...]:
 
 
 async def _queue_actions(
-    session: AsyncSession, actions: Sequence[plan.Action]
+    session: AsyncSession, actions: Sequence[plan.Action], now: dt.datetime
 ) -> tuple[list[Outcome], list[rows.Change | None]]:
     outcomes: list[Outcome] = []
     changes: list[rows.Change | None] = []
@@ -630,6 +637,7 @@ async def _queue_actions(
                 action.model,
                 model_key=action.model_key,
                 declaration=action.declaration,
+                now=now,
             )
             changes.append(change)
             created = change.event is not None  # `enqueue`: an event only when it inserted
@@ -638,6 +646,8 @@ async def _queue_actions(
             )
             continue
         if isinstance(action, plan.CancelJob):
-            changes.append(await queue.cancel(session, action.job_id, reason=action.reason.text))
+            changes.append(
+                await queue.cancel(session, action.job_id, reason=action.reason.text, now=now)
+            )
         outcomes.append(Outcome(action, True))
     return outcomes, changes

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
 from dwqueue import jobs, queue
 from emulators import ollama
-from runtimestate import downloads, state
+from runtimestate import clock, downloads, state
 from runtimestate.backends import base
 from runtimestate.desired import manifest
 from runtimestate.reconcile import cycle, probing
@@ -26,12 +27,23 @@ QUICK = state.Settings(
     ),
 )
 
+# Production's grace and backoff (minutes): for tests that move a `clock.FakeClock` past them.
+PATIENT = dataclasses.replace(
+    QUICK, cycle=dataclasses.replace(QUICK.cycle, probing=probing.Policy())
+)
+
 
 class Fleet(World):
     """A World that can apply files and converge."""
 
-    def __init__(self, url: str, settings: state.Settings = QUICK, sink: Any = None) -> None:
-        super().__init__(url, settings=settings, sink=sink)
+    def __init__(
+        self,
+        url: str,
+        settings: state.Settings = QUICK,
+        sink: Any = None,
+        clock: clock.Clock = clock.SYSTEM,
+    ) -> None:
+        super().__init__(url, settings=settings, sink=sink, clock=clock)
 
     async def apply(self, text: str, *, prune: bool = False) -> None:
         parsed = manifest.parse(text)
@@ -78,4 +90,4 @@ def fleet_file(
     return "---\n".join(docs)
 
 
-__all__ = ["QUICK", "Fleet", "downloads", "fleet_file", "installed"]
+__all__ = ["PATIENT", "QUICK", "Fleet", "downloads", "fleet_file", "installed"]

@@ -13,7 +13,7 @@ import nats
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dwqueue import backoff, events, flushing, jobs, queue
-from runtimestate import database, downloads, state
+from runtimestate import clock, database, downloads, state
 from runtimestate.desired import names, spec, store
 
 FAST = state.Settings(
@@ -28,11 +28,18 @@ FAST = state.Settings(
 class World:
     """A State on a migrated database, plus shortcuts the tests need."""
 
-    def __init__(self, url: str, settings: state.Settings = FAST, sink: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        settings: state.Settings = FAST,
+        sink: Any = None,
+        clock: clock.Clock = clock.SYSTEM,
+    ) -> None:
         self.url = url
+        self.clock = clock
         self.engine = database.create_async_engine(url)
         self.sessions = database.session_factory(self.engine)
-        self.state = state.State(self.engine, settings=settings, sink=sink, environ={})
+        self.state = state.State(self.engine, settings=settings, sink=sink, environ={}, clock=clock)
 
     async def tx(self, work: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
         async with self.sessions() as session, session.begin():
@@ -44,7 +51,8 @@ class World:
 
     async def enqueue(self, backend: str, model: str) -> jobs.Job:
         key = names.canonical_ollama(model)
-        change = await self.tx(lambda s: queue.enqueue(s, backend, model, model_key=key))
+        now = self.clock.now()  # due when the worker's clock says so
+        change = await self.tx(lambda s: queue.enqueue(s, backend, model, model_key=key, now=now))
         return change.job  # type: ignore[no-any-return]
 
     async def job(self, job_id: str) -> jobs.Job:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import ollama as ollama_client
 import pytest
 
 from emulators import faults, ollama, vllm
-from runtimestate import snapshot
+from runtimestate import clock, snapshot
 from runtimestate.desired import spec, store
 from runtimestate.reconcile import plan, status
-from tests.integration.cycle_fixtures import Fleet, fleet_file, installed
+from tests.integration.cycle_fixtures import PATIENT, Fleet, fleet_file, installed
 
 pytestmark = pytest.mark.timeout(120)
 P = snapshot.Phase
@@ -78,37 +77,46 @@ async def test_declaring_llama3_on_a_node_with_llama3_latest_does_nothing_cycle_
 
 
 async def test_a_hung_and_a_garbage_node_degrade_then_become_unreachable_and_recover(
-    fleet: Fleet,
+    migrated_url: str,
 ) -> None:
-    async with ollama.running(nodes=3) as emu:
-        backends = {f"gpu-{i}": ("ollama", emu.node_url(i), "managed") for i in range(3)}
-        await fleet.apply(fleet_file(backends, ["qwen2:0.5b"]))
-        await fleet.state.run_backend_cycle()
-        emu.set_fault(faults.Fault(faults.FaultKind.HANG), node=1)
-        emu.set_fault(faults.Fault(faults.FaultKind.MALFORMED), node=2)
-        started = time.monotonic()
-        report = await fleet.state.run_backend_cycle()
-        assert time.monotonic() - started < 3.0 + 1.0
-        states = report.snapshot.backends
-        assert (states["gpu-1"].phase, states["gpu-2"].phase) == (P.DEGRADED, P.DEGRADED)
-        reachable = states["gpu-1"].condition("Reachable")
-        assert reachable is not None
-        assert (reachable.status, reachable.reason) == (False, "timeout")
-        garbage = states["gpu-2"].condition("Reachable")
-        assert garbage is not None
-        assert garbage.reason == "protocol"
-        await fleet.converge(cycles=5)
-        assert "qwen2:0.5b" in installed(emu, 0)
-        await asyncio.sleep(1.6)
-        states = (await fleet.state.run_backend_cycle()).snapshot.backends
-        assert (states["gpu-1"].phase, states["gpu-2"].phase) == (P.UNREACHABLE, P.UNREACHABLE)
-        assert states["gpu-0"].phase is P.READY
-        emu.clear_faults()
-        await asyncio.sleep(0.3)
-        await fleet.converge()
-        states = fleet.state.get().backends
-        assert {s.phase for s in states.values()} == {P.READY}
-        assert all("qwen2:0.5b" in installed(emu, node) for node in range(3))
+    policy = PATIENT.cycle.probing  # production's: a grace of minutes, passed on a fake clock
+    fake = clock.FakeClock()
+    fleet = Fleet(migrated_url, PATIENT, clock=fake)
+    try:
+        async with ollama.running(nodes=3) as emu:
+            backends = {f"gpu-{i}": ("ollama", emu.node_url(i), "managed") for i in range(3)}
+            await fleet.apply(fleet_file(backends, ["qwen2:0.5b"]))
+            await fleet.state.run_backend_cycle()
+            emu.set_fault(faults.Fault(faults.FaultKind.HANG), node=1)
+            emu.set_fault(faults.Fault(faults.FaultKind.MALFORMED), node=2)
+            started = time.monotonic()
+            report = await fleet.state.run_backend_cycle()
+            assert time.monotonic() - started < 3.0 + 1.0
+            states = report.snapshot.backends
+            assert (states["gpu-1"].phase, states["gpu-2"].phase) == (P.DEGRADED, P.DEGRADED)
+            reachable = states["gpu-1"].condition("Reachable")
+            assert reachable is not None
+            assert (reachable.status, reachable.reason) == (False, "timeout")
+            garbage = states["gpu-2"].condition("Reachable")
+            assert garbage is not None
+            assert garbage.reason == "protocol"
+            await fleet.converge(cycles=5)  # backing off: the failing nodes are not asked again
+            assert "qwen2:0.5b" in installed(emu, 0)
+            fake.advance(policy.grace.total_seconds() - 1)
+            states = (await fleet.state.run_backend_cycle()).snapshot.backends
+            assert (states["gpu-1"].phase, states["gpu-2"].phase) == (P.DEGRADED, P.DEGRADED)
+            fake.advance(2)
+            states = (await fleet.state.run_backend_cycle()).snapshot.backends
+            assert (states["gpu-1"].phase, states["gpu-2"].phase) == (P.UNREACHABLE, P.UNREACHABLE)
+            assert states["gpu-0"].phase is P.READY
+            emu.clear_faults()
+            fake.advance(policy.max_delay.total_seconds())  # the longest backoff
+            await fleet.converge()
+            states = fleet.state.get().backends
+            assert {s.phase for s in states.values()} == {P.READY}
+            assert all("qwen2:0.5b" in installed(emu, node) for node in range(3))
+    finally:
+        await fleet.close()
 
 
 async def test_vllm_drift_is_reported_as_conditions_and_nothing_is_sent(fleet: Fleet) -> None:

@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
 from emulators import faults, ollama, ollama_node, vllm
-from runtimestate import snapshot, state
+from runtimestate import clock, snapshot, state
 from runtimestate.backends import base
 from runtimestate.reconcile import cycle, plan, probing, status
 from tests import services
-from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file, installed
+from tests.integration.cycle_fixtures import PATIENT, QUICK, Fleet, fleet_file, installed
 
 pytestmark = pytest.mark.timeout(120)
 P = snapshot.Phase
@@ -77,8 +77,10 @@ async def test_backends_the_deadline_left_unprobed_keep_their_state_and_are_not_
 async def test_a_new_process_keeps_a_failing_backends_last_good_models_for_the_grace_period(
     migrated_url: str,
 ) -> None:
+    fake = clock.FakeClock()  # shared by the processes: the grace period is production's
+    grace = PATIENT.cycle.probing.grace.total_seconds()
     async with ollama.running(installed=["qwen2:0.5b", "nomic-embed-text"]) as emu:
-        first = Fleet(migrated_url)
+        first = Fleet(migrated_url, PATIENT, clock=fake)
         try:
             await first.apply(fleet_file({"gpu-0": ("ollama", emu.url, "managed")}, ["qwen2:0.5b"]))
             before = (await first.state.run_backend_cycle()).snapshot.backends["gpu-0"]
@@ -86,8 +88,9 @@ async def test_a_new_process_keeps_a_failing_backends_last_good_models_for_the_g
             await first.close()
         assert before.phase is P.READY
         emu.set_fault(GARBAGE)
-        second = Fleet(migrated_url)  # serve restarted, or the next cron `reconcile --once`
-        try:
+        fake.advance(grace - 1)
+        second = Fleet(migrated_url, PATIENT, clock=fake)  # serve restarted, or the next cron
+        try:  # `reconcile --once`
             report = await second.state.run_backend_cycle()
         finally:
             await second.close()
@@ -100,8 +103,8 @@ async def test_a_new_process_keeps_a_failing_backends_last_good_models_for_the_g
         assert (persisted.phase, _served(persisted)) == (P.DEGRADED, _served(state))
         assert persisted.pulled_models == before.pulled_models
 
-        await asyncio.sleep(QUICK.cycle.probing.grace.total_seconds() + 0.1)
-        third = Fleet(migrated_url)
+        fake.advance(2)  # the grace period, counted from the last success, is over
+        third = Fleet(migrated_url, PATIENT, clock=fake)
         try:
             late = (await third.state.run_backend_cycle()).snapshot.backends["gpu-0"]
         finally:

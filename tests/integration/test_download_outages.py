@@ -22,6 +22,7 @@ import migrations
 from controller import metrics, scheduled
 from dwqueue import events, flushing, jobs, publisher, subscriber
 from emulators import ollama
+from runtimestate import clock
 from tests import services
 from tests.integration.downloads_fixtures import FAST, World
 
@@ -59,12 +60,27 @@ async def _reap_after_restart(world: World) -> None:
     await world.state.downloads.reap()
 
 
+async def _retrying_ends(logged: list[dict[str, Any]], jobs_: list[jobs.Job], times: int) -> None:
+    """Wait until the end of each of ``jobs_`` met the outage ``times`` times (and waits, on the
+    worker's clock, to be retried)."""
+
+    def met() -> bool:
+        retries = [e.get("job_id") for e in logged if e["event"] == _RETRYING]
+        return all(retries.count(j.id) >= times for j in jobs_)
+
+    await _eventually(met, f"the pulls' ends to meet the outage {times} times")
+
+
+_RETRYING = "database unavailable; retrying"
+
+
 async def test_a_postgres_outage_longer_than_the_lease_costs_no_pull_a_second_attempt(
     fresh_postgres_server: services.PostgresServer,
 ) -> None:
     url = fresh_postgres_server.url
     migrations.upgrade(url)
-    world = World(url, SHORT_LEASE)
+    fake = clock.FakeClock()  # the outage outlasts the lease on the worker's clock
+    world = World(url, SHORT_LEASE, clock=fake)
     models = ["qwen2:0.5b", "smollm2:135m", "tinyllama"]
     try:
         async with ollama.running(nodes=3, pull_rate=20_000_000) as emu:  # 14 s and more
@@ -75,15 +91,20 @@ async def test_a_postgres_outage_longer_than_the_lease_costs_no_pull_a_second_at
             await world.state.run_download_cycle()
             deadline = time.monotonic() + 20
             for job in queued:
-                while (await world.job(job.id)).progress.completed in (None, 0):
+                while (found := await world.job(job.id)).progress.completed in (None, 0):
                     assert time.monotonic() < deadline, "no progress"
                     await asyncio.sleep(0.05)
-            fresh_postgres_server.stop()
-            _finish_pulls(emu, 0)  # two pulls end during the outage: their end waits for
-            _finish_pulls(emu, 1)  # the database; the third is still pulling when it returns
-            await asyncio.sleep(2.5 * LEASE.total_seconds())
-            fresh_postgres_server.start()
-            await _reap_after_restart(world)
+                assert found.lease_expires_at == fake.now() + LEASE  # the worker's clock
+            with structlog.testing.capture_logs() as logged:
+                fresh_postgres_server.stop()
+                _finish_pulls(emu, 0)  # two pulls end during the outage: their end waits for
+                _finish_pulls(emu, 1)  # the database; the third is still pulling when it returns
+                await _retrying_ends(logged, queued[:2], times=1)
+                fake.advance(2.5 * LEASE.total_seconds())  # every lease has expired
+                await _retrying_ends(logged, queued[:2], times=2)  # down still: they wait
+                fresh_postgres_server.start()
+                await _reap_after_restart(world)  # before the ends are retried
+                fake.advance(2.0)  # the longest retry delay: the two ends are written
             _finish_pulls(emu, 2)
             done = [await world.until(j.id, S.SUCCEEDED, S.FAILED, within_s=30) for j in queued]
             pulls = [sum(node.pulls.values()) for node in emu.nodes]
@@ -91,6 +112,40 @@ async def test_a_postgres_outage_longer_than_the_lease_costs_no_pull_a_second_at
         await world.close()
     assert [(job.state, job.attempts) for job in done] == [(S.SUCCEEDED, 1)] * 3, done
     assert pulls == [1, 1, 1]  # no pull started twice
+
+
+async def test_a_pull_stopped_in_an_outage_is_left_to_its_lease_once_the_lease_has_passed(
+    fresh_postgres_server: services.PostgresServer,
+) -> None:
+    url = fresh_postgres_server.url
+    migrations.upgrade(url)
+    fake = clock.FakeClock()  # a lease of a minute, passed without waiting a minute
+    lease = dt.timedelta(minutes=1)
+    world = World(url, dataclasses.replace(FAST, downloads=dataclasses.replace(
+        FAST.downloads, lease=lease)), clock=fake)  # fmt: skip
+    try:
+        async with ollama.running(pull_rate=20_000_000) as emu:
+            await world.declare("gpu-1", emu.url)
+            job = await world.enqueue("gpu-1", "qwen2:0.5b")
+            await world.state.run_download_cycle()
+            await _eventually(lambda: bool(world.state.downloads.running), "the pull to start")
+            with structlog.testing.capture_logs() as logged:
+                fresh_postgres_server.stop()
+                stopping = asyncio.create_task(world.state.downloads.stop())
+                await _retrying_ends(logged, [job], times=1)  # the release meets the outage
+                fake.advance(lease.total_seconds() - 1)
+                await _retrying_ends(logged, [job], times=2)  # within the lease: it retries
+                assert not stopping.done()
+                fake.advance(2)
+                await asyncio.wait_for(stopping, 10)
+            fresh_postgres_server.start()
+            await _reap_after_restart(world)
+            reaped = await world.job(job.id)
+    finally:
+        await world.close()
+    left = [e for e in logged if e["event"] == "database unavailable; left to the lease"]
+    assert [e["job_id"] for e in left] == [job.id]
+    assert (reaped.state, reaped.error_class) == (S.QUEUED, jobs.ErrorClass.LEASE_EXPIRED)
 
 
 async def test_the_download_cycle_resumes_at_the_first_tick_after_a_long_database_outage(

@@ -14,7 +14,7 @@ import pytest
 
 from dwqueue import flushing, publisher, queue
 from emulators import faults, ollama
-from runtimestate import snapshot
+from runtimestate import clock, snapshot
 from runtimestate.backends import base
 from runtimestate.reconcile import status
 from tests.integration.cycle_fixtures import QUICK, Fleet
@@ -143,32 +143,42 @@ async def test_a_download_that_ends_updates_its_backends_status_row_and_event_at
 
 
 async def test_a_refresh_gives_way_to_a_status_observed_after_it_began(
-    fleet: Fleet,
+    migrated_url: str,
 ) -> None:
-    async with ollama.running(installed=["qwen2:0.5b"]) as emu:
-        await fleet.apply(
-            FLEET.format(url0=emu.url, url1=emu.url, wanted="qwen2:0.5b").split("---")[0]
-        )
-        await fleet.state.run_backend_cycle()
-        stored = await _stored(fleet, "gpu-0")
-        later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
-        newer = dataclasses.replace(stored, version="newer", last_ok_at=later)
-        await fleet.tx(lambda s: status.write_states(s, {"gpu-0": newer}, {}, later))
-        older = dataclasses.replace(stored, version="older")
-        gave_way = await fleet.tx(
-            lambda s: status.write_state_observed(
-                s, older, {"gpu-0": stored}, observed_at=later - dt.timedelta(seconds=1)
+    fake = clock.FakeClock()  # the refresh observes at the cycle's clock's time
+    fleet = Fleet(migrated_url, clock=fake)
+    try:
+        async with ollama.running(installed=["qwen2:0.5b"]) as emu:
+            await fleet.apply(
+                FLEET.format(url0=emu.url, url1=emu.url, wanted="qwen2:0.5b").split("---")[0]
             )
-        )
-        assert gave_way is None
-        assert (await _stored(fleet, "gpu-0")).version == "newer"
-        assert await fleet.state.refresh_backend("gpu-0") is None
-        assert (await _stored(fleet, "gpu-0")).version == "newer"
-        written = await fleet.tx(
-            lambda s: status.write_state_observed(s, older, {"gpu-0": newer}, observed_at=later)
-        )
-        assert written is True
-        assert (await _stored(fleet, "gpu-0")).version == "older"
+            await fleet.state.run_backend_cycle()
+            stored = await _stored(fleet, "gpu-0")
+            later = fake.now() + dt.timedelta(minutes=1)  # another replica's observation
+            newer = dataclasses.replace(stored, version="newer", last_ok_at=later)
+            await fleet.tx(lambda s: status.write_states(s, {"gpu-0": newer}, {}, later))
+            older = dataclasses.replace(stored, version="older")
+            gave_way = await fleet.tx(
+                lambda s: status.write_state_observed(
+                    s, older, {"gpu-0": stored}, observed_at=later - dt.timedelta(seconds=1)
+                )
+            )
+            assert gave_way is None
+            assert (await _stored(fleet, "gpu-0")).version == "newer"
+            assert await fleet.state.refresh_backend("gpu-0") is None
+            assert (await _stored(fleet, "gpu-0")).version == "newer"
+            written = await fleet.tx(
+                lambda s: status.write_state_observed(s, older, {"gpu-0": newer}, observed_at=later)
+            )
+            assert written is True
+            assert (await _stored(fleet, "gpu-0")).version == "older"
+            fake.advance(61)  # now this process observes after the other replica did
+            refreshed = await fleet.state.refresh_backend("gpu-0")
+            assert refreshed is not None
+            assert refreshed.last_ok_at == fake.now()
+            assert (await _stored(fleet, "gpu-0")).last_ok_at == fake.now()
+    finally:
+        await fleet.close()
 
 
 async def test_a_cancelled_download_leaves_its_backends_status_at_once(
