@@ -99,18 +99,6 @@ class JobView:
         )  # fmt: skip
 
 
-def key(name: str, backend_type: spec.BackendType) -> str:
-    """The comparison key of a model name on a backend type (`names.canonical`).
-
-    A name Ollama's grammar rejects cannot be canonicalised; it is compared exactly, so it
-    never matches a (valid, canonical) declared name and is never confused with one.
-    """
-    try:
-        return names.canonical(name, backend_type)
-    except names.InvalidName:
-        return name
-
-
 def declaration(
     backend: spec.Backend, model: spec.Model, placings: Iterable[tuple[spec.Pool, int]]
 ) -> str:
@@ -141,13 +129,13 @@ def desired_models(state: desired_state.DesiredState, backend: str) -> tuple[Des
         (
             pool,
             state.backend_joined(pool, backend),
-            {names.canonical_ollama(m) for m in pool.spec.models},
+            {names.key(m, spec.BackendType.OLLAMA) for m in pool.spec.models},
         )
         for pool in pools
     ]
     result = []
     for model in state.models_for(backend):
-        wanted = names.canonical_ollama(model.name)
+        wanted = names.key(model.name, spec.BackendType.OLLAMA)
         placings = [
             (pool, max(joined, state.model_joined(pool, wanted)))
             for pool, joined, models in members
