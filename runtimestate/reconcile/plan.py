@@ -213,11 +213,6 @@ class Plan:
     def mutating(self) -> tuple[Action, ...]:
         return tuple(a for a in self.actions if isinstance(a, MUTATING))
 
-    @property
-    def is_empty(self) -> bool:
-        """True when the plan changes nothing (it may still report drift or holds)."""
-        return not self.mutating
-
     def of(self, kind: type[_A]) -> tuple[_A, ...]:
         return tuple(a for a in self.actions if isinstance(a, kind))
 

@@ -496,11 +496,11 @@ def test_two_views_with_one_name_are_refused() -> None:
         plan.compute([node("a"), node("a")])
 
 
-def test_is_empty_ignores_informative_actions_only() -> None:
+def test_informative_actions_are_not_mutating() -> None:
     informative = plan.compute([node("v", VLLM, desired=["x"])])
     assert informative.actions
-    assert informative.is_empty
-    assert not plan.compute([node(desired=["x"])]).is_empty
+    assert informative.mutating == ()
+    assert plan.compute([node(desired=["x"])]).mutating
 
 
 def test_for_backend_keeps_only_that_backends_actions() -> None:
