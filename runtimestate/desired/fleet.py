@@ -66,7 +66,11 @@ class DesiredState:
         return self.backends_by_name.get(name)
 
     def model(self, name: str) -> spec.Model | None:
-        """The declared model that ``name`` denotes under Ollama's comparison, if any."""
+        """The declared model that ``name`` denotes under Ollama's comparison, if any.
+
+        Raises `names.InvalidName` for a name that is not an Ollama reference.
+        """
+        names.parse_ollama(name)
         return self.models_by_canonical.get(names.key(name, spec.BackendType.OLLAMA))
 
     def pool(self, name: str) -> spec.Pool | None:
