@@ -59,7 +59,7 @@ async def _measure(db_url: str, nats_url: str, seconds: float) -> dict[str, Any]
             async with sessions() as session, session.begin():
                 await store.add_backend(session, backend, pools=())
                 change = await queue.enqueue(
-                    session, "gpu-1", model, model_key=names.canonical_ollama(model)
+                    session, "gpu-1", model, model_key=names.key(model, "ollama")
                 )
             while not any(isinstance(e, events.DownloadStarted) for _, e in received):
                 await runtime.run_download_cycle()

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from controller import downloadview, output, runner, trigger
 from dwqueue import events, flushing, jobs, queue, rows
 from runtimestate import echo
-from runtimestate.desired import names
+from runtimestate.desired import names, spec
 
 app = typer.Typer(
     help="List, cancel and retry model downloads (pulls onto Ollama backends).",
@@ -170,28 +170,23 @@ async def _cancel_one(session: AsyncSession, job_id: str) -> list[rows.Change]:
 
 
 async def _cancel_model(
-    session: AsyncSession, backend: str, model: str, key: str
+    session: AsyncSession, backend: str, model: str, key: names.ModelKey
 ) -> list[rows.Change]:
     active = await queue.list_jobs(session, backend=backend, states=jobs.ACTIVE_STATES)
-    found = [job for job in active if key in (job.model_key, _canonical(job.model))]
+    ollama = spec.BackendType.OLLAMA
+    found = [job for job in active if key in (job.model_key, names.key(job.model, ollama))]
     if not found:
         raise runner.UsageError(f"no queued or running download of {model} on backend {backend}")
     changes = [await queue.cancel(session, job.id) for job in found]
     return [change for change in changes if change is not None]
 
 
-def _model_key(env: runner.Env, model: str) -> str:
+def _model_key(env: runner.Env, model: str) -> names.ModelKey:
     try:
-        return names.canonical_ollama(model)
+        names.parse_ollama(model)
     except names.InvalidName as exc:
         env.fail(str(exc))
-
-
-def _canonical(model: str) -> str | None:
-    try:
-        return names.canonical_ollama(model)
-    except names.InvalidName:
-        return None
+    return names.key(model, spec.BackendType.OLLAMA)
 
 
 @app.command("retry")

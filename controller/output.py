@@ -19,8 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runtimestate import desired, snapshot
-from runtimestate.desired import spec
-from runtimestate.reconcile import planview
+from runtimestate.desired import names, spec
 
 
 class Format(enum.StrEnum):
@@ -58,9 +57,9 @@ def status_doc(
     if observed is None:
         return None
     kind = backend.spec.type
-    served = {planview.key(m.name, kind) for m in observed.pulled_models}
+    served = {names.key(m.name, kind) for m in observed.pulled_models}
     desired_names = [m.name for m in state.models_for(backend.name)]
-    ready = sum(planview.key(name, kind) in served for name in desired_names)
+    ready = sum(names.key(name, kind) in served for name in desired_names)
 
     def downloads(views: tuple[snapshot.DownloadView, ...]) -> list[dict[str, Any]]:
         return [

@@ -43,7 +43,6 @@ class JobState(enum.StrEnum):
 
 
 ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
-FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 class ErrorClass(enum.StrEnum):

@@ -30,7 +30,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import nats
@@ -40,7 +40,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import api
 
-from dwqueue import backlog, coalescer, events, flushing, rows
+from dwqueue import backlog, coalescer, events, flushing
 
 log = structlog.get_logger(__name__)
 
@@ -281,15 +281,6 @@ class Publisher:
         if self._outage_drops == 1:
             log.warning("message dropped: NATS unavailable", reason=reason, subject=subject)
         return False
-
-    async def publish_changes(self, changes: Iterable[rows.Change | None]) -> int:
-        """Publish the events of store results (skipping None and event-less ones) in order;
-        returns how many were sent."""
-        sent = 0
-        for change in changes:
-            if change is not None and change.event is not None:
-                sent += await self.publish(change.event)
-        return sent
 
     def _drop(self, event: events.DownloadEvent, reason: str) -> bool:
         self._backlog.keep(event)

@@ -18,7 +18,7 @@ Semantics worth knowing:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -178,25 +178,6 @@ async def cancel(
         return rows.change(updated[0], events.DownloadCancelled, now)
     job = await get(session, job_id)
     return None if job is None else rows.Change(job, None)
-
-
-async def cancel_active(
-    session: AsyncSession,
-    backend: str,
-    *,
-    model_keys: Iterable[str] | None = None,
-    reason: str = "no longer declared",
-    now: dt.datetime | None = None,
-) -> list[rows.Change]:
-    """Cancel every active job of ``backend`` (or only those of ``model_keys``); what the
-    reconciler calls for a deleted backend or models nobody wants any more."""
-    now = now or rows.utcnow()
-    where = sa.and_(_C.backend == backend, _C.state.in_(_ACTIVE))
-    if model_keys is not None:
-        where = sa.and_(where, _C.model_key.in_(list(model_keys)))
-    updated = await rows.update_returning(session, where, _cancelled(reason, now))
-    found = [rows.change(row, events.DownloadCancelled, now) for row in updated]
-    return sorted(found, key=lambda c: c.job.id)
 
 
 def _cancelled(reason: str, now: dt.datetime) -> dict[str, Any]:

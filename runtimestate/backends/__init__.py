@@ -16,14 +16,30 @@ import httpx
 
 from runtimestate import errors
 from runtimestate.backends import base, gemini, ollama, openai, showcache, transport, vllm
+from runtimestate.desired import spec
 
 Backend = ollama.OllamaBackend | vllm.VllmBackend | openai.OpenAIBackend | gemini.GeminiBackend
 
 _HttpBackendClass = type[vllm.VllmBackend | openai.OpenAIBackend | gemini.GeminiBackend]
 
+_CLASSES: dict[spec.BackendType, type[Backend]] = {
+    spec.BackendType.OLLAMA: ollama.OllamaBackend,
+    spec.BackendType.VLLM: vllm.VllmBackend,
+    spec.BackendType.OPENAI: openai.OpenAIBackend,
+    spec.BackendType.GEMINI: gemini.GeminiBackend,
+}
+
+
+def capabilities(kind: spec.BackendType) -> base.Capabilities:
+    """What an adapter of ``kind`` declares it can do (pull, delete, ...), without building one.
+
+    The one answer to "which backend types can pull": the backend cycle hands it to the planner.
+    """
+    return _CLASSES[kind].capabilities
+
 
 def create(
-    type: str | base.BackendType,  # the spec field is called type
+    type: str | spec.BackendType,  # the spec field is called type
     base_url: str,
     *,
     name: str | None = None,
@@ -40,11 +56,11 @@ def create(
     Ollama adapters. Raises `errors.ConfigurationError` for an unknown type or a bad URL.
     """
     try:
-        kind = base.BackendType(str(type).strip().lower())
+        kind = spec.BackendType(str(type).strip().lower())
     except ValueError:
         raise errors.ConfigurationError(f"unknown backend type {type!r}") from None
     match kind:
-        case base.BackendType.OLLAMA:
+        case spec.BackendType.OLLAMA:
             return ollama.OllamaBackend(
                 base_url,
                 name=name,
@@ -54,11 +70,11 @@ def create(
                 show_cache=show_cache,
                 max_body_bytes=max_body_bytes,
             )
-        case base.BackendType.VLLM:
+        case spec.BackendType.VLLM:
             cls: _HttpBackendClass = vllm.VllmBackend
-        case base.BackendType.OPENAI:
+        case spec.BackendType.OPENAI:
             cls = openai.OpenAIBackend
-        case base.BackendType.GEMINI:
+        case spec.BackendType.GEMINI:
             cls = gemini.GeminiBackend
         case _:
             assert_never(kind)

@@ -6,58 +6,42 @@ plans anything (vLLM cannot pull: that is a missing capability, not a run-time f
 
 Who calls it: the backend cycle and download workers type against these Protocols; the adapter
 modules (`ollama`, `vllm`, `openai`, `gemini`) produce these values. This module is pure: no
-I/O, no httpx or ollama imports, so the planner can use the value types.
+I/O, no httpx or ollama imports, so the planner can use the value types. Backend types and
+model capabilities are `spec.BackendType` and `spec.Capability`: the desired wing is pure and
+imported by both the planner and the adapters, whereas the planner must not import this
+package (its `__init__` builds adapters, with httpx).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
-from typing import NewType, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from runtimestate import errors
+from runtimestate.desired import spec
 
-BackendName = NewType("BackendName", str)
-
-
-class BackendType(enum.StrEnum):
-    OLLAMA = "ollama"
-    VLLM = "vllm"
-    OPENAI = "openai"
-    GEMINI = "gemini"
+_GENERATIVE = frozenset({spec.Capability.CHAT, spec.Capability.PROMPT, spec.Capability.STREAM})
 
 
-class Capability(enum.StrEnum):
-    """What a model can be asked to do, in llmctl's words (not the backend's)."""
-
-    CHAT = "chat"
-    EMBED = "embed"
-    PROMPT = "prompt"
-    STREAM = "stream"
-
-
-_GENERATIVE = frozenset({Capability.CHAT, Capability.PROMPT, Capability.STREAM})
-
-
-def capabilities_from_ollama(names: Iterable[str]) -> frozenset[Capability]:
+def capabilities_from_ollama(names: Iterable[str]) -> frozenset[spec.Capability]:
     """Map Ollama's `/api/show` capabilities: completion -> chat, prompt, stream;
     embedding -> embed. Others (tools, vision, thinking, ...) have no llmctl equivalent."""
-    found: set[Capability] = set()
+    found: set[spec.Capability] = set()
     for name in names:
         if name == "completion":
             found |= _GENERATIVE
         elif name == "embedding":
-            found.add(Capability.EMBED)
+            found.add(spec.Capability.EMBED)
     return frozenset(found)
 
 
-def capabilities_from_model_id(model_id: str) -> frozenset[Capability]:
+def capabilities_from_model_id(model_id: str) -> frozenset[spec.Capability]:
     """Best guess for OpenAI-style listings, which do not say what a model does: an id that
     mentions embedding is an embedder, anything else generates. Declared overrides win."""
     if "embed" in model_id.lower():
-        return frozenset({Capability.EMBED})
+        return frozenset({spec.Capability.EMBED})
     return _GENERATIVE
 
 
@@ -115,25 +99,25 @@ class ObservedModel:
     modified_at: datetime | None = None
     details: ModelDetails = ModelDetails()
     context_length: int | None = None
-    capabilities: frozenset[Capability] = frozenset()
+    capabilities: frozenset[spec.Capability] = frozenset()
     backend_capabilities: frozenset[str] = frozenset()
     loaded: bool = False
 
     @property
     def can_chat(self) -> bool:
-        return Capability.CHAT in self.capabilities
+        return spec.Capability.CHAT in self.capabilities
 
     @property
     def can_embed(self) -> bool:
-        return Capability.EMBED in self.capabilities
+        return spec.Capability.EMBED in self.capabilities
 
     @property
     def can_prompt(self) -> bool:
-        return Capability.PROMPT in self.capabilities
+        return spec.Capability.PROMPT in self.capabilities
 
     @property
     def can_stream(self) -> bool:
-        return Capability.STREAM in self.capabilities
+        return spec.Capability.STREAM in self.capabilities
 
 
 @dataclasses.dataclass(frozen=True)

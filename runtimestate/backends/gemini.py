@@ -20,6 +20,7 @@ import httpx
 
 from runtimestate import errors
 from runtimestate.backends import base, failures, httpapi, transport
+from runtimestate.desired import spec
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 PAGE_SIZE = "1000"
@@ -121,11 +122,11 @@ def _model(entry: Mapping[str, Any]) -> base.ObservedModel:
     if not isinstance(methods, Sequence) or not all(isinstance(m, str) for m in methods):
         raise transport.MalformedReply("supportedGenerationMethods is not a list of strings")
     raw = frozenset(methods)
-    found: set[base.Capability] = set()
+    found: set[spec.Capability] = set()
     if raw & _GENERATE:
-        found |= {base.Capability.CHAT, base.Capability.PROMPT, base.Capability.STREAM}
+        found |= {spec.Capability.CHAT, spec.Capability.PROMPT, spec.Capability.STREAM}
     if raw & _EMBED:
-        found.add(base.Capability.EMBED)
+        found.add(spec.Capability.EMBED)
     family = entry.get("baseModelId")
     return base.ObservedModel(
         name=full.removeprefix("models/"),

@@ -18,19 +18,19 @@ import httpx
 
 from runtimestate import errors
 from runtimestate.backends import base, failures, transport
+from runtimestate.desired import spec
 
 
 def validate_base_url(base_url: str) -> str:
-    """Return `base_url` without a trailing slash; raise ConfigurationError unless it is an
-    http(s) URL with a host and without embedded credentials, query or fragment."""
-    parts = urllib.parse.urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise errors.ConfigurationError("base_url must be an http(s) URL with a host")
-    if parts.username is not None or parts.password is not None:
-        raise errors.ConfigurationError("base_url must not embed credentials; use api_key")
-    if parts.query or parts.fragment:
-        raise errors.ConfigurationError("base_url must not carry a query or fragment")
-    return base_url.rstrip("/")
+    """`base_url` checked by the spec's rules (`spec.base_url`), without a trailing slash.
+
+    Each adapter calls this once, when it is built. Raises `errors.ConfigurationError` (which
+    never shows a user, password or query) for a URL that is not valid.
+    """
+    try:
+        return spec.base_url(base_url)
+    except spec.SpecError as exc:
+        raise errors.ConfigurationError(f"base_url: {exc.message}") from None
 
 
 def default_name(base_url: str) -> str:
@@ -40,7 +40,8 @@ def default_name(base_url: str) -> str:
 
 
 class HttpApi:
-    """Requests against one backend. Paths are relative to the base URL (prefix kept)."""
+    """Requests against one backend. Paths are relative to the base URL (prefix kept), which
+    the adapter has checked with `validate_base_url`."""
 
     def __init__(
         self,
@@ -53,7 +54,7 @@ class HttpApi:
     ) -> None:
         self.name = name
         self.client = transport.build_client(
-            validate_base_url(base_url),
+            base_url,
             timeouts=timeouts,
             transport=transport_,
             headers=headers,

@@ -86,7 +86,8 @@ def bearer_api(
     max_body_bytes: int,
 ) -> tuple[str, httpapi.HttpApi]:
     """The name and capped HTTP API of an OpenAI-style backend (OpenAI itself, vLLM)."""
-    resolved = name or httpapi.default_name(httpapi.validate_base_url(base_url))
+    base_url = httpapi.validate_base_url(base_url)
+    resolved = name or httpapi.default_name(base_url)
     api = httpapi.HttpApi(
         base_url,
         name=resolved,

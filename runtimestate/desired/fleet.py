@@ -22,23 +22,25 @@ from runtimestate.desired import names, spec
 
 @dataclasses.dataclass(frozen=True)
 class DesiredState:
-    """``backends_joined`` maps (pool, backend) and ``models_joined`` (pool, Ollama canonical
-    model name) to the pool generation at which that member joined the pool. A membership
+    """``backends_joined`` maps (pool, backend) and ``models_joined`` (pool, the model's key on
+    Ollama) to the pool generation at which that member joined the pool. A membership
     missing from them (a state built by hand) counts as joined at the pool's generation."""
 
     backends: tuple[spec.Backend, ...]
     models: tuple[spec.Model, ...]
     pools: tuple[spec.Pool, ...]
     backends_joined: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict)
-    models_joined: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    models_joined: Mapping[tuple[str, names.ModelKey], int] = dataclasses.field(
+        default_factory=dict
+    )
 
     @functools.cached_property
     def backends_by_name(self) -> dict[str, spec.Backend]:
         return {backend.name: backend for backend in self.backends}
 
     @functools.cached_property
-    def models_by_canonical(self) -> dict[str, spec.Model]:
-        return {names.canonical_ollama(model.name): model for model in self.models}
+    def models_by_canonical(self) -> dict[names.ModelKey, spec.Model]:
+        return {names.key(model.name, spec.BackendType.OLLAMA): model for model in self.models}
 
     @functools.cached_property
     def pools_by_name(self) -> dict[str, spec.Pool]:
@@ -49,7 +51,8 @@ class DesiredState:
         wanted: dict[str, dict[str, spec.Model]] = {name: {} for name in self.backends_by_name}
         for pool in self.pools:
             members = [
-                self.models_by_canonical[names.canonical_ollama(m)] for m in pool.spec.models
+                self.models_by_canonical[names.key(m, spec.BackendType.OLLAMA)]
+                for m in pool.spec.models
             ]
             for backend in pool.spec.backends:
                 for model in members:
@@ -63,8 +66,12 @@ class DesiredState:
         return self.backends_by_name.get(name)
 
     def model(self, name: str) -> spec.Model | None:
-        """The declared model that ``name`` denotes under Ollama's comparison, if any."""
-        return self.models_by_canonical.get(names.canonical_ollama(name))
+        """The declared model that ``name`` denotes under Ollama's comparison, if any.
+
+        Raises `names.InvalidName` for a name that is not an Ollama reference.
+        """
+        names.parse_ollama(name)
+        return self.models_by_canonical.get(names.key(name, spec.BackendType.OLLAMA))
 
     def pool(self, name: str) -> spec.Pool | None:
         return self.pools_by_name.get(name)
@@ -82,18 +89,18 @@ class DesiredState:
         return {backend: tuple(pools.values()) for backend, pools in found.items()}
 
     @functools.cached_property
-    def _overrides(self) -> dict[spec.BackendType, Mapping[str, spec.ModelSpec]]:
+    def _overrides(self) -> dict[spec.BackendType, Mapping[names.ModelKey, spec.ModelSpec]]:
         overriding = [
             m.spec
             for m in self.models
             if m.spec.context_length is not None or m.spec.capabilities is not None
         ]
         return {
-            kind: {names.canonical(value.name, kind): value for value in overriding}
+            kind: {names.key(value.name, kind): value for value in overriding}
             for kind in spec.BackendType
         }
 
-    def overrides(self, kind: spec.BackendType) -> Mapping[str, spec.ModelSpec]:
+    def overrides(self, kind: spec.BackendType) -> Mapping[names.ModelKey, spec.ModelSpec]:
         """Declared models with a context length or capabilities, by comparison key on a
         backend of type ``kind``. They win over what a backend reports wherever the model is
         served, whether that backend desires it or not. One mapping per type and read."""
@@ -106,9 +113,9 @@ class DesiredState:
         """The generation of ``pool`` at which ``backend`` joined it."""
         return self.backends_joined.get((pool.name, backend), pool.meta.generation)
 
-    def model_joined(self, pool: spec.Pool, canonical: str) -> int:
-        """The generation of ``pool`` at which the model (Ollama canonical name) joined it."""
-        return self.models_joined.get((pool.name, canonical), pool.meta.generation)
+    def model_joined(self, pool: spec.Pool, model: names.ModelKey) -> int:
+        """The generation of ``pool`` at which the model (its key on Ollama) joined it."""
+        return self.models_joined.get((pool.name, model), pool.meta.generation)
 
     @functools.cached_property
     def _pool_keys(self) -> dict[str, tuple[object, ...]]:
@@ -116,7 +123,7 @@ class DesiredState:
         for pool in self.pools:
             members: list[tuple[object, ...]] = []
             for name in pool.spec.models:
-                wanted = names.canonical_ollama(name)
+                wanted = names.key(name, spec.BackendType.OLLAMA)
                 model = self.models_by_canonical.get(wanted)
                 if model is None:
                     members.append((wanted,))
@@ -148,9 +155,9 @@ class DesiredState:
         )
 
     def pools_of_model(self, model: str) -> tuple[str, ...]:
-        key = names.canonical_ollama(model)
+        key = names.key(model, spec.BackendType.OLLAMA)
         return tuple(
             pool.name
             for pool in self.pools
-            if any(names.canonical_ollama(m) == key for m in pool.spec.models)
+            if any(names.key(m, spec.BackendType.OLLAMA) == key for m in pool.spec.models)
         )

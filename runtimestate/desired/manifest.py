@@ -128,12 +128,7 @@ def parse(data: bytes | str, source: str = "the file") -> Manifest:
 
 def _key(kind: str, name: str) -> str:
     """What two declarations are compared by: a model's canonical name, when it has one."""
-    if kind != "Model":
-        return name
-    try:
-        return names.canonical_ollama(name)
-    except names.InvalidName:
-        return name
+    return names.key(name, spec.BackendType.OLLAMA) if kind == "Model" else name
 
 
 def _duplicates(docs: Iterable[documents.Document], source: str) -> list[str]:
@@ -209,7 +204,11 @@ _MODEL_FIELDS = {"context_length": "contextLength", "capabilities": "capabilitie
 
 
 def _pool_key(value: spec.PoolSpec) -> tuple[str, tuple[str, ...], frozenset[str]]:
-    return value.purpose, value.backends, frozenset(names.canonical_ollama(m) for m in value.models)
+    return (
+        value.purpose,
+        value.backends,
+        frozenset(names.key(m, spec.BackendType.OLLAMA) for m in value.models),
+    )
 
 
 def diff(manifest: Manifest, current: desired.DesiredState, prune: bool) -> list[Change]:
@@ -255,7 +254,7 @@ def _change(
 
 def _deletions(manifest: Manifest, current: desired.DesiredState) -> list[Change]:
     backends = {b.name for b in manifest.backends}
-    models = {names.canonical_ollama(m.name) for m in manifest.models}
+    models = {names.key(m.name, spec.BackendType.OLLAMA) for m in manifest.models}
     pools = {p.name for p in manifest.pools} | {spec.DEFAULT_POOL}
     return (
         [
@@ -266,7 +265,7 @@ def _deletions(manifest: Manifest, current: desired.DesiredState) -> list[Change
         + [
             Change("model", m.name, Action.DELETED)
             for m in current.models
-            if names.canonical_ollama(m.name) not in models
+            if names.key(m.name, spec.BackendType.OLLAMA) not in models
         ]
         + [Change("pool", p.name, Action.DELETED) for p in current.pools if p.name not in pools]
     )

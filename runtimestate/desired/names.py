@@ -14,12 +14,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from typing import NewType
 
 from runtimestate import echo
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS_LABEL_HINT = "lower-case letters, digits and '-', 1 to 63 characters, e.g. gpu-1"
 
+# A model name in the form it is compared in on one backend type; made only by `key`.
+ModelKey = NewType("ModelKey", str)
+
+OLLAMA = "ollama"  # `spec.BackendType.OLLAMA`, whose names follow the grammar below
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
@@ -119,19 +124,20 @@ def parse_ollama(name: str) -> OllamaName:
     return OllamaName(host.lower(), namespace.lower(), model.lower(), tag.lower())
 
 
-def canonical_ollama(name: str) -> str:
-    """The form two Ollama names are compared in: ``llama3`` and ``Llama3:latest`` agree.
+@functools.lru_cache(maxsize=16384)  # called per model per backend on every cycle
+def key(name: str, backend_type: str) -> ModelKey:
+    """The comparison key of ``name`` on a backend of ``backend_type`` (a `spec.BackendType`,
+    or the same value as a snapshot stores it): the one place a `ModelKey` is made.
 
-    Raises `InvalidName` for a reference that is not valid.
+    Ollama names compare in Ollama's canonical form (``Llama3`` is ``llama3:latest``); every
+    other type matches served names exactly. A name Ollama's grammar rejects is its own key,
+    so it never matches a (valid, canonical) declared name. Declared models are Ollama
+    references whatever the backend, so their identity is their key on ``ollama``. Never raises:
+    validate with `parse_ollama` where a bad name must be refused.
     """
-    return parse_ollama(name).short
-
-
-def canonical(name: str, backend_type: str) -> str:
-    """The comparison key of ``name`` on a backend of ``backend_type``.
-
-    Ollama names are canonicalised; every other type matches served names exactly.
-    """
-    if backend_type == "ollama":
-        return canonical_ollama(name)
-    return name
+    if backend_type != OLLAMA:
+        return ModelKey(name)
+    try:
+        return ModelKey(parse_ollama(name).short)
+    except InvalidName:
+        return ModelKey(name)

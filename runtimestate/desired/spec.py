@@ -192,20 +192,33 @@ def model_name(value: str) -> str:
 
 
 def base_url(value: str) -> str:
-    """Validate an http(s) base URL, which may carry a path prefix; drop a trailing slash."""
+    """Validate an http(s) base URL, which may carry a path prefix; drop a trailing slash.
+
+    The one set of URL rules: the spec applies them to what users declare, and the adapters
+    (`runtimestate.backends.httpapi.validate_base_url`) to what they are built with. Raises
+    `SpecError`, whose message never shows a user, password, query or fragment (a key may
+    hide there).
+    """
     parsed = urllib.parse.urlsplit(value.strip())
+    shown = echo.quoted(_shown(parsed))
     hint = "give an http:// or https:// URL such as http://10.0.0.5:11434"
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise SpecError("url", f"{echo.quoted(value)} is not an http or https URL; {hint}")
+        raise SpecError("url", f"{shown} is not an http or https URL; {hint}")
     try:
-        parsed.port  # noqa: B018 - urlsplit raises on a port that is not a number
+        parsed.port  # noqa: B018 - urlsplit raises on a port that is not a number or too large
     except ValueError:
-        raise SpecError("url", f"{echo.quoted(value)} has an invalid port; {hint}") from None
-    if parsed.username or parsed.password:
+        raise SpecError("url", f"{shown} has an invalid port; {hint}") from None
+    if "@" in parsed.netloc:
         raise SpecError("url", "must not carry a user or password; use --api-key-env instead")
     if parsed.query or parsed.fragment:
-        raise SpecError("url", f"{echo.quoted(value)} must not have a query or fragment; {hint}")
+        raise SpecError("url", f"{shown} must not have a query or fragment; {hint}")
     return urllib.parse.urlunsplit(parsed._replace(path=parsed.path.rstrip("/")))
+
+
+def _shown(parsed: urllib.parse.SplitResult) -> str:
+    """A URL as an error may quote it: without user, password, query and fragment."""
+    host = parsed.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parsed.scheme, host, parsed.path, "", ""))
 
 
 def api_url(kind: BackendType, url: str) -> str:

@@ -109,12 +109,12 @@ async def load(session: AsyncSession) -> desired.DesiredState:
     pool_models = (await session.execute(sa.select(_POOL_MODELS))).all()
     backend_names = {row.id: row.name for row in backend_rows}
     model_names = {row.id: row.name for row in model_rows}
-    model_keys = {row.id: names.canonical_ollama(row.name) for row in model_rows}
+    model_keys = {row.id: names.key(row.name, spec.BackendType.OLLAMA) for row in model_rows}
     pool_names = {row.id: row.name for row in pool_rows}
     members_b: dict[int, list[str]] = {}
     members_m: dict[int, list[str]] = {}
     backends_joined: dict[tuple[str, str], int] = {}
-    models_joined: dict[tuple[str, str], int] = {}
+    models_joined: dict[tuple[str, names.ModelKey], int] = {}
     # Under READ COMMITTED a membership may name a row committed after the first query; it is
     # skipped here (callers that need one snapshot use `database.read_snapshot`).
     for pool_id, backend_id, joined in pool_backends:
@@ -154,10 +154,7 @@ async def _backend_row(session: AsyncSession, name: str) -> schema.BackendRow:
 
 
 async def _model_row(session: AsyncSession, name: str) -> schema.ModelRow:
-    try:
-        key = names.canonical_ollama(name)
-    except names.InvalidName as exc:
-        raise spec.SpecError("name", str(exc)) from None
+    key = names.key(spec.model_name(name), spec.BackendType.OLLAMA)
     row = await session.scalar(
         sa.select(schema.ModelRow).where(schema.ModelRow.canonical_name == key)
     )
@@ -319,7 +316,7 @@ async def add_model(
     as ``llama3`` beside ``llama3:latest``) or `NotFound` for a missing pool.
     """
     value = spec.validate_model(value)
-    key = names.canonical_ollama(value.name)
+    key = names.key(value.name, spec.BackendType.OLLAMA)
     existing = await session.scalar(
         sa.select(schema.ModelRow.name).where(schema.ModelRow.canonical_name == key)
     )
@@ -342,7 +339,10 @@ async def add_model(
 async def add_models(session: AsyncSession, values: Sequence[spec.ModelSpec]) -> None:
     """Create many models in no pool with one check and one insert (used by apply)."""
     values = [spec.validate_model(value) for value in values]
-    keys = {names.canonical_ollama(value.name): value for value in values}
+    # By the stored column's value: the rows found below come back as plain strings.
+    keys: dict[str, spec.ModelSpec] = {
+        names.key(value.name, spec.BackendType.OLLAMA): value for value in values
+    }
     taken = await session.execute(
         sa.select(schema.ModelRow.canonical_name, schema.ModelRow.name).where(
             schema.ModelRow.canonical_name.in_(list(keys))
@@ -448,7 +448,7 @@ async def _set_members(
     """Make the pool's memberships exactly ``value``'s members. Memberships that stay are left
     untouched (they keep their `joined_generation`); new ones are dated ``joined``."""
     backend_ids = await _ids(session, schema.BackendRow.name, value.backends, "backend")
-    keys = {names.canonical_ollama(name): name for name in value.models}
+    keys: dict[str, str] = {names.key(m, spec.BackendType.OLLAMA): m for m in value.models}
     try:
         model_ids = await _ids(session, schema.ModelRow.canonical_name, list(keys), "model")
     except NotFound as exc:

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dwqueue import jobs
 from runtimestate import snapshot
 from runtimestate.backends import base
-from runtimestate.desired import spec
-from runtimestate.reconcile import plan, planview, probing
+from runtimestate.desired import names, spec
+from runtimestate.reconcile import plan, probing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Inputs:
     desired: tuple[str, ...] = ()
     # Every declared model with overrides, by comparison key: their context length and
     # capabilities win over what the backend reports, desired here or not (DESIGN section 4).
-    overrides: Mapping[str, spec.ModelSpec] = dataclasses.field(default_factory=dict)
+    overrides: Mapping[names.ModelKey, spec.ModelSpec] = dataclasses.field(default_factory=dict)
 
 
 def pulled(
@@ -97,10 +97,13 @@ def _reachable(record: probing.Record[base.Observation]) -> snapshot.Condition:
 
 
 def _models_ready(
-    inputs: Inputs, served: set[str], holds: Sequence[plan.Hold], pending: Sequence[jobs.Job]
+    inputs: Inputs,
+    served: set[names.ModelKey],
+    holds: Sequence[plan.Hold],
+    pending: Sequence[jobs.Job],
 ) -> snapshot.Condition:
     kind = inputs.backend.spec.type
-    missing = [m for m in inputs.desired if planview.key(m, kind) not in served]
+    missing = [m for m in inputs.desired if names.key(m, kind) not in served]
     if inputs.usable is None:
         return snapshot.Condition("ModelsReady", False, "unobserved", "no usable observation")
     if not missing:
@@ -136,7 +139,7 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
     backend, record = inputs.backend, inputs.record
     observation = inputs.usable
     models = observation.models if observation else ()
-    served = {planview.key(m.name, backend.spec.type) for m in models}
+    served = {names.key(m.name, backend.spec.type) for m in models}
     holds = [a for a in inputs.actions if isinstance(a, plan.Hold)]
     pending = [j for j in inputs.jobs if j.state in (jobs.JobState.QUEUED, jobs.JobState.RUNNING)]
     failed = [j for j in inputs.jobs if j.state is jobs.JobState.FAILED]
@@ -159,7 +162,7 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         base_url=backend.spec.url,
         models=inputs.desired,
         pulled_models=tuple(
-            pulled(m, inputs.overrides.get(planview.key(m.name, backend.spec.type))) for m in models
+            pulled(m, inputs.overrides.get(names.key(m.name, backend.spec.type))) for m in models
         ),
         phase=record.phase(now, policy),
         error=record.last_error if record.failures else None,

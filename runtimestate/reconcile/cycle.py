@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dwqueue import events, jobs, queue, rows
 from runtimestate import clock, database, desired, errors, locks, snapshot
 from runtimestate.backends import adapters, base
-from runtimestate.desired import spec, store
+from runtimestate.desired import names, spec, store
 from runtimestate.reconcile import conditions, plan, planview, probing, reuse, status
 
 log = structlog.get_logger(__name__)
@@ -462,7 +462,7 @@ class BackendCycle:
             return Outcome(action, False, f"{exc.reason.value}: {detail}")
         except Exception as exc:  # logged by _failure, a failed outcome
             return Outcome(action, False, _failure("pruning", exc, backend=action.backend))
-        key = planview.key(action.model, backend.spec.type)
+        key = names.key(action.model, backend.spec.type)
         try:
             await self._tx(lambda s: status.forget(s, action.backend, [key]))
         except Exception as exc:  # logged by _failure, retried next cycle

@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping
 from typing import TypeVar, assert_never
 
 from dwqueue import jobs as dwjobs  # `jobs` is compute's parameter
-from runtimestate.desired import spec
+from runtimestate.desired import names, spec
 from runtimestate.reconcile import planview
 
 _A = TypeVar("_A", bound="Action")
@@ -96,7 +96,7 @@ class Pull:
 
     backend: str
     model: str
-    model_key: str
+    model_key: names.ModelKey
     declaration: str
     reason: Reason
 
@@ -213,11 +213,6 @@ class Plan:
     def mutating(self) -> tuple[Action, ...]:
         return tuple(a for a in self.actions if isinstance(a, MUTATING))
 
-    @property
-    def is_empty(self) -> bool:
-        """True when the plan changes nothing (it may still report drift or holds)."""
-        return not self.mutating
-
     def of(self, kind: type[_A]) -> tuple[_A, ...]:
         return tuple(a for a in self.actions if isinstance(a, kind))
 
@@ -237,10 +232,10 @@ class _Facts:
     """One backend's inputs, indexed by comparison key."""
 
     view: planview.BackendView
-    desired: Mapping[str, planview.DesiredModel]
-    active: frozenset[str]
-    finished: Mapping[str, tuple[planview.JobView, ...]]
-    managed: frozenset[str]
+    desired: Mapping[names.ModelKey, planview.DesiredModel]
+    active: frozenset[names.ModelKey]
+    finished: Mapping[names.ModelKey, tuple[planview.JobView, ...]]
+    managed: frozenset[names.ModelKey]
     desired_complete: bool
 
     @property
@@ -323,14 +318,14 @@ def _facts(
     managed: Iterable[str],
     desired_complete: bool,
 ) -> _Facts:
-    desired: dict[str, planview.DesiredModel] = {}
+    desired: dict[names.ModelKey, planview.DesiredModel] = {}
     # Two spellings of one model cannot both be stored; if given anyway, keep one, stably.
     for model in sorted(view.desired, key=lambda m: (m.name, m.declaration)):
-        desired.setdefault(planview.key(model.name, view.type), model)
-    active: set[str] = set()
-    finished: dict[str, list[planview.JobView]] = defaultdict(list)
+        desired.setdefault(names.key(model.name, view.type), model)
+    active: set[names.ModelKey] = set()
+    finished: dict[names.ModelKey, list[planview.JobView]] = defaultdict(list)
     for job in sorted(backend_jobs, key=lambda j: j.job_id):
-        job_key = planview.key(job.model_key, view.type)
+        job_key = names.key(job.model_key, view.type)
         if job.active:
             active.add(job_key)
         else:
@@ -340,7 +335,7 @@ def _facts(
         desired=desired,
         active=frozenset(active),
         finished={k: tuple(v) for k, v in finished.items()},
-        managed=frozenset(planview.key(m, view.type) for m in managed),
+        managed=frozenset(names.key(m, view.type) for m in managed),
         desired_complete=desired_complete,
     )
 
@@ -364,7 +359,7 @@ def _cancel_reason(facts: _Facts | None, job: planview.JobView) -> Reason | None
         return Reason(ReasonCode.NOT_IN_POOL, "the backend is in no pool; it is observed only")
     if not view.can_pull:
         return Reason(ReasonCode.BACKEND_CANNOT_PULL, f"a {view.type} backend cannot download")
-    if planview.key(job.model_key, view.type) not in facts.desired:
+    if names.key(job.model_key, view.type) not in facts.desired:
         return Reason(ReasonCode.NOT_DESIRED, "the model is no longer declared on this backend")
     return None
 
@@ -374,7 +369,7 @@ def _declared_actions(facts: _Facts) -> list[Action]:
     view = facts.view
     if view.observed is None:
         return []  # nothing is known about the backend; its status says why
-    served = {planview.key(model.name, view.type) for model in view.observed.models}
+    served = {names.key(model.name, view.type) for model in view.observed.models}
     result: list[Action] = []
     for model_key, model in facts.desired.items():
         if model_key not in served:
@@ -384,7 +379,9 @@ def _declared_actions(facts: _Facts) -> list[Action]:
     return result
 
 
-def _missing(facts: _Facts, model_key: str, model: planview.DesiredModel) -> Action | None:
+def _missing(
+    facts: _Facts, model_key: names.ModelKey, model: planview.DesiredModel
+) -> Action | None:
     view = facts.view
     if not view.can_pull:
         text = f"declared but not served; llmctl never downloads onto {view.type}"
@@ -397,7 +394,9 @@ def _missing(facts: _Facts, model_key: str, model: planview.DesiredModel) -> Act
     return _pull_or_hold(facts, model_key, model)
 
 
-def _pull_or_hold(facts: _Facts, model_key: str, model: planview.DesiredModel) -> Pull | Hold:
+def _pull_or_hold(
+    facts: _Facts, model_key: names.ModelKey, model: planview.DesiredModel
+) -> Pull | Hold:
     earlier = facts.finished.get(model_key, ())
     # Several finished jobs should not be given, but if they are, any hold wins: a user's
     # cancel is never overridden by an older or newer record.
@@ -435,7 +434,7 @@ def _undeclared_actions(facts: _Facts) -> list[Action]:
         return []
     result: list[Action] = []
     for served in view.observed.models:
-        model_key = planview.key(served.name, view.type)
+        model_key = names.key(served.name, view.type)
         if model_key in facts.desired:
             continue
         kept = _kept(facts, served, model_key)
@@ -446,7 +445,7 @@ def _undeclared_actions(facts: _Facts) -> list[Action]:
     return result
 
 
-def _kept(facts: _Facts, served: planview.ServedModel, model_key: str) -> Reason | None:
+def _kept(facts: _Facts, served: planview.ServedModel, model_key: names.ModelKey) -> Reason | None:
     """Why an undeclared model stays (the first rule that keeps it), or None to prune it."""
     view = facts.view
     policy = view.prune

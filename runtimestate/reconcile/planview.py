@@ -17,11 +17,6 @@ from dwqueue import jobs
 from runtimestate import desired as desired_state
 from runtimestate.desired import names, spec
 
-# Only Ollama can download and delete models; vLLM serves a fixed set and cloud providers
-# list a catalogue. This is the spec-level view of `backends.base.Capabilities`.
-_PULL_TYPES = frozenset({spec.BackendType.OLLAMA})
-_DELETE_TYPES = frozenset({spec.BackendType.OLLAMA})
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DesiredModel:
@@ -104,18 +99,6 @@ class JobView:
         )  # fmt: skip
 
 
-def key(name: str, backend_type: spec.BackendType) -> str:
-    """The comparison key of a model name on a backend type (`names.canonical`).
-
-    A name Ollama's grammar rejects cannot be canonicalised; it is compared exactly, so it
-    never matches a (valid, canonical) declared name and is never confused with one.
-    """
-    try:
-        return names.canonical(name, backend_type)
-    except names.InvalidName:
-        return name
-
-
 def declaration(
     backend: spec.Backend, model: spec.Model, placings: Iterable[tuple[spec.Pool, int]]
 ) -> str:
@@ -146,13 +129,13 @@ def desired_models(state: desired_state.DesiredState, backend: str) -> tuple[Des
         (
             pool,
             state.backend_joined(pool, backend),
-            {names.canonical_ollama(m) for m in pool.spec.models},
+            {names.key(m, spec.BackendType.OLLAMA) for m in pool.spec.models},
         )
         for pool in pools
     ]
     result = []
     for model in state.models_for(backend):
-        wanted = names.canonical_ollama(model.name)
+        wanted = names.key(model.name, spec.BackendType.OLLAMA)
         placings = [
             (pool, max(joined, state.model_joined(pool, wanted)))
             for pool, joined, models in members
@@ -163,16 +146,22 @@ def desired_models(state: desired_state.DesiredState, backend: str) -> tuple[Des
 
 
 def backend_view(
-    state: desired_state.DesiredState, backend: spec.Backend, observed: ObservedView | None
+    state: desired_state.DesiredState,
+    backend: spec.Backend,
+    observed: ObservedView | None,
+    *,
+    can_pull: bool,
+    can_delete: bool,
 ) -> BackendView:
-    """The planner's view of one declared backend, given what was observed of it."""
-    kind = backend.spec.type
+    """The planner's view of one declared backend, given what was observed of it and what
+    its adapter declares it can do (`runtimestate.backends.capabilities`, which this pure
+    module cannot import: the adapter package brings httpx)."""
     return BackendView(
         name=backend.name,
-        type=kind,
+        type=backend.spec.type,
         prune=backend.spec.prune,
-        can_pull=kind in _PULL_TYPES,
-        can_delete=kind in _DELETE_TYPES,
+        can_pull=can_pull,
+        can_delete=can_delete,
         desired=desired_models(state, backend.name),
         observed=observed,
         in_pool=bool(state.pools_of_backend(backend.name)),

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Collection
 
-from runtimestate import desired, snapshot
+from runtimestate import backends, desired, snapshot
 from runtimestate.backends import base
 from runtimestate.desired import spec
 from runtimestate.reconcile import conditions, planview
@@ -77,7 +77,10 @@ class Reuse:
         if usable is not None:
             served = tuple(_served(m.name, m.loaded) for m in usable.models)
             observed = planview.ObservedView(served, stale=stale)
-        view = planview.backend_view(state, backend, observed)
+        able = backends.capabilities(backend.spec.type)
+        view = planview.backend_view(
+            state, backend, observed, can_pull=able.can_pull, can_delete=able.can_delete
+        )
         self._views[name] = _View(usable, stale, key, backend.spec.prune, view)
         return view
 

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import database, snapshot
 from runtimestate.backends import base
-from runtimestate.desired import schema
+from runtimestate.desired import schema, spec
 from runtimestate.reconcile import probing
 
 
@@ -78,10 +78,10 @@ def last_observation(state: snapshot.LLMState) -> base.Observation:
             capabilities=frozenset(
                 cap
                 for cap, on in (
-                    (base.Capability.CHAT, m.can_chat),
-                    (base.Capability.EMBED, m.can_embed),
-                    (base.Capability.PROMPT, m.can_prompt),
-                    (base.Capability.STREAM, m.can_stream),
+                    (spec.Capability.CHAT, m.can_chat),
+                    (spec.Capability.EMBED, m.can_embed),
+                    (spec.Capability.PROMPT, m.can_prompt),
+                    (spec.Capability.STREAM, m.can_stream),
                 )
                 if on
             ),

@@ -11,7 +11,7 @@ request (in-flight counts, latencies, error rates) are kept by
 `runtimestate.resolver.signals.LoadBook` in lists by ordinal, and a column set reads its own in one
 C call. Pure: no I/O, no clock.
 
-Model names compare as `runtimestate.desired.names.canonical` does: Ollama names canonically
+Model names compare by `runtimestate.desired.names.key`: Ollama names canonically
 (``llama3`` is ``llama3:latest``), every other backend type's served names exactly.
 """
 
@@ -88,7 +88,7 @@ def candidates_of(state: snapshot.LLMState) -> tuple[Candidate, ...]:
     vllm_load = (state.load.running or 0.0) + (state.load.waiting or 0.0)
     result = []
     for model in state.pulled_models:
-        warm = model.loaded or state.type != "ollama"
+        warm = model.loaded or state.type != names.OLLAMA
         key = f"{state.name}/{model.name}"
         result.append(
             Candidate(
@@ -108,13 +108,6 @@ def candidates_of(state: snapshot.LLMState) -> tuple[Candidate, ...]:
             )
         )
     return tuple(result)
-
-
-def _match_key(name: str, backend_type: str) -> str | None:
-    try:
-        return names.canonical(name, backend_type)
-    except names.InvalidName:
-        return None
 
 
 def gather(positions: Sequence[int]) -> Gather[T]:
@@ -215,14 +208,14 @@ class Index:
     ) -> None:
         self.snapshot = snap
         self.backends = snap.backends
-        self._ollama: dict[str, list[Candidate]] = {}
+        self._ollama: dict[names.ModelKey, list[Candidate]] = {}
         self._exact: dict[str, list[Candidate]] = {}
         everything: list[Candidate] = []
         for state in snap.backends.values():
             for candidate in per_backend(state):
                 everything.append(candidate)
-                if candidate.type == "ollama":
-                    key = _match_key(candidate.model, "ollama") or candidate.model
+                if candidate.type == names.OLLAMA:
+                    key = names.key(candidate.model, names.OLLAMA)
                     self._ollama.setdefault(key, []).append(candidate)
                 else:
                     self._exact.setdefault(candidate.model, []).append(candidate)
@@ -241,8 +234,7 @@ class Index:
         found = self._groups.get(name)
         if found is None:
             assert name is not None
-            key = _match_key(name, "ollama")
-            ollama = self._ollama.get(key, []) if key is not None else []
+            ollama = self._ollama.get(names.key(name, names.OLLAMA), [])
             found = tuple(ollama) + tuple(self._exact.get(name, ()))
             if len(self._groups) >= _MAX_CACHED_NAMES:
                 self._groups = {None: self.all}
@@ -287,7 +279,7 @@ class Index:
         for backend, state in sorted(self.backends.items()):
             if backend in serving:
                 continue
-            key = _match_key(name, state.type)
-            declared = any(_match_key(m, state.type) == key for m in state.models)
+            key = names.key(name, state.type)
+            declared = any(names.key(m, state.type) == key for m in state.models)
             result.append(Absence(backend, state.phase, declared))
         return result

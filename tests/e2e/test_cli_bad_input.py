@@ -123,6 +123,8 @@ def _seed(llmctl: Cli) -> None:
         (("backend", "update", "seed", "--url", "gopher://h"), "is not an http or https URL"),
         (("backend", "delete", "nope"), "backend 'nope' does not exist"),
         (("model", "delete", "nope"), "model 'nope' does not exist"),
+        (("model", "get", "a/b/c/d"), "model name 'a/b/c/d' has more than host/namespace/model"),
+        (("model", "delete", "a b"), "model name 'a b' is empty or contains whitespace"),
         # Text with "[" is shown as typed, never taken for rich markup (it used to crash).
         (("downloads", "get", "[/x]"), "'[/x]' is not a download id"),
         (

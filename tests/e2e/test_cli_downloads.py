@@ -53,7 +53,7 @@ def in_session(url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
 def enqueue(url: str, backend: str, model: str) -> jobs.Job:
     async def work(session: AsyncSession) -> jobs.Job:
-        key = names.canonical_ollama(model)
+        key = names.key(model, "ollama")
         return (await queue.enqueue(session, backend, model, model_key=key)).job
 
     return in_session(url, work)

@@ -59,7 +59,7 @@ class Fleet(World):
             active = await self.tx(
                 lambda s: queue.list_jobs(s, states=[jobs.JobState.QUEUED, jobs.JobState.RUNNING])
             )
-            if report.plan.is_empty and not active:
+            if not report.plan.mutating and not active:
                 return report
         return report
 

@@ -50,7 +50,7 @@ class World:
         await self.tx(lambda s: store.add_backend(s, backend, pools=()))
 
     async def enqueue(self, backend: str, model: str) -> jobs.Job:
-        key = names.canonical_ollama(model)
+        key = names.key(model, "ollama")
         now = self.clock.now()  # due when the worker's clock says so
         change = await self.tx(lambda s: queue.enqueue(s, backend, model, model_key=key, now=now))
         return change.job  # type: ignore[no-any-return]

@@ -289,22 +289,6 @@ async def test_cancel_is_durable_and_stops_a_running_worker(session: AsyncSessio
     assert await queue.cancel(session, "01ARZ3NDEKTSV4RRFFQ69G5FAV") is None
 
 
-async def test_cancel_active_cancels_only_the_named_backends_active_jobs(
-    session: AsyncSession,
-) -> None:
-    a = await _enqueue(session, "gpu-1", "a")
-    b = await _enqueue(session, "gpu-1", "b")
-    other = await _enqueue(session, "gpu-2", "a")
-    only_b = await queue.cancel_active(session, "gpu-1", model_keys=["b"], now=at(1))
-    assert [c.job.id for c in only_b] == [b.id]
-    rest = await queue.cancel_active(session, "gpu-1", now=at(2))
-    await session.commit()
-    assert [c.job.id for c in rest] == [a.id]
-    assert all(isinstance(c.event, events.DownloadCancelled) for c in only_b + rest)
-    left = await queue.list_jobs(session, states=[jobs.JobState.QUEUED])
-    assert [j.id for j in left] == [other.id]
-
-
 async def test_retry_requeues_a_failed_job_with_attempts_reset(session: AsyncSession) -> None:
     await _enqueue(session)
     job = await _claim_one(session)

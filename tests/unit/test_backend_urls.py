@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from runtimestate import errors
-from runtimestate.backends import failures
+from runtimestate import backends, errors
+from runtimestate.backends import failures, httpapi
 from runtimestate.desired import spec
 
 
@@ -48,6 +48,44 @@ def test_changing_the_type_renormalises_the_url() -> None:
     vllm = spec.make_backend("gpu-1", "vllm", "http://10.0.0.5:8000/v1")
     as_openai = spec.make_backend("gpu-1", "openai", vllm.url)
     assert as_openai.url == "http://10.0.0.5:8000/v1"
+
+
+URLS = [
+    "http://10.0.0.5:11434",
+    "https://lb.example/nodes/7/",
+    " http://10.0.0.5:8000/v1 ",
+    "http://h:abc",
+    "http://h:99999",
+    "http://@h",
+    "http://user:pw@h",
+    "http://h/?q=1",
+    "http://h/#f",
+    "ftp://h",
+    "http://",
+    "not a url",
+]
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_the_spec_and_the_adapters_accept_and_refuse_the_same_urls(url: str) -> None:
+    try:
+        declared: str | None = spec.base_url(url)
+    except spec.SpecError:
+        declared = None
+    try:
+        built: str | None = httpapi.validate_base_url(url)
+    except errors.ConfigurationError:
+        built = None
+    assert built == declared
+
+
+@pytest.mark.parametrize("type_", list(spec.BackendType))
+@pytest.mark.parametrize("url", ["http://h:abc", "http://h:99999"])
+def test_every_adapter_refuses_a_url_with_an_invalid_port_as_a_configuration_error(
+    type_: spec.BackendType, url: str
+) -> None:
+    with pytest.raises(errors.ConfigurationError, match="invalid port"):
+        backends.create(type_, url)
 
 
 def _response(status: int, body: bytes, url: str) -> httpx.Response:

@@ -6,6 +6,7 @@ import pytest
 
 from runtimestate import backends, errors
 from runtimestate.backends import base, gemini, ollama, openai, vllm
+from runtimestate.desired import spec
 
 
 @pytest.mark.parametrize(
@@ -13,7 +14,7 @@ from runtimestate.backends import base, gemini, ollama, openai, vllm
     [
         ("ollama", ollama.OllamaBackend),
         ("OLLAMA", ollama.OllamaBackend),
-        (base.BackendType.VLLM, vllm.VllmBackend),
+        (spec.BackendType.VLLM, vllm.VllmBackend),
         ("openai", openai.OpenAIBackend),
         (" Gemini ", gemini.GeminiBackend),
     ],

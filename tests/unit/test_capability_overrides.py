@@ -14,7 +14,7 @@ from runtimestate.reconcile import conditions, probing, reuse
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 POLICY = probing.Policy()
 CHAT = (spec.Capability.CHAT,)
-REPORTED = frozenset({base.Capability.CHAT, base.Capability.PROMPT, base.Capability.STREAM})
+REPORTED = frozenset({spec.Capability.CHAT, spec.Capability.PROMPT, spec.Capability.STREAM})
 
 
 def _meta(id_: int, generation: int = 1) -> spec.Meta:

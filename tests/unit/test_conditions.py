@@ -10,7 +10,7 @@ REPORTED = base.ObservedModel(
     name="qwen2:0.5b",
     model="qwen2:0.5b",
     context_length=32768,
-    capabilities=frozenset({base.Capability.CHAT, base.Capability.PROMPT, base.Capability.STREAM}),
+    capabilities=frozenset({spec.Capability.CHAT, spec.Capability.PROMPT, spec.Capability.STREAM}),
 )
 
 

@@ -24,7 +24,7 @@ from runtimestate.desired import names
     ],
 )
 def test_ollama_names_compare_in_their_canonical_form(declared: str, canonical: str) -> None:
-    assert names.canonical_ollama(declared) == canonical
+    assert names.key(declared, "ollama") == canonical
 
 
 @pytest.mark.parametrize(
@@ -48,8 +48,8 @@ def test_invalid_ollama_names_are_refused_with_the_bad_part(name: str, problem: 
 
 
 def test_vllm_names_are_matched_exactly() -> None:
-    assert names.canonical("Qwen/Qwen2.5", "vllm") == "Qwen/Qwen2.5"
-    assert names.canonical("Qwen/Qwen2.5", "ollama") == "qwen/qwen2.5:latest"
+    assert names.key("Qwen/Qwen2.5", "vllm") == "Qwen/Qwen2.5"
+    assert names.key("Qwen/Qwen2.5", "ollama") == "qwen/qwen2.5:latest"
 
 
 @pytest.mark.parametrize("name", ["gpu-1", "a", "0", "a" * 63, "node-07-eu"])
@@ -71,7 +71,7 @@ def test_canonical_form_is_idempotent_and_fills_defaults(
     model: str, tag: str | None, namespace: str | None
 ) -> None:
     name = (f"{namespace}/" if namespace else "") + model + (f":{tag}" if tag else "")
-    once = names.canonical_ollama(name)
-    assert names.canonical_ollama(once) == once
+    once = names.key(name, "ollama")
+    assert names.key(once, "ollama") == once
     assert once.endswith(f":{tag or 'latest'}")
-    assert names.canonical_ollama(name.upper()) == once
+    assert names.key(name.upper(), "ollama") == once

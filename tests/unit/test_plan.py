@@ -496,11 +496,11 @@ def test_two_views_with_one_name_are_refused() -> None:
         plan.compute([node("a"), node("a")])
 
 
-def test_is_empty_ignores_informative_actions_only() -> None:
+def test_informative_actions_are_not_mutating() -> None:
     informative = plan.compute([node("v", VLLM, desired=["x"])])
     assert informative.actions
-    assert informative.is_empty
-    assert not plan.compute([node(desired=["x"])]).is_empty
+    assert informative.mutating == ()
+    assert plan.compute([node(desired=["x"])]).mutating
 
 
 def test_for_backend_keeps_only_that_backends_actions() -> None:
@@ -632,10 +632,19 @@ def test_the_desired_key_changes_when_a_member_rejoins() -> None:
     assert fleet(backend_joined=2).key_of("gpu-1") != base
 
 
-def test_a_backend_view_can_pull_and_delete_only_on_ollama() -> None:
+def view(
+    state: desired.DesiredState,
+    backend: spec.Backend,
+    observed: planview.ObservedView | None,
+    can: bool = True,
+) -> planview.BackendView:
+    return planview.backend_view(state, backend, observed, can_pull=can, can_delete=can)
+
+
+def test_a_backend_view_can_pull_and_delete_as_its_adapter_declares() -> None:
     state = fleet()
-    ollama = planview.backend_view(state, state.backends[0], None)
-    vllm = planview.backend_view(state, state.backends[1], planview.ObservedView(()))
+    ollama = view(state, state.backends[0], None)
+    vllm = view(state, state.backends[1], planview.ObservedView(()), can=False)
     assert (ollama.can_pull, ollama.can_delete, ollama.prune) == (True, True, MANAGED)
     assert (vllm.can_pull, vllm.can_delete, vllm.prune) == (False, False, ALL)
     assert vllm.observed == planview.ObservedView(())
@@ -644,12 +653,10 @@ def test_a_backend_view_can_pull_and_delete_only_on_ollama() -> None:
 
 def test_a_backend_view_is_in_a_pool_only_when_a_pool_lists_the_backend() -> None:
     state = fleet()
-    placed = planview.backend_view(state, state.backends[0], None)
-    nowhere = planview.backend_view(dataclasses.replace(state, pools=()), state.backends[0], None)
+    placed = view(state, state.backends[0], None)
+    nowhere = view(dataclasses.replace(state, pools=()), state.backends[0], None)
     empty_pool = spec.Pool(spec.PoolSpec("empty", backends=("gpu-1",)), meta(22))
-    emptied = planview.backend_view(
-        dataclasses.replace(state, pools=(empty_pool,)), state.backends[0], None
-    )
+    emptied = view(dataclasses.replace(state, pools=(empty_pool,)), state.backends[0], None)
     assert (placed.in_pool, bool(placed.desired)) == (True, True)
     assert (nowhere.in_pool, nowhere.desired) == (False, ())
     assert (emptied.in_pool, emptied.desired) == (True, ())
@@ -669,7 +676,7 @@ def test_dropping_a_backends_last_pool_under_prune_all_deletes_nothing() -> None
     )
     served = planview.ObservedView((planview.ServedModel("llama3:latest"),))
     result = plan.compute(
-        [planview.backend_view(state, state.backends[0], served)],
+        [view(state, state.backends[0], served)],
         managed={("gpu-1", "llama3:latest")},
     )
     assert result.of(plan.Prune) == ()

@@ -56,7 +56,7 @@ class World:
 
 
 def key(name: str, view: planview.BackendView) -> str:
-    return planview.key(name, view.type)
+    return names.key(name, view.type)
 
 
 def desired_keys(view: planview.BackendView) -> set[str]:
@@ -73,7 +73,7 @@ def views(draw: st.DrawFn, name: str) -> planview.BackendView:
     declared = draw(
         st.lists(
             st.sampled_from(DECLARABLE),
-            unique_by=lambda m: planview.key(m, spec.BackendType.OLLAMA),
+            unique_by=lambda m: names.key(m, spec.BackendType.OLLAMA),
             max_size=4 if in_pool else 0,
         )
     )
@@ -111,7 +111,7 @@ def job_lists(draw: st.DrawFn, backends: list[str]) -> tuple[planview.JobView, .
     """At most one active and one finished job per (backend, model key), as the queue keeps."""
     result: list[planview.JobView] = []
     counter = itertools.count()
-    pairs = {(b, names.canonical_ollama(m)): m for b in backends for m in DECLARABLE}
+    pairs = {(b, names.key(m, "ollama")): m for b in backends for m in DECLARABLE}
     for (backend, model_key), model in sorted(pairs.items()):
         declaration = draw(st.sampled_from(["d1", "d2"]))
         if draw(st.integers(0, 5)) == 0:
@@ -150,7 +150,7 @@ def apply(world: World, result: plan.Plan) -> World:
         match action:
             case plan.Pull():
                 view = world.view(action.backend)
-                shown = planview.key(action.model, view.type)  # Ollama lists the short form
+                shown = names.key(action.model, view.type)  # Ollama lists the short form
                 models = served[action.backend]
                 assert models is not None
                 models.append(planview.ServedModel(shown))
@@ -332,9 +332,9 @@ def test_applying_a_plan_converges_and_then_stays_empty(world: World) -> None:
             b == prune.backend and key(m, view) == key(prune.model, view) for b, m in cancelled
         )
     if not cancelled:
-        assert second.is_empty
+        assert not second.mutating
     final = apply(after_first, second)
-    assert final.plan().is_empty
+    assert not final.plan().mutating
     assert_converged(final)
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from runtimestate import desired, snapshot
-from runtimestate.backends import base
+from runtimestate import backends, desired, snapshot
+from runtimestate.backends import base, vllm
 from runtimestate.desired import spec
 from runtimestate.reconcile import conditions, planview, probing, reuse
 
@@ -93,7 +93,11 @@ def test_a_view_is_reused_only_for_the_same_observation_and_desired_key() -> Non
     first = kept.view(state, backend, seen, stale=False)
     assert kept.view(_state(), backend, seen, stale=False) is first
     assert first == planview.backend_view(
-        state, backend, planview.ObservedView((planview.ServedModel("llama3:latest"),))
+        state,
+        backend,
+        planview.ObservedView((planview.ServedModel("llama3:latest"),)),
+        can_pull=True,
+        can_delete=True,
     )
     assert kept.view(state, backend, _observation("llama3:latest"), stale=False) is not first
     changed = _state(pool_models=("llama3",), pool_generation=2)
@@ -130,3 +134,26 @@ def test_a_state_is_rebuilt_when_an_input_changes_and_only_last_ok_at_moves_othe
     third = at(later, failing)
     assert len(builds) == 2
     assert third.phase is snapshot.Phase.DEGRADED
+
+
+@pytest.mark.parametrize("kind", list(spec.BackendType))
+def test_the_planners_view_can_pull_and_delete_exactly_as_the_adapter_declares(
+    kind: spec.BackendType,
+) -> None:
+    state = _state(backend_type=kind)
+    view = reuse.Reuse().view(state, state.backends[0], None, stale=False)
+    declared = backends.capabilities(kind)
+    assert (view.can_pull, view.can_delete) == (declared.can_pull, declared.can_delete)
+    assert view.can_pull is (kind is spec.BackendType.OLLAMA)
+
+
+def test_an_adapter_that_learns_to_pull_is_planned_for_without_touching_the_planner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "Which types can pull" lives only in the adapters' declared capabilities.
+    monkeypatch.setattr(
+        vllm.VllmBackend, "capabilities", base.Capabilities(can_pull=True, can_delete=True)
+    )
+    state = _state(backend_type=spec.BackendType.VLLM)
+    view = reuse.Reuse().view(state, state.backends[0], None, stale=False)
+    assert (view.type, view.can_pull, view.can_delete) == (spec.BackendType.VLLM, True, True)

@@ -55,6 +55,22 @@ def test_a_password_in_a_url_is_not_echoed_back() -> None:
     assert "hunter2" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://host/?key=hunter2",
+        "http://host/#hunter2",
+        "ftp://user:hunter2@host",
+        "http://:hunter2@h",
+    ],
+)
+def test_a_secret_in_a_url_query_fragment_or_userinfo_is_not_echoed_back(url: str) -> None:
+    with pytest.raises(spec.SpecError) as info:
+        _backend(url=url)
+    assert info.value.field == "url"
+    assert "hunter2" not in str(info.value)
+
+
 def test_model_capabilities_are_validated_and_sorted() -> None:
     model = spec.validate_model(
         spec.ModelSpec("llama3", 8192, spec.capabilities(["stream", "chat"]))
