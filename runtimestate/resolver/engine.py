@@ -40,32 +40,6 @@ from runtimestate.resolver import (
     signals,
 )
 
-Exclusion = resolution.Exclusion
-InvalidRequest = resolution.InvalidRequest
-Provider = resolution.Provider
-Request = resolution.Request
-Resolution = resolution.Resolution
-ResolveError = diagnosis.ResolveError
-NoAvailableModels = diagnosis.NoAvailableModels
-NoSatisfactoryModel = diagnosis.NoSatisfactoryModel
-
-Policy = policies.Policy
-Reason = resolution.Reason
-
-__all__ = [
-    "Exclusion",
-    "InvalidRequest",
-    "NoAvailableModels",
-    "NoSatisfactoryModel",
-    "Policy",
-    "Provider",
-    "Reason",
-    "Request",
-    "Resolution",
-    "ResolveError",
-    "Resolver",
-]
-
 Closer = Callable[[], Any]
 _MAX_TURNS = 65536  # round-robin counters kept; garbage names cannot grow them for ever
 
@@ -218,7 +192,7 @@ class Resolver:
             return state, cached[1]
         return state, candidates.candidates_of(state)
 
-    def resolve(self, request: Request) -> Resolution:
+    def resolve(self, request: resolution.Request) -> resolution.Resolution:
         """Choose a provider for ``request``.
 
         No side effect except advancing round-robin turns and, when the choice is a
@@ -250,7 +224,7 @@ class Resolver:
                     if trial is not None:
                         token = self.outcomes.start_trial(columns.keys[trial], now)
                         signals = self.signals(None, request)
-                        return Resolution(
+                        return resolution.Resolution(
                             self, index, request, columns, count, position, now, signals, trial,
                             masked=masked, trial=token,
                         )  # fmt: skip
@@ -258,7 +232,7 @@ class Resolver:
                         continue
                 signals = self.signals(pool, request)
                 chosen = policies.pick(request.policy, columns, count, signals, masked)
-                return Resolution(
+                return resolution.Resolution(
                     self, index, request, columns, count, position, now, signals, chosen,
                     masked=masked,
                 )  # fmt: skip
@@ -291,7 +265,9 @@ class Resolver:
                 trial = i
         return masked, trial
 
-    def signals(self, pool: candidates.Pool | None, request: Request) -> policies.Signals:
+    def signals(
+        self, pool: candidates.Pool | None, request: resolution.Request
+    ) -> policies.Signals:
         """The policy inputs for one decision; advances the pool's round-robin turn."""
         turn = 0
         if pool is not None:
@@ -315,8 +291,10 @@ class Resolver:
 
     # --- outcomes and load ---------------------------------------------------------------
 
-    def provider(self, candidate: candidates.Candidate, trial: int | None = None) -> Provider:
-        return Provider(candidate, self._secret, trial)
+    def provider(
+        self, candidate: candidates.Candidate, trial: int | None = None
+    ) -> resolution.Provider:
+        return resolution.Provider(candidate, self._secret, trial)
 
     def _secret(self, backend: str) -> credentials.Secret | None:
         if self._specs is None:
@@ -334,17 +312,17 @@ class Resolver:
             raise credentials.CredentialError(f"backend {echo.quoted(backend)} is not declared")
         return credentials.resolve(found.spec.credentials, self._environ)
 
-    def record_outcome(self, provider: Provider, ok: bool, latency_s: float) -> None:
+    def record_outcome(self, provider: resolution.Provider, ok: bool, latency_s: float) -> None:
         """Report how a call to ``provider`` went; feeds the cooldown and the adaptive policy."""
         self.outcomes.record(provider.key, ok, latency_s, self._clock(), provider.trial)
         if self._book is not None:
             self._book.outcomes_changed((provider.key,))
 
-    def begin(self, provider: Provider) -> None:
+    def begin(self, provider: resolution.Provider) -> None:
         """Count a request in flight on ``provider``'s backend (for least_loaded/adaptive)."""
         self._set_inflight(provider.backend, self._inflight.get(provider.backend, 0) + 1)
 
-    def end(self, provider: Provider) -> None:
+    def end(self, provider: resolution.Provider) -> None:
         """The request `begin` counted has finished."""
         self._set_inflight(provider.backend, self._inflight.get(provider.backend, 0) - 1)
 
@@ -356,11 +334,11 @@ class Resolver:
         if self._book is not None:
             self._book.inflight_changed(backend)
 
-    def inflight(self, provider: Provider) -> int:
+    def inflight(self, provider: resolution.Provider) -> int:
         return self._inflight.get(provider.backend, 0)
 
     @contextlib.contextmanager
-    def attempt(self, provider: Provider) -> Iterator[Provider]:
+    def attempt(self, provider: resolution.Provider) -> Iterator[resolution.Provider]:
         """``with resolver.attempt(p):`` counts the call in flight and records its outcome.
 
         An exception inside the block is a failure (and propagates); cancellation
