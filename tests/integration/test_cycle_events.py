@@ -3,71 +3,23 @@ change only, a removal message when a backend is no longer declared, one summary
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import json
-import time
 from collections.abc import AsyncIterator
 
-import nats
 import pytest
-from nats.aio.msg import Msg
 
-from dwqueue import flushing, publisher
 from emulators import ollama
 from runtimestate import snapshot
-from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file
+from tests.integration.cycle_fixtures import Fleet, Heard, fleet_file, published_fleet
 
 pytestmark = pytest.mark.timeout(120)
-ARRIVES_S = 15.0  # generous: a passing test never waits it out
-
-
-@dataclasses.dataclass
-class Heard:
-    """Messages under ``<prefix>.v1.``, in arrival order: (subject suffix, decoded JSON)."""
-
-    prefix: str
-    messages: list[tuple[str, dict[str, object]]] = dataclasses.field(default_factory=list)
-
-    async def on_message(self, msg: Msg) -> None:
-        self.messages.append((msg.subject.removeprefix(f"{self.prefix}.v1."), json.loads(msg.data)))
-
-    def states(self) -> list[tuple[str, dict[str, object]]]:
-        return [(s.removeprefix("state."), d) for s, d in self.messages if s.startswith("state.")]
-
-    async def through_cycle(self, number: int) -> None:
-        """Wait for cycle ``number``'s summary: the cycle publishes it after its states, on
-        one connection, so every state message of that cycle has arrived by then."""
-        deadline = time.monotonic() + ARRIVES_S
-        while not any(s == "cycles" and d["cycle"] == number for s, d in self.messages):
-            assert time.monotonic() < deadline, f"no summary of cycle {number}: {self.messages}"
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture
 async def world(
     migrated_url: str, nats_url: str, nats_prefix: str
 ) -> AsyncIterator[tuple[Fleet, Heard]]:
-    heard = Heard(nats_prefix)
-    listener = await nats.connect(nats_url)
-    await listener.subscribe(f"{nats_prefix}.v1.>", cb=heard.on_message)
-    await flushing.flush(listener, 10)  # the server has the SUB
-    sink = publisher.Publisher(nats_url, prefix=nats_prefix, reconnect_wait_s=0.2)
-    await sink.start()
-    deadline = time.monotonic() + ARRIVES_S
-    while sink.jetstream is None:
-        assert time.monotonic() < deadline, "the publisher never connected"
-        await asyncio.sleep(0.02)
-    settings = dataclasses.replace(
-        QUICK, cycle=dataclasses.replace(QUICK.cycle, prefix=nats_prefix)
-    )
-    fleet = Fleet(migrated_url, settings, sink=sink)
-    try:
-        yield fleet, heard
-    finally:
-        await fleet.close()
-        await sink.close()
-        await listener.drain()
+    async with published_fleet(migrated_url, nats_url, nats_prefix) as found:
+        yield found
 
 
 async def test_state_is_published_on_a_real_change_and_not_when_nothing_changed(

@@ -9,16 +9,14 @@ import datetime as dt
 import time
 from collections.abc import AsyncIterator
 
-import nats
 import pytest
 
-from dwqueue import flushing, publisher, queue
+from dwqueue import queue
 from emulators import faults, ollama
 from runtimestate import clock, snapshot
 from runtimestate.backends import base
 from runtimestate.reconcile import status
-from tests.integration.cycle_fixtures import QUICK, Fleet
-from tests.integration.test_cycle_events import ARRIVES_S, Heard
+from tests.integration.cycle_fixtures import ARRIVES_S, QUICK, Fleet, Heard, published_fleet
 
 pytestmark = pytest.mark.timeout(120)
 FLEET = """
@@ -56,26 +54,8 @@ spec: {{backends: [gpu-1], models: ["qwen2:0.5b"]}}
 async def world(
     migrated_url: str, nats_url: str, nats_prefix: str
 ) -> AsyncIterator[tuple[Fleet, Heard]]:
-    heard = Heard(nats_prefix)
-    listener = await nats.connect(nats_url)
-    await listener.subscribe(f"{nats_prefix}.v1.>", cb=heard.on_message)
-    await flushing.flush(listener, 10)  # the server has the SUB
-    sink = publisher.Publisher(nats_url, prefix=nats_prefix, reconnect_wait_s=0.2)
-    await sink.start()
-    deadline = time.monotonic() + ARRIVES_S
-    while sink.jetstream is None:
-        assert time.monotonic() < deadline, "the publisher never connected"
-        await asyncio.sleep(0.02)
-    settings = dataclasses.replace(
-        QUICK, cycle=dataclasses.replace(QUICK.cycle, prefix=nats_prefix)
-    )
-    fleet = Fleet(migrated_url, settings, sink=sink)
-    try:
-        yield fleet, heard
-    finally:
-        await fleet.close()
-        await sink.close()
-        await listener.drain()
+    async with published_fleet(migrated_url, nats_url, nats_prefix) as found:
+        yield found
 
 
 async def _heard_state(heard: Heard, backend: str, after: int) -> dict[str, object]:
