@@ -2,10 +2,10 @@
 
 Starts two emulated Ollama nodes (pulling at about 200 MB/s, so pulls take seconds) and one
 emulated vLLM node, a SQLite database in a temporary directory and the embedded NATS server,
-runs `controller.serve.Controller` in-process, declares a small fleet, shows every pull as a live
-progress bar fed by the download events on NATS, waits until every declared model is served,
-prints ``llmctl backend list`` and how long converging took as soon as it has, then stops cleanly
-(``--keep-running`` stays up until Ctrl-C).
+runs `controller.composition.Controller` in-process, declares a small fleet, shows every pull as
+a live progress bar fed by the download events on NATS, waits until every declared model is
+served, prints ``llmctl backend list`` and how long converging took as soon as it has, then stops
+cleanly (``--keep-running`` stays up until Ctrl-C).
 Registered by the CLI root as ``llmctl demo``. Touches nothing outside its temporary directory.
 """
 
@@ -32,7 +32,7 @@ from rich.progress import (
     TextColumn,
 )
 
-from controller import declare, logs, metrics, output, runner, serve, settings
+from controller import composition, declare, logs, metrics, output, runner, settings
 from dwqueue import events
 from emulators import ollama, vllm
 from runtimestate import database
@@ -128,7 +128,7 @@ async def _apply(url: str, text: str) -> None:
         await engine.dispose()
 
 
-async def _converged(controller: serve.Controller, timeout_s: float) -> bool:
+async def _converged(controller: composition.Controller, timeout_s: float) -> bool:
     assert controller.state is not None
     assert controller.work is not None
     deadline = time.monotonic() + timeout_s
@@ -161,7 +161,7 @@ async def _run(
     async with (
         ollama.running(nodes=2, pull_rate=PULL_RATE) as edge,
         vllm.running(model=VLLM_MODEL) as gpu,
-        serve.Controller(config) as controller,
+        composition.Controller(config) as controller,
     ):
         assert controller.nats_url is not None
         assert controller.work is not None

@@ -1,6 +1,6 @@
 """How a download is shown: its figures (percent, rate, ETA), its JSON document and its table.
 
-Used by the download commands (`controller.downloads`) and the live bars of `controller.watch`.
+Used by the download commands (`controller.downloads`) and the live bars of `controller.watchview`.
 The document's keys are stable (camelCase; add keys, never rename them). Pure formatting: no
 database, no NATS.
 """

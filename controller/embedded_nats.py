@@ -1,6 +1,6 @@
 """The embedded NATS server: ``nats-server`` as a child process when no NATS URL is configured.
 
-Started by the composition root (`controller.serve`, `controller.demo`) before the publisher
+Started by the composition root (`controller.composition`, `controller.demo`) before the publisher
 connects, stopped when it exits. Listens on loopback only, with JetStream and its store under
 the data directory, on a port derived from the data directory (`default_port`: the same one
 every time, so a ``watch`` or a ``nats sub`` keeps working across restarts), or on a free port

@@ -1,9 +1,9 @@
 """The controller's HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz``, ``/v1/state``.
 
-Started by `controller.serve` on ``http_address`` (loopback by default) with what each endpoint
-reads passed in: the metrics, a readiness check and the snapshot getter. Read-only; it never
-changes anything and never blocks on a slow database for long (the readiness check has a short
-timeout of its own).
+Started by `controller.composition` on ``http_address`` (loopback by default) with what each
+endpoint reads passed in: the metrics, a readiness check and the snapshot getter. Read-only; it
+never changes anything and never blocks on a slow database for long (the readiness check has a
+short timeout of its own).
 
 - ``/healthz``: 200 while the process serves requests (liveness).
 - ``/readyz``: 200 when the database answers ``SELECT 1`` and the scheduler runs, else 503 with

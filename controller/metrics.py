@@ -1,6 +1,6 @@
 """Prometheus metrics of ``llmctl serve``, on a registry of its own (never the global default).
 
-Built once by the composition root; `controller.serve` records each cycle (`observe_cycle`),
+Built once by the composition root; `controller.scheduled` records each cycle (`observe_cycle`),
 each failed job (`failed`) and the download counts it reads after a cycle (`set_downloads`);
 `ObservingSink` sits between the runtime and the publisher and counts bytes pulled from the
 download events; `controller.httpapi` renders `render()` on ``/metrics``. Publisher counters

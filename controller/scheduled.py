@@ -1,4 +1,4 @@
-"""The work `controller.serve`'s scheduler triggers, each run guarded so the scheduler survives.
+"""The work the scheduler of `controller.composition` triggers, guarded so the scheduler survives.
 
 `Work` wraps the runtime's cycles for the APScheduler jobs and the NATS trigger: the backend
 cycle, the download cycle and the lease reaper (which also refreshes the download gauges). An

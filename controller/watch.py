@@ -7,9 +7,10 @@ looking active), so a watch started mid-download shows where each one is even on
 From then on it follows events. Newer events win by the job's ``seq``, whichever source they
 came from. The database read is best effort: without it the watch shows NATS events only.
 
-Output: rich progress bars on stdout (model, backend, percent, rate, ETA, phase; finished jobs
-stay with their final state; jobs that had already finished before the watch began are not
-shown), or ``--json``: each event's wire JSON on its own line, flushed at once, for scripts.
+Output (drawn by `controller.watchview`): rich progress bars on stdout (model, backend, percent,
+rate, ETA, phase; finished jobs stay with their final state; jobs that had already finished
+before the watch began are not shown), or ``--json``: each event's wire JSON on its own line,
+flushed at once, for scripts.
 NATS is found as the other commands find it: ``--nats-url`` / ``LLMCTL_NATS_URL``, else the
 embedded server of a ``serve`` running on this machine (the URL it wrote in the data directory);
 a discovered URL is followed when that ``serve`` restarts on another port
@@ -32,14 +33,11 @@ import os
 import pathlib
 import sys
 from collections.abc import Collection
-from typing import Annotated, Protocol, assert_never
+from typing import Annotated, assert_never
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID
-from rich.text import Text
 
-from controller import downloadview, natsconnection, runner, trigger
+from controller import natsconnection, runner, trigger, watchview
 from dwqueue import events, jobs, queue, subscriber
 from runtimestate import database, errors
 from runtimestate.desired import names
@@ -90,123 +88,6 @@ def snapshot_event(job: jobs.Job) -> events.DownloadEvent:
     return events.of(cls, job, updated)
 
 
-def phase(event: events.DownloadEvent) -> str:
-    """What a job is doing, in words: Ollama's status while pulling, else its state."""
-    reason = f": {event.error}" if event.error else ""
-    if isinstance(event, events.DownloadRetrying):
-        return f"retrying (attempt {event.attempt}/{event.max_attempts}){reason}"
-    if isinstance(event, events.DownloadFailed | events.DownloadCancelled):
-        return f"{event.TYPE}{reason}"
-    if isinstance(event, events.DownloadStarted | events.DownloadProgressed):
-        return event.status or "started"
-    return event.TYPE
-
-
-# --- where events go ---------------------------------------------------------------------------
-
-
-class Sink(Protocol):
-    def start(self) -> None: ...
-
-    def show(self, event: events.DownloadEvent) -> None: ...
-
-    def note(self, text: str) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class JsonLines:
-    """One event's wire JSON per line on stdout, flushed at once."""
-
-    def start(self) -> None:
-        pass
-
-    def show(self, event: events.DownloadEvent) -> None:
-        sys.stdout.write(event.to_wire().decode() + "\n")
-        sys.stdout.flush()
-
-    def note(self, text: str) -> None:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-
-    def stop(self) -> None:
-        pass
-
-
-class _Field(ProgressColumn):
-    """A text column from one of the task's fields, styled by the task's ``style`` field."""
-
-    def __init__(self, name: str, width: int | None = None, right: bool = False) -> None:
-        super().__init__()
-        self._name, self._width, self._right = name, width, right
-
-    def render(self, task: Task) -> Text:
-        text = Text(str(task.fields.get(self._name, "")), style=task.fields.get("style", ""))
-        if self._width is not None:
-            text.align("right" if self._right else "left", self._width)
-        return text
-
-
-_STYLES = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "retrying": "yellow"}
-
-
-class Bars:
-    """One rich progress bar per job, on screen between `start` and `stop`."""
-
-    def __init__(self, console: Console, started_at: dt.datetime, err: Console) -> None:
-        self.progress = Progress(
-            _Field("model"),
-            _Field("backend"),
-            BarColumn(),
-            _Field("percent", 6, right=True),
-            _Field("rate", 11, right=True),
-            _Field("eta", 6, right=True),
-            _Field("phase"),
-            console=console,
-            refresh_per_second=4,
-        )
-        self.tasks: dict[str, TaskID] = {}
-        self._started_at = started_at
-        self._err = err
-
-    def start(self) -> None:
-        self.progress.start()
-
-    def stop(self) -> None:
-        self.progress.stop()
-
-    def note(self, text: str) -> None:
-        """On a terminal showing the bars, a line of its own above them (printed on standard
-        error it would land at the end of a bar's line); else on standard error."""
-        if self.progress.live.is_started and self.progress.console.is_terminal:
-            self.progress.console.print(text, markup=False, highlight=False)
-        else:
-            self._err.print(text, markup=False, highlight=False)
-
-    def show(self, event: events.DownloadEvent) -> None:
-        task = self.tasks.get(event.job_id)
-        if task is None:
-            if event.TERMINAL and event.at < self._started_at:
-                return  # history: `llmctl downloads list` shows it
-            task = self.progress.add_task(event.model)
-            self.tasks[event.job_id] = task
-        running = isinstance(event, events.DownloadStarted | events.DownloadProgressed)
-        total = event.total or 1
-        done = isinstance(event, events.DownloadSucceeded)
-        self.progress.update(
-            task,
-            total=None if running and not event.total else total,
-            completed=total if done else (event.completed or 0),
-            model=event.model,
-            backend=event.backend,
-            percent="100.0%" if done else downloadview.percent_text(event.percent),
-            rate=downloadview.rate_text(event.rate_bps) if running else "",
-            eta=downloadview.eta_text(event.eta_s) if running else "",
-            phase=phase(event),
-            style=_STYLES.get(event.TYPE, ""),
-        )
-
-
 # --- the command -------------------------------------------------------------------------------
 
 
@@ -250,7 +131,11 @@ def watch_command(
         env.fail(f"--timeout must be a finite number of seconds, not {timeout}")
     discovered = None if env.nats_url else data_dir
     options = Options(url, discovered, env.prefix, backend, exit_when_idle, timeout)
-    sink = JsonLines() if json_lines else Bars(env.out, dt.datetime.now(dt.UTC), env.err)
+    sink: watchview.Sink = (
+        watchview.JsonLines()
+        if json_lines
+        else watchview.Bars(env.out, dt.datetime.now(dt.UTC), env.err)
+    )
     try:
         code = asyncio.run(_watch(env, options, sink))
     except KeyboardInterrupt:
@@ -278,7 +163,7 @@ def _check_filter(env: runner.Env, backend: str | None) -> None:
         )
 
 
-async def _watch(env: runner.Env, options: Options, sink: Sink) -> int:
+async def _watch(env: runner.Env, options: Options, sink: watchview.Sink) -> int:
     loop = asyncio.get_running_loop()
     deadline = None if options.timeout_s is None else loop.time() + options.timeout_s
     connection = natsconnection.Connection(sink.note, options.discovered_in)
@@ -306,7 +191,7 @@ async def _watch(env: runner.Env, options: Options, sink: Sink) -> int:
         await connection.close()
 
 
-async def _resubscribe(w: subscriber.Watch, sink: Sink) -> None:
+async def _resubscribe(w: subscriber.Watch, sink: watchview.Sink) -> None:
     """Subscribe again after a reconnection: a JetStream consumer does not survive a server
     restart, and the replay brings back what was missed (older events are ignored by seq)."""
     try:
@@ -320,7 +205,7 @@ async def _follow(
     env: runner.Env,
     options: Options,
     w: subscriber.Watch,
-    sink: Sink,
+    sink: watchview.Sink,
     deadline: float | None,
 ) -> int:
     """Settle the replay, merge the database's view, then follow events until told to stop."""

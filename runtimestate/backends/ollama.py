@@ -9,8 +9,8 @@ no line arrives within `Timeouts.stall` seconds the pull fails with `BackendTime
 A steady node answers `/api/tags` and `/api/ps` with the same bytes cycle after cycle, and
 parsing 50 listed models with the client's pydantic types costs about a millisecond. So the
 two listings are sent with the client's own request method (`_request_raw`: the client's
-headers, timeouts and error mapping, without its parse) and parsed into the client's
-`ListResponse`/`ProcessResponse` exactly as `list()`/`ps()` do, but only when the body
+headers, timeouts and error mapping, without its parse) and read by `ollamareplies` (into the
+client's `ListResponse`/`ProcessResponse`, as `list()`/`ps()` do), but only when the body
 changed: when both bodies (compared by a BLAKE2 digest) and the version are what they were,
 `observe` returns the previous `Observation` object itself, which lets the backend cycle
 reuse everything it derived from it. The listings' URLs are absolute, built once from the
@@ -36,20 +36,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
-import functools
 import hashlib
 import pathlib
-import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from typing import ClassVar
 
 import httpx
 import ollama
 
 from runtimestate import errors
-from runtimestate.backends import base, failures, httpapi, redaction, showcache, transport
+from runtimestate.backends import (
+    base,
+    failures,
+    httpapi,
+    ollamareplies,
+    redaction,
+    showcache,
+    transport,
+)
 
 _SHOW_CONCURRENCY = 4
 DEFAULT_VERSION_TTL = 300.0
@@ -159,12 +164,10 @@ class OllamaBackend:
             made_of = (tags_key, running_key, version)
             if seen is not None and (seen.tags, seen.running, seen.version) == made_of:
                 return seen.observation  # the very same object: nothing changed
-            # Parsed as `AsyncClient.list()` and `.ps()` parse their replies.
-            models = ollama.ListResponse(**_reply(tags_body, "/api/tags")).models
-            running = ollama.ProcessResponse(**_reply(running_body, "/api/ps")).models
-            loaded = _loaded_keys(running)
+            models = ollamareplies.listed(tags_body)
+            loaded = ollamareplies.loaded(running_body)
             facts = await self._show_facts(models)
-            observed = tuple(_observed(m, facts, loaded) for m in models)
+            observed = tuple(ollamareplies.observed(m, facts, loaded) for m in models)
         observation = base.Observation(models=observed, healthy=True, version=version)
         # Remembered only when every listed digest had its facts: a missing one is asked again.
         complete = all(m.digest in facts for m in models if m.digest and m.model)
@@ -299,86 +302,7 @@ class OllamaBackend:
             if exc.status_code == 404:
                 return None
             raise
-        return facts_from_show(response.modelinfo or {}, response.capabilities)
-
-
-def facts_from_show(
-    model_info: Mapping[str, Any], capabilities: Sequence[str] | None
-) -> showcache.ShowFacts:
-    """Context length from ``<general.architecture>.context_length``; capabilities as sent,
-    or, for servers older than v0.6.4, derived the way Ollama does (pooling -> embedding)."""
-    arch = model_info.get("general.architecture")
-    context = model_info.get(f"{arch}.context_length") if isinstance(arch, str) else None
-    if capabilities is None:
-        pooling = any(key.endswith(".pooling_type") for key in model_info)
-        capabilities = ["embedding"] if pooling else ["completion"]
-    return showcache.ShowFacts(
-        context_length=transport.optional_int(context),
-        backend_capabilities=frozenset(capabilities),
-    )
-
-
-def _reply(response: httpx.Response, what: str) -> Mapping[str, Any]:
-    return transport.expect_mapping(transport.decode_json(response.content), f"{what} reply")
-
-
-def _loaded_keys(running: Sequence[ollama.ProcessResponse.Model]) -> frozenset[str]:
-    keys: set[str] = set()
-    for model in running:
-        keys.update(k for k in (model.digest, model.model, model.name) if k)
-    return frozenset(keys)
-
-
-def _observed(
-    model: ollama.ListResponse.Model,
-    facts: Mapping[str, showcache.ShowFacts],
-    loaded: frozenset[str],
-) -> base.ObservedModel:
-    if not model.model:
-        raise transport.MalformedReply("a listed model has no name")
-    found = facts.get(model.digest or "")
-    raw = found.backend_capabilities if found else frozenset[str]()
-    details = model.details
-    # A fleet lists the same models on every node: names, digests, details and capability
-    # sets are shared objects, so 1,000 nodes x 50 models cost 50 of each, not 50,000.
-    name = sys.intern(model.model)
-    return base.ObservedModel(
-        name=name,
-        model=name,
-        digest=sys.intern(model.digest) if model.digest else None,
-        size=None if model.size is None else int(model.size),
-        modified_at=_shared_zone(model.modified_at),
-        details=_details(
-            details.family,
-            details.parameter_size,
-            details.quantization_level,
-            details.format,
-            tuple(details.families or ()),
-            details.parent_model or None,
-        )
-        if details
-        else _NO_DETAILS,
-        context_length=found.context_length if found else None,
-        capabilities=_capabilities(raw),
-        backend_capabilities=raw,
-        loaded=bool(loaded & {model.digest, model.model}),
-    )
-
-
-def _shared_zone(moment: dt.datetime | None) -> dt.datetime | None:
-    """The same instant with a shared `datetime.timezone`: the parser gives every timestamp
-    its own tzinfo object, 50,000 of them in a fleet, each one more object for the garbage
-    collector to walk."""
-    if moment is None or moment.tzinfo is None:
-        return moment
-    offset = moment.utcoffset()
-    return moment if offset is None else moment.replace(tzinfo=_zone(offset))
-
-
-_zone = functools.lru_cache(maxsize=64)(dt.timezone)
-_NO_DETAILS = base.ModelDetails()
-_details = functools.lru_cache(maxsize=4096)(base.ModelDetails)
-_capabilities = functools.lru_cache(maxsize=256)(base.capabilities_from_ollama)
+        return ollamareplies.facts_from_show(response.modelinfo or {}, response.capabilities)
 
 
 MAPPED = (*failures.MAPPED, ollama.ResponseError, AttributeError, TypeError)

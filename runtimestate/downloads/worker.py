@@ -10,8 +10,8 @@ its lease, and stops within one heartbeat of a cancel (at once when a cancel req
 a pull: when its row is no longer this worker's running job. A stopped pull whose job is still
 ours is released, never left running. The heartbeats stop before the end of a pull is written,
 so nothing interrupts the terminal write and its event. Retries follow `Settings.retry`, whose
-``max_attempts`` caps every job's own. Events are published only after the database commit; the
-database stays the truth when NATS is down.
+``max_attempts`` caps every job's own. Every write goes through `recorder.Recorder`, which
+publishes events only after the database commit; the database stays the truth when NATS is down.
 
 A database outage never fails a download or costs it an attempt: a progress update that cannot
 be written is skipped (the next one carries newer figures) and the pull goes on; heartbeats
@@ -27,33 +27,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import functools
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dwqueue import backoff, coalescer, events, jobs, leases, rows
-from runtimestate import clock, database, desired, errors
+from dwqueue import backoff, coalescer, jobs, rows
+from runtimestate import clock, desired, errors
 from runtimestate.backends import adapters, base
 from runtimestate.desired import spec
-from runtimestate.downloads import metering
-from runtimestate.reconcile import status
+from runtimestate.downloads import metering, recorder
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
-_RETRY_FIRST_S = 0.1
-_RETRY_CAP_S = 2.0
 _ENDED = ("succeeded", "failed", "cancelled")  # outcomes that change the backend's status
-
-
-class EventSink(Protocol):
-    """Where events go after commit (`dwqueue.publisher.Publisher`); must never raise."""
-
-    async def publish(self, event: events.DownloadEvent) -> bool: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,17 +60,6 @@ class CycleReport:
     running: int
 
 
-def classify(exc: BaseException) -> tuple[jobs.ErrorClass, str]:
-    """The queue's error class and a short reason for an exception that ended a pull."""
-    if isinstance(exc, errors.InsufficientDisk):
-        return jobs.ErrorClass.INSUFFICIENT_DISK, f"insufficient_disk: {exc.detail}"
-    if isinstance(exc, errors.TerminalError | errors.ConfigurationError):
-        return jobs.ErrorClass.PERMANENT, f"{exc.reason.value}: {exc.detail}"
-    if isinstance(exc, errors.LlmctlError):
-        return jobs.ErrorClass.TRANSIENT, f"{exc.reason.value}: {exc.detail}"
-    return jobs.ErrorClass.TRANSIENT, f"unexpected: {type(exc).__name__}: {exc}"
-
-
 class Downloads:
     """The download side of `State`: one per process."""
 
@@ -92,7 +69,7 @@ class Downloads:
         pool: adapters.AdapterPool,
         *,
         owner: str,
-        sink: EventSink | None = None,
+        sink: recorder.EventSink | None = None,
         settings: Settings = Settings(),
         rng: random.Random | None = None,
         on_end: Callable[[str], None] | None = None,
@@ -102,12 +79,17 @@ class Downloads:
         ended (succeeded, failed or cancelled, each written and published): `State` brings
         that backend's status up to date with it. ``clock`` gives the instants the leases and
         the retries are decided by, and the heartbeats' and retries' waits."""
-        self._sessions = sessions
         self._clock = clock
         self._pool = pool
-        self._owner = owner
-        self._sink = sink
         self._settings = settings
+        self._recorder = recorder.Recorder(
+            sessions,
+            owner=owner,
+            lease=settings.lease,
+            retry=settings.retry,
+            sink=sink,
+            clock=clock,
+        )
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._on_end = on_end
         self._coalescer = coalescer.Coalescer(settings.events_per_second)
@@ -119,16 +101,6 @@ class Downloads:
     def running(self) -> frozenset[str]:
         return frozenset(self._tasks)
 
-    async def _tx(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        return await database.transaction(self._sessions, work)
-
-    async def _publish(self, *changes: rows.Change | None) -> None:
-        if self._sink is None:
-            return
-        for change in changes:
-            if change is not None and change.event is not None:
-                await self._sink.publish(change.event)
-
     async def reap(self, now: dt.datetime | None = None) -> list[rows.Change]:
         """Take back every job whose lease expired (any replica's), with this worker's
         ``max_attempts`` cap, and publish what happened to them after the commit.
@@ -136,19 +108,8 @@ class Downloads:
         The jobs this process still runs (pulling, or writing an end a database outage held up)
         are never reaped: their leases are renewed first, in the same transaction, so an outage
         longer than the lease does not turn a finished pull into a second attempt."""
-        now = now or self._clock.now()
-        cap = self._settings.retry.max_attempts
-        live = frozenset(self._tasks)
-
-        async def work(session: AsyncSession) -> list[rows.Change]:
-            lease = self._settings.lease
-            await leases.renew(session, self._owner, live, lease=lease, now=now)
-            return await leases.reap(
-                session, max_attempts=cap, now=now, owner=self._owner, live=live
-            )
-
-        reaped = await self._tx(work)
-        await self._publish(*reaped)
+        reaped = await self._recorder.reap(frozenset(self._tasks), now or self._clock.now())
+        await self._recorder.publish(*reaped)
         return reaped
 
     async def run_cycle(self, state: desired.DesiredState) -> CycleReport:
@@ -159,17 +120,8 @@ class Downloads:
         claimed: list[rows.Change] = []
         if free > 0:
             limits = {b.name: b.spec.max_pulls for b in state.backends}
-            with database.guarded():
-                async with self._sessions() as session:
-                    claimed = await leases.claim_committed(
-                        session,
-                        self._owner,
-                        limits=limits,
-                        n=free,
-                        lease=self._settings.lease,
-                        now=now,
-                    )
-            await self._publish(*claimed)
+            claimed = await self._recorder.claim(limits, free, now)
+            await self._recorder.publish(*claimed)
         for change in claimed:
             self._start(change.job, state.backend(change.job.backend))
         return CycleReport(len(reaped), tuple(c.job.id for c in claimed), len(self._tasks))
@@ -201,11 +153,7 @@ class Downloads:
         if job_id not in self._tasks or job_id in self._finishing:
             return False
         try:
-            ours = await self._tx(
-                lambda s: leases.heartbeat(
-                    s, job_id, self._owner, lease=self._settings.lease, now=self._clock.now()
-                )
-            )
+            ours = await self._recorder.heartbeat(job_id)
         except errors.DatabaseUnavailable as exc:
             log.warning("cancel request not checked; the heartbeat will", job_id=job_id,
                         error=exc.detail)  # fmt: skip
@@ -266,67 +214,20 @@ class Downloads:
         """The task was cancelled: by `cancel_local` (the job is no longer ours) or by `stop`.
         Either way the job is released if it is still ours (a no-op otherwise), so nothing is
         left running without a pull behind it; the attempt is given back."""
-        change = await asyncio.shield(
-            self._durably(
-                lambda s: leases.release(s, job.id, self._owner, now=self._clock.now()),
-                job.id,
-                "release",
-                give_up_after_s=self._settings.lease.total_seconds(),
-            )
-        )
-        await self._publish(change)
+        change = await asyncio.shield(self._recorder.release(job.id))
+        await self._recorder.publish(change)
         return "cancelled" if change is None and job.id in self._lost else "released"
 
     async def _failed(self, job: jobs.Job, exc: Exception, log_: structlog.BoundLogger) -> str:
         """Record a failed attempt; the outcome: ``retrying``, ``failed``, or ``cancelled`` when
         the job stopped being ours meanwhile."""
-        error_class, reason = classify(exc)
         if not isinstance(exc, errors.LlmctlError):
             log_.exception("download failed unexpectedly", exc_info=exc)
-        draw = self._rng.random()
-
-        async def work(session: AsyncSession) -> rows.Change | None:
-            return await leases.fail(
-                session,
-                job.id,
-                self._owner,
-                error=reason,
-                error_class=error_class,
-                policy=self._settings.retry,
-                draw=draw,
-                now=self._clock.now(),
-            )
-
-        change = await self._durably(work, job.id, "failure")
-        await self._publish(change)
+        change = await self._recorder.fail(job.id, exc, self._rng.random())
+        await self._recorder.publish(change)
         if change is None:
             return "cancelled"
         return "retrying" if change.job.state is jobs.JobState.QUEUED else "failed"
-
-    async def _durably(
-        self,
-        work: Callable[[AsyncSession], Awaitable[T]],
-        job_id: str,
-        what: str,
-        *,
-        give_up_after_s: float | None = None,
-    ) -> T | None:
-        """Run ``work`` in a transaction, retrying with backoff while the database is down;
-        None when ``give_up_after_s`` passed first (the lease's expiry then does the work)."""
-        delay = _RETRY_FIRST_S
-        deadline = None if give_up_after_s is None else self._clock.monotonic() + give_up_after_s
-        while True:
-            try:
-                return await self._tx(work)
-            except errors.DatabaseUnavailable as exc:
-                if deadline is not None and self._clock.monotonic() + delay > deadline:
-                    log.warning("database unavailable; left to the lease", job_id=job_id,
-                                during=what, error=exc.detail)  # fmt: skip
-                    return None
-                log.warning("database unavailable; retrying", job_id=job_id, during=what,
-                            error=exc.detail, retry_in_s=delay)  # fmt: skip
-            await self._clock.sleep(delay)
-            delay = min(delay * 2, _RETRY_CAP_S)
 
     async def _pull(self, job: jobs.Job, backend: spec.Backend | None) -> bool:
         """Pull ``job``'s model, recording progress. True when the pull finished; False when
@@ -358,47 +259,23 @@ class Downloads:
             if not self._coalescer.admit(job.id, line.status, now):
                 continue
             try:
-                change = await self._tx(functools.partial(self._record, job.id, progress))
-            except (
-                errors.DatabaseUnavailable
-            ) as exc:  # the pull goes on; the next update is newer anyway
+                change = await self._recorder.progress(job.id, progress)
+            except errors.DatabaseUnavailable as exc:  # the pull goes on; the next one is newer
                 log.warning("database unavailable; progress not recorded", job_id=job.id,
                             error=exc.detail)  # fmt: skip
                 continue
             if change is None:  # cancelled or reaped meanwhile: it is not ours any more
                 self._lost.add(job.id)
                 return False
-            await self._publish(change)
+            await self._recorder.publish(change)
         return True
-
-    async def _record(
-        self, job_id: str, progress: jobs.Progress, session: AsyncSession
-    ) -> rows.Change | None:
-        return await leases.record_progress(
-            session,
-            job_id,
-            self._owner,
-            progress,
-            lease=self._settings.lease,
-            now=self._clock.now(),
-        )
 
     async def _succeeded(self, job: jobs.Job, backend: spec.Backend | None) -> str:
         """Record the finished pull; the outcome (``cancelled`` when the job stopped being ours
         just before: the model is on the node, but the row says what the user asked)."""
         assert backend is not None  # `_pull` refuses a job whose backend is gone
-
-        async def work(session: AsyncSession) -> rows.Change | None:
-            now = self._clock.now()
-            change = await leases.succeed(session, job.id, self._owner, now=now)
-            if change is not None:
-                await status.record_pulled(
-                    session, backend.name, job.model, job.model_key, job.id, now
-                )
-            return change
-
-        change = await self._durably(work, job.id, "success")
-        await self._publish(change)
+        change = await self._recorder.succeed(job, backend.name)
+        await self._recorder.publish(change)
         return "cancelled" if change is None else "succeeded"
 
     async def _heartbeats(self, job_id: str) -> None:
@@ -407,11 +284,7 @@ class Downloads:
         while True:
             await self._clock.sleep(interval)
             try:
-                ours = await self._tx(
-                    lambda s: leases.heartbeat(
-                        s, job_id, self._owner, lease=self._settings.lease, now=self._clock.now()
-                    )
-                )
+                ours = await self._recorder.heartbeat(job_id)
             except errors.DatabaseUnavailable as exc:  # a database blip must not kill the pull
                 log.warning("heartbeat failed", job_id=job_id, error=exc.detail)
                 continue

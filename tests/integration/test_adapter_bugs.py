@@ -11,7 +11,7 @@ import structlog
 
 from emulators import ollama
 from runtimestate import snapshot
-from runtimestate.backends import ollama as ollama_adapter
+from runtimestate.backends import ollamareplies
 from tests.integration.cycle_fixtures import Fleet, fleet_file
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,9 +27,9 @@ def _bug(error: Exception) -> Any:
 @pytest.mark.parametrize(
     ("helper", "error"),
     [
-        ("_loaded_keys", KeyError("digest")),  # parsing /api/ps
+        ("loaded", KeyError("digest")),  # parsing /api/ps
         ("facts_from_show", TypeError("unhashable type: 'list'")),  # parsing /api/show
-        ("_observed", AttributeError("'NoneType' object has no attribute 'family'")),
+        ("observed", AttributeError("'NoneType' object has no attribute 'family'")),
     ],
 )
 async def test_a_parsing_bug_in_an_adapter_is_logged_with_its_traceback_and_not_reported_as_protocol(
@@ -37,7 +37,7 @@ async def test_a_parsing_bug_in_an_adapter_is_logged_with_its_traceback_and_not_
 ) -> None:
     async with ollama.running(installed=["qwen2:0.5b"]) as emu:
         await fleet.apply(fleet_file({"gpu-0": ("ollama", emu.url, "managed")}, ["qwen2:0.5b"]))
-        monkeypatch.setattr(ollama_adapter, helper, _bug(error))
+        monkeypatch.setattr(ollamareplies, helper, _bug(error))
         with structlog.testing.capture_logs(
             processors=[structlog.processors.format_exc_info]
         ) as logged:

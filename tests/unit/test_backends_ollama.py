@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from runtimestate import errors
-from runtimestate.backends import base, ollama, showcache
+from runtimestate.backends import base, ollama, ollamareplies, showcache
 
 LLAMA = "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72"
 NOMIC = "0a109f422b47e3a30ba2b10eca18548e944e8a23073ee3f3e947efcf3c45e59f"
@@ -337,8 +337,10 @@ async def test_a_model_removed_between_tags_and_show_is_listed_without_facts() -
 
 
 def test_facts_from_an_old_server_without_capabilities_are_derived_like_ollama() -> None:
-    embed = ollama.facts_from_show({"general.architecture": "bert", "bert.pooling_type": 1}, None)
-    chat = ollama.facts_from_show({}, None)
+    embed = ollamareplies.facts_from_show(
+        {"general.architecture": "bert", "bert.pooling_type": 1}, None
+    )
+    chat = ollamareplies.facts_from_show({}, None)
     assert embed.backend_capabilities == {"embedding"}
     assert chat.backend_capabilities == {"completion"}
     assert chat.context_length is None
@@ -440,7 +442,7 @@ async def test_a_bug_in_the_ollama_parser_propagates_as_itself_not_as_a_protocol
     def broken(*_: object) -> Any:
         raise error
 
-    monkeypatch.setattr(ollama, "_loaded_keys", broken)
+    monkeypatch.setattr(ollamareplies, "loaded", broken)
     async with backend(FakeOllama()) as adapter:
         with pytest.raises(type(error)) as caught:
             await adapter.observe()

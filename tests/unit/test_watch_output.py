@@ -8,7 +8,7 @@ import re
 
 from rich.console import Console
 
-from controller import watch
+from controller import watchview
 from dwqueue import events, jobs
 
 _CONTROL = re.compile(r"\x1b\[\?25[lh]")  # cursor hide/show
@@ -33,7 +33,7 @@ def test_a_note_is_printed_on_a_line_of_its_own_above_the_progress_bars() -> Non
     terminal = io.StringIO()  # stdout and stderr are one terminal
     out = Console(file=terminal, force_terminal=True, width=120, color_system=None)
     err = Console(file=terminal, force_terminal=True, width=120, color_system=None)
-    bars = watch.Bars(out, dt.datetime.now(dt.UTC), err)
+    bars = watchview.Bars(out, dt.datetime.now(dt.UTC), err)
     bars.start()
     now = dt.datetime.now(dt.UTC)
     bars.show(
@@ -64,7 +64,7 @@ def test_a_note_is_printed_on_a_line_of_its_own_above_the_progress_bars() -> Non
 
 def test_a_note_goes_to_standard_error_when_no_bars_are_on_a_terminal() -> None:
     out, err = io.StringIO(), io.StringIO()
-    bars = watch.Bars(Console(file=out), dt.datetime.now(dt.UTC), Console(file=err))
+    bars = watchview.Bars(Console(file=out), dt.datetime.now(dt.UTC), Console(file=err))
     bars.start()
     bars.note("note: NATS reconnected (nats://127.0.0.1:4222)")
     bars.stop()
