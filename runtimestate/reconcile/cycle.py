@@ -19,7 +19,8 @@ It raises only when the desired state cannot be read: a step that fails later is
 line (`runtimestate.reconcile.failures`) and the next cycle catches up. Between cycles it keeps,
 to make a steady fleet cost O(backends) rather than O(backends x models), the last plan and the
 per-backend views and states (`runtimestate.reconcile.reuse`), reused only where their inputs
-did not change. It must not do the I/O of a phase itself: that belongs to the phase's module.
+did not change. Reading is its own I/O; it must not probe, queue, prune, write the status or
+publish itself: each of those belongs to its phase's module.
 """
 
 from __future__ import annotations
