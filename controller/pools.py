@@ -14,7 +14,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import declare, output, runner
-from runtimestate.desired import spec, store
+from runtimestate.desired import poolstore, spec, store
 
 app = typer.Typer(
     help="Group backends and models: a backend serves its pools' models.", no_args_is_help=True
@@ -29,7 +29,7 @@ def pool_create(
 ) -> None:
     """Create an empty pool."""
     env = declare.env_of(ctx)
-    runner.transaction(env, lambda s: store.create_pool(s, spec.PoolSpec(name, purpose)))
+    runner.transaction(env, lambda s: poolstore.create_pool(s, spec.PoolSpec(name, purpose)))
     env.out.print(f"pool/{name} created", highlight=False)
     runner.notify(env)
 
@@ -44,10 +44,10 @@ def pool_update(
     env = declare.env_of(ctx)
 
     async def work(session: AsyncSession) -> bool:
-        old = (await store.get_pool(session, name)).spec
+        old = (await poolstore.get_pool(session, name)).spec
         new_purpose = purpose if purpose is not None else old.purpose
         value = spec.PoolSpec(old.name, new_purpose, old.backends, old.models)
-        _, changed = await store.update_pool(session, value)
+        _, changed = await poolstore.update_pool(session, value)
         return changed
 
     changed = runner.transaction(env, work)
@@ -67,7 +67,7 @@ def pool_list(ctx: typer.Context, fmt: declare.OutputOpt = output.Format.TABLE) 
 def pool_get(ctx: typer.Context, name: str, fmt: declare.OutputOpt = output.Format.TABLE) -> None:
     """Show one pool."""
     env = declare.env_of(ctx)
-    pool = runner.read(env, lambda s: store.get_pool(s, name))
+    pool = runner.read(env, lambda s: poolstore.get_pool(s, name))
     output.render_one(output.pool_doc(pool), fmt, env.out)
 
 
@@ -75,7 +75,7 @@ def pool_get(ctx: typer.Context, name: str, fmt: declare.OutputOpt = output.Form
 def pool_delete(ctx: typer.Context, name: str) -> None:
     """Delete a pool (its backends and models stay declared)."""
     env = declare.env_of(ctx)
-    runner.transaction(env, lambda s: store.delete_pool(s, name))
+    runner.transaction(env, lambda s: poolstore.delete_pool(s, name))
     env.out.print(f"pool/{name} deleted", highlight=False)
     runner.notify(env)
 
@@ -83,7 +83,7 @@ def pool_delete(ctx: typer.Context, name: str) -> None:
 def _membership(ctx: typer.Context, pool: str, member: bool, **target: str) -> None:
     env = declare.env_of(ctx)
     changed = runner.transaction(
-        env, lambda s: store.set_membership(s, pool, member=member, **target)
+        env, lambda s: poolstore.set_membership(s, pool, member=member, **target)
     )
     ((kind, name),) = target.items()
     verb = (

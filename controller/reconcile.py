@@ -22,7 +22,7 @@ import typer
 from controller import gctuning, logs, output, runner, serve, settings
 from dwqueue import publisher
 from runtimestate import database, errors, snapshot, state
-from runtimestate.reconcile import cycle, plan
+from runtimestate.reconcile import cycle, execution, plan
 
 OutputOpt = Annotated[output.DocFormat, typer.Option("--output", "-o", help="table, json or yaml")]
 DEFAULT_WAIT_S = 3600.0
@@ -47,7 +47,7 @@ def _kind(action: plan.Action) -> str:
     }[type(action)]
 
 
-def _action_doc(action: plan.Action, outcome: cycle.Outcome | None) -> dict[str, Any]:
+def _action_doc(action: plan.Action, outcome: execution.Outcome | None) -> dict[str, Any]:
     model = getattr(action, "model", None)
     return {
         "kind": _kind(action),

@@ -1,10 +1,10 @@
 """Locks that keep replicas of ``llmctl serve`` from acting on one thing at once.
 
 - `backend_lock`: a Postgres session-level advisory lock keyed by a hash of a backend name, tried
-  without waiting. `runtimestate.reconcile.cycle` holds it around destructive actions on a backend
-  (prune), so two replicas never delete from one backend at once; the one that does not get it skips
-  the action (the next cycle re-plans from a fresh observation). On SQLite there is one replica by
-  construction, so the lock is always acquired.
+  without waiting. `runtimestate.reconcile.execution` holds it around destructive actions on a
+  backend (prune), so two replicas never delete from one backend at once; the one that does not
+  get it skips the action (the next cycle re-plans from a fresh observation). On SQLite there is
+  one replica by construction, so the lock is always acquired.
 - `InstanceLock`: an exclusive, non-blocking ``flock`` on a file, which ``serve`` takes next to
   a SQLite database so that a second process on it is told to stop.
 - `migration_lock`: a blocking advisory lock that serialises migrations of replicas starting

@@ -22,7 +22,7 @@ from dwqueue import jobs, queue
 from runtimestate import clock, database, desired, downloads, snapshot
 from runtimestate.backends import adapters, base
 from runtimestate.desired import store
-from runtimestate.reconcile import cycle, refreshes
+from runtimestate.reconcile import cycle, recording, refreshes
 
 T = TypeVar("T")
 DesiredState = desired.DesiredState  # `State.desired` hides the module inside the class
@@ -45,7 +45,7 @@ class State:
         self,
         engine: AsyncEngine,
         *,
-        sink: cycle.MessageSink | None = None,
+        sink: recording.MessageSink | None = None,
         settings: Settings = Settings(),
         environ: Mapping[str, str] | None = None,
         owner: str | None = None,

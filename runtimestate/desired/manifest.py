@@ -19,7 +19,7 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import desired, echo
-from runtimestate.desired import documents, names, spec, store
+from runtimestate.desired import documents, names, poolstore, spec, store
 
 API_VERSION = documents.API_VERSION
 STDIN = "<stdin>"
@@ -287,7 +287,7 @@ async def apply(
     actions: dict[tuple[str, str], Action] = {(c.kind, c.name): c.action for c in changes}
     for change in changes:
         if change.action is Action.DELETED and change.kind == "pool":
-            await store.delete_pool(session, change.name)
+            await poolstore.delete_pool(session, change.name)
     for change in changes:
         if change.action is Action.DELETED and change.kind == "backend":
             await store.delete_backend(session, change.name)
@@ -298,9 +298,9 @@ async def apply(
     for pool in manifest.pools:
         match actions[("pool", pool.name)]:
             case Action.CREATED:
-                await store.create_pool(session, pool)
+                await poolstore.create_pool(session, pool)
             case Action.CHANGED:
-                await store.update_pool(session, pool)
+                await poolstore.update_pool(session, pool)
     return changes
 
 

@@ -1,3 +1,4 @@
+# Over 400 lines: the action types, the rules and their reuse are one concept.
 """The planner: what one backend cycle should do, as actions that each carry a reason.
 
 `compute` takes per-backend views (desired models, observed models, policy, capabilities; see
@@ -14,9 +15,6 @@ it and whether the desired state was read completely; `Plan.decisions` keeps it 
 inputs. Given the previous cycle's plan, `compute` reuses a backend's decision when its view is
 the same object and the rest compares equal, so a steady fleet is planned in O(backends), not
 O(backends x models). The result is the same as without `previous`.
-
-Longer than 400 lines on purpose: the action types, the rules and their reuse are one concept,
-and moving the action types out would rename what every caller uses (`plan.Pull`, ...).
 
 Rules (DESIGN.md section 5), all comparing names in the backend type's canonical form:
 - A declared model that is not observed is pulled where the backend can pull, unless a job for

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dwqueue import jobs, queue
 from emulators import ollama
-from runtimestate.desired import spec, store
+from runtimestate.desired import poolstore, spec, store
 from runtimestate.reconcile import cycle, plan, planview
 from tests.integration.cycle_fixtures import Fleet, fleet_file
 
@@ -33,7 +33,7 @@ def _backend(name: str) -> spec.BackendSpec:
 
 
 async def _member(session: AsyncSession, member: bool, **which: str) -> None:
-    assert await store.set_membership(session, spec.DEFAULT_POOL, member=member, **which)
+    assert await poolstore.set_membership(session, spec.DEFAULT_POOL, member=member, **which)
 
 
 async def test_other_members_joining_or_leaving_the_pool_keep_a_declaration(
@@ -48,7 +48,7 @@ async def test_other_members_joining_or_leaving_the_pool_keep_a_declaration(
     await _member(session, True, model="phi3")
     await store.add_backend(session, _backend("gpu-2"), pools=())
     await store.update_backend(session, _backend("gpu-2"), pools=[spec.DEFAULT_POOL])
-    await store.update_pool(
+    await poolstore.update_pool(
         session, spec.PoolSpec(spec.DEFAULT_POOL, "edited", ("gpu-0", "gpu-2"), ("llama3",))
     )
     await session.commit()

@@ -14,16 +14,6 @@ PACKAGES = ("controller", "runtimestate", "dwqueue", "emulators", "migrations")
 LIMIT = 400
 REASON = "# Over 400 lines: "
 
-# Being split on another branch of issue 14 (item 8) when this test was written: remove each
-# entry once that split is merged (the second test below says when).
-SPLIT_ELSEWHERE = frozenset(
-    {
-        "runtimestate/reconcile/cycle.py",
-        "runtimestate/reconcile/plan.py",
-        "runtimestate/desired/store.py",
-    }
-)
-
 
 def oversized(root: pathlib.Path, packages: Iterable[str]) -> set[str]:
     """The modules under ``root``'s ``packages`` over `LIMIT` lines whose first line gives no
@@ -39,16 +29,11 @@ def oversized(root: pathlib.Path, packages: Iterable[str]) -> set[str]:
 
 
 def test_no_module_of_the_packages_is_over_400_lines_without_a_reason_on_its_first_line() -> None:
-    found = oversized(ROOT, PACKAGES) - SPLIT_ELSEWHERE
+    found = oversized(ROOT, PACKAGES)
     assert not found, (
         f"over {LIMIT} lines: {sorted(found)}; split each along its seams, or open it with "
         f"'{REASON}<why>'"
     )
-
-
-def test_the_modules_left_to_another_split_are_still_over_400_lines() -> None:
-    done = {path for path in SPLIT_ELSEWHERE if path not in oversized(ROOT, PACKAGES)}
-    assert not done, f"split already: remove {sorted(done)} from SPLIT_ELSEWHERE"
 
 
 def test_a_long_module_passes_only_with_a_reason_on_its_first_line(tmp_path: pathlib.Path) -> None:

@@ -1,0 +1,208 @@
+"""Applying a plan: pulls queued and jobs cancelled in one transaction, prunes under locks.
+
+`Executor.apply` is called by `runtimestate.reconcile.cycle` with the plan of a pass that is not
+a dry run. Pulls and cancellations go to the download queue (`dwqueue.queue`) in one transaction
+whose events are published after it commits; prunes go through the adapters, under each
+backend's advisory lock so replicas never delete from one backend at once, and then drop
+llmctl's record of the model (retried on the next apply when that write fails).
+
+It must not decide anything (what to do is the plan's) and never raises: an action that fails,
+or that another replica's lock holds back, is an `Outcome` that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from dwqueue import queue, rows
+from runtimestate import clock, database, desired, errors, locks
+from runtimestate.backends import adapters, base
+from runtimestate.desired import names
+from runtimestate.reconcile import failures, plan, recording, status
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What happened to one action when the cycle applied it.
+
+    ``skipped``: not attempted because another replica holds the backend's lock (not a
+    failure; the next cycle plans again). ``created``: a pull whose enqueue inserted the job
+    here, rather than finding the one another replica (or an earlier cycle) had queued.
+    """
+
+    action: plan.Action
+    ok: bool
+    detail: str = ""
+    skipped: bool = False
+    created: bool = False
+
+
+class Executor:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        pool: adapters.AdapterPool,
+        *,
+        sink: recording.MessageSink | None,
+        clock: clock.Clock,
+    ) -> None:
+        self._sessions = sessions
+        self._pool = pool
+        self._sink = sink
+        self._clock = clock
+        # Prunes done whose managed record could not be dropped: retried on the next apply.
+        self._unforgotten: dict[str, set[str]] = {}
+
+    async def _tx(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        return await database.transaction(self._sessions, work)
+
+    async def apply(self, decided: plan.Plan, state: desired.DesiredState) -> tuple[Outcome, ...]:
+        """Apply the mutating actions; never raises: what fails is a failed outcome."""
+        await self._forget_pruned()
+        queued = [a for a in decided.actions if isinstance(a, plan.Pull | plan.CancelJob)]
+        outcomes: list[Outcome] = await self._queue(queued) if queued else []
+        by_backend: dict[str, list[plan.Prune]] = {}
+        for prune in decided.of(plan.Prune):
+            by_backend.setdefault(prune.backend, []).append(prune)
+        for done in await asyncio.gather(  # none of them raises: no sibling is left unwatched
+            *(self._prune_locked(name, prunes, state) for name, prunes in by_backend.items())
+        ):
+            outcomes += done
+        return tuple(outcomes)
+
+    async def _queue(self, queued: Sequence[plan.Action]) -> list[Outcome]:
+        """Enqueue pulls and cancel jobs in one transaction, then publish their events. If it
+        fails other than for an unreachable database, again one transaction per action, so
+        one action the queue refuses does not hold back the others."""
+        now = self._clock.now()
+        what = "queueing downloads and cancellations"
+        try:
+            outcomes, changes = await self._tx(lambda s: _queue_actions(s, queued, now))
+        except errors.DatabaseUnavailable as exc:
+            detail = failures.logged(what, exc, actions=len(queued))
+            return [Outcome(a, False, detail) for a in queued]
+        except Exception as exc:
+            failures.logged(what, exc, actions=len(queued))
+            outcomes, changes = [], []
+            for action in queued:
+                try:
+                    done, one = await self._tx(
+                        functools.partial(_queue_actions, actions=[action], now=now)
+                    )
+                except Exception as exc:  # logged by failures.logged, a failed outcome
+                    outcomes.append(Outcome(action, False, failures.logged("queueing", exc)))
+                    continue
+                outcomes += done
+                changes += one
+        if self._sink is not None:
+            for change in changes:
+                if change is not None and change.event is not None:
+                    await self._sink.publish(change.event)
+        return outcomes
+
+    async def _prune_locked(
+        self, name: str, prunes: Sequence[plan.Prune], state: desired.DesiredState
+    ) -> list[Outcome]:
+        """Prune under the backend's advisory lock: replicas never delete from one at once.
+        When another replica holds it, every prune is skipped (one debug line; not a failure:
+        the next cycle plans again). Never raises: when the lock cannot be taken (database
+        gone), every prune failed."""
+        done: list[Outcome] | None = None
+        try:
+            async with locks.backend_lock(self._sessions, name) as acquired:
+                if not acquired:
+                    log.debug("backend cycle: prunes skipped; another replica holds the lock",
+                              backend=name, prunes=len(prunes))  # fmt: skip
+                    held = "skipped: another replica is acting on this backend"
+                    return [Outcome(p, False, held, skipped=True) for p in prunes]
+                done = list(await asyncio.gather(*(self._prune(p, state) for p in prunes)))
+        except Exception as exc:  # logged by failures.logged, failed outcomes
+            detail = failures.logged("taking the backend's lock to prune", exc, backend=name)
+            if done is None:
+                return [Outcome(p, False, detail) for p in prunes]
+        assert done is not None  # releasing the lock failed after the prunes ran
+        return done
+
+    async def _prune(self, action: plan.Prune, state: desired.DesiredState) -> Outcome:
+        """Delete one model and drop llmctl's record of it. Never raises."""
+        backend = state.backend(action.backend)
+        assert backend is not None
+        try:
+            adapter = self._pool.get(backend.spec)
+            if not isinstance(adapter, base.Deleter):
+                return Outcome(action, False, "this backend cannot delete models")
+            with contextlib.suppress(errors.ModelNotFound):  # already gone: goal reached
+                await adapter.delete(action.model)
+        except errors.LlmctlError as exc:
+            detail = self._pool.redact(action.backend, exc.detail)
+            return Outcome(action, False, f"{exc.reason.value}: {detail}")
+        except Exception as exc:  # logged by failures.logged, a failed outcome
+            failure = failures.logged("pruning", exc, backend=action.backend)
+            return Outcome(action, False, failure)
+        key = names.key(action.model, backend.spec.type)
+        try:
+            await self._tx(lambda s: status.forget(s, action.backend, [key]))
+        except Exception as exc:  # logged by failures.logged, retried next cycle
+            self._unforgotten.setdefault(action.backend, set()).add(key)
+            what = "dropping the record of a pruned model"
+            failure = failures.logged(what, exc, backend=action.backend)
+            return Outcome(action, False, f"deleted, but not recorded (retried): {failure}")
+        return Outcome(action, True)
+
+    async def _forget_pruned(self) -> None:
+        """Drop the records that prunes of earlier cycles could not drop."""
+        if not self._unforgotten:
+            return
+        pending = self._unforgotten
+
+        async def forget(session: AsyncSession) -> None:
+            for name, keys in pending.items():
+                await status.forget(session, name, keys)
+
+        try:
+            await self._tx(forget)
+        except Exception as exc:  # logged by failures.logged, retried next cycle
+            failures.logged("dropping the records of pruned models", exc)
+            return
+        self._unforgotten = {}
+
+
+async def _queue_actions(
+    session: AsyncSession, actions: Sequence[plan.Action], now: dt.datetime
+) -> tuple[list[Outcome], list[rows.Change | None]]:
+    outcomes: list[Outcome] = []
+    changes: list[rows.Change | None] = []
+    for action in actions:
+        if isinstance(action, plan.Pull):
+            change = await queue.enqueue(
+                session,
+                action.backend,
+                action.model,
+                model_key=action.model_key,
+                declaration=action.declaration,
+                now=now,
+            )
+            changes.append(change)
+            created = change.event is not None  # `enqueue`: an event only when it inserted
+            outcomes.append(
+                Outcome(action, True, "" if created else "queued already", created=created)
+            )
+            continue
+        if isinstance(action, plan.CancelJob):
+            changes.append(
+                await queue.cancel(session, action.job_id, reason=action.reason.text, now=now)
+            )
+        outcomes.append(Outcome(action, True))
+    return outcomes, changes
