@@ -58,12 +58,14 @@ def _pools(
 
 def _credentials(
     env: runner.Env, api_key_env: str | None, api_key_stdin: bool
-) -> spec.Credentials | None:
+) -> credentials.Credentials | None:
     if api_key_env and api_key_stdin:
         env.fail("--api-key-env and --api-key-stdin contradict each other; give one of them")
     try:
         if api_key_env:
-            return spec.Credentials(spec.CredentialKind.ENV, env_var=spec.env_var(api_key_env))
+            return credentials.Credentials(
+                credentials.CredentialKind.ENV, env_var=spec.env_var(api_key_env)
+            )
         if api_key_stdin:
             secret_key = credentials.require_secret_key(env.environ)
             return credentials.encrypt(runner.read_stdin(), secret_key)

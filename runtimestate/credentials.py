@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import enum
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -26,8 +28,6 @@ from collections.abc import Mapping, Sequence
 from cryptography import fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf import hkdf
-
-from runtimestate.desired import spec
 
 SECRET_KEY_VARIABLE = "LLMCTL_SECRET_KEY"  # noqa: S105 - the variable's name, not a secret
 PREVIOUS_KEY_VARIABLE = "LLMCTL_SECRET_KEY_PREVIOUS"
@@ -40,6 +40,30 @@ UNDECRYPTABLE = (
 _VERSION = "v2"
 _SALT_BYTES = 16
 _INFO = b"llmctl credentials v2"
+
+
+class CredentialKind(enum.StrEnum):
+    ENV = "env"
+    ENCRYPTED = "encrypted"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Credentials:
+    """How a backend's API key is found: an environment variable, or a stored ciphertext.
+
+    The ciphertext is excluded from ``repr`` so it never reaches a log by accident; the key
+    itself is only ever held by `runtimestate.credentials`.
+    """
+
+    kind: CredentialKind
+    env_var: str | None = None
+    ciphertext: str | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def describe(self) -> str:
+        """The public description: ``env:VAR`` or ``encrypted``. Never the key."""
+        if self.kind is CredentialKind.ENV:
+            return f"env:{self.env_var}"
+        return "encrypted"
 
 
 class CredentialError(ValueError):
@@ -130,7 +154,7 @@ def decryption_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(k for k in found if k))
 
 
-def encrypt(api_key: str, secret_key: str) -> spec.Credentials:
+def encrypt(api_key: str, secret_key: str) -> Credentials:
     """Credentials holding ``api_key`` encrypted under ``secret_key`` with a fresh salt."""
     api_key = api_key.strip()
     if not api_key:
@@ -138,7 +162,7 @@ def encrypt(api_key: str, secret_key: str) -> spec.Credentials:
     salt = os.urandom(_SALT_BYTES)
     token = _derived(secret_key, salt).encrypt(api_key.encode()).decode()
     ciphertext = f"{_VERSION}:{_salt_text(salt)}:{token}"
-    return spec.Credentials(kind=spec.CredentialKind.ENCRYPTED, ciphertext=ciphertext)
+    return Credentials(kind=CredentialKind.ENCRYPTED, ciphertext=ciphertext)
 
 
 def decrypt(ciphertext: str, secret_keys: Sequence[str]) -> tuple[Secret, int]:
@@ -161,7 +185,7 @@ def is_current(ciphertext: str) -> bool:
     return _parse(ciphertext)[0] is not None
 
 
-def rotate(ciphertext: str, environ: Mapping[str, str]) -> tuple[spec.Credentials, bool]:
+def rotate(ciphertext: str, environ: Mapping[str, str]) -> tuple[Credentials, bool]:
     """``ciphertext`` re-encrypted under the current ``LLMCTL_SECRET_KEY`` (which must be
     strong), and whether it had to be (under the previous key, or in the first format).
 
@@ -173,7 +197,7 @@ def rotate(ciphertext: str, environ: Mapping[str, str]) -> tuple[spec.Credential
     return encrypt(secret.reveal(), current), moved
 
 
-def resolve(credentials: spec.Credentials | None, environ: Mapping[str, str]) -> Secret | None:
+def resolve(credentials: Credentials | None, environ: Mapping[str, str]) -> Secret | None:
     """The API key the credentials lead to, or None when the backend has none.
 
     Raises `CredentialError` when the variable is unset or the stored key cannot be decrypted
@@ -181,7 +205,7 @@ def resolve(credentials: spec.Credentials | None, environ: Mapping[str, str]) ->
     """
     if credentials is None:
         return None
-    if credentials.kind is spec.CredentialKind.ENV:
+    if credentials.kind is CredentialKind.ENV:
         assert credentials.env_var is not None
         value = environ.get(credentials.env_var)
         if not value:

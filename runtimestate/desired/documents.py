@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from runtimestate import echo
+from runtimestate import credentials, echo
 from runtimestate.desired import names, spec
 
 API_VERSION = "llmctl/v1"
@@ -205,7 +205,7 @@ def _backend(
     return spec.BackendSpec(checked, type_, url, labels_ or {}, prune, max_pulls, creds)
 
 
-def _credentials(creds: _Fields) -> spec.Credentials | None:
+def _credentials(creds: _Fields) -> credentials.Credentials | None:
     creds.unknown(("env", "encrypted"), "credentials")
     env = creds.take("env", str, None)
     encrypted = creds.take("encrypted", bool, None)
@@ -215,9 +215,13 @@ def _credentials(creds: _Fields) -> spec.Credentials | None:
         creds.problems.append("spec.credentials: give exactly one of env: VAR or encrypted: true")
     elif env is not None:
         var = creds.check("env", env, spec.env_var)
-        return None if var is None else spec.Credentials(spec.CredentialKind.ENV, env_var=var)
+        return (
+            None
+            if var is None
+            else credentials.Credentials(credentials.CredentialKind.ENV, env_var=var)
+        )
     elif encrypted:
-        return spec.Credentials(spec.CredentialKind.ENCRYPTED)
+        return credentials.Credentials(credentials.CredentialKind.ENCRYPTED)
     return None
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtimestate import desired, echo
+from runtimestate import credentials, desired, echo
 from runtimestate.desired import documents, names, poolstore, spec, store
 
 API_VERSION = documents.API_VERSION
@@ -337,7 +337,7 @@ def export(state: desired.DesiredState) -> str:
         if b.credentials is not None:
             body["credentials"] = (
                 {"env": b.credentials.env_var}
-                if b.credentials.kind is spec.CredentialKind.ENV
+                if b.credentials.kind is credentials.CredentialKind.ENV
                 else {"encrypted": True}
             )
         meta: dict[str, Any] = {"name": b.name}

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import credentials
-from runtimestate.desired import schema, spec
+from runtimestate.desired import schema
 
 
 class RotationError(credentials.CredentialError):
@@ -44,7 +44,7 @@ async def rotate(
     credentials.require_secret_key(environ)
     query = (
         sa.select(schema.BackendRow)
-        .where(schema.BackendRow.credential_kind == spec.CredentialKind.ENCRYPTED.value)
+        .where(schema.BackendRow.credential_kind == credentials.CredentialKind.ENCRYPTED.value)
         .where(schema.BackendRow.credential_ciphertext.is_not(None))
         .order_by(schema.BackendRow.name)
         .with_for_update()

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import NewType, TypeVar
 
 from runtimestate import echo
+from runtimestate.credentials import Credentials
 from runtimestate.desired import names
 
 BackendId = NewType("BackendId", int)
@@ -63,30 +64,6 @@ class Capability(enum.StrEnum):
     EMBED = "embed"
     PROMPT = "prompt"
     STREAM = "stream"
-
-
-class CredentialKind(enum.StrEnum):
-    ENV = "env"
-    ENCRYPTED = "encrypted"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Credentials:
-    """How a backend's API key is found: an environment variable, or a stored ciphertext.
-
-    The ciphertext is excluded from ``repr`` so it never reaches a log by accident; the key
-    itself is only ever held by `runtimestate.credentials`.
-    """
-
-    kind: CredentialKind
-    env_var: str | None = None
-    ciphertext: str | None = dataclasses.field(default=None, repr=False, compare=False)
-
-    def describe(self) -> str:
-        """The public description: ``env:VAR`` or ``encrypted``. Never the key."""
-        if self.kind is CredentialKind.ENV:
-            return f"env:{self.env_var}"
-        return "encrypted"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtimestate import desired, echo
+from runtimestate import credentials, desired, echo
 from runtimestate.desired import memberships, names, schema, spec
 
 
@@ -43,11 +43,11 @@ def meta(row: schema.BackendRow | schema.ModelRow | schema.PoolRow) -> spec.Meta
     return spec.Meta(row.id, row.generation, row.created_at, row.updated_at)
 
 
-def _credentials(row: schema.BackendRow) -> spec.Credentials | None:
+def _credentials(row: schema.BackendRow) -> credentials.Credentials | None:
     if row.credential_kind is None:
         return None
-    return spec.Credentials(
-        kind=spec.CredentialKind(row.credential_kind),
+    return credentials.Credentials(
+        kind=credentials.CredentialKind(row.credential_kind),
         env_var=row.credential_env,
         ciphertext=row.credential_ciphertext,
     )
@@ -79,8 +79,8 @@ def _fill_backend(row: schema.BackendRow, value: spec.BackendSpec) -> None:
     if creds is None:
         row.credential_kind = row.credential_env = row.credential_ciphertext = None
         return
-    if creds.kind is spec.CredentialKind.ENCRYPTED and creds.ciphertext is None:
-        if row.credential_kind != spec.CredentialKind.ENCRYPTED.value:
+    if creds.kind is credentials.CredentialKind.ENCRYPTED and creds.ciphertext is None:
+        if row.credential_kind != credentials.CredentialKind.ENCRYPTED.value:
             raise StoreError(
                 f"backend {value.name!r} has no stored key to keep; "
                 f"set one with llmctl backend update {value.name} --api-key-stdin"

@@ -19,7 +19,7 @@ from cryptography import fernet
 from controller import httpapi, metrics
 from dwqueue import flushing
 from runtimestate import credentials, database, state
-from runtimestate.desired import schema, spec
+from runtimestate.desired import schema
 from tests.e2e.conftest import Cli, Result, dump
 
 KEY = "sk-proj-" + secrets.token_urlsafe(36)
@@ -227,7 +227,9 @@ async def test_secrets_rotate_keeps_every_stored_key_readable(
         assert ciphertext is not None
         assert ciphertext.startswith("v2:")
         assert api_key not in done.out + str(after)
-        stored = spec.Credentials(spec.CredentialKind.ENCRYPTED, ciphertext=ciphertext)
+        stored = credentials.Credentials(
+            credentials.CredentialKind.ENCRYPTED, ciphertext=ciphertext
+        )
         secret = credentials.resolve(stored, {"LLMCTL_SECRET_KEY": NEW})
         assert secret is not None
         assert secret.reveal() == api_key

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import migrations
 from controller import cli
 from controller import resolve as resolve_cli
-from runtimestate import database
+from runtimestate import credentials, database
 from runtimestate.desired import spec, store
 from runtimestate.reconcile import status
 from tests.integration.test_resolver_feed import T0
@@ -41,7 +41,7 @@ async def _seed(url: str) -> None:
     try:
         async with database.session_factory(engine)() as session, session.begin():
             await status.write_states(session, STATES, {}, T0)
-            creds = spec.Credentials(spec.CredentialKind.ENV, env_var="CLOUD_KEY")
+            creds = credentials.Credentials(credentials.CredentialKind.ENV, env_var="CLOUD_KEY")
             value = spec.make_backend(
                 "cloud", "openai", "https://api.example.com/v1", credentials=creds
             )

@@ -20,7 +20,7 @@ import pytest
 
 from dwqueue import jobs, publisher, queue
 from emulators import ollama
-from runtimestate import resolver, state
+from runtimestate import credentials, resolver, state
 from runtimestate.desired import spec, store
 from runtimestate.reconcile import plan
 from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file
@@ -213,7 +213,7 @@ async def test_from_state_hands_out_credentials_of_backends_declared_after_it_wa
     fleet = Fleet(migrated_url)
     await fleet.state.aclose()
     fleet.state = state.State(fleet.engine, settings=QUICK, environ=environ)  # probes use the key
-    keyed = spec.Credentials(spec.CredentialKind.ENV, env_var="GPU_KEY")
+    keyed = credentials.Credentials(credentials.CredentialKind.ENV, env_var="GPU_KEY")
     try:
         async with ollama.running(nodes=2, installed=["llama3:latest"]) as emu:
             # Built before any cycle; the key is read from this environment when asked for.

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtimestate import credentials
 from runtimestate.desired import poolstore, spec, store
 
 
@@ -43,7 +44,7 @@ async def test_a_real_change_bumps_the_generation_and_a_no_op_does_not(
 
 
 async def test_a_new_encrypted_key_counts_as_a_change(session: AsyncSession) -> None:
-    key = spec.Credentials(spec.CredentialKind.ENCRYPTED, ciphertext="token-1")
+    key = credentials.Credentials(credentials.CredentialKind.ENCRYPTED, ciphertext="token-1")
     await store.add_backend(session, _backend(type="openai", credentials=key))
     rotated = dataclasses.replace(key, ciphertext="token-2")
     updated, changed = await store.update_backend(

@@ -10,17 +10,16 @@ import pytest
 from cryptography import fernet
 
 from runtimestate import credentials
-from runtimestate.desired import spec
 
 OLD = "Zq3-old-secret-key-0123456789abcdefXY"
 NEW = "Hk8_new-secret-key-9876543210fedcbaQW"
 
 
-def _first_format(api_key: str, secret_key: str) -> spec.Credentials:
+def _first_format(api_key: str, secret_key: str) -> credentials.Credentials:
     """A key as llmctl stored it before the salted derivation: Fernet under SHA-256(key)."""
     box = fernet.Fernet(base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode()).digest()))
     token = box.encrypt(api_key.encode()).decode()
-    return spec.Credentials(spec.CredentialKind.ENCRYPTED, ciphertext=token)
+    return credentials.Credentials(credentials.CredentialKind.ENCRYPTED, ciphertext=token)
 
 
 def test_a_key_stored_in_the_first_format_still_decrypts() -> None:

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from runtimestate import desired
+from runtimestate import credentials, desired
 from runtimestate.desired import manifest, spec
 
 VALID = """
@@ -31,8 +31,8 @@ def test_the_documented_example_parses_into_specs() -> None:
     parsed = manifest.parse(VALID)
     (backend,) = parsed.backends
     assert backend.labels == {"zone": "a"}
-    assert backend.credentials == spec.Credentials(
-        spec.CredentialKind.ENV, env_var="OPENAI_API_KEY"
+    assert backend.credentials == credentials.Credentials(
+        credentials.CredentialKind.ENV, env_var="OPENAI_API_KEY"
     )
     (model,) = parsed.models
     assert model.context_length == 8192

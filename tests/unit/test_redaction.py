@@ -11,7 +11,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from runtimestate import errors
+from runtimestate import credentials, errors
 from runtimestate.backends import adapters, base, gemini, ollama, openai, redaction, vllm
 from runtimestate.desired import spec
 
@@ -135,7 +135,7 @@ async def test_every_adapter_masks_the_key_a_provider_echoes_in_its_error(
 
 
 async def test_the_adapter_pool_masks_the_key_of_the_backend_it_built_and_only_that() -> None:
-    creds = spec.Credentials(spec.CredentialKind.ENV, env_var="CLOUD_KEY")
+    creds = credentials.Credentials(credentials.CredentialKind.ENV, env_var="CLOUD_KEY")
     cloud = spec.make_backend("cloud", "openai", "http://cloud.test/v1", credentials=creds)
     pool = adapters.AdapterPool(FAST, {"CLOUD_KEY": KEY})
     try:

@@ -708,7 +708,7 @@ def test_an_unchanged_backend_keeps_its_candidates_across_snapshots() -> None:
 # --- providers, credentials and output --------------------------------------------------------
 
 
-def _desired(creds: spec.Credentials | None) -> desired.DesiredState:
+def _desired(creds: credentials.Credentials | None) -> desired.DesiredState:
     meta = spec.Meta(1, 1, dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 1))
     value = spec.BackendSpec(
         "cloud", spec.BackendType.OPENAI, "https://api.example.com/v1", credentials=creds
@@ -718,7 +718,7 @@ def _desired(creds: spec.Credentials | None) -> desired.DesiredState:
 
 def test_credentials_come_from_the_stored_spec_and_never_print() -> None:
     snap = fleet(backend("cloud", model("gpt-4o-mini"), type_="openai"))
-    creds = spec.Credentials(spec.CredentialKind.ENV, env_var="OPENAI_API_KEY")
+    creds = credentials.Credentials(credentials.CredentialKind.ENV, env_var="OPENAI_API_KEY")
     r = resolver.Resolver.from_snapshot(
         snap, desired=_desired(creds), environ={"OPENAI_API_KEY": "sk-very-secret"}
     )

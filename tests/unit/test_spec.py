@@ -103,7 +103,7 @@ def test_a_stored_key_needs_the_secret_key_it_was_stored_with() -> None:
 
 
 def test_env_credentials_read_the_variable_at_use() -> None:
-    ref = spec.Credentials(spec.CredentialKind.ENV, env_var="OPENAI_API_KEY")
+    ref = credentials.Credentials(credentials.CredentialKind.ENV, env_var="OPENAI_API_KEY")
     assert ref.describe() == "env:OPENAI_API_KEY"
     secret = credentials.resolve(ref, {"OPENAI_API_KEY": "sk-2"})
     assert secret is not None
