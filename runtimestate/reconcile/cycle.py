@@ -296,7 +296,7 @@ class BackendCycle:
             actions=decided.for_backend(backend.name).actions,
             jobs=backend_jobs,
             observed_generation=self._observer.generation(backend.name),
-            overrides=state.overrides(backend.spec.type),
+            overrides=self._reuse.overrides(state.overrides(backend.spec.type)),
         )
         return self._reuse.state(
             inputs,

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, TypeVar
 
 from runtimestate import backends, desired, snapshot
 from runtimestate.backends import base
@@ -41,6 +42,10 @@ class _State:
     state: snapshot.LLMState
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+_KEPT_OVERRIDES = 16  # mappings of the last reads: four backend types, a few reads each
+
 # Every node of a fleet serves the same few (name, loaded) pairs: one object each, not one
 # per model per node (fewer objects for the garbage collector to walk, too).
 _served = functools.lru_cache(maxsize=16384)(planview.ServedModel)
@@ -52,6 +57,23 @@ class Reuse:
     def __init__(self) -> None:
         self._views: dict[str, _View] = {}
         self._states: dict[str, _State] = {}
+        # id(mapping read) -> (that mapping, the equal one handed out first); a few per read
+        self._overrides: dict[int, tuple[Mapping[Any, Any], Mapping[Any, Any]]] = {}
+
+    def overrides(self, given: Mapping[K, V]) -> Mapping[K, V]:
+        """``given``, or an equal mapping handed out for an earlier read of the desired state.
+
+        Each read builds new override mappings (one per backend type); handing back the one
+        a held state was built from turns `state`'s comparison of them, once per backend,
+        into an identity check. Compared by content once per mapping read."""
+        found = self._overrides.get(id(given))
+        if found is not None and found[0] is given:
+            return found[1]
+        kept = next((k for _, k in self._overrides.values() if k == given), given)
+        self._overrides[id(given)] = (given, kept)
+        while len(self._overrides) > _KEPT_OVERRIDES:  # the oldest reads go first
+            del self._overrides[next(iter(self._overrides))]
+        return kept
 
     def view(
         self,

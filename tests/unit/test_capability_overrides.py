@@ -121,3 +121,41 @@ def test_a_changed_override_of_a_model_not_desired_here_rebuilds_the_state() -> 
 
 def _build(inputs: conditions.Inputs) -> snapshot.LLMState:
     return conditions.build(inputs, T0, POLICY)
+
+
+def test_equal_overrides_of_a_new_read_are_handed_back_as_the_mapping_held_states_saw() -> None:
+    kept = reuse.Reuse()
+    first = _fleet(spec.ModelSpec("llama3", None, CHAT), {"p": ("other-0",)}, OLLAMA)
+    again = _fleet(spec.ModelSpec("llama3", None, CHAT), {"p": ("other-0",)}, OLLAMA)
+    changed = _fleet(spec.ModelSpec("llama3", 4096, CHAT), {"p": ("other-0",)}, OLLAMA)
+    kind = first.backends[0].spec.type
+    assert again.overrides(kind) is not first.overrides(kind)  # each read builds its own
+    handed = kept.overrides(first.overrides(kind))
+    assert handed is first.overrides(kind)
+    assert kept.overrides(again.overrides(kind)) is handed  # equal: one identity check later
+    assert kept.overrides(again.overrides(kind)) is handed  # asked again: no comparison
+    assert kept.overrides(changed.overrides(kind)) is changed.overrides(kind)
+
+
+def test_a_state_is_not_rebuilt_for_equal_overrides_of_a_new_read() -> None:
+    kept = reuse.Reuse()
+    reads = [
+        _fleet(spec.ModelSpec("llama3", None, CHAT), {"p": ("other-0",)}, OLLAMA) for _ in range(2)
+    ]
+    backend = reads[0].backends[0]
+    seen = base.Observation(
+        (base.ObservedModel("llama3", "llama3", capabilities=REPORTED),), healthy=True
+    )
+    record = probing.succeeded(probing.Record(), seen, T0)
+    view = kept.view(reads[0], backend, seen, stale=False)
+    builds = []
+    for state in reads:
+        overrides = kept.overrides(state.overrides(backend.spec.type))
+        inputs = conditions.Inputs(backend, record, seen, (), (), 1, overrides=overrides)
+
+        def build(i: conditions.Inputs = inputs) -> snapshot.LLMState:
+            builds.append(i)
+            return _build(i)
+
+        kept.state(inputs, snapshot.Phase.READY, view, build)
+    assert len(builds) == 1
