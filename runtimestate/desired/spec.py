@@ -27,10 +27,10 @@ DEFAULT_POOL = "default"
 MAX_PULLS_LIMIT = 64
 MAX_CONTEXT_LENGTH = 100_000_000
 
-_LABEL_KEY = re.compile(
+LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?$"
 )
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?)?$")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?)?$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _WHOLE_NUMBER = re.compile(r"^[0-9]+$")
@@ -219,11 +219,11 @@ def api_url(kind: BackendType, url: str) -> str:
 def labels(pairs: Mapping[str, str]) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, value in pairs.items():
-        if not isinstance(key, str) or not _LABEL_KEY.match(key):
+        if not isinstance(key, str) or not LABEL_KEY.match(key):
             raise SpecError(
                 "labels", f"key {echo.quoted(key)} is not a valid label key (e.g. zone)"
             )
-        if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+        if not isinstance(value, str) or not LABEL_VALUE.match(value):
             raise SpecError(
                 "labels",
                 f"value {echo.quoted(value)} of {echo.quoted(key)} "
