@@ -1,60 +1,97 @@
-"""The ``llmctl`` command line: global options, ``db``, ``apply``, ``export`` and the sub-apps.
+"""The ``llmctl`` command line: the global options and the table of commands.
 
-The entry point of the console script. Commands are thin: they parse options, call the domain
-through `controller.runner`, and print. Exit codes: 0 success, 1 a service could not be used
-(database unreachable), 2 invalid input (nothing written).
+The entry point of the console script. Each top-level command lives in its own module and is
+imported only when it runs (`usage.Lazy`): ``llmctl --help`` imports none of them, and a command
+imports what it uses and nothing else (`tests/e2e/test_cli_imports.py` holds that). Commands
+are thin: they parse options, call the domain through `controller.runner`, and print. Exit
+codes: 0 success, 1 a service could not be used (database unreachable), 2 invalid input
+(nothing written).
 """
 
 from __future__ import annotations
 
 import pathlib
 import sys
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from alembic.util import CommandError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-import migrations
-from controller import (
-    declare,
-    demo,
-    downloads,
-    emulate,
-    pools,
-    reconcile,
-    resolve,
-    runner,
-    secrets,
-    serve,
-    usage,
-    watch,
-)
-from runtimestate import database, echo, errors
-from runtimestate.desired import manifest, store
+from controller import runner, usage
+from runtimestate import echo
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from runtimestate.desired import manifest
+
+_DECLARE = "Declare"
+_OPERATE = "Operate"
+_RUN = "Run"
+
+COMMANDS = {
+    "backend": usage.Lazy(
+        "controller.declare:backend_app", "Declare the backends llmctl manages.", _DECLARE
+    ),
+    "model": usage.Lazy(
+        "controller.declare:model_app", "Declare the models backends should serve.", _DECLARE
+    ),
+    "pool": usage.Lazy(
+        "controller.pools:app",
+        "Group backends and models: a backend serves its pools' models.",
+        _DECLARE,
+    ),
+    "downloads": usage.Lazy(
+        "controller.downloads:app",
+        "List, cancel and retry model downloads (pulls onto Ollama backends).",
+        _OPERATE,
+    ),
+    "reconcile": usage.Lazy(
+        "controller.reconcile:reconcile_command",
+        "Run one reconciliation pass: observe, plan, act. Exit 1 with --wait if not converged.",
+        _OPERATE,
+    ),
+    "watch": usage.Lazy(
+        "controller.watch:watch_command",
+        "Follow downloads live: one progress bar per job, from NATS (Ctrl-C to stop).",
+        _OPERATE,
+    ),
+    "resolve": usage.Lazy(
+        "controller.resolve:resolve_command",
+        "Show which provider a request would get, its fallbacks, and why others were excluded.",
+        _OPERATE,
+    ),
+    "serve": usage.Lazy(
+        "controller.serve:serve_command",
+        "Run the controller: scheduled cycles, downloads, triggers and /metrics until stopped.",
+        _RUN,
+    ),
+    "demo": usage.Lazy(
+        "controller.demo:demo_command",
+        "Run a self-contained demo: emulated nodes, embedded NATS, pulls converging live.",
+        _RUN,
+    ),
+    "emulate": usage.Lazy(
+        "controller.emulate:app", "Run a protocol-faithful Ollama or vLLM emulator.", _RUN
+    ),
+    "db": usage.Lazy("controller.migration:app", "Manage the database schema.", _RUN),
+    "secrets": usage.Lazy(
+        "controller.secrets:app", "Manage the key that encrypts stored API keys.", _RUN
+    ),
+}
+
+
+class Llmctl(usage.Root):
+    lazy = COMMANDS
+
+
 app = typer.Typer(
     name="llmctl",
-    cls=usage.Root,
+    cls=Llmctl,
     help="Declare which models your Ollama, vLLM and cloud backends serve; llmctl converges them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(declare.backend_app, name="backend")
-app.add_typer(declare.model_app, name="model")
-app.add_typer(pools.app, name="pool")
-app.add_typer(emulate.app, name="emulate", help="Run protocol-faithful Ollama or vLLM emulators.")
-app.command("reconcile")(reconcile.reconcile_command)
-app.add_typer(downloads.app, name="downloads", help="List, cancel and retry model downloads.")
-app.command("watch")(watch.watch_command)
-app.command("resolve")(resolve.resolve_command)
-app.command("serve")(serve.serve_command)
-app.command("demo")(demo.demo_command)
-app.add_typer(secrets.app, name="secrets")
 
 
 @app.callback()
@@ -86,7 +123,6 @@ def main_options(
         ),
     ] = "llmctl",
 ) -> None:
-    runner.configure_cli_logging()
     ctx.obj = runner.Env(
         database_url=database_url or runner.default_database_url(), nats_url=nats_url, prefix=prefix
     )
@@ -98,52 +134,7 @@ def _env(ctx: typer.Context) -> runner.Env:
     return env
 
 
-@db_app.command("upgrade")
-def db_upgrade(
-    ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision")] = "head"
-) -> None:
-    """Apply the database migrations (idempotent)."""
-    env = _env(ctx)
-    _migrate(env, lambda: migrations.upgrade(env.database_url, revision))
-    current = _migrate(env, lambda: migrations.current(env.database_url))
-    env.out.print(f"database at revision {current}", highlight=False)
-
-
-@db_app.command("downgrade")
-def db_downgrade(
-    ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision, or base")]
-) -> None:
-    """Revert the database migrations down to REVISION (base drops every llmctl table)."""
-    env = _env(ctx)
-    _migrate(env, lambda: database.require_existing(env.database_url))
-    _migrate(env, lambda: migrations.downgrade(env.database_url, revision))
-    current = _migrate(env, lambda: migrations.current(env.database_url))
-    env.out.print(f"database at revision {current}", highlight=False)
-
-
-@db_app.command("current")
-def db_current(ctx: typer.Context) -> None:
-    """Print the revision the database is at, and the newest one this llmctl knows."""
-    env = _env(ctx)
-    _migrate(env, lambda: database.require_existing(env.database_url))
-    current = _migrate(env, lambda: migrations.current(env.database_url))
-    env.out.print(f"current: {current or 'none'}  head: {migrations.head()}", highlight=False)
-
-
-def _migrate(env: runner.Env, action: Callable[[], T]) -> T:
-    """Run a migrations ``action``: exit 2 for a bad URL or revision, 1 (one line, never a
-    traceback) when the database is unreachable."""
-    try:
-        database.parse(env.database_url)
-        with database.guarded():
-            return action()
-    except (database.DatabaseUrlError, CommandError) as exc:
-        env.fail(str(exc))
-    except errors.DatabaseUnavailable as exc:
-        env.fail(f"cannot use the database at {database.redact(env.database_url)}: {exc}", 1)
-
-
-@app.command("apply")
+@app.command("apply", rich_help_panel=_DECLARE)
 def apply(
     ctx: typer.Context,
     file: Annotated[
@@ -157,6 +148,8 @@ def apply(
     ] = False,
 ) -> None:
     """Apply a declarative file in one transaction; the whole file is validated first."""
+    from runtimestate.desired import manifest
+
     env = _env(ctx)
     source = manifest.STDIN if file == "-" else echo.plain(file)
     if file == "-" and (sys.stdin is None or sys.stdin.closed):
@@ -184,9 +177,11 @@ def apply(
         )
 
 
-@app.command("export")
+@app.command("export", rich_help_panel=_DECLARE)
 def export(ctx: typer.Context) -> None:
     """Print the desired state as a file that llmctl apply -f accepts unchanged."""
+    from runtimestate.desired import manifest, store
+
     env = _env(ctx)
     state = runner.read(env, store.load)
     env.out.out(manifest.export(state), highlight=False, end="")

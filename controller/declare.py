@@ -8,15 +8,20 @@ chosen output format. Invalid input exits 2 with a message naming the field; not
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import output, runner
-from runtimestate import credentials, desired, snapshot
-from runtimestate.desired import spec, store
-from runtimestate.reconcile import status
+from runtimestate.desired import spec
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from runtimestate import credentials, desired, snapshot
+
+# The stores, the status reader and the credentials are imported by the commands that use
+# them: ``llmctl backend --help`` imports none of them (tests/e2e/test_cli_imports.py).
 
 backend_app = typer.Typer(help="Declare the backends llmctl manages.", no_args_is_help=True)
 model_app = typer.Typer(help="Declare the models backends should serve.", no_args_is_help=True)
@@ -59,6 +64,8 @@ def _pools(
 def _credentials(
     env: runner.Env, api_key_env: str | None, api_key_stdin: bool
 ) -> credentials.Credentials | None:
+    from runtimestate import credentials
+
     if api_key_env and api_key_stdin:
         env.fail("--api-key-env and --api-key-stdin contradict each other; give one of them")
     try:
@@ -69,7 +76,7 @@ def _credentials(
         if api_key_stdin:
             secret_key = credentials.require_secret_key(env.environ)
             return credentials.encrypt(runner.read_stdin(), secret_key)
-    except runner.USER_ERRORS as exc:
+    except runner.user_errors() as exc:
         env.fail(str(exc))
     return None
 
@@ -113,6 +120,8 @@ def backend_add(
     ] = False,
 ) -> None:
     """Declare a backend (generation 1). It joins the default pool unless told otherwise."""
+    from runtimestate.desired import store
+
     env = env_of(ctx)
     pools = _pools(env, pool, no_pool, [spec.DEFAULT_POOL])
     assert pools is not None
@@ -150,6 +159,8 @@ def backend_update(
     ] = False,
 ) -> None:
     """Change a backend; the generation goes up when its spec really changes."""
+    from runtimestate.desired import store
+
     env = env_of(ctx)
     pools = _pools(env, pool, no_pool, None)
     new_creds = _credentials(env, api_key_env, api_key_stdin)
@@ -178,6 +189,9 @@ def backend_update(
 async def _with_status(
     session: AsyncSession,
 ) -> tuple[desired.DesiredState, dict[str, snapshot.LLMState]]:
+    from runtimestate.desired import store
+    from runtimestate.reconcile import status
+
     return await store.load(session), await status.load_states(session)
 
 
@@ -193,6 +207,8 @@ def backend_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> No
 @backend_app.command("get")
 def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
     """Show a backend's spec, desired models, conditions, observed models and downloads."""
+    from runtimestate.desired import store
+
     env = env_of(ctx)
     state, observed = runner.read(env, _with_status)
     backend = state.backend(name)
@@ -209,6 +225,8 @@ def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TA
 @backend_app.command("delete")
 def backend_delete(ctx: typer.Context, name: str) -> None:
     """Delete a backend. Its pending downloads are cancelled by the next cycle."""
+    from runtimestate.desired import store
+
     env = env_of(ctx)
     runner.transaction(env, lambda s: store.delete_backend(s, name))
     env.out.print(f"backend/{name} deleted", highlight=False)
@@ -238,6 +256,8 @@ def model_add(
     ] = None,
 ) -> None:
     """Declare a model. It joins the default pool unless told otherwise."""
+    from runtimestate.desired import store
+
     env = env_of(ctx)
     pools = _pools(env, pool, no_pool, [spec.DEFAULT_POOL])
     assert pools is not None
@@ -272,6 +292,8 @@ def model_update(
     ] = False,
 ) -> None:
     """Change a model's overrides or pools; the generation goes up on a real change."""
+    from runtimestate.desired import store
+
     env = env_of(ctx)
     pools = _pools(env, pool, no_pool, None)
     if (context_length is not None and no_context_length) or (capability and no_capabilities):
@@ -303,6 +325,8 @@ def _model_listing(state: desired.DesiredState) -> list[dict[str, object]]:
 @model_app.command("list")
 def model_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
     """List the declared models."""
+    from runtimestate.desired import store
+
     env = env_of(ctx)
     state = runner.read(env, store.load)
     output.render_list("model", _model_listing(state), fmt, env.out)
@@ -311,11 +335,13 @@ def model_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None
 @model_app.command("get")
 def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
     """Show a model (llama3 finds llama3:latest) and the backends it is desired on."""
+    from runtimestate.desired import store
+
     env = env_of(ctx)
     state = runner.read(env, store.load)
     try:
         model = state.model(name)
-    except runner.USER_ERRORS as exc:
+    except runner.user_errors() as exc:
         env.fail(str(exc))
     if model is None:
         env.fail(str(store.NotFound("model", name)))
@@ -327,6 +353,8 @@ def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABL
 @model_app.command("delete")
 def model_delete(ctx: typer.Context, name: str) -> None:
     """Delete a model declaration (what is installed on backends is left to the prune policy)."""
+    from runtimestate.desired import store
+
     env = env_of(ctx)
     runner.transaction(env, lambda s: store.delete_model(s, name))
     env.out.print(f"model/{name} deleted", highlight=False)

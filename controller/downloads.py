@@ -16,17 +16,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import nats.errors
 import typer
-from nats.aio.client import Client
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller import downloadview, output, runner, trigger
-from dwqueue import events, flushing, jobs, queue, rows
+from controller import downloadview, output, runner
+from dwqueue import jobs
 from runtimestate import echo
 from runtimestate.desired import names, spec
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from dwqueue import rows
 
 app = typer.Typer(
     help="List, cancel and retry model downloads (pulls onto Ollama backends).",
@@ -37,7 +39,6 @@ OutputOpt = Annotated[
     output.Format, typer.Option("--output", "-o", help="table, wide, json or yaml")
 ]
 STATE_CHOICES = [state.value for state in jobs.JobState] + ["active"]
-_NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
 _NATS_TIMEOUT_S = 3.0
 
 
@@ -49,6 +50,8 @@ def _env(ctx: typer.Context) -> runner.Env:
 
 def control_subject(prefix: str, verb: str) -> str:
     """``<prefix>.v1.control.<verb>``: requests to the controller (``cancel``, ``trigger``)."""
+    from dwqueue import events
+
     return f"{events.check_prefix(prefix)}.v1.control.{verb}"
 
 
@@ -100,6 +103,8 @@ def list_downloads(
     fmt: OutputOpt = output.Format.TABLE,
 ) -> None:
     """List downloads, oldest first (finished ones too, unless --state narrows them)."""
+    from dwqueue import queue
+
     env = _env(ctx)
     states = _states(env, state)
 
@@ -121,6 +126,8 @@ def get_download(
     fmt: OutputOpt = output.Format.TABLE,
 ) -> None:
     """Show one download: state, attempts, last progress and error."""
+    from dwqueue import queue
+
     env = _env(ctx)
     job_id = _job_id(env, job)
 
@@ -163,6 +170,8 @@ def cancel_download(
 
 
 async def _cancel_one(session: AsyncSession, job_id: str) -> list[rows.Change]:
+    from dwqueue import queue
+
     change = await queue.cancel(session, job_id)
     if change is None:
         raise _not_found(job_id)
@@ -172,6 +181,8 @@ async def _cancel_one(session: AsyncSession, job_id: str) -> list[rows.Change]:
 async def _cancel_model(
     session: AsyncSession, backend: str, model: str, key: names.ModelKey
 ) -> list[rows.Change]:
+    from dwqueue import queue
+
     active = await queue.list_jobs(session, backend=backend, states=jobs.ACTIVE_STATES)
     ollama = spec.BackendType.OLLAMA
     found = [job for job in active if key in (job.model_key, names.key(job.model, ollama))]
@@ -194,6 +205,8 @@ def retry_download(
     ctx: typer.Context, job: Annotated[str, typer.Argument(help="Download id")]
 ) -> None:
     """Queue a failed or cancelled download again, due now, with its attempts reset (same id)."""
+    from dwqueue import queue
+
     env = _env(ctx)
     job_id = _job_id(env, job)
     _check_prefix(env)
@@ -225,6 +238,8 @@ def retry_download(
 
 
 def _check_prefix(env: runner.Env) -> None:
+    from dwqueue import events
+
     if env.nats_url is None:
         return
     try:
@@ -240,6 +255,8 @@ def _announce(
     payload: Callable[[rows.Change], dict[str, Any]],
 ) -> None:
     """Publish the events of ``changes`` and one control request per event; best effort."""
+    from controller import trigger
+
     url = trigger.target_url(env.nats_url)
     if url is None:
         return
@@ -264,6 +281,10 @@ def _announce(
 
 async def _publish(url: str, messages: Sequence[tuple[str, bytes]]) -> str | None:
     """Send ``messages`` and wait for the server to have them; the failure, or None."""
+    import nats.errors
+    from nats.aio.client import Client
+
+    from dwqueue import flushing
 
     seen: list[Exception] = []
 
@@ -287,7 +308,7 @@ async def _publish(url: str, messages: Sequence[tuple[str, bytes]]) -> str | Non
         for subject, data in messages:
             await nc.publish(subject, data)
         await flushing.flush(nc, _NATS_TIMEOUT_S)
-    except _NATS_ERRORS as exc:
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
         cause = seen[0] if seen else exc
         return str(cause) or type(cause).__name__
     finally:

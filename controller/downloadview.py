@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import filesize
-from rich.console import Console
-from rich.text import Text
 
 from controller import output
 from dwqueue import jobs
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def percent_text(percent: float | None) -> str:
@@ -116,9 +117,5 @@ def render_list(docs: Sequence[dict[str, Any]], fmt: output.Format, console: Con
         return
     wide = WIDE_COLUMNS if fmt is output.Format.WIDE else []
     columns = [*COLUMNS, *wide, _ERROR]
-    table = output.new_table()
-    for header, _ in columns:
-        table.add_column(header, overflow="fold", no_wrap=header == "ID")
-    for doc in docs:
-        table.add_row(*[Text(value(doc)) for _, value in columns])
-    console.print(table, highlight=False)
+    rows = ([value(doc) for _, value in columns] for doc in docs)
+    output.write(console, output.table([header for header, _ in columns], rows))

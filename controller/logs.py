@@ -1,9 +1,10 @@
 """Logging for the long-running controller: structlog, JSON in production, console on a terminal.
 
 `configure` is called once by the composition root (`controller.serve`, `controller.demo`)
-before anything logs. Library modules only call ``structlog.get_logger``; they never configure.
-Standard-library logging (APScheduler, aiohttp, alembic) is routed through the same renderer so
-one process writes one format. Must not log secrets: database URLs are redacted by callers.
+before anything logs; `configure_cli` before the body of every other command runs. Library
+modules only call ``structlog.get_logger``; they never configure. Standard-library logging
+(APScheduler, aiohttp, alembic) is routed through the same renderer so one process writes one
+format. Must not log secrets: database URLs are redacted by callers.
 """
 
 from __future__ import annotations
@@ -61,3 +62,20 @@ def configure(
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))  # one line per request
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+
+
+def configure_cli() -> None:
+    """Logs of a CLI command go to standard error, so standard output stays parseable.
+
+    Called just before a command's body runs (`controller.usage`), never for ``--help``: the
+    import of structlog is a good part of a command's start-up."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+        ],
+        # Look standard error up at every call: test runners and `serve` swap it.
+        logger_factory=lambda *_: structlog.PrintLogger(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -8,13 +8,15 @@ naming the field, and nothing is written.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import declare, output, runner
-from runtimestate.desired import poolstore, spec, store
+from runtimestate.desired import spec
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 app = typer.Typer(
     help="Group backends and models: a backend serves its pools' models.", no_args_is_help=True
@@ -28,6 +30,8 @@ def pool_create(
     purpose: Annotated[str, typer.Option(help="What the pool is for")] = "",
 ) -> None:
     """Create an empty pool."""
+    from runtimestate.desired import poolstore
+
     env = declare.env_of(ctx)
     runner.transaction(env, lambda s: poolstore.create_pool(s, spec.PoolSpec(name, purpose)))
     env.out.print(f"pool/{name} created", highlight=False)
@@ -41,6 +45,8 @@ def pool_update(
     purpose: Annotated[str | None, typer.Option(help="What the pool is for")] = None,
 ) -> None:
     """Change a pool's purpose; the generation goes up only on a real change."""
+    from runtimestate.desired import poolstore
+
     env = declare.env_of(ctx)
 
     async def work(session: AsyncSession) -> bool:
@@ -58,6 +64,8 @@ def pool_update(
 @app.command("list")
 def pool_list(ctx: typer.Context, fmt: declare.OutputOpt = output.Format.TABLE) -> None:
     """List the pools with their members."""
+    from runtimestate.desired import store
+
     env = declare.env_of(ctx)
     state = runner.read(env, store.load)
     output.render_list("pool", [output.pool_doc(p) for p in state.pools], fmt, env.out)
@@ -66,6 +74,8 @@ def pool_list(ctx: typer.Context, fmt: declare.OutputOpt = output.Format.TABLE) 
 @app.command("get")
 def pool_get(ctx: typer.Context, name: str, fmt: declare.OutputOpt = output.Format.TABLE) -> None:
     """Show one pool."""
+    from runtimestate.desired import poolstore
+
     env = declare.env_of(ctx)
     pool = runner.read(env, lambda s: poolstore.get_pool(s, name))
     output.render_one(output.pool_doc(pool), fmt, env.out)
@@ -74,6 +84,8 @@ def pool_get(ctx: typer.Context, name: str, fmt: declare.OutputOpt = output.Form
 @app.command("delete")
 def pool_delete(ctx: typer.Context, name: str) -> None:
     """Delete a pool (its backends and models stay declared)."""
+    from runtimestate.desired import poolstore
+
     env = declare.env_of(ctx)
     runner.transaction(env, lambda s: poolstore.delete_pool(s, name))
     env.out.print(f"pool/{name} deleted", highlight=False)
@@ -81,6 +93,8 @@ def pool_delete(ctx: typer.Context, name: str) -> None:
 
 
 def _membership(ctx: typer.Context, pool: str, member: bool, **target: str) -> None:
+    from runtimestate.desired import poolstore
+
     env = declare.env_of(ctx)
     changed = runner.transaction(
         env, lambda s: poolstore.set_membership(s, pool, member=member, **target)

@@ -10,17 +10,20 @@ cannot be used, 2 invalid input.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
 from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import output, runner
-from runtimestate import desired, resolver, snapshot
-from runtimestate.desired import names, spec, store
-from runtimestate.reconcile import status
+from runtimestate import resolver
+from runtimestate.desired import names, spec
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from runtimestate import desired, snapshot
 
 
 def _env(ctx: typer.Context) -> runner.Env:
@@ -64,6 +67,9 @@ def resolve_command(
     ] = output.DocFormat.TABLE,
 ) -> None:
     """Show which provider a request would get, its fallbacks, and why others were excluded."""
+    from runtimestate.desired import store
+    from runtimestate.reconcile import status
+
     env = _env(ctx)
     fmt = output.Format(doc_format)
     if policy is resolver.Policy.STICKY and not session:

@@ -6,6 +6,9 @@ is current (an embedded SQLite database is created and migrated on first use by 
 writes, never by one that only reads; Postgres must be migrated with ``llmctl db upgrade``),
 then runs the command's work in one transaction that commits only when the work returns
 normally.
+
+Cheap to import (every command module imports it, and ``--help`` loads those): the database
+layer, the migrations and the stores are imported by the functions that use them.
 """
 
 from __future__ import annotations
@@ -15,18 +18,16 @@ import dataclasses
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import structlog
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.ext.asyncio import AsyncSession
 
-import migrations
-from controller import trigger
-from dwqueue import queue
-from runtimestate import credentials, database, errors
-from runtimestate.desired import manifest, names, spec, store
+from controller import datadir
+from runtimestate import errors
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 T = TypeVar("T")
 
@@ -35,17 +36,23 @@ class UsageError(ValueError):
     """A command-line mistake that no lower layer can see (conflicting options, bad files)."""
 
 
-# Exceptions that mean "the user asked for something invalid": exit code 2, nothing written.
-USER_ERRORS = (
-    spec.SpecError,
-    store.StoreError,
-    manifest.ManifestError,
-    credentials.CredentialError,
-    database.DatabaseUrlError,
-    names.InvalidName,
-    queue.QueueError,
-    UsageError,
-)
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean "the user asked for something invalid": exit 2, nothing
+    written. A function so that importing this module does not import the stores."""
+    from dwqueue import queue
+    from runtimestate import credentials, database
+    from runtimestate.desired import manifest, names, spec, store
+
+    return (
+        spec.SpecError,
+        store.StoreError,
+        manifest.ManifestError,
+        credentials.CredentialError,
+        database.DatabaseUrlError,
+        names.InvalidName,
+        queue.QueueError,
+        UsageError,
+    )
 
 
 def _width() -> int | None:
@@ -53,28 +60,16 @@ def _width() -> int | None:
     return None if sys.stdout.isatty() else 100_000
 
 
-def configure_cli_logging() -> None:
-    """Logs of CLI commands go to standard error, so standard output stays parseable."""
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
-        ],
-        # Look standard error up at every call: test runners and `serve` swap it.
-        logger_factory=lambda *_: structlog.PrintLogger(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-
-
 def default_database_url() -> str:
     """The embedded database: ``llmctl.db`` in ``LLMCTL_DATA_DIR`` or the user data directory,
     the same file ``serve`` uses."""
-    return f"sqlite:///{trigger.data_dir_from_environment() / 'llmctl.db'}"
+    return f"sqlite:///{datadir.from_environment() / 'llmctl.db'}"
 
 
 def notify(env: Env) -> None:
     """After a committed change: ask a running controller for a cycle now. Best effort."""
+    from controller import trigger
+
     trigger.request_cycle(env.nats_url, env.prefix)
 
 
@@ -113,6 +108,9 @@ def ensure_schema(url: str, *, create: bool = True) -> None:
     Without ``create`` (commands that only read) a SQLite file that does not exist is refused
     with `database.MissingDatabase` instead of being created with its directory.
     """
+    import migrations
+    from runtimestate import database
+
     if not create:
         database.require_existing(url)
     if migrations.is_current(url):
@@ -127,6 +125,8 @@ def ensure_schema(url: str, *, create: bool = True) -> None:
 
 
 async def _transaction(url: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    from runtimestate import database
+
     engine = database.create_async_engine(url)
     try:
         async with database.session_factory(engine)() as session, session.begin():
@@ -143,11 +143,13 @@ def transaction(
     A command that writes creates an embedded SQLite database on first use; one that only
     reads passes ``create=False`` (or calls `read`) and exits 2 naming the missing file.
     """
+    from runtimestate import database
+
     try:
         with database.guarded():
             ensure_schema(env.database_url, create=create)
             return asyncio.run(_transaction(env.database_url, work))
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         env.fail(str(exc))
     except errors.DatabaseUnavailable as exc:
         _unavailable(env, exc)
@@ -160,17 +162,21 @@ def read(env: Env, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
 def run_async(env: Env, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run async ``work`` that builds its own engine; the same exits as `transaction`."""
+    from runtimestate import database
+
     try:
         with database.guarded():
             ensure_schema(env.database_url)
             return asyncio.run(work())
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         env.fail(str(exc))
     except errors.DatabaseUnavailable as exc:
         _unavailable(env, exc)
 
 
 def _unavailable(env: Env, exc: errors.DatabaseUnavailable) -> NoReturn:
+    from runtimestate import database
+
     env.fail(f"cannot use the database at {database.redact(env.database_url)}: {exc}", code=1)
 
 

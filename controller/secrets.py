@@ -8,14 +8,14 @@ written when the current key is unset or weak, or when a stored key opens with n
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller import runner
-from runtimestate import credentials
-from runtimestate.desired import rotation
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 app = typer.Typer(help="Manage the key that encrypts stored API keys.", no_args_is_help=True)
 
@@ -28,6 +28,9 @@ def rotate(
     ] = False,
 ) -> None:
     """Re-encrypt every stored API key under LLMCTL_SECRET_KEY (old one: ..._PREVIOUS)."""
+    from runtimestate import credentials
+    from runtimestate.desired import rotation
+
     env = ctx.find_root().obj
     assert isinstance(env, runner.Env)
     try:  # before the database is opened: a bad key touches nothing

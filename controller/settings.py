@@ -15,7 +15,6 @@ import pathlib
 import sys
 from typing import Any, Literal
 
-import platformdirs
 import pydantic
 from apscheduler.triggers.cron import CronTrigger
 from pydantic_settings import (
@@ -26,6 +25,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from controller import datadir
 from runtimestate import downloads, echo, errors, state
 from runtimestate.backends import base
 from runtimestate.reconcile import cycle, probing
@@ -35,10 +35,6 @@ CONFIG_ENV = "LLMCTL_CONFIG"
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:9180"
 DEFAULT_CYCLE_INTERVAL_S = 30.0
 LogFormat = Literal["json", "console"]
-
-
-def default_data_dir() -> pathlib.Path:
-    return pathlib.Path(platformdirs.user_data_dir("llmctl", appauthor=False))
 
 
 class Settings(BaseSettings):
@@ -117,7 +113,7 @@ class Settings(BaseSettings):
         description="host:port of /metrics, /healthz, /readyz and /v1/state (port 0: any)",
     )
     data_dir: pathlib.Path = pydantic.Field(
-        default_factory=default_data_dir,
+        default_factory=datadir.default,
         description="where the default SQLite file, the embedded NATS store and the "
         "serve lock live",
     )

@@ -13,14 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import pathlib
 
-import nats
-import nats.errors
-
-from controller import embedded_nats, settings
-from dwqueue import flushing
+from controller import datadir, embedded_nats
 
 TRIGGER = "v1.control.trigger"
 CANCEL = "v1.control.cancel"
@@ -30,20 +25,21 @@ def subject(prefix: str, name: str) -> str:
     return f"{prefix}.{name}"
 
 
-def data_dir_from_environment(environ: dict[str, str] | None = None) -> pathlib.Path:
-    value = (environ if environ is not None else os.environ).get("LLMCTL_DATA_DIR")
-    return pathlib.Path(value) if value else settings.default_data_dir()
-
-
 def target_url(nats_url: str | None, data_dir: pathlib.Path | None = None) -> str | None:
     """Where to send a trigger: the configured URL, else a running embedded server, else None."""
     if nats_url:
         return nats_url
-    return embedded_nats.running_url(data_dir or data_dir_from_environment())
+    return embedded_nats.running_url(data_dir or datadir.from_environment())
 
 
 async def publish(url: str, subject_: str, payload: bytes, timeout_s: float = 1.0) -> bool:
     """Connect, publish one message, flush; False (never an exception) when NATS is away."""
+    # Imported here: a command that finds no NATS to notify never pays for the client.
+    import nats
+    import nats.errors
+
+    from dwqueue import flushing
+
     try:
         client = await nats.connect(
             url,

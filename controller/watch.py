@@ -32,60 +32,16 @@ import math
 import os
 import pathlib
 import sys
-from collections.abc import Collection
-from typing import Annotated, assert_never
+from typing import Annotated
 
 import typer
 
-from controller import natsconnection, runner, trigger, watchview
-from dwqueue import events, jobs, queue, subscriber
-from runtimestate import database, errors
+from controller import datadir, runner, trigger
+from dwqueue import events
 from runtimestate.desired import names
 
-_SETTLE_QUIET_S = 0.3  # the JetStream replay arrives in one burst; this much silence ends it
-_SETTLE_MAX_S = 2.0
-
-
-# --- what the watch knows: pure ----------------------------------------------------------------
-
-
-class Board:
-    """The newest event of every job seen so far, from NATS or the database."""
-
-    def __init__(self) -> None:
-        self.latest: dict[str, events.DownloadEvent] = {}
-
-    def apply(self, event: events.DownloadEvent) -> bool:
-        """Keep ``event`` if it is newer than what is known of its job; True when kept."""
-        known = self.latest.get(event.job_id)
-        if known is not None and known.seq >= event.seq:
-            return False
-        self.latest[event.job_id] = event
-        return True
-
-    def active(self) -> list[str]:
-        """Ids of the jobs whose newest event says they are queued or running."""
-        return [job_id for job_id, event in self.latest.items() if not event.TERMINAL]
-
-
-def snapshot_event(job: jobs.Job) -> events.DownloadEvent:
-    """The event that describes a stored job as it is now (its ``seq`` and last update)."""
-    cls: type[events.DownloadEvent]
-    match job.state:
-        case jobs.JobState.QUEUED:
-            cls = events.DownloadRetrying if job.attempts else events.DownloadQueued
-        case jobs.JobState.RUNNING:
-            cls = events.DownloadProgressed if job.progress.status else events.DownloadStarted
-        case jobs.JobState.SUCCEEDED:
-            cls = events.DownloadSucceeded
-        case jobs.JobState.FAILED:
-            cls = events.DownloadFailed
-        case jobs.JobState.CANCELLED:
-            cls = events.DownloadCancelled
-        case _:
-            assert_never(job.state)
-    updated = job.updated_at if job.updated_at.tzinfo else job.updated_at.replace(tzinfo=dt.UTC)
-    return events.of(cls, job, updated)
+# The following itself (`controller.watchfeed`: NATS, the database) and the bars
+# (`controller.watchview`: rich) are imported when the watch starts, not for ``--help``.
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -117,7 +73,7 @@ def watch_command(
     """Follow downloads live: one progress bar per job, from NATS (Ctrl-C to stop)."""
     env = ctx.find_root().obj
     assert isinstance(env, runner.Env)
-    data_dir = trigger.data_dir_from_environment(env.environ)
+    data_dir = datadir.from_environment(env.environ)
     url = trigger.target_url(env.nats_url, data_dir)
     if not url:
         env.fail(
@@ -131,13 +87,15 @@ def watch_command(
         env.fail(f"--timeout must be a finite number of seconds, not {timeout}")
     discovered = None if env.nats_url else data_dir
     options = Options(url, discovered, env.prefix, backend, exit_when_idle, timeout)
+    from controller import watchfeed, watchview
+
     sink: watchview.Sink = (
         watchview.JsonLines()
         if json_lines
         else watchview.Bars(env.out, dt.datetime.now(dt.UTC), env.err)
     )
     try:
-        code = asyncio.run(_watch(env, options, sink))
+        code = asyncio.run(watchfeed.follow(env, options, sink))
     except KeyboardInterrupt:
         code = 0
     except BrokenPipeError:  # the reader went away (``| head``): done, quietly
@@ -161,131 +119,3 @@ def _check_filter(env: runner.Env, backend: str | None) -> None:
             f"--backend: {exc}; give the name of a declared backend, as llmctl backend list "
             "shows it, or leave --backend out to watch every backend"
         )
-
-
-async def _watch(env: runner.Env, options: Options, sink: watchview.Sink) -> int:
-    loop = asyncio.get_running_loop()
-    deadline = None if options.timeout_s is None else loop.time() + options.timeout_s
-    connection = natsconnection.Connection(sink.note, options.discovered_in)
-    connect_s = natsconnection.CONNECT_TIMEOUT_S
-    problem = await connection.open(
-        options.nats_url,
-        connect_s if options.timeout_s is None else min(connect_s, options.timeout_s),
-    )
-    if problem is not None:
-        env.err.print(
-            f"error: cannot connect to NATS at {options.nats_url}: {problem}", markup=False
-        )
-        return 1
-    sink.start()
-    try:
-        async with subscriber.Watch(
-            connection.nc, prefix=options.prefix, backend=options.backend
-        ) as w:
-            if not w.replaying:
-                sink.note("note: no JetStream replay stream on this server")
-            connection.on_reconnected = lambda: _resubscribe(w, sink)
-            return await _follow(env, options, w, sink, deadline)
-    finally:
-        sink.stop()
-        await connection.close()
-
-
-async def _resubscribe(w: subscriber.Watch, sink: watchview.Sink) -> None:
-    """Subscribe again after a reconnection: a JetStream consumer does not survive a server
-    restart, and the replay brings back what was missed (older events are ignored by seq)."""
-    try:
-        await w.close()
-        await w.open()
-    except natsconnection.NATS_ERRORS as exc:
-        sink.note(f"note: could not subscribe again ({exc or type(exc).__name__}); retrying later")
-
-
-async def _follow(
-    env: runner.Env,
-    options: Options,
-    w: subscriber.Watch,
-    sink: watchview.Sink,
-    deadline: float | None,
-) -> int:
-    """Settle the replay, merge the database's view, then follow events until told to stop."""
-    loop = asyncio.get_running_loop()
-    board = Board()
-
-    def take(event: events.DownloadEvent) -> None:
-        if board.apply(event):
-            sink.show(event)
-
-    settle_until = loop.time() + _SETTLE_MAX_S
-    if deadline is not None:
-        settle_until = min(settle_until, deadline)
-    while event := await _next(w, min(_SETTLE_QUIET_S, settle_until - loop.time())):
-        take(event)
-    stored, problem = await asyncio.to_thread(
-        _read_jobs, env.database_url, options.backend, board.active()
-    )
-    if problem:
-        sink.note(f"note: {problem}; showing NATS events only")
-    for job in stored:
-        take(snapshot_event(job))
-    while not (options.exit_when_idle and not board.active()):
-        remaining = None if deadline is None else deadline - loop.time()
-        if remaining is not None and remaining <= 0:
-            return _timed_out(env, options, board)
-        if event := await _next(w, remaining):
-            take(event)
-    return 0
-
-
-async def _next(w: subscriber.Watch, timeout_s: float | None) -> events.DownloadEvent | None:
-    if timeout_s is not None and timeout_s <= 0:
-        return None
-    try:
-        return await w.next(timeout_s)
-    except TimeoutError:
-        return None
-
-
-def _timed_out(env: runner.Env, options: Options, board: Board) -> int:
-    if not options.exit_when_idle:
-        return 0
-    env.err.print(
-        f"timed out after {options.timeout_s:g} s with {len(board.active())} download(s) "
-        "still queued or running",
-        markup=False,
-    )
-    return 1
-
-
-def _read_jobs(
-    url: str, backend: str | None, job_ids: Collection[str]
-) -> tuple[list[jobs.Job], str | None]:
-    """Active jobs and the named ones from the database, or why they could not be read.
-
-    Runs in a worker thread: it migrates an embedded SQLite database as every command does, but
-    never creates one."""
-    try:
-        with database.guarded():
-            runner.ensure_schema(url, create=False)
-            return asyncio.run(_stored_jobs(url, backend, job_ids)), None
-    except (*runner.USER_ERRORS, errors.DatabaseUnavailable) as exc:
-        return [], f"cannot read downloads from the database at {database.redact(url)}: {exc}"
-
-
-async def _stored_jobs(url: str, backend: str | None, job_ids: Collection[str]) -> list[jobs.Job]:
-    engine = database.create_async_engine(url)
-    try:
-        async with database.session_factory(engine)() as session, session.begin():
-            found = {
-                job.id: job
-                for job in await queue.list_jobs(
-                    session, backend=backend, states=jobs.ACTIVE_STATES
-                )
-            }
-            for job_id in set(job_ids) - set(found):
-                job = await queue.get(session, job_id)
-                if job is not None:
-                    found[job.id] = job
-            return list(found.values())
-    finally:
-        await engine.dispose()

@@ -2,25 +2,35 @@
 
 Called by ``llmctl db upgrade``/``downgrade``, ``serve`` at start, and the CLI before it uses an
 embedded SQLite database. `migrations.env` combines each package's own ``MetaData``.
+
+Alembic is imported only to migrate: `is_current`, which every CLI command asks, reads the
+revision table with one query and finds the head in the revision files' text (the test suite
+checks that it is the head Alembic finds), so a read command never pays for Alembic.
 """
 
 from __future__ import annotations
 
 import contextlib
 import pathlib
+import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from alembic import command, script
-from alembic.config import Config
-from alembic.runtime import migration
+import sqlalchemy as sa
 
 from runtimestate import database, locks
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 HERE = pathlib.Path(__file__).resolve().parent
+_REVISION = re.compile(r'^(down_)?revision(?::[^=]*)?=\s*(?:"([^"]*)"|None)', re.MULTILINE)
 
 
 def config(url: str) -> Config:
     """An Alembic config for a plain database URL, independent of the working directory."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
     cfg.attributes["llmctl_url"] = url
@@ -31,6 +41,8 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision``. Idempotent, and safe to run from several processes
     at once (replicas starting together, ``llmctl db upgrade`` during a rollout): see
     `serialised`."""
+    from alembic import command
+
     with serialised(url):
         command.upgrade(config(url), revision)
 
@@ -38,6 +50,8 @@ def upgrade(url: str, revision: str = "head") -> None:
 def downgrade(url: str, revision: str) -> None:
     """Revert migrations down to ``revision`` (``base`` removes every table); serialised with
     every other migration like `upgrade`."""
+    from alembic import command
+
     with serialised(url):
         command.downgrade(config(url), revision)
 
@@ -60,8 +74,15 @@ def serialised(url: str) -> Iterator[None]:
 
 
 def head() -> str:
-    """The newest revision this installation knows."""
-    heads = script.ScriptDirectory.from_config(config("sqlite:///unused.db")).get_heads()
+    """The newest revision this installation knows: the one no other revision follows."""
+    revisions: set[str] = set()
+    followed: set[str] = set()
+    for path in (HERE / "versions").glob("[0-9]*.py"):
+        found = {bool(m.group(1)): m.group(2) for m in _REVISION.finditer(path.read_text())}
+        revisions.add(found[False])
+        if found.get(True):
+            followed.add(found[True])
+    heads = sorted(revisions - followed)
     assert len(heads) == 1, f"migrations have several heads: {heads}"
     return heads[0]
 
@@ -71,9 +92,14 @@ def current(url: str) -> str | None:
     engine = database.create_sync_engine(url)
     try:
         with engine.connect() as connection:
-            return migration.MigrationContext.configure(connection).get_current_revision()
+            if not sa.inspect(connection).has_table("alembic_version"):
+                return None
+            versions = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+            found = versions.scalars().all()
     finally:
         engine.dispose()
+    assert len(found) <= 1, f"the database is at several revisions: {found}"
+    return found[0] if found else None
 
 
 def is_current(url: str) -> bool:

@@ -24,10 +24,10 @@ import enum
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from cryptography import fernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf import hkdf
+if TYPE_CHECKING:
+    from cryptography import fernet
 
 SECRET_KEY_VARIABLE = "LLMCTL_SECRET_KEY"  # noqa: S105 - the variable's name, not a secret
 PREVIOUS_KEY_VARIABLE = "LLMCTL_SECRET_KEY_PREVIOUS"
@@ -89,11 +89,19 @@ class Secret:
 
 
 def _derived(secret_key: str, salt: bytes) -> fernet.Fernet:
+    # cryptography is imported by the functions that use it: every command that reads
+    # backends reads their credentials' descriptions, and few encrypt or decrypt.
+    from cryptography import fernet
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf import hkdf
+
     kdf = hkdf.HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_INFO)
     return fernet.Fernet(base64.urlsafe_b64encode(kdf.derive(secret_key.encode())))
 
 
 def _legacy(secret_key: str) -> fernet.Fernet:
+    from cryptography import fernet
+
     # The first format: the SHA-256 of the secret key, no salt. Only ever read, never written.
     digest = hashlib.sha256(secret_key.encode()).digest()
     return fernet.Fernet(base64.urlsafe_b64encode(digest))
@@ -170,6 +178,8 @@ def decrypt(ciphertext: str, secret_keys: Sequence[str]) -> tuple[Secret, int]:
 
     Raises `CredentialError` (`UNDECRYPTABLE`) when none of ``secret_keys`` does.
     """
+    from cryptography import fernet
+
     salt, token = _parse(ciphertext)
     for index, secret_key in enumerate(secret_keys):
         box = _legacy(secret_key) if salt is None else _derived(secret_key, salt)

@@ -13,11 +13,13 @@ import enum
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from typing import NewType, TypeVar
+from typing import TYPE_CHECKING, NewType, TypeVar
 
 from runtimestate import echo
-from runtimestate.credentials import Credentials
 from runtimestate.desired import names
+
+if TYPE_CHECKING:
+    from runtimestate.credentials import Credentials
 
 BackendId = NewType("BackendId", int)
 ModelId = NewType("ModelId", int)

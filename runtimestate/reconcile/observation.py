@@ -23,7 +23,7 @@ import structlog
 from runtimestate import errors, snapshot
 from runtimestate.backends import adapters, base
 from runtimestate.desired import spec
-from runtimestate.reconcile import probing, status
+from runtimestate.reconcile import probing, resumption
 
 log = structlog.get_logger(__name__)
 Record = probing.Record[base.Observation]
@@ -85,7 +85,7 @@ class Observer:
                 backend.meta.id, value.type.value, value.url,
             ):  # fmt: skip
                 continue  # the status of an earlier backend of that name
-            self._records[name] = status.resumed_record(stored)
+            self._records[name] = resumption.resumed_record(stored)
             self._generations[name] = stored.observed_generation
 
     def retain(self, names: Collection[str]) -> None:

@@ -3,8 +3,8 @@
 Called by the backend cycle (status written only where it changed), the download cycle (a
 successful pull is recorded as made by llmctl, which the `managed` prune policy relies on), the
 CLI and other processes (which read the persisted status). Functions take a session and never
-commit. `resumed_record` turns a persisted state back into the probe record a new process
-starts from, so grace and backoff outlive a restart (pure: no I/O).
+commit. Imports nothing of the cycle or the adapters: ``backend list`` reads status through it
+(`resumption` turns a persisted state back into a probe record).
 
 A state's `last_ok_at` moves on every successful probe; it lives in its own column, so a cycle
 that changed nothing else rewrites no document: it updates that column, in one statement for
@@ -25,9 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import database, snapshot
-from runtimestate.backends import base
-from runtimestate.desired import schema, spec
-from runtimestate.reconcile import probing
+from runtimestate.desired import schema
 
 
 async def load_states(session: AsyncSession) -> dict[str, snapshot.LLMState]:
@@ -40,60 +38,6 @@ async def load_states(session: AsyncSession) -> dict[str, snapshot.LLMState]:
             state = dataclasses.replace(state, last_ok_at=row.last_ok_at)
         states[row.backend] = state
     return states
-
-
-def resumed_record(state: snapshot.LLMState) -> probing.Record[base.Observation]:
-    """The probe record a new process resumes from a backend's persisted state: its last
-    success, whether it was failing and why, and the model list it last served (Ready or
-    Degraded only: an Unreachable state has none). See `probing.resumed`."""
-    failing = state.phase in (snapshot.Phase.DEGRADED, snapshot.Phase.UNREACHABLE)
-    kept = state.phase in (snapshot.Phase.READY, snapshot.Phase.DEGRADED)
-    reachable = state.condition("Reachable")
-    return probing.resumed(
-        state.last_ok_at,
-        last_observation(state) if kept else None,
-        failing,
-        state.error,
-        reachable.reason if reachable is not None and failing else None,
-    )
-
-
-def last_observation(state: snapshot.LLMState) -> base.Observation:
-    """The observation a persisted state was built from, as far as the state tells it
-    (the inverse of `conditions.pulled`; declared overrides are applied again when built)."""
-    models = tuple(
-        base.ObservedModel(
-            name=m.name,
-            model=m.model,
-            digest=m.digest or None,
-            size=m.size or None,
-            modified_at=m.modified_at,
-            details=base.ModelDetails(
-                family=m.family or None,
-                parameter_size=m.parameter_size or None,
-                quantization_level=m.quantization_level or None,
-                format=m.format or None,
-            ),
-            context_length=m.context_length,
-            capabilities=frozenset(
-                cap
-                for cap, on in (
-                    (spec.Capability.CHAT, m.can_chat),
-                    (spec.Capability.EMBED, m.can_embed),
-                    (spec.Capability.PROMPT, m.can_prompt),
-                    (spec.Capability.STREAM, m.can_stream),
-                )
-                if on
-            ),
-            loaded=m.loaded,
-        )
-        for m in state.pulled_models
-    )
-    load = state.load
-    metrics = None
-    if load.running is not None and load.waiting is not None:
-        metrics = base.EngineMetrics(load.running, load.waiting, load.kv_cache_usage)
-    return base.Observation(models, healthy=True, version=state.version, metrics=metrics)
 
 
 # Every field of a state but `last_ok_at`, as one tuple (compared in C: 1,000 states a cycle).

@@ -19,7 +19,7 @@ def _paths(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]
         yield from _paths(sub, (*path, name))
 
 
-COMMANDS = list(_paths(typer.main.get_command(cli.app)))
+COMMANDS = list(_paths(typer.main.get_command(cli.app).load_all()))  # type: ignore[attr-defined]
 
 
 def _help(path: tuple[str, ...]) -> str:
@@ -48,15 +48,25 @@ def test_help_shows_placeholders_not_python_types_braces_or_markup(path: tuple[s
     assert usage.split("Usage: ", 1)[1].startswith(" ".join(("llmctl", *path)))
 
 
+_OUTPUT = re.compile(r"-o, --output \[([a-z|]+)\]\s+(.*?)\s*(?:\[default|\n\s*-|\n\n|$)", re.S)
+
+
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(("llmctl", *p)))
 def test_output_choices_agree_with_their_help_text(path: tuple[str, ...]) -> None:
-    for line in _help(path).splitlines():
-        found = re.search(r"--output\s+-o\s+\[([a-z|]+)\]\s+(.*?)\s*(\[default|│|$)", line)
-        if found is None:
-            continue
+    text = _help(path)
+    found = _OUTPUT.search(text)
+    assert (found is None) == ("--output" not in text), text
+    if found is not None:
         choices = set(found.group(1).split("|"))
         described = set(re.findall(r"[a-z]+", found.group(2))) - {"or"}
-        assert choices == described, line
+        assert choices == described, found.group(0)
+
+
+def test_the_output_help_of_a_list_is_read_whole() -> None:
+    found = _OUTPUT.search(_help(("backend", "list")))
+    assert found is not None
+    assert found.group(1) == "table|wide|json|yaml"
+    assert found.group(2) == "table, wide, json or yaml"
 
 
 def test_output_refuses_a_choice_a_command_does_not_offer() -> None:
@@ -81,3 +91,18 @@ def test_output_refuses_a_choice_a_command_does_not_offer() -> None:
 )
 def test_typer_types_become_placeholders(typer_type: str, shown: str) -> None:
     assert helptext.metavar(typer_type) == shown
+
+
+def test_a_mistyped_command_gets_the_close_one_suggested_before_any_is_loaded() -> None:
+    result = CliRunner().invoke(cli.app, ["bakend", "list"])
+    assert result.exit_code == 2
+    assert "No such command 'bakend'. Did you mean 'backend'?" in result.output
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_the_root_help_says_what_each_command_says_of_itself(name: str) -> None:
+    root = typer.main.get_command(cli.app)
+    command = root.get_command(None, name)  # type: ignore[arg-type]
+    listed = " ".join(cli.COMMANDS[name].help.split())
+    assert " ".join((command.help or "").split()).startswith(listed)
+    assert f"  {name}  " in _help(()).replace(" " * 3, "  ")

@@ -84,3 +84,21 @@ def test_concurrent_upgrades_of_a_new_postgres_database_take_turns(postgres_url:
     assert failures == []
     assert migrations.is_current(postgres_url)
     assert _tables(postgres_url) == TABLES
+
+
+def test_the_head_read_from_the_revision_files_is_the_head_alembic_finds() -> None:
+    from alembic import script
+
+    directory = script.ScriptDirectory.from_config(migrations.config("sqlite:///unused.db"))
+    assert [migrations.head()] == directory.get_heads()
+
+
+def test_current_reads_the_revision_a_database_is_at(database_url: str) -> None:
+    migrations.upgrade(database_url, "0002")
+    assert migrations.current(database_url) == "0002"
+    assert not migrations.is_current(database_url)
+    migrations.upgrade(database_url)
+    assert migrations.current(database_url) == migrations.head()
+    assert migrations.is_current(database_url)
+    migrations.downgrade(database_url, "base")
+    assert migrations.current(database_url) is None

@@ -17,7 +17,7 @@ from controller import cli, settings
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
 HTTP_PORT = settings.split_address(settings.DEFAULT_HTTP_ADDRESS)[1]
-ROOT = typer.main.get_command(cli.app)
+ROOT = typer.main.get_command(cli.app).load_all()  # type: ignore[attr-defined]
 
 
 def _yaml_docs(path: pathlib.Path) -> list[dict[str, Any]]:

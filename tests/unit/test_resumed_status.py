@@ -10,7 +10,7 @@ import random
 import pytest
 
 from runtimestate import snapshot
-from runtimestate.reconcile import conditions, probing, status
+from runtimestate.reconcile import conditions, probing, resumption
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 POLICY = probing.Policy(grace=dt.timedelta(minutes=2))
@@ -62,7 +62,7 @@ def _fail(record: probing.Record[object], now: dt.datetime) -> probing.Record[ob
 
 
 def test_the_last_observation_rebuilds_the_models_a_state_was_built_from() -> None:
-    observation = status.last_observation(_state(P.READY))
+    observation = resumption.last_observation(_state(P.READY))
     (model,) = observation.models
     assert conditions.pulled(model) == MODEL
     assert observation.version == "0.30.0"
@@ -74,7 +74,7 @@ def test_the_last_observation_rebuilds_the_models_a_state_was_built_from() -> No
 def test_a_resumed_backend_failing_within_grace_of_its_last_success_is_degraded(
     phase: P,
 ) -> None:
-    record = status.resumed_record(_state(phase))
+    record = resumption.resumed_record(_state(phase))
     assert record.due(T0 + dt.timedelta(minutes=1))  # probed at once, whatever its backoff
     failing = _fail(record, T0 + dt.timedelta(minutes=1))
     assert failing.phase(T0 + dt.timedelta(minutes=1), POLICY) is P.DEGRADED
@@ -86,27 +86,27 @@ def test_a_resumed_backend_failing_within_grace_of_its_last_success_is_degraded(
 
 
 def test_a_resumed_backend_whose_last_success_is_older_than_grace_is_unreachable() -> None:
-    record = status.resumed_record(_state(P.READY))
+    record = resumption.resumed_record(_state(P.READY))
     later = T0 + dt.timedelta(minutes=3)
     assert _fail(record, later).phase(later, POLICY) is P.UNREACHABLE
 
 
 def test_a_resumed_ready_backend_stays_ready_and_a_success_starts_afresh() -> None:
-    record = status.resumed_record(_state(P.READY))
+    record = resumption.resumed_record(_state(P.READY))
     assert (record.failures, record.phase(T0, POLICY)) == (0, P.READY)
     fresh = probing.succeeded(record, object(), T0 + dt.timedelta(minutes=5))
     assert (fresh.failures, fresh.first_failure_at) == (0, None)
 
 
 def test_a_resumed_failing_backend_resumes_its_backoff_and_keeps_its_error() -> None:
-    record = status.resumed_record(_state(P.DEGRADED))
+    record = resumption.resumed_record(_state(P.DEGRADED))
     assert (record.failures, record.last_error, record.last_reason) == (1, "timed out", "timeout")
     assert _fail(record, T0).failures == 2  # the next delay is the second step, not the first
 
 
 def test_an_unreachable_or_never_answered_state_resumes_no_model_list() -> None:
-    assert status.resumed_record(_state(P.UNREACHABLE)).last_good is None
-    never = status.resumed_record(_state(P.DEGRADED, last_ok_at=None))
+    assert resumption.resumed_record(_state(P.UNREACHABLE)).last_good is None
+    never = resumption.resumed_record(_state(P.DEGRADED, last_ok_at=None))
     assert never.last_good is None
     assert _fail(never, T0).phase(T0, POLICY) is P.UNREACHABLE
 
