@@ -22,6 +22,7 @@ from controller import (
     demo,
     downloads,
     emulate,
+    overview,
     pools,
     reconcile,
     resolve,
@@ -54,6 +55,7 @@ app.command("watch")(watch.watch_command)
 app.command("resolve")(resolve.resolve_command)
 app.command("serve")(serve.serve_command)
 app.command("demo")(demo.demo_command)
+app.command("status")(overview.status_command)
 app.add_typer(secrets.app, name="secrets")
 
 
