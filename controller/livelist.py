@@ -128,9 +128,9 @@ class Screen:
 
 def watch(env: runner.Env, source: Source, fmt: output.Format) -> None:
     """Show the list, then follow it until Ctrl-C; exits (0, or 1 when the database fails)."""
-    _check(env)
     screen = Screen(env.out, fmt, source.render, in_place=env.out.file.isatty())
     try:
+        _check(env)
         code = asyncio.run(_follow(env, source, screen))
     except KeyboardInterrupt:
         code = 0

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from controller import livelist
 from emulators import ollama
 from tests.e2e.conftest import Cli
 
@@ -209,14 +208,3 @@ def test_watch_with_an_invalid_subject_prefix_exits_2_before_showing_anything(
     assert result.code == 2
     assert "--subject-prefix" in result.err
     assert result.out == ""
-
-
-def test_a_change_of_only_volatile_fields_is_no_change() -> None:
-    volatile = (("status", "lastOkAt"),)
-    before = [{"name": "gpu-0", "status": {"phase": "Ready", "lastOkAt": "10:00"}}]
-    later = [{"name": "gpu-0", "status": {"phase": "Ready", "lastOkAt": "10:01"}}]
-    worse = [{"name": "gpu-0", "status": {"phase": "Degraded", "lastOkAt": "10:00"}}]
-    key = livelist.change_key(before, volatile)
-    assert livelist.change_key(later, volatile) == key
-    assert livelist.change_key(worse, volatile) != key
-    assert livelist.change_key([{"name": "gpu-0", "status": None}], volatile) != key
