@@ -114,7 +114,11 @@ class Screen:
     def _place(self, table: str) -> str:
         """The table, preceded by what puts it where the previous one was (or below it)."""
         before = ""
-        if self._in_place and self._drawn_lines:
+        if self._in_place and self._drawn_lines >= self._console.height:
+            # Scrolled partly off the screen: the cursor cannot go back over it. Clear the
+            # screen and start at the top, as watch(1) does.
+            before = "\x1b[H\x1b[2J"
+        elif self._in_place and self._drawn_lines:
             before = f"\x1b[{self._drawn_lines}A\r\x1b[J"  # up over the last drawing, clear it
         elif self._shown:
             before = "\n"
