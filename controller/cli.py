@@ -55,6 +55,11 @@ COMMANDS = {
         "Follow downloads live: one progress bar per job, from NATS (Ctrl-C to stop).",
         _OPERATE,
     ),
+    "status": usage.Lazy(
+        "controller.overview:status_command",
+        "Show the fleet at a glance: backends by phase, models, downloads, last cycle, replicas.",
+        _OPERATE,
+    ),
     "resolve": usage.Lazy(
         "controller.resolve:resolve_command",
         "Show which provider a request would get, its fallbacks, and why others were excluded.",

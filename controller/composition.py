@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import pathlib
@@ -119,7 +120,9 @@ class Controller:
         await events.start()
         self._stack.push_async_callback(self._close_publisher, events)
         sink = metrics.ObservingSink(events, meter)
-        runtime = state.State(engine, sink=sink, settings=config.state_settings())
+        # The reaper's tick is this replica's heartbeat (`scheduled.Work`).
+        beating = dataclasses.replace(config.state_settings(), heartbeat_s=config.reaper_interval_s)
+        runtime = state.State(engine, sink=sink, settings=beating)
         self.state = runtime
         self._stack.push_async_callback(self._close_state, runtime)
         self.work = worker = scheduled.Work(runtime, engine, meter)

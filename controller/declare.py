@@ -8,7 +8,7 @@ chosen output format. Invalid input exits 2 with a message naming the field; not
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,6 +16,7 @@ from controller import output, runner
 from runtimestate.desired import spec
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from runtimestate import credentials, desired, snapshot
@@ -195,13 +196,39 @@ async def _with_status(
     return await store.load(session), await status.load_states(session)
 
 
+async def _backend_docs(session: AsyncSession) -> list[dict[str, Any]]:
+    state, observed = await _with_status(session)
+    return [output.backend_doc(b, state, observed.get(b.name)) for b in state.backends]
+
+
+def _render_backends(docs: Sequence[dict[str, Any]], fmt: output.Format, console: Console) -> None:
+    output.render_list("backend", docs, fmt, console)
+
+
+WatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--watch", "-w", help="Keep the list on screen, redrawn as it changes (Ctrl-C to stop)"
+    ),
+]
+# What a backend cycle, a status change or a declaration says on NATS: the list may have changed.
+BACKEND_SUBJECTS = ("v1.state.>", "v1.cycles", "v1.control.trigger")
+
+
 @backend_app.command("list")
-def backend_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
+def backend_list(
+    ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE, watch: WatchOpt = False
+) -> None:
     """List the declared backends with their observed status (-o wide for the spec too)."""
     env = env_of(ctx)
-    state, observed = runner.read(env, _with_status)
-    docs = [output.backend_doc(b, state, observed.get(b.name)) for b in state.backends]
-    output.render_list("backend", docs, fmt, env.out)
+    if watch:
+        from controller import livelist
+
+        source = livelist.Source(
+            _backend_docs, _render_backends, BACKEND_SUBJECTS, (("status", "lastOkAt"),)
+        )
+        livelist.watch(env, source, fmt)
+    _render_backends(runner.read(env, _backend_docs), fmt, env.out)
 
 
 @backend_app.command("get")

@@ -101,6 +101,12 @@ def list_downloads(
         int | None, typer.Option("--limit", min=1, help="Only the newest N downloads")
     ] = None,
     fmt: OutputOpt = output.Format.TABLE,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch", "-w", help="Keep the list on screen, redrawn as it changes (Ctrl-C to stop)"
+        ),
+    ] = False,
 ) -> None:
     """List downloads, oldest first (finished ones too, unless --state narrows them)."""
     from dwqueue import queue
@@ -108,15 +114,22 @@ def list_downloads(
     env = _env(ctx)
     states = _states(env, state)
 
-    async def work(session: AsyncSession) -> list[jobs.Job]:
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
         found = await queue.list_jobs(
             session, backend=backend, states=states, limit=limit, newest_first=True
         )
-        return found[::-1]
+        return [downloadview.job_doc(job) for job in found[::-1]]
 
-    downloadview.render_list(
-        [downloadview.job_doc(job) for job in runner.read(env, work)], fmt, env.out
-    )
+    if watch:
+        from controller import livelist
+
+        # Download events, and the requests that queue or cancel them; a lease's renewal alone
+        # (its expiry and the row's update time) is no change.
+        subjects = ("v1.downloads.>", "v1.control.>")
+        volatile = (("leaseExpiresAt",), ("updatedAt",))
+        source = livelist.Source(work, downloadview.render_list, subjects, volatile)
+        livelist.watch(env, source, fmt)
+    downloadview.render_list(runner.read(env, work), fmt, env.out)
 
 
 @app.command("get")

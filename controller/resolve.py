@@ -17,13 +17,13 @@ from rich import box
 from rich.table import Table
 
 from controller import output, runner
-from runtimestate import resolver
+from runtimestate import resolver, snapshot
 from runtimestate.desired import names, spec
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from runtimestate import desired, snapshot
+    from runtimestate import desired
 
 
 def _env(ctx: typer.Context) -> runner.Env:

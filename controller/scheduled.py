@@ -1,7 +1,8 @@
 """The work the scheduler of `controller.composition` triggers, guarded so the scheduler survives.
 
 `Work` wraps the runtime's cycles for the APScheduler jobs and the NATS trigger: the backend
-cycle, the download cycle and the lease reaper (which also refreshes the download gauges). An
+cycle, the download cycle and the lease reaper (which also writes the replica's heartbeat and
+refreshes the download gauges). An
 exception is logged (with its traceback when unexpected), counted in ``llmctl_errors_total``
 and that kind of work is skipped until a capped exponential backoff passes; an explicit trigger
 runs regardless. After a database error, each skipped tick probes the database (``SELECT 1``):
@@ -87,6 +88,7 @@ class Work:
         self._metrics.cycles.labels(kind="download_cycle", outcome="ok").inc()
 
     async def _reap(self) -> None:
+        await self._state.heartbeat()  # this replica is alive: ``llmctl status`` shows it
         await self._state.downloads.reap()  # publishes through the same sink
         column = schema.download_jobs.c.state
         async with self._engine.connect() as connection:

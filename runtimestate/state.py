@@ -10,6 +10,7 @@ probe backoff) and the last snapshot.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import socket
 import uuid
@@ -22,7 +23,7 @@ from dwqueue import jobs, queue
 from runtimestate import clock, database, desired, downloads, snapshot
 from runtimestate.backends import adapters, base
 from runtimestate.desired import store
-from runtimestate.reconcile import cycle, recording, refreshes
+from runtimestate.reconcile import cycle, failures, recording, refreshes, replicas
 
 T = TypeVar("T")
 DesiredState = desired.DesiredState  # `State.desired` hides the module inside the class
@@ -33,6 +34,12 @@ class Settings:
     timeouts: base.Timeouts = dataclasses.field(default_factory=base.Timeouts)
     downloads: downloads.Settings = dataclasses.field(default_factory=downloads.Settings)
     cycle: cycle.Settings = dataclasses.field(default_factory=cycle.Settings)
+    # How often a long-running replica (``serve``) calls `State.heartbeat`; None for a one-off
+    # process (``reconcile --once``), which records its cycles but is never "running".
+    heartbeat_s: float | None = None
+
+
+STALE_AFTER_BEATS = 3  # a replica that missed this many heartbeats is no longer running
 
 
 def default_owner() -> str:
@@ -73,6 +80,14 @@ class State:
         )
         self._snapshot = snapshot.EMPTY
         self._desired: DesiredState | None = None
+        self._clock = clock
+        beats = settings.heartbeat_s
+        self._identity = replicas.Identity(
+            self.owner,
+            replicas.ONCE if beats is None else replicas.SERVE,
+            clock.now(),
+            None if beats is None else beats * STALE_AFTER_BEATS,
+        )
 
     async def _tx(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         return await database.transaction(self._sessions, work)
@@ -97,7 +112,28 @@ class State:
         if not dry_run:
             self._snapshot = report.snapshot  # one reference swap: readers see old or new
             self._desired = report.desired
+            await self._record_cycle(report)
         return report
+
+    async def _record_cycle(self, report: cycle.Report) -> None:
+        """Record the cycle in the replica record; a failure is logged, never raised."""
+        started = self._clock.now() - dt.timedelta(seconds=report.duration_s)
+
+        async def write(session: AsyncSession) -> None:
+            await replicas.record_cycle(
+                session, self._identity, report.cycle, started, report.duration_s
+            )
+
+        try:
+            await self._tx(write)
+        except Exception as exc:  # logged by failures.logged; the next cycle records again
+            failures.logged("recording the cycle", exc, cycle=report.cycle)
+
+    async def heartbeat(self) -> None:
+        """Record that this replica is alive now (``serve`` calls it on a timer). Raises
+        `errors.DatabaseUnavailable` when the database cannot be used."""
+        now = self._clock.now()
+        await self._tx(lambda s: replicas.beat(s, self._identity, now))
 
     async def refresh_backend(self, name: str) -> snapshot.LLMState | None:
         """Bring one backend's status up to date now, observing it alone: its row, its
@@ -131,7 +167,13 @@ class State:
         return self._desired
 
     async def aclose(self) -> None:
-        """Interrupt running pulls (their jobs go back to the queue) and close adapters."""
+        """Interrupt running pulls (their jobs go back to the queue) and close adapters; a
+        replica that beats is recorded as stopped (best effort: else its heartbeat goes stale)."""
         await self.downloads.stop()
+        if self._identity.stale_after_s is not None:
+            try:
+                await self._tx(lambda s: replicas.stopped(s, self.owner))
+            except Exception as exc:  # logged; the heartbeat goes stale by itself
+                failures.logged("recording the stop", exc, owner=self.owner)
         await self._refreshes.aclose()
         await self._pool.aclose()

@@ -133,3 +133,24 @@ class ManagedModelRow(Base):
     model: orm.Mapped[str] = orm.mapped_column(sa.String(600))
     job_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(32))
     pulled_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)
+
+
+class ReplicaRow(Base):
+    """A process that runs backend cycles: a ``serve`` replica (its heartbeat says whether it
+    is still running) or a one-off ``reconcile --once``, and its latest backend cycle.
+
+    Written by `runtimestate.reconcile.replicas` for `runtimestate.state.State`; read by
+    ``llmctl status``. ``stale_after_s`` is how long a heartbeat stays current: NULL for a
+    process that is not expected to beat again (stopped, or one-off).
+    """
+
+    __tablename__ = "controller_replicas"
+
+    owner: orm.Mapped[str] = orm.mapped_column(sa.String(255), primary_key=True)
+    role: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    started_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime)
+    heartbeat_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime)
+    stale_after_s: orm.Mapped[float | None] = orm.mapped_column(sa.Float)
+    cycle: orm.Mapped[int | None] = orm.mapped_column(sa.Integer)
+    cycle_started_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UtcDateTime)
+    cycle_duration_s: orm.Mapped[float | None] = orm.mapped_column(sa.Float)

@@ -17,7 +17,7 @@ from runtimestate.desired import schema
 
 TABLES = {
     "backends", "models", "pools", "pool_backends", "pool_models",
-    "backend_status", "managed_models", "download_jobs",
+    "backend_status", "managed_models", "download_jobs", "controller_replicas",
 }  # fmt: skip
 
 
