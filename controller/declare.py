@@ -197,7 +197,7 @@ def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TA
     state, observed = runner.read(env, _with_status)
     backend = state.backend(name)
     if backend is None:
-        env.fail(str(store.NotFound("backend", name)))
+        env.fail(str(store.missing("backend", name, state.backends_by_name)))
     doc = output.backend_doc(backend, state, observed.get(name))
     doc["desiredModels"] = [m.name for m in state.models_for(name)]
     if fmt in (output.Format.JSON, output.Format.YAML):
@@ -318,7 +318,7 @@ def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABL
     except runner.USER_ERRORS as exc:
         env.fail(str(exc))
     if model is None:
-        env.fail(str(store.NotFound("model", name)))
+        env.fail(str(store.missing("model", name, (m.name for m in state.models))))
     doc = output.model_doc(model, state)
     doc["backends"] = [b.name for b in state.backends if model in state.models_for(b.name)]
     output.render_one(doc, fmt, env.out)
