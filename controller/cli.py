@@ -1,4 +1,4 @@
-"""The ``llmctl`` command line: global options, ``db``, ``apply``, ``export`` and the sub-apps.
+"""The ``llmctl`` command line: global options, ``db``, ``export`` and the sub-apps.
 
 The entry point of the console script. Commands are thin: they parse options, call the domain
 through `controller.runner`, and print. Exit codes: 0 success, 1 a service could not be used
@@ -7,14 +7,11 @@ through `controller.runner`, and print. Exit codes: 0 success, 1 a service could
 
 from __future__ import annotations
 
-import pathlib
-import sys
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import typer
 from alembic.util import CommandError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
 from controller import (
@@ -22,6 +19,7 @@ from controller import (
     demo,
     downloads,
     emulate,
+    files,
     pools,
     reconcile,
     resolve,
@@ -31,7 +29,7 @@ from controller import (
     usage,
     watch,
 )
-from runtimestate import database, echo, errors
+from runtimestate import database, errors
 from runtimestate.desired import manifest, store
 
 T = TypeVar("T")
@@ -49,6 +47,8 @@ app.add_typer(declare.model_app, name="model")
 app.add_typer(pools.app, name="pool")
 app.add_typer(emulate.app, name="emulate", help="Run protocol-faithful Ollama or vLLM emulators.")
 app.command("reconcile")(reconcile.reconcile_command)
+app.command("apply")(files.apply_command)
+app.command("delete")(files.delete_command)
 app.add_typer(downloads.app, name="downloads", help="List, cancel and retry model downloads.")
 app.command("watch")(watch.watch_command)
 app.command("resolve")(resolve.resolve_command)
@@ -141,47 +141,6 @@ def _migrate(env: runner.Env, action: Callable[[], T]) -> T:
         env.fail(str(exc))
     except errors.DatabaseUnavailable as exc:
         env.fail(f"cannot use the database at {database.redact(env.database_url)}: {exc}", 1)
-
-
-@app.command("apply")
-def apply(
-    ctx: typer.Context,
-    file: Annotated[
-        str, typer.Option("--file", "-f", help="YAML file of llmctl/v1 documents; - for stdin")
-    ],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the diff, write nothing")
-    ] = False,
-    prune: Annotated[
-        bool, typer.Option("--prune", help="Delete declared objects absent from the file")
-    ] = False,
-) -> None:
-    """Apply a declarative file in one transaction; the whole file is validated first."""
-    env = _env(ctx)
-    source = manifest.STDIN if file == "-" else echo.plain(file)
-    if file == "-" and (sys.stdin is None or sys.stdin.closed):
-        env.fail("standard input is closed; pipe the file in (llmctl apply -f - < fleet.yaml)")
-    try:
-        data = sys.stdin.buffer.read() if file == "-" else pathlib.Path(file).read_bytes()
-    except OSError as exc:
-        env.fail(f"cannot read {source}: {exc.strerror}")
-    parsed = manifest.read(data, source)
-    if parsed.problems and not manifest.needs_store(parsed, prune):
-        # Known from the file alone; otherwise apply lists them with the dangling members.
-        env.fail(str(manifest.ManifestError(parsed.problems, source)))
-
-    async def work(session: AsyncSession) -> list[manifest.Change]:
-        return await manifest.apply(session, parsed, prune=prune, dry_run=dry_run)
-
-    changes = runner.transaction(env, work)
-    if not dry_run:
-        runner.notify(env)
-    suffix = " (dry run)" if dry_run else ""
-    for change in changes:
-        fields = f" ({', '.join(change.fields)})" if change.fields else ""
-        env.out.print(
-            f"{change.kind}/{change.name} {change.action.value}{fields}{suffix}", highlight=False
-        )
 
 
 @app.command("export")
