@@ -54,13 +54,13 @@ def read_files(env: runner.Env, given: list[str], recursive: bool) -> list[sourc
 
     if given.count("-") > 1:
         env.fail("-f - (standard input) can be given once")
+    if "" in given:
+        env.fail("-f needs a file, a directory or - (standard input), not an empty value")
     found: list[sources.Source] = []
     for arg in given:
         if arg == "-":
             if sys.stdin is None or sys.stdin.closed:
-                env.fail(
-                    "standard input is closed; pipe the file in (llmctl apply -f - < fleet.yaml)"
-                )
+                env.fail("standard input is closed; pipe the file in (-f - < fleet.yaml)")
             found.append(sources.Source(sources.STDIN, sys.stdin.buffer.read()))
             continue
         path = pathlib.Path(arg)
@@ -148,8 +148,8 @@ def delete_command(
 ) -> None:
     """Delete every object the files name (kind and metadata.name), in one transaction.
 
-    The default pool is kept. An object that is not stored is reported and makes the exit
-    code 1, as kubectl's does, after the others are deleted (0 with --ignore-not-found)."""
+    The default pool is kept; objects not stored are reported and make the exit code 1.
+    """
     from runtimestate.desired import deletion, manifest
 
     env = _env(ctx)

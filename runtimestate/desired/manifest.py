@@ -2,7 +2,8 @@
 
 Called by ``llmctl apply`` and ``llmctl export``. A file is read and checked whole (its
 encoding, every document via `runtimestate.desired.documents`, duplicates, every pool member) before
-anything is written, and every problem is listed in one run, each as
+anything is written; files applied together (``apply -f DIR``) are `combine`d into one manifest
+first, an object declared in two of them being a problem. Every problem is listed in one run as
 ``fleet.yaml: document 3 (Backend gpu-1): spec.maxPulls: ...``; `apply` then writes every change
 through the store in the caller's single transaction, so one bad document writes nothing.
 """

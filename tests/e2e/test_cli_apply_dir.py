@@ -144,3 +144,17 @@ def test_f_may_be_repeated_and_the_files_apply_together(
     result = llmctl("apply", "-f", str(directory), "-f", "-", "-f", str(pool), input=MODELS)
     assert result.code == 0, result.err
     assert result.out.splitlines()[-2:] == ["model/llama3 created", "pool/chat created"]
+
+
+def test_an_empty_f_or_standard_input_twice_is_refused_and_applies_nothing(
+    llmctl: Cli, database_url: str, tmp_path: pathlib.Path
+) -> None:
+    _fleet(tmp_path, a_yaml=BACKENDS)
+    before = dump(database_url)
+    for command in ("apply", "delete"):
+        empty = llmctl(command, "-f", "")
+        assert (empty.code, empty.out) == (2, "")
+        assert "-f needs a file, a directory or - (standard input)" in empty.err
+        twice = llmctl(command, "-f", "-", "-f", "-", input=MODELS)
+        assert (twice.code, twice.err) == (2, "error: -f - (standard input) can be given once\n")
+    assert dump(database_url) == before
