@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import pathlib
 
 from tests.e2e.conftest import Cli, dump
 from tests.e2e.test_cli_apply import FLEET
+from tests.e2e.test_cli_downloads import _collect
 
 SMALL = """
 apiVersion: llmctl/v1
@@ -155,3 +158,16 @@ def test_delete_f_reads_standard_input_and_directories(llmctl: Cli, tmp_path: pa
     assert from_stdin.code == 0, from_stdin.err
     assert from_stdin.out == "backend/gpu-1 deleted\n"
     assert _names(llmctl) == ["pool/default"]
+
+
+async def test_a_real_delete_asks_a_running_controller_for_a_cycle(
+    llmctl: Cli, nats_url: str, nats_prefix: str, tmp_path: pathlib.Path
+) -> None:
+    fleet = _write(tmp_path, SMALL)
+    assert (await asyncio.to_thread(llmctl, "apply", "-f", fleet)).code == 0
+    nats_args = ("--nats-url", nats_url, "--subject-prefix", nats_prefix)
+    (trigger,) = await _collect(
+        nats_url, f"{nats_prefix}.v1.>", lambda: llmctl(*nats_args, "delete", "-f", fleet), 1
+    )
+    assert trigger.subject == f"{nats_prefix}.v1.control.trigger"
+    assert json.loads(trigger.data) == {}
