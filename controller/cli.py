@@ -10,25 +10,30 @@ codes: 0 success, 1 a service could not be used (database unreachable), 2 invali
 
 from __future__ import annotations
 
-import pathlib
-import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from controller import runner, usage
-from runtimestate import echo
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    from runtimestate.desired import manifest
+    pass
 
 _DECLARE = "Declare"
 _OPERATE = "Operate"
 _RUN = "Run"
 
 COMMANDS = {
+    "apply": usage.Lazy(
+        "controller.files:apply_command",
+        "Apply declarative files in one transaction; every file is validated first.",
+        _DECLARE,
+    ),
+    "delete": usage.Lazy(
+        "controller.files:delete_command",
+        "Delete every object the files name (kind and metadata.name), in one transaction.",
+        _DECLARE,
+    ),
     "backend": usage.Lazy(
         "controller.declare:backend_app", "Declare the backends llmctl manages.", _DECLARE
     ),
@@ -137,49 +142,6 @@ def _env(ctx: typer.Context) -> runner.Env:
     env = ctx.find_root().obj
     assert isinstance(env, runner.Env)
     return env
-
-
-@app.command("apply", rich_help_panel=_DECLARE)
-def apply(
-    ctx: typer.Context,
-    file: Annotated[
-        str, typer.Option("--file", "-f", help="YAML file of llmctl/v1 documents; - for stdin")
-    ],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the diff, write nothing")
-    ] = False,
-    prune: Annotated[
-        bool, typer.Option("--prune", help="Delete declared objects absent from the file")
-    ] = False,
-) -> None:
-    """Apply a declarative file in one transaction; the whole file is validated first."""
-    from runtimestate.desired import manifest
-
-    env = _env(ctx)
-    source = manifest.STDIN if file == "-" else echo.plain(file)
-    if file == "-" and (sys.stdin is None or sys.stdin.closed):
-        env.fail("standard input is closed; pipe the file in (llmctl apply -f - < fleet.yaml)")
-    try:
-        data = sys.stdin.buffer.read() if file == "-" else pathlib.Path(file).read_bytes()
-    except OSError as exc:
-        env.fail(f"cannot read {source}: {exc.strerror}")
-    parsed = manifest.read(data, source)
-    if parsed.problems and not manifest.needs_store(parsed, prune):
-        # Known from the file alone; otherwise apply lists them with the dangling members.
-        env.fail(str(manifest.ManifestError(parsed.problems, source)))
-
-    async def work(session: AsyncSession) -> list[manifest.Change]:
-        return await manifest.apply(session, parsed, prune=prune, dry_run=dry_run)
-
-    changes = runner.transaction(env, work)
-    if not dry_run:
-        runner.notify(env)
-    suffix = " (dry run)" if dry_run else ""
-    for change in changes:
-        fields = f" ({', '.join(change.fields)})" if change.fields else ""
-        env.out.print(
-            f"{change.kind}/{change.name} {change.action.value}{fields}{suffix}", highlight=False
-        )
 
 
 @app.command("export", rich_help_panel=_DECLARE)

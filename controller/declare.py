@@ -29,7 +29,7 @@ model_app = typer.Typer(help="Declare the models backends should serve.", no_arg
 
 OutputOpt = Annotated[
     output.Format,
-    typer.Option("--output", "-o", help="table, wide, json or yaml"),
+    typer.Option("--output", "-o", help="table, wide, json, yaml or name"),
 ]
 PoolOpt = Annotated[
     list[str] | None,
@@ -240,9 +240,12 @@ def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TA
     state, observed = runner.read(env, _with_status)
     backend = state.backend(name)
     if backend is None:
-        env.fail(str(store.NotFound("backend", name)))
+        env.fail(str(store.missing("backend", name, state.backends_by_name)))
     doc = output.backend_doc(backend, state, observed.get(name))
     doc["desiredModels"] = [m.name for m in state.models_for(name)]
+    if fmt is output.Format.NAME:
+        output.render_names("backend", [doc], env.out)
+        return
     if fmt in (output.Format.JSON, output.Format.YAML):
         output.render_one(doc, fmt, env.out)
         return
@@ -371,9 +374,12 @@ def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABL
     except runner.user_errors() as exc:
         env.fail(str(exc))
     if model is None:
-        env.fail(str(store.NotFound("model", name)))
+        env.fail(str(store.missing("model", name, (m.name for m in state.models))))
     doc = output.model_doc(model, state)
     doc["backends"] = [b.name for b in state.backends if model in state.models_for(b.name)]
+    if fmt is output.Format.NAME:
+        output.render_names("model", [doc], env.out)
+        return
     output.render_one(doc, fmt, env.out)
 
 

@@ -36,7 +36,7 @@ app = typer.Typer(
 )
 
 OutputOpt = Annotated[
-    output.Format, typer.Option("--output", "-o", help="table, wide, json or yaml")
+    output.Format, typer.Option("--output", "-o", help="table, wide, json, yaml or name")
 ]
 STATE_CHOICES = [state.value for state in jobs.JobState] + ["active"]
 _NATS_TIMEOUT_S = 3.0
@@ -150,7 +150,11 @@ def get_download(
             raise _not_found(job_id)
         return found
 
-    output.render_one(downloadview.job_doc(runner.read(env, work)), fmt, env.out)
+    doc = downloadview.job_doc(runner.read(env, work))
+    if fmt is output.Format.NAME:
+        output.render_names("download", [doc], env.out, key="id")
+        return
+    output.render_one(doc, fmt, env.out)
 
 
 @app.command("cancel")

@@ -111,7 +111,11 @@ _ERROR: Column = ("ERROR", lambda d: d["error"] or "-")
 
 
 def render_list(docs: Sequence[dict[str, Any]], fmt: output.Format, console: Console) -> None:
-    """Print downloads: JSON and YAML print the list itself; ``table`` and ``wide`` a table."""
+    """Print downloads: JSON and YAML print the list itself; ``table`` and ``wide`` a table;
+    ``name`` ``download/<id>`` a line."""
+    if fmt is output.Format.NAME:
+        output.render_names("download", docs, console, key="id")
+        return
     if fmt in (output.Format.JSON, output.Format.YAML):
         output.render_one(list(docs), fmt, console)
         return

@@ -27,6 +27,7 @@ class Format(enum.StrEnum):
     WIDE = "wide"
     JSON = "json"
     YAML = "yaml"
+    NAME = "name"
 
 
 class DocFormat(enum.StrEnum):
@@ -209,7 +210,10 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
 
 
 def render_list(kind: str, docs: Sequence[dict[str, Any]], fmt: Format, console: Console) -> None:
-    """Print a list of documents; JSON and YAML print the list itself."""
+    """Print a list of documents; JSON and YAML print the list itself, name ``kind/name``s."""
+    if fmt is Format.NAME:
+        render_names(kind, docs, console)
+        return
     if fmt in (Format.JSON, Format.YAML):
         render_one(list(docs), fmt, console)
         return
@@ -220,6 +224,14 @@ def render_list(kind: str, docs: Sequence[dict[str, Any]], fmt: Format, console:
         flat = {**doc, **_status_cells(doc.get("status"))} if kind == "backend" else doc
         rows.append([*(cell(flat.get(key)) for _, key in columns), age(doc["createdAt"], now)])
     write(console, table([*(header for header, _ in columns), "AGE"], rows))
+
+
+def render_names(
+    kind: str, docs: Sequence[dict[str, Any]], console: Console, key: str = "name"
+) -> None:
+    """``-o name``: ``kind/name`` a line (``backend/gpu-1``), as kubectl prints it; nothing else."""
+    for doc in docs:
+        console.out(f"{kind}/{doc[key]}", highlight=False)
 
 
 def _status_cells(status: dict[str, Any] | None) -> dict[str, Any]:

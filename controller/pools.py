@@ -78,6 +78,9 @@ def pool_get(ctx: typer.Context, name: str, fmt: declare.OutputOpt = output.Form
 
     env = declare.env_of(ctx)
     pool = runner.read(env, lambda s: poolstore.get_pool(s, name))
+    if fmt is output.Format.NAME:
+        output.render_names("pool", [output.pool_doc(pool)], env.out)
+        return
     output.render_one(output.pool_doc(pool), fmt, env.out)
 
 

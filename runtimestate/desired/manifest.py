@@ -2,16 +2,17 @@
 
 Called by ``llmctl apply`` and ``llmctl export``. A file is read and checked whole (its
 encoding, every document via `runtimestate.desired.documents`, duplicates, every pool member) before
-anything is written, and every problem is listed in one run, each as
+anything is written; files applied together (``apply -f DIR``) are `combine`d into one manifest
+first, an object declared in two of them being a problem. Every problem is listed in one run as
 ``fleet.yaml: document 3 (Backend gpu-1): spec.maxPulls: ...``; `apply` then writes every change
 through the store in the caller's single transaction, so one bad document writes nothing.
 """
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import enum
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -19,19 +20,20 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import credentials, desired, echo
-from runtimestate.desired import documents, names, poolstore, spec, store
+from runtimestate.desired import documents, names, poolstore, sources, spec, store
 
 API_VERSION = documents.API_VERSION
-STDIN = "<stdin>"
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+STDIN = sources.STDIN
 
 
 class ManifestError(ValueError):
     """A file that cannot be applied; ``problems`` lists every problem found, one a line."""
 
-    def __init__(self, problems: Sequence[str], source: str = "the file") -> None:
+    def __init__(
+        self, problems: Sequence[str], source: str = "the file", undone: str = "applied"
+    ) -> None:
         count = len(problems)
-        header = f"{source} is not valid, nothing was applied ({count} problem"
+        header = f"{source} is not valid, nothing was {undone} ({count} problem"
         header += "):" if count == 1 else "s):"
         super().__init__("\n  ".join([header, *problems]))
         self.problems = tuple(problems)
@@ -40,7 +42,10 @@ class ManifestError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Manifest:
-    """The valid specs of a file, and (from `read`) its documents and the problems found."""
+    """The valid specs of a file, and (from `read`) its documents and the problems found.
+
+    ``origins`` name the file of each document (files read together are `combine`d).
+    """
 
     backends: tuple[spec.BackendSpec, ...]
     models: tuple[spec.ModelSpec, ...]
@@ -48,6 +53,7 @@ class Manifest:
     source: str = "the file"
     documents: tuple[documents.Document, ...] = ()
     problems: tuple[str, ...] = ()
+    origins: tuple[str, ...] = ()
 
 
 class Action(enum.StrEnum):
@@ -65,41 +71,14 @@ class Change:
     fields: tuple[str, ...] = ()
 
 
-def decode(data: bytes) -> str:
-    """The text of a file's bytes; raises `ValueError` saying why they are not UTF-8 text."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data:
-        raise ValueError(
-            "is not UTF-8 text (it looks like UTF-16 or binary); save it as UTF-8, "
-            "e.g. iconv -f UTF-16 -t UTF-8"
-        )
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValueError(
-            f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-            "save it as UTF-8"
-        ) from None
-
-
-def _load(data: bytes | str) -> list[Any]:
-    text = data if isinstance(data, str) else decode(data)
-    try:
-        # libyaml when it is there: the pure-Python loader takes seconds per megabyte.
-        return [raw for raw in yaml.load_all(text, Loader=_LOADER) if raw is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or "cannot be parsed"
-        raise ValueError(f"is not valid YAML{where}: {echo.plain(str(problem))}") from None
-
-
-def read(data: bytes | str, source: str = "the file") -> Manifest:
-    """Read and check a whole file; never raises: ``problems`` lists every problem found.
+def read(data: bytes | str, source: str = "the file", *, json: bool = False) -> Manifest:
+    """Read and check a whole file (``json``: a JSON one, see `sources`); never raises:
+    ``problems`` lists every problem found.
 
     Pool members that are not in the file are checked by `check`, against the stored state.
     """
     try:
-        raws = _load(data)
+        raws = sources.load(data, json=json)
     except ValueError as exc:
         return Manifest((), (), (), source, (), (f"{source}: {exc}",))
     docs = tuple(documents.read(index, raw) for index, raw in enumerate(raws, start=1))
@@ -115,6 +94,7 @@ def read(data: bytes | str, source: str = "the file") -> Manifest:
         source=source,
         documents=docs,
         problems=tuple(problems),
+        origins=(source,) * len(docs),
     )
 
 
@@ -124,6 +104,50 @@ def parse(data: bytes | str, source: str = "the file") -> Manifest:
     if manifest.problems:
         raise ManifestError(manifest.problems, source)
     return manifest
+
+
+def read_all(files: Sequence[sources.Source], source: str) -> Manifest:
+    """Read files to apply together, as one manifest named ``source`` (see `combine`)."""
+    return combine([read(f.data, f.name, json=f.json) for f in files], source)
+
+
+def combine(manifests: Sequence[Manifest], source: str) -> Manifest:
+    """Files applied together: their specs, documents and problems in order, and a problem
+    for every object declared in more than one of them, naming each file."""
+    return Manifest(
+        backends=tuple(b for m in manifests for b in m.backends),
+        models=tuple(v for m in manifests for v in m.models),
+        pools=tuple(p for m in manifests for p in m.pools),
+        source=source,
+        documents=tuple(d for m in manifests for d in m.documents),
+        problems=tuple(p for m in manifests for p in m.problems) + tuple(_across(manifests)),
+        origins=tuple(o for m in manifests for o in _origins(m)),
+    )
+
+
+def _origins(manifest: Manifest) -> list[str]:
+    """The file of each document; a manifest built without origins names its ``source``."""
+    pairs = itertools.zip_longest(manifest.documents, manifest.origins, fillvalue=None)
+    return [manifest.source if origin is None else origin for _, origin in pairs]
+
+
+def _across(manifests: Sequence[Manifest]) -> list[str]:
+    """Objects declared in more than one file (twice in one file is `_duplicates`')."""
+    found: dict[tuple[str, str], list[tuple[str, documents.Document]]] = {}
+    for manifest in manifests:
+        for doc, origin in zip(manifest.documents, _origins(manifest), strict=True):
+            if doc.kind is not None and doc.name is not None:
+                found.setdefault((doc.kind, _key(doc.kind, doc.name)), []).append((origin, doc))
+    problems = []
+    for (kind, key), same in found.items():
+        if len({origin for origin, _ in same}) > 1:
+            *first, last = [f"{origin}: document {doc.index}" for origin, doc in same]
+            both = "both" if len(same) == 2 else "all"
+            problems.append(
+                f"{', '.join(first)} and {last} {both} declare {kind} {echo.quoted(key)}; "
+                "declare each once, in one file"
+            )
+    return problems
 
 
 def _key(kind: str, name: str) -> str:
@@ -181,13 +205,12 @@ def _dangling(manifest: Manifest, backends: set[str], models: set[str], prune: b
         "is not declared in the file (--prune)" if prune else "is neither in the file nor declared"
     )
     problems = []
-    for doc in manifest.documents:
+    for doc, origin in zip(manifest.documents, _origins(manifest), strict=True):
         for kind, member in doc.members:
             known = backends if kind == "backend" else models
             if (_key("Model", member) if kind == "model" else member) not in known:
                 problems.append(
-                    f"{manifest.source}: {doc.title}: spec.{kind}s: "
-                    f"{kind} {echo.quoted(member)} {where}"
+                    f"{origin}: {doc.title}: spec.{kind}s: {kind} {echo.quoted(member)} {where}"
                 )
     return problems
 

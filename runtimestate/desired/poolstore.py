@@ -11,7 +11,7 @@ it: callers get `runtimestate.desired.spec` values.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,15 +49,19 @@ async def update_pool(session: AsyncSession, value: spec.PoolSpec) -> tuple[spec
 
 
 async def _ids(
-    session: AsyncSession, column: sa.orm.InstrumentedAttribute[str], keys: Sequence[str], kind: str
+    session: AsyncSession,
+    column: sa.orm.InstrumentedAttribute[str],
+    spelled: Mapping[str, str],
+    kind: str,
 ) -> dict[str, int]:
-    """Map names (or canonical model names) to row ids in one query; raises `NotFound`."""
+    """Map names (or canonical model names) to row ids in one query; raises `NotFound` naming
+    the first missing one as ``spelled`` (key: the name as given) spells it."""
     table = column.class_
-    rows = await session.execute(sa.select(column, table.id).where(column.in_(keys)))
+    rows = await session.execute(sa.select(column, table.id).where(column.in_(list(spelled))))
     found: dict[str, int] = {name: row_id for name, row_id in rows}
-    for key in keys:
+    for key, name in spelled.items():
         if key not in found:
-            raise store.NotFound(kind, key)
+            raise await store.absent(session, kind, name)
     return found
 
 
@@ -66,12 +70,10 @@ async def _set_members(
 ) -> None:
     """Make the pool's memberships exactly ``value``'s members. Memberships that stay are left
     untouched (they keep their `joined_generation`); new ones are dated ``joined``."""
-    backend_ids = await _ids(session, schema.BackendRow.name, value.backends, "backend")
+    spelled = {b: b for b in value.backends}
+    backend_ids = await _ids(session, schema.BackendRow.name, spelled, "backend")
     keys: dict[str, str] = {names.key(m, spec.BackendType.OLLAMA): m for m in value.models}
-    try:
-        model_ids = await _ids(session, schema.ModelRow.canonical_name, list(keys), "model")
-    except store.NotFound as exc:
-        raise store.NotFound("model", keys[exc.name]) from None
+    model_ids = await _ids(session, schema.ModelRow.canonical_name, keys, "model")
     for table, wanted in (
         (schema.PoolBackendRow, backend_ids.values()),
         (schema.PoolModelRow, model_ids.values()),

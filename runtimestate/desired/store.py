@@ -10,13 +10,13 @@ membership rows are written by `memberships` only. ORM rows must not leave the s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import credentials, desired, echo
-from runtimestate.desired import memberships, names, schema, spec
+from runtimestate.desired import memberships, names, schema, spec, suggestions
 
 
 class StoreError(ValueError):
@@ -24,9 +24,38 @@ class StoreError(ValueError):
 
 
 class NotFound(StoreError):
-    def __init__(self, kind: str, name: str) -> None:
-        super().__init__(f"{kind} {echo.quoted(name)} does not exist; see llmctl {kind} list")
-        self.kind, self.name = kind, name
+    """No stored ``kind`` is named ``name``; ``close`` are the stored names one edit away."""
+
+    def __init__(self, kind: str, name: str, close: Sequence[str] = ()) -> None:
+        hint = suggestions.phrase(close) if close else f"see llmctl {kind} list"
+        super().__init__(f"{kind} {echo.quoted(name)} does not exist; {hint}")
+        self.kind, self.name, self.close = kind, name, tuple(close)
+
+
+def missing(kind: str, name: str, stored: Iterable[str]) -> NotFound:
+    """The `NotFound` of ``name`` among the ``stored`` names of ``kind``, suggesting the ones
+    one edit away (models compared by their canonical names, as the store finds them)."""
+    if kind != "model":
+        return NotFound(kind, name, suggestions.close(name, stored))
+    try:
+        names.key(name, spec.BackendType.OLLAMA)
+    except names.InvalidName:
+        return NotFound(kind, name)
+    return NotFound(kind, name, suggestions.close(name, stored, _model_key))
+
+
+def _model_key(name: str) -> str:
+    return names.key(name, spec.BackendType.OLLAMA)
+
+
+async def absent(session: AsyncSession, kind: str, name: str) -> NotFound:
+    """`missing` against the names stored now; the caller raises it."""
+    column = {
+        "backend": schema.BackendRow.name,
+        "model": schema.ModelRow.name,
+        "pool": schema.PoolRow.name,
+    }[kind]
+    return missing(kind, name, await session.scalars(sa.select(column)))
 
 
 class AlreadyExists(StoreError):
@@ -152,7 +181,7 @@ async def load(session: AsyncSession) -> desired.DesiredState:
 async def backend_row(session: AsyncSession, name: str) -> schema.BackendRow:
     row = await session.scalar(sa.select(schema.BackendRow).where(schema.BackendRow.name == name))
     if row is None:
-        raise NotFound("backend", name)
+        raise await absent(session, "backend", name)
     return row
 
 
@@ -162,14 +191,14 @@ async def model_row(session: AsyncSession, name: str) -> schema.ModelRow:
         sa.select(schema.ModelRow).where(schema.ModelRow.canonical_name == key)
     )
     if row is None:
-        raise NotFound("model", name)
+        raise await absent(session, "model", name)
     return row
 
 
 async def pool_row(session: AsyncSession, name: str) -> schema.PoolRow:
     row = await session.scalar(sa.select(schema.PoolRow).where(schema.PoolRow.name == name))
     if row is None:
-        raise NotFound("pool", name)
+        raise await absent(session, "pool", name)
     return row
 
 

@@ -58,15 +58,15 @@ def test_output_choices_agree_with_their_help_text(path: tuple[str, ...]) -> Non
     assert (found is None) == ("--output" not in text), text
     if found is not None:
         choices = set(found.group(1).split("|"))
-        described = set(re.findall(r"[a-z]+", found.group(2))) - {"or"}
+        described = set(re.findall(r"[a-z]+", found.group(2))) - {"or", "default"}
         assert choices == described, found.group(0)
 
 
 def test_the_output_help_of_a_list_is_read_whole() -> None:
     found = _OUTPUT.search(_help(("backend", "list")))
     assert found is not None
-    assert found.group(1) == "table|wide|json|yaml"
-    assert found.group(2) == "table, wide, json or yaml"
+    assert found.group(1) == "table|wide|json|yaml|name"
+    assert found.group(2) == "table, wide, json, yaml or name"
 
 
 def test_output_refuses_a_choice_a_command_does_not_offer() -> None:
