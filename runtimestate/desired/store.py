@@ -68,7 +68,7 @@ def _backend(row: schema.BackendRow) -> spec.Backend:
 
 def _model(row: schema.ModelRow) -> spec.Model:
     caps = None if row.capabilities is None else tuple(spec.Capability(c) for c in row.capabilities)
-    value = spec.ModelSpec(row.name, row.context_length, caps)
+    value = spec.ModelSpec(row.name, row.context_length, caps, dict(row.labels))
     return spec.Model(value, meta(row))
 
 
@@ -135,6 +135,7 @@ async def load(session: AsyncSession) -> desired.DesiredState:
                 row.purpose,
                 tuple(sorted(members_b.get(row.id, []))),
                 tuple(sorted(members_m.get(row.id, []))),
+                dict(row.labels),
             ),
             meta(row),
         )
@@ -317,6 +318,7 @@ async def add_models(session: AsyncSession, values: Sequence[spec.ModelSpec]) ->
 def _fill_model(row: schema.ModelRow, value: spec.ModelSpec) -> None:
     row.context_length = value.context_length
     row.capabilities = None if value.capabilities is None else [c.value for c in value.capabilities]
+    row.labels = dict(value.labels)
 
 
 async def update_model(
