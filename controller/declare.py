@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from controller import output, runner
-from runtimestate.desired import spec
+from runtimestate.desired import selectors, spec
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -36,6 +36,18 @@ PoolOpt = Annotated[
     typer.Option("--pool", help="Pool to join (repeatable); default: the default pool"),
 ]
 NoPoolOpt = Annotated[bool, typer.Option("--no-pool", help="Join no pool (observe only)")]
+LabelOpt = Annotated[list[str] | None, typer.Option("--label", help="k=v (repeatable)")]
+LabelUpdateOpt = Annotated[
+    list[str] | None, typer.Option("--label", help="k=v sets, k- removes (repeatable)")
+]
+SelectorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--selector",
+        "-l",
+        help="Label selector: zone=a, zone!=a, gpu in (h100,a100), !draining; comma = and",
+    ),
+]
 
 
 def whole_number(text: str | int) -> int:
@@ -82,7 +94,18 @@ def _credentials(
     return None
 
 
-def _labels(env: runner.Env, base: dict[str, str], items: list[str] | None) -> dict[str, str]:
+def selector_of(env: runner.Env, text: str | None) -> selectors.Selector:
+    """The selector of an ``-l`` option (none: everything); exits 2 naming the position of
+    what does not parse. Reads nothing, so a command parses it before opening the database."""
+    try:
+        return selectors.parse(text or "")
+    except selectors.SelectorError as exc:
+        env.fail(str(exc))
+
+
+def labels_of(env: runner.Env, base: dict[str, str], items: list[str] | None) -> dict[str, str]:
+    """``base`` with the ``--label`` items applied (``k=v`` sets, ``k-`` removes), validated;
+    exits 2 naming a bad one."""
     labels = dict(base)
     for item in items or []:
         if item.endswith("-") and "=" not in item:
@@ -93,7 +116,10 @@ def _labels(env: runner.Env, base: dict[str, str], items: list[str] | None) -> d
         except spec.SpecError as exc:
             env.fail(str(exc))
         labels[key] = value
-    return labels
+    try:
+        return spec.labels(labels)
+    except spec.SpecError as exc:
+        env.fail(str(exc))
 
 
 # --- backend ---------------------------------------------------------------------------------
@@ -126,7 +152,7 @@ def backend_add(
     env = env_of(ctx)
     pools = _pools(env, pool, no_pool, [spec.DEFAULT_POOL])
     assert pools is not None
-    labels = _labels(env, {}, label)
+    labels = labels_of(env, {}, label)
     creds = _credentials(env, api_key_env, api_key_stdin)
 
     async def work(session: AsyncSession) -> spec.Backend:
@@ -174,7 +200,7 @@ def backend_update(
             name,
             type_ if type_ is not None else old.type,
             url if url is not None else old.url,
-            labels=_labels(env, dict(old.labels), label),
+            labels=labels_of(env, dict(old.labels), label),
             prune=prune if prune is not None else old.prune,
             max_pulls=max_pulls if max_pulls is not None else old.max_pulls,
             credentials=None if no_api_key else (new_creds or old.credentials),
@@ -284,6 +310,7 @@ def model_add(
         list[str] | None,
         typer.Option("--capability", help="chat, embed, prompt or stream (repeatable)"),
     ] = None,
+    label: LabelOpt = None,
 ) -> None:
     """Declare a model. It joins the default pool unless told otherwise."""
     from runtimestate.desired import store
@@ -291,8 +318,9 @@ def model_add(
     env = env_of(ctx)
     pools = _pools(env, pool, no_pool, [spec.DEFAULT_POOL])
     assert pools is not None
+    labels = labels_of(env, {}, label)
     try:
-        value = spec.ModelSpec(name, context_length, spec.capabilities(capability))
+        value = spec.ModelSpec(name, context_length, spec.capabilities(capability), labels)
     except spec.SpecError as exc:
         env.fail(str(exc))
     runner.transaction(env, lambda s: store.add_model(s, value, pools))
@@ -320,8 +348,9 @@ def model_update(
     no_capabilities: Annotated[
         bool, typer.Option("--no-capabilities", help="Use the backend's")
     ] = False,
+    label: LabelUpdateOpt = None,
 ) -> None:
-    """Change a model's overrides or pools; the generation goes up on a real change."""
+    """Change a model's overrides, labels or pools; the generation goes up on a real change."""
     from runtimestate.desired import store
 
     env = env_of(ctx)
@@ -339,6 +368,7 @@ def model_update(
             None
             if no_capabilities
             else (spec.capabilities(capability) if capability else old.capabilities),
+            labels_of(env, dict(old.labels), label),
         )
         _, changed = await store.update_model(session, value, pools)
         return changed
@@ -348,18 +378,18 @@ def model_update(
     runner.notify(env)
 
 
-def _model_listing(state: desired.DesiredState) -> list[dict[str, object]]:
-    return [output.model_doc(m, state) for m in state.models]
-
-
 @model_app.command("list")
-def model_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
-    """List the declared models."""
+def model_list(
+    ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE, selector: SelectorOpt = None
+) -> None:
+    """List the declared models (-l: those whose labels match; -o wide shows the labels)."""
     from runtimestate.desired import store
 
     env = env_of(ctx)
+    chosen = selector_of(env, selector)
     state = runner.read(env, store.load)
-    output.render_list("model", _model_listing(state), fmt, env.out)
+    models = [m for m in state.models if chosen.matches(m.spec.labels)]
+    output.render_list("model", [output.model_doc(m, state) for m in models], fmt, env.out)
 
 
 @model_app.command("get")

@@ -125,6 +125,7 @@ def model_doc(model: spec.Model, state: desired.DesiredState) -> dict[str, Any]:
         "name": s.name,
         "contextLength": s.context_length,
         "capabilities": None if s.capabilities is None else [c.value for c in s.capabilities],
+        "labels": dict(s.labels),
         "pools": list(state.pools_of_model(s.name)),
         **_meta(model.meta),
     }
@@ -135,6 +136,7 @@ def pool_doc(pool: spec.Pool) -> dict[str, Any]:
     return {
         "name": s.name,
         "purpose": s.purpose,
+        "labels": dict(s.labels),
         "backends": list(s.backends),
         "models": list(s.models),
         **_meta(pool.meta),
@@ -201,11 +203,17 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "backend-wide": [("NAME", "name"), ("TYPE", "type"), ("PHASE", "phase"), ("READY", "ready"),
                      ("PULLING", "pulling"), ("ERROR", "error"), ("URL", "url"),
                      ("PRUNE", "prune"), ("MAX-PULLS", "maxPulls"), ("POOLS", "pools"),
-                     ("GEN", "generation"), ("OBSERVED-GEN", "observedGeneration")],
+                     ("GEN", "generation"), ("OBSERVED-GEN", "observedGeneration"),
+                     ("LABELS", "labels")],
     "model": [("NAME", "name"), ("CONTEXT", "contextLength"), ("CAPABILITIES", "capabilities"),
               ("POOLS", "pools"), ("GEN", "generation")],
+    "model-wide": [("NAME", "name"), ("CONTEXT", "contextLength"),
+                   ("CAPABILITIES", "capabilities"), ("POOLS", "pools"), ("GEN", "generation"),
+                   ("LABELS", "labels")],
     "pool": [("NAME", "name"), ("PURPOSE", "purpose"), ("BACKENDS", "backends"),
              ("MODELS", "models"), ("GEN", "generation")],
+    "pool-wide": [("NAME", "name"), ("PURPOSE", "purpose"), ("BACKENDS", "backends"),
+                  ("MODELS", "models"), ("GEN", "generation"), ("LABELS", "labels")],
 }  # fmt: skip
 
 

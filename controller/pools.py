@@ -28,12 +28,14 @@ def pool_create(
     ctx: typer.Context,
     name: str,
     purpose: Annotated[str, typer.Option(help="What the pool is for")] = "",
+    label: declare.LabelOpt = None,
 ) -> None:
     """Create an empty pool."""
     from runtimestate.desired import poolstore
 
     env = declare.env_of(ctx)
-    runner.transaction(env, lambda s: poolstore.create_pool(s, spec.PoolSpec(name, purpose)))
+    value = spec.PoolSpec(name, purpose, labels=declare.labels_of(env, {}, label))
+    runner.transaction(env, lambda s: poolstore.create_pool(s, value))
     env.out.print(f"pool/{name} created", highlight=False)
     runner.notify(env)
 
@@ -43,8 +45,9 @@ def pool_update(
     ctx: typer.Context,
     name: str,
     purpose: Annotated[str | None, typer.Option(help="What the pool is for")] = None,
+    label: declare.LabelUpdateOpt = None,
 ) -> None:
-    """Change a pool's purpose; the generation goes up only on a real change."""
+    """Change a pool's purpose or labels; the generation goes up only on a real change."""
     from runtimestate.desired import poolstore
 
     env = declare.env_of(ctx)
@@ -52,7 +55,8 @@ def pool_update(
     async def work(session: AsyncSession) -> bool:
         old = (await poolstore.get_pool(session, name)).spec
         new_purpose = purpose if purpose is not None else old.purpose
-        value = spec.PoolSpec(old.name, new_purpose, old.backends, old.models)
+        labels = declare.labels_of(env, dict(old.labels), label)
+        value = spec.PoolSpec(old.name, new_purpose, old.backends, old.models, labels)
         _, changed = await poolstore.update_pool(session, value)
         return changed
 
@@ -62,13 +66,19 @@ def pool_update(
 
 
 @app.command("list")
-def pool_list(ctx: typer.Context, fmt: declare.OutputOpt = output.Format.TABLE) -> None:
-    """List the pools with their members."""
+def pool_list(
+    ctx: typer.Context,
+    fmt: declare.OutputOpt = output.Format.TABLE,
+    selector: declare.SelectorOpt = None,
+) -> None:
+    """List the pools with their members (-l: those whose labels match)."""
     from runtimestate.desired import store
 
     env = declare.env_of(ctx)
+    chosen = declare.selector_of(env, selector)
     state = runner.read(env, store.load)
-    output.render_list("pool", [output.pool_doc(p) for p in state.pools], fmt, env.out)
+    pools = [p for p in state.pools if chosen.matches(p.spec.labels)]
+    output.render_list("pool", [output.pool_doc(p) for p in pools], fmt, env.out)
 
 
 @app.command("get")

@@ -136,17 +136,15 @@ def read(index: int, raw: object) -> Document:
         return Document(index, None, None, None, tuple(problems))
     kind, meta, body = _envelope(_Fields(raw, "", problems))
     name = meta.take("name", str) if meta.body is not _ABSENT else None
-    labels = meta.take("labels", dict, {})
-    if labels and kind not in (None, "Backend"):
-        problems.append("metadata.labels: labels are supported on Backend documents only")
+    labels = meta.check("labels", meta.take("labels", dict, {}), spec.labels)
     value: Spec | None = None
     members: tuple[tuple[str, str], ...] = ()
     if kind == "Backend":
         value = _backend(name, labels, meta, body)
     elif kind == "Model":
-        value = _model(name, meta, body)
+        value = _model(name, labels, meta, body)
     elif kind == "Pool":
-        value, members = _pool(name, meta, body)
+        value, members = _pool(name, labels, meta, body)
     if kind is not None:
         body.unknown(_SPEC_FIELDS[kind], f"a {kind} spec")
     if value is not None and not problems:
@@ -188,12 +186,11 @@ def _envelope(top: _Fields) -> tuple[str | None, _Fields, _Fields]:
 
 
 def _backend(
-    name: str | None, labels: dict[Any, Any], meta: _Fields, body: _Fields
+    name: str | None, labels: dict[str, str] | None, meta: _Fields, body: _Fields
 ) -> spec.BackendSpec | None:
     checked = meta.check("name", name, lambda v: spec.dns_name(v, "backend"))
     type_ = body.check("type", body.take("type", str), spec.backend_type)
     url = body.check("url", body.take("url", str), spec.base_url)
-    labels_ = meta.check("labels", labels, spec.labels)
     prune = body.check("prune", body.take("prune", str, "managed"), spec.prune_policy)
     max_pulls = body.check("maxPulls", body.take("maxPulls", int, 1), spec.max_pulls)
     raw_creds = body.take("credentials", dict, None)
@@ -202,7 +199,7 @@ def _backend(
         creds = _credentials(_Fields(raw_creds, "spec.credentials", body.problems))
     if checked is None or type_ is None or url is None or prune is None or max_pulls is None:
         return None
-    return spec.BackendSpec(checked, type_, url, labels_ or {}, prune, max_pulls, creds)
+    return spec.BackendSpec(checked, type_, url, labels or {}, prune, max_pulls, creds)
 
 
 def _credentials(creds: _Fields) -> credentials.Credentials | None:
@@ -225,7 +222,9 @@ def _credentials(creds: _Fields) -> credentials.Credentials | None:
     return None
 
 
-def _model(name: str | None, meta: _Fields, body: _Fields) -> spec.ModelSpec | None:
+def _model(
+    name: str | None, labels: dict[str, str] | None, meta: _Fields, body: _Fields
+) -> spec.ModelSpec | None:
     checked = meta.check("name", name, spec.model_name)
     context = body.check(
         "contextLength", body.take("contextLength", int, None), spec.context_length
@@ -236,11 +235,11 @@ def _model(name: str | None, meta: _Fields, body: _Fields) -> spec.ModelSpec | N
         capabilities = body.check("capabilities", [v for _, v in listed], spec.capabilities)
     if checked is None:
         return None
-    return spec.ModelSpec(checked, context, capabilities)
+    return spec.ModelSpec(checked, context, capabilities, labels or {})
 
 
 def _pool(
-    name: str | None, meta: _Fields, body: _Fields
+    name: str | None, labels: dict[str, str] | None, meta: _Fields, body: _Fields
 ) -> tuple[spec.PoolSpec | None, tuple[tuple[str, str], ...]]:
     checked = meta.check("name", name, lambda v: spec.dns_name(v, "pool"))
     purpose = body.check("purpose", body.take("purpose", str, ""), spec.purpose)
@@ -255,4 +254,4 @@ def _pool(
     members = tuple(("backend", b) for b in backends) + tuple(("model", m) for m in models)
     if checked is None or purpose is None:
         return None, members
-    return spec.PoolSpec(checked, purpose, tuple(backends), tuple(models)), members
+    return spec.PoolSpec(checked, purpose, tuple(backends), tuple(models), labels or {}), members

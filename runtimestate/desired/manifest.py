@@ -223,14 +223,18 @@ _BACKEND_FIELDS = {
     "type": "type", "url": "url", "labels": "labels", "prune": "prune",
     "max_pulls": "maxPulls", "credentials": "credentials",
 }  # fmt: skip
-_MODEL_FIELDS = {"context_length": "contextLength", "capabilities": "capabilities"}
+_MODEL_FIELDS = {
+    "context_length": "contextLength", "capabilities": "capabilities", "labels": "labels",
+}  # fmt: skip
+_POOL_FIELDS = ("purpose", "backends", "models", "labels")
 
 
-def _pool_key(value: spec.PoolSpec) -> tuple[str, tuple[str, ...], frozenset[str]]:
+def _pool_key(value: spec.PoolSpec) -> tuple[object, ...]:
     return (
         value.purpose,
         value.backends,
         frozenset(names.key(m, spec.BackendType.OLLAMA) for m in value.models),
+        dict(value.labels),
     )
 
 
@@ -249,11 +253,7 @@ def diff(manifest: Manifest, current: desired.DesiredState, prune: bool) -> list
             changes.append(Change("pool", p.name, Action.CREATED))
             continue
         old_key, new_key = _pool_key(pool.spec), _pool_key(p)
-        fields = tuple(
-            f
-            for f, a, b in zip(("purpose", "backends", "models"), old_key, new_key, strict=True)
-            if a != b
-        )
+        fields = tuple(f for f, a, b in zip(_POOL_FIELDS, old_key, new_key, strict=True) if a != b)
         changes.append(
             Change("pool", p.name, Action.CHANGED if fields else Action.UNCHANGED, fields)
         )
@@ -363,10 +363,7 @@ def export(state: desired.DesiredState) -> str:
                 if b.credentials.kind is credentials.CredentialKind.ENV
                 else {"encrypted": True}
             )
-        meta: dict[str, Any] = {"name": b.name}
-        if b.labels:
-            meta["labels"] = dict(b.labels)
-        docs.append(_doc("Backend", meta, body))
+        docs.append(_doc("Backend", _metadata(b.name, b.labels), body))
     for model in state.models:
         m = model.spec
         body = {}
@@ -374,12 +371,17 @@ def export(state: desired.DesiredState) -> str:
             body["contextLength"] = m.context_length
         if m.capabilities is not None:
             body["capabilities"] = [c.value for c in m.capabilities]
-        docs.append(_doc("Model", {"name": m.name}, body))
+        docs.append(_doc("Model", _metadata(m.name, m.labels), body))
     for pool in state.pools:
         p = pool.spec
         body = {"purpose": p.purpose, "backends": list(p.backends), "models": list(p.models)}
-        docs.append(_doc("Pool", {"name": p.name}, body))
+        docs.append(_doc("Pool", _metadata(p.name, p.labels), body))
     return yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
+
+
+def _metadata(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    """A document's metadata: its name, and its labels when it has any."""
+    return {"name": name, "labels": dict(labels)} if labels else {"name": name}
 
 
 def _doc(kind: str, meta: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 Called by the CLI (``llmctl pool ...``) and the manifest (apply). Every function takes an
 ``AsyncSession`` and never commits; names are resolved here (`store.NotFound` names the missing
 one) and the membership rows are written by `runtimestate.desired.memberships`. A pool's
-generation goes up once per write that changes its spec (purpose or members). It must not write
-backends or models themselves (`runtimestate.desired.store` does), and its ORM rows never leave
-it: callers get `runtimestate.desired.spec` values.
+generation goes up once per write that changes its spec (purpose, labels or members). It must
+not write backends or models themselves (`runtimestate.desired.store` does), and its ORM rows
+never leave it: callers get `runtimestate.desired.spec` values.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ async def create_pool(session: AsyncSession, value: spec.PoolSpec) -> spec.Pool:
     value = spec.validate_pool(value)
     if await session.scalar(sa.select(schema.PoolRow.id).where(schema.PoolRow.name == value.name)):
         raise store.AlreadyExists("pool", value.name)
-    row = schema.PoolRow(name=value.name, purpose=value.purpose)
+    row = schema.PoolRow(name=value.name, purpose=value.purpose, labels=dict(value.labels))
     session.add(row)
     await session.flush()
     await _set_members(session, row, value, joined=row.generation)
@@ -32,11 +32,11 @@ async def create_pool(session: AsyncSession, value: spec.PoolSpec) -> spec.Pool:
 
 
 async def update_pool(session: AsyncSession, value: spec.PoolSpec) -> tuple[spec.Pool, bool]:
-    """Set a pool's purpose and members exactly as ``value`` says."""
+    """Set a pool's purpose, labels and members exactly as ``value`` says."""
     value = spec.validate_pool(value)
     before = await get_pool(session, value.name)
     row = await store.pool_row(session, value.name)
-    row.purpose = value.purpose
+    row.purpose, row.labels = value.purpose, dict(value.labels)
     # A member joins only in a write that changes the spec, which bumps the generation below.
     await _set_members(session, row, value, joined=row.generation + 1)
     after = await get_pool(session, value.name)
@@ -94,7 +94,9 @@ async def get_pool(session: AsyncSession, name: str) -> spec.Pool:
         .join(schema.PoolModelRow, schema.PoolModelRow.model_id == schema.ModelRow.id)
         .where(schema.PoolModelRow.pool_id == row.id)
     )
-    value = spec.PoolSpec(row.name, row.purpose, tuple(sorted(backends)), tuple(sorted(models)))
+    value = spec.PoolSpec(
+        row.name, row.purpose, tuple(sorted(backends)), tuple(sorted(models)), dict(row.labels)
+    )
     return spec.Pool(value, store.meta(row))
 
 

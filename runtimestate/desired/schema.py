@@ -63,6 +63,7 @@ class ModelRow(Stamped, Base):
     canonical_name: orm.Mapped[str] = orm.mapped_column(sa.String(600), unique=True)
     context_length: orm.Mapped[int | None] = orm.mapped_column(sa.Integer)
     capabilities: orm.Mapped[list[str] | None] = orm.mapped_column(sa.JSON)
+    labels: orm.Mapped[dict[str, str]] = orm.mapped_column(sa.JSON, default=dict)
 
 
 class PoolRow(Stamped, Base):
@@ -71,6 +72,7 @@ class PoolRow(Stamped, Base):
     id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
     name: orm.Mapped[str] = orm.mapped_column(sa.String(63), unique=True)
     purpose: orm.Mapped[str] = orm.mapped_column(sa.Text, default="")
+    labels: orm.Mapped[dict[str, str]] = orm.mapped_column(sa.JSON, default=dict)
 
 
 class PoolBackendRow(Base):

@@ -84,6 +84,7 @@ class ModelSpec:
     name: str
     context_length: int | None = None
     capabilities: tuple[Capability, ...] | None = None
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class PoolSpec:
     purpose: str = ""
     backends: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -317,6 +319,7 @@ def validate_model(spec: ModelSpec) -> ModelSpec:
         name=model_name(spec.name),
         context_length=context_length(spec.context_length),
         capabilities=capabilities(spec.capabilities),
+        labels=labels(spec.labels),
     )
 
 
@@ -331,6 +334,7 @@ def validate_pool(spec: PoolSpec) -> PoolSpec:
         purpose=purpose(spec.purpose),
         backends=tuple(sorted(set(spec.backends))),
         models=tuple(sorted(set(spec.models))),
+        labels=labels(spec.labels),
     )
 
 

@@ -10,6 +10,7 @@ membership rows are written by `memberships` only. ORM rows must not leave the s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
@@ -97,7 +98,7 @@ def _backend(row: schema.BackendRow) -> spec.Backend:
 
 def _model(row: schema.ModelRow) -> spec.Model:
     caps = None if row.capabilities is None else tuple(spec.Capability(c) for c in row.capabilities)
-    value = spec.ModelSpec(row.name, row.context_length, caps)
+    value = spec.ModelSpec(row.name, row.context_length, caps, dict(row.labels))
     return spec.Model(value, meta(row))
 
 
@@ -164,6 +165,7 @@ async def load(session: AsyncSession) -> desired.DesiredState:
                 row.purpose,
                 tuple(sorted(members_b.get(row.id, []))),
                 tuple(sorted(members_m.get(row.id, []))),
+                dict(row.labels),
             ),
             meta(row),
         )
@@ -346,6 +348,7 @@ async def add_models(session: AsyncSession, values: Sequence[spec.ModelSpec]) ->
 def _fill_model(row: schema.ModelRow, value: spec.ModelSpec) -> None:
     row.context_length = value.context_length
     row.capabilities = None if value.capabilities is None else [c.value for c in value.capabilities]
+    row.labels = dict(value.labels)
 
 
 async def update_model(
@@ -360,9 +363,14 @@ async def update_model(
     row = await model_row(session, value.name)
     before = _model(row).spec
     _fill_model(row, value)
-    changed = before != _model(row).spec
-    if changed:
+    after = _model(row).spec
+    changed = before != after
+    if dataclasses.replace(before, labels={}) != dataclasses.replace(after, labels={}):
         touch(row)
+    elif changed:
+        # Labels are the model's metadata, as in Kubernetes: its generation is part of every
+        # download's key, and relabelling must not queue again a download someone cancelled.
+        row.updated_at = schema.utcnow()
     if pools is not None:
         pool_ids = await _pool_ids(session, pools)
         table = schema.PoolModelRow

@@ -120,6 +120,9 @@ BACKEND = "type: ollama, url: 'http://x'"
         (_doc("Backend", f"{{{BACKEND}}}", "{name: 123}"), "metadata.name: must be a string, not 123 (a whole number)"),
         (_doc("Backend", f"{{{BACKEND}}}", "{name: a, labels: 'zone=a'}"), "metadata.labels: must be a mapping (key: value), not 'zone=a' (a string)"),
         (_doc("Backend", f"{{{BACKEND}}}", "{name: a, labels: {zone: 1}}"), "metadata.labels: value 1 of 'zone' is not a valid label value"),
+        (_doc("Model", "{}", "{name: llama3, labels: [a]}"), "metadata.labels: must be a mapping (key: value), not a list"),
+        (_doc("Model", "{}", "{name: llama3, labels: {'bad key': a}}"), "metadata.labels: key 'bad key' is not a valid label key"),
+        (_doc("Pool", "{}", "{name: p, labels: {tier: 'a b'}}"), "metadata.labels: value 'a b' of 'tier' is not a valid label value"),
         (_doc("Pool", "{purpose: 5}"), "spec.purpose: must be a string, not 5 (a whole number)"),
         (_doc("Pool", "{backends: gpu-1}"), "spec.backends: must be a list, not 'gpu-1' (a string)"),
         (_doc("Pool", "{models: [1.5]}"), "spec.models[0]: must be a string, not 1.5 (a decimal number)"),
@@ -131,6 +134,16 @@ def test_every_field_has_a_strict_type(text: str, problem: str) -> None:
     with pytest.raises(manifest.ManifestError) as info:
         manifest.parse(text)
     assert any(problem in line for line in info.value.problems), info.value.problems
+
+
+def test_models_and_pools_read_their_labels_from_metadata_sorted() -> None:
+    parsed = manifest.parse(
+        _doc("Model", "{}", "{name: llama3, labels: {tier: big, family: llama}}")
+        + "---\n"
+        + _doc("Pool", "{}", "{name: chat, labels: {zone: eu}}")
+    )
+    assert list(parsed.models[0].labels.items()) == [("family", "llama"), ("tier", "big")]
+    assert parsed.pools[0].labels == {"zone": "eu"}
 
 
 def test_whole_numbers_and_null_overrides_are_accepted_as_written() -> None:

@@ -82,6 +82,17 @@ def test_model_capabilities_are_validated_and_sorted() -> None:
         spec.validate_model(spec.ModelSpec("llama3", 0))
 
 
+def test_model_and_pool_labels_are_validated_and_sorted() -> None:
+    model = spec.validate_model(spec.ModelSpec("llama3", labels={"tier": "big", "a": "1"}))
+    assert list(model.labels.items()) == [("a", "1"), ("tier", "big")]
+    pool = spec.validate_pool(spec.PoolSpec("chat", labels={"zone": "eu", "team": "ml"}))
+    assert list(pool.labels) == ["team", "zone"]
+    with pytest.raises(spec.SpecError, match="labels: key 'bad key' is not a valid label key"):
+        spec.validate_model(spec.ModelSpec("llama3", labels={"bad key": "x"}))
+    with pytest.raises(spec.SpecError, match="labels: value 'a b' of 'zone'"):
+        spec.validate_pool(spec.PoolSpec("chat", labels={"zone": "a b"}))
+
+
 def test_credentials_describe_themselves_without_the_key() -> None:
     stored = credentials.encrypt("sk-very-secret", "the-secret-key")
     assert stored.describe() == "encrypted"

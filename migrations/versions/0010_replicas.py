@@ -4,8 +4,8 @@
 ran and how long it took; nothing recorded either before this revision (a cycle's summary went
 to NATS and the log only). Self-contained: it creates one table and touches no other.
 
-Revision ID: 0009_replicas
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-06
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_replicas"
-down_revision: str | None = "0008"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
