@@ -5,7 +5,8 @@ option, an extra argument) and repeat the value in full: a 20 MB ``--policy`` ma
 message. `Root`, the class of the root app (set by `controller.cli`), catches those errors on
 their way out of parsing and invoking, and replaces each long command-line value in the message
 by `runtimestate.echo.plain` of it, as every llmctl message does. Typer still prints the error
-and exits 2; nothing else about parsing changes.
+and exits 2. Before parsing, `controller.rootoptions.hoist` moves the global options given after
+the subcommand to where click reads them; nothing else about parsing changes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import typer
 
-from controller import helptext
+from controller import helptext, rootoptions
 from runtimestate import echo
 
 
@@ -46,9 +47,12 @@ class Root(helptext.Group):
         self._args = list(sys.argv[1:] if args is None else args)
         return super().main(args, *posargs, **kwargs)
 
-    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        args = rootoptions.hoist(self, args)  # global options after the subcommand too
         try:
-            return super().make_context(*args, **kwargs)
+            return super().make_context(info_name, args, parent, **extra)
         except typer.TyperException as exc:  # click's errors (typer vendors click)
             self._cut(exc)
             raise
