@@ -203,7 +203,7 @@ def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TA
     if fmt in (output.Format.JSON, output.Format.YAML):
         output.render_one(doc, fmt, env.out)
         return
-    output.render_backend(doc, env.out)
+    output.render_backend(doc, env.out, wide=fmt is output.Format.WIDE)
 
 
 @backend_app.command("delete")
