@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
 from controller import (
+    completion,
     declare,
     demo,
     downloads,
@@ -41,6 +42,7 @@ app = typer.Typer(
     help="Declare which models your Ollama, vLLM and cloud backends serve; llmctl converges them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,  # `llmctl completion SHELL` instead (controller.completion)
 )
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -55,6 +57,7 @@ app.command("resolve")(resolve.resolve_command)
 app.command("serve")(serve.serve_command)
 app.command("demo")(demo.demo_command)
 app.add_typer(secrets.app, name="secrets")
+app.command("completion")(completion.completion_command)
 
 
 @app.callback()

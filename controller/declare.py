@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller import output, runner
+from controller import completion, output, runner
 from runtimestate import credentials, desired, snapshot
 from runtimestate.desired import spec, store
 from runtimestate.reconcile import status
@@ -27,8 +27,15 @@ OutputOpt = Annotated[
 ]
 PoolOpt = Annotated[
     list[str] | None,
-    typer.Option("--pool", help="Pool to join (repeatable); default: the default pool"),
+    typer.Option(
+        "--pool",
+        help="Pool to join (repeatable); default: the default pool",
+        autocompletion=completion.pools,
+    ),
 ]
+# The name of an existing backend or model: the shell completes it from the database.
+BackendArg = Annotated[str, typer.Argument(autocompletion=completion.backends)]
+ModelArg = Annotated[str, typer.Argument(autocompletion=completion.models)]
 NoPoolOpt = Annotated[bool, typer.Option("--no-pool", help="Join no pool (observe only)")]
 
 
@@ -133,11 +140,14 @@ def backend_add(
 @backend_app.command("update")
 def backend_update(
     ctx: typer.Context,
-    name: str,
+    name: BackendArg,
     url: Annotated[str | None, typer.Option("--url")] = None,
     type_: Annotated[str | None, typer.Option("--type")] = None,
     pool: Annotated[
-        list[str] | None, typer.Option("--pool", help="Set the pools exactly (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--pool", help="Set the pools exactly (repeatable)", autocompletion=completion.pools
+        ),
     ] = None,
     no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
     prune: Annotated[str | None, typer.Option()] = None,
@@ -191,7 +201,7 @@ def backend_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> No
 
 
 @backend_app.command("get")
-def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
+def backend_get(ctx: typer.Context, name: BackendArg, fmt: OutputOpt = output.Format.TABLE) -> None:
     """Show a backend's spec, desired models, conditions, observed models and downloads."""
     env = env_of(ctx)
     state, observed = runner.read(env, _with_status)
@@ -207,7 +217,7 @@ def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TA
 
 
 @backend_app.command("delete")
-def backend_delete(ctx: typer.Context, name: str) -> None:
+def backend_delete(ctx: typer.Context, name: BackendArg) -> None:
     """Delete a backend. Its pending downloads are cancelled by the next cycle."""
     env = env_of(ctx)
     runner.transaction(env, lambda s: store.delete_backend(s, name))
@@ -253,9 +263,12 @@ def model_add(
 @model_app.command("update")
 def model_update(
     ctx: typer.Context,
-    name: str,
+    name: ModelArg,
     pool: Annotated[
-        list[str] | None, typer.Option("--pool", help="Set the pools exactly (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--pool", help="Set the pools exactly (repeatable)", autocompletion=completion.pools
+        ),
     ] = None,
     no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
     context_length: Annotated[
@@ -309,7 +322,7 @@ def model_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None
 
 
 @model_app.command("get")
-def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
+def model_get(ctx: typer.Context, name: ModelArg, fmt: OutputOpt = output.Format.TABLE) -> None:
     """Show a model (llama3 finds llama3:latest) and the backends it is desired on."""
     env = env_of(ctx)
     state = runner.read(env, store.load)
@@ -325,7 +338,7 @@ def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABL
 
 
 @model_app.command("delete")
-def model_delete(ctx: typer.Context, name: str) -> None:
+def model_delete(ctx: typer.Context, name: ModelArg) -> None:
     """Delete a model declaration (what is installed on backends is left to the prune policy)."""
     env = env_of(ctx)
     runner.transaction(env, lambda s: store.delete_model(s, name))

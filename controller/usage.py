@@ -11,13 +11,14 @@ the subcommand to where click reads them; nothing else about parsing changes.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import typer
 
-from controller import helptext, rootoptions
+from controller import completion, helptext, rootoptions
 from runtimestate import echo
 
 
@@ -45,6 +46,8 @@ class Root(helptext.Group):
 
     def main(self, args: Sequence[str] | None = None, *posargs: Any, **kwargs: Any) -> Any:
         self._args = list(sys.argv[1:] if args is None else args)
+        if os.environ.get(completion.COMPLETE_VAR):  # a shell asks: answer as its script reads
+            completion.register()
         return super().main(args, *posargs, **kwargs)
 
     def make_context(
