@@ -14,6 +14,8 @@ from typing import Literal, TextIO
 
 import structlog
 
+from controller import terminal
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 
@@ -36,9 +38,12 @@ def configure(
         # Tracebacks without the frames' local variables: a local can hold a key or a
         # password (the default shows them), and rendering them all takes long enough to
         # stall the event loop, e.g. on every failed heartbeat of a database outage.
+        colors = terminal.styled(out)
         renderer = structlog.dev.ConsoleRenderer(
-            colors=out.isatty(),
-            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+            colors=colors,
+            exception_formatter=structlog.dev.RichTracebackFormatter(
+                show_locals=False, color_system="truecolor" if colors else None
+            ),
         )
     structlog.configure(
         processors=[*shared, renderer],

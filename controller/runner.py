@@ -23,7 +23,7 @@ from rich.markup import escape
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import migrations
-from controller import trigger
+from controller import terminal, trigger
 from dwqueue import queue
 from runtimestate import credentials, database, errors
 from runtimestate.desired import manifest, names, spec, store
@@ -59,7 +59,7 @@ def configure_cli_logging() -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+            structlog.dev.ConsoleRenderer(colors=terminal.styled(sys.stderr)),
         ],
         # Look standard error up at every call: test runners and `serve` swap it.
         logger_factory=lambda *_: structlog.PrintLogger(file=sys.stderr),
@@ -84,16 +84,21 @@ class Env:
 
     Both consoles print text as it is (``markup=False``): what they show comes from users and
     backends (names, errors), and rich would take a ``[`` in it for a style tag, or fail on it.
+    They style a terminal only, and nothing under ``NO_COLOR`` (`controller.terminal`).
     """
 
     database_url: str
     nats_url: str | None = None
     prefix: str = "llmctl"
     out: Console = dataclasses.field(
-        default_factory=lambda: Console(soft_wrap=True, width=_width(), markup=False)
+        default_factory=lambda: Console(
+            soft_wrap=True, width=_width(), markup=False, color_system=terminal.color_system()
+        )
     )
     err: Console = dataclasses.field(
-        default_factory=lambda: Console(stderr=True, soft_wrap=True, markup=False)
+        default_factory=lambda: Console(
+            stderr=True, soft_wrap=True, markup=False, color_system=terminal.color_system()
+        )
     )
     environ: dict[str, str] = dataclasses.field(default_factory=lambda: dict(os.environ))
 

@@ -5,8 +5,11 @@ option, an extra argument) and repeat the value in full: a 20 MB ``--policy`` ma
 message. `Root`, the class of the root app (set by `controller.cli`), catches those errors on
 their way out of parsing and invoking, and replaces each long command-line value in the message
 by `runtimestate.echo.plain` of it, as every llmctl message does. Typer still prints the error
-and exits 2. Before parsing, `controller.rootoptions.hoist` moves the global options given after
-the subcommand to where click reads them; nothing else about parsing changes.
+and exits 2 (without any style under ``NO_COLOR``: `controller.terminal`).
+
+Before parsing, `controller.rootoptions.hoist` moves the global options given after the
+subcommand to where click reads them, and a shell's completion request gets the answer format
+of `controller.completion`'s scripts; nothing else about parsing changes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 import typer
 
-from controller import completion, helptext, rootoptions
+from controller import completion, helptext, rootoptions, terminal
 from runtimestate import echo
 
 
@@ -48,6 +51,10 @@ class Root(helptext.Group):
         self._args = list(sys.argv[1:] if args is None else args)
         if os.environ.get(completion.COMPLETE_VAR):  # a shell asks: answer as its script reads
             completion.register()
+        if terminal.no_color():  # typer's help and usage errors: rich keeps bold under NO_COLOR
+            from typer import rich_utils
+
+            rich_utils.COLOR_SYSTEM = terminal.color_system()
         return super().main(args, *posargs, **kwargs)
 
     def make_context(
