@@ -10,14 +10,11 @@ codes: 0 success, 1 a service could not be used (database unreachable), 2 invali
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from controller import runner, usage
-
-if TYPE_CHECKING:
-    pass
 
 _DECLARE = "Declare"
 _OPERATE = "Operate"
@@ -84,6 +81,11 @@ COMMANDS = {
         "controller.emulate:app", "Run a protocol-faithful Ollama or vLLM emulator.", _RUN
     ),
     "db": usage.Lazy("controller.migration:app", "Manage the database schema.", _RUN),
+    "completion": usage.Lazy(
+        "controller.completion:completion_command",
+        "Print the shell completion script for SHELL (bash, zsh or fish).",
+        _RUN,
+    ),
     "secrets": usage.Lazy(
         "controller.secrets:app", "Manage the key that encrypts stored API keys.", _RUN
     ),
@@ -101,6 +103,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    add_completion=False,  # `llmctl completion SHELL` instead (controller.completion)
 )
 
 

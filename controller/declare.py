@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from controller import output, runner
+from controller import completion, output, runner
 from runtimestate.desired import selectors, spec
 
 if TYPE_CHECKING:
@@ -33,8 +33,15 @@ OutputOpt = Annotated[
 ]
 PoolOpt = Annotated[
     list[str] | None,
-    typer.Option("--pool", help="Pool to join (repeatable); default: the default pool"),
+    typer.Option(
+        "--pool",
+        help="Pool to join (repeatable); default: the default pool",
+        autocompletion=completion.pools,
+    ),
 ]
+# The name of an existing backend or model: the shell completes it from the database.
+BackendArg = Annotated[str, typer.Argument(autocompletion=completion.backends)]
+ModelArg = Annotated[str, typer.Argument(autocompletion=completion.models)]
 NoPoolOpt = Annotated[bool, typer.Option("--no-pool", help="Join no pool (observe only)")]
 LabelOpt = Annotated[list[str] | None, typer.Option("--label", help="k=v (repeatable)")]
 LabelUpdateOpt = Annotated[
@@ -169,11 +176,14 @@ def backend_add(
 @backend_app.command("update")
 def backend_update(
     ctx: typer.Context,
-    name: str,
+    name: BackendArg,
     url: Annotated[str | None, typer.Option("--url")] = None,
     type_: Annotated[str | None, typer.Option("--type")] = None,
     pool: Annotated[
-        list[str] | None, typer.Option("--pool", help="Set the pools exactly (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--pool", help="Set the pools exactly (repeatable)", autocompletion=completion.pools
+        ),
     ] = None,
     no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
     prune: Annotated[str | None, typer.Option()] = None,
@@ -258,7 +268,7 @@ def backend_list(
 
 
 @backend_app.command("get")
-def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
+def backend_get(ctx: typer.Context, name: BackendArg, fmt: OutputOpt = output.Format.TABLE) -> None:
     """Show a backend's spec, desired models, conditions, observed models and downloads."""
     from runtimestate.desired import store
 
@@ -275,11 +285,11 @@ def backend_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TA
     if fmt in (output.Format.JSON, output.Format.YAML):
         output.render_one(doc, fmt, env.out)
         return
-    output.render_backend(doc, env.out)
+    output.render_backend(doc, env.out, wide=fmt is output.Format.WIDE)
 
 
 @backend_app.command("delete")
-def backend_delete(ctx: typer.Context, name: str) -> None:
+def backend_delete(ctx: typer.Context, name: BackendArg) -> None:
     """Delete a backend. Its pending downloads are cancelled by the next cycle."""
     from runtimestate.desired import store
 
@@ -331,9 +341,12 @@ def model_add(
 @model_app.command("update")
 def model_update(
     ctx: typer.Context,
-    name: str,
+    name: ModelArg,
     pool: Annotated[
-        list[str] | None, typer.Option("--pool", help="Set the pools exactly (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--pool", help="Set the pools exactly (repeatable)", autocompletion=completion.pools
+        ),
     ] = None,
     no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
     context_length: Annotated[
@@ -393,7 +406,7 @@ def model_list(
 
 
 @model_app.command("get")
-def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABLE) -> None:
+def model_get(ctx: typer.Context, name: ModelArg, fmt: OutputOpt = output.Format.TABLE) -> None:
     """Show a model (llama3 finds llama3:latest) and the backends it is desired on."""
     from runtimestate.desired import store
 
@@ -414,7 +427,7 @@ def model_get(ctx: typer.Context, name: str, fmt: OutputOpt = output.Format.TABL
 
 
 @model_app.command("delete")
-def model_delete(ctx: typer.Context, name: str) -> None:
+def model_delete(ctx: typer.Context, name: ModelArg) -> None:
     """Delete a model declaration (what is installed on backends is left to the prune policy)."""
     from runtimestate.desired import store
 

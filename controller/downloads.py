@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from controller import downloadview, output, runner
+from controller import completion, downloadview, output, runner
 from dwqueue import jobs
 from runtimestate import echo
 from runtimestate.desired import names, spec
@@ -92,7 +92,10 @@ def _not_found(job_id: str) -> runner.UsageError:
 @app.command("list")
 def list_downloads(
     ctx: typer.Context,
-    backend: Annotated[str | None, typer.Option("--backend", help="Only this backend")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="Only this backend", autocompletion=completion.backends),
+    ] = None,
     state: Annotated[
         list[str] | None,
         typer.Option("--state", help=f"{'|'.join(STATE_CHOICES)} (repeatable)"),
@@ -135,7 +138,7 @@ def list_downloads(
 @app.command("get")
 def get_download(
     ctx: typer.Context,
-    job: Annotated[str, typer.Argument(help="Download id")],
+    job: Annotated[str, typer.Argument(help="Download id", autocompletion=completion.downloads)],
     fmt: OutputOpt = output.Format.TABLE,
 ) -> None:
     """Show one download: state, attempts, last progress and error."""
@@ -160,10 +163,20 @@ def get_download(
 @app.command("cancel")
 def cancel_download(
     ctx: typer.Context,
-    job: Annotated[str | None, typer.Argument(help="Download id")] = None,
-    backend: Annotated[str | None, typer.Option("--backend", help="With --model")] = None,
+    job: Annotated[
+        str | None, typer.Argument(help="Download id", autocompletion=completion.downloads)
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="With --model", autocompletion=completion.backends),
+    ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Cancel this model's active download")
+        str | None,
+        typer.Option(
+            "--model",
+            help="Cancel this model's active download",
+            autocompletion=completion.models,
+        ),
     ] = None,
 ) -> None:
     """Cancel a queued or running download, durably: it is not queued again until retried or
@@ -219,7 +232,8 @@ def _model_key(env: runner.Env, model: str) -> names.ModelKey:
 
 @app.command("retry")
 def retry_download(
-    ctx: typer.Context, job: Annotated[str, typer.Argument(help="Download id")]
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="Download id", autocompletion=completion.downloads)],
 ) -> None:
     """Queue a failed or cancelled download again, due now, with its attempts reset (same id)."""
     from dwqueue import queue

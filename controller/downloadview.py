@@ -1,4 +1,4 @@
-"""How a download is shown: its figures (percent, rate, ETA), its JSON document and its table.
+"""How a download is shown: its figures (percent, size, rate, ETA), its document and table.
 
 Used by the download commands (`controller.downloads`) and the live bars of `controller.watchview`.
 The document's keys are stable (camelCase; add keys, never rename them). Pure formatting: no
@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
-
-from rich import filesize
 
 from controller import output
 from dwqueue import jobs
@@ -26,7 +24,16 @@ def percent_text(percent: float | None) -> str:
 
 def rate_text(rate_bps: float | None) -> str:
     """Decimal units, as Ollama prints them: ``12.3 MB/s``."""
-    return "-" if rate_bps is None else f"{filesize.decimal(int(rate_bps))}/s"
+    return "-" if rate_bps is None else f"{output.size(rate_bps)}/s"
+
+
+def bytes_text(doc: dict[str, Any], size: Callable[[int], str] = output.size) -> str:
+    """Bytes done of the total: ``300 MB/1.0 GB`` (``size`` writes each count); ``-`` before
+    the first progress."""
+    done, total = doc["completed"], doc["total"]
+    if total is None:
+        return "-" if done is None else size(done)
+    return f"{size(done or 0)}/{size(total)}"
 
 
 def eta_text(eta_s: float | None) -> str:
@@ -94,6 +101,7 @@ COLUMNS: list[Column] = [
     ("MODEL", lambda d: d["model"]),
     ("STATE", lambda d: d["state"]),
     ("PROGRESS", lambda d: percent_text(d["percent"])),
+    ("SIZE", lambda d: bytes_text(d)),
     ("RATE", lambda d: rate_text(d["rateBps"]) if _running(d) else "-"),
     ("ETA", lambda d: eta_text(d["etaS"]) if _running(d) else "-"),
     ("ATTEMPTS", lambda d: f"{d['attempts']}/{d['maxAttempts']}"),
@@ -108,6 +116,7 @@ WIDE_COLUMNS: list[Column] = [
     ("ERROR-CLASS", lambda d: output.cell(d["errorClass"])),
 ]
 _ERROR: Column = ("ERROR", lambda d: d["error"] or "-")
+_BYTES: Column = ("SIZE", lambda d: bytes_text(d, str))  # -o wide: the bytes themselves
 
 
 def render_list(docs: Sequence[dict[str, Any]], fmt: output.Format, console: Console) -> None:
@@ -120,6 +129,6 @@ def render_list(docs: Sequence[dict[str, Any]], fmt: output.Format, console: Con
         output.render_one(list(docs), fmt, console)
         return
     wide = WIDE_COLUMNS if fmt is output.Format.WIDE else []
-    columns = [*COLUMNS, *wide, _ERROR]
+    columns = [_BYTES if wide and c[0] == _BYTES[0] else c for c in [*COLUMNS, *wide, _ERROR]]
     rows = ([value(doc) for _, value in columns] for doc in docs)
     output.write(console, output.table([header for header, _ in columns], rows))

@@ -15,6 +15,8 @@ from typing import Literal, TextIO
 
 import structlog
 
+from controller import terminal
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 
@@ -37,9 +39,12 @@ def configure(
         # Tracebacks without the frames' local variables: a local can hold a key or a
         # password (the default shows them), and rendering them all takes long enough to
         # stall the event loop, e.g. on every failed heartbeat of a database outage.
+        colors = terminal.styled(out)
         renderer = structlog.dev.ConsoleRenderer(
-            colors=out.isatty(),
-            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+            colors=colors,
+            exception_formatter=structlog.dev.RichTracebackFormatter(
+                show_locals=False, color_system="truecolor" if colors else None
+            ),
         )
     structlog.configure(
         processors=[*shared, renderer],
@@ -73,7 +78,7 @@ def configure_cli() -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+            structlog.dev.ConsoleRenderer(colors=terminal.styled(sys.stderr)),
         ],
         # Look standard error up at every call: test runners and `serve` swap it.
         logger_factory=lambda *_: structlog.PrintLogger(file=sys.stderr),

@@ -186,6 +186,25 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+_UNITS = ("kB", "MB", "GB", "TB", "PB")
+
+
+def size(count: float | None) -> str:
+    """A byte count as people read it, in decimal units as Ollama and kubectl print them:
+    ``512 B``, ``4.7 GB``, ``12.3 MB``, ``274 MB`` (one decimal below 100, none from 100);
+    ``-`` for nothing. Tables show this; ``-o wide``, JSON and YAML keep the bytes."""
+    if count is None:
+        return "-"
+    if count < 1000:
+        return f"{int(count)} B"
+    value, unit = count / 1000, _UNITS[0]
+    for bigger in _UNITS[1:]:
+        if round(value) < 1000:
+            break
+        value, unit = value / 1000, bigger
+    return f"{value:.{1 if round(value, 1) < 100 else 0}f} {unit}"
+
+
 def cell(value: Any) -> str:
     """A document value as a table cell: ``-`` for nothing, lists and maps comma-joined."""
     if value is None:
@@ -278,8 +297,13 @@ def _downloads(status: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def render_backend(doc: dict[str, Any], console: Console) -> None:
-    """``backend get`` as a person reads it: the spec, then conditions, models, downloads."""
+def _model_rows(models: list[dict[str, Any]], wide: bool) -> list[dict[str, Any]]:
+    return models if wide else [{**m, "size": size(m["size"])} for m in models]
+
+
+def render_backend(doc: dict[str, Any], console: Console, *, wide: bool = False) -> None:
+    """``backend get`` as a person reads it: the spec, then conditions, models, downloads;
+    sizes human (``4.7 GB``), in bytes when ``wide``."""
     status = doc.get("status")
     render_one({k: v for k, v in doc.items() if k != "status"}, Format.TABLE, console)
     if status is None:
@@ -290,7 +314,7 @@ def render_backend(doc: dict[str, Any], console: Console) -> None:
     console.out(f"phase:         {cells['phase']}   ready: {cells['ready']}   version: {version}")
     sections = (
         ("CONDITION", ["type", "status", "reason", "message"], status["conditions"]),
-        ("MODEL", ["name", "size", "contextLength", "loaded"], status["models"]),
+        ("MODEL", ["name", "size", "contextLength", "loaded"], _model_rows(status["models"], wide)),
         ("DOWNLOAD", ["id", "model", "state", "percent", "error"], _downloads(status)),
     )
     for title, keys, rows in sections:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import declare, output, runner
+from controller import completion, declare, output, runner
 from runtimestate.desired import spec
 
 if TYPE_CHECKING:
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Group backends and models: a backend serves its pools' models.", no_args_is_help=True
 )
+# Names of existing objects: the shell completes them from the database.
+PoolArg = Annotated[str, typer.Argument(autocompletion=completion.pools)]
 
 
 @app.command("create")
@@ -43,7 +45,7 @@ def pool_create(
 @app.command("update")
 def pool_update(
     ctx: typer.Context,
-    name: str,
+    name: PoolArg,
     purpose: Annotated[str | None, typer.Option(help="What the pool is for")] = None,
     label: declare.LabelUpdateOpt = None,
 ) -> None:
@@ -82,7 +84,9 @@ def pool_list(
 
 
 @app.command("get")
-def pool_get(ctx: typer.Context, name: str, fmt: declare.OutputOpt = output.Format.TABLE) -> None:
+def pool_get(
+    ctx: typer.Context, name: PoolArg, fmt: declare.OutputOpt = output.Format.TABLE
+) -> None:
     """Show one pool."""
     from runtimestate.desired import poolstore
 
@@ -95,7 +99,7 @@ def pool_get(ctx: typer.Context, name: str, fmt: declare.OutputOpt = output.Form
 
 
 @app.command("delete")
-def pool_delete(ctx: typer.Context, name: str) -> None:
+def pool_delete(ctx: typer.Context, name: PoolArg) -> None:
     """Delete a pool (its backends and models stay declared)."""
     from runtimestate.desired import poolstore
 
@@ -123,24 +127,24 @@ def _membership(ctx: typer.Context, pool: str, member: bool, **target: str) -> N
 
 
 @app.command("add-backend")
-def pool_add_backend(ctx: typer.Context, pool: str, backend: str) -> None:
+def pool_add_backend(ctx: typer.Context, pool: PoolArg, backend: declare.BackendArg) -> None:
     """Add a backend to a pool (idempotent)."""
     _membership(ctx, pool, True, backend=backend)
 
 
 @app.command("remove-backend")
-def pool_remove_backend(ctx: typer.Context, pool: str, backend: str) -> None:
+def pool_remove_backend(ctx: typer.Context, pool: PoolArg, backend: declare.BackendArg) -> None:
     """Remove a backend from a pool (idempotent)."""
     _membership(ctx, pool, False, backend=backend)
 
 
 @app.command("add-model")
-def pool_add_model(ctx: typer.Context, pool: str, model: str) -> None:
+def pool_add_model(ctx: typer.Context, pool: PoolArg, model: declare.ModelArg) -> None:
     """Add a model to a pool (idempotent)."""
     _membership(ctx, pool, True, model=model)
 
 
 @app.command("remove-model")
-def pool_remove_model(ctx: typer.Context, pool: str, model: str) -> None:
+def pool_remove_model(ctx: typer.Context, pool: PoolArg, model: declare.ModelArg) -> None:
     """Remove a model from a pool (idempotent)."""
     _membership(ctx, pool, False, model=model)

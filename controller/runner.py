@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from rich.console import Console
 from rich.markup import escape
 
-from controller import datadir
+from controller import datadir, terminal
 from runtimestate import errors
 
 if TYPE_CHECKING:
@@ -79,16 +79,21 @@ class Env:
 
     Both consoles print text as it is (``markup=False``): what they show comes from users and
     backends (names, errors), and rich would take a ``[`` in it for a style tag, or fail on it.
+    They style a terminal only, and nothing under ``NO_COLOR`` (`controller.terminal`).
     """
 
     database_url: str
     nats_url: str | None = None
     prefix: str = "llmctl"
     out: Console = dataclasses.field(
-        default_factory=lambda: Console(soft_wrap=True, width=_width(), markup=False)
+        default_factory=lambda: Console(
+            soft_wrap=True, width=_width(), markup=False, color_system=terminal.color_system()
+        )
     )
     err: Console = dataclasses.field(
-        default_factory=lambda: Console(stderr=True, soft_wrap=True, markup=False)
+        default_factory=lambda: Console(
+            stderr=True, soft_wrap=True, markup=False, color_system=terminal.color_system()
+        )
     )
     environ: dict[str, str] = dataclasses.field(default_factory=lambda: dict(os.environ))
 

@@ -14,7 +14,11 @@
   ``--policy`` made a 20 MB message. `Root` catches those errors on their way out of parsing and
   invoking and replaces each long command-line value in the message by
   `runtimestate.echo.plain` of it, as every llmctl message does. Typer still prints the error
-  and exits 2.
+  and exits 2 (plain text: the root renders help and errors without rich).
+
+Before parsing, `controller.rootoptions.hoist` moves the global options given after the
+subcommand to where click reads them, and a shell's completion request gets the answer format
+of `controller.completion`'s scripts; nothing else about parsing changes.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import dataclasses
 import difflib
 import functools
 import importlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -31,7 +36,7 @@ from typing import Any, ClassVar
 import typer
 from typer import core
 
-from controller import helptext
+from controller import completion, helptext, rootoptions
 from runtimestate import echo
 
 
@@ -164,11 +169,16 @@ class Root(helptext.Group):
 
     def main(self, args: Sequence[str] | None = None, *posargs: Any, **kwargs: Any) -> Any:
         self._args = list(sys.argv[1:] if args is None else args)
+        if os.environ.get(completion.COMPLETE_VAR):  # a shell asks: answer as its script reads
+            completion.register()
         return super().main(args, *posargs, **kwargs)
 
-    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        args = rootoptions.hoist(self, args)  # global options after the subcommand too
         try:
-            return super().make_context(*args, **kwargs)
+            return super().make_context(info_name, args, parent, **extra)
         except typer.TyperException as exc:  # click's errors (typer vendors click)
             self._cut(exc)
             raise

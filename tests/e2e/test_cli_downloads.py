@@ -28,8 +28,8 @@ DOC_KEYS = {
     "createdAt", "updatedAt", "startedAt", "finishedAt", "leaseOwner", "leaseExpiresAt",
 }  # fmt: skip
 WIDE_HEADERS = [
-    "ID", "BACKEND", "MODEL", "STATE", "PROGRESS", "RATE", "ETA", "ATTEMPTS", "AGE", "STATUS",
-    "DIGEST", "LEASE-OWNER", "NEXT-ATTEMPT", "ERROR-CLASS", "ERROR",
+    "ID", "BACKEND", "MODEL", "STATE", "PROGRESS", "SIZE", "RATE", "ETA", "ATTEMPTS", "AGE",
+    "STATUS", "DIGEST", "LEASE-OWNER", "NEXT-ATTEMPT", "ERROR-CLASS", "ERROR",
 ]  # fmt: skip
 WIDE_ONLY = {"STATUS", "DIGEST", "LEASE-OWNER", "NEXT-ATTEMPT", "ERROR-CLASS"}
 
@@ -180,10 +180,12 @@ def test_list_as_a_table_shows_percent_rate_eta_and_attempts_in_kubectl_columns(
     assert table.code == 0, table.err
     header, _, row = table.out.splitlines()[:3]
     assert header.split() == [
-        "ID", "BACKEND", "MODEL", "STATE", "PROGRESS", "RATE", "ETA", "ATTEMPTS", "AGE", "ERROR",
+        "ID", "BACKEND", "MODEL", "STATE", "PROGRESS", "SIZE", "RATE", "ETA", "ATTEMPTS", "AGE",
+        "ERROR",
     ]  # fmt: skip
-    assert row.split()[:9] == [job.id, "gpu-1", "llama3", "running", "30.0%", "12.3", "MB/s",
-                               "57s", "1/5"]  # fmt: skip
+    assert row.split()[:11] == [job.id, "gpu-1", "llama3", "running", "30.0%", "300", "MB/1.0",
+                                "GB", "12.3", "MB/s", "57s"]  # fmt: skip
+    assert row.split()[11] == "1/5"
 
 
 def test_list_wide_adds_status_digest_lease_owner_next_attempt_and_error_class(
@@ -402,3 +404,17 @@ def test_cancel_succeeds_and_warns_when_nats_cannot_be_reached(
     assert result.out.strip() == f"download/{job.id} cancelled"
     assert "the change is saved, but publishing it on NATS" in " ".join(result.err.split())
     assert llmctl("downloads", "get", job.id, "-o", "json").json()["state"] == "cancelled"
+
+
+def test_list_shows_bytes_done_of_total_in_human_units_and_raw_bytes_in_wide_and_json(
+    llmctl: Cli, database_url: str
+) -> None:
+    job = enqueue(database_url, "gpu-1", "llama3")
+    queued = enqueue(database_url, "gpu-2", "llama3")
+    start_pulling(database_url)
+    table = {row["ID"]: row for row in table_cells(llmctl("downloads", "list").out)}
+    assert (table[job.id]["SIZE"], table[queued.id]["SIZE"]) == ("300 MB/1.0 GB", "-")
+    wide = {row["ID"]: row for row in table_cells(llmctl("downloads", "list", "-o", "wide").out)}
+    assert wide[job.id]["SIZE"] == "300000000/1000000000"
+    (doc,) = [d for d in llmctl("downloads", "list", "-o", "json").json() if d["id"] == job.id]
+    assert (doc["completed"], doc["total"]) == (300_000_000, 10**9)

@@ -106,6 +106,9 @@ def test_the_root_help_imports_no_command_module(database: tuple[pathlib.Path, s
     assert loaded <= {"controller.cli", "controller.usage", "controller.helptext"} | {
         "controller.runner",
         "controller.datadir",
+        "controller.terminal",
+        "controller.completion",
+        "controller.rootoptions",
     }
 
 

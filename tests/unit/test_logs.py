@@ -55,3 +55,26 @@ def test_json_lines_carry_level_timestamp_and_fields() -> None:
     line = json.loads(out.getvalue())
     assert (line["event"], line["level"], line["backends"]) == ("backend_cycle", "info", 3)
     assert line["timestamp"].endswith("Z")
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal, as standard error in a shell does."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("no_color", "styled"), [("", True), ("1", False)])
+def test_console_logs_on_a_terminal_are_coloured_unless_no_color_is_set(
+    monkeypatch: pytest.MonkeyPatch, no_color: str, styled: bool
+) -> None:
+    monkeypatch.setenv("NO_COLOR", no_color)
+    out = _Terminal()
+    logs.configure("console", stream=out)
+    try:
+        _fail_holding_a_secret("sk-none")
+    except RuntimeError:
+        structlog.get_logger().exception("cycle failed", backend="gpu-1")
+    assert "cycle failed" in out.getvalue()
+    assert "the backend refused the request" in out.getvalue()
+    assert ("\x1b[" in out.getvalue()) is styled
