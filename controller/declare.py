@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller import output, runner
+from controller import output, runner, selection
 from runtimestate import credentials, desired, snapshot
 from runtimestate.desired import spec, store
 from runtimestate.reconcile import status
@@ -182,11 +182,20 @@ async def _with_status(
 
 
 @backend_app.command("list")
-def backend_list(ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE) -> None:
+def backend_list(
+    ctx: typer.Context,
+    fmt: OutputOpt = output.Format.TABLE,
+    selector: selection.SelectorOpt = None,
+) -> None:
     """List the declared backends with their observed status (-o wide for the spec too)."""
     env = env_of(ctx)
+    chosen = selection.selected(env, selector)
     state, observed = runner.read(env, _with_status)
-    docs = [output.backend_doc(b, state, observed.get(b.name)) for b in state.backends]
+    docs = [
+        output.backend_doc(b, state, observed.get(b.name))
+        for b in state.backends
+        if chosen.matches(b.spec.labels)
+    ]
     output.render_list("backend", docs, fmt, env.out)
 
 

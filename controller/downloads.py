@@ -23,7 +23,7 @@ import typer
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller import downloadview, output, runner, trigger
+from controller import downloadview, output, runner, selection, trigger
 from dwqueue import events, flushing, jobs, queue, rows
 from runtimestate import echo
 from runtimestate.desired import names, spec
@@ -98,14 +98,28 @@ def list_downloads(
         int | None, typer.Option("--limit", min=1, help="Only the newest N downloads")
     ] = None,
     fmt: OutputOpt = output.Format.TABLE,
+    selector: selection.SelectorOpt = None,
 ) -> None:
-    """List downloads, oldest first (finished ones too, unless --state narrows them)."""
+    """List downloads, oldest first (finished ones too, unless --state narrows them);
+    -l keeps those of declared backends whose labels match."""
     env = _env(ctx)
     states = _states(env, state)
+    chosen = selection.selected(env, selector)
 
     async def work(session: AsyncSession) -> list[jobs.Job]:
+        from runtimestate.desired import store
+
+        backends = None
+        if chosen:
+            fleet = await store.load(session)
+            backends = {b.name for b in fleet.backends if chosen.matches(b.spec.labels)}
         found = await queue.list_jobs(
-            session, backend=backend, states=states, limit=limit, newest_first=True
+            session,
+            backend=backend,
+            states=states,
+            limit=limit,
+            newest_first=True,
+            backends=backends,
         )
         return found[::-1]
 
