@@ -17,7 +17,7 @@ from rich import box
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controller import output, runner
+from controller import output, runner, selection
 from runtimestate import desired, resolver, snapshot
 from runtimestate.desired import names, spec, store
 from runtimestate.reconcile import status
@@ -56,6 +56,14 @@ def resolve_command(
     allow_degraded: Annotated[
         bool, typer.Option("--allow-degraded", help="Also use Degraded backends, after Ready ones")
     ] = False,
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            "--selector",
+            help=f"Only backends whose labels match. {selection.HELP}",
+            show_default=False,
+        ),
+    ] = None,
     explain: Annotated[
         bool, typer.Option("--explain", help="Say why every other candidate was left out")
     ] = False,
@@ -72,6 +80,7 @@ def resolve_command(
             "(a user or conversation id; the same key always gets the same provider)"
         )
     _check_names(env, models or [])
+    chosen = selection.selected(env, selector)
     try:
         request = resolver.Request(
             models=tuple(models or ()),
@@ -81,6 +90,7 @@ def resolve_command(
             session=session,
             policy=policy,
             allow_degraded=allow_degraded,
+            selector=chosen,
         )
     except resolver.InvalidRequest as exc:
         env.fail(str(exc))
