@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import pathlib
 
-from tests.e2e.conftest import Cli, dump
+import pytest
+import yaml
+
+from tests.e2e.conftest import Cli, Result, dump
 
 FLEET = {
     "gpu-a1": ("zone=a", "gpu=h100"),
@@ -83,5 +86,129 @@ def test_an_invalid_selector_exits_2_naming_the_position_and_prints_nothing(
         assert expected in result.err
         assert result.err.startswith("error: selector: ")
         assert len(result.err.strip().splitlines()) == 1, result.err
-        assert "Traceback" not in result.err and "Usage:" not in result.err
+        assert "Traceback" not in result.err
+        assert "Usage:" not in result.err
     assert dump(database_url) == before
+
+
+EXPORTED = """
+apiVersion: llmctl/v1
+kind: Backend
+metadata: {name: gpu-a1, labels: {zone: a}}
+spec: {type: ollama, url: "http://gpu-a1:11434"}
+---
+apiVersion: llmctl/v1
+kind: Backend
+metadata: {name: gpu-b1, labels: {zone: b, draining: "yes"}}
+spec: {type: ollama, url: "http://gpu-b1:11434"}
+---
+apiVersion: llmctl/v1
+kind: Model
+metadata: {name: "llama3"}
+---
+apiVersion: llmctl/v1
+kind: Pool
+metadata: {name: chat}
+spec: {backends: [gpu-a1, gpu-b1], models: [llama3]}
+"""
+
+
+def _kinds_and_names(text: str) -> list[tuple[str, str]]:
+    return [(doc["kind"], doc["metadata"]["name"]) for doc in yaml.safe_load_all(text)]
+
+
+def _reapply_to_an_empty_database(llmctl: Cli, tmp_path: pathlib.Path, text: str) -> Result:
+    assert llmctl("db", "downgrade", "base").code == 0
+    assert llmctl("db", "upgrade").code == 0
+    path = tmp_path / "export.yaml"
+    path.write_text(text)
+    return llmctl("apply", "-f", str(path))
+
+
+def test_export_kind_prints_only_those_kinds_and_reapplies_to_an_empty_database(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    (tmp_path / "fleet.yaml").write_text(EXPORTED)
+    assert llmctl("apply", "-f", str(tmp_path / "fleet.yaml")).code == 0
+    models_and_pools = llmctl("export", "--kind", "model,POOL")
+    assert models_and_pools.code == 0, models_and_pools.err
+    assert _kinds_and_names(models_and_pools.out) == [
+        ("Model", "llama3"),
+        ("Pool", "chat"),
+        ("Pool", "default"),
+    ]
+    repeated = llmctl("export", "--kind", "Model", "--kind", "pool")
+    assert repeated.out == models_and_pools.out
+    backends = llmctl("export", "--kind", "backend")
+    assert backends.code == 0, backends.err
+    # No pool is printed with --kind Backend, so none can name a backend left out.
+    assert _kinds_and_names(backends.out) == [("Backend", "gpu-a1"), ("Backend", "gpu-b1")]
+    assert backends.err == ""
+    applied = _reapply_to_an_empty_database(llmctl, tmp_path, backends.out)
+    assert applied.code == 0, applied.err
+    assert llmctl("export", "--kind", "Backend").out == backends.out
+    assert _kinds_and_names(llmctl("export").out) == [
+        ("Backend", "gpu-a1"),
+        ("Backend", "gpu-b1"),
+        ("Pool", "default"),
+    ]
+
+
+def test_export_l_prints_the_objects_whose_labels_match_and_reapplies_to_an_empty_database(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    (tmp_path / "fleet.yaml").write_text(EXPORTED)
+    assert llmctl("apply", "-f", str(tmp_path / "fleet.yaml")).code == 0
+    zone_a = llmctl("export", "-l", "zone=a")
+    assert zone_a.code == 0, zone_a.err
+    assert _kinds_and_names(zone_a.out) == [("Backend", "gpu-a1")]
+    (doc,) = yaml.safe_load_all(zone_a.out)
+    assert doc["metadata"]["labels"] == {"zone": "a"}
+    both = llmctl("export", "--selector", "zone in (a,b)", "--kind", "Backend")
+    assert _kinds_and_names(both.out) == [("Backend", "gpu-a1"), ("Backend", "gpu-b1")]
+    applied = _reapply_to_an_empty_database(llmctl, tmp_path, zone_a.out)
+    assert applied.code == 0, applied.err
+    assert llmctl("export", "-l", "zone=a").out == zone_a.out
+    assert _kinds_and_names(llmctl("export", "--kind", "Backend").out) == [("Backend", "gpu-a1")]
+
+
+def test_export_l_prints_a_chosen_pool_with_its_members_and_names_those_left_out(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    (tmp_path / "fleet.yaml").write_text(EXPORTED)
+    assert llmctl("apply", "-f", str(tmp_path / "fleet.yaml")).code == 0
+    # Objects without labels match !draining: the model and both pools, and gpu-a1.
+    kept = llmctl("export", "-l", "!draining")
+    assert kept.code == 0, kept.err
+    assert _kinds_and_names(kept.out) == [
+        ("Backend", "gpu-a1"),
+        ("Model", "llama3"),
+        ("Pool", "chat"),
+        ("Pool", "default"),
+    ]
+    pools = {d["metadata"]["name"]: d for d in yaml.safe_load_all(kept.out) if d["kind"] == "Pool"}
+    assert pools["chat"]["spec"]["backends"] == ["gpu-a1", "gpu-b1"]  # as declared
+    assert "pool/chat names backend/gpu-b1, which is not in this export" in kept.err
+    assert "pool/default" not in kept.err
+    # Where gpu-b1 is declared the excerpt applies with no change; where it is not, apply
+    # refuses it naming the member.
+    path = tmp_path / "kept.yaml"
+    path.write_text(kept.out)
+    same = llmctl("apply", "-f", str(path))
+    assert same.code == 0, same.err
+    assert same.out.split() == [
+        *("backend/gpu-a1", "unchanged", "model/llama3", "unchanged"),
+        *("pool/chat", "unchanged", "pool/default", "unchanged"),
+    ]
+    refused = _reapply_to_an_empty_database(llmctl, tmp_path, kept.out)
+    assert refused.code == 2
+    assert "gpu-b1" in refused.err
+
+
+@pytest.mark.parametrize("kind", ["Backends", "Backend,Secret", ""])
+def test_export_of_an_unknown_kind_exits_2_naming_the_kinds(llmctl: Cli, kind: str) -> None:
+    result = llmctl("export", "--kind", kind)
+    assert result.code == 2
+    assert result.out == ""
+    assert "--kind: " in result.err
+    assert "is not one of Backend, Model, Pool" in result.err
