@@ -7,6 +7,7 @@ import pathlib
 import pytest
 import yaml
 
+from emulators import ollama
 from tests.e2e.conftest import Cli, Result, dump
 
 FLEET = {
@@ -212,3 +213,94 @@ def test_export_of_an_unknown_kind_exits_2_naming_the_kinds(llmctl: Cli, kind: s
     assert result.out == ""
     assert "--kind: " in result.err
     assert "is not one of Backend, Model, Pool" in result.err
+
+
+LABELLED_FLEET = """
+apiVersion: llmctl/v1
+kind: Backend
+metadata: {{name: gpu-0, labels: {{zone: a}}}}
+spec: {{type: ollama, url: "{url0}"}}
+---
+apiVersion: llmctl/v1
+kind: Backend
+metadata: {{name: gpu-1, labels: {{zone: b}}}}
+spec: {{type: ollama, url: "{url1}"}}
+---
+apiVersion: llmctl/v1
+kind: Model
+metadata: {{name: "qwen2:0.5b"}}
+---
+apiVersion: llmctl/v1
+kind: Model
+metadata: {{name: "llama3.2:1b"}}
+---
+apiVersion: llmctl/v1
+kind: Pool
+metadata: {{name: main}}
+spec: {{backends: [gpu-0, gpu-1], models: ["qwen2:0.5b", "llama3.2:1b"]}}
+"""
+
+
+def _jobs(llmctl: Cli, *args: str) -> list[tuple[str, str, str]]:
+    listed = llmctl("downloads", "list", "-o", "json", *args)
+    assert listed.code == 0, listed.err
+    return sorted((j["backend"], j["model"], j["state"]) for j in listed.json())
+
+
+def test_reconcile_once_l_observes_plans_and_pulls_only_on_the_selected_backends(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    with ollama.in_thread(nodes=2, installed=["qwen2:0.5b"]) as emu:
+        fleet = LABELLED_FLEET.format(url0=emu.node_url(0), url1=emu.node_url(1))
+        (tmp_path / "fleet.yaml").write_text(fleet)
+        assert llmctl("apply", "-f", str(tmp_path / "fleet.yaml")).code == 0
+        zone_a = llmctl("reconcile", "--once", "-l", "zone=a", "-o", "json")
+        assert zone_a.code == 0, zone_a.err
+        doc = zone_a.json()
+        assert (doc["selector"], doc["selected"]) == ("zone=a", 1)
+        assert [b["name"] for b in doc["backends"]] == ["gpu-0"]
+        assert [(a["kind"], a["model"]) for a in doc["backends"][0]["actions"]] == [
+            ("pull", "llama3.2:1b")
+        ]
+        assert emu.nodes[1].requests["GET /api/tags"] == 0  # never observed
+        assert _jobs(llmctl) == [("gpu-0", "llama3.2:1b", "queued")]
+        status = {b["name"]: b["status"] for b in llmctl("backend", "list", "-o", "json").json()}
+        assert status["gpu-0"]["phase"] == "Ready"
+        assert status["gpu-1"] is None
+
+        zone_b = llmctl("reconcile", "--once", "-l", "zone=b")
+        assert zone_b.code == 0, zone_b.err
+        assert zone_b.out.splitlines()[0] == "selector zone=b: 1 backend selected"
+        assert "gpu-0" not in zone_b.out
+        assert "pull llama3.2:1b on gpu-1" in zone_b.out
+        # The other backend's queued pull and persisted status are left as they were.
+        assert _jobs(llmctl) == [
+            ("gpu-0", "llama3.2:1b", "queued"),
+            ("gpu-1", "llama3.2:1b", "queued"),
+        ]
+        status = {b["name"]: b["status"] for b in llmctl("backend", "list", "-o", "json").json()}
+        assert status["gpu-0"]["phase"] == "Ready"
+        assert status["gpu-1"]["phase"] == "Ready"
+        assert _jobs(llmctl, "-l", "zone=a") == [("gpu-0", "llama3.2:1b", "queued")]
+        assert _jobs(llmctl, "--selector", "zone in (a,b)", "--limit", "1") == [
+            ("gpu-1", "llama3.2:1b", "queued")
+        ]
+        assert _jobs(llmctl, "-l", "zone=c") == []
+
+        tags = [node.requests["GET /api/tags"] for node in emu.nodes]
+        nothing = llmctl("reconcile", "--once", "-l", "zone=c")
+        assert nothing.code == 0, nothing.err
+        assert nothing.out.strip() == "selector zone=c: no backend matches; nothing to do"
+        assert [node.requests["GET /api/tags"] for node in emu.nodes] == tags
+        assert emu.nodes[0].requests["POST /api/pull"] == 0  # queued, not pulled: no --wait
+
+
+def test_reconcile_selector_with_wait_exits_2_and_changes_nothing(
+    llmctl: Cli, database_url: str
+) -> None:
+    _declare(llmctl)
+    before = dump(database_url)
+    result = llmctl("reconcile", "--once", "--wait", "-l", "zone=a")
+    assert result.code == 2
+    assert "-l/--selector and --wait cannot be combined" in result.err
+    assert dump(database_url) == before
