@@ -304,3 +304,33 @@ def test_reconcile_selector_with_wait_exits_2_and_changes_nothing(
     assert result.code == 2
     assert "-l/--selector and --wait cannot be combined" in result.err
     assert dump(database_url) == before
+
+
+def test_resolve_selector_keeps_only_backends_whose_labels_match_and_names_it_when_none_do(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    with ollama.in_thread(nodes=2, installed=["qwen2:0.5b"]) as emu:
+        fleet = LABELLED_FLEET.format(url0=emu.node_url(0), url1=emu.node_url(1))
+        (tmp_path / "fleet.yaml").write_text(fleet)
+        assert llmctl("apply", "-f", str(tmp_path / "fleet.yaml")).code == 0
+        assert llmctl("reconcile", "--once").code == 0
+    for zone, chosen, other in (("a", "gpu-0", "gpu-1"), ("b", "gpu-1", "gpu-0")):
+        result = llmctl(
+            "resolve", "qwen2:0.5b", "--selector", f"zone={zone}", "--explain", "-o", "json"
+        )
+        assert result.code == 0, result.err
+        doc = result.json()
+        assert doc["provider"]["backend"] == chosen
+        assert doc["fallbacks"] == []
+        assert [(e["backend"], e["reason"]) for e in doc["excluded"]] == [
+            (other, "selector_mismatch")
+        ]
+    unselected = llmctl("resolve", "qwen2:0.5b")
+    assert unselected.code == 0, unselected.err
+    assert "FALLBACKS" in unselected.out  # both backends qualify without a selector
+    none = llmctl("resolve", "qwen2:0.5b", "--selector", "zone=c")
+    assert none.code == 1
+    assert none.err.strip() == (
+        "error: allows only backends matching the selector zone=c; qwen2:0.5b is served only "
+        "by backends that do not match (gpu-0, gpu-1)"
+    )
