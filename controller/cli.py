@@ -10,7 +10,7 @@ codes: 0 success, 1 a service could not be used (database unreachable), 2 invali
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -148,13 +148,52 @@ def _env(ctx: typer.Context) -> runner.Env:
 
 
 @app.command("export", rich_help_panel=_DECLARE)
-def export(ctx: typer.Context) -> None:
-    """Print the desired state as a file that llmctl apply -f accepts unchanged."""
-    from runtimestate.desired import manifest, store
+def export(
+    ctx: typer.Context,
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            "--selector",
+            "-l",
+            help="Only objects whose labels match (zone=a, gpu in (h100,a100), !draining, ...)",
+            show_default=False,
+        ),
+    ] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kind", help="Only these kinds: Backend, Model, Pool (repeatable or a comma list)"
+        ),
+    ] = None,
+) -> None:
+    """Print the desired state as a file that llmctl apply -f accepts unchanged.
+
+    With --kind or -l, only the objects chosen; a pool is printed only when chosen, with its
+    members as declared (a note on stderr names those left out of the file)."""
+    from controller import selection
+    from runtimestate.desired import excerpt, manifest, store
 
     env = _env(ctx)
+    chosen = selection.selected(env, selector)
+    try:
+        part = excerpt.Excerpt(excerpt.kinds(kind or ()), chosen)
+    except runner.user_errors() as exc:
+        env.fail(str(exc))
+    missing: list[str] = []
+
+    def cut(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        kept = part.cut(docs)
+        missing.extend(excerpt.missing_members(kept))
+        return kept
+
     state = runner.read(env, store.load)
-    env.out.out(manifest.export(state), highlight=False, end="")
+    filtered = kind is not None or selector is not None
+    env.out.out(manifest.export(state, cut if filtered else None), highlight=False, end="")
+    for note in missing:
+        env.err.print(
+            f"note: {note}, which is not in this export; apply needs it in the database",
+            highlight=False,
+        )
 
 
 def main() -> None:

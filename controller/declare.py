@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from controller import completion, output, runner
-from runtimestate.desired import selectors, spec
+from controller import completion, output, runner, selection
+from runtimestate.desired import spec
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -46,14 +46,6 @@ NoPoolOpt = Annotated[bool, typer.Option("--no-pool", help="Join no pool (observ
 LabelOpt = Annotated[list[str] | None, typer.Option("--label", help="k=v (repeatable)")]
 LabelUpdateOpt = Annotated[
     list[str] | None, typer.Option("--label", help="k=v sets, k- removes (repeatable)")
-]
-SelectorOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--selector",
-        "-l",
-        help="Label selector: zone=a, zone!=a, gpu in (h100,a100), !draining; comma = and",
-    ),
 ]
 
 
@@ -99,15 +91,6 @@ def _credentials(
     except runner.user_errors() as exc:
         env.fail(str(exc))
     return None
-
-
-def selector_of(env: runner.Env, text: str | None) -> selectors.Selector:
-    """The selector of an ``-l`` option (none: everything); exits 2 naming the position of
-    what does not parse. Reads nothing, so a command parses it before opening the database."""
-    try:
-        return selectors.parse(text or "")
-    except selectors.SelectorError as exc:
-        env.fail(str(exc))
 
 
 def labels_of(env: runner.Env, base: dict[str, str], items: list[str] | None) -> dict[str, str]:
@@ -232,11 +215,6 @@ async def _with_status(
     return await store.load(session), await status.load_states(session)
 
 
-async def _backend_docs(session: AsyncSession) -> list[dict[str, Any]]:
-    state, observed = await _with_status(session)
-    return [output.backend_doc(b, state, observed.get(b.name)) for b in state.backends]
-
-
 def _render_backends(docs: Sequence[dict[str, Any]], fmt: output.Format, console: Console) -> None:
     output.render_list("backend", docs, fmt, console)
 
@@ -253,18 +231,31 @@ BACKEND_SUBJECTS = ("v1.state.>", "v1.cycles", "v1.control.trigger")
 
 @backend_app.command("list")
 def backend_list(
-    ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE, watch: WatchOpt = False
+    ctx: typer.Context,
+    fmt: OutputOpt = output.Format.TABLE,
+    selector: selection.SelectorOpt = None,
+    watch: WatchOpt = False,
 ) -> None:
     """List the declared backends with their observed status (-o wide for the spec too)."""
     env = env_of(ctx)
+    chosen = selection.selected(env, selector)
+
+    async def docs(session: AsyncSession) -> list[dict[str, Any]]:
+        state, observed = await _with_status(session)
+        return [
+            output.backend_doc(b, state, observed.get(b.name))
+            for b in state.backends
+            if chosen.matches(b.spec.labels)
+        ]
+
     if watch:
         from controller import livelist
 
         source = livelist.Source(
-            _backend_docs, _render_backends, BACKEND_SUBJECTS, (("status", "lastOkAt"),)
+            docs, _render_backends, BACKEND_SUBJECTS, (("status", "lastOkAt"),)
         )
         livelist.watch(env, source, fmt)
-    _render_backends(runner.read(env, _backend_docs), fmt, env.out)
+    _render_backends(runner.read(env, docs), fmt, env.out)
 
 
 @backend_app.command("get")
@@ -393,13 +384,13 @@ def model_update(
 
 @model_app.command("list")
 def model_list(
-    ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE, selector: SelectorOpt = None
+    ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE, selector: selection.SelectorOpt = None
 ) -> None:
     """List the declared models (-l: those whose labels match; -o wide shows the labels)."""
     from runtimestate.desired import store
 
     env = env_of(ctx)
-    chosen = selector_of(env, selector)
+    chosen = selection.selected(env, selector)
     state = runner.read(env, store.load)
     models = [m for m in state.models if chosen.matches(m.spec.labels)]
     output.render_list("model", [output.model_doc(m, state) for m in models], fmt, env.out)

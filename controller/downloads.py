@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from controller import completion, downloadview, output, runner
+from controller import completion, downloadview, output, runner, selection
 from dwqueue import jobs
 from runtimestate import echo
 from runtimestate.desired import names, spec
@@ -104,6 +104,7 @@ def list_downloads(
         int | None, typer.Option("--limit", min=1, help="Only the newest N downloads")
     ] = None,
     fmt: OutputOpt = output.Format.TABLE,
+    selector: selection.SelectorOpt = None,
     watch: Annotated[
         bool,
         typer.Option(
@@ -111,15 +112,28 @@ def list_downloads(
         ),
     ] = False,
 ) -> None:
-    """List downloads, oldest first (finished ones too, unless --state narrows them)."""
+    """List downloads, oldest first (finished ones too, unless --state narrows them);
+    -l keeps those of declared backends whose labels match."""
     from dwqueue import queue
 
     env = _env(ctx)
     states = _states(env, state)
+    chosen = selection.selected(env, selector)
 
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        from runtimestate.desired import store
+
+        backends = None
+        if chosen:
+            fleet = await store.load(session)
+            backends = {b.name for b in fleet.backends if chosen.matches(b.spec.labels)}
         found = await queue.list_jobs(
-            session, backend=backend, states=states, limit=limit, newest_first=True
+            session,
+            backend=backend,
+            states=states,
+            limit=limit,
+            newest_first=True,
+            backends=backends,
         )
         return [downloadview.job_doc(job) for job in found[::-1]]
 

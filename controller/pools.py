@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import completion, declare, output, runner
+from controller import completion, declare, output, runner, selection
 from runtimestate.desired import spec
 
 if TYPE_CHECKING:
@@ -71,13 +71,13 @@ def pool_update(
 def pool_list(
     ctx: typer.Context,
     fmt: declare.OutputOpt = output.Format.TABLE,
-    selector: declare.SelectorOpt = None,
+    selector: selection.SelectorOpt = None,
 ) -> None:
     """List the pools with their members (-l: those whose labels match)."""
     from runtimestate.desired import store
 
     env = declare.env_of(ctx)
-    chosen = declare.selector_of(env, selector)
+    chosen = selection.selected(env, selector)
     state = runner.read(env, store.load)
     pools = [p for p in state.pools if chosen.matches(p.spec.labels)]
     output.render_list("pool", [output.pool_doc(p) for p in pools], fmt, env.out)

@@ -19,9 +19,10 @@ from typing import Annotated, Any
 
 import typer
 
-from controller import gctuning, logs, output, runner, serve, settings
+from controller import gctuning, logs, output, runner, selection, serve, settings
 from dwqueue import publisher
 from runtimestate import database, errors, snapshot, state
+from runtimestate.desired import selectors
 from runtimestate.reconcile import cycle, execution, plan
 
 OutputOpt = Annotated[output.DocFormat, typer.Option("--output", "-o", help="table, json or yaml")]
@@ -72,7 +73,8 @@ def converged(report: cycle.Report) -> bool:
 
 def report_doc(report: cycle.Report, waited: Waited | None) -> dict[str, Any]:
     """The report as JSON-ready data: per backend its phase and actions, backends that are no
-    longer declared (``declared: false``, phase null) included when the plan acted on them."""
+    longer declared (``declared: false``, phase null) included when the plan acted on them;
+    with a selector, the selector and how many backends it selected."""
     outcomes = {id(o.action): o for o in report.outcomes}
     declared = report.snapshot.backends
     names = set(declared) | {a.backend for a in report.plan.actions}
@@ -89,8 +91,12 @@ def report_doc(report: cycle.Report, waited: Waited | None) -> dict[str, Any]:
                 "actions": [_action_doc(a, outcomes.get(id(a))) for a in actions],
             }
         )
+    selected = {}
+    if report.selector:
+        selected = {"selector": str(report.selector), "selected": len(declared)}
     return {
         "cycle": report.cycle,
+        **selected,
         "dryRun": report.dry_run,
         "durationS": round(report.duration_s, 3),
         "converged": waited.converged if waited is not None else None,
@@ -104,6 +110,12 @@ def _print(env: runner.Env, doc: dict[str, Any], fmt: output.Format) -> None:
     if fmt is not output.Format.TABLE:
         output.render_one(doc, fmt, env.out)
         return
+    if "selector" in doc:
+        count = doc["selected"]
+        chosen = "no backend matches; nothing to do" if not count else (
+            f"{count} backend{'s' if count != 1 else ''} selected"
+        )  # fmt: skip
+        env.out.print(f"selector {doc['selector']}: {chosen}", highlight=False)
     for backend in doc["backends"]:
         error = f"  ({backend['error']})" if backend["error"] else ""
         phase = backend["phase"] if backend["declared"] else "no longer declared"
@@ -123,7 +135,11 @@ def _print(env: runner.Env, doc: dict[str, Any], fmt: output.Format) -> None:
 
 
 async def _reconcile(
-    env: runner.Env, config: settings.Settings, dry_run: bool, wait_s: float | None
+    env: runner.Env,
+    config: settings.Settings,
+    dry_run: bool,
+    wait_s: float | None,
+    selector: selectors.Selector = selectors.EVERYTHING,
 ) -> tuple[cycle.Report, Waited | None]:
     gctuning.tune()
     sink = None
@@ -133,7 +149,7 @@ async def _reconcile(
     engine = database.create_async_engine(env.database_url)
     runtime = state.State(engine, sink=sink, settings=config.state_settings(), environ=env.environ)
     try:
-        report = await runtime.run_backend_cycle(dry_run=dry_run)
+        report = await runtime.run_backend_cycle(dry_run=dry_run, selector=selector)
         if wait_s is None:
             return report, None
         deadline = time.monotonic() + wait_s
@@ -185,6 +201,7 @@ def reconcile_command(
     ] = None,
     config: serve.ConfigOpt = None,
     fmt: OutputOpt = output.DocFormat.TABLE,
+    selector: selection.SelectorOpt = None,
 ) -> None:
     """Run one reconciliation pass: observe, plan, act. Exit 1 with --wait if not converged."""
     env = ctx.find_root().obj
@@ -192,6 +209,12 @@ def reconcile_command(
     if not once:
         env.fail("give --once (llmctl serve reconciles continuously)")
     wait_s = _wait_seconds(env, dry_run, wait, timeout)
+    chosen = selection.selected(env, selector)
+    if chosen and wait:
+        env.fail(
+            "-l/--selector and --wait cannot be combined: downloads run for every backend; "
+            "run reconcile --once -l SELECTOR, then follow them with llmctl downloads list -l"
+        )
     try:
         loaded = settings.load(config, **serve.root_overrides(ctx))
     except errors.ConfigurationError as exc:
@@ -205,7 +228,7 @@ def reconcile_command(
         nats_url=loaded.nats_url,
         prefix=loaded.subject_prefix,
     )
-    report, waited = runner.run_async(env, lambda: _reconcile(env, loaded, dry_run, wait_s))
+    report, waited = runner.run_async(env, lambda: _reconcile(env, loaded, dry_run, wait_s, chosen))
     _print(env, report_doc(report, waited), output.Format(fmt))
     if waited is not None and not waited.converged:
         raise SystemExit(1)

@@ -16,7 +16,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from controller import output, runner
+from controller import output, runner, selection
 from runtimestate import resolver, snapshot
 from runtimestate.desired import names, spec
 
@@ -59,6 +59,14 @@ def resolve_command(
     allow_degraded: Annotated[
         bool, typer.Option("--allow-degraded", help="Also use Degraded backends, after Ready ones")
     ] = False,
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            "--selector",
+            help=f"Only backends whose labels match. {selection.HELP}",
+            show_default=False,
+        ),
+    ] = None,
     explain: Annotated[
         bool, typer.Option("--explain", help="Say why every other candidate was left out")
     ] = False,
@@ -78,6 +86,7 @@ def resolve_command(
             "(a user or conversation id; the same key always gets the same provider)"
         )
     _check_names(env, models or [])
+    chosen = selection.selected(env, selector)
     try:
         request = resolver.Request(
             models=tuple(models or ()),
@@ -87,6 +96,7 @@ def resolve_command(
             session=session,
             policy=policy,
             allow_degraded=allow_degraded,
+            selector=chosen,
         )
     except resolver.InvalidRequest as exc:
         env.fail(str(exc))

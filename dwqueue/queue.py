@@ -124,11 +124,15 @@ async def list_jobs(
     states: Collection[jobs.JobState] | None = None,
     limit: int | None = None,
     newest_first: bool = False,
+    backends: Collection[str] | None = None,
 ) -> list[jobs.Job]:
-    """Jobs matching every filter given, in creation order (or newest first)."""
+    """Jobs matching every filter given, in creation order (or newest first); ``backends``
+    keeps the jobs of those backends only (empty: none)."""
     query = sa.select(rows.TABLE)
     if backend is not None:
         query = query.where(_C.backend == backend)
+    if backends is not None:
+        query = query.where(_C.backend.in_(sorted(backends)))
     if model_key is not None:
         query = query.where(_C.model_key == model_key)
     if states is not None:

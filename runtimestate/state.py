@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from dwqueue import jobs, queue
 from runtimestate import clock, database, desired, downloads, snapshot
 from runtimestate.backends import adapters, base
-from runtimestate.desired import store
+from runtimestate.desired import selectors, store
 from runtimestate.reconcile import cycle, failures, recording, refreshes, replicas
 
 T = TypeVar("T")
@@ -103,13 +103,17 @@ class State:
         """
         return await self.downloads.run_cycle(await self.desired())
 
-    async def run_backend_cycle(self, *, dry_run: bool = False) -> cycle.Report:
+    async def run_backend_cycle(
+        self, *, dry_run: bool = False, selector: selectors.Selector = selectors.EVERYTHING
+    ) -> cycle.Report:
         """Observe every backend, plan, apply (unless ``dry_run``) and swap in the new snapshot.
 
-        Raises only when the desired state cannot be read; two cycles never overlap.
+        With a non-empty ``selector`` only the backends whose labels match are observed,
+        planned, acted on and written, and the snapshot is not swapped (it would lack the
+        others). Raises only when the desired state cannot be read; two cycles never overlap.
         """
-        report = await self._backends.run(dry_run=dry_run)
-        if not dry_run:
+        report = await self._backends.run(dry_run=dry_run, selector=selector)
+        if not dry_run and not selector:
             self._snapshot = report.snapshot  # one reference swap: readers see old or new
             self._desired = report.desired
             await self._record_cycle(report)

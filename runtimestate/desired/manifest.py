@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import yaml
@@ -346,8 +346,13 @@ async def _write(
         await store.add_models(session, [v for v in created if isinstance(v, spec.ModelSpec)])
 
 
-def export(state: desired.DesiredState) -> str:
-    """The desired state as an apply-able file; applying it changes nothing. Never a key."""
+Cut = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+def export(state: desired.DesiredState, cut: Cut | None = None) -> str:
+    """The desired state as an apply-able file; applying it changes nothing. Never a key.
+
+    ``cut`` chooses which of the documents are written (`runtimestate.desired.excerpt`)."""
     docs: list[dict[str, Any]] = []
     for backend in state.backends:
         b = backend.spec
@@ -376,7 +381,9 @@ def export(state: desired.DesiredState) -> str:
         p = pool.spec
         body = {"purpose": p.purpose, "backends": list(p.backends), "models": list(p.models)}
         docs.append(_doc("Pool", _metadata(p.name, p.labels), body))
-    return yaml.safe_dump_all(docs, sort_keys=False, explicit_start=True)
+    return yaml.safe_dump_all(
+        docs if cut is None else cut(docs), sort_keys=False, explicit_start=True
+    )
 
 
 def _metadata(name: str, labels: Mapping[str, str]) -> dict[str, Any]:

@@ -13,7 +13,10 @@ reconcile``). One stateless pass, level-triggered like a Kubernetes controller:
    (`runtimestate.reconcile.recording`), and log one canonical line.
 
 `refresh` is the same pass for one backend when a download on it ended: steps 1, 2, 3 and 5
-for that backend alone, applying nothing, under the same lock as the cycle.
+for that backend alone, applying nothing, under the same lock as the cycle. A pass given a label
+selector (``llmctl reconcile --once -l``) is steps 1 to 5 for the backends whose labels match:
+what it read is cut down to them (their jobs, their status) before anything else, so the others
+are neither observed, planned, acted on nor written, and nothing of them is forgotten.
 
 It raises only when the desired state cannot be read: a step that fails later is logged in one
 line (`runtimestate.reconcile.failures`) and the next cycle catches up. Between cycles it keeps,
@@ -39,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dwqueue import jobs, queue
 from runtimestate import clock, database, desired, snapshot
 from runtimestate.backends import adapters
-from runtimestate.desired import spec, store
+from runtimestate.desired import selectors, spec, store
 from runtimestate.reconcile import (
     conditions,
     execution,
@@ -77,6 +80,7 @@ class Report:
     unobserved: int = 0  # due, but the deadline passed before a slot freed: state kept
     status_written: bool = True
     desired: desired.DesiredState | None = None  # what the cycle read (credentials, in-process)
+    selector: selectors.Selector = selectors.EVERYTHING  # the backends this pass was given
 
     def summary(self) -> dict[str, object]:
         phases = [s.phase.value for s in self.snapshot.backends.values()]
@@ -97,6 +101,7 @@ class Report:
             "failed_actions": sum(not o.ok and not o.skipped for o in self.outcomes),
             "skipped_locked": sum(o.skipped for o in self.outcomes),
             "status_written": self.status_written,
+            **({"selector": str(self.selector)} if self.selector else {}),
         }
 
     def _pulls(self) -> int:
@@ -148,10 +153,13 @@ class BackendCycle:
         self._cycle = 0
         self._lock = asyncio.Lock()
 
-    async def run(self, *, dry_run: bool = False) -> Report:
-        """One pass; never two at once in this process. Raises only if reading fails."""
+    async def run(
+        self, *, dry_run: bool = False, selector: selectors.Selector = selectors.EVERYTHING
+    ) -> Report:
+        """One pass (over the backends whose labels match ``selector``); never two at once in
+        this process. Raises only if reading fails."""
         async with self._lock:
-            return await self._run(dry_run)
+            return await self._run(dry_run, selector)
 
     async def refresh(self, name: str) -> snapshot.LLMState | None:
         """Bring one backend's status up to date now, as when a download on it ended: read,
@@ -188,10 +196,12 @@ class BackendCycle:
                      written=written, duration_s=round(time.monotonic() - started, 3))  # fmt: skip
             return state if written else None
 
-    async def _run(self, dry_run: bool) -> Report:
+    async def _run(self, dry_run: bool, selector: selectors.Selector) -> Report:
         started = time.monotonic()
         self._cycle += 1
         read = await database.read_snapshot(self._sessions, self._read)
+        if selector:
+            read = _selected(read, selector)
         now = self._clock.now()
         backends = read.desired.backends
         self._match_records(read)
@@ -210,17 +220,20 @@ class BackendCycle:
         if not dry_run:
             outcomes = await self._executor.apply(decided, read.desired)
             read = await self._reread_jobs(read)
-        states = self._states(read, decided, views, now)
+        states = self._states(read, decided, views, now, forget=not selector)
         taken = snapshot.Snapshot(states, self._cycle, now)
         written = True
         if not dry_run:
             written = await self._recorder.record_states(states, read.previous, now)
-            await self._pool.retain(states)
+            if selector:
+                self._recorder.forget()
+            else:
+                await self._pool.retain(states)
         report = Report(
             self._cycle, dry_run, time.monotonic() - started, decided, outcomes, taken,
             observed=len(seen.started), skipped=len(backends) - len(due),
             unobserved=len(due) - len(seen.started), status_written=written,
-            desired=read.desired,
+            desired=read.desired, selector=selector,
         )  # fmt: skip
         await self._recorder.publish_summary(report.summary())
         log.info("backend_cycle", **report.summary())
@@ -262,6 +275,8 @@ class BackendCycle:
         decided: plan.Plan,
         views: Mapping[str, planview.BackendView],
         now: dt.datetime,
+        *,
+        forget: bool = True,
     ) -> dict[str, snapshot.LLMState]:
         by_backend: dict[str, list[jobs.Job]] = {}
         for job in read.jobs:
@@ -273,8 +288,9 @@ class BackendCycle:
             )
             for backend in read.desired.backends
         }  # fmt: skip
-        self._observer.retain(states)
-        self._reuse.retain(states)
+        if forget:  # backends not in ``states`` are gone (a selective pass only left them out)
+            self._observer.retain(states)
+            self._reuse.retain(states)
         return states
 
     def _state(
@@ -316,6 +332,20 @@ def _build(
     declared = state.models_for(inputs.backend.name)
     return conditions.build(
         dataclasses.replace(inputs, desired=tuple(m.name for m in declared)), now, policy
+    )
+
+
+def _selected(read: _Read, selector: selectors.Selector) -> _Read:
+    """What a pass over the backends whose labels match ``selector`` sees: those backends (the
+    pools and models unchanged), their jobs, their persisted status and managed models."""
+    backends = tuple(b for b in read.desired.backends if selector.matches(b.spec.labels))
+    names = {b.name for b in backends}
+    return dataclasses.replace(
+        read,
+        desired=dataclasses.replace(read.desired, backends=backends),
+        jobs=tuple(j for j in read.jobs if j.backend in names),
+        managed=frozenset(pair for pair in read.managed if pair[0] in names),
+        previous={name: s for name, s in read.previous.items() if name in names},
     )
 
 

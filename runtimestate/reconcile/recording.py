@@ -44,6 +44,11 @@ class Recorder:
         """The states last written (None before the first write, or after one failed)."""
         return self._previous
 
+    def forget(self) -> None:
+        """Make the next pass read the persisted status afresh (after a pass that wrote only
+        some backends' states: the ones written are not all there is)."""
+        self._previous = None
+
     async def record_states(
         self,
         states: dict[str, snapshot.LLMState],

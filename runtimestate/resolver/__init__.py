@@ -2,8 +2,8 @@
 
 ``from runtimestate import resolver`` then ``resolver.Resolver`` and ``resolver.Request`` is the
 public face. Inside: `engine` (the `Resolver`: snapshots, in-flight counts, outcomes),
-`resolution` (request, provider and answer values), `candidates` (the index built once per
-snapshot), `policies` (the ranking), `signals` (per-candidate load lists kept in step),
+`demand` (the request), `resolution` (provider and answer values), `candidates` (the index
+built once per snapshot), `policies` (the ranking), `signals` (per-candidate load lists),
 `cooldown` (the per-provider breaker and latency record), `diagnosis` (why nothing qualified),
 and `mirror` (another process's view of the runtime state, from the database and NATS).
 

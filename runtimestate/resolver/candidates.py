@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from runtimestate import snapshot
-from runtimestate.desired import names
+from runtimestate.desired import names, selectors
 
 Phase = snapshot.Phase
 ProviderKey = str  # "<backend>/<model>": backend names are DNS labels, so the first "/" splits
@@ -167,7 +167,9 @@ class Ordinals:
         return len(self.of_key)
 
 
-PoolKey = tuple[str | None, str | None, frozenset[str]]  # (model name, capability, types)
+# (model name, capability, types, selector)
+PoolKey = tuple[str | None, str | None, frozenset[str], selectors.Selector]
+NO_LABELS: Mapping[str, str] = {}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -223,6 +225,18 @@ class Index:
         self.ordinals = Ordinals.of(everything)
         self._groups: dict[str | None, tuple[Candidate, ...]] = {None: self.all}
         self._pools: dict[PoolKey, Pool] = {}
+        # Backend labels, for selectors: they are spec, not status, so they come from the
+        # desired state (`relabel`), and `labelled_by` is the one they came from.
+        self.labels: Mapping[str, Mapping[str, str]] = {}
+        self.labelled_by: object = None
+
+    def relabel(self, source: object, labels: Mapping[str, Mapping[str, str]]) -> None:
+        """Take the backends' labels from ``source``; pools cut by a selector are rebuilt."""
+        self.labelled_by, self.labels = source, labels
+        self._pools = {key: pool for key, pool in self._pools.items() if not key[3]}
+
+    def labels_of(self, backend: str) -> Mapping[str, str]:
+        return self.labels.get(backend, NO_LABELS)
 
     def refresh(self, snap: snapshot.Snapshot) -> None:
         """Point at a newer snapshot whose candidates are the very same objects."""
@@ -243,11 +257,15 @@ class Index:
         return found
 
     def pool(
-        self, name: str | None, capability: str | None, types: frozenset[str] = frozenset()
+        self,
+        name: str | None,
+        capability: str | None,
+        types: frozenset[str] = frozenset(),
+        selector: selectors.Selector = selectors.EVERYTHING,
     ) -> Pool:
         """The routable candidates of ``name`` with ``capability`` on backends of ``types``
-        (empty: any), sorted for bisect."""
-        key = (name, capability, types)
+        (empty: any) whose labels match ``selector``, sorted for bisect."""
+        key = (name, capability, types, selector)
         found = self._pools.get(key)
         if found is None:
             ready: list[Candidate] = []
@@ -256,6 +274,8 @@ class Index:
                 if capability is not None and capability not in c.capabilities:
                     continue
                 if types and c.type not in types:
+                    continue
+                if selector and not selector.matches(self.labels_of(c.backend)):
                     continue
                 if c.phase is Phase.READY:
                     ready.append(c)

@@ -65,6 +65,7 @@ def failure(
         Reason.COOLING_DOWN,
         Reason.CONTEXT_TOO_SMALL,
         Reason.CAPABILITY_MISSING,
+        Reason.SELECTOR_MISMATCH,
         Reason.TYPE_NOT_ALLOWED,
     ):
         items = by_reason.get(reason)
@@ -72,6 +73,8 @@ def failure(
             message = _message(reason, request, items)
             if reason is Reason.CONTEXT_TOO_SMALL:
                 message += _big_enough_but_degraded(request, by_reason)
+            if reason is Reason.SELECTOR_MISMATCH:
+                message += _not_ready(by_reason, index)
             return NoSatisfactoryModel(message, request, excluded)
     return NoAvailableModels(_unavailable(request, by_reason, index), request, excluded)
 
@@ -102,6 +105,12 @@ def _message(
                 f"allows only {allowed} backends; {wanted} is served only by other types of "
                 f"backend ({_listed(sorted({e.backend for e in items}))})"
             )
+        case Reason.SELECTOR_MISMATCH:
+            return (
+                f"allows only backends matching the selector {request.selector}; {wanted} is "
+                f"served only by backends that do not match "
+                f"({_listed(sorted({e.backend for e in items}))})"
+            )
         case Reason.COOLING_DOWN:
             first = min(items, key=lambda e: (e.retry_in_s or 0.0, e.backend))
             return (
@@ -127,6 +136,16 @@ def _big_enough_but_degraded(
         return ""
     verb = "is" if len(bigger) == 1 else "are"
     return f" ({_listed(bigger)} {verb} Degraded and big enough: allow degraded backends to use it)"
+
+
+def _not_ready(
+    by_reason: dict[resolution.Reason, list[resolution.Exclusion]], index: candidates.Index
+) -> str:
+    """A note naming the backends that were not even considered for their phase, if any."""
+    down = sorted({e.backend for e in by_reason.get(Reason.BACKEND_NOT_READY, [])})
+    if not down:
+        return ""
+    return f" (and {_listed([f'{b} is {index.backends[b].phase.value}' for b in down])})"
 
 
 def _unavailable(

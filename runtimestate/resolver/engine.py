@@ -14,7 +14,8 @@ by default (reason ``backend_degraded``); with ``allow_degraded`` it is ranked a
 Ready candidate of the same model. Unreachable and Unknown are excluded (``backend_not_ready``).
 Capabilities and context lengths are read from the snapshot only (declared overrides belong
 where the cycle builds the snapshot, so every reader agrees); the desired state is consulted
-only for credentials.
+only for credentials and, when a request has a selector, for the backends' labels (reason
+``selector_mismatch``).
 
 The decisions themselves are pure (`candidates`, `policies`, `cooldown`, `resolution`,
 `diagnosis`: no clock, no I/O); this module adds the clock, the sources and the wiring.
@@ -206,10 +207,13 @@ class Resolver:
         if now >= self.outcomes.next_decay:
             self._decay(now)
         min_context, degraded = request.min_context, request.allow_degraded
+        selector = request.selector
+        if selector.requirements:  # a tuple's truth: the empty selector costs nothing here
+            self._label(index)
         position = -1
         # The loop mirrors `resolution.tiers`, inlined: this is the hot path.
         for name in request.models or (None,):
-            pool = index.pool(name, request.capability, request.types)
+            pool = index.pool(name, request.capability, request.types, selector)
             tiers = [(pool.ready, pool.ready_contexts)]
             if degraded:
                 tiers.append((pool.degraded, pool.degraded_contexts))
@@ -239,6 +243,21 @@ class Resolver:
         raise diagnosis.failure(
             request, resolution.exclusions(index, request, self.outcomes, now, None), index
         )
+
+    def _label(self, index: candidates.Index) -> None:
+        """Make ``index`` hold the backends' labels of the current desired state, for a
+        selector (labels are spec: the snapshot does not carry them). Raises `InvalidRequest`
+        when this resolver has no specs to read them from."""
+        if self._specs is None:
+            raise resolution.InvalidRequest(
+                "selector: this resolver was built without the backends' specs, where their "
+                "labels are; build it with Resolver.from_state, Resolver.from_database, or "
+                "from_snapshot(..., desired=...)"
+            )
+        wanted = self._specs()
+        if wanted is not index.labelled_by:
+            labels = {} if wanted is None else {b.name: b.spec.labels for b in wanted.backends}
+            index.relabel(wanted, labels)
 
     def _decay(self, now: float) -> None:
         penalised = list(self.outcomes.penalty)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from typing import Any, Protocol
 
-from runtimestate import credentials, echo
-from runtimestate.desired import spec
-from runtimestate.resolver import candidates, cooldown, policies
+from runtimestate import credentials
+from runtimestate.resolver import candidates, cooldown, demand, policies
 
 
 class Reason(enum.StrEnum):
@@ -26,70 +25,17 @@ class Reason(enum.StrEnum):
     BACKEND_NOT_READY = "backend_not_ready"
     BACKEND_DEGRADED = "backend_degraded"
     TYPE_NOT_ALLOWED = "type_not_allowed"
+    SELECTOR_MISMATCH = "selector_mismatch"
     CAPABILITY_MISSING = "capability_missing"
     CONTEXT_TOO_SMALL = "context_too_small"
     COOLING_DOWN = "cooling_down"
 
 
-_CAPABILITIES = frozenset(c.value for c in spec.Capability)
-_TYPES = frozenset(t.value for t in spec.BackendType)
 _HEALTHY = (candidates.Phase.READY, candidates.Phase.DEGRADED)
 
 
-class InvalidRequest(ValueError):
-    """A request that cannot be valid; the message names the field and what would be."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Request:
-    """What a caller needs. ``models`` in preference order; empty means any model."""
-
-    models: tuple[str, ...] = ()
-    capability: str | None = None
-    min_context: int | None = None
-    types: frozenset[str] = frozenset()
-    session: str | None = None
-    policy: policies.Policy = policies.Policy.LEAST_LOADED
-    allow_degraded: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.models, str):
-            raise InvalidRequest("models: give a sequence of names, e.g. ('qwen2:7b',)")
-        models = tuple(self.models)
-        if not all(isinstance(m, str) and m.strip() for m in models):
-            raise InvalidRequest("models: every model name must be a non-empty string")
-        if self.capability is not None and self.capability not in _CAPABILITIES:
-            raise InvalidRequest(
-                f"capability: {echo.quoted(self.capability)} is not one of chat|embed|prompt|stream"
-            )
-        if self.min_context is not None and (
-            isinstance(self.min_context, bool)
-            or not isinstance(self.min_context, int)
-            or self.min_context < 1
-        ):
-            raise InvalidRequest(
-                f"min_context: {echo.quoted(self.min_context)} must be a positive number of tokens"
-            )
-        types = frozenset(str(t) for t in self.types)
-        if types - _TYPES:
-            valid = "|".join(sorted(_TYPES))
-            raise InvalidRequest(
-                f"types: {echo.quoted(sorted(types - _TYPES))} are not among {valid}"
-            )
-        try:
-            policy = policies.Policy(self.policy)
-        except ValueError:
-            valid = "|".join(p.value for p in policies.Policy)
-            raise InvalidRequest(
-                f"policy: {echo.quoted(self.policy)} is not one of {valid}"
-            ) from None
-        if policy is policies.Policy.STICKY and not self.session:
-            raise InvalidRequest("policy sticky needs a session key (session=...)")
-        capability = None if self.capability is None else str(self.capability)
-        object.__setattr__(self, "models", models)
-        object.__setattr__(self, "capability", capability)
-        object.__setattr__(self, "types", types)
-        object.__setattr__(self, "policy", policy)
+InvalidRequest = demand.InvalidRequest  # made in `demand`; the public names stay here
+Request = demand.Request
 
 
 class Provider:
@@ -312,7 +258,7 @@ def tiers(index: candidates.Index, request: Request) -> Iterator[tuple[candidate
     """The tiers a request considers, in preference order, each with how many of its
     candidates are big enough (before the cooldown filter)."""
     for name in request.models or (None,):
-        pool = index.pool(name, request.capability, request.types)
+        pool = index.pool(name, request.capability, request.types, request.selector)
         yield pool.ready, candidates.at_least(pool.ready_contexts, request.min_context)
         if request.allow_degraded:
             yield pool.degraded, candidates.at_least(pool.degraded_contexts, request.min_context)
@@ -327,7 +273,11 @@ def qualifying(
 
 
 def _reason(
-    c: candidates.Candidate, request: Request, outcomes: cooldown.Tracker, now: float
+    c: candidates.Candidate,
+    request: Request,
+    outcomes: cooldown.Tracker,
+    now: float,
+    labels: Callable[[str], Mapping[str, str]],
 ) -> Exclusion | None:
     def out(reason: Reason, detail: str, retry: float | None = None) -> Exclusion:
         return Exclusion(c.backend, c.model, reason, detail, c.context_length, retry)
@@ -344,6 +294,12 @@ def _reason(
         return out(
             Reason.TYPE_NOT_ALLOWED,
             f"type {c.type} is not among {', '.join(sorted(request.types))}",
+        )
+    if request.selector and not request.selector.matches(labels(c.backend)):
+        has = ",".join(f"{k}={v}" for k, v in sorted(labels(c.backend).items())) or "none"
+        return out(
+            Reason.SELECTOR_MISMATCH,
+            f"labels of {c.backend} ({has}) do not match the selector {request.selector}",
         )
     cap = request.capability
     if cap is not None and cap not in c.capabilities:
@@ -394,7 +350,7 @@ def exclusions(
             if c.key in seen or c.key == chosen:
                 continue
             seen.add(c.key)
-            found = _reason(c, request, outcomes, now)
+            found = _reason(c, request, outcomes, now, index.labels_of)
             if found is not None:
                 result.append(found)
     return tuple(result)
