@@ -72,6 +72,10 @@ def _split(
             break
         if _is_option(token) and is_global(token) and token.split("=", 1)[0] not in valued:
             taken += 0 if "=" in token else 1
+            if index + taken > len(rest):  # moved alone, it would take the command word
+                raise click.exceptions.BadOptionUsage(
+                    token, f"Option '{token}' requires an argument."
+                )
             moved.extend(rest[index : index + taken])
             index += taken
             continue

@@ -193,4 +193,6 @@ class Root(helptext.Group):
     def _cut(self, exc: typer.TyperException) -> None:
         message = getattr(exc, "message", None)
         if isinstance(message, str):
+            # Typer checks choices with pydantic, whose "Value error, " says nothing to a user.
+            message = message.removeprefix("Value error, ")
             exc.message = cut(message, getattr(self, "_args", ()))

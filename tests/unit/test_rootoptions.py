@@ -60,3 +60,9 @@ def test_the_value_of_a_short_option_in_a_cluster_is_left_alone() -> None:
     assert hoisted("downloads list -ojson --database-url U") == (
         "--database-url U downloads list -ojson"
     )
+
+
+def test_a_global_option_after_the_subcommand_without_its_value_is_a_usage_error() -> None:
+    # Moved alone before the command word, it would take the command word as its value.
+    with pytest.raises(typer.TyperException, match="'--database-url' requires an argument"):
+        hoisted("backend list --database-url")
