@@ -35,7 +35,7 @@ COMMANDS = {
         "controller.declare:backend_app", "Declare the backends llmctl manages.", _DECLARE
     ),
     "model": usage.Lazy(
-        "controller.declare:model_app", "Declare the models backends should serve.", _DECLARE
+        "controller.models:model_app", "Declare the models backends should serve.", _DECLARE
     ),
     "pool": usage.Lazy(
         "controller.pools:app",

@@ -1,4 +1,5 @@
-"""The declaring commands of backends and models: ``llmctl backend|model ...``.
+"""The declaring commands of backends, ``llmctl backend ...``, and the options every declaring
+command shares (`controller.models` and `controller.pools` use them).
 
 Each command validates its options, runs one transaction through `controller.runner`, and
 prints either a kubectl-style confirmation (``backend/gpu-1 created``) or a document in the
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 # them: ``llmctl backend --help`` imports none of them (tests/e2e/test_cli_imports.py).
 
 backend_app = typer.Typer(help="Declare the backends llmctl manages.", no_args_is_help=True)
-model_app = typer.Typer(help="Declare the models backends should serve.", no_args_is_help=True)
 
 OutputOpt = Annotated[
     output.Format,
@@ -63,7 +63,7 @@ def env_of(ctx: typer.Context) -> runner.Env:
     return env
 
 
-def _pools(
+def pools_of(
     env: runner.Env, pools: list[str] | None, no_pool: bool, default: Sequence[str] | None
 ) -> Sequence[str] | None:
     if pools and no_pool:
@@ -140,7 +140,7 @@ def backend_add(
     from runtimestate.desired import store
 
     env = env_of(ctx)
-    pools = _pools(env, pool, no_pool, [spec.DEFAULT_POOL])
+    pools = pools_of(env, pool, no_pool, [spec.DEFAULT_POOL])
     assert pools is not None
     labels = labels_of(env, {}, label)
     creds = _credentials(env, api_key_env, api_key_stdin)
@@ -182,7 +182,7 @@ def backend_update(
     from runtimestate.desired import store
 
     env = env_of(ctx)
-    pools = _pools(env, pool, no_pool, None)
+    pools = pools_of(env, pool, no_pool, None)
     new_creds = _credentials(env, api_key_env, api_key_stdin)
     if no_api_key and new_creds is not None:
         env.fail("--no-api-key contradicts --api-key-env/--api-key-stdin; give one of them")
@@ -287,142 +287,4 @@ def backend_delete(ctx: typer.Context, name: BackendArg) -> None:
     env = env_of(ctx)
     runner.transaction(env, lambda s: store.delete_backend(s, name))
     env.out.print(f"backend/{name} deleted", highlight=False)
-    runner.notify(env)
-
-
-# --- model -----------------------------------------------------------------------------------
-
-
-@model_app.command("add")
-def model_add(
-    ctx: typer.Context,
-    name: str,
-    pool: PoolOpt = None,
-    no_pool: NoPoolOpt = False,
-    context_length: Annotated[
-        int | None,
-        typer.Option(
-            "--context-length",
-            help="Override the context length",
-            parser=whole_number,
-        ),
-    ] = None,
-    capability: Annotated[
-        list[str] | None,
-        typer.Option("--capability", help="chat, embed, prompt or stream (repeatable)"),
-    ] = None,
-    label: LabelOpt = None,
-) -> None:
-    """Declare a model. It joins the default pool unless told otherwise."""
-    from runtimestate.desired import store
-
-    env = env_of(ctx)
-    pools = _pools(env, pool, no_pool, [spec.DEFAULT_POOL])
-    assert pools is not None
-    labels = labels_of(env, {}, label)
-    try:
-        value = spec.ModelSpec(name, context_length, spec.capabilities(capability), labels)
-    except spec.SpecError as exc:
-        env.fail(str(exc))
-    runner.transaction(env, lambda s: store.add_model(s, value, pools))
-    env.out.print(f"model/{name} created", highlight=False)
-    runner.notify(env)
-
-
-@model_app.command("update")
-def model_update(
-    ctx: typer.Context,
-    name: ModelArg,
-    pool: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--pool", help="Set the pools exactly (repeatable)", autocompletion=completion.pools
-        ),
-    ] = None,
-    no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
-    context_length: Annotated[
-        int | None, typer.Option("--context-length", parser=whole_number)
-    ] = None,
-    no_context_length: Annotated[
-        bool, typer.Option("--no-context-length", help="Use the backend's")
-    ] = False,
-    capability: Annotated[
-        list[str] | None, typer.Option("--capability", help="Set exactly (repeatable)")
-    ] = None,
-    no_capabilities: Annotated[
-        bool, typer.Option("--no-capabilities", help="Use the backend's")
-    ] = False,
-    label: LabelUpdateOpt = None,
-) -> None:
-    """Change a model's overrides, labels or pools; the generation goes up on a real change."""
-    from runtimestate.desired import store
-
-    env = env_of(ctx)
-    pools = _pools(env, pool, no_pool, None)
-    if (context_length is not None and no_context_length) or (capability and no_capabilities):
-        env.fail("an option and its --no- form contradict each other; give one of them")
-
-    async def work(session: AsyncSession) -> bool:
-        old = (await store.get_model(session, name)).spec
-        value = spec.ModelSpec(
-            old.name,
-            None
-            if no_context_length
-            else (old.context_length if context_length is None else context_length),
-            None
-            if no_capabilities
-            else (spec.capabilities(capability) if capability else old.capabilities),
-            labels_of(env, dict(old.labels), label),
-        )
-        _, changed = await store.update_model(session, value, pools)
-        return changed
-
-    changed = runner.transaction(env, work)
-    env.out.print(f"model/{name} {'updated' if changed else 'unchanged'}", highlight=False)
-    runner.notify(env)
-
-
-@model_app.command("list")
-def model_list(
-    ctx: typer.Context, fmt: OutputOpt = output.Format.TABLE, selector: selection.SelectorOpt = None
-) -> None:
-    """List the declared models (-l: those whose labels match; -o wide shows the labels)."""
-    from runtimestate.desired import store
-
-    env = env_of(ctx)
-    chosen = selection.selected(env, selector)
-    state = runner.read(env, store.load)
-    models = [m for m in state.models if chosen.matches(m.spec.labels)]
-    output.render_list("model", [output.model_doc(m, state) for m in models], fmt, env.out)
-
-
-@model_app.command("get")
-def model_get(ctx: typer.Context, name: ModelArg, fmt: OutputOpt = output.Format.TABLE) -> None:
-    """Show a model (llama3 finds llama3:latest) and the backends it is desired on."""
-    from runtimestate.desired import store
-
-    env = env_of(ctx)
-    state = runner.read(env, store.load)
-    try:
-        model = state.model(name)
-    except runner.user_errors() as exc:
-        env.fail(str(exc))
-    if model is None:
-        env.fail(str(store.missing("model", name, (m.name for m in state.models))))
-    doc = output.model_doc(model, state)
-    doc["backends"] = [b.name for b in state.backends if model in state.models_for(b.name)]
-    if fmt is output.Format.NAME:
-        output.render_names("model", [doc], env.out)
-        return
-    output.render_one(doc, fmt, env.out)
-
-
-@model_app.command("delete")
-def model_delete(ctx: typer.Context, name: ModelArg) -> None:
-    """Delete a model declaration (what is installed on backends is left to the prune policy)."""
-    from runtimestate.desired import store
-
-    env = env_of(ctx)
-    runner.transaction(env, lambda s: store.delete_model(s, name))
-    env.out.print(f"model/{name} deleted", highlight=False)
     runner.notify(env)

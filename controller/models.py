@@ -1,0 +1,162 @@
+"""The declaring commands of models: ``llmctl model add|update|list|get|delete``.
+
+Each command validates its options, runs one transaction through `controller.runner`, and
+prints a kubectl-style confirmation (``model/llama3 created``) or a document in the chosen
+output format. Invalid input exits 2 with a message naming the field; nothing is written. The
+options are the ones `controller.declare` defines for every declaring command.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from controller import completion, declare, output, runner, selection
+from runtimestate.desired import spec
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+# The stores are imported by the commands that use them (tests/e2e/test_cli_imports.py).
+
+model_app = typer.Typer(help="Declare the models backends should serve.", no_args_is_help=True)
+
+
+@model_app.command("add")
+def model_add(
+    ctx: typer.Context,
+    name: str,
+    pool: declare.PoolOpt = None,
+    no_pool: declare.NoPoolOpt = False,
+    context_length: Annotated[
+        int | None,
+        typer.Option(
+            "--context-length",
+            help="Override the context length",
+            parser=declare.whole_number,
+        ),
+    ] = None,
+    capability: Annotated[
+        list[str] | None,
+        typer.Option("--capability", help="chat, embed, prompt or stream (repeatable)"),
+    ] = None,
+    label: declare.LabelOpt = None,
+) -> None:
+    """Declare a model. It joins the default pool unless told otherwise."""
+    from runtimestate.desired import store
+
+    env = declare.env_of(ctx)
+    pools = declare.pools_of(env, pool, no_pool, [spec.DEFAULT_POOL])
+    assert pools is not None
+    labels = declare.labels_of(env, {}, label)
+    try:
+        value = spec.ModelSpec(name, context_length, spec.capabilities(capability), labels)
+    except spec.SpecError as exc:
+        env.fail(str(exc))
+    runner.transaction(env, lambda s: store.add_model(s, value, pools))
+    env.out.print(f"model/{name} created", highlight=False)
+    runner.notify(env)
+
+
+@model_app.command("update")
+def model_update(
+    ctx: typer.Context,
+    name: declare.ModelArg,
+    pool: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pool", help="Set the pools exactly (repeatable)", autocompletion=completion.pools
+        ),
+    ] = None,
+    no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
+    context_length: Annotated[
+        int | None, typer.Option("--context-length", parser=declare.whole_number)
+    ] = None,
+    no_context_length: Annotated[
+        bool, typer.Option("--no-context-length", help="Use the backend's")
+    ] = False,
+    capability: Annotated[
+        list[str] | None, typer.Option("--capability", help="Set exactly (repeatable)")
+    ] = None,
+    no_capabilities: Annotated[
+        bool, typer.Option("--no-capabilities", help="Use the backend's")
+    ] = False,
+    label: declare.LabelUpdateOpt = None,
+) -> None:
+    """Change a model's overrides, labels or pools; the generation goes up on a real change."""
+    from runtimestate.desired import store
+
+    env = declare.env_of(ctx)
+    pools = declare.pools_of(env, pool, no_pool, None)
+    if (context_length is not None and no_context_length) or (capability and no_capabilities):
+        env.fail("an option and its --no- form contradict each other; give one of them")
+
+    async def work(session: AsyncSession) -> bool:
+        old = (await store.get_model(session, name)).spec
+        value = spec.ModelSpec(
+            old.name,
+            None
+            if no_context_length
+            else (old.context_length if context_length is None else context_length),
+            None
+            if no_capabilities
+            else (spec.capabilities(capability) if capability else old.capabilities),
+            declare.labels_of(env, dict(old.labels), label),
+        )
+        _, changed = await store.update_model(session, value, pools)
+        return changed
+
+    changed = runner.transaction(env, work)
+    env.out.print(f"model/{name} {'updated' if changed else 'unchanged'}", highlight=False)
+    runner.notify(env)
+
+
+@model_app.command("list")
+def model_list(
+    ctx: typer.Context,
+    fmt: declare.OutputOpt = output.Format.TABLE,
+    selector: selection.SelectorOpt = None,
+) -> None:
+    """List the declared models (-l: those whose labels match; -o wide shows the labels)."""
+    from runtimestate.desired import store
+
+    env = declare.env_of(ctx)
+    chosen = selection.selected(env, selector)
+    state = runner.read(env, store.load)
+    models = [m for m in state.models if chosen.matches(m.spec.labels)]
+    output.render_list("model", [output.model_doc(m, state) for m in models], fmt, env.out)
+
+
+@model_app.command("get")
+def model_get(
+    ctx: typer.Context, name: declare.ModelArg, fmt: declare.OutputOpt = output.Format.TABLE
+) -> None:
+    """Show a model (llama3 finds llama3:latest) and the backends it is desired on."""
+    from runtimestate.desired import store
+
+    env = declare.env_of(ctx)
+    state = runner.read(env, store.load)
+    try:
+        model = state.model(name)
+    except runner.user_errors() as exc:
+        env.fail(str(exc))
+    if model is None:
+        env.fail(str(store.missing("model", name, (m.name for m in state.models))))
+    doc = output.model_doc(model, state)
+    doc["backends"] = [b.name for b in state.backends if model in state.models_for(b.name)]
+    if fmt is output.Format.NAME:
+        output.render_names("model", [doc], env.out)
+        return
+    output.render_one(doc, fmt, env.out)
+
+
+@model_app.command("delete")
+def model_delete(ctx: typer.Context, name: declare.ModelArg) -> None:
+    """Delete a model declaration (what is installed on backends is left to the prune policy)."""
+    from runtimestate.desired import store
+
+    env = declare.env_of(ctx)
+    runner.transaction(env, lambda s: store.delete_model(s, name))
+    env.out.print(f"model/{name} deleted", highlight=False)
+    runner.notify(env)
