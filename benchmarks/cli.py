@@ -11,17 +11,19 @@ median and the fastest of ``--runs`` runs of each, and each median as a ratio to
 runs. Targets on an idle 2-core machine: ``--help`` at most 0.25 s, ``backend list`` of 1,000
 backends at most 0.6 s.
 
-    .venv/bin/python benchmarks/cli.py [--runs 10] [--backends 1000] [--json]
+    .venv/bin/python benchmarks/cli.py [--runs 10] [--backends 1000] [--baseline DIR] [--json]
+
+``--baseline DIR`` also times the llmctl of another checkout (its ``.venv``, made by
+``scripts/install``; e.g. a ``git worktree`` of the commit before a change) in the same run,
+interleaved, each against a database made by its own code.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import pathlib
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,12 +35,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGETS_S = {"llmctl --help": 0.25, "llmctl backend list": 0.6}
 
 
-def _llmctl() -> str:
-    beside = pathlib.Path(sys.executable).parent / "llmctl"
-    found = str(beside) if beside.exists() else shutil.which("llmctl")
-    if found is None:
-        raise SystemExit("llmctl is not installed beside this Python; run scripts/install")
-    return found
+def _llmctl(root: pathlib.Path) -> str:
+    found = root / ".venv" / "bin" / "llmctl"
+    if not found.exists():
+        raise SystemExit(f"no llmctl in {root / '.venv'}; run scripts/install there")
+    return str(found)
 
 
 def _fleet(count: int) -> str:
@@ -51,41 +52,50 @@ def _fleet(count: int) -> str:
     return "---\n".join(docs)
 
 
-def _record_status(url: str) -> None:
-    """Give every backend an observed status, as a controller's cycles leave it."""
-    sys.path.insert(0, str(ROOT))
-    import asyncio
+# Run by the Python of the checkout being timed, from its root: the status rows are written
+# by that checkout's own code, whatever its schema.
+_RECORD_STATUS = """
+import asyncio, datetime as dt, sys
+from runtimestate import database, snapshot
+from runtimestate.desired import store
+from runtimestate.reconcile import status
 
-    from runtimestate import database, snapshot
-    from runtimestate.desired import store
-    from runtimestate.reconcile import status
+async def write(url):
+    engine = database.create_async_engine(url)
+    try:
+        async with database.session_factory(engine)() as session, session.begin():
+            state = await store.load(session)
+            now = dt.datetime.now(dt.UTC)
+            model = snapshot.PulledModel("llama3.2:1b", "llama3.2:1b", size=1_321_098_329)
+            states = {
+                b.name: snapshot.LLMState(
+                    id=b.meta.id, name=b.name, type=b.spec.type.value, base_url=b.spec.url,
+                    models=(model.name,), pulled_models=(model,), phase=snapshot.Phase.READY,
+                    observed_generation=b.meta.generation, last_ok_at=now,
+                )
+                for b in state.backends
+            }
+            await status.write_states(session, states, {}, now)
+    finally:
+        await engine.dispose()
 
-    async def write() -> None:
-        engine = database.create_async_engine(url)
-        try:
-            async with database.session_factory(engine)() as session, session.begin():
-                state = await store.load(session)
-                now = dt.datetime.now(dt.UTC)
-                model = snapshot.PulledModel("llama3.2:1b", "llama3.2:1b", size=1_321_098_329)
-                states = {
-                    b.name: snapshot.LLMState(
-                        id=b.meta.id,
-                        name=b.name,
-                        type=b.spec.type.value,
-                        base_url=b.spec.url,
-                        models=(model.name,),
-                        pulled_models=(model,),
-                        phase=snapshot.Phase.READY,
-                        observed_generation=b.meta.generation,
-                        last_ok_at=now,
-                    )
-                    for b in state.backends
-                }
-                await status.write_states(session, states, {}, now)
-        finally:
-            await engine.dispose()
+asyncio.run(write(sys.argv[1]))
+"""
 
-    asyncio.run(write())
+
+def _fleet_database(root: pathlib.Path, directory: pathlib.Path, backends: int) -> dict[str, str]:
+    """A SQLite database of ``backends`` backends, each with a recorded status (as a running
+    controller leaves them), made by the checkout at ``root``; the environment that uses it."""
+    python = root / ".venv" / "bin" / "python"
+    url = f"sqlite:///{directory / 'llmctl.db'}"
+    env = {**os.environ, "LLMCTL_DATA_DIR": str(directory), "LLMCTL_DATABASE_URL": url}
+    env.pop("LLMCTL_NATS_URL", None)
+    manifest = directory / "fleet.yaml"
+    manifest.write_text(_fleet(backends))
+    quiet = {"env": env, "check": True, "stdout": subprocess.DEVNULL, "cwd": root}
+    subprocess.run([_llmctl(root), "apply", "-f", str(manifest)], **quiet)  # type: ignore[call-overload]
+    subprocess.run([str(python), "-c", _RECORD_STATUS, url], **quiet)  # type: ignore[call-overload]
+    return env
 
 
 def _time(command: list[str], env: dict[str, str]) -> float:
@@ -94,34 +104,38 @@ def _time(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def measure(runs: int, backends: int) -> dict[str, Any]:
-    llmctl = _llmctl()
+def _commands(llmctl: str, label: str) -> dict[str, list[str]]:
+    return {
+        f"{label}llmctl --help": [llmctl, "--help"],
+        f"{label}llmctl backend --help": [llmctl, "backend", "--help"],
+        f"{label}llmctl backend list": [llmctl, "backend", "list"],
+        f"{label}llmctl backend list -o json": [llmctl, "backend", "list", "-o", "json"],
+    }
+
+
+def measure(runs: int, backends: int, baseline: pathlib.Path | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="llmctl-bench-cli-") as tmp:
-        url = f"sqlite:///{pathlib.Path(tmp) / 'llmctl.db'}"
-        env = {**os.environ, "LLMCTL_DATA_DIR": tmp, "LLMCTL_DATABASE_URL": url}
-        env.pop("LLMCTL_NATS_URL", None)
-        manifest = pathlib.Path(tmp) / "fleet.yaml"
-        manifest.write_text(_fleet(backends))
-        subprocess.run([llmctl, "apply", "-f", str(manifest)], env=env, check=True,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-        _record_status(url)
-        commands = {
-            "python -c pass": [sys.executable, "-c", "pass"],
-            "llmctl --help": [llmctl, "--help"],
-            "llmctl backend --help": [llmctl, "backend", "--help"],
-            "llmctl backend list": [llmctl, "backend", "list"],
-            "llmctl backend list -o json": [llmctl, "backend", "list", "-o", "json"],
-        }
-        for command in commands.values():  # warm the file cache and the bytecode
-            _time(command, env)
-        times: dict[str, list[float]] = {name: [] for name in commands}
-        for _ in range(runs):
-            for name, command in commands.items():
-                times[name].append(_time(command, env))
+        ours = pathlib.Path(tmp) / "ours"
+        ours.mkdir()
+        plan = [({"python -c pass": [sys.executable, "-c", "pass"]}, dict(os.environ))]
+        plan.append((_commands(_llmctl(ROOT), ""), _fleet_database(ROOT, ours, backends)))
+        if baseline is not None:
+            theirs = pathlib.Path(tmp) / "baseline"
+            theirs.mkdir()
+            env = _fleet_database(baseline, theirs, backends)
+            plan.append((_commands(_llmctl(baseline), "baseline: "), env))
+        times: dict[str, list[float]] = {name: [] for commands, _ in plan for name in commands}
+        for round_ in range(runs + 1):  # the first round warms the file cache and bytecode
+            for commands, env in plan:
+                for name, command in commands.items():
+                    took = _time(command, env)
+                    if round_:
+                        times[name].append(took)
     floor = statistics.median(times["python -c pass"])
     return {
         "runs": runs,
         "backends": backends,
+        "baseline": None if baseline is None else str(baseline),
         "loadAverage": os.getloadavg(),
         "commands": {
             name: {
@@ -139,9 +153,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--backends", type=int, default=1000)
+    parser.add_argument(
+        "--baseline",
+        type=pathlib.Path,
+        help="root of another checkout (with its .venv) whose llmctl is timed in the same run",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = measure(args.runs, args.backends)
+    result = measure(args.runs, args.backends, args.baseline)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -152,7 +171,7 @@ def main() -> None:
             f"  target {target:.2f} s {'met' if figures['medianS'] <= target else 'MISSED'}"
         )  # fmt: skip
         print(
-            f"{name:<30} median {figures['medianS']:.3f} s  fastest {figures['fastestS']:.3f} s"
+            f"{name:<40} median {figures['medianS']:.3f} s  fastest {figures['fastestS']:.3f} s"
             f"  {figures['ratioToPython']:5.1f}x python -c pass{verdict}"
         )
     load = ", ".join(f"{x:.2f}" for x in result["loadAverage"])
