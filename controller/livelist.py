@@ -28,12 +28,9 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-import typer
 import yaml
 from rich.console import Console
 
@@ -136,15 +133,12 @@ class Screen:
 def watch(env: runner.Env, source: Source, fmt: output.Format) -> None:
     """Show the list, then follow it until Ctrl-C; exits (0, or 1 when the database fails)."""
     screen = Screen(env.out, fmt, source.render, in_place=env.out.file.isatty())
-    try:
+
+    def follow() -> int:
         _check(env)
-        code = asyncio.run(_follow(env, source, screen))
-    except KeyboardInterrupt:
-        code = 0
-    except BrokenPipeError:  # the reader went away (``| head``): done, quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 0
-    raise typer.Exit(code)
+        return asyncio.run(_follow(env, source, screen))
+
+    runner.until_stopped(follow)
 
 
 def _check(env: runner.Env) -> None:

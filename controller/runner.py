@@ -185,6 +185,22 @@ def _unavailable(env: Env, exc: errors.DatabaseUnavailable) -> NoReturn:
     env.fail(f"cannot use the database at {database.redact(env.database_url)}: {exc}", code=1)
 
 
+def until_stopped(follow: Callable[[], int]) -> NoReturn:
+    """Run a command that follows something live (``watch``, the ``--watch`` lists) and exit
+    with the code ``follow`` returns; Ctrl-C ends it with 0, and so does a reader that went
+    away (``| head``), quietly."""
+    import typer
+
+    try:
+        code = follow()
+    except KeyboardInterrupt:
+        code = 0
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    raise typer.Exit(code)
+
+
 def read_stdin() -> str:
     if sys.stdin is None or sys.stdin.closed:
         raise UsageError("standard input is closed; pipe the key in: ... --api-key-stdin < key.txt")

@@ -29,9 +29,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import math
-import os
 import pathlib
-import sys
 from typing import Annotated
 
 import typer
@@ -94,14 +92,7 @@ def watch_command(
         if json_lines
         else watchview.Bars(env.out, dt.datetime.now(dt.UTC), env.err)
     )
-    try:
-        code = asyncio.run(watchfeed.follow(env, options, sink))
-    except KeyboardInterrupt:
-        code = 0
-    except BrokenPipeError:  # the reader went away (``| head``): done, quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 0
-    raise typer.Exit(code)
+    runner.until_stopped(lambda: asyncio.run(watchfeed.follow(env, options, sink)))
 
 
 def _check_filter(env: runner.Env, backend: str | None) -> None:
