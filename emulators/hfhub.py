@@ -283,9 +283,9 @@ async def resolve_get(call: Call) -> web.StreamResponse:
     repo, commit, file = found
     span = _span(call.request.headers.get("Range"), file.size)
     if span is None:
-        response = hub_error(416, None, "Requested Range Not Satisfiable")
-        response.headers["Content-Range"] = f"bytes */{file.size}"
-        return response
+        refusal = hub_error(416, None, "Requested Range Not Satisfiable")
+        refusal.headers["Content-Range"] = f"bytes */{file.size}"
+        return refusal
     start, end = span
     fault = call.node.take_fault(file.path)
     if fault is not None and fault.status is not None:

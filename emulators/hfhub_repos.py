@@ -144,7 +144,9 @@ class Repo:
         """
         parent = self.branches.get(branch, "")
         files = dict(self.commits[parent].files) if parent else {}
-        salt = hashlib.sha1(f"{self.id}\0{parent}\0{len(self.commits)}".encode()).digest()
+        salt = hashlib.sha1(
+            f"{self.id}\0{parent}\0{len(self.commits)}".encode(), usedforsecurity=False
+        ).digest()
         for path, spec in changes.items():
             if spec is None:
                 files.pop(path, None)
@@ -153,7 +155,9 @@ class Repo:
             else:
                 files[path] = File(path, int(spec), None, salt + path.encode())
         listing = "\0".join(f"{p}:{f.size}:{f.identity}" for p, f in sorted(files.items()))
-        sha = hashlib.sha1(f"{parent}\0{salt.hex()}\0{listing}".encode()).hexdigest()
+        sha = hashlib.sha1(
+            f"{parent}\0{salt.hex()}\0{listing}".encode(), usedforsecurity=False
+        ).hexdigest()
         self.commits[sha] = Commit(sha, files)
         self.branches[branch] = sha
         return sha
