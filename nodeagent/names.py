@@ -38,11 +38,11 @@ def repo_id(text: str) -> str:
             "or give an absolute path to a weights directory as the source"
         )
     parts = text.split("/")
+    if "" in parts:
+        raise InvalidName(f"repo id {text!r} has an empty part: {_REPO_HINT}")
     if len(parts) > 2:
         raise InvalidName(f"repo id {text!r} has {len(parts)} parts: {_REPO_HINT}")
     for part in parts:
-        if not part:
-            raise InvalidName(f"repo id {text!r} has an empty part: {_REPO_HINT}")
         if ".." in part or "--" in part or not _PART.match(part) or part.endswith(".git"):
             raise InvalidName(
                 f"repo id {text!r}: {part!r} is not a valid name (letters, digits, '-', '_' "
