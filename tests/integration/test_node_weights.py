@@ -139,7 +139,7 @@ async def test_a_gated_repo_fails_permanently_with_the_hubs_reason_until_a_token
     pulled = await _cache(hub, tmp_path, token="t0k").pull("org/gated")
 
     assert refused.value.kind is weights.ErrorKind.PERMANENT
-    assert "Access to model org/gated is restricted" in str(refused.value)
+    assert "org/gated@main is gated: Access to model org/gated is restricted" in str(refused.value)
     assert "t0k" not in repr(_cache(hub, tmp_path, token="t0k"))
     assert (pulled.path / "model.safetensors").stat().st_size == 100
 
