@@ -7,7 +7,10 @@ writes per 10 MiB chunk (PROTOCOLS §A.x).
 
 from __future__ import annotations
 
+import asyncio
+import os
 import pathlib
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -185,3 +188,32 @@ async def test_a_pinned_sha_and_a_branch_are_both_kept_with_their_refs(
     assert new.refs == {"main": second}
     assert new.commits == tuple(sorted((first, second)))
     assert hub.nodes[0].bytes_sent("model.safetensors") == 24 * MIB  # one shared blob
+
+
+_PULL_IN_A_FRESH_PROCESS = """
+import asyncio, pathlib, sys
+from nodeagent import weights
+pulled = asyncio.run(weights.Cache(pathlib.Path(sys.argv[1])).pull("org/gated"))
+print(pulled.commit, pulled.size)
+"""
+
+
+async def test_hf_endpoint_and_hf_token_from_the_environment_are_honoured(
+    hub: hfhub.Emulator, tmp_path: pathlib.Path
+) -> None:
+    # huggingface_hub reads HF_ENDPOINT at import, so a fresh process shows the real contract
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": "t0k", "HF_HOME": str(tmp_path)}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _PULL_IN_A_FRESH_PROCESS,
+        str(tmp_path / "cache"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(child.communicate(), timeout=60)
+
+    assert child.returncode == 0, err.decode()
+    assert out.decode().split() == [hub.nodes[0].repos["org/gated"].branches["main"], "100"]
+    assert "t0k" not in (out + err).decode()
