@@ -13,7 +13,7 @@ def test_the_tree_lists_directories_and_lfs_files_as_the_client_parses_them(
     hub_thread: hfhub.Emulator,
 ) -> None:
     repo = hub_thread.nodes[0].repos["org/tiny"]
-    repo.publish({"onnx/model.onnx": 2 * MIB})
+    repo.publish({"onnx/fp16/model.onnx": 2 * MIB})
     api = HfApi(endpoint=hub_thread.url, token=False)
 
     nested = {e.path: e for e in api.list_repo_tree("org/tiny", recursive=True)}
@@ -21,7 +21,8 @@ def test_the_tree_lists_directories_and_lfs_files_as_the_client_parses_them(
 
     assert top == {"config.json", "model.safetensors", "onnx"}
     assert isinstance(nested["onnx"], hf_api.RepoFolder)
-    weights = nested["onnx/model.onnx"]
+    assert isinstance(nested["onnx/fp16"], hf_api.RepoFolder)
+    weights = nested["onnx/fp16/model.onnx"]
     assert isinstance(weights, hf_api.RepoFile)
     assert weights.lfs is not None
     assert (weights.size, weights.lfs.size) == (2 * MIB, 2 * MIB)
