@@ -302,10 +302,17 @@ async def resolve_get(call: Call) -> web.StreamResponse:
     response.content_length = end - start
     await response.prepare(call.request)
     limit = None if fault is None else fault.after_bytes
-    sent = await _send(call, response, file, (start, end), limit)
-    cut = limit is not None and sent >= limit and sent < end - start
+    sent = [0]
+    try:
+        await _send(call, response, file, (start, end), limit, sent)
+    except (ConnectionError, asyncio.CancelledError):  # the client went away mid-body
+        call.node.downloads.append(
+            hfhub_node.Download(repo.id, file.path, start, sent[0], "client gone")
+        )
+        raise
+    cut = limit is not None and sent[0] >= limit and sent[0] < end - start
     outcome = "reset" if cut else "complete"
-    call.node.downloads.append(hfhub_node.Download(repo.id, file.path, start, sent, outcome))
+    call.node.downloads.append(hfhub_node.Download(repo.id, file.path, start, sent[0], outcome))
     if cut:
         if call.request.transport is not None:
             call.request.transport.close()  # flushes what was written, then FIN mid-body
@@ -320,21 +327,23 @@ async def _send(
     file: hfhub_repos.File,
     span: tuple[int, int],
     limit: int | None,
-) -> int:
-    """Write [start, end) of `file`, at most `limit` bytes, at the node's pull rate."""
-    sent = 0
+    sent: list[int],
+) -> None:
+    """Write [start, end) of `file`, at most `limit` bytes, at the node's pull rate.
+
+    `sent[0]` counts the bytes written so far, also when the client leaves midway.
+    """
     for chunk in file.chunks(*span):
         for offset in range(0, len(chunk), _PIECE):
             piece = chunk[offset : offset + _PIECE]
-            if limit is not None and sent + len(piece) > limit:
-                piece = piece[: limit - sent]
+            if limit is not None and sent[0] + len(piece) > limit:
+                piece = piece[: limit - sent[0]]
             await response.write(piece)
-            sent += len(piece)
-            if limit is not None and sent >= limit:
-                return sent
+            sent[0] += len(piece)
+            if limit is not None and sent[0] >= limit:
+                return
             if call.node.pull_rate:
                 await asyncio.sleep(len(piece) / call.node.pull_rate)
-    return sent
 
 
 def _span(header: str | None, size: int) -> tuple[int, int] | None:

@@ -63,7 +63,7 @@ class Download:
     path: str
     start: int
     sent: int
-    outcome: str  # "complete", "reset" or "status <n>"
+    outcome: str  # "complete", "reset", "client gone" or "status <n>"
 
 
 class HubNode(server.Node):

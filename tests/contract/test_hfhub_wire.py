@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from huggingface_hub import HfApi, hf_api
 
@@ -77,3 +79,21 @@ def test_the_admin_api_publishes_a_commit_and_arms_download_faults(
     assert node["repos"]["org/tiny"]["branches"]["main"] != before
     assert armed.json()["nodes"][0]["download_faults"][0]["path"] == "extra.bin"
     assert (broken.status_code, healed.status_code, len(healed.content)) == (500, 200, 10)
+
+
+def test_a_client_leaving_mid_body_is_logged_with_the_bytes_sent(
+    hub_thread: hfhub.Emulator,
+) -> None:
+    node = hub_thread.nodes[0]
+    node.pull_rate = 4 * MIB  # slow enough that the client leaves long before the end
+    url = f"{hub_thread.url}/org/tiny/resolve/main/model.safetensors"
+
+    with httpx.stream("GET", url) as response:
+        next(response.iter_bytes())
+
+    deadline = time.monotonic() + 10
+    while not node.downloads and time.monotonic() < deadline:
+        time.sleep(0.01)  # the server notices the closed connection on its next write
+    [download] = node.downloads
+    assert download.outcome == "client gone"
+    assert 0 < download.sent < 24 * MIB
