@@ -181,7 +181,7 @@ class Cache:
             ref.parent.mkdir(parents=True, exist_ok=True)
             ref.write_text(plan.commit)
         meter.finish()
-        return self._describe(repo)
+        return self._describe(repo, plan.commit)
 
     def _plan(self, repo: str, rev: str) -> _Plan:
         """The commit and tree from the hub; refuse when the missing bytes do not fit."""
@@ -251,7 +251,8 @@ class Cache:
             found.append(Weights(name=path, source="local", path=pathlib.Path(path), size=size))
         return sorted(found, key=lambda w: w.name)
 
-    def _describe(self, repo: str) -> Weights:
+    def _describe(self, repo: str, pulled: str | None = None) -> Weights:
+        """The repo as cached; `path` is the `pulled` snapshot, else main's, else the newest."""
         folder = self.hub / names.repo_folder(repo)
         refs = _refs(folder / "refs")
         snapshots = folder / "snapshots"
@@ -260,7 +261,7 @@ class Cache:
             if snapshots.is_dir()
             else ()
         )
-        commit = refs.get("main") if refs.get("main") in commits else None
+        commit = pulled or (refs.get("main") if refs.get("main") in commits else None)
         if commit is None and commits:
             commit = max(commits, key=lambda c: (snapshots / c).stat().st_mtime)
         return Weights(

@@ -179,14 +179,15 @@ async def test_a_pinned_sha_and_a_branch_are_both_kept_with_their_refs(
     second = repo.publish({"config.json": b'{"v": 2}'})
     cache = _cache(hub, tmp_path)
 
-    old = await cache.pull("org/model", first)
     new = await cache.pull("org/model")
+    old = await cache.pull("org/model", first)
 
     assert old.path.name == first
+    assert old.commit == first
     assert (old.path / "config.json").read_bytes() == b"{}"
     assert new.commit == second
     assert new.refs == {"main": second}
-    assert new.commits == tuple(sorted((first, second)))
+    assert old.commits == tuple(sorted((first, second)))
     assert hub.nodes[0].bytes_sent("model.safetensors") == 24 * MIB  # one shared blob
 
 
