@@ -1,6 +1,7 @@
-"""`llmctl emulate`: run the Ollama or vLLM emulator in the foreground.
+"""`llmctl emulate`: run the Ollama, vLLM or Hugging Face Hub emulator in the foreground.
 
-A thin typer wrapper over `emulators.ollama.serve` and `emulators.vllm.serve`, for demos,
+A thin typer wrapper over `emulators.ollama.serve`, `emulators.vllm.serve` and
+`emulators.hfhub.serve`, for demos,
 benchmarks and manual checks. Prints one line saying where it listens, then serves until
 Ctrl-C. A catalog file or an ``--installed`` name it cannot use exits 2 with one line naming
 the problem, before anything listens. Imports only `emulators` (and typer); registered by the
@@ -10,12 +11,13 @@ CLI root as `llmctl emulate`.
 from __future__ import annotations
 
 import pathlib
+import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import typer
 
-from emulators import catalog, names, ollama, runner, vllm, vllm_node
+from emulators import catalog, hfhub, names, ollama, runner, vllm, vllm_node
 from runtimestate import echo
 
 _NODES_HELP = "Independent nodes, served under /nodes/0, /nodes/1, …"
@@ -116,3 +118,31 @@ def vllm_command(
         enable_lora=enable_lora,
         runner=runner_kind,
     )
+
+
+_HUB_REPO = re.compile(r"^([\w.\-]+(?:/[\w.\-]+)?)=(\d+)$")
+
+
+@app.command("hub")
+def hub_command(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(hfhub.DEFAULT_PORT, help="Port to bind (0 picks a free one)."),
+    repo: list[str] = typer.Option(
+        [],
+        metavar="ORG/NAME=BYTES",
+        help="A public repo with config.json and a model.safetensors of BYTES; repeatable.",
+    ),
+    pull_rate: float | None = typer.Option(None, help="Download speed in bytes/s; unset: instant."),
+) -> None:
+    """Emulate the Hugging Face Hub (what huggingface_hub downloads from)."""
+    specs = []
+    for text in repo:
+        match = _HUB_REPO.match(text)
+        if match is None:
+            _fail(f"--repo {echo.quoted(text)}: expected ORG/NAME=BYTES, e.g. org/tiny=25000000")
+        files: dict[str, bytes | int | None] = {
+            "config.json": b"{}",
+            "model.safetensors": int(match[2]),
+        }
+        specs.append(hfhub.RepoSpec(match[1], files))
+    hfhub.serve(host, port, _announce("hub"), repos=specs, pull_rate=pull_rate)

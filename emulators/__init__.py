@@ -62,11 +62,16 @@ Admin HTTP API, outside the emulated one (root = every node, or `"node": i` in t
     DELETE /_emulator/faults    disarm all (or ?endpoint=/api/pull)
     POST   /_emulator/reset     initial models, no faults, zero counters
 
-Modules: `ollama`, `ollama_node`, `ollama_pull`, `ollama_inference`, `ollama_wire`, `catalog`,
-`names`, `downloads`, `vllm`, `vllm_node`, `vllm_openai`, `vllm_metrics`, `faults`, `streams`,
-`server`, `runner`, `embeddings`, `timestamps`.
+The Hugging Face Hub (for the node agent's weight pulls, PROTOCOLS part A) is `hfhub`:
+`hfhub.running(repos=[hfhub.RepoSpec("org/name", {"config.json": b"{}", "w.bin": 24 << 20},
+gated=False, private=False, tokens=frozenset())], pull_rate=None)`; see its docstring.
+
+Modules: `hfhub`, `hfhub_node`, `hfhub_repos`, `ollama`, `ollama_node`, `ollama_pull`,
+`ollama_inference`, `ollama_wire`, `catalog`, `names`, `downloads`, `vllm`, `vllm_node`,
+`vllm_openai`, `vllm_metrics`, `faults`, `streams`, `server`, `runner`, `embeddings`,
+`timestamps`.
 """
 
-from emulators import faults, ollama, vllm
+from emulators import faults, hfhub, ollama, vllm
 
-__all__ = ["faults", "ollama", "vllm"]
+__all__ = ["faults", "hfhub", "ollama", "vllm"]

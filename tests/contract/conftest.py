@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from emulators import ollama, vllm
+from emulators import hfhub, ollama, vllm
 
 INSTALLED = ["qwen2:0.5b", "nomic-embed-text"]
 
@@ -41,4 +41,25 @@ async def vllm_emu() -> AsyncIterator[vllm.Emulator]:
 def vllm_thread() -> Iterator[vllm.Emulator]:
     """A vLLM node served from a background thread for the sync openai client."""
     with vllm.in_thread(served_model_names=["my-model"], max_model_len=4096) as emu:
+        yield emu
+
+
+MIB = 1024 * 1024
+HUB_REPOS = [
+    hfhub.RepoSpec(
+        "org/tiny",
+        {"config.json": b'{"architectures": ["LlamaForCausalLM"]}', "model.safetensors": 24 * MIB},
+    ),
+    hfhub.RepoSpec(
+        "org/gated", {"model.safetensors": 1000}, gated=True, tokens=frozenset({"hf_ok"})
+    ),
+    hfhub.RepoSpec("org/private", {"model.bin": 10}, private=True, tokens=frozenset({"hf_ok"})),
+]
+
+
+@pytest.fixture
+def hub_thread() -> Iterator[hfhub.Emulator]:
+    """The emulated Hugging Face Hub with a public, a gated and a private repo, on a thread
+    (huggingface_hub's client is blocking)."""
+    with hfhub.in_thread(repos=HUB_REPOS) as emu:
         yield emu

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 
 import httpx
+import huggingface_hub
 import ollama
 import openai
 import pytest
@@ -185,3 +186,27 @@ def test_an_installed_model_missing_from_the_catalog_exits_2_listing_the_built_i
     )
     for name in catalog.builtin_names():
         assert name in done.stderr
+
+
+def test_the_hub_emulator_serves_declared_repos_to_huggingface_hub(tmp_path: pathlib.Path) -> None:
+    for url in _start("hub", "--repo", "org/tiny=3000", "--repo", "solo=5"):
+        snapshot = pathlib.Path(
+            huggingface_hub.snapshot_download(
+                "org/tiny", cache_dir=tmp_path, endpoint=url, token=False
+            )
+        )
+        assert (snapshot / "model.safetensors").stat().st_size == 3000
+        assert (snapshot / "config.json").read_bytes() == b"{}"
+
+
+def test_a_bad_hub_repo_exits_2_naming_the_expected_form() -> None:
+    done = subprocess.run(
+        [LLMCTL, "emulate", "hub", "--repo", "org/tiny", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 2
+    assert "expected ORG/NAME=BYTES" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
