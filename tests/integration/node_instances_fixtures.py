@@ -12,7 +12,7 @@ import os
 import pathlib
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from nodeagent import instance, instances, processes, restarts
 
@@ -50,6 +50,17 @@ async def eventually(check: Callable[[], bool], what: str, seconds: float = 30.0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while not check():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def eventually_async(
+    check: Callable[[], Awaitable[bool]], what: str, seconds: float = 30.0
+) -> None:
+    """`eventually` for a check that needs the event loop (an HTTP request)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not await check():
         assert loop.time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.02)
 

@@ -203,3 +203,22 @@ async def test_close_stops_every_instance_and_leaves_an_empty_record(
     assert not any(fx.alive(pid) for pid in pids if pid is not None)
     assert supervisor.list() == []
     assert json.loads((tmp_path / "state" / "instances.json").read_text())["instances"] == []
+
+
+
+async def test_an_instance_whose_server_lists_another_name_stays_starting(make: Make) -> None:
+    template = tuple("other" if token == "{name}" else token for token in fx.EMULATOR)
+    supervisor = make(fx.settings(template))
+    status = await supervisor.start(_spec())
+    admin = f"http://127.0.0.1:{status.port}/_emulator/state"
+    async with httpx.AsyncClient() as client:
+
+        async def asked_three_times() -> bool:
+            try:
+                state = (await client.get(admin)).json()
+            except httpx.TransportError:
+                return False
+            return int(state["nodes"][0]["requests"].get("GET /v1/models", 0)) >= 3
+
+        await fx.eventually_async(asked_three_times, "three probes of /v1/models")
+    assert supervisor.list()[0].state is instance.State.STARTING
