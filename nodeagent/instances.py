@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
 import os
 import pathlib
 import re
@@ -34,6 +35,7 @@ import httpx
 
 from nodeagent import command, gpus, instance, probe, processes, record, restarts
 
+_log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -161,7 +163,7 @@ class Supervisor:
             ) from exc
         self._instances[spec.name] = inst
         self._save()
-        inst.task = asyncio.create_task(self._supervise(inst), name=f"llmctl:{spec.name}")
+        self._watch_over(inst)
         return inst.status()
 
     async def stop(self, name: str) -> bool:
@@ -216,6 +218,11 @@ class Supervisor:
         if processes.identity(inst.pid) == (inst.pgid, inst.proc_start):
             return None
         return "the adopted process exited"
+
+    def _watch_over(self, inst: instance.Instance) -> None:
+        task = asyncio.create_task(self._supervise(inst), name=f"llmctl instance {inst.name}")
+        task.add_done_callback(lambda done: _report_failure(inst, done))
+        inst.task = task
 
     async def _supervise(self, inst: instance.Instance) -> None:
         """The instance's life: watch it, and restart it with backoff when it exits."""
@@ -309,7 +316,7 @@ class Supervisor:
             adopted=True,
         )
         self._instances[entry.name] = inst
-        inst.task = asyncio.create_task(self._supervise(inst), name=f"llmctl:{entry.name}")
+        self._watch_over(inst)
 
     async def _stop_recorded(self, entry: record.InstanceRecord) -> None:
         """Kills the group of a recorded instance that is not adopted, if it is still ours."""
@@ -328,3 +335,11 @@ def _describe_exit(code: int) -> str:
     if code < 0:
         return f"the process was killed by signal {-code}"
     return f"the process exited with code {code}"
+
+
+def _report_failure(inst: instance.Instance, task: asyncio.Task[None]) -> None:
+    """Logs an unexpected end of an instance's supervision (a full disk, a bug) with its cause."""
+    if task.cancelled() or task.exception() is None:
+        return
+    _log.error("supervision of instance %r ended", inst.name, exc_info=task.exception())
+    inst.last_error = f"the agent stopped supervising it: {task.exception()!r}"

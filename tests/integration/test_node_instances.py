@@ -7,6 +7,7 @@ import os
 import pathlib
 import signal
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -35,10 +36,8 @@ async def make(tmp_path: pathlib.Path) -> AsyncIterator[Make]:
         await supervisor.close()
 
 
-def _spec(name: str = "chat", **engine: object) -> command.ModelSpec:
-    return command.ModelSpec(
-        name=name, path=f"/weights/{name}", engine=command.EngineArgs(**engine)
-    )  # type: ignore[arg-type]
+def _spec(name: str = "chat", **engine: Any) -> command.ModelSpec:
+    return command.ModelSpec(name, f"/weights/{name}", command.EngineArgs(**engine))
 
 
 async def test_an_instance_is_starting_then_ready_with_its_arguments_gpus_and_record(
@@ -203,7 +202,6 @@ async def test_close_stops_every_instance_and_leaves_an_empty_record(
     assert not any(fx.alive(pid) for pid in pids if pid is not None)
     assert supervisor.list() == []
     assert json.loads((tmp_path / "state" / "instances.json").read_text())["instances"] == []
-
 
 
 async def test_an_instance_whose_server_lists_another_name_stays_starting(make: Make) -> None:

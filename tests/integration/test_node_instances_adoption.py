@@ -7,7 +7,6 @@ import json
 import os
 import pathlib
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -23,7 +22,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def state_dir(tmp_path: pathlib.Path) -> pathlib.Path:
-    return tmp_path / "state"
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
 
 
 @pytest.fixture
@@ -37,19 +38,21 @@ def left(state_dir: pathlib.Path) -> Iterator[list[int]]:
 
 async def _dead_agent(state_dir: pathlib.Path, *names: str) -> dict[str, dict[str, Any]]:
     """Runs an agent in its own process until its instances are ready, then SIGKILLs it."""
-    state_dir.mkdir(parents=True)
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.node_agent_child", str(state_dir), *names],
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.node_agent_child",
+        str(state_dir),
+        *names,
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert agent.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(agent.stdout.readline), 60)
+        line = await asyncio.wait_for(agent.stdout.readline(), 60)
     finally:
         agent.kill()
-        agent.wait()
+        await agent.wait()
     shown: dict[str, dict[str, Any]] = json.loads(line)
     return shown
 
