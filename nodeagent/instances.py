@@ -113,7 +113,10 @@ class Supervisor:
         """
         outcome = {}
         for entry in record.load(self.state_dir):
-            if await self._adoptable(entry):
+            tracked = self._instances.get(entry.name)
+            if tracked is not None and tracked.pid == entry.pid:
+                continue  # ours already (open called twice)
+            if tracked is None and await self._adoptable(entry):
                 self._adopt(entry)
                 outcome[entry.name] = "adopted"
             else:
@@ -140,9 +143,9 @@ class Supervisor:
             raise InstanceExists(
                 f"model {spec.name!r} already has an instance ({existing.state}); stop it first"
             )
+        port = processes.free_port(instance.WILDCARDS.get(self.settings.host, self.settings.host))
         need = gpus.Need(spec.gpu_count, spec.gpu_memory_bytes)
         assigned = self.inventory.assign(spec.name, need) if need.count else ()
-        port = processes.free_port(instance.WILDCARDS.get(self.settings.host, self.settings.host))
         inst = instance.Instance(
             name=spec.name,
             path=spec.path,
@@ -283,8 +286,6 @@ class Supervisor:
         )
 
     async def _adoptable(self, entry: record.InstanceRecord) -> bool:
-        if entry.name in self._instances:
-            return False
         if processes.identity(entry.pid) != (entry.pgid, entry.proc_start):
             return False
         url = instance.Instance(

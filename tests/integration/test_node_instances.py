@@ -220,3 +220,32 @@ async def test_an_instance_whose_server_lists_another_name_stays_starting(make: 
 
         await fx.eventually_async(asked_three_times, "three probes of /v1/models")
     assert supervisor.list()[0].state is instance.State.STARTING
+
+
+async def test_a_ready_instance_whose_health_fails_is_starting_until_healthy_again(
+    make: Make,
+) -> None:
+    supervisor = make()
+    await supervisor.start(_spec())
+    status = await fx.ready(supervisor, "chat")
+    admin = f"http://127.0.0.1:{status.port}/_emulator/state"
+    async with httpx.AsyncClient() as client:
+        await client.post(admin, json={"healthy": False})
+        await fx.eventually(
+            lambda: supervisor.list()[0].state is instance.State.STARTING, "starting"
+        )
+        assert supervisor.list()[0].last_error == "/health answered 503"
+        await client.post(admin, json={"healthy": True})
+    again = await fx.ready(supervisor, "chat")
+    assert (again.pid, again.restarts) == (status.pid, 0)
+
+
+async def test_opening_twice_keeps_the_instances_already_running(make: Make) -> None:
+    supervisor = make()
+    await supervisor.open()
+    await supervisor.start(_spec())
+    status = await fx.ready(supervisor, "chat")
+    assert await supervisor.open() == {}
+    assert supervisor.list()[0].pid == status.pid
+    assert status.pid is not None
+    assert fx.alive(status.pid)

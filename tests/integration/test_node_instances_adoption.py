@@ -127,3 +127,17 @@ async def test_a_restarted_agent_kills_the_orphans_of_an_instance_whose_server_d
     assert not fx.alive(shown["child"])
     assert successor.list() == []
     assert successor.inventory.holders() == {}
+
+
+async def test_a_restarted_agent_with_fewer_gpus_stops_the_instance_on_a_gpu_it_lacks(
+    state_dir: pathlib.Path, left: list[int]
+) -> None:
+    shown = await _dead_agent(state_dir, "first", "second")
+    left += [pid for item in shown.values() for pid in (item["pid"], item["child"])]
+    inventory = gpus.Inventory(gpus.parse("1x80GiB"))
+    async with instances.Supervisor(state_dir, inventory, fx.settings()) as successor:
+        assert [s.name for s in successor.list()] == ["first"]
+        assert not fx.alive(shown["second"]["pid"])
+        assert not fx.alive(shown["second"]["child"])
+        assert successor.inventory.holders() == {"first": (0,)}
+    assert not fx.alive(shown["first"]["pid"]), "leaving the block closes the supervisor"
