@@ -56,7 +56,8 @@ class Settings:
     template: tuple[str, ...] = command.DEFAULT_TEMPLATE
     policy: restarts.Policy = dataclasses.field(default_factory=restarts.Policy)
     grace: float = 30.0
-    probe_interval: float = 1.0
+    probe_interval: float = 1.0  # once ready: /health and the process
+    startup_probe_interval: float = 0.05  # while starting: the agent adds at most this to "ready"
     probe_timeout: float = 2.0
     log_lines: int = 20
 
@@ -248,7 +249,9 @@ class Supervisor:
             if reason is not None:
                 return reason
             await self._probe(inst)
-            await self._sleep(self.settings.probe_interval)
+            ready = inst.state is instance.State.READY
+            settings = self.settings
+            await self._sleep(settings.probe_interval if ready else settings.startup_probe_interval)
         return inst.last_error or "it could not be started"
 
     async def _probe(self, inst: instance.Instance) -> None:

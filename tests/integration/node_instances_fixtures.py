@@ -36,7 +36,12 @@ FAST = restarts.Policy(initial=0.05, factor=2.0, maximum=0.4, window=60.0, crash
 def settings(template: tuple[str, ...] = EMULATOR, grace: float = 3.0) -> instances.Settings:
     """Short probes, backoffs and grace periods, so a test takes seconds."""
     return instances.Settings(
-        template=template, policy=FAST, grace=grace, probe_interval=0.05, probe_timeout=1.0
+        template=template,
+        policy=FAST,
+        grace=grace,
+        probe_interval=0.05,
+        startup_probe_interval=0.02,
+        probe_timeout=1.0,
     )
 
 
