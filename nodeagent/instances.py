@@ -60,6 +60,7 @@ class Settings:
     startup_probe_interval: float = 0.05  # while starting: the agent adds at most this to "ready"
     probe_timeout: float = 2.0
     log_lines: int = 20
+    log_limit: int = 64 * 2**20  # bytes of an instance's log before it is rotated at a restart
 
 
 class Supervisor:
@@ -204,7 +205,7 @@ class Supervisor:
     def _spawn(self, inst: instance.Instance) -> None:
         environment = {**self._environment}
         environment["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in inst.gpus)
-        proc = processes.spawn(inst.argv, inst.log, environment)
+        proc = processes.spawn(inst.argv, inst.log, environment, self.settings.log_limit)
         found = processes.identity(proc.pid)
         inst.proc, inst.pid, inst.pgid = proc, proc.pid, proc.pid
         inst.proc_start = found[1] if found is not None else 0

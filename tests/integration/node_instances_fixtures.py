@@ -33,7 +33,9 @@ EMULATOR = (LLMCTL, *EMULATOR_ARGS)
 FAST = restarts.Policy(initial=0.05, factor=2.0, maximum=0.4, window=60.0, crash_loop_after=3)
 
 
-def settings(template: tuple[str, ...] = EMULATOR, grace: float = 3.0) -> instances.Settings:
+def settings(
+    template: tuple[str, ...] = EMULATOR, grace: float = 3.0, log_limit: int = 2**20
+) -> instances.Settings:
     """Short probes, backoffs and grace periods, so a test takes seconds."""
     return instances.Settings(
         template=template,
@@ -42,6 +44,7 @@ def settings(template: tuple[str, ...] = EMULATOR, grace: float = 3.0) -> instan
         probe_interval=0.05,
         startup_probe_interval=0.02,
         probe_timeout=1.0,
+        log_limit=log_limit,
     )
 
 

@@ -249,3 +249,17 @@ async def test_opening_twice_keeps_the_instances_already_running(make: Make) -> 
     assert supervisor.list()[0].pid == status.pid
     assert status.pid is not None
     assert fx.alive(status.pid)
+
+
+async def test_a_log_over_its_limit_is_rotated_when_the_instance_restarts(
+    make: Make, tmp_path: pathlib.Path
+) -> None:
+    script = 'echo "run $$ $(head -c 300 /dev/zero | tr "\\0" x)"; exit 1'
+    supervisor = make(fx.settings(("sh", "-c", script, "{port}"), log_limit=200))
+    await supervisor.start(_spec())
+    await fx.eventually(lambda: supervisor.list()[0].restarts >= 2, "two restarts")
+    [log] = (tmp_path / "state" / "logs").glob("*.log")
+    rotated = log.with_name(log.name + ".1")
+    await fx.eventually(rotated.exists, "a rotated log")
+    assert rotated.read_text().count("\nrun ") == 1
+    assert log.stat().st_size < 1000
