@@ -6,7 +6,8 @@ its placeholders filled, then the engine arguments as ``vllm serve`` flags (PROT
 §3.9: ``--max-model-len``, ``--tensor-parallel-size``, ``--gpu-memory-utilization``,
 ``--dtype``, ``--quantization``, ``--enable-lora``), then the extra arguments verbatim.
 Placeholders are replaced token by token, never through a shell, so a model name cannot inject
-arguments. Pure: no processes, no disk.
+arguments. An ``--api-key`` among the arguments is a secret: `redacted` is the argv to show or
+log, `api_key` the key the agent's probes send. Pure: no processes, no disk.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ DEFAULT_TEMPLATE: tuple[str, ...] = (
     "{port}",
 )
 PLACEHOLDERS = ("{path}", "{name}", "{host}", "{port}")
+API_KEY_FLAG = "--api-key"  # vllm serve's bearer keys (B.4): a secret, never shown
+MASK = "***"
 _PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 
@@ -123,3 +126,32 @@ def render(template: Sequence[str], spec: ModelSpec, host: str, port: int) -> tu
     # One pass per token: a value that happens to contain "{port}" is not filled again.
     argv = [_PLACEHOLDER.sub(lambda found: values[found[0]], token) for token in template]
     return (*argv, *spec.engine.flags())
+
+
+def api_key(argv: Sequence[str]) -> str | None:
+    """The first ``--api-key`` value in `argv` (``--api-key K`` or ``--api-key=K``), if any."""
+    for index, token in enumerate(argv):
+        if token == API_KEY_FLAG and index + 1 < len(argv):
+            return argv[index + 1]
+        if token.startswith(API_KEY_FLAG + "="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def redacted(argv: Sequence[str]) -> tuple[str, ...]:
+    """`argv` with every ``--api-key`` value masked (the flag takes one or more values)."""
+    shown: list[str] = []
+    masking = False
+    for token in argv:
+        if token.startswith(API_KEY_FLAG + "="):
+            shown.append(f"{API_KEY_FLAG}={MASK}")
+            masking = False
+        elif token == API_KEY_FLAG:
+            shown.append(token)
+            masking = True
+        elif masking and not token.startswith("-"):
+            shown.append(MASK)
+        else:
+            shown.append(token)
+            masking = False
+    return tuple(shown)

@@ -30,7 +30,10 @@ class State(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class InstanceStatus:
-    """What `list` reports of one instance; `base_url` is what an OpenAI client takes."""
+    """What `list` reports of one instance; `base_url` is what an OpenAI client takes.
+
+    `argv` has its ``--api-key`` values masked; the real one is only in the 0600 record.
+    """
 
     name: str
     path: str
@@ -89,7 +92,7 @@ class Instance:
             restarts=self.restarts,
             last_error=self.last_error,
             log_tail=self.log_tail,
-            argv=self.argv,
+            argv=command.redacted(self.argv),
             started_at=self.started_at,
             adopted=self.adopted,
         )

@@ -205,7 +205,9 @@ class Supervisor:
     def _spawn(self, inst: instance.Instance) -> None:
         environment = {**self._environment}
         environment["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in inst.gpus)
-        proc = processes.spawn(inst.argv, inst.log, environment, self.settings.log_limit)
+        proc = processes.spawn(
+            inst.argv, inst.log, environment, self.settings.log_limit, command.redacted(inst.argv)
+        )
         found = processes.identity(proc.pid)
         inst.proc, inst.pid, inst.pgid = proc, proc.pid, proc.pid
         inst.proc_start = found[1] if found is not None else 0
@@ -262,7 +264,8 @@ class Supervisor:
             if problem is not None:
                 inst.state, inst.last_error = instance.State.STARTING, problem
             return
-        if await probe.ready(self._http, inst.url, inst.name, timeout) is None:
+        key = command.api_key(inst.argv)
+        if await probe.ready(self._http, inst.url, inst.name, timeout, key) is None:
             inst.state = instance.State.READY
 
     def _crashed(self, inst: instance.Instance, reason: str) -> float:
@@ -295,7 +298,8 @@ class Supervisor:
         url = instance.Instance(
             entry.name, entry.path, entry.argv, entry.host, entry.port, entry.gpus, pathlib.Path()
         ).url
-        problem = await probe.ready(self._http, url, entry.name, self.settings.probe_timeout)
+        key = command.api_key(entry.argv)
+        problem = await probe.ready(self._http, url, entry.name, self.settings.probe_timeout, key)
         if problem is not None:
             return False
         try:

@@ -24,13 +24,19 @@ async def healthy(client: httpx.AsyncClient, url: str, seconds: float) -> str | 
     return None
 
 
-async def ready(client: httpx.AsyncClient, url: str, name: str, seconds: float) -> str | None:
-    """None when the server is healthy and ``GET <url>/v1/models`` lists `name`, else why not."""
+async def ready(
+    client: httpx.AsyncClient, url: str, name: str, seconds: float, api_key: str | None = None
+) -> str | None:
+    """None when the server is healthy and ``GET <url>/v1/models`` lists `name`, else why not.
+
+    `api_key` is sent as a bearer token: with ``--api-key`` vLLM guards ``/v1`` (B.4).
+    """
     unhealthy = await healthy(client, url, seconds)
     if unhealthy is not None:
         return unhealthy
     try:
-        response = await client.get(f"{url}/v1/models", timeout=seconds)
+        headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+        response = await client.get(f"{url}/v1/models", timeout=seconds, headers=headers)
         cards = response.json().get("data") if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError, AttributeError) as exc:
         return f"/v1/models did not answer a model list: {type(exc).__name__}"

@@ -40,19 +40,22 @@ def spawn(
     log: pathlib.Path,
     environment: Mapping[str, str],
     log_limit: int = 64 * 2**20,
+    shown: Sequence[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Starts `argv` as the leader of a new session, output appended to `log`.
 
     A log already over `log_limit` bytes is first moved to ``<log>.1`` (replacing the previous
-    one), so restarts over weeks keep at most about twice that on disk. Raises OSError when the
-    executable cannot be run (missing, not executable).
+    one), so restarts over weeks keep at most about twice that on disk. The log's header line
+    shows `shown` (the argv with its secrets masked) instead of `argv` when given. Raises
+    OSError when the executable cannot be run (missing, not executable).
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         if log.stat().st_size > log_limit:
             os.replace(log, log.with_name(log.name + ".1"))
     with log.open("ab") as sink:
-        sink.write(f"--- llmctl node agent: starting {' '.join(argv)}\n".encode())
+        header = " ".join(argv if shown is None else shown)
+        sink.write(f"--- llmctl node agent: starting {header}\n".encode())
         sink.flush()
         return subprocess.Popen(
             list(argv),

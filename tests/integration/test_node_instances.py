@@ -263,3 +263,19 @@ async def test_a_log_over_its_limit_is_rotated_when_the_instance_restarts(
     await fx.eventually(rotated.exists, "a rotated log")
     assert rotated.read_text().count("\nrun ") == 1
     assert log.stat().st_size < 1000
+
+
+async def test_an_instance_with_an_api_key_is_ready_and_its_key_is_never_shown(
+    make: Make, tmp_path: pathlib.Path
+) -> None:
+    supervisor = make()
+    await supervisor.start(_spec(extra_args=("--api-key", "sekret-key")))
+    status = await fx.ready(supervisor, "chat")
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{status.base_url}/models")).status_code == 401
+    assert status.argv[-2:] == ("--api-key", "***")
+    assert "sekret-key" not in repr(supervisor.list())
+    [log] = (tmp_path / "state" / "logs").glob("*.log")
+    assert "--api-key ***" in log.read_text()
+    assert "sekret-key" not in log.read_text()
+    assert (tmp_path / "state" / "instances.json").stat().st_mode & 0o077 == 0

@@ -142,3 +142,26 @@ def test_a_record_with_a_boolean_port_is_refused(tmp_path: pathlib.Path) -> None
     (tmp_path / "instances.json").write_text(json.dumps(data))
     with pytest.raises(record.RecordError, match="field 'port'"):
         record.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown", "key"),
+    [
+        (
+            ("vllm", "--api-key", "k1", "k2", "--port", "1"),
+            ("vllm", "--api-key", "***", "***", "--port", "1"),
+            "k1",
+        ),
+        (
+            ("vllm", "--api-key=k1", "--dtype", "half"),
+            ("vllm", "--api-key=***", "--dtype", "half"),
+            "k1",
+        ),
+        (("vllm", "--port", "1"), ("vllm", "--port", "1"), None),
+    ],
+)
+def test_an_api_key_in_the_arguments_is_masked_when_shown_and_found_for_probes(
+    argv: tuple[str, ...], shown: tuple[str, ...], key: str | None
+) -> None:
+    assert command.redacted(argv) == shown
+    assert command.api_key(argv) == key
