@@ -274,7 +274,9 @@ class Supervisor:
         now = self._clock()
         inst.crashes = policy.recent((*inst.crashes, now), now)
         inst.restarts += 1
-        inst.log_tail = processes.log_tail(inst.log, self.settings.log_lines)
+        tail = processes.log_tail(inst.log, self.settings.log_lines)
+        key = command.api_key(inst.argv)  # vllm serve logs its non-default arguments
+        inst.log_tail = tail if not key else tail.replace(key, command.MASK)
         looping = policy.crash_looping(len(inst.crashes))
         inst.state = instance.State.CRASH_LOOP_BACK_OFF if looping else instance.State.STARTING
         inst.last_error = f"{reason} ({len(inst.crashes)} crashes recently)"

@@ -279,3 +279,15 @@ async def test_an_instance_with_an_api_key_is_ready_and_its_key_is_never_shown(
     assert "--api-key ***" in log.read_text()
     assert "sekret-key" not in log.read_text()
     assert (tmp_path / "state" / "instances.json").stat().st_mode & 0o077 == 0
+
+
+async def test_the_log_tail_of_a_crashed_instance_masks_its_api_key(make: Make) -> None:
+    template = ("sh", "-c", 'echo "non-default args: $*"; exit 1', "sh", "{port}")
+    supervisor = make(fx.settings(template))
+    await supervisor.start(_spec(extra_args=("--api-key", "sekret-key")))
+    await fx.eventually(lambda: supervisor.list()[0].log_tail is not None, "a crash")
+    tail = supervisor.list()[0].log_tail
+    assert tail is not None
+    assert "non-default args:" in tail
+    assert "--api-key ***" in tail
+    assert "sekret-key" not in tail
