@@ -53,7 +53,7 @@ def serve_command(
 ) -> None:
     """Serve the node agent's API (weights: list, pull, delete) until Ctrl-C or SIGTERM.
 
-    Every route but /v1/health needs 'Authorization: Bearer <token>'. HF_TOKEN is the token
+    Every route but /v1/health needs 'Authorization: Bearer TOKEN'. HF_TOKEN is the token
     for gated or private repos."""
     from nodeagent import api, auth, weights
 
