@@ -29,7 +29,9 @@ Pull, like Ollama's ``/api/pull``: ``200`` with ``application/x-ndjson`` lines
 ``{"error", "class"}`` (classes of `nodeagent.weights.ErrorKind`). A failure known before the
 first byte is a plain JSON error with its status instead: 400 ``invalid`` (a bad name, revision,
 path or body), 507 ``insufficient_disk`` (with ``needed`` and ``free`` bytes), 422 ``permanent``
-(missing, gated or private repo: the hub's reason), 502 ``transient`` (hub unreachable or 5xx).
+(missing or private repo, unknown revision: the hub's reason), 502 ``transient`` (hub
+unreachable or 5xx). A gated repo's info is public: its refusal is the error line after the first
+progress line.
 
 A client that goes away mid-pull does not cancel it: the download thread cannot be stopped, and
 a finished snapshot is what a retry wants anyway, so the pull runs to completion and the next
