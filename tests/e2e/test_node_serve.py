@@ -132,3 +132,35 @@ def test_node_serve_on_a_busy_port_says_so_in_one_line_and_exits_2(tmp_path: pat
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "pick another --port" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_node_serve_takes_its_token_from_llmctl_node_token(tmp_path: pathlib.Path) -> None:
+    port = _free_port()
+    env = {**_env(tmp_path), "LLMCTL_NODE_TOKEN": TOKEN}
+    process = subprocess.Popen(
+        [LLMCTL, "node", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        url = f"http://127.0.0.1:{port}"
+        refused = httpx.get(f"{url}/v1/info", timeout=10)
+        answered = httpx.get(
+            f"{url}/v1/info", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        )
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    finally:
+        process.kill()
+        process.wait()
+
+    assert "bearer token required" in banner
+    assert TOKEN not in banner
+    assert refused.status_code == 401
+    assert answered.status_code == 200
+    assert answered.json()["cache_dir"] == str(tmp_path / "data" / "node" / "cache")
+    assert code == 0
