@@ -80,6 +80,11 @@ COMMANDS = {
     "emulate": usage.Lazy(
         "controller.emulate:app", "Run a protocol-faithful Ollama or vLLM emulator.", _RUN
     ),
+    "node": usage.Lazy(
+        "controller.node:app",
+        "Run the node agent on a GPU host: model weights over a versioned HTTP API.",
+        _RUN,
+    ),
     "db": usage.Lazy("controller.migration:app", "Manage the database schema.", _RUN),
     "completion": usage.Lazy(
         "controller.completion:completion_command",

@@ -90,7 +90,14 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, st
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["backend", "--help"], ["watch", "--help"], ["downloads", "--help"]]
+    "args",
+    [
+        ["--help"],
+        ["backend", "--help"],
+        ["watch", "--help"],
+        ["downloads", "--help"],
+        ["node", "serve", "--help"],
+    ],
 )
 def test_help_imports_no_database_driver_nats_or_http_client(
     args: list[str], database: tuple[pathlib.Path, str]
