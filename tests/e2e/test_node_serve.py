@@ -108,7 +108,9 @@ def test_node_serve_refuses_bad_options_with_one_line_and_exit_2(
     args = [a.replace("{empty}", str(empty)) for a in args]
 
     result = CliRunner().invoke(
-        cli.app, ["node", "serve", "--gpus", "1x24GiB", "--port", str(_free_port()), *args], env=_env(tmp_path)
+        cli.app,
+        ["node", "serve", "--gpus", "1x24GiB", "--port", str(_free_port()), *args],
+        env=_env(tmp_path),
     )
 
     assert result.exit_code == 2
