@@ -48,8 +48,8 @@ def _until(check: Any, what: str, seconds: float = 30.0) -> Any:
     return found
 
 
-@pytest.fixture
-def agent(tmp_path: pathlib.Path) -> Iterator[tuple[subprocess.Popen[str], httpx.Client]]:
+def _serve(tmp_path: pathlib.Path) -> tuple[subprocess.Popen[str], str]:
+    """Starts an agent over `tmp_path`'s data directory; returns it and its URL."""
     process = subprocess.Popen(
         [LLMCTL, "node", "serve", "--port", "0", "--gpus", "1x24GiB", "--command", EMULATED],
         stdout=subprocess.PIPE,
@@ -57,10 +57,16 @@ def agent(tmp_path: pathlib.Path) -> Iterator[tuple[subprocess.Popen[str], httpx
         text=True,
         env=_env(tmp_path),
     )
+    assert process.stdout is not None
+    banner = process.stdout.readline()
+    assert "listening on " in banner, process.communicate()
+    return process, banner.split("listening on ")[1].split()[0]
+
+
+@pytest.fixture
+def agent(tmp_path: pathlib.Path) -> Iterator[tuple[subprocess.Popen[str], httpx.Client]]:
+    process, url = _serve(tmp_path)
     try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        url = banner.split("listening on ")[1].split()[0]
         with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
             yield process, client
     finally:
@@ -68,27 +74,36 @@ def agent(tmp_path: pathlib.Path) -> Iterator[tuple[subprocess.Popen[str], httpx
         process.wait()
 
 
+def _ready(client: httpx.Client, name: str) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        shown: dict[str, Any] = client.get(f"/v1/instances/{name}").json()
+        return shown if shown["state"] == "ready" else None
+
+    found: dict[str, Any] = _until(ready, f"{name} to be ready")
+    return found
+
+
+def _weights(client: httpx.Client, tmp_path: pathlib.Path) -> str:
+    local = tmp_path / "weights"
+    local.mkdir()
+    pulled = client.post("/v1/weights/pull", json={"source": str(local)})
+    assert json.loads(pulled.text.splitlines()[-1])["status"] == "success"
+    return str(local)
+
+
 def test_sigterm_of_node_serve_stops_its_instances_process_group_and_exits_0(
     agent: tuple[subprocess.Popen[str], httpx.Client], tmp_path: pathlib.Path
 ) -> None:
     process, client = agent
-    local = tmp_path / "weights"
-    local.mkdir()
-    pulled = client.post("/v1/weights/pull", json={"source": str(local)})
-    started = client.put("/v1/instances/chat", json={"weights": str(local), "gpus": 1})
-
-    def ready() -> dict[str, Any] | None:
-        shown: dict[str, Any] = client.get("/v1/instances/chat").json()
-        return shown if shown["state"] == "ready" else None
-
-    shown = _until(ready, "the instance to be ready")
+    source = _weights(client, tmp_path)
+    started = client.put("/v1/instances/chat", json={"weights": source, "gpus": 1})
+    shown = _ready(client, "chat")
     models = httpx.get(f"{shown['base_url']}/models", timeout=10).json()
     pgid = shown["pid"]
     process.send_signal(signal.SIGTERM)
     code = process.wait(timeout=30)
     _, errors = process.communicate()
 
-    assert json.loads(pulled.text.splitlines()[-1])["status"] == "success"
     assert started.status_code == 201
     assert shown["gpus"] == [0]
     assert [card["id"] for card in models["data"]] == ["chat"]
@@ -97,6 +112,35 @@ def test_sigterm_of_node_serve_stops_its_instances_process_group_and_exits_0(
     assert TOKEN not in errors
     record = json.loads((tmp_path / "data" / "node" / "state" / "instances.json").read_text())
     assert record["instances"] == []
+
+
+def test_an_agent_restarted_after_sigkill_adopts_its_running_instance(
+    agent: tuple[subprocess.Popen[str], httpx.Client], tmp_path: pathlib.Path
+) -> None:
+    process, client = agent
+    source = _weights(client, tmp_path)
+    client.put("/v1/instances/chat", json={"weights": source})
+    before = _ready(client, "chat")
+    process.kill()  # the agent dies without stopping anything
+    process.wait()
+
+    again, url = _serve(tmp_path)
+    try:
+        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as second:
+            after = second.get("/v1/instances/chat").json()
+            held = second.get("/v1/inventory").json()
+        again.send_signal(signal.SIGTERM)
+        code = again.wait(timeout=30)
+    finally:
+        again.kill()
+        again.wait()
+        processes.signal_group(before["pid"], signal.SIGKILL)
+
+    assert (after["state"], after["adopted"]) == ("ready", True)
+    assert (after["pid"], after["port"], after["gpus"]) == (before["pid"], before["port"], [0])
+    assert held["gpus"][0]["holder"] == "chat"
+    assert code == 0
+    assert processes.group_members(before["pid"]) == []
 
 
 @pytest.mark.parametrize(
