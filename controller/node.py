@@ -72,9 +72,8 @@ def serve_command(
         None,
         "--command",
         metavar="TEMPLATE",
-        help="Instance command, split like a shell line; {path} {name} {host} {port} are "
-        "filled [default: vllm serve {path} --served-model-name {name} --host {host} "
-        "--port {port}]",
+        help="Instance command, split like a shell line, with placeholders for the weights "
+        "path, served name, host and port (see the README) [default: vllm serve]",
         show_default=False,
     ),
 ) -> None:
