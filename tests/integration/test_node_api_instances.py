@@ -184,3 +184,27 @@ async def test_the_instance_routes_answer_401_without_the_token(agent: Client) -
         assert TOKEN not in await response.text()
     served = await agent.get("/v1/inventory", headers=AUTH)
     assert served.status == 200  # the routes exist: the 401 is the token's, not a 404's
+
+
+async def test_an_instance_whose_command_exits_at_once_shows_crashloopbackoff_with_its_log_tail(
+    tmp_path: pathlib.Path,
+) -> None:
+    inventory = gpus.Inventory(gpus.parse("1x24GiB"))
+    failing = fx.settings(fx.shell("echo 'CUDA out of memory' >&2; exit 3"))
+    supervisor = instances.Supervisor(tmp_path / "state", inventory, failing)
+    app = api.build(weights.Cache(tmp_path / "cache"), token=TOKEN, supervisor=supervisor)
+    async with test_utils.TestClient(test_utils.TestServer(app)) as agent:
+        source = await _weights(agent, tmp_path, "oom")
+        await agent.put("/v1/instances/oom", json={"weights": source}, headers=AUTH)
+        shown: dict[str, Any] = {}
+
+        async def looping() -> bool:
+            nonlocal shown
+            shown = await (await agent.get("/v1/instances/oom", headers=AUTH)).json()
+            return shown["state"] == "CrashLoopBackOff"
+
+        await fx.eventually_async(looping, "CrashLoopBackOff")
+
+    assert shown["restarts"] >= 3
+    assert "exited with code 3" in shown["last_error"]
+    assert "CUDA out of memory" in shown["log_tail"]
