@@ -201,7 +201,7 @@ async def test_an_instance_whose_command_exits_at_once_shows_crashloopbackoff_wi
         async def looping() -> bool:
             nonlocal shown
             shown = await (await agent.get("/v1/instances/oom", headers=AUTH)).json()
-            return shown["state"] == "CrashLoopBackOff"
+            return bool(shown["state"] == "CrashLoopBackOff")
 
         await fx.eventually_async(looping, "CrashLoopBackOff")
 
