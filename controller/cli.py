@@ -82,7 +82,7 @@ COMMANDS = {
     ),
     "node": usage.Lazy(
         "controller.node:app",
-        "Run the node agent on a GPU host: model weights over a versioned HTTP API.",
+        "Run the node agent on a GPU host: weights and vllm serve instances over an HTTP API.",
         _RUN,
     ),
     "db": usage.Lazy("controller.migration:app", "Manage the database schema.", _RUN),

@@ -2,23 +2,29 @@
 
 A thin typer wrapper: `serve` reads its options, the token (``--token-file`` or
 ``LLMCTL_NODE_TOKEN``, never a command-line value) and the hub endpoint (``--hf-endpoint`` or
-``HF_ENDPOINT``), builds `nodeagent.weights.Cache` and `nodeagent.api`, prints one line saying
-where it listens and serves until Ctrl-C or SIGTERM (exit 0). Bad options exit 2 with one line,
-before anything listens. `nodeagent` is imported inside the command so ``llmctl --help`` stays
-light. Registered by the CLI root as `llmctl node`; never prints the token.
+``HF_ENDPOINT``), builds `nodeagent.weights.Cache`, the instance supervisor
+(`nodeagent.instances`: GPUs from ``--gpus`` or NVML, ``--state-dir``, ``--command``) and
+`nodeagent.api`, prints one line saying where it listens and serves until Ctrl-C or SIGTERM
+(every instance stopped, then exit 0). Bad options exit 2 with one line, before anything
+listens. `nodeagent` is imported inside the command so ``llmctl --help`` stays light.
+Registered by the CLI root as `llmctl node`; never prints the token, nor passes it to instances.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-from typing import NoReturn
+import shlex
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
 from controller import datadir
 
-HELP = "Run the node agent on a GPU host: model weights over a versioned HTTP API."
+if TYPE_CHECKING:
+    from nodeagent.instances import Supervisor
+
+HELP = "Run the node agent on a GPU host: weights and vllm serve instances over an HTTP API."
 DEFAULT_PORT = 8700
 
 app = typer.Typer(help=HELP, no_args_is_help=True)
@@ -50,8 +56,29 @@ def serve_command(
         help="Hugging Face Hub URL to pull from [default: $HF_ENDPOINT, else the Hub]",
         show_default=False,
     ),
+    gpus: str | None = typer.Option(
+        None,
+        metavar="GPUS",
+        help="Declare the GPUs (2x80GiB, 1x24GB, 80GiB,40GiB) [default: read through NVML]",
+        show_default=False,
+    ),
+    state_dir: pathlib.Path | None = typer.Option(
+        None,
+        metavar="DIR",
+        help="Record and logs of instances [default: node/state in llmctl's data directory]",
+        show_default=False,
+    ),
+    command: str | None = typer.Option(
+        None,
+        "--command",
+        metavar="TEMPLATE",
+        help="Instance command, split like a shell line, with placeholders for the weights "
+        "path, served name, host and port (see the README) [default: vllm serve]",
+        show_default=False,
+    ),
 ) -> None:
-    """Serve the node agent's API (weights: list, pull, delete) until Ctrl-C or SIGTERM.
+    """Serve the node agent's API (weights; vllm serve instances on this node's GPUs) until
+    Ctrl-C or SIGTERM, which stops every instance first.
 
     Every route but /v1/health needs 'Authorization: Bearer TOKEN'. HF_TOKEN is the token
     for gated or private repos."""
@@ -61,10 +88,13 @@ def serve_command(
         token = auth.load(token_file, os.environ)
     except auth.TokenError as exc:
         _fail(str(exc))
-    root = (cache_dir or datadir.from_environment() / "node" / "cache").expanduser().absolute()
+    data = datadir.from_environment() / "node"
+    root = (cache_dir or data / "cache").expanduser().absolute()
     endpoint = hf_endpoint or os.environ.get("HF_ENDPOINT") or None
     cache = weights.Cache(root, endpoint=endpoint)
-    served = api.build(cache, token=token)
+    state = (state_dir or data / "state").expanduser().absolute()
+    supervisor = _supervisor(state, gpus, command)
+    served = api.build(cache, token=token, supervisor=supervisor)
 
     def announce(url: str) -> None:
         guard = "bearer token required" if token else "no token: loopback only"
@@ -74,3 +104,24 @@ def serve_command(
         api.serve(served, host=host, port=port, token=token, announce=announce)
     except api.ConfigurationError as exc:
         _fail(str(exc))
+
+
+def _supervisor(state: pathlib.Path, declared: str | None, template: str | None) -> Supervisor:
+    """The instance supervisor the options describe; exits 2 naming a bad option."""
+    from nodeagent import auth, command, gpus, instances
+
+    try:
+        found = gpus.parse(declared) if declared is not None else gpus.from_nvml()
+    except gpus.InventoryError as exc:
+        _fail(str(exc))
+    settings = instances.Settings()
+    if template is not None:
+        try:
+            argv = tuple(shlex.split(template))
+            command.check_template(argv)
+        except (ValueError, command.SpecError) as exc:
+            _fail(f"--command {template!r}: {exc}")
+        settings = instances.Settings(template=argv)
+    # Instances never see the agent's own token.
+    environment = {k: v for k, v in os.environ.items() if k != auth.ENV_VAR}
+    return instances.Supervisor(state, gpus.Inventory(found), settings, environment=environment)

@@ -16,12 +16,31 @@ GET      /v1/weights                 ``{"weights": [{"name", "source", "path", "
                                      "commit", "refs", "commits"}, ...]}``
 POST     /v1/weights/pull            body ``{"source": "org/name" | "/abs/dir",
                                      "revision": "main"}``; NDJSON progress (below)
-DELETE   /v1/weights/{name}          ``{"deleted": name}``; 404 when absent. A local
-                                     directory's name is its path: ``/v1/weights//srv/m``
+DELETE   /v1/weights/{name}          ``{"deleted": name}``; 404 when absent; 409 ``in_use``
+                                     (with ``instances``) while an instance runs from them.
+                                     A local directory's name is its path:
+                                     ``/v1/weights//srv/m``
+GET      /v1/inventory               ``{"gpus": [{"index", "name", "memory", "holder"}],
+                                     "free": N}``; ``holder`` is an instance name or null
+GET      /v1/instances               ``{"instances": [instance, ...]}``, by name
+GET      /v1/instances/{name}        one instance: ``{"name", "path", "state", "port",
+                                     "base_url", "gpus", "pid", "restarts", "last_error",
+                                     "log_tail", "argv", "started_at", "adopted"}``; 404
+PUT      /v1/instances/{name}        body ``{"weights": cached name, "engine": {...},
+                                     "gpus": N, "gpu_memory": "40GiB"}``: starts it (201;
+                                     200 when it runs with that spec already)
+DELETE   /v1/instances/{name}        ``{"stopped": name}``: the process group is gone; 404
 =======  ==========================  ===================================================
 
-Next (issue 15, not served yet): ``GET /v1/gpus``, ``GET|POST /v1/instances``,
-``DELETE /v1/instances/{name}`` for ``vllm serve`` instances.
+Instances (`nodeagent.instanceapi`, served when the agent has a supervisor): ``state`` is
+``starting``, ``ready``, ``CrashLoopBackOff`` (``log_tail`` has the log's last lines) or
+``stopping``; ``base_url`` is what an OpenAI client takes. A PUT's ``engine`` takes
+``max_model_len``, ``tensor_parallel_size``, ``gpu_memory_utilization``, ``dtype``,
+``quantization``, ``enable_lora``, ``extra_args`` (`nodeagent.command`); unknown fields or wrong
+types are 400 ``invalid``. Refusals: 409 ``weights_absent`` (pull them first), 409
+``unplaceable`` with ``needed`` and ``free`` GPU counts ("needs 1 GPU, 0 free": GPUs are held,
+not storage, so not 507), 409 ``conflict`` (the name runs another spec: DELETE it first), 500
+``start_failed`` (the command cannot be run).
 
 Pull, like Ollama's ``/api/pull``: ``200`` with ``application/x-ndjson`` lines
 ``{"status": "pulling org/name@main", "completed": N, "total": M}`` (N only goes up), then
@@ -52,7 +71,7 @@ from typing import Any
 
 from aiohttp import typedefs, web
 
-from nodeagent import auth, progress, weights
+from nodeagent import auth, instanceapi, instances, progress, record, weights
 
 VERSION = "v1"
 HEALTH = f"/{VERSION}/health"
@@ -78,8 +97,13 @@ def build(
     *,
     token: str | None,
     disk_usage: weights.DiskUsageFn = shutil.disk_usage,
+    supervisor: instances.Supervisor | None = None,
 ) -> web.Application:
-    """The API over `cache`; `token` None answers everyone (the caller binds loopback then)."""
+    """The API over `cache` and `supervisor` (its instance routes only when given).
+
+    `token` None answers everyone (the caller binds loopback then). The application opens the
+    supervisor when it starts and closes it (every instance stopped) when it stops.
+    """
     middlewares: list[typedefs.Middleware] = [_json_errors]
     if token is not None:
         middlewares.append(auth.middleware(token, {HEALTH}))
@@ -91,6 +115,8 @@ def build(
     app.router.add_get(f"/{VERSION}/weights", list_weights)
     app.router.add_post(f"/{VERSION}/weights/pull", pull)
     app.router.add_delete(f"/{VERSION}/weights/{{name:.+}}", delete)
+    if supervisor is not None:
+        instanceapi.register(app, supervisor, cache)
     return app
 
 
@@ -141,10 +167,21 @@ async def list_weights(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
-    """Remove one repo's cache folder or forget one local directory."""
+    """Remove one repo's cache folder or forget one local directory; not while in use."""
     name = request.match_info["name"]
+    cache = request.app[_CACHE]
+    found = [w for w in await cache.list() if w.name == name]
+    running = instanceapi.users(request.app, found[0], cache.hub) if found else []
+    if running:
+        return error(
+            f"weights {name!r} are in use by instance(s) {', '.join(running)}: "
+            "stop them first (DELETE /v1/instances/NAME)",
+            "in_use",
+            409,
+            instances=running,
+        )
     try:
-        removed = await request.app[_CACHE].delete(name)
+        removed = await cache.delete(name)
     except weights.WeightsError as exc:
         return error(str(exc), exc.kind.value, 400)
     if not removed:
@@ -292,7 +329,10 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
-    await runner.setup()
+    try:
+        await runner.setup()  # opens the supervisor: adopts or stops recorded instances
+    except record.RecordError as exc:
+        raise ConfigurationError(f"{exc} (or give another --state-dir)") from exc
     try:
         try:
             await web.TCPSite(runner, host, port).start()

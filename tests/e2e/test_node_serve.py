@@ -55,7 +55,7 @@ def test_node_serve_pulls_through_its_api_with_the_token_and_stops_on_sigterm(
     port = _free_port()
     options = ["--port", str(port), "--token-file", str(token_file), "--hf-endpoint", hub.url]
     process = subprocess.Popen(
-        [LLMCTL, "node", "serve", *options],
+        [LLMCTL, "node", "serve", "--gpus", "1x24GiB", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -108,7 +108,9 @@ def test_node_serve_refuses_bad_options_with_one_line_and_exit_2(
     args = [a.replace("{empty}", str(empty)) for a in args]
 
     result = CliRunner().invoke(
-        cli.app, ["node", "serve", "--port", str(_free_port()), *args], env=_env(tmp_path)
+        cli.app,
+        ["node", "serve", "--gpus", "1x24GiB", "--port", str(_free_port()), *args],
+        env=_env(tmp_path),
     )
 
     assert result.exit_code == 2
@@ -125,7 +127,7 @@ def test_node_serve_on_a_busy_port_says_so_in_one_line_and_exits_2(tmp_path: pat
         taken.listen()
         port = taken.getsockname()[1]
         result = CliRunner().invoke(
-            cli.app, ["node", "serve", "--port", str(port)], env=_env(tmp_path)
+            cli.app, ["node", "serve", "--gpus", "1x24GiB", "--port", str(port)], env=_env(tmp_path)
         )
 
     assert result.exit_code == 2
@@ -138,7 +140,7 @@ def test_node_serve_takes_its_token_from_llmctl_node_token(tmp_path: pathlib.Pat
     port = _free_port()
     env = {**_env(tmp_path), "LLMCTL_NODE_TOKEN": TOKEN}
     process = subprocess.Popen(
-        [LLMCTL, "node", "serve", "--port", str(port)],
+        [LLMCTL, "node", "serve", "--gpus", "1x24GiB", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
