@@ -7,7 +7,8 @@ database: the controller decides. It imports nothing of ``controller``, ``runtim
 ``dwqueue`` or ``emulators`` (an import-linter contract holds it), so a GPU host installs only
 ``llmctl[node]``.
 
-`api` serves the HTTP API (`auth` checks its token, `instanceapi` holds the instance routes); `weights` is the weights cache; `instances`
-supervises the model-server processes (`instance`, `command`, `processes`, `probe`, `restarts`,
-`record`); `gpus` is the GPU inventory. ARCHITECTURE.md maps them.
+`api` serves the HTTP API (`auth` checks its token, `instanceapi` holds the instance
+routes); `weights` is the weights cache; `instances` supervises the model-server processes
+(`instance`, `command`, `processes`, `probe`, `restarts`, `record`); `gpus` is the GPU
+inventory. ARCHITECTURE.md maps them.
 """
