@@ -8,12 +8,13 @@ options are the ones `controller.declare` defines for every declaring command.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from controller import completion, declare, output, runner, selection
-from runtimestate.desired import spec
+from runtimestate.desired import engineargs, spec
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +22,56 @@ if TYPE_CHECKING:
 # The stores are imported by the commands that use them (tests/e2e/test_cli_imports.py).
 
 model_app = typer.Typer(help="Declare the models backends should serve.", no_args_is_help=True)
+
+# The `vllm` block: the engine arguments a node agent starts `vllm serve` with.
+_WHOLE = declare.whole_number
+MaxModelLenOpt = Annotated[
+    int | None,
+    typer.Option("--vllm-max-model-len", parser=_WHOLE, help="vllm serve --max-model-len (tokens)"),
+]
+TensorParallelOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--vllm-tensor-parallel-size", parser=_WHOLE, help="vllm serve --tensor-parallel-size"
+    ),
+]
+GpusOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--vllm-gpus", parser=_WHOLE, help="GPUs an instance needs (default: the TP size)"
+    ),
+]
+UtilizationOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--vllm-gpu-memory-utilization", help="vllm serve --gpu-memory-utilization, in (0, 1]"
+    ),
+]
+DtypeOpt = Annotated[str | None, typer.Option("--vllm-dtype", help="|".join(engineargs.DTYPES))]
+QuantizationOpt = Annotated[
+    str | None,
+    typer.Option("--vllm-quantization", help="vllm serve --quantization (awq, gptq, fp8...)"),
+]
+LoraOpt = Annotated[
+    bool | None,
+    typer.Option("--vllm-enable-lora/--vllm-disable-lora", help="vllm serve --enable-lora"),
+]
+ArgOpt = Annotated[
+    list[str] | None,
+    typer.Option("--vllm-arg", help="An extra vllm serve argument (repeatable; sets them exactly)"),
+]
+
+
+def _vllm(
+    old: engineargs.VllmArgs | None, extra_args: list[str] | None, **given: object
+) -> engineargs.VllmArgs | None:
+    """``old`` with the engine arguments given on the command line replaced; validated."""
+    changes = {key: value for key, value in given.items() if value is not None}
+    if extra_args:
+        changes["extra_args"] = tuple(extra_args)
+    if not changes:
+        return old
+    return spec.vllm_args(dataclasses.replace(old or engineargs.VllmArgs(), **changes))  # type: ignore[arg-type]
 
 
 @model_app.command("add")
@@ -42,6 +93,14 @@ def model_add(
         typer.Option("--capability", help="chat, embed, prompt or stream (repeatable)"),
     ] = None,
     label: declare.LabelOpt = None,
+    vllm_max_model_len: MaxModelLenOpt = None,
+    vllm_tensor_parallel_size: TensorParallelOpt = None,
+    vllm_gpus: GpusOpt = None,
+    vllm_gpu_memory_utilization: UtilizationOpt = None,
+    vllm_dtype: DtypeOpt = None,
+    vllm_quantization: QuantizationOpt = None,
+    vllm_enable_lora: LoraOpt = None,
+    vllm_arg: ArgOpt = None,
 ) -> None:
     """Declare a model. It joins the default pool unless told otherwise."""
     from runtimestate.desired import store
@@ -51,7 +110,13 @@ def model_add(
     assert pools is not None
     labels = declare.labels_of(env, {}, label)
     try:
-        value = spec.ModelSpec(name, context_length, spec.capabilities(capability), labels)
+        vllm = _vllm(
+            None, vllm_arg, max_model_len=vllm_max_model_len,
+            tensor_parallel_size=vllm_tensor_parallel_size, gpus=vllm_gpus,
+            gpu_memory_utilization=vllm_gpu_memory_utilization, dtype=vllm_dtype,
+            quantization=vllm_quantization, enable_lora=vllm_enable_lora,
+        )  # fmt: skip
+        value = spec.ModelSpec(name, context_length, spec.capabilities(capability), labels, vllm)
     except spec.SpecError as exc:
         env.fail(str(exc))
     runner.transaction(env, lambda s: store.add_model(s, value, pools))
@@ -83,17 +148,40 @@ def model_update(
         bool, typer.Option("--no-capabilities", help="Use the backend's")
     ] = False,
     label: declare.LabelUpdateOpt = None,
+    vllm_max_model_len: MaxModelLenOpt = None,
+    vllm_tensor_parallel_size: TensorParallelOpt = None,
+    vllm_gpus: GpusOpt = None,
+    vllm_gpu_memory_utilization: UtilizationOpt = None,
+    vllm_dtype: DtypeOpt = None,
+    vllm_quantization: QuantizationOpt = None,
+    vllm_enable_lora: LoraOpt = None,
+    vllm_arg: ArgOpt = None,
+    no_vllm: Annotated[
+        bool, typer.Option("--no-vllm", help="Clear the engine arguments (vllm block)")
+    ] = False,
 ) -> None:
-    """Change a model's overrides, labels or pools; the generation goes up on a real change."""
+    """Change a model's overrides, labels, engine arguments or pools; the generation goes up
+    on a real change."""
     from runtimestate.desired import store
 
     env = declare.env_of(ctx)
     pools = declare.pools_of(env, pool, no_pool, None)
-    if (context_length is not None and no_context_length) or (capability and no_capabilities):
+    given = {
+        "max_model_len": vllm_max_model_len, "tensor_parallel_size": vllm_tensor_parallel_size,
+        "gpus": vllm_gpus, "gpu_memory_utilization": vllm_gpu_memory_utilization,
+        "dtype": vllm_dtype, "quantization": vllm_quantization, "enable_lora": vllm_enable_lora,
+    }  # fmt: skip
+    vllm_given = vllm_arg or any(v is not None for v in given.values())
+    if (
+        (context_length is not None and no_context_length)
+        or (capability and no_capabilities)
+        or (vllm_given and no_vllm)
+    ):
         env.fail("an option and its --no- form contradict each other; give one of them")
 
     async def work(session: AsyncSession) -> bool:
         old = (await store.get_model(session, name)).spec
+        vllm = None if no_vllm else _vllm(old.vllm, vllm_arg, **given)
         value = spec.ModelSpec(
             old.name,
             None
@@ -103,6 +191,7 @@ def model_update(
             if no_capabilities
             else (spec.capabilities(capability) if capability else old.capabilities),
             declare.labels_of(env, dict(old.labels), label),
+            vllm,
         )
         _, changed = await store.update_model(session, value, pools)
         return changed

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from runtimestate.desired import names
+from runtimestate.desired import engineargs, names
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -126,6 +126,7 @@ def model_doc(model: spec.Model, state: desired.DesiredState) -> dict[str, Any]:
         "contextLength": s.context_length,
         "capabilities": None if s.capabilities is None else [c.value for c in s.capabilities],
         "labels": dict(s.labels),
+        "vllm": None if s.vllm is None else engineargs.document(s.vllm),
         "pools": list(state.pools_of_model(s.name)),
         **_meta(model.meta),
     }
@@ -212,7 +213,16 @@ def cell(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(str(v) for v in value) or "-"
     if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+        return ",".join(f"{k}={_inner(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _inner(value: Any) -> str:
+    """A value inside a map's cell: lists space-joined, booleans as the files write them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return " ".join(_inner(v) for v in value)
     return str(value)
 
 

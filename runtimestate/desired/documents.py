@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from runtimestate import credentials, echo
-from runtimestate.desired import names, spec
+from runtimestate.desired import engineargs, names, spec
 
 API_VERSION = "llmctl/v1"
 KINDS = ("Backend", "Model", "Pool")
@@ -158,7 +158,7 @@ def read(index: int, raw: object) -> Document:
 _ABSENT: dict[str, Any] = {}
 _SPEC_FIELDS = {
     "Backend": ("type", "url", "prune", "maxPulls", "credentials"),
-    "Model": ("contextLength", "capabilities"),
+    "Model": ("contextLength", "capabilities", "vllm"),
     "Pool": ("purpose", "backends", "models"),
 }
 _VALIDATE: dict[type[Any], Callable[[Any], Spec]] = {
@@ -233,9 +233,41 @@ def _model(
     capabilities = None
     if listed is not None:
         capabilities = body.check("capabilities", [v for _, v in listed], spec.capabilities)
+    raw_vllm = body.take("vllm", dict, None)
+    vllm = None if raw_vllm is None else _vllm(_Fields(raw_vllm, "spec.vllm", body.problems))
     if checked is None:
         return None
-    return spec.ModelSpec(checked, context, capabilities, labels or {})
+    return spec.ModelSpec(checked, context, capabilities, labels or {}, vllm)
+
+
+def _vllm(fields: _Fields) -> engineargs.VllmArgs:
+    """A model's engine arguments, every field's type and value checked (problems collected;
+    `read` drops the value when there is any)."""
+    fields.unknown(tuple(engineargs.KEYS.values()), "vllm")
+    value = engineargs.VllmArgs(
+        max_model_len=fields.take("maxModelLen", int, None),
+        tensor_parallel_size=fields.take("tensorParallelSize", int, None),
+        gpus=fields.take("gpus", int, None),
+        gpu_memory_utilization=_fraction(fields, "gpuMemoryUtilization"),
+        dtype=fields.take("dtype", str, None),
+        quantization=fields.take("quantization", str, None),
+        enable_lora=bool(fields.take("enableLora", bool, False)),
+        extra_args=tuple(v for _, v in fields.strings("extraArgs") or []),
+    )
+    for key, message in engineargs.problems(value):
+        fields.problems.append(f"{fields.where(key)}: {message}")
+    return value
+
+
+def _fraction(fields: _Fields, key: str) -> float | None:
+    """A number that may be written ``1`` or ``0.9``; anything else is a problem."""
+    value = fields.body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fields.problems.append(f"{fields.where(key)}: must be a number, not {describe(value)}")
+        return None
+    return float(value)
 
 
 def _pool(

@@ -20,7 +20,7 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import credentials, desired, echo
-from runtimestate.desired import documents, names, poolstore, sources, spec, store
+from runtimestate.desired import documents, engineargs, names, poolstore, sources, spec, store
 
 API_VERSION = documents.API_VERSION
 STDIN = sources.STDIN
@@ -225,6 +225,7 @@ _BACKEND_FIELDS = {
 }  # fmt: skip
 _MODEL_FIELDS = {
     "context_length": "contextLength", "capabilities": "capabilities", "labels": "labels",
+    "vllm": "vllm",
 }  # fmt: skip
 _POOL_FIELDS = ("purpose", "backends", "models", "labels")
 
@@ -376,6 +377,8 @@ def export(state: desired.DesiredState, cut: Cut | None = None) -> str:
             body["contextLength"] = m.context_length
         if m.capabilities is not None:
             body["capabilities"] = [c.value for c in m.capabilities]
+        if m.vllm is not None:
+            body["vllm"] = engineargs.document(m.vllm)
         docs.append(_doc("Model", _metadata(m.name, m.labels), body))
     for pool in state.pools:
         p = pool.spec

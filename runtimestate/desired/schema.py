@@ -64,6 +64,8 @@ class ModelRow(Stamped, Base):
     context_length: orm.Mapped[int | None] = orm.mapped_column(sa.Integer)
     capabilities: orm.Mapped[list[str] | None] = orm.mapped_column(sa.JSON)
     labels: orm.Mapped[dict[str, str]] = orm.mapped_column(sa.JSON, default=dict)
+    # The `vllm` engine arguments in their file form (`engineargs.document`); NULL: none declared.
+    vllm: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
 
 
 class PoolRow(Stamped, Base):

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, NewType, TypeVar
 
 from runtimestate import echo
-from runtimestate.desired import names
+from runtimestate.desired import engineargs, names
 
 if TYPE_CHECKING:
     from runtimestate.credentials import Credentials
@@ -85,6 +85,7 @@ class ModelSpec:
     context_length: int | None = None
     capabilities: tuple[Capability, ...] | None = None
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    vllm: engineargs.VllmArgs | None = None  # how a node agent starts it (`engineargs`)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -278,6 +279,19 @@ def context_length(value: int | None) -> int | None:
     return value
 
 
+def vllm_args(value: engineargs.VllmArgs | None) -> engineargs.VllmArgs | None:
+    """Validate a model's engine arguments; the first problem names ``vllm.<key>``."""
+    if value is None:
+        return None
+    found = engineargs.problems(value)
+    if found:
+        key, message = found[0]
+        raise SpecError(f"vllm.{key}", message)
+    utilization = value.gpu_memory_utilization
+    fraction = None if utilization is None else float(utilization)
+    return dataclasses.replace(value, gpu_memory_utilization=fraction)
+
+
 def capabilities(values: Iterable[str] | None) -> tuple[Capability, ...] | None:
     if values is None:
         return None
@@ -320,6 +334,7 @@ def validate_model(spec: ModelSpec) -> ModelSpec:
         context_length=context_length(spec.context_length),
         capabilities=capabilities(spec.capabilities),
         labels=labels(spec.labels),
+        vllm=vllm_args(spec.vllm),
     )
 
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import credentials, desired, echo
-from runtimestate.desired import memberships, names, schema, spec, suggestions
+from runtimestate.desired import engineargs, memberships, names, schema, spec, suggestions
 
 
 class StoreError(ValueError):
@@ -98,7 +98,8 @@ def _backend(row: schema.BackendRow) -> spec.Backend:
 
 def _model(row: schema.ModelRow) -> spec.Model:
     caps = None if row.capabilities is None else tuple(spec.Capability(c) for c in row.capabilities)
-    value = spec.ModelSpec(row.name, row.context_length, caps, dict(row.labels))
+    vllm = None if row.vllm is None else engineargs.from_document(row.vllm)
+    value = spec.ModelSpec(row.name, row.context_length, caps, dict(row.labels), vllm)
     return spec.Model(value, meta(row))
 
 
@@ -349,6 +350,7 @@ def _fill_model(row: schema.ModelRow, value: spec.ModelSpec) -> None:
     row.context_length = value.context_length
     row.capabilities = None if value.capabilities is None else [c.value for c in value.capabilities]
     row.labels = dict(value.labels)
+    row.vllm = None if value.vllm is None else engineargs.document(value.vllm)
 
 
 async def update_model(
