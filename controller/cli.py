@@ -78,7 +78,9 @@ COMMANDS = {
         _RUN,
     ),
     "emulate": usage.Lazy(
-        "controller.emulate:app", "Run a protocol-faithful Ollama or vLLM emulator.", _RUN
+        "controller.emulate:app",
+        "Run a protocol-faithful Ollama, vLLM or Hugging Face Hub emulator.",
+        _RUN,
     ),
     "node": usage.Lazy(
         "controller.node:app",

@@ -22,7 +22,9 @@ from runtimestate import echo
 
 _NODES_HELP = "Independent nodes, served under /nodes/0, /nodes/1, …"
 
-app = typer.Typer(help="Run a protocol-faithful Ollama or vLLM emulator.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run a protocol-faithful Ollama, vLLM or Hugging Face Hub emulator.", no_args_is_help=True
+)
 
 
 def _announce(flavour: str) -> Callable[[runner.Emulator[Any]], None]:
