@@ -177,7 +177,7 @@ def export(
 
     With --kind or -l, only the objects chosen; a pool is printed only when chosen, with its
     members as declared (a note on stderr names those left out of the file)."""
-    from controller import selection
+    from controller import output, selection
     from runtimestate.desired import excerpt, manifest, store
 
     env = _env(ctx)
@@ -195,7 +195,7 @@ def export(
 
     state = runner.read(env, store.load)
     filtered = kind is not None or selector is not None
-    env.out.out(manifest.export(state, cut if filtered else None), highlight=False, end="")
+    output.write(env.out, manifest.export(state, cut if filtered else None), end="")
     for note in missing:
         env.err.print(
             f"note: {note}, which is not in this export; apply needs it in the database",

@@ -47,6 +47,14 @@ LabelOpt = Annotated[list[str] | None, typer.Option("--label", help="k=v (repeat
 LabelUpdateOpt = Annotated[
     list[str] | None, typer.Option("--label", help="k=v sets, k- removes (repeatable)")
 ]
+# On update: the pools given replace the ones joined.
+PoolUpdateOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pool", help="Set the pools exactly (repeatable)", autocompletion=completion.pools
+    ),
+]
+NoPoolUpdateOpt = Annotated[bool, typer.Option("--no-pool", help="Leave every pool")]
 
 
 def whole_number(text: str | int) -> int:
@@ -162,16 +170,11 @@ def backend_update(
     name: BackendArg,
     url: Annotated[str | None, typer.Option("--url")] = None,
     type_: Annotated[str | None, typer.Option("--type")] = None,
-    pool: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--pool", help="Set the pools exactly (repeatable)", autocompletion=completion.pools
-        ),
-    ] = None,
-    no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
+    pool: PoolUpdateOpt = None,
+    no_pool: NoPoolUpdateOpt = False,
     prune: Annotated[str | None, typer.Option()] = None,
     max_pulls: Annotated[int | None, typer.Option("--max-pulls", parser=whole_number)] = None,
-    label: Annotated[list[str] | None, typer.Option("--label", help="k=v sets, k- removes")] = None,
+    label: LabelUpdateOpt = None,
     api_key_env: Annotated[str | None, typer.Option("--api-key-env")] = None,
     api_key_stdin: Annotated[bool, typer.Option("--api-key-stdin")] = False,
     no_api_key: Annotated[

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import completion, declare, output, runner, selection
+from controller import declare, output, runner, selection
 from runtimestate.desired import engineargs, spec
 
 if TYPE_CHECKING:
@@ -128,13 +128,8 @@ def model_add(
 def model_update(
     ctx: typer.Context,
     name: declare.ModelArg,
-    pool: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--pool", help="Set the pools exactly (repeatable)", autocompletion=completion.pools
-        ),
-    ] = None,
-    no_pool: Annotated[bool, typer.Option("--no-pool", help="Leave every pool")] = False,
+    pool: declare.PoolUpdateOpt = None,
+    no_pool: declare.NoPoolUpdateOpt = False,
     context_length: Annotated[
         int | None, typer.Option("--context-length", parser=declare.whole_number)
     ] = None,
