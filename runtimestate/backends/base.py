@@ -15,12 +15,13 @@ package (its `__init__` builds adapters, with httpx).
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from runtimestate import errors
-from runtimestate.desired import spec
+from runtimestate.desired import engineargs, spec
 
 _GENERATIVE = frozenset({spec.Capability.CHAT, spec.Capability.PROMPT, spec.Capability.STREAM})
 
@@ -72,6 +73,7 @@ class Capabilities:
     can_delete: bool = False
     can_load_lora: bool = False
     has_metrics: bool = False
+    runs_instances: bool = False  # a node agent: starts and stops `vllm serve` per model
 
 
 @dataclasses.dataclass(frozen=True, slots=True)  # one per listed model: 50,000 in a fleet
@@ -129,12 +131,55 @@ class EngineMetrics:
     kv_cache_usage: float | None
 
 
+class InstanceState(enum.StrEnum):
+    """A node agent's instance, as its API words it (``nodeagent.instance``)."""
+
+    STARTING = "starting"
+    READY = "ready"
+    CRASH_LOOP = "CrashLoopBackOff"
+    STOPPING = "stopping"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObservedInstance:
+    """One ``vllm serve`` instance a node agent runs.
+
+    `name` is its served model name: the declared model's name, which is also the agent's
+    instance name. `weights` is the cached weights it runs from; `base_url` is what an OpenAI
+    client takes (``http://host:port/v1``); `engine` is `engineargs.fingerprint` of the spec
+    the agent reports it runs, compared with the declared one to know when to restart it.
+    """
+
+    name: str
+    weights: str
+    state: InstanceState
+    base_url: str
+    engine: str
+    gpus: tuple[int, ...] = ()
+    restarts: int = 0
+    last_error: str | None = None
+    log_tail: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GpuInventory:
+    """A node agent's GPUs: how many, and how many no instance holds."""
+
+    total: int
+    free: int
+
+
 @dataclasses.dataclass(frozen=True)
 class Observation:
+    """What one observation found. A node agent's `models` are the weights in its cache
+    (``loaded`` when an instance runs from them); its `instances` and `gpus` say what runs."""
+
     models: tuple[ObservedModel, ...]
     healthy: bool
     version: str | None = None
     metrics: EngineMetrics | None = None
+    instances: tuple[ObservedInstance, ...] = ()
+    gpus: GpuInventory | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,3 +224,21 @@ class LoraManager(Protocol):
     async def load_lora(self, name: str, path: str) -> None: ...
 
     async def unload_lora(self, name: str) -> None: ...
+
+
+@runtime_checkable
+class InstanceManager(Protocol):
+    """A node agent: starts and stops one ``vllm serve`` instance per model."""
+
+    async def start_instance(
+        self, name: str, weights: str, vllm: engineargs.VllmArgs | None
+    ) -> None:
+        """Start (or keep) the instance serving `name` from `weights` with the declared engine
+        arguments (`engineargs.agent_body`); one that runs another spec is stopped first.
+        Raises `errors.LlmctlError` subclasses; an instance that cannot be placed on free GPUs
+        is `errors.RequestRejected` with the agent's "needs N GPU, M free"."""
+        ...
+
+    async def stop_instance(self, name: str) -> None:
+        """Stop the instance (its whole process group); an absent one is success."""
+        ...

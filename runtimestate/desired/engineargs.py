@@ -12,6 +12,7 @@ never echoes an extra argument that is refused (``--api-key=K`` carries a secret
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -155,3 +156,34 @@ def from_document(raw: Mapping[str, Any]) -> VllmArgs:
     if "gpu_memory_utilization" in values:
         values["gpu_memory_utilization"] = float(values["gpu_memory_utilization"])
     return VllmArgs(**values)
+
+
+_ENGINE_FIELDS = tuple(key for key in KEYS if key != "gpus")
+
+
+def agent_body(args: VllmArgs | None) -> dict[str, Any]:
+    """What a node agent's ``PUT /v1/instances/{name}`` takes besides ``weights``: the engine
+    arguments under the agent's names (``max_model_len``...) and the GPU count, defaults left
+    out (the agent's ``gpus`` default is the tensor-parallel size, or 1)."""
+    if args is None:
+        return {"engine": {}}
+    engine: dict[str, Any] = {}
+    for field in _ENGINE_FIELDS:
+        value = getattr(args, field)
+        if value not in (None, False, ()):
+            engine[field] = list(value) if isinstance(value, tuple) else value
+    body: dict[str, Any] = {"engine": engine}
+    if args.gpus is not None:
+        body["gpus"] = args.gpus
+    return body
+
+
+def fingerprint(body: Mapping[str, Any]) -> str:
+    """One string per instance spec, the same for the body sent (`agent_body`) and the spec
+    the agent reports back (its ``engine`` and ``gpus``, defaults included or not): compare
+    them to know whether a running instance has the declared arguments."""
+    raw = body.get("engine")
+    engine = raw if isinstance(raw, Mapping) else {}
+    kept = {k: v for k, v in engine.items() if v not in (None, False, (), [])}
+    gpus = body.get("gpus")
+    return json.dumps({"engine": kept, "gpus": gpus}, sort_keys=True, separators=(",", ":"))
