@@ -25,7 +25,8 @@ GET      /v1/inventory               ``{"gpus": [{"index", "name", "memory", "ho
 GET      /v1/instances               ``{"instances": [instance, ...]}``, by name
 GET      /v1/instances/{name}        one instance: ``{"name", "path", "state", "port",
                                      "base_url", "gpus", "pid", "restarts", "last_error",
-                                     "log_tail", "argv", "started_at", "adopted"}``; 404
+                                     "log_tail", "argv", "started_at", "adopted",
+                                     "weights", "engine", "gpus_requested"}``; 404
 PUT      /v1/instances/{name}        body ``{"weights": cached name, "engine": {...},
                                      "gpus": N, "gpu_memory": "40GiB"}``: starts it (201;
                                      200 when it runs with that spec already)
@@ -34,7 +35,9 @@ DELETE   /v1/instances/{name}        ``{"stopped": name}``: the process group is
 
 Instances (`nodeagent.instanceapi`, served when the agent has a supervisor): ``state`` is
 ``starting``, ``ready``, ``CrashLoopBackOff`` (``log_tail`` has the log's last lines) or
-``stopping``; ``base_url`` is what an OpenAI client takes. A PUT's ``engine`` takes
+``stopping``; ``base_url`` is what an OpenAI client takes; ``weights``, ``engine`` (every
+field, defaults included) and ``gpus_requested`` are the spec it runs (null for an instance
+adopted from a previous agent until a PUT with the same spec). A PUT's ``engine`` takes
 ``max_model_len``, ``tensor_parallel_size``, ``gpu_memory_utilization``, ``dtype``,
 ``quantization``, ``enable_lora``, ``extra_args`` (`nodeagent.command`); unknown fields or wrong
 types are 400 ``invalid``. Refusals: 409 ``weights_absent`` (pull them first), 409

@@ -73,7 +73,8 @@ class ModelSpec:
     """One model to serve: its served name (the instance's key), weights path, arguments, need.
 
     `gpus` defaults to the tensor-parallel size (or 1); `gpu_memory_bytes` is the memory each
-    of its GPUs must have, when the model declares it.
+    of its GPUs must have, when the model declares it; `weights` is the name of the cached
+    weights `path` came from (None when it was given as a bare path).
     """
 
     name: str
@@ -81,6 +82,7 @@ class ModelSpec:
     engine: EngineArgs = EngineArgs()
     gpus: int | None = None
     gpu_memory_bytes: int | None = None
+    weights: str | None = None
 
     @property
     def gpu_count(self) -> int:

@@ -33,6 +33,8 @@ class InstanceStatus:
     """What `list` reports of one instance; `base_url` is what an OpenAI client takes.
 
     `argv` has its ``--api-key`` values masked; the real one is only in the 0600 record.
+    `spec` is what it was started with (None for an instance adopted from a previous agent
+    until a start with the same argv names it again).
     """
 
     name: str
@@ -49,6 +51,7 @@ class InstanceStatus:
     argv: tuple[str, ...]
     started_at: float
     adopted: bool
+    spec: command.ModelSpec | None = None
 
 
 @dataclasses.dataclass
@@ -95,6 +98,7 @@ class Instance:
             argv=command.redacted(self.argv),
             started_at=self.started_at,
             adopted=self.adopted,
+            spec=self.spec,
         )
 
     def to_record(self) -> record.InstanceRecord | None:

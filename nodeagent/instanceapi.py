@@ -12,6 +12,7 @@ Must not decide what to run (the controller does) nor touch processes itself.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from typing import Any
 
@@ -184,7 +185,9 @@ async def _spec(request: web.Request, name: str) -> command.ModelSpec | web.Resp
             409,
         )
     path = str(cached[source].path)
-    return command.ModelSpec(name, path, engine, gpus=count, gpu_memory_bytes=memory)
+    return command.ModelSpec(
+        name, path, engine, gpus=count, gpu_memory_bytes=memory, weights=source
+    )
 
 
 def _engine(value: Any) -> command.EngineArgs:
@@ -221,7 +224,11 @@ def _memory(value: Any) -> int | None:
 
 
 def describe(status: instance.InstanceStatus) -> dict[str, Any]:
-    """One instance as the API shows it (its argv with any API key masked)."""
+    """One instance as the API shows it (its argv with any API key masked), with the spec it
+    runs: ``weights`` (the cached name), ``engine`` (every engine field, defaults included)
+    and ``gpus_requested`` (the PUT's ``gpus``); all null for an adopted instance until a PUT
+    with the same spec names them again."""
+    spec = status.spec
     return {
         "name": status.name,
         "path": status.path,
@@ -236,4 +243,13 @@ def describe(status: instance.InstanceStatus) -> dict[str, Any]:
         "argv": list(status.argv),
         "started_at": status.started_at,
         "adopted": status.adopted,
+        "weights": None if spec is None else spec.weights,
+        "engine": None if spec is None else _engine_shown(spec.engine),
+        "gpus_requested": None if spec is None else spec.gpus,
     }
+
+
+def _engine_shown(engine: command.EngineArgs) -> dict[str, Any]:
+    shown = dataclasses.asdict(engine)
+    shown["extra_args"] = list(engine.extra_args)
+    return shown

@@ -208,3 +208,22 @@ async def test_an_instance_whose_command_exits_at_once_shows_crashloopbackoff_wi
     assert shown["restarts"] >= 3
     assert "exited with code 3" in shown["last_error"]
     assert "CUDA out of memory" in shown["log_tail"]
+
+
+async def test_an_instance_reports_the_spec_it_runs_so_the_controller_can_compare_it(
+    agent: Client, tmp_path: pathlib.Path
+) -> None:
+    source = await _weights(agent, tmp_path, "specced")
+    engine = {"max_model_len": 2048, "dtype": "half", "extra_args": ["--seed=1"]}
+    body = {"weights": source, "engine": engine, "gpus": 1}
+
+    created = await (await agent.put("/v1/instances/specced", json=body, headers=AUTH)).json()
+    listed = await (await agent.get("/v1/instances", headers=AUTH)).json()
+
+    assert created["weights"] == source
+    assert created["gpus_requested"] == 1
+    assert created["engine"] == {
+        "max_model_len": 2048, "tensor_parallel_size": None, "gpu_memory_utilization": None,
+        "dtype": "half", "quantization": None, "enable_lora": False, "extra_args": ["--seed=1"],
+    }  # fmt: skip
+    assert listed["instances"][0]["engine"] == created["engine"]
