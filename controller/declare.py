@@ -128,7 +128,7 @@ def backend_add(
     ctx: typer.Context,
     name: str,
     url: Annotated[str, typer.Option("--url", help="http(s) base URL, may carry a path prefix")],
-    type_: Annotated[str, typer.Option("--type", help="ollama, vllm, openai or gemini")],
+    type_: Annotated[str, typer.Option("--type", help="ollama, vllm, openai, gemini or node")],
     pool: PoolOpt = None,
     no_pool: NoPoolOpt = False,
     prune: Annotated[str, typer.Option(help="none, managed or all")] = "managed",

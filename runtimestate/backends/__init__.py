@@ -15,18 +15,36 @@ from typing import assert_never
 import httpx
 
 from runtimestate import errors
-from runtimestate.backends import base, gemini, ollama, openai, showcache, transport, vllm
+from runtimestate.backends import (
+    base,
+    gemini,
+    node,
+    ollama,
+    openai,
+    showcache,
+    transport,
+    vllm,
+)
 from runtimestate.desired import spec
 
-Backend = ollama.OllamaBackend | vllm.VllmBackend | openai.OpenAIBackend | gemini.GeminiBackend
+Backend = (
+    ollama.OllamaBackend
+    | vllm.VllmBackend
+    | openai.OpenAIBackend
+    | gemini.GeminiBackend
+    | node.NodeBackend
+)
 
-_HttpBackendClass = type[vllm.VllmBackend | openai.OpenAIBackend | gemini.GeminiBackend]
+_HttpBackendClass = type[
+    vllm.VllmBackend | openai.OpenAIBackend | gemini.GeminiBackend | node.NodeBackend
+]
 
 _CLASSES: dict[spec.BackendType, type[Backend]] = {
     spec.BackendType.OLLAMA: ollama.OllamaBackend,
     spec.BackendType.VLLM: vllm.VllmBackend,
     spec.BackendType.OPENAI: openai.OpenAIBackend,
     spec.BackendType.GEMINI: gemini.GeminiBackend,
+    spec.BackendType.NODE: node.NodeBackend,
 }
 
 
@@ -76,6 +94,8 @@ def create(
             cls = openai.OpenAIBackend
         case spec.BackendType.GEMINI:
             cls = gemini.GeminiBackend
+        case spec.BackendType.NODE:
+            cls = node.NodeBackend
         case _:
             assert_never(kind)
     return cls(

@@ -53,6 +53,7 @@ class BackendType(enum.StrEnum):
     VLLM = "vllm"
     OPENAI = "openai"
     GEMINI = "gemini"
+    NODE = "node"
 
 
 class PrunePolicy(enum.StrEnum):
@@ -207,14 +208,15 @@ def api_url(kind: BackendType, url: str) -> str:
     """The stored form of a validated base URL, so both forms users copy work for ``kind``.
 
     vLLM: the server root, without a trailing ``/v1`` (the adapter adds ``/v1/models``, and
-    ``/health``, ``/version`` and ``/metrics`` live at the root). OpenAI-compatible: the API
+    ``/health``, ``/version`` and ``/metrics`` live at the root); a node agent's root the same
+    way (its API is ``/v1/...`` under it). OpenAI-compatible: the API
     root with its version, as OpenAI SDKs take it (the adapter lists ``{url}/models``), so a
     bare host gains ``/v1``. Any other path prefix is kept; other types are left alone (the
     Gemini adapter reads both ``host`` and ``host/v1beta``). Pure and idempotent.
     """
     parsed = urllib.parse.urlsplit(url)
     path = parsed.path.rstrip("/")
-    if kind is BackendType.VLLM and path.endswith("/v1"):
+    if kind in (BackendType.VLLM, BackendType.NODE) and path.endswith("/v1"):
         path = path.removesuffix("/v1")
     elif kind is BackendType.OPENAI and not path:
         path = "/v1"

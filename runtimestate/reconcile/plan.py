@@ -50,7 +50,9 @@ from runtimestate.reconcile import planview
 _A = TypeVar("_A", bound="Action")
 
 # Catalogues of cloud providers list hundreds of models nobody declares; not drift.
-_REPORTS_UNDECLARED = frozenset({spec.BackendType.OLLAMA, spec.BackendType.VLLM})
+_REPORTS_UNDECLARED = frozenset(
+    {spec.BackendType.OLLAMA, spec.BackendType.VLLM, spec.BackendType.NODE}
+)
 
 
 class ReasonCode(enum.StrEnum):

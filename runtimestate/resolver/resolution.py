@@ -67,7 +67,7 @@ class Provider:
 
     @property
     def type(self) -> str:
-        """ollama, vllm, openai or gemini."""
+        """ollama, vllm, openai, gemini or node."""
         return self.candidate.type
 
     @property
