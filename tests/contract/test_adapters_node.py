@@ -103,7 +103,8 @@ async def test_a_pull_streams_progress_and_the_weights_are_observed_as_a_model(
     steps = await _pull(adapter, "org/tiny")
     observed = await adapter.observe()
 
-    assert before.models == () and before.instances == ()
+    assert before.models == ()
+    assert before.instances == ()
     assert steps[-1].status == "success"
     assert steps[-1].digest is not None
     assert steps[-2].completed == steps[-2].total == 2 * MIB + 2
@@ -112,7 +113,8 @@ async def test_a_pull_streams_progress_and_the_weights_are_observed_as_a_model(
     ]
     assert observed.models[0].digest == steps[-1].digest
     assert observed.gpus == base.GpuInventory(total=1, free=1)
-    assert observed.healthy and observed.version
+    assert observed.healthy
+    assert observed.version
     assert await adapter.health()
 
 
@@ -125,7 +127,8 @@ async def test_an_instance_starts_serves_keeps_its_spec_restarts_on_a_new_one_an
 
     await adapter.start_instance("org/tiny", "org/tiny", declared)
     first = await _instance(adapter, "org/tiny")
-    models = httpx.get(f"{first.base_url}/models", timeout=10).json()
+    async with httpx.AsyncClient(timeout=10) as client:
+        models = (await client.get(f"{first.base_url}/models")).json()
     await adapter.start_instance("org/tiny", "org/tiny", declared)  # the same spec: kept
     kept = await _instance(adapter, "org/tiny")
     observed = await adapter.observe()
@@ -138,7 +141,8 @@ async def test_an_instance_starts_serves_keeps_its_spec_restarts_on_a_new_one_an
 
     assert first.engine == engineargs.fingerprint(engineargs.agent_body(declared))
     assert (first.weights, first.gpus, first.restarts) == ("org/tiny", (0,), 0)
-    assert first.base_url.startswith("http://127.0.0.1:") and first.base_url.endswith("/v1")
+    assert first.base_url.startswith("http://127.0.0.1:")
+    assert first.base_url.endswith("/v1")
     assert [card["id"] for card in models["data"]] == ["org/tiny"]
     assert kept.base_url == first.base_url  # the same process, not a second one
     assert observed.models[0].loaded
@@ -186,7 +190,8 @@ async def test_delete_refuses_weights_in_use_naming_the_instance_then_deletes_an
         await adapter.delete("org/tiny")
     after = await adapter.observe()
 
-    assert "org/tiny" in in_use.value.detail and "in use" in in_use.value.detail
+    assert "org/tiny" in in_use.value.detail
+    assert "in use" in in_use.value.detail
     assert after.models == ()
 
 
@@ -219,12 +224,13 @@ async def test_a_pull_the_hub_fails_transiently_is_a_temporary_error(
     hub: hfhub.Emulator, adapter: node.NodeBackend
 ) -> None:
     fault = {"kind": "http_500", "endpoint": "/api/models/org/tiny/revision/main", "times": 50}
-    httpx.post(f"{hub.url}/_emulator/faults", json=fault, timeout=10).raise_for_status()
-    try:
-        with pytest.raises(errors.TemporaryError) as refused:
-            await _pull(adapter, "org/tiny")
-    finally:
-        httpx.delete(f"{hub.url}/_emulator/faults", timeout=10).raise_for_status()
+    async with httpx.AsyncClient(base_url=hub.url, timeout=10) as admin:
+        (await admin.post("/_emulator/faults", json=fault)).raise_for_status()
+        try:
+            with pytest.raises(errors.TemporaryError) as refused:
+                await _pull(adapter, "org/tiny")
+        finally:
+            (await admin.delete("/_emulator/faults")).raise_for_status()
 
     assert recorder.classify(refused.value)[0] is jobs.ErrorClass.TRANSIENT
 
@@ -242,7 +248,8 @@ async def test_without_the_token_every_call_is_unauthorized_and_a_wrong_one_is_n
         with pytest.raises(errors.Unauthorized) as refused:
             await mistaken.start_instance("org/tiny", "org/tiny", None)
 
-    assert wrong not in str(refused.value) and wrong not in repr(refused.value)
+    assert wrong not in str(refused.value)
+    assert wrong not in repr(refused.value)
 
 
 async def test_a_node_url_with_a_trailing_slash_works_and_an_unreachable_agent_is_unavailable(
