@@ -41,7 +41,10 @@ class Condition:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PulledModel:
-    """A model a backend reports, in the shape of Ollama's list entries plus what llmctl adds."""
+    """A model a backend reports, in the shape of Ollama's list entries plus what llmctl adds.
+
+    `base_url` is where it is served when that is not the backend's own URL (a node agent's
+    model: its ready instance's ``http://host:port/v1``); None means the backend's URL."""
 
     name: str
     model: str
@@ -58,6 +61,21 @@ class PulledModel:
     can_prompt: bool = False
     can_stream: bool = False
     loaded: bool = False
+    base_url: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstanceView:
+    """One ``vllm serve`` instance of a node agent, as status shows it (`log_tail`: the last
+    few lines of its log, when it crash-loops)."""
+
+    name: str
+    state: str
+    base_url: str
+    gpus: tuple[int, ...] = ()
+    restarts: int = 0
+    last_error: str | None = None
+    log_tail: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,6 +118,7 @@ class LLMState:
     downloads_pending: tuple[DownloadView, ...] = ()
     downloads_failed: tuple[DownloadView, ...] = ()
     downloads_held: tuple[DownloadView, ...] = ()
+    instances: tuple[InstanceView, ...] = ()  # a node agent's; empty for every other type
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -180,6 +199,7 @@ def state_from_dict(doc: Mapping[str, Any]) -> LLMState:
     def downloads(key: str) -> tuple[DownloadView, ...]:
         return tuple(DownloadView(**d) for d in doc.get(key, ()))
 
+    instances = tuple(_instance(i) for i in doc.get("instances", ()))
     return LLMState(
         id=doc["id"],
         name=doc["name"],
@@ -197,7 +217,13 @@ def state_from_dict(doc: Mapping[str, Any]) -> LLMState:
         downloads_pending=downloads("downloads_pending"),
         downloads_failed=downloads("downloads_failed"),
         downloads_held=downloads("downloads_held"),
+        instances=instances,
     )
+
+
+def _instance(doc: Mapping[str, Any]) -> InstanceView:
+    gpus, tail = tuple(doc.get("gpus", ())), tuple(doc.get("log_tail", ()))
+    return InstanceView(**{**doc, "gpus": gpus, "log_tail": tail})
 
 
 def from_wire(data: bytes) -> LLMState:

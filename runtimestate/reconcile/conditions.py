@@ -23,7 +23,7 @@ from dwqueue import jobs
 from runtimestate import snapshot
 from runtimestate.backends import base
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import plan, probing
+from runtimestate.reconcile import plan, probing, serving
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +46,12 @@ class Inputs:
 
 
 def pulled(
-    model: base.ObservedModel, declared: spec.ModelSpec | None = None
+    model: base.ObservedModel,
+    declared: spec.ModelSpec | None = None,
+    base_url: str | None = None,
 ) -> snapshot.PulledModel:
-    """A reported model as the snapshot shows it, with the declared overrides applied."""
+    """A reported model as the snapshot shows it, with the declared overrides applied;
+    `base_url` where it is served when not at the backend's URL (`serving.urls`)."""
     details = model.details
     context = model.context_length
     caps = {"chat": model.can_chat, "embed": model.can_embed, "prompt": model.can_prompt,
@@ -73,6 +76,7 @@ def pulled(
         can_prompt=caps["prompt"],
         can_stream=caps["stream"],
         loaded=model.loaded,
+        base_url=base_url,
     )
 
 
@@ -139,6 +143,8 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
     backend, record = inputs.backend, inputs.record
     observation = inputs.usable
     models = observation.models if observation else ()
+    instances = observation.instances if observation else ()
+    at = serving.urls(instances)
     served = {names.key(m.name, backend.spec.type) for m in models}
     holds = [a for a in inputs.actions if isinstance(a, plan.Hold)]
     pending = [j for j in inputs.jobs if j.state in (jobs.JobState.QUEUED, jobs.JobState.RUNNING)]
@@ -162,7 +168,8 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         base_url=backend.spec.url,
         models=inputs.desired,
         pulled_models=tuple(
-            pulled(m, inputs.overrides.get(names.key(m.name, backend.spec.type))) for m in models
+            pulled(m, inputs.overrides.get(names.key(m.name, backend.spec.type)), at.get(m.name))
+            for m in models
         ),
         phase=record.phase(now, policy),
         error=record.last_error if record.failures else None,
@@ -174,4 +181,5 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         downloads_pending=tuple(_download(j) for j in pending),
         downloads_failed=tuple(_download(j) for j in failed if j.id not in held_ids),
         downloads_held=tuple(_download(j) for j in inputs.jobs if j.id in held_ids),
+        instances=serving.views(instances),
     )

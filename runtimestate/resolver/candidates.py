@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from runtimestate import snapshot
-from runtimestate.desired import names, selectors
+from runtimestate.desired import names, selectors, spec
 
 Phase = snapshot.Phase
 ProviderKey = str  # "<backend>/<model>": backend names are DNS labels, so the first "/" splits
@@ -84,10 +84,17 @@ def _capabilities(model: snapshot.PulledModel) -> frozenset[str]:
 
 
 def candidates_of(state: snapshot.LLMState) -> tuple[Candidate, ...]:
-    """Every model a backend reports, as candidates (its declared-only models are not)."""
+    """Every model a backend reports, as candidates (its declared-only models are not).
+
+    A model's own `base_url` wins over its backend's; on a node agent only models with one (a
+    ready instance) are candidates: the agent itself serves no model, cached weights are not
+    a server."""
     vllm_load = (state.load.running or 0.0) + (state.load.waiting or 0.0)
+    instanced = state.type == spec.BackendType.NODE
     result = []
     for model in state.pulled_models:
+        if instanced and model.base_url is None:
+            continue
         warm = model.loaded or state.type != names.OLLAMA
         key = f"{state.name}/{model.name}"
         result.append(
@@ -95,7 +102,7 @@ def candidates_of(state: snapshot.LLMState) -> tuple[Candidate, ...]:
                 backend=state.name,
                 backend_id=state.id,
                 type=state.type,
-                base_url=state.base_url,
+                base_url=model.base_url or state.base_url,
                 model=model.name,
                 context_length=model.context_length,
                 capabilities=_capabilities(model),

@@ -121,3 +121,12 @@ def test_env_credentials_read_the_variable_at_use() -> None:
     assert secret.reveal() == "sk-2"
     with pytest.raises(credentials.CredentialError, match="OPENAI_API_KEY is not set"):
         credentials.resolve(ref, {})
+
+
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.5:8700", "http://10.0.0.5:8700/", "http://10.0.0.5:8700/v1/"]
+)
+def test_a_node_backend_url_is_stored_as_the_agents_root(url: str) -> None:
+    backend = _backend(type="node", url=url)
+    assert backend.type is spec.BackendType.NODE
+    assert backend.url == "http://10.0.0.5:8700"

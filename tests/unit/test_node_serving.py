@@ -1,0 +1,82 @@
+"""A node agent's models are served by their instances: status shows the instances, and the
+resolver routes a model to its ready instance's URL, never to the agent itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from runtimestate import snapshot
+from runtimestate.backends import base
+from runtimestate.reconcile import serving
+from runtimestate.resolver import candidates
+
+AGENT = "http://gpu-7:8700"
+SERVED = "http://127.0.0.1:41001/v1"
+
+
+def _instance(name: str, state: base.InstanceState, url: str) -> base.ObservedInstance:
+    return base.ObservedInstance(
+        name=name, weights=name, state=state, base_url=url, engine="{}", gpus=(0,), restarts=2,
+        last_error="exit 1", log_tail=("boom",),
+    )  # fmt: skip
+
+
+def _state(kind: str, pulled: tuple[snapshot.PulledModel, ...]) -> snapshot.LLMState:
+    return snapshot.LLMState(
+        id=3,
+        name="gpu-7",
+        type=kind,
+        base_url=AGENT,
+        models=(),
+        pulled_models=pulled,
+        phase=snapshot.Phase.READY,
+        last_ok_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        instances=(snapshot.InstanceView("org/a", "ready", SERVED, (0, 1), 1, "x", ("l1",)),),
+    )
+
+
+def test_a_node_model_is_a_candidate_at_its_instance_url_only_when_it_has_one() -> None:
+    state = _state(
+        "node",
+        (
+            snapshot.PulledModel("org/a", "org/a", can_chat=True, base_url=SERVED),
+            snapshot.PulledModel("org/cached-only", "org/cached-only", can_chat=True),
+        ),
+    )
+    found = candidates.candidates_of(state)
+    assert [(c.model, c.base_url) for c in found] == [("org/a", SERVED)]
+
+
+def test_a_model_without_its_own_url_on_another_backend_type_is_at_the_backends_url() -> None:
+    state = _state("vllm", (snapshot.PulledModel("org/a", "org/a", can_chat=True),))
+    assert [c.base_url for c in candidates.candidates_of(state)] == [AGENT]
+
+
+def test_only_ready_instances_give_their_model_a_url() -> None:
+    running = [
+        _instance("org/a", base.InstanceState.READY, SERVED),
+        _instance("org/b", base.InstanceState.STARTING, "http://127.0.0.1:41002/v1"),
+        _instance("org/c", base.InstanceState.CRASH_LOOP, "http://127.0.0.1:41003/v1"),
+    ]
+    assert serving.urls(running) == {"org/a": SERVED}
+    shown = serving.views(reversed(running))
+    assert [(v.name, v.state) for v in shown] == [
+        ("org/a", "ready"), ("org/b", "starting"), ("org/c", "CrashLoopBackOff"),
+    ]  # fmt: skip
+    assert shown[2] == snapshot.InstanceView(
+        "org/c", "CrashLoopBackOff", "http://127.0.0.1:41003/v1", (0,), 2, "exit 1", ("boom",)
+    )
+
+
+def test_instances_and_model_urls_survive_the_status_tables_json_round_trip() -> None:
+    state = _state("node", (snapshot.PulledModel("org/a", "org/a", base_url=SERVED),))
+    assert snapshot.from_wire(snapshot.to_wire(state)) == state
+
+
+def test_a_status_row_written_before_instances_existed_still_loads() -> None:
+    doc = snapshot.state_to_dict(_state("vllm", (snapshot.PulledModel("m", "m"),)))
+    del doc["instances"]
+    del doc["pulled_models"][0]["base_url"]
+    loaded = snapshot.state_from_dict(doc)
+    assert loaded.instances == ()
+    assert loaded.pulled_models[0].base_url is None
