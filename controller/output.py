@@ -88,15 +88,38 @@ def status_doc(
             for c in observed.conditions
         ],
         "models": [
-            {"name": m.name, "size": m.size, "contextLength": m.context_length, "loaded": m.loaded}
+            {
+                "name": m.name,
+                "size": m.size,
+                "contextLength": m.context_length,
+                "loaded": m.loaded,
+                "baseUrl": m.base_url,
+            }
             for m in observed.pulled_models
         ],
+        "instances": _instances(observed),
         "downloads": {
             "pending": downloads(observed.downloads_pending),
             "failed": downloads(observed.downloads_failed),
             "held": downloads(observed.downloads_held),
         },
     }
+
+
+def _instances(observed: snapshot.LLMState) -> list[dict[str, Any]]:
+    """A node agent's ``vllm serve`` instances (empty for every other backend type)."""
+    return [
+        {
+            "name": i.name,
+            "state": i.state,
+            "baseUrl": i.base_url,
+            "gpus": list(i.gpus),
+            "restarts": i.restarts,
+            "lastError": i.last_error,
+            "logTail": list(i.log_tail),
+        }
+        for i in observed.instances
+    ]
 
 
 def backend_doc(
@@ -312,8 +335,8 @@ def _model_rows(models: list[dict[str, Any]], wide: bool) -> list[dict[str, Any]
 
 
 def render_backend(doc: dict[str, Any], console: Console, *, wide: bool = False) -> None:
-    """``backend get`` as a person reads it: the spec, then conditions, models, downloads;
-    sizes human (``4.7 GB``), in bytes when ``wide``."""
+    """``backend get`` as a person reads it: the spec, then conditions, models, downloads,
+    a node agent's instances; sizes human (``4.7 GB``), in bytes when ``wide``."""
     status = doc.get("status")
     render_one({k: v for k, v in doc.items() if k != "status"}, Format.TABLE, console)
     if status is None:
@@ -326,7 +349,9 @@ def render_backend(doc: dict[str, Any], console: Console, *, wide: bool = False)
         ("CONDITION", ["type", "status", "reason", "message"], status["conditions"]),
         ("MODEL", ["name", "size", "contextLength", "loaded"], _model_rows(status["models"], wide)),
         ("DOWNLOAD", ["id", "model", "state", "percent", "error"], _downloads(status)),
-    )
+        ("INSTANCE", ["name", "state", "baseUrl", "gpus", "restarts", "lastError"],
+         status.get("instances", [])),
+    )  # fmt: skip
     for title, keys, rows in sections:
         if rows:
             headers = [title, *(key.upper() for key in keys[1:])]

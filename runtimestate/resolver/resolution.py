@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from typing import Any, Protocol
 
 from runtimestate import credentials
+from runtimestate.desired import spec
 from runtimestate.resolver import candidates, cooldown, demand, policies
 
 
@@ -102,8 +103,12 @@ class Provider:
     def credentials(self) -> credentials.Secret | None:
         """The backend's API key as a `Secret` (None: it has none), resolved now.
 
+        A node agent's is None: its token opens the agent's own API (pulls, instances) and
+        is never handed to an application; its instances take no key.
         Raises `credentials.CredentialError` when the key cannot be found or decrypted.
         """
+        if self.candidate.type == spec.BackendType.NODE:
+            return None
         return self._keys(self.candidate.backend)
 
     def to_dict(self) -> dict[str, Any]:

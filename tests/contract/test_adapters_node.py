@@ -1,6 +1,6 @@
 """The node adapter against a real node agent: ``llmctl node serve`` as an operator starts it.
 
-The agent runs as a process with a declared GPU (``--gpus 1x24GiB``), the emulated Hugging Face
+The agent runs as a process (`node_agent_process`) with a declared GPU (``--gpus 1x24GiB``), the emulated Hugging Face
 Hub as its hub and ``llmctl emulate vllm`` as its instance command; the adapter
 (`runtimestate.backends.node.NodeBackend`) talks to it over HTTP with the agent's token, as
 the controller does. Every method and every refusal the agent can answer is exercised.
@@ -8,11 +8,7 @@ the controller does. Every method and every refusal the agent can answer is exer
 
 from __future__ import annotations
 
-import os
 import pathlib
-import shlex
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -24,15 +20,11 @@ from runtimestate import errors
 from runtimestate.backends import base, node
 from runtimestate.desired import engineargs
 from runtimestate.downloads import recorder
+from tests.integration import node_agent_process
 from tests.integration import node_instances_fixtures as fx
 
-LLMCTL = str(pathlib.Path(sys.executable).parent / "llmctl")
 TOKEN = "node-adapter-t0ken-secret"
 MIB = 1024 * 1024
-EMULATED = (
-    f"{shlex.quote(LLMCTL)} emulate vllm --host {{host}} --port {{port}} "
-    "--served-model-name {name} --model {path}"
-)
 REPOS = [
     hfhub.RepoSpec("org/tiny", {"config.json": b"{}", "model.safetensors": 2 * MIB}),
     hfhub.RepoSpec("org/other", {"config.json": b"{}", "model.safetensors": MIB}),
@@ -49,22 +41,8 @@ def hub() -> Iterator[hfhub.Emulator]:
 
 @pytest.fixture
 def agent_url(hub: hfhub.Emulator, tmp_path: pathlib.Path) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LLMCTL_"))}
-    env |= {"LLMCTL_DATA_DIR": str(tmp_path / "data"), "LLMCTL_NODE_TOKEN": TOKEN,
-            "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
-    argv = [LLMCTL, "node", "serve", "--port", "0", "--gpus", "1x24GiB"]
-    argv += ["--command", EMULATED, "--hf-endpoint", hub.url]
-    process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        assert "listening on " in banner, process.communicate()
-        yield banner.split("listening on ")[1].split()[0]
-    finally:
-        process.kill()
-        process.wait()
+    with node_agent_process.running(tmp_path / "data", hub.url, TOKEN) as url:
+        yield url
 
 
 @pytest.fixture

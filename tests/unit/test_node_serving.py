@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from runtimestate import snapshot
+from runtimestate import credentials, snapshot
 from runtimestate.backends import base
 from runtimestate.reconcile import serving
-from runtimestate.resolver import candidates
+from runtimestate.resolver import candidates, resolution
 
 AGENT = "http://gpu-7:8700"
 SERVED = "http://127.0.0.1:41001/v1"
@@ -80,3 +80,12 @@ def test_a_status_row_written_before_instances_existed_still_loads() -> None:
     loaded = snapshot.state_from_dict(doc)
     assert loaded.instances == ()
     assert loaded.pulled_models[0].base_url is None
+
+
+def test_a_provider_on_a_node_never_hands_out_the_agents_token() -> None:
+    token = credentials.Secret("agent-t0ken")
+    pulled = (snapshot.PulledModel("org/a", "org/a", base_url=SERVED),)
+    on_node = candidates.candidates_of(_state("node", pulled))[0]
+    on_vllm = candidates.candidates_of(_state("vllm", pulled))[0]
+    assert resolution.Provider(on_node, lambda backend: token).credentials() is None
+    assert resolution.Provider(on_vllm, lambda backend: token).credentials() is token
