@@ -99,3 +99,22 @@ def test_weights_on_a_node_without_a_ready_instance_are_not_resolvable(
     assert [(m["name"], m["baseUrl"]) for m in doc["status"]["models"]] == [("org/tiny", None)]
     assert doc["status"]["instances"] == []
     assert refused.code == 1, refused.out + refused.err
+
+
+def test_backend_add_help_lists_node_and_a_file_declares_one_at_the_agents_root(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(
+        "apiVersion: llmctl/v1\nkind: Backend\nmetadata: {name: gpu-7}\n"
+        'spec: {type: node, url: "http://10.0.0.7:8700/v1/"}\n'
+    )
+
+    helped = _ok(llmctl, "backend", "add", "--help").out
+    _ok(llmctl, "apply", "-f", str(path))
+    doc = _ok(llmctl, "backend", "get", "gpu-7", "-o", "json").json()
+    again = _ok(llmctl, "apply", "-f", str(path)).out
+
+    assert "node" in helped
+    assert (doc["type"], doc["url"]) == ("node", "http://10.0.0.7:8700")
+    assert "unchanged" in again

@@ -342,7 +342,10 @@ def test_when_every_provider_cools_down_the_error_says_when_the_first_gets_a_tri
         ({"capability": "vision"}, "capability: 'vision' is not one of chat|embed|prompt|stream"),
         ({"min_context": 0}, "min_context: 0 must be a positive number of tokens"),
         ({"min_context": True}, "min_context: True must be a positive number of tokens"),
-        ({"types": frozenset({"tpu"})}, "types: ['tpu'] are not among gemini|ollama|openai|vllm"),
+        (
+            {"types": frozenset({"tpu"})},
+            "types: ['tpu'] are not among gemini|node|ollama|openai|vllm",
+        ),
         (
             {"policy": "fastest"},
             "policy: 'fastest' is not one of random|round_robin|highest_context|least_loaded|sticky|warm_first|adaptive",

@@ -144,7 +144,7 @@ def test_the_planners_view_can_pull_and_delete_exactly_as_the_adapter_declares(
     view = reuse.Reuse().view(state, state.backends[0], None, stale=False)
     declared = backends.capabilities(kind)
     assert (view.can_pull, view.can_delete) == (declared.can_pull, declared.can_delete)
-    assert view.can_pull is (kind is spec.BackendType.OLLAMA)
+    assert view.can_pull is (kind in (spec.BackendType.OLLAMA, spec.BackendType.NODE))
 
 
 def test_an_adapter_that_learns_to_pull_is_planned_for_without_touching_the_planner(
