@@ -53,6 +53,7 @@ class BackendType(enum.StrEnum):
     VLLM = "vllm"
     OPENAI = "openai"
     GEMINI = "gemini"
+    NODE = "node"
 
 
 class PrunePolicy(enum.StrEnum):

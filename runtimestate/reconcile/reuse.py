@@ -51,6 +51,18 @@ _KEPT_OVERRIDES = 16  # mappings of the last reads: four backend types, a few re
 _served = functools.lru_cache(maxsize=16384)(planview.ServedModel)
 
 
+def observed_view(usable: base.Observation, stale: bool) -> planview.ObservedView:
+    """The planner's view of an observation: its models, and a node agent's instances and
+    free GPUs."""
+    served = tuple(_served(m.name, m.loaded) for m in usable.models)
+    instances = tuple(
+        planview.InstanceView(i.name, i.weights, i.state.value, i.engine, i.last_error)
+        for i in usable.instances
+    )
+    free = usable.gpus.free if usable.gpus is not None else None
+    return planview.ObservedView(served, stale=stale, instances=instances, gpus_free=free)
+
+
 class Reuse:
     """Per-backend views and states of the last cycle; one per `cycle.BackendCycle`."""
 
@@ -95,14 +107,12 @@ class Reuse:
             and held.desired_key == key
         ):
             return held.view
-        observed = None
-        if usable is not None:
-            served = tuple(_served(m.name, m.loaded) for m in usable.models)
-            observed = planview.ObservedView(served, stale=stale)
+        observed = None if usable is None else observed_view(usable, stale)
         able = backends.capabilities(backend.spec.type)
         view = planview.backend_view(
-            state, backend, observed, can_pull=able.can_pull, can_delete=able.can_delete
-        )
+            state, backend, observed, can_pull=able.can_pull, can_delete=able.can_delete,
+            runs_instances=able.runs_instances,
+        )  # fmt: skip
         self._views[name] = _View(usable, stale, key, backend.spec.prune, view)
         return view
 
