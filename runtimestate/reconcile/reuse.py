@@ -127,7 +127,7 @@ class Reuse:
         models filled in) unless every input it reads is what it was: the view (served models,
         and desired models through the declarations), the declared overrides, the usable
         observation, the record's outcome, the phase, the actions, the jobs, the observed
-        generation and the backend's identity fields."""
+        generation, the backend's identity fields and the starts its agent refused."""
         record, backend, usable = inputs.record, inputs.backend, inputs.usable
         failing = record.failures > 0
         rest = (
@@ -140,6 +140,7 @@ class Reuse:
             inputs.observed_generation,
             (backend.meta.id, backend.spec.type, backend.spec.url),
             inputs.overrides,  # of every declared model: served here need not be desired
+            tuple(sorted(inputs.refused.items())),
         )
         held = self._states.get(backend.name)
         if held is not None and held.usable is usable and held.view is view and held.rest == rest:

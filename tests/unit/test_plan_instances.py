@@ -226,14 +226,16 @@ def test_a_restart_waits_while_another_copy_of_the_model_is_not_ready() -> None:
     assert [type(a) for a in plan.compute([ready, old]).mutating] == [plan.RestartInstance]
 
 
-def test_a_crash_looping_instance_is_restarted_without_waiting_for_the_others() -> None:
-    looping = agent(
-        "gpu-1", wanted=[(QWEN, LONG)], weights=[QWEN], running=[instance(QWEN, "CrashLoopBackOff")]
-    )
-    healthy = agent("gpu-2", wanted=[(QWEN, LONG)], weights=[QWEN], running=[instance(QWEN)])
-    assert rows(plan.compute([looping, healthy])) == [
+def test_crash_looping_instances_are_restarted_without_waiting_for_the_others() -> None:
+    def looping(name: str) -> planview.BackendView:
+        running = [instance(QWEN, planview.CRASH_LOOP)]
+        return agent(name, wanted=[(QWEN, LONG)], weights=[QWEN], running=running)
+
+    healthy = agent("gpu-3", wanted=[(QWEN, LONG)], weights=[QWEN], running=[instance(QWEN)])
+    assert rows(plan.compute([looping("gpu-1"), looping("gpu-2"), healthy])) == [
         ("restartinstance", "gpu-1", QWEN, "crash_loop"),
-        ("declared_not_served", "gpu-2", QWEN, "restart_waits"),
+        ("restartinstance", "gpu-2", QWEN, "crash_loop"),
+        ("declared_not_served", "gpu-3", QWEN, "restart_waits"),
     ]
 
 
