@@ -12,7 +12,8 @@ model's instance, its weights and its served name are all the declared name.
   does not fit is drift (declared, not served) with code ``unplaceable`` and the agent's words
   ("needs 1 GPU, 0 free"). An inventory the agent did not report leaves placing to the agent.
 - Restart: an instance whose engine fingerprint differs from the declared one
-  (`engineargs.fingerprint` of `engineargs.agent_body`) is restarted (stop, then start). Across
+  (`engineargs.fingerprint` of `engineargs.agent_body`) is restarted (stop, then start); one
+  whose agent reports no spec (an empty fingerprint) is left alone. Across
   the fleet restarts roll (`roll`): at most one copy of a model per cycle, and none while
   another copy of it is not ready; the deferred ones are drift saying what they wait for. A
   crash-looping instance serves nothing, so its restart is never held back.
@@ -108,8 +109,8 @@ def _start(
 def _restart(
     facts: plan.Facts, model: planview.DesiredModel, found: planview.InstanceView
 ) -> plan.Action | None:
-    if found.engine == model.engine or found.state == planview.STOPPING:
-        return None
+    if not found.engine or found.engine == model.engine or found.state == planview.STOPPING:
+        return None  # an agent that does not report the spec it runs is never restarted
     name = facts.view.name
     if not facts.fresh:
         text = "engine arguments changed; the restart waits for a fresh observation"

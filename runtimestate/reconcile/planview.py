@@ -56,7 +56,8 @@ class DesiredModel:
 class InstanceView:
     """A node agent's instance: `name` is the model it serves, `weights` what it runs from,
     `state` one of `STARTING`, `READY`, `CRASH_LOOP`, `STOPPING`, `engine` the fingerprint of
-    the spec it runs (`engineargs.fingerprint`), `last_error` why it last failed."""
+    the spec it runs (`engineargs.fingerprint`; empty when the agent does not report it),
+    `last_error` why it last failed."""
 
     name: str
     weights: str

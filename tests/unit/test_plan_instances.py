@@ -137,6 +137,12 @@ def test_changed_engine_arguments_restart_the_instance_with_the_declared_ones() 
     )
 
 
+def test_an_instance_whose_agent_reports_no_spec_is_never_restarted() -> None:
+    unknown = dataclasses.replace(instance(QWEN), engine="")
+    view = agent(wanted=[(QWEN, LONG)], weights=[QWEN], running=[unknown])
+    assert plan.compute([view]).actions == ()
+
+
 def test_a_restart_waits_for_a_fresh_observation() -> None:
     view = agent(wanted=[(QWEN, LONG)], weights=[QWEN], running=[instance(QWEN)], stale=True)
     assert rows(plan.compute([view])) == [
