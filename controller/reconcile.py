@@ -45,6 +45,9 @@ def _kind(action: plan.Action) -> str:
         plan.Prune: "prune",
         plan.ReportDrift: "drift",
         plan.Hold: "hold",
+        plan.StartInstance: "start",
+        plan.RestartInstance: "restart",
+        plan.StopInstance: "stop",
     }[type(action)]
 
 

@@ -131,7 +131,7 @@ class DesiredState:
                 value, meta = model.spec, model.meta
                 members.append(
                     (wanted, meta.id, meta.generation, value.name, value.context_length,
-                     value.capabilities, self.model_joined(pool, wanted))
+                     value.capabilities, value.vllm, self.model_joined(pool, wanted))
                 )  # fmt: skip
             keys[pool.name] = (pool.meta.id, pool.meta.generation, tuple(members))
         return keys

@@ -7,7 +7,13 @@ Conditions:
 
 - ``Reachable``: the last probe answered (reason ``ok``) or the error's reason code.
 - ``ModelsReady``: every desired model is served (``ok``), or why not (``pulling``,
-  ``held``, ``missing``, ``unobserved``).
+  ``held``, ``missing``, ``unobserved``, ``instances_not_ready``). On a node agent a model is
+  served only when its instance is ready.
+- ``InstancesReady`` (node agents only): every desired model's instance is ready (``ok``), or
+  the worst reason (``crash_loop``, ``start_failed``, ``unplaceable``, ``starting``,
+  ``not_started``); the message gives each desired model's instance state: ready, starting,
+  CrashLoopBackOff with its last error, unplaceable with the GPU numbers, the agent's refusal
+  of a start, waiting for weights, and a restart that waits for another copy.
 - ``DeclaredNotServed`` / ``ServedNotDeclared``: drift the planner reported and llmctl does not
   act on (a vLLM node's fixed model set, a cloud provider's listing, models the prune policy
   keeps); the message names the models.
@@ -43,6 +49,8 @@ class Inputs:
     # Every declared model with overrides, by comparison key: their context length and
     # capabilities win over what the backend reports, desired here or not (DESIGN section 4).
     overrides: Mapping[names.ModelKey, spec.ModelSpec] = dataclasses.field(default_factory=dict)
+    # A node agent's refusals this cycle: model -> why its start or restart failed.
+    refused: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def pulled(
@@ -108,7 +116,8 @@ def _models_ready(
 ) -> snapshot.Condition:
     kind = inputs.backend.spec.type
     missing = [m for m in inputs.desired if names.key(m, kind) not in served]
-    if inputs.usable is None:
+    usable = inputs.usable
+    if usable is None:
         return snapshot.Condition("ModelsReady", False, "unobserved", "no usable observation")
     if not missing:
         return snapshot.Condition("ModelsReady", True, "ok")
@@ -119,7 +128,61 @@ def _models_ready(
         return snapshot.Condition(
             "ModelsReady", False, "pulling", f"pulling: {_names(j.model for j in pending)}"
         )
+    if kind is spec.BackendType.NODE:
+        weights = {names.key(m.name, kind) for m in usable.models}
+        if all(names.key(m, kind) in weights for m in missing):
+            text = f"instances not ready: {_names(missing)}"
+            return snapshot.Condition("ModelsReady", False, "instances_not_ready", text)
     return snapshot.Condition("ModelsReady", False, "missing", f"missing: {_names(missing)}")
+
+
+_LAST_ERROR = 200  # characters of an instance's last error shown in its condition
+# The reasons of InstancesReady, worst first.
+_WORST = ("crash_loop", "start_failed", "unplaceable", "starting", "not_started")
+
+
+def _instances_ready(inputs: Inputs, observation: base.Observation) -> snapshot.Condition:
+    """Each desired model's instance state on a node agent, and the worst of them."""
+    kind = inputs.backend.spec.type
+    running = {names.key(i.name, kind): i for i in observation.instances}
+    weights = {names.key(m.name, kind) for m in observation.models}
+    drift = {
+        names.key(a.model, kind): a.reason
+        for a in inputs.actions
+        if isinstance(a, plan.ReportDrift)
+        and a.reason.code in (plan.ReasonCode.UNPLACEABLE, plan.ReasonCode.RESTART_WAITS)
+    }
+    found: list[tuple[str, str]] = []  # (reason, "model: state")
+    for model in sorted(inputs.desired):
+        key = names.key(model, kind)
+        reason, text = _instance_state(running.get(key), inputs.refused.get(model))
+        if reason == "not_started" and key not in weights:
+            text = "waiting for weights"
+        held = drift.get(key)
+        if held is not None:
+            unplaceable = held.code is plan.ReasonCode.UNPLACEABLE and reason == "not_started"
+            reason = "unplaceable" if unplaceable else reason
+            text = f"unplaceable: {held.text}" if unplaceable else f"{text}; {held.text}"
+        found.append((reason, f"{model}: {text}"))
+    message = "; ".join(line for _, line in found)
+    reasons = {reason for reason, _ in found}
+    worst = next((r for r in _WORST if r in reasons), None)
+    if worst is None:
+        return snapshot.Condition("InstancesReady", True, "ok", message)
+    return snapshot.Condition("InstancesReady", False, worst, message)
+
+
+def _instance_state(found: base.ObservedInstance | None, refused: str | None) -> tuple[str, str]:
+    if found is None:
+        return ("start_failed", f"start failed: {refused}") if refused else ("not_started", "")
+    match found.state:
+        case base.InstanceState.READY:
+            return "ok", "ready"
+        case base.InstanceState.CRASH_LOOP:
+            error = (found.last_error or "no error reported")[:_LAST_ERROR]
+            return "crash_loop", f"CrashLoopBackOff ({error})"
+        case _:
+            return "starting", found.state.value
 
 
 def _drift(actions: Sequence[plan.Action]) -> list[snapshot.Condition]:
@@ -136,6 +199,10 @@ def _drift(actions: Sequence[plan.Action]) -> list[snapshot.Condition]:
             )
             conditions.append(snapshot.Condition(type_, True, found[0].reason.code.value, message))
     return conditions
+
+
+def _runs(backend: spec.Backend) -> bool:
+    return backend.spec.type is spec.BackendType.NODE
 
 
 def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.LLMState:
@@ -156,9 +223,14 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         if metrics
         else snapshot.Load()
     )
+    if _runs(backend):  # served: a ready instance
+        instances = observation.instances if observation else ()
+        ready = [i for i in instances if i.state is base.InstanceState.READY]
+        served = {names.key(i.name, backend.spec.type) for i in ready}
     conditions = (
         _reachable(record),
         _models_ready(inputs, served, holds, pending),
+        *([_instances_ready(inputs, observation)] if observation and _runs(backend) else []),
         *_drift(inputs.actions),
     )
     return snapshot.LLMState(

@@ -220,7 +220,9 @@ class BackendCycle:
         if not dry_run:
             outcomes = await self._executor.apply(decided, read.desired)
             read = await self._reread_jobs(read)
-        states = self._states(read, decided, views, now, forget=not selector)
+        states = self._states(
+            read, decided, views, now, forget=not selector, refused=refused(outcomes)
+        )
         taken = snapshot.Snapshot(states, self._cycle, now)
         written = True
         if not dry_run:
@@ -277,6 +279,7 @@ class BackendCycle:
         now: dt.datetime,
         *,
         forget: bool = True,
+        refused: Mapping[str, Mapping[str, str]] | None = None,
     ) -> dict[str, snapshot.LLMState]:
         by_backend: dict[str, list[jobs.Job]] = {}
         for job in read.jobs:
@@ -284,7 +287,7 @@ class BackendCycle:
         states = {
             backend.name: self._state(
                 read.desired, backend, decided, by_backend.get(backend.name, ()),
-                views[backend.name], now,
+                views[backend.name], now, (refused or {}).get(backend.name, {}),
             )
             for backend in read.desired.backends
         }  # fmt: skip
@@ -301,8 +304,10 @@ class BackendCycle:
         backend_jobs: Sequence[jobs.Job],
         view: planview.BackendView,
         now: dt.datetime,
+        refused: Mapping[str, str] | None = None,
     ) -> snapshot.LLMState:
-        """One backend's state after this pass (the one kept by `reuse`, when no input changed)."""
+        """One backend's state after this pass (the one kept by `reuse`, when no input changed);
+        ``refused``: the instance starts its node agent refused in this pass, by model."""
         policy = self._settings.probing
         record = self._observer.record(backend.name)
         inputs = conditions.Inputs(
@@ -313,6 +318,7 @@ class BackendCycle:
             jobs=backend_jobs,
             observed_generation=self._observer.generation(backend.name),
             overrides=self._reuse.overrides(state.overrides(backend.spec.type)),
+            refused=refused or {},
         )
         return self._reuse.state(
             inputs,
@@ -333,6 +339,17 @@ def _build(
     return conditions.build(
         dataclasses.replace(inputs, desired=tuple(m.name for m in declared)), now, policy
     )
+
+
+def refused(outcomes: Sequence[execution.Outcome]) -> dict[str, dict[str, str]]:
+    """The failed instance starts and restarts of a pass, by backend and model."""
+    found: dict[str, dict[str, str]] = {}
+    for outcome in outcomes:
+        action = outcome.action
+        started = isinstance(action, plan.StartInstance | plan.RestartInstance)
+        if started and not outcome.ok and not outcome.skipped:
+            found.setdefault(action.backend, {})[action.model] = outcome.detail
+    return found
 
 
 def _selected(read: _Read, selector: selectors.Selector) -> _Read:

@@ -1,10 +1,13 @@
-"""Applying a plan: pulls queued and jobs cancelled in one transaction, prunes under locks.
+"""Applying a plan: pulls queued and jobs cancelled in one transaction, the rest under locks.
 
 `Executor.apply` is called by `runtimestate.reconcile.cycle` with the plan of a pass that is not
 a dry run. Pulls and cancellations go to the download queue (`dwqueue.queue`) in one transaction
-whose events are published after it commits; prunes go through the adapters, under each
-backend's advisory lock so replicas never delete from one backend at once, and then drop
-llmctl's record of the model (retried on the next apply when that write fails).
+whose events are published after it commits. The rest goes through the adapters, under each
+backend's advisory lock so replicas never act on one backend at once, in phases: a node
+agent's instance stops, then prunes, then instance starts and restarts (stop, then start) in
+plan order. A prune then drops llmctl's record of the model, and a start records the model as
+llmctl's (`status.record_pulled`, so `prune: managed` may stop it later); both writes are
+retried on the next apply when they fail. A prune whose model's stop failed is not attempted.
 
 It must not decide anything (what to do is the plan's) and never raises: an action that fails,
 or that another replica's lock holds back, is an `Outcome` that says so.
@@ -17,8 +20,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Protocol, TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,11 +29,23 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from dwqueue import queue, rows
 from runtimestate import clock, database, desired, errors, locks
 from runtimestate.backends import adapters, base
-from runtimestate.desired import names
+from runtimestate.desired import names, spec
 from runtimestate.reconcile import failures, plan, recording, status
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+Acted = plan.StopInstance | plan.Prune | plan.StartInstance | plan.RestartInstance
+_PHASES: tuple[tuple[type[Acted], ...], ...] = (
+    (plan.StopInstance,), (plan.Prune,), (plan.StartInstance, plan.RestartInstance)
+)  # fmt: skip
+
+
+class AdapterSource(Protocol):
+    """Where the executor gets adapters: `adapters.AdapterPool` (or a test's own)."""
+
+    def get(self, backend: spec.BackendSpec) -> object: ...
+
+    def redact(self, name: str, text: str) -> str: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +68,7 @@ class Executor:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        pool: adapters.AdapterPool,
+        pool: adapters.AdapterPool | AdapterSource,
         *,
         sink: recording.MessageSink | None,
         clock: clock.Clock,
@@ -64,6 +79,8 @@ class Executor:
         self._clock = clock
         # Prunes done whose managed record could not be dropped: retried on the next apply.
         self._unforgotten: dict[str, set[str]] = {}
+        # Starts done whose managed record could not be written: (model, key) per backend.
+        self._unrecorded: dict[str, set[tuple[str, str]]] = {}
 
     async def _tx(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         return await database.transaction(self._sessions, work)
@@ -71,13 +88,15 @@ class Executor:
     async def apply(self, decided: plan.Plan, state: desired.DesiredState) -> tuple[Outcome, ...]:
         """Apply the mutating actions; never raises: what fails is a failed outcome."""
         await self._forget_pruned()
+        await self._record_started()
         queued = [a for a in decided.actions if isinstance(a, plan.Pull | plan.CancelJob)]
         outcomes: list[Outcome] = await self._queue(queued) if queued else []
-        by_backend: dict[str, list[plan.Prune]] = {}
-        for prune in decided.of(plan.Prune):
-            by_backend.setdefault(prune.backend, []).append(prune)
+        by_backend: dict[str, list[Acted]] = {}
+        for action in decided.actions:  # plan order
+            if isinstance(action, Acted):
+                by_backend.setdefault(action.backend, []).append(action)
         for done in await asyncio.gather(  # none of them raises: no sibling is left unwatched
-            *(self._prune_locked(name, prunes, state) for name, prunes in by_backend.items())
+            *(self._act_locked(name, acts, state) for name, acts in by_backend.items())
         ):
             outcomes += done
         return tuple(outcomes)
@@ -112,33 +131,86 @@ class Executor:
                     await self._sink.publish(change.event)
         return outcomes
 
-    async def _prune_locked(
-        self, name: str, prunes: Sequence[plan.Prune], state: desired.DesiredState
+    async def _act_locked(
+        self, name: str, acts: Sequence[Acted], state: desired.DesiredState
     ) -> list[Outcome]:
-        """Prune under the backend's advisory lock: replicas never delete from one at once.
-        When another replica holds it, every prune is skipped (one debug line; not a failure:
+        """Act on one backend under its advisory lock: replicas never act on one at once.
+        When another replica holds it, every action is skipped (one debug line; not a failure:
         the next cycle plans again). Never raises: when the lock cannot be taken (database
-        gone), every prune failed."""
+        gone), every action failed."""
         done: list[Outcome] | None = None
         try:
             async with locks.backend_lock(self._sessions, name) as acquired:
                 if not acquired:
-                    log.debug("backend cycle: prunes skipped; another replica holds the lock",
-                              backend=name, prunes=len(prunes))  # fmt: skip
+                    log.debug("backend cycle: actions skipped; another replica holds the lock",
+                              backend=name, actions=len(acts))  # fmt: skip
                     held = "skipped: another replica is acting on this backend"
-                    return [Outcome(p, False, held, skipped=True) for p in prunes]
-                done = list(await asyncio.gather(*(self._prune(p, state) for p in prunes)))
+                    return [Outcome(a, False, held, skipped=True) for a in acts]
+                done = await self._phases(acts, state)
         except Exception as exc:  # logged by failures.logged, failed outcomes
-            detail = failures.logged("taking the backend's lock to prune", exc, backend=name)
+            detail = failures.logged("taking the backend's lock to act", exc, backend=name)
             if done is None:
-                return [Outcome(p, False, detail) for p in prunes]
-        assert done is not None  # releasing the lock failed after the prunes ran
+                return [Outcome(a, False, detail) for a in acts]
+        assert done is not None  # releasing the lock failed after the actions ran
         return done
 
-    async def _prune(self, action: plan.Prune, state: desired.DesiredState) -> Outcome:
-        """Delete one model and drop llmctl's record of it. Never raises."""
+    async def _phases(self, acts: Sequence[Acted], state: desired.DesiredState) -> list[Outcome]:
+        """Stops, then prunes (concurrently; none of a model whose stop failed), then starts
+        and restarts one by one in plan order (the planner placed them in that order)."""
+        stops = [a for a in acts if isinstance(a, plan.StopInstance)]
+        done = list(await asyncio.gather(*(self._instance(a, state) for a in stops)))
+        unstopped = {o.action.model for o in done if not o.ok}
+        prunes = [a for a in acts if isinstance(a, plan.Prune)]
+        done += await asyncio.gather(*(self._prune(p, state, unstopped) for p in prunes))
+        for action in acts:
+            if isinstance(action, plan.StartInstance | plan.RestartInstance):
+                done.append(await self._instance(action, state))
+        return done
+
+    async def _instance(
+        self,
+        action: plan.StopInstance | plan.StartInstance | plan.RestartInstance,
+        state: desired.DesiredState,
+    ) -> Outcome:
+        """Stop, start or restart one instance; a start is recorded as llmctl's. Never raises."""
         backend = state.backend(action.backend)
         assert backend is not None
+        try:
+            adapter = self._pool.get(backend.spec)
+            if not isinstance(adapter, base.InstanceManager):
+                return Outcome(action, False, "this backend does not run instances")
+            if isinstance(action, plan.StopInstance | plan.RestartInstance):
+                await adapter.stop_instance(action.model)
+            if isinstance(action, plan.StartInstance | plan.RestartInstance):
+                await adapter.start_instance(action.model, action.weights, action.vllm)
+        except errors.LlmctlError as exc:
+            detail = self._pool.redact(action.backend, exc.detail)
+            return Outcome(action, False, f"{exc.reason.value}: {detail}")
+        except Exception as exc:  # logged by failures.logged, a failed outcome
+            return Outcome(action, False, failures.logged("acting on an instance", exc))
+        if isinstance(action, plan.StopInstance):
+            return Outcome(action, True)
+        key = names.key(action.model, backend.spec.type)
+        now = self._clock.now()
+        try:
+            await self._tx(
+                lambda s: status.record_pulled(s, action.backend, action.model, key, None, now)
+            )
+        except Exception as exc:  # logged by failures.logged, retried next cycle
+            self._unrecorded.setdefault(action.backend, set()).add((action.model, key))
+            failure = failures.logged("recording a started model", exc, backend=action.backend)
+            return Outcome(action, False, f"started, but not recorded (retried): {failure}")
+        return Outcome(action, True)
+
+    async def _prune(
+        self, action: plan.Prune, state: desired.DesiredState, unstopped: Collection[str] = ()
+    ) -> Outcome:
+        """Delete one model and drop llmctl's record of it, unless its instance's stop failed
+        (``unstopped``). Never raises."""
+        backend = state.backend(action.backend)
+        assert backend is not None
+        if action.model in unstopped:
+            return Outcome(action, False, "not pruned: stopping its instance failed")
         try:
             adapter = self._pool.get(backend.spec)
             if not isinstance(adapter, base.Deleter):
@@ -177,6 +249,25 @@ class Executor:
             failures.logged("dropping the records of pruned models", exc)
             return
         self._unforgotten = {}
+
+    async def _record_started(self) -> None:
+        """Write the managed records that starts of earlier cycles could not write."""
+        if not self._unrecorded:
+            return
+        pending = self._unrecorded
+        now = self._clock.now()
+
+        async def record(session: AsyncSession) -> None:
+            for name, started in pending.items():
+                for model, key in sorted(started):
+                    await status.record_pulled(session, name, model, key, None, now)
+
+        try:
+            await self._tx(record)
+        except Exception as exc:  # logged by failures.logged, retried next cycle
+            failures.logged("recording started models", exc)
+            return
+        self._unrecorded = {}
 
 
 async def _queue_actions(

@@ -4,8 +4,9 @@
 `compute` takes per-backend views (desired models, observed models, policy, capabilities; see
 `runtimestate.reconcile.planview`), the active and held download jobs, the record of what llmctl
 pulled, and whether the desired state was read completely. It returns a `Plan`: pulls, job
-cancellations, prunes, and informative entries (drift, held downloads). The backend cycle applies
-the mutating ones; `llmctl reconcile --dry-run` prints `Plan.describe()`.
+cancellations, prunes, a node agent's instance starts, restarts and stops (their rules are
+`runtimestate.reconcile.instances`), and informative entries (drift, held downloads). The
+backend cycle applies the mutating ones; `llmctl reconcile --dry-run` prints `Plan.describe()`.
 
 Pure and deterministic: no database, HTTP, NATS or clock, and the same inputs in any order give
 the same plan. Must not import the adapters (`runtimestate.backends` imports httpx).
@@ -14,7 +15,9 @@ Each backend's share of the plan depends only on its view, its jobs, what llmctl
 it and whether the desired state was read completely; `Plan.decisions` keeps it with those
 inputs. Given the previous cycle's plan, `compute` reuses a backend's decision when its view is
 the same object and the rest compares equal, so a steady fleet is planned in O(backends), not
-O(backends x models). The result is the same as without `previous`.
+O(backends x models). The result is the same as without `previous`. One rule spans backends:
+instance restarts roll one at a time per model (`instances.roll`, a pass over the decisions
+that leaves them reusable).
 
 Rules (DESIGN.md section 5), all comparing names in the backend type's canonical form:
 - A declared model that is not observed is pulled where the backend can pull, unless a job for
@@ -27,8 +30,9 @@ Rules (DESIGN.md section 5), all comparing names in the backend type's canonical
 - An observed model that is not declared is pruned only if the backend can delete, is in a
   pool, the policy is not `none`, the desired state was read completely, the backend's desired
   set is not empty (unless the policy is `all`), llmctl pulled it (unless the policy is `all`),
-  it is not loaded and no job for it is active. Otherwise it is reported as drift, with the
-  reason it was kept (not on cloud providers, whose catalogues are not drift).
+  it is not loaded (or its instance is stopped in the same plan) and no job for it is active.
+  Otherwise it is reported as drift, with the reason it was kept (not on cloud providers,
+  whose catalogues are not drift).
 - With the desired state read completely, an active job is cancelled when its backend is gone,
   is in no pool, cannot pull, or no longer wants the model. Read incompletely, the planner acts
   only on what is declared (pulls), never on what seems absent (no prune, no cancel, no
@@ -44,8 +48,8 @@ from collections.abc import Iterable, Mapping
 from typing import TypeVar, assert_never
 
 from dwqueue import jobs as dwjobs  # `jobs` is compute's parameter
-from runtimestate.desired import names, spec
-from runtimestate.reconcile import planview
+from runtimestate.desired import engineargs, names, spec
+from runtimestate.reconcile import instances, planview  # instances imports this module back
 
 _A = TypeVar("_A", bound="Action")
 
@@ -77,6 +81,11 @@ class ReasonCode(enum.StrEnum):
     NOT_MANAGED = "not_managed"  # drift: undeclared, llmctl did not pull it
     LOADED = "loaded"  # drift: undeclared, loaded; pruned after it unloads
     BEING_PULLED = "being_pulled"  # drift: undeclared, a job for it is active
+    NO_INSTANCE = "no_instance"  # StartInstance: weights present, nothing serves them
+    ENGINE_CHANGED = "engine_changed"  # RestartInstance: the declared engine arguments differ
+    CRASH_LOOP = "crash_loop"  # RestartInstance: changed and crash-looping; not held back
+    UNPLACEABLE = "unplaceable"  # drift: not enough free GPUs for its instance
+    RESTART_WAITS = "restart_waits"  # drift: a rolling restart waits for another copy
 
 
 class DriftKind(enum.StrEnum):
@@ -156,14 +165,63 @@ class Hold:
         return f"hold {self.model} on {self.backend} (job {self.job_id}): {self.reason.text}"
 
 
-Action = Pull | CancelJob | Prune | ReportDrift | Hold
-MUTATING: tuple[type[Action], ...] = (CancelJob, Prune, Pull)
+@dataclasses.dataclass(frozen=True, slots=True)
+class StartInstance:
+    """Start the instance of `model` on a node agent, from `weights`, with `vllm`."""
 
-# Cancel first (frees a worker), prune before pull (frees disk a pull may need).
-_KIND_ORDER: Mapping[type[Action], int] = {CancelJob: 0, Prune: 1, Pull: 2, Hold: 3, ReportDrift: 4}
+    backend: str
+    model: str
+    weights: str
+    vllm: engineargs.VllmArgs | None
+    reason: Reason
+
+    def describe(self) -> str:
+        return f"start instance {self.model} on {self.backend}: {self.reason.text}"
 
 
-def _order(action: Action) -> tuple[str, int, str, str]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class RestartInstance:
+    """Stop the instance of `model`, then start it again with the declared `vllm`."""
+
+    backend: str
+    model: str
+    weights: str
+    vllm: engineargs.VllmArgs | None
+    reason: Reason
+
+    def describe(self) -> str:
+        return f"restart instance {self.model} on {self.backend}: {self.reason.text}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StopInstance:
+    """Stop the instance serving `model` on a node agent (its weights stay unless pruned)."""
+
+    backend: str
+    model: str
+    reason: Reason
+
+    def describe(self) -> str:
+        return f"stop instance {self.model} on {self.backend}: {self.reason.text}"
+
+
+Action = (
+    Pull | CancelJob | Prune | ReportDrift | Hold | StartInstance | RestartInstance | StopInstance
+)
+MUTATING: tuple[type[Action], ...] = (
+    CancelJob, StopInstance, Prune, Pull, StartInstance, RestartInstance
+)  # fmt: skip
+
+# Cancel first (frees a worker), stop before prune (frees the weights), prune before pull
+# (frees disk a pull may need), starts last (the GPUs stops freed).
+_KIND_ORDER: Mapping[type[Action], int] = {
+    CancelJob: 0, StopInstance: 1, Prune: 2, Pull: 3, StartInstance: 4, RestartInstance: 4,
+    Hold: 5, ReportDrift: 6,
+}  # fmt: skip
+
+
+def order(action: Action) -> tuple[str, int, str, str]:
+    """The sort key of plan order: backend, kind (`_KIND_ORDER`), model, then job or drift."""
     extra = action.job_id if isinstance(action, CancelJob | Hold) else ""
     if isinstance(action, ReportDrift):
         extra = action.kind.value
@@ -201,11 +259,15 @@ class Plan:
     """Actions sorted by backend, then kind (cancel, prune, pull, hold, drift), then model.
 
     `decisions` holds each declared backend's share (empty for a plan built by hand); it is
-    what `compute` may reuse next time and takes no part in comparing plans.
+    what `compute` may reuse next time and takes no part in comparing plans. `rolled` holds
+    the shares the fleet-wide restart rule changed (`instances.roll`).
     """
 
     actions: tuple[Action, ...] = ()
     decisions: Mapping[str, Decision] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
+    rolled: Mapping[str, tuple[Action, ...]] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -217,6 +279,8 @@ class Plan:
         return tuple(a for a in self.actions if isinstance(a, kind))
 
     def for_backend(self, name: str) -> Plan:
+        if name in self.rolled:
+            return Plan(self.rolled[name])
         decision = self.decisions.get(name)
         if decision is not None:
             return Plan(decision.actions)
@@ -228,8 +292,8 @@ class Plan:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Facts:
-    """One backend's inputs, indexed by comparison key."""
+class Facts:
+    """One backend's inputs, indexed by comparison key (also what `instances.decide` reads)."""
 
     view: planview.BackendView
     desired: Mapping[names.ModelKey, planview.DesiredModel]
@@ -287,12 +351,15 @@ def compute(
     if desired_complete:
         for owner in jobs_by_backend.keys() - views.keys():
             orphans += _cancellations(None, jobs_by_backend[owner])
-    # Each decision is sorted and `_order` sorts by backend first: concatenating decisions in
+    # Each decision is sorted and `order` sorts by backend first: concatenating decisions in
     # name order, then sorting only the few orphans in, gives the fully sorted plan.
     actions = [a for name in decisions for a in decisions[name].actions]
+    rolled = instances.roll(decisions, views)
+    if rolled:
+        actions = [a for name in decisions for a in rolled.get(name, decisions[name].actions)]
     if orphans:
-        actions = sorted(actions + orphans, key=_order)
-    return Plan(tuple(actions), decisions)
+        actions = sorted(actions + orphans, key=order)
+    return Plan(tuple(actions), decisions, rolled)
 
 
 def _decide(
@@ -306,9 +373,14 @@ def _decide(
     if desired_complete:
         actions += _cancellations(facts, backend_jobs)
     actions += _declared_actions(facts)
-    actions += _undeclared_actions(facts)
+    freed: frozenset[names.ModelKey] = frozenset()
+    if view.runs_instances:
+        started = instances.decide(facts)
+        freed = instances.freed(facts, started)
+        actions += started
+    actions += _undeclared_actions(facts, freed)
     return Decision(
-        view, backend_jobs, managed, desired_complete, tuple(sorted(actions, key=_order))
+        view, backend_jobs, managed, desired_complete, tuple(sorted(actions, key=order))
     )
 
 
@@ -317,7 +389,7 @@ def _facts(
     backend_jobs: Iterable[planview.JobView],
     managed: Iterable[str],
     desired_complete: bool,
-) -> _Facts:
+) -> Facts:
     desired: dict[names.ModelKey, planview.DesiredModel] = {}
     # Two spellings of one model cannot both be stored; if given anyway, keep one, stably.
     for model in sorted(view.desired, key=lambda m: (m.name, m.declaration)):
@@ -330,7 +402,7 @@ def _facts(
             active.add(job_key)
         else:
             finished[job_key].append(job)
-    return _Facts(
+    return Facts(
         view=view,
         desired=desired,
         active=frozenset(active),
@@ -340,7 +412,7 @@ def _facts(
     )
 
 
-def _cancellations(facts: _Facts | None, backend_jobs: Iterable[planview.JobView]) -> list[Action]:
+def _cancellations(facts: Facts | None, backend_jobs: Iterable[planview.JobView]) -> list[Action]:
     """Active jobs of one backend (None: no longer declared) that nobody wants any more:
     garbage collection of the queue (DESIGN section 2)."""
     result: list[Action] = []
@@ -351,7 +423,7 @@ def _cancellations(facts: _Facts | None, backend_jobs: Iterable[planview.JobView
     return result
 
 
-def _cancel_reason(facts: _Facts | None, job: planview.JobView) -> Reason | None:
+def _cancel_reason(facts: Facts | None, job: planview.JobView) -> Reason | None:
     if facts is None:
         return Reason(ReasonCode.BACKEND_DELETED, "the backend is no longer declared")
     view = facts.view
@@ -364,7 +436,7 @@ def _cancel_reason(facts: _Facts | None, job: planview.JobView) -> Reason | None
     return None
 
 
-def _declared_actions(facts: _Facts) -> list[Action]:
+def _declared_actions(facts: Facts) -> list[Action]:
     """Pull, hold or report each declared model the backend does not serve."""
     view = facts.view
     if view.observed is None:
@@ -380,7 +452,7 @@ def _declared_actions(facts: _Facts) -> list[Action]:
 
 
 def _missing(
-    facts: _Facts, model_key: names.ModelKey, model: planview.DesiredModel
+    facts: Facts, model_key: names.ModelKey, model: planview.DesiredModel
 ) -> Action | None:
     view = facts.view
     if not view.can_pull:
@@ -395,7 +467,7 @@ def _missing(
 
 
 def _pull_or_hold(
-    facts: _Facts, model_key: names.ModelKey, model: planview.DesiredModel
+    facts: Facts, model_key: names.ModelKey, model: planview.DesiredModel
 ) -> Pull | Hold:
     earlier = facts.finished.get(model_key, ())
     # Several finished jobs should not be given, but if they are, any hold wins: a user's
@@ -426,8 +498,9 @@ def _held(job: planview.JobView) -> Reason | None:
             return None
 
 
-def _undeclared_actions(facts: _Facts) -> list[Action]:
-    """Prune, or report with the reason it is kept, each served model nobody declared."""
+def _undeclared_actions(facts: Facts, freed: frozenset[names.ModelKey]) -> list[Action]:
+    """Prune, or report with the reason it is kept, each served model nobody declared
+    (``freed``: weights whose instance this plan stops, pruned as if not loaded)."""
     view = facts.view
     # With the desired state read incompletely, "not declared" cannot be known.
     if view.observed is None or view.type not in _REPORTS_UNDECLARED or not facts.desired_complete:
@@ -437,7 +510,7 @@ def _undeclared_actions(facts: _Facts) -> list[Action]:
         model_key = names.key(served.name, view.type)
         if model_key in facts.desired:
             continue
-        kept = _kept(facts, served, model_key)
+        kept = _kept(facts, served.loaded and model_key not in freed, model_key)
         if kept is None:
             result.append(Prune(view.name, served.name, _prune_reason(view.prune)))
         else:
@@ -445,7 +518,7 @@ def _undeclared_actions(facts: _Facts) -> list[Action]:
     return result
 
 
-def _kept(facts: _Facts, served: planview.ServedModel, model_key: names.ModelKey) -> Reason | None:
+def _kept(facts: Facts, loaded: bool, model_key: names.ModelKey) -> Reason | None:
     """Why an undeclared model stays (the first rule that keeps it), or None to prune it."""
     view = facts.view
     policy = view.prune
@@ -464,7 +537,7 @@ def _kept(facts: _Facts, served: planview.ServedModel, model_key: names.ModelKey
             ReasonCode.NOT_MANAGED,
             "not pulled by llmctl; prune: managed keeps it",
         ),
-        (served.loaded, ReasonCode.LOADED, "loaded; pruned after it unloads"),
+        (loaded, ReasonCode.LOADED, "loaded; pruned after it unloads"),
         (model_key in facts.active, ReasonCode.BEING_PULLED, "a download of it is active"),
     )
     for applies, code, text in rules:

@@ -5,7 +5,8 @@ observations and the download queue) and hands them to `runtimestate.reconcile.p
 are the planner's own types on purpose: the planner must not depend on adapter modules (importing
 `runtimestate.backends` pulls in httpx) nor on database rows.
 
-Pure: imports only `spec`, `names`, `desired` and `dwqueue.jobs` (all pure); no I/O, no clock.
+Pure: imports only `spec`, `names`, `engineargs`, `desired` and `dwqueue.jobs` (all pure); no
+I/O, no clock.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from collections.abc import Iterable
 
 from dwqueue import jobs
 from runtimestate import desired as desired_state
-from runtimestate.desired import names, spec
+from runtimestate.desired import engineargs, names, spec
+
+# A node agent's instance states, as its API words them (`base.InstanceState`'s values).
+STARTING = "starting"
+READY = "ready"
+CRASH_LOOP = "CrashLoopBackOff"
+STOPPING = "stopping"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -26,6 +33,37 @@ class DesiredModel:
 
     name: str
     declaration: str
+    vllm: engineargs.VllmArgs | None = None  # a node agent's engine arguments for it
+
+    @property
+    def gpus_needed(self) -> int:
+        """GPUs one instance of it holds: the declared count, else the tensor-parallel size,
+        else 1 (the node agent's own default)."""
+        args = self.vllm
+        if args is None:
+            return 1
+        if args.gpus is not None:
+            return args.gpus
+        return args.tensor_parallel_size or 1
+
+    @property
+    def engine(self) -> str:
+        """The fingerprint of the declared instance spec (`engineargs.fingerprint`)."""
+        return engineargs.fingerprint(engineargs.agent_body(self.vllm))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstanceView:
+    """A node agent's instance: `name` is the model it serves, `weights` what it runs from,
+    `state` one of `STARTING`, `READY`, `CRASH_LOOP`, `STOPPING`, `engine` the fingerprint of
+    the spec it runs (`engineargs.fingerprint`; empty when the agent does not report it),
+    `last_error` why it last failed."""
+
+    name: str
+    weights: str
+    state: str
+    engine: str
+    last_error: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,6 +81,8 @@ class ObservedView:
 
     models: tuple[ServedModel, ...]
     stale: bool = False
+    instances: tuple[InstanceView, ...] = ()  # a node agent's; `models` are its weights
+    gpus_free: int | None = None  # a node agent's GPUs no instance holds; None: not reported
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,6 +94,9 @@ class BackendView:
     `desired` is then necessarily empty. A backend in a pool whose model lists are empty is
     another case: its desired set is empty *by declaration*, and `prune: all` empties it.
     `observed` is None when this cycle's observation failed and no last good list is left.
+    `runs_instances` marks a node agent: its weights are pulled and pruned like models, and
+    one instance per desired model is started, restarted and stopped
+    (`runtimestate.reconcile.instances`).
     Raises `ValueError` for models desired on a backend in no pool.
     """
 
@@ -65,6 +108,7 @@ class BackendView:
     desired: tuple[DesiredModel, ...] = ()
     observed: ObservedView | None = None
     in_pool: bool = True
+    runs_instances: bool = False
 
     def __post_init__(self) -> None:
         if self.desired and not self.in_pool:
@@ -141,7 +185,9 @@ def desired_models(state: desired_state.DesiredState, backend: str) -> tuple[Des
             for pool, joined, models in members
             if wanted in models
         ]
-        result.append(DesiredModel(model.name, declaration(found, model, placings)))
+        result.append(
+            DesiredModel(model.name, declaration(found, model, placings), model.spec.vllm)
+        )
     return tuple(result)
 
 
@@ -152,6 +198,7 @@ def backend_view(
     *,
     can_pull: bool,
     can_delete: bool,
+    runs_instances: bool = False,
 ) -> BackendView:
     """The planner's view of one declared backend, given what was observed of it and what
     its adapter declares it can do (`runtimestate.backends.capabilities`, which this pure
@@ -165,4 +212,5 @@ def backend_view(
         desired=desired_models(state, backend.name),
         observed=observed,
         in_pool=bool(state.pools_of_backend(backend.name)),
+        runs_instances=runs_instances,
     )

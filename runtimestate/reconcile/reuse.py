@@ -51,6 +51,18 @@ _KEPT_OVERRIDES = 16  # mappings of the last reads: four backend types, a few re
 _served = functools.lru_cache(maxsize=16384)(planview.ServedModel)
 
 
+def observed_view(usable: base.Observation, stale: bool) -> planview.ObservedView:
+    """The planner's view of an observation: its models, and a node agent's instances and
+    free GPUs."""
+    served = tuple(_served(m.name, m.loaded) for m in usable.models)
+    instances = tuple(
+        planview.InstanceView(i.name, i.weights, i.state.value, i.engine, i.last_error)
+        for i in usable.instances
+    )
+    free = usable.gpus.free if usable.gpus is not None else None
+    return planview.ObservedView(served, stale=stale, instances=instances, gpus_free=free)
+
+
 class Reuse:
     """Per-backend views and states of the last cycle; one per `cycle.BackendCycle`."""
 
@@ -95,14 +107,12 @@ class Reuse:
             and held.desired_key == key
         ):
             return held.view
-        observed = None
-        if usable is not None:
-            served = tuple(_served(m.name, m.loaded) for m in usable.models)
-            observed = planview.ObservedView(served, stale=stale)
+        observed = None if usable is None else observed_view(usable, stale)
         able = backends.capabilities(backend.spec.type)
         view = planview.backend_view(
-            state, backend, observed, can_pull=able.can_pull, can_delete=able.can_delete
-        )
+            state, backend, observed, can_pull=able.can_pull, can_delete=able.can_delete,
+            runs_instances=able.runs_instances,
+        )  # fmt: skip
         self._views[name] = _View(usable, stale, key, backend.spec.prune, view)
         return view
 
@@ -117,7 +127,7 @@ class Reuse:
         models filled in) unless every input it reads is what it was: the view (served models,
         and desired models through the declarations), the declared overrides, the usable
         observation, the record's outcome, the phase, the actions, the jobs, the observed
-        generation and the backend's identity fields."""
+        generation, the backend's identity fields and the starts its agent refused."""
         record, backend, usable = inputs.record, inputs.backend, inputs.usable
         failing = record.failures > 0
         rest = (
@@ -130,6 +140,7 @@ class Reuse:
             inputs.observed_generation,
             (backend.meta.id, backend.spec.type, backend.spec.url),
             inputs.overrides,  # of every declared model: served here need not be desired
+            tuple(sorted(inputs.refused.items())),
         )
         held = self._states.get(backend.name)
         if held is not None and held.usable is usable and held.view is view and held.rest == rest:
