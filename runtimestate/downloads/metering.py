@@ -3,7 +3,8 @@
 Called by the download worker for every progress line. Ollama reports each blob separately
 (``pulling <digest>`` with that blob's ``completed``/``total``); the job's progress is the sum
 over the blobs seen so far, its rate an exponentially weighted average of bytes per second,
-and its ETA the bytes left at that rate. Pure: the time comes in as a number.
+and its ETA the bytes left at that rate. A line with a total and no digest (a node agent's pull
+reports one running total for the whole snapshot) counts as one blob. Pure: the time comes in as a number.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ class Meter:
     def update(
         self, status: str, digest: str | None, completed: int | None, total: int | None, now: float
     ) -> jobs.Progress:
-        if digest and total:
-            self._blobs[digest] = (min(completed or 0, total), total)
+        if total:
+            self._blobs[digest or ""] = (min(completed or 0, total), total)
         done = sum(c for c, _ in self._blobs.values())
         size = sum(t for _, t in self._blobs.values())
         self._sample(done, now)

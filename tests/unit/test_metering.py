@@ -37,3 +37,11 @@ def test_bursts_closer_than_the_sampling_floor_do_not_spike_the_rate() -> None:
     m.update("pulling aaaa", "sha256:a", 1_000, 10_000, 1.0)
     p = m.update("pulling aaaa", "sha256:a", 5_000, 10_000, 1.001)
     assert p.rate_bps == pytest.approx(1_000)
+
+
+def test_a_running_total_without_a_digest_counts_as_the_whole_pull() -> None:
+    # A node agent's pull reports one total for the whole snapshot, with no blob digest.
+    m = metering.Meter(smoothing=1.0)
+    m.update("pulling Org/M", None, 0, 300, 0.0)
+    p = m.update("pulling Org/M", None, 150, 300, 1.0)
+    assert (p.completed, p.total, p.rate_bps, p.eta_s) == (150, 300, 150.0, 1.0)
