@@ -313,12 +313,17 @@ def serve(
     Raises ConfigurationError, before binding, for a non-loopback `host` without a token, and
     when the address cannot be bound.
     """
+    check_host(host, token)
+    asyncio.run(_serve(app, host, port, announce))
+
+
+def check_host(host: str, token: str | None) -> None:
+    """Raises ConfigurationError for a non-loopback `host` without a token."""
     if token is None and not auth.is_loopback(host):
         raise ConfigurationError(
             f"--host {host!r} is not a loopback address and no token is set: give --token-file "
             f"or set {auth.ENV_VAR}, or bind 127.0.0.1"
         )
-    asyncio.run(_serve(app, host, port, announce))
 
 
 async def _serve(

@@ -166,3 +166,49 @@ def test_node_serve_takes_its_token_from_llmctl_node_token(tmp_path: pathlib.Pat
     assert answered.status_code == 200
     assert answered.json()["cache_dir"] == str(tmp_path / "data" / "node" / "cache")
     assert code == 0
+
+
+def _agent(tmp_path: pathlib.Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [LLMCTL, "node", "serve", "--gpus", "1x24GiB", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    )
+
+
+def test_a_second_agent_on_one_state_dir_exits_1_naming_the_holder_until_it_is_killed(
+    tmp_path: pathlib.Path,
+) -> None:
+    started: list[subprocess.Popen[str]] = []
+    try:
+        first = _agent(tmp_path)
+        started.append(first)
+        assert first.stdout is not None
+        assert "listening on" in first.stdout.readline()
+        second = _agent(tmp_path)
+        started.append(second)
+        said, refused = second.communicate(timeout=20)
+        first.kill()  # SIGKILL: the kernel drops the lock with the process
+        first.wait()
+        third = _agent(tmp_path)
+        started.append(third)
+        assert third.stdout is not None
+        banner = third.stdout.readline()
+        third.send_signal(signal.SIGTERM)
+        third.wait(timeout=20)
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+
+    state = tmp_path / "data" / "node" / "state"
+    assert second.returncode == 1
+    assert refused.strip().splitlines() == [
+        f"error: state directory {state} is in use by another node agent (pid {first.pid}): "
+        "stop that agent or give another --state-dir"
+    ]
+    assert said == ""  # it never listened
+    assert "listening on" in banner
+    assert third.returncode == 0
