@@ -68,7 +68,7 @@ async def test_a_pull_whose_only_client_leaves_stops_at_once_and_the_next_pull_r
     hub.nodes[0].pull_rate = None
     again = await agent.post("/v1/weights/pull", json={"source": "org/two"}, headers=AUTH)
     lines = [json.loads(line) for line in (await again.text()).splitlines()]
-    fetched = hub.nodes[0].downloads[2:]
+    fetched = await _until(lambda: hub.nodes[0].downloads[2:], "the hub's log of the GET", 5.0)
 
     assert (first["completed"], second["completed"]) == (0, SMALL)
     assert cut.outcome == "client gone"
@@ -88,7 +88,8 @@ async def test_a_pull_goes_on_while_another_client_still_waits_for_it(
     joined = json.loads(await staying.content.readline())
     leaving.close()
     lines = [json.loads(line) for line in (await staying.text()).splitlines()]
+    fetched = await _until(lambda: _gone(hub), "the hub's log of the GET", 5.0)
 
     assert joined["total"] == SMALL + BIG
     assert lines[-1]["status"] == "success"
-    assert [(d.path, d.outcome) for d in _gone(hub)] == [("big.safetensors", "complete")]
+    assert [(d.path, d.outcome) for d in fetched] == [("big.safetensors", "complete")]
