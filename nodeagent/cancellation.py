@@ -44,11 +44,10 @@ _thread = threading.local()  # the flag of the pull whose request this thread ma
 def install() -> None:
     """Make huggingface_hub's shared client use the cancellable transport (idempotent)."""
     global _installed
-    with _lock:
-        if _installed:
-            return
-        _installed = True
-    set_client_factory(_client)
+    with _lock:  # held throughout: no pull may start on a client about to be closed
+        if not _installed:
+            set_client_factory(_client)
+            _installed = True
 
 
 @contextlib.contextmanager
