@@ -9,10 +9,12 @@ retry of the client catches, the connection is closed and the hub sends no furth
 
 `watching(repo, commit, stop)` ties a flag to the pull of one snapshot (called by
 `nodeagent.weights.Cache` around `snapshot_download`): a request is the pull's when its path is
-one of the snapshot's files (``/{repo}/resolve/{commit}/...``); a redirect followed on that
-thread (to a CDN) stays the pull's. Requests of no watched pull pass untouched. Requests that go
-through a proxy from the environment bypass this transport (httpx mounts its own): those pulls
-are not stopped and run to completion.
+one of the snapshot's files (``/{repo}/resolve/{commit}/...``, or the hub's same-host redirect
+``/api/resolve-cache/models/{repo}/{commit}/...``); a request to another host (a CDN) made next
+on that thread (no other hub request between), while the pull runs, is the redirect of its last
+file and stays the pull's. Requests of no watched pull pass untouched. Requests that go through
+a proxy from the environment bypass this transport (httpx mounts its own): those pulls are not
+stopped and run to completion.
 
 What the client leaves behind on a stop: finished files stay in the cache (a later pull skips
 them); the file in flight is dropped by the client itself (2.4 downloads into a uniquely named
@@ -37,8 +39,8 @@ class Cancelled(Exception):
 
 _lock = threading.Lock()
 _installed = False
-_watched: dict[str, threading.Event] = {}  # path fragment of a snapshot's files -> its flag
-_thread = threading.local()  # the flag of the pull whose request this thread made last
+_watched: dict[tuple[str, ...], threading.Event] = {}  # paths of a snapshot's files -> flag
+_thread = threading.local()  # `last`: the flag and host of this thread's last watched request
 
 
 def install() -> None:
@@ -53,16 +55,16 @@ def install() -> None:
 @contextlib.contextmanager
 def watching(repo: str, commit: str, stop: threading.Event) -> Iterator[None]:
     """Requests for the files of `repo` at `commit` raise `Cancelled` once `stop` is set."""
-    fragment = f"/{repo}/resolve/{commit}/"
+    fragments = (f"/{repo}/resolve/{commit}/", f"/resolve-cache/models/{repo}/{commit}/")
     with _lock:
-        _watched[fragment] = stop
+        _watched[fragments] = stop
     try:
         yield
     finally:
         with _lock:
-            if _watched.get(fragment) is stop:
-                del _watched[fragment]
-        _thread.stop = None
+            if _watched.get(fragments) is stop:
+                del _watched[fragments]
+        _thread.last = (None, None)
 
 
 def check(stop: threading.Event | None) -> None:
@@ -77,23 +79,27 @@ def _client() -> httpx2.Client:
         event_hooks={"request": [hf_http.hf_request_event_hook]},
         follow_redirects=True,
         timeout=None,
-        transport=_Transport(httpx2.HTTPTransport()),
+        transport=Transport(httpx2.HTTPTransport()),
     )
 
 
 def _flag(request: httpx2.Request) -> threading.Event | None:
     """The stop flag of the watched pull `request` belongs to, if any."""
-    path = request.url.path
+    url = request.url
     with _lock:
-        for fragment, stop in _watched.items():
-            if fragment in path:
-                _thread.stop = stop
-                return stop
-        last: threading.Event | None = getattr(_thread, "stop", None)
-        return last if last is not None and last in _watched.values() else None
+        for fragments, flag in _watched.items():
+            if any(fragment in url.path for fragment in fragments):
+                _thread.last = (flag, url.host)
+                return flag
+        last: tuple[threading.Event | None, str | None] = getattr(_thread, "last", (None, None))
+        stop, host = last
+        if url.host == host:  # another request to the hub: not a redirect of the last file
+            _thread.last = (None, None)
+            return None
+        return stop if stop is not None and stop in _watched.values() else None
 
 
-class _Transport(httpx2.BaseTransport):
+class Transport(httpx2.BaseTransport):
     """Wraps a transport: watched requests and their bodies stop when their flag is set."""
 
     def __init__(self, inner: httpx2.BaseTransport) -> None:
