@@ -6,7 +6,9 @@ A thin typer wrapper: `serve` reads its options, the token (``--token-file`` or
 (`nodeagent.instances`: GPUs from ``--gpus`` or NVML, ``--state-dir``, ``--command``) and
 `nodeagent.api`, prints one line saying where it listens and serves until Ctrl-C or SIGTERM
 (every instance stopped, then exit 0). Bad options exit 2 with one line, before anything
-listens. `nodeagent` is imported inside the command so ``llmctl --help`` stays light.
+listens. One agent per ``--state-dir`` (`nodeagent.statelock`): a second one exits 1 at
+once naming the pid that holds it. `nodeagent` is imported inside the command so
+``llmctl --help`` stays light.
 Registered by the CLI root as `llmctl node`; never prints the token, nor passes it to instances.
 """
 
@@ -82,7 +84,7 @@ def serve_command(
 
     Every route but /v1/health needs 'Authorization: Bearer TOKEN'. HF_TOKEN is the token
     for gated or private repos."""
-    from nodeagent import api, auth, weights
+    from nodeagent import api, auth, statelock, weights
 
     try:
         token = auth.load(token_file, os.environ)
@@ -101,7 +103,14 @@ def serve_command(
         typer.echo(f"node agent listening on {url} (API {api.VERSION}, cache {root}, {guard})")
 
     try:
-        api.serve(served, host=host, port=port, token=token, announce=announce)
+        api.check_host(host, token)  # before the lock creates the state directory
+        with statelock.held(state):
+            api.serve(served, host=host, port=port, token=token, announce=announce)
+    except statelock.StateDirBusy as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except statelock.StateDirUnusable as exc:
+        _fail(str(exc))
     except api.ConfigurationError as exc:
         _fail(str(exc))
 

@@ -55,9 +55,11 @@ path or body), 507 ``insufficient_disk`` (with ``needed`` and ``free`` bytes), 4
 unreachable or 5xx). A gated repo's info is public: its refusal is the error line after the first
 progress line.
 
-A client that goes away mid-pull does not cancel it: the download thread cannot be stopped, and
-a finished snapshot is what a retry wants anyway, so the pull runs to completion and the next
-pull of it answers at once. Stopping the agent waits for pulls in flight. Imports nothing of
+Clients pulling the same source and revision at once share one pull (`nodeagent.pulls`). When
+the last of them goes away mid-pull (the controller cancels a download by closing its stream),
+the pull stops within a network read (`nodeagent.cancellation`): files already downloaded stay
+in the cache and the next pull skips them; the file in flight starts again from byte 0 (the
+client deletes its partial file). Stopping the agent waits for pulls in flight. Imports nothing of
 ours but `nodeagent`; never logs or echoes the token.
 """
 
@@ -74,7 +76,7 @@ from typing import Any
 
 from aiohttp import typedefs, web
 
-from nodeagent import auth, instanceapi, instances, progress, record, weights
+from nodeagent import auth, instanceapi, instances, progress, pulls, record, weights
 
 VERSION = "v1"
 HEALTH = f"/{VERSION}/health"
@@ -87,7 +89,9 @@ _BEFORE_STREAM = {
 }
 _CACHE = web.AppKey("cache", weights.Cache)
 _DISK = web.AppKey("disk", object)
+_PULLS = web.AppKey("pulls", pulls.Pulls)
 _PULL_FIELDS = {"source", "revision"}
+_GONE_POLL = 0.1  # seconds between looks at whether a pull's client is still there
 _SHUTDOWN_TIMEOUT = 5.0  # seconds an open request gets once the agent is told to stop
 
 
@@ -113,6 +117,7 @@ def build(
     app = web.Application(middlewares=middlewares)
     app[_CACHE] = cache
     app[_DISK] = disk_usage
+    app[_PULLS] = pulls.Pulls(cache)
     app.router.add_get(HEALTH, health)
     app.router.add_get(f"/{VERSION}/info", info)
     app.router.add_get(f"/{VERSION}/weights", list_weights)
@@ -198,10 +203,18 @@ async def pull(request: web.Request) -> web.StreamResponse:
     if isinstance(body, web.Response):
         return body
     source, revision = body
-    updates: asyncio.Queue[progress.Progress] = asyncio.Queue()
-    task = asyncio.ensure_future(
-        request.app[_CACHE].pull(source, revision, on_progress=updates.put_nowait)
-    )
+    shared = request.app[_PULLS]
+    waiter = shared.join(source, revision)
+    try:
+        return await _stream_pull(request, waiter, source, revision)
+    finally:
+        shared.leave(waiter)  # the last client to leave stops the pull (module docstring)
+
+
+async def _stream_pull(
+    request: web.Request, waiter: pulls.Waiter, source: str, revision: str | None
+) -> web.StreamResponse:
+    updates, task = waiter.updates, waiter.task
     first = await _first(updates, task)
     if first is None:  # done before any progress: the refusals known up front
         failure = task.exception()
@@ -214,7 +227,9 @@ async def pull(request: web.Request) -> web.StreamResponse:
     stream = _Stream(response)
     await stream.send({"status": label, "completed": first.completed, "total": first.total})
     while not (task.done() and updates.empty()):
-        step = await _first(updates, task)
+        if stream.gone or request.transport is None:  # the client left
+            return response
+        step = await _first(updates, task, within=_GONE_POLL)
         if step is not None:
             await stream.send({"status": label, "completed": step.completed, "total": step.total})
     await stream.send(_outcome(task))
@@ -235,19 +250,22 @@ class _Stream:
             return
         try:
             await self.response.write(json.dumps(line).encode() + b"\n")
-        except ConnectionError:  # the client left: the pull goes on (module docstring)
+        except ConnectionError:  # the client left: `pull` leaves the shared pull
             self.gone = True
 
 
 async def _first(
-    updates: asyncio.Queue[progress.Progress], task: asyncio.Future[weights.Weights]
+    updates: asyncio.Queue[progress.Progress],
+    task: asyncio.Future[weights.Weights],
+    within: float | None = None,
 ) -> progress.Progress | None:
-    """The next progress value, or None when the pull ended with no value left."""
+    """The next progress value; None when the pull ended with no value left, or after
+    `within` seconds without one."""
     if not updates.empty():
         return updates.get_nowait()
     getter = asyncio.ensure_future(updates.get())
     waited: set[asyncio.Future[Any]] = {getter, task}
-    await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait(waited, timeout=within, return_when=asyncio.FIRST_COMPLETED)
     if getter.done():
         return getter.result()
     getter.cancel()
@@ -316,12 +334,17 @@ def serve(
     Raises ConfigurationError, before binding, for a non-loopback `host` without a token, and
     when the address cannot be bound.
     """
+    check_host(host, token)
+    asyncio.run(_serve(app, host, port, announce))
+
+
+def check_host(host: str, token: str | None) -> None:
+    """Raises ConfigurationError for a non-loopback `host` without a token."""
     if token is None and not auth.is_loopback(host):
         raise ConfigurationError(
             f"--host {host!r} is not a loopback address and no token is set: give --token-file "
             f"or set {auth.ENV_VAR}, or bind 127.0.0.1"
         )
-    asyncio.run(_serve(app, host, port, announce))
 
 
 async def _serve(

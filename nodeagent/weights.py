@@ -13,7 +13,8 @@ to its size, `delete` forgets the record and never touches the directory.
    with bytes needed and free; `disk_usage` is injectable, `shutil.disk_usage` by default);
 3. downloads the pinned commit with `snapshot_download` (its `.incomplete` files resume inside
    the call after a cut connection, §A.4/§A.x; a retried pull skips the finished files), and
-   writes `refs/{revision}`; byte progress goes to `on_progress` on the caller's event loop.
+   writes `refs/{revision}`; byte progress goes to `on_progress` on the caller's event loop;
+   a `stop` flag ends the download within one network read (`nodeagent.cancellation`).
 Failures are `WeightsError`s classed for the controller's retry policy: `permanent` (missing,
 gated or private repo, unknown revision: the hub's reason), `transient` (5xx, network),
 `insufficient_disk`, `invalid` (a bad name or path). The endpoint and token are explicit or
@@ -34,13 +35,14 @@ import os
 import pathlib
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import httpx2
 from huggingface_hub import HfApi, errors, hf_api, snapshot_download
 
-from nodeagent import names, progress
+from nodeagent import cancellation, names, progress
 
 
 class FreeSpace(Protocol):
@@ -125,12 +127,18 @@ class Cache:
         return f"Cache(root={str(self.root)!r}, endpoint={self._endpoint!r})"
 
     async def pull(
-        self, source: str, revision: str | None = None, on_progress: ProgressFn | None = None
+        self,
+        source: str,
+        revision: str | None = None,
+        on_progress: ProgressFn | None = None,
+        stop: threading.Event | None = None,
     ) -> Weights:
         """Make `source` present: a repo id (at `revision`, default main) or a local path.
 
         Idempotent: a present snapshot downloads nothing. `on_progress` runs on this event
-        loop with monotonic `Progress` values ending at the total. Raises WeightsError.
+        loop with monotonic `Progress` values ending at the total. Setting `stop` ends a hub
+        download within a network read (`nodeagent.cancellation`; finished files stay cached)
+        with a transient WeightsError. Raises WeightsError.
         """
         sink = _loop_sink(on_progress)
         try:
@@ -142,7 +150,7 @@ class Cache:
             rev = names.revision(revision or "main")
         except names.InvalidName as exc:
             raise WeightsError(ErrorKind.INVALID, str(exc)) from exc
-        return await asyncio.to_thread(self._pull_hub, repo, rev, sink)
+        return await asyncio.to_thread(self._pull_hub, repo, rev, sink, stop)
 
     async def list(self) -> builtins.list[Weights]:
         """Every cached repo and recorded local directory, sorted by name."""
@@ -158,20 +166,26 @@ class Cache:
 
     # -- Hub pulls (in a worker thread) -------------------------------------------------
 
-    def _pull_hub(self, repo: str, rev: str, sink: ProgressFn) -> Weights:
+    def _pull_hub(
+        self, repo: str, rev: str, sink: ProgressFn, stop: threading.Event | None
+    ) -> Weights:
+        cancellation.install()
         try:
             plan = self._plan(repo, rev)
             meter = progress.Meter(plan.cached, plan.total, sink)
             meter.start()
-            snapshot_download(
-                repo,
-                revision=plan.commit,
-                cache_dir=self.hub,
-                endpoint=self._endpoint,
-                token=self._token,
-                max_workers=self._max_workers,
-                tqdm_class=meter.bar_class(),
-            )
+            with cancellation.watching(repo, plan.commit, stop or threading.Event()):
+                snapshot_download(
+                    repo,
+                    revision=plan.commit,
+                    cache_dir=self.hub,
+                    endpoint=self._endpoint,
+                    token=self._token,
+                    max_workers=self._max_workers,
+                    tqdm_class=meter.bar_class(),
+                )
+        except cancellation.Cancelled as exc:
+            raise WeightsError(ErrorKind.TRANSIENT, f"{repo}@{rev}: {exc}") from exc
         except (errors.HfHubHTTPError, errors.LocalEntryNotFoundError, httpx2.HTTPError) as exc:
             raise _classified(repo, rev, exc) from exc
         except OSError as exc:  # disk full, consistency check: the next try may succeed

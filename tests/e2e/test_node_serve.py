@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -165,4 +166,77 @@ def test_node_serve_takes_its_token_from_llmctl_node_token(tmp_path: pathlib.Pat
     assert refused.status_code == 401
     assert answered.status_code == 200
     assert answered.json()["cache_dir"] == str(tmp_path / "data" / "node" / "cache")
+    assert code == 0
+
+
+def _agent(tmp_path: pathlib.Path, *options: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [LLMCTL, "node", "serve", "--gpus", "1x24GiB", "--port", "0", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    )
+
+
+def test_a_second_agent_on_one_state_dir_exits_1_naming_the_holder_until_it_is_killed(
+    tmp_path: pathlib.Path,
+) -> None:
+    started: list[subprocess.Popen[str]] = []
+    try:
+        first = _agent(tmp_path)
+        started.append(first)
+        assert first.stdout is not None
+        assert "listening on" in first.stdout.readline()
+        second = _agent(tmp_path)
+        started.append(second)
+        said, refused = second.communicate(timeout=20)
+        first.kill()  # SIGKILL: the kernel drops the lock with the process
+        first.wait()
+        third = _agent(tmp_path)
+        started.append(third)
+        assert third.stdout is not None
+        banner = third.stdout.readline()
+        third.send_signal(signal.SIGTERM)
+        third.wait(timeout=20)
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+
+    state = tmp_path / "data" / "node" / "state"
+    assert second.returncode == 1
+    assert refused.strip().splitlines() == [
+        f"error: state directory {state} is in use by another node agent (pid {first.pid}): "
+        "stop that agent or give another --state-dir"
+    ]
+    assert said == ""  # it never listened
+    assert "listening on" in banner
+    assert third.returncode == 0
+
+
+def test_closing_the_only_pull_stream_stops_the_agents_download_from_the_hub(
+    hub: hfhub.Emulator, tmp_path: pathlib.Path
+) -> None:
+    hub.nodes[0].pull_rate = 2 * MIB  # six seconds for the model file
+    agent = _agent(tmp_path, "--hf-endpoint", hub.url)
+    try:
+        assert agent.stdout is not None
+        url = agent.stdout.readline().split("listening on ")[1].split()[0]
+        body = {"source": "org/tiny"}
+        with httpx.stream("POST", f"{url}/v1/weights/pull", json=body, timeout=30) as pulled:
+            lines = pulled.iter_lines()
+            seen = [json.loads(next(lines)), json.loads(next(lines))]  # config.json is done
+        deadline = time.monotonic() + 3
+        while not (cut := [d for d in hub.nodes[0].downloads if d.path == "model.safetensors"]):
+            assert time.monotonic() < deadline, "the agent went on pulling without its client"
+            time.sleep(0.02)
+        agent.send_signal(signal.SIGTERM)
+        code = agent.wait(timeout=20)
+    finally:
+        agent.kill()
+        agent.wait()
+
+    assert [line["completed"] for line in seen] == [0, 2]
+    assert [(d.outcome, d.sent < 12 * MIB) for d in cut] == [("client gone", True)]
     assert code == 0

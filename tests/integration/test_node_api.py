@@ -7,7 +7,6 @@ event loop. Files over 10 MiB are needed to see progress between the first and l
 
 from __future__ import annotations
 
-import asyncio
 import json
 import pathlib
 from collections.abc import AsyncIterator, Callable
@@ -234,31 +233,3 @@ async def test_info_names_the_api_version_the_cache_and_its_free_disk(
     assert answer["disk"] == {"total": 5000, "free": 4000}
     assert unknown.status == 404
     assert "see the routes of API v1" in unknown_body["error"]
-
-
-def _snapshot_file(root: pathlib.Path) -> pathlib.Path | None:
-    found = list(root.rglob("snapshots/*/model.safetensors"))
-    return found[0] if found else None
-
-
-async def test_a_client_that_leaves_mid_pull_does_not_stop_it_and_the_retry_finds_it_cached(
-    agent: Client, hub: hfhub.Emulator, tmp_path: pathlib.Path
-) -> None:
-    hub.nodes[0].pull_rate = 48 * MIB  # about half a second for the model
-    response = await agent.post("/v1/weights/pull", json={"source": "org/model"}, headers=AUTH)
-    first = json.loads(await response.content.readline())
-    response.close()  # the client goes away
-    left_at = _snapshot_file(tmp_path / "cache")
-
-    deadline = asyncio.get_running_loop().time() + 20
-    while (done := _snapshot_file(tmp_path / "cache")) is None:
-        assert asyncio.get_running_loop().time() < deadline, "the pull stopped with its client"
-        await asyncio.sleep(0.02)
-    status, lines = await _lines(agent, {"source": "org/model"})
-
-    assert first["completed"] == 0
-    assert left_at is None
-    assert done.stat().st_size == 24 * MIB
-    assert status == 200
-    assert lines[0]["completed"] == MODEL_TOTAL  # everything was cached already
-    assert lines[-1]["status"] == "success"

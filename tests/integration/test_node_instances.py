@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -12,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nodeagent import command, gpus, instance, instances, record
+from nodeagent import command, gpus, instance, instances, record, restarts
 from tests.integration import node_instances_fixtures as fx
 
 Make = Callable[..., instances.Supervisor]
@@ -79,6 +82,39 @@ async def test_a_sigkilled_instance_is_restarted_and_ready_again(make: Make) -> 
     assert again.port == first.port
     assert again.last_error is not None
     assert "killed by signal 9" in again.last_error
+
+
+def _restarted(supervisor: instances.Supervisor, times: int) -> bool:
+    return supervisor.list()[0].restarts == times
+
+
+async def test_a_sigkilled_instance_waits_a_longer_backoff_after_each_crash(
+    tmp_path: pathlib.Path,
+) -> None:
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        await asyncio.sleep(seconds)
+
+    policy = restarts.Policy(initial=0.07, factor=3.0, maximum=5.0, crash_loop_after=9)
+    settings = dataclasses.replace(fx.settings(), policy=policy)
+    probes = {settings.probe_interval, settings.startup_probe_interval}
+    inventory = gpus.Inventory(gpus.parse("1x24GiB"))
+    supervisor = instances.Supervisor(tmp_path / "state", inventory, settings, sleep=sleep)
+    try:
+        await supervisor.start(_spec())
+        pids = [(await fx.ready(supervisor, "chat")).pid]
+        for crash in (1, 2):
+            os.kill(pids[-1] or 0, signal.SIGKILL)
+            await fx.eventually(functools.partial(_restarted, supervisor, crash), "a restart")
+            pids.append((await fx.ready(supervisor, "chat")).pid)
+        backoffs = [s for s in waited if s not in probes]
+    finally:
+        await supervisor.close()
+
+    assert len(set(pids)) == 3
+    assert backoffs == pytest.approx([0.07, 0.21])
 
 
 async def test_a_command_that_exits_at_once_is_crash_loop_back_off_with_its_log_tail(
