@@ -4,7 +4,8 @@ Called by the download worker for every progress line. Ollama reports each blob 
 (``pulling <digest>`` with that blob's ``completed``/``total``); the job's progress is the sum
 over the blobs seen so far, its rate an exponentially weighted average of bytes per second,
 and its ETA the bytes left at that rate. A line with a total and no digest (a node agent's pull
-reports one running total for the whole snapshot) counts as one blob. Pure: the time comes in as a number.
+reports one running total for the whole snapshot) counts as one blob. Pure: the time comes in
+as a number.
 """
 
 from __future__ import annotations
