@@ -18,10 +18,10 @@ model's instance, its weights and its served name are all the declared name.
   another copy of it is not ready; the deferred ones are drift saying what they wait for. A
   crash-looping instance serves nothing, so its restart is never held back.
 - Stop: an instance of a model not desired here is stopped when the desired state was read
-  completely, the observation is fresh, the backend is in a pool, the policy is not ``none``,
-  the backend's desired set is not empty (unless the policy is ``all``), and, under
-  ``managed``, llmctl pulled or started that model (the managed record). These are the prune
-  rules, less the ones about deleting and downloads. Stopping frees its weights: where the
+  completely, the observation is fresh, the backend is in a pool, and llmctl pulled or started
+  that model (the managed record) or the policy is ``all``. Stopping deletes nothing, so
+  ``prune: none`` and an empty desired set, which keep weights, do not keep llmctl's own
+  instances holding GPUs nobody declared a use for. Stopping frees its weights: where the
   stop is planned, the weights are pruned in the same plan by the usual prune rules as if
   no instance ran from them (`freed`), and applied after the stop. A kept instance whose
   weights are listed is reported through its weights' drift; one without, as drift itself.
@@ -147,17 +147,11 @@ def _kept(facts: plan.Facts, key: names.ModelKey) -> plan.Reason | None:
     code = plan.ReasonCode
     rules = (
         (not view.in_pool, code.NOT_IN_POOL, "the backend is in no pool; observed only"),
-        (policy is spec.PrunePolicy.NONE, code.PRUNE_NONE, "prune: none"),
         (not facts.fresh, code.OBSERVATION_STALE, "observation is stale; no stop"),
         (
-            not facts.desired and policy is not spec.PrunePolicy.ALL,
-            code.EMPTY_DESIRED,
-            "nothing is declared on this backend; only prune: all empties it",
-        ),
-        (
-            policy is spec.PrunePolicy.MANAGED and key not in facts.managed,
+            policy is not spec.PrunePolicy.ALL and key not in facts.managed,
             code.NOT_MANAGED,
-            "not started by llmctl; prune: managed keeps it",
+            f"not started by llmctl; prune: {policy.value} keeps it",
         ),
     )
     for applies, reason_code, text in rules:

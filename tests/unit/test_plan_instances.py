@@ -159,15 +159,37 @@ def test_an_undeclared_instance_llmctl_started_is_stopped_and_its_weights_pruned
     ]
 
 
-def test_under_prune_none_an_undeclared_instance_keeps_running_and_its_weights_stay() -> None:
+def test_under_prune_none_an_instance_llmctl_started_is_stopped_and_its_weights_stay() -> None:
     view = agent(
         wanted=[LLAMA], weights=[QWEN, LLAMA], running=[instance(QWEN)],
         prune=spec.PrunePolicy.NONE,
     )  # fmt: skip
     result = plan.compute([view], managed={("gpu-1", QWEN)})
     assert rows(result) == [
+        ("stopinstance", "gpu-1", QWEN, "undeclared_managed"),
         ("startinstance", "gpu-1", LLAMA, "no_instance"),
         ("served_not_declared", "gpu-1", QWEN, "prune_none"),
+    ]
+
+
+def test_under_prune_none_an_instance_llmctl_did_not_start_keeps_running() -> None:
+    view = agent(
+        wanted=[LLAMA], weights=[QWEN, LLAMA], running=[instance(QWEN), instance(LLAMA)],
+        prune=spec.PrunePolicy.NONE,
+    )  # fmt: skip
+    result = plan.compute([view])
+    assert rows(result) == [("served_not_declared", "gpu-1", QWEN, "prune_none")]
+    assert result.actions[0].reason.text == "prune: none"
+
+
+def test_removing_the_last_model_stops_its_instance_and_keeps_the_weights_under_managed() -> None:
+    # Nothing is declared on the backend any more: weights stay (only prune: all empties a
+    # backend), but the instance llmctl started no longer holds the GPU.
+    view = agent(weights=[QWEN], running=[instance(QWEN)])
+    result = plan.compute([view], managed={("gpu-1", QWEN)})
+    assert rows(result) == [
+        ("stopinstance", "gpu-1", QWEN, "undeclared_managed"),
+        ("served_not_declared", "gpu-1", QWEN, "empty_desired"),
     ]
 
 
