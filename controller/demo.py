@@ -1,7 +1,9 @@
 """``llmctl demo``: the whole controller on one machine, with no configuration, in under a minute.
 
-Starts two emulated Ollama nodes (pulling at about 200 MB/s, so pulls take seconds) and one
-emulated vLLM node, a SQLite database in a temporary directory and the embedded NATS server,
+Starts two emulated Ollama nodes (pulling at about 200 MB/s, so pulls take seconds), one
+emulated vLLM node, and a node agent (`llmctl node serve`, a real process with a declared GPU,
+pulling weights from an emulated Hugging Face Hub and running the emulated vLLM server as its
+``vllm serve``), a SQLite database in a temporary directory and the embedded NATS server,
 runs `controller.composition.Controller` in-process, declares a small fleet, shows every pull as
 a live progress bar fed by the download events on NATS, waits until every declared model is
 served, prints ``llmctl backend list`` and how long converging took as soon as it has, then stops
@@ -32,7 +34,7 @@ from rich.progress import (
     TextColumn,
 )
 
-from controller import composition, declare, logs, metrics, output, runner, settings
+from controller import composition, declare, demonode, logs, metrics, output, runner, settings
 from dwqueue import events
 from emulators import ollama, vllm
 from runtimestate import database
@@ -44,8 +46,9 @@ VLLM_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 TIMEOUT_S = 45.0
 
 
-def fleet(ollama_urls: list[str], vllm_url: str) -> str:
-    """The demo's declarative file: two Ollama backends, one vLLM backend, two pools."""
+def fleet(ollama_urls: list[str], vllm_url: str, node_url: str | None = None) -> str:
+    """The demo's declarative file: two Ollama backends, one vLLM backend, two pools; with
+    ``node_url``, a node agent too, in a pool of its own with a model it runs under `vllm:`."""
     docs = [
         _backend(f"ollama-{chr(ord('a') + i)}", "ollama", url) for i, url in enumerate(ollama_urls)
     ]
@@ -54,18 +57,21 @@ def fleet(ollama_urls: list[str], vllm_url: str) -> str:
     edge = ", ".join(f"ollama-{chr(ord('a') + i)}" for i in range(len(ollama_urls)))
     docs.append(_pool("edge", edge, ", ".join(f'"{m}"' for m in OLLAMA_MODELS)))
     docs.append(_pool("gpu", "vllm-a", f'"{VLLM_MODEL}"'))
+    if node_url is not None:
+        token = f"credentials: {{env: {demonode.TOKEN_ENV}}}"
+        docs.append(_backend("node-a", "node", node_url, token))
+        docs.append(_model(demonode.MODEL, "spec: {vllm: {maxModelLen: 4096, gpus: 1}}\n"))
+        docs.append(_pool("gpu-node", "node-a", f'"{demonode.MODEL}"'))
     return "---\n".join(docs)
 
 
-def _backend(name: str, kind: str, url: str) -> str:
-    return (
-        f"apiVersion: llmctl/v1\nkind: Backend\nmetadata: {{name: {name}}}\n"
-        f'spec: {{type: {kind}, url: "{url}", maxPulls: 2}}\n'
-    )
+def _backend(name: str, kind: str, url: str, extra: str = "") -> str:
+    fields = f'type: {kind}, url: "{url}", maxPulls: 2' + (f", {extra}" if extra else "")
+    return f"apiVersion: llmctl/v1\nkind: Backend\nmetadata: {{name: {name}}}\nspec: {{{fields}}}\n"
 
 
-def _model(name: str) -> str:
-    return f'apiVersion: llmctl/v1\nkind: Model\nmetadata: {{name: "{name}"}}\n'
+def _model(name: str, spec: str = "") -> str:
+    return f'apiVersion: llmctl/v1\nkind: Model\nmetadata: {{name: "{name}"}}\n{spec}'
 
 
 def _pool(name: str, backends: str, models: str) -> str:
@@ -84,7 +90,7 @@ class Bars:
     finished: set[str] = dataclasses.field(default_factory=set)
 
     def show(self, event: events.DownloadEvent) -> None:
-        label = f"{event.backend:<9} {event.model:<14}"
+        label = f"{event.backend:<9} {event.model:<26}"
         task = self.tasks.get(event.job_id)
         if task is None:
             task = self.progress.add_task(label, total=None, rate="")
@@ -161,6 +167,7 @@ async def _run(
     async with (
         ollama.running(nodes=2, pull_rate=PULL_RATE) as edge,
         vllm.running(model=VLLM_MODEL) as gpu,
+        demonode.running(directory, PULL_RATE) as node_url,
         composition.Controller(config) as controller,
     ):
         assert controller.nats_url is not None
@@ -177,9 +184,9 @@ async def _run(
         bars = Bars(progress)
         client = await _follow(controller.nats_url, config.subject_prefix, bars)
         try:
-            text = fleet([edge.node_url(0), edge.node_url(1)], gpu.url)
+            text = fleet([edge.node_url(0), edge.node_url(1)], gpu.url, node_url)
             await _apply(url, text)
-            console.print("declared: 3 backends, 4 models in 2 pools; converging…")
+            console.print("declared: 4 backends, 5 models in 3 pools; converging…")
             with progress:
                 controller.work.request()
                 ok = await _converged(controller, TIMEOUT_S)

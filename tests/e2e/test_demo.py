@@ -31,12 +31,13 @@ def test_demo_converges_prints_the_backend_list_and_exits_in_under_a_minute(
     rows = {
         line.split()[0]: line.split()
         for line in out.splitlines()
-        if line[:7] in ("ollama-", "vllm-a ")
+        if line[:7] in ("ollama-", "vllm-a ", "node-a ")
     }
-    assert set(rows) == {"ollama-a", "ollama-b", "vllm-a"}
+    assert set(rows) == {"ollama-a", "ollama-b", "vllm-a", "node-a"}
     assert all(row[2] == "Ready" for row in rows.values()), out
     assert rows["ollama-a"][3] == "3/3"
     assert rows["vllm-a"][3] == "1/1"
+    assert rows["node-a"][3] == "1/1"  # the weights pulled and the instance ready
     assert "converged in" in out
     assert not (tmp_path / "data" / "llmctl").exists()  # nothing left in the user's data dir
 
@@ -67,9 +68,11 @@ def test_demo_keep_running_prints_the_converged_fleet_before_it_is_stopped(
         assert proc.poll() is None
         out = "".join(seen)
         rows = {
-            line.split()[0]: line.split() for line in seen if line[:7] in ("ollama-", "vllm-a ")
+            line.split()[0]: line.split()
+            for line in seen
+            if line[:7] in ("ollama-", "vllm-a ", "node-a ")
         }
-        assert set(rows) == {"ollama-a", "ollama-b", "vllm-a"}, out
+        assert set(rows) == {"ollama-a", "ollama-b", "vllm-a", "node-a"}, out
         assert all(row[2] == "Ready" for row in rows.values()), out
         assert out.index("$ llmctl backend list") < out.index("converged in")
         assert "running; Ctrl-C to stop" in proc.stdout.readline()
