@@ -5,7 +5,7 @@ settings ``serve`` uses (``LLMCTL_*`` variables and ``--config``: observe concur
 deadline, timeouts, probe grace, download concurrency), runs one backend cycle, prints the plan
 and what was done per backend (backends no longer declared included: their downloads are
 cancelled); with ``--wait`` it then runs download cycles until nothing is queued or running and
-one more backend cycle, and exits 0 only when every backend converged, 1 when not or when the
+one more backend cycle (more while a node agent's instance is still starting), and exits 0 only when every backend converged, 1 when not or when the
 wait timed out, so scripts can rely on the exit code. Conflicting or invalid options exit 2.
 """
 
@@ -61,6 +61,9 @@ def _action_doc(action: plan.Action, outcome: execution.Outcome | None) -> dict[
         "done": None if outcome is None else outcome.ok,
         "detail": None if outcome is None else outcome.detail or None,
     }
+
+
+_SETTLING = frozenset({"starting", "stopping"})
 
 
 def converged(report: cycle.Report) -> bool:
@@ -137,6 +140,15 @@ def _print(env: runner.Env, doc: dict[str, Any], fmt: output.Format) -> None:
         env.out.print("converged" if doc["converged"] else "not converged", highlight=False)
 
 
+def _instances_settling(report: cycle.Report) -> bool:
+    """Whether a node agent's instance is still starting or stopping: worth waiting for."""
+    return any(
+        instance.state in _SETTLING
+        for backend in report.snapshot.backends.values()
+        for instance in backend.instances
+    )
+
+
 async def _reconcile(
     env: runner.Env,
     config: settings.Settings,
@@ -160,7 +172,8 @@ async def _reconcile(
             await runtime.run_download_cycle()
             if not runtime.downloads.running and not await runtime.active_jobs():
                 report = await runtime.run_backend_cycle()
-                if not report.plan.mutating and not await runtime.active_jobs():
+                settled = not report.plan.mutating and not await runtime.active_jobs()
+                if settled and (converged(report) or not _instances_settling(report)):
                     return report, Waited(converged(report), False, wait_s)
             await asyncio.sleep(0.5)
         return report, Waited(False, True, wait_s)
