@@ -7,6 +7,7 @@ import os
 import pathlib
 import re
 import shlex
+import tomllib
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ import typer.main
 import yaml
 
 from controller import cli, settings
+from controller import node as node_cli
+from nodeagent import command as nodecommand
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
 HTTP_PORT = settings.split_address(settings.DEFAULT_HTTP_ADDRESS)[1]
@@ -33,9 +36,9 @@ def _compose() -> dict[str, Any]:
     return doc
 
 
-def _unit() -> list[tuple[str, str]]:
+def _unit(name: str = "llmctl.service") -> list[tuple[str, str]]:
     pairs = []
-    for line in (DEPLOY / "systemd" / "llmctl.service").read_text().splitlines():
+    for line in (DEPLOY / "systemd" / name).read_text().splitlines():
         if line.strip() and not line.startswith(("#", "[")):
             key, sep, value = line.partition("=")
             assert sep, f"not a key=value line: {line!r}"
@@ -47,6 +50,24 @@ def _dockerfile() -> list[tuple[str, str]]:
     text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
     return [(line.split(None, 1)[0], line.split(None, 1)[1]) for line in lines]
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """The Dockerfile's instructions by stage name (``FROM image AS name``)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for instruction, value in _dockerfile():
+        if instruction == "FROM":
+            current = stages.setdefault(value.split()[-1], [])
+        current.append((instruction, value))
+    return stages
+
+
+def _packages() -> list[str]:
+    """The top-level packages pyproject.toml installs."""
+    with (DEPLOY.parent / "pyproject.toml").open("rb") as file:
+        listed: list[str] = tomllib.load(file)["tool"]["setuptools"]["packages"]
+    return sorted({name.split(".")[0] for name in listed})
 
 
 def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -61,16 +82,18 @@ def llmctl_invocations() -> list[list[str]]:
     for doc in _k8s():
         found += [list(c["args"]) for c in _containers(doc) if "args" in c]
     services = _compose()["services"]
-    found += [list(s["command"]) for s in services.values() if s.get("image") == "llmctl:latest"]
+    ours = ("llmctl:latest", "llmctl:node")
+    found += [list(s["command"]) for s in services.values() if s.get("image") in ours]
     found += [list(_compose()["x-llmctl"]["command"])]
-    for key, value in _unit():
+    for key, value in _unit() + _unit("llmctl-node.service"):
         if key == "ExecStart":
             argv = shlex.split(value)
             assert argv[0].endswith("/llmctl")
             found.append(argv[1:])
-    instructions = dict(_dockerfile())
-    assert yaml.safe_load(instructions["ENTRYPOINT"]) == ["llmctl"]
-    found.append(yaml.safe_load(instructions["CMD"]))
+    for stage in ("node", "controller"):
+        instructions = dict(_stages()[stage])
+        assert yaml.safe_load(instructions["ENTRYPOINT"]) == ["llmctl"]
+        found.append(yaml.safe_load(instructions["CMD"]))
     return found
 
 
@@ -83,7 +106,7 @@ def environment_names() -> set[str]:
             names |= {k for k in doc.get("stringData", {}) | doc.get("data", {}) if k.isupper()}
     compose = _compose()
     names |= set(compose["x-llmctl"]["environment"])
-    for key, value in _unit():
+    for key, value in _unit() + _unit("llmctl-node.service"):
         if key == "Environment":
             names.add(value.split("=", 1)[0])
     for instruction, value in _dockerfile():
@@ -118,7 +141,9 @@ def test_every_deploy_file_parses() -> None:
     assert {doc["kind"] for doc in _k8s()} == {
         "ConfigMap", "Secret", "Deployment", "Service", "CronJob", "Kustomization",
     }  # fmt: skip
-    assert set(_compose()["services"]) == {"postgres", "nats", "ollama", "llmctl-1", "llmctl-2"}
+    assert set(_compose()["services"]) == {
+        "postgres", "nats", "ollama", "llmctl-1", "llmctl-2", "node-agent",
+    }  # fmt: skip
     assert dict(_dockerfile())["EXPOSE"] == str(HTTP_PORT)
     assert ("ExecStart", "/opt/llmctl/bin/llmctl serve --http-address 127.0.0.1:9180") in _unit()
 
@@ -179,3 +204,43 @@ def test_the_ports_deploy_files_use_are_the_http_port_serve_listens_on() -> None
     configmap = next(d for d in _k8s() if d["kind"] == "ConfigMap")
     config = yaml.safe_load(configmap["data"]["llmctl.yaml"])
     assert settings.split_address(config["http_address"])[1] == HTTP_PORT
+
+
+def test_every_image_build_stage_copies_every_package_pyproject_installs() -> None:
+    stages = _stages()
+    (source,) = [name for name, lines in stages.items() if ("WORKDIR", "/src") in lines]
+    copied = {value.split()[0] for instruction, value in stages[source] if instruction == "COPY"}
+    assert set(_packages()) <= copied, set(_packages()) - copied
+    installs = [name for name, lines in stages.items() if "pip install" in str(lines)]
+    assert installs == ["build", "node-build"]
+    assert all(stages[name][0][1] == f"{source} AS {name}" for name in installs)
+
+
+def test_the_node_agent_image_unit_and_compose_service_serve_its_port_with_a_token_file() -> None:
+    node = dict(_stages()["node"])
+    assert node["FROM"].endswith("AS node")
+    assert "node-build" in node["COPY"]
+    assert node["EXPOSE"] == str(node_cli.DEFAULT_PORT)
+    assert f"127.0.0.1:{node_cli.DEFAULT_PORT}/v1/health" in node["HEALTHCHECK"]
+    assert 'pip install --no-cache-dir ".[${NODE_EXTRA}]"' in dict(_stages()["node-build"])["RUN"]
+    assert dict(_stages()["node-build"])["ARG"] == "NODE_EXTRA=node"
+    unit = dict(_unit("llmctl-node.service"))
+    argv = shlex.split(unit["ExecStart"])
+    assert argv[argv.index("--port") + 1] == str(node_cli.DEFAULT_PORT)
+    assert argv[argv.index("--token-file") + 1] == "%d/node-token"
+    assert unit["LoadCredential"] == "node-token:/etc/llmctl/node-token"
+    assert unit["KillMode"] == "mixed"
+    assert unit["Restart"] == "on-failure"
+    assert unit["User"] == "llmctl-node"
+    assert unit["StateDirectory"] == "llmctl-node"
+    for flag in ("--cache-dir", "--state-dir"):
+        assert argv[argv.index(flag) + 1].startswith("/var/lib/llmctl-node/")
+    service = _compose()["services"]["node-agent"]
+    command = service["command"]
+    assert command[command.index("--token-file") + 1] == "/run/secrets/node_token"
+    assert service["secrets"] == ["node_token"]
+    assert "node_token" in _compose()["secrets"]
+    assert service["build"]["target"] == "node"
+    template = command[command.index("--command") + 1]
+    nodecommand.check_template(tuple(shlex.split(template)))  # raises for a bad template
+    assert service["ports"] == [f"127.0.0.1:{node_cli.DEFAULT_PORT}:{node_cli.DEFAULT_PORT}"]
