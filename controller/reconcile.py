@@ -5,8 +5,9 @@ settings ``serve`` uses (``LLMCTL_*`` variables and ``--config``: observe concur
 deadline, timeouts, probe grace, download concurrency), runs one backend cycle, prints the plan
 and what was done per backend (backends no longer declared included: their downloads are
 cancelled); with ``--wait`` it then runs download cycles until nothing is queued or running and
-one more backend cycle (more while a node agent's instance is still starting), and exits 0 only when every backend converged, 1 when not or when the
-wait timed out, so scripts can rely on the exit code. Conflicting or invalid options exit 2.
+one more backend cycle (more while a node agent's instance is still starting), and exits 0 only
+when every backend converged, 1 when not or when the wait timed out, so scripts can rely on the
+exit code. Conflicting or invalid options exit 2.
 """
 
 from __future__ import annotations
