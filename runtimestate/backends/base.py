@@ -159,6 +159,7 @@ class ObservedInstance:
     restarts: int = 0
     last_error: str | None = None
     log_tail: tuple[str, ...] = ()
+    context_length: int | None = None  # its declared --max-model-len, when it has one
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -71,7 +71,8 @@ def _instance(
     if not isinstance(weights, str):
         weights = _weights_at(str(entry.get("path") or ""), cached) or ""
     engine = entry.get("engine")
-    spec = {"engine": engine if isinstance(engine, Mapping) else {},
+    declared: Mapping[str, Any] = engine if isinstance(engine, Mapping) else {}
+    spec = {"engine": declared,
             "gpus": transport.optional_int(entry.get("gpus_requested"))}  # fmt: skip
     tail = entry.get("log_tail")
     last_error = entry.get("last_error")
@@ -85,6 +86,7 @@ def _instance(
         restarts=transport.optional_int(entry.get("restarts")) or 0,
         last_error=last_error if isinstance(last_error, str) else None,
         log_tail=tuple(tail.splitlines()[-LOG_TAIL_LINES:]) if isinstance(tail, str) else (),
+        context_length=transport.optional_int(declared.get("max_model_len")),
     )
 
 
@@ -108,8 +110,8 @@ def models(
     cached: Sequence[Mapping[str, Any]], running: Sequence[base.ObservedInstance]
 ) -> tuple[base.ObservedModel, ...]:
     """One model per cached weights: named as cached (the repo id), ``loaded`` when an
-    instance runs from them."""
-    in_use = {i.weights for i in running}
+    instance runs from them, with that instance's declared context length."""
+    in_use = {i.weights: i.context_length for i in running}
     found = []
     for item in cached:
         name = _text(item, "name", "a weights entry")
@@ -122,6 +124,7 @@ def models(
                 size=transport.optional_int(item.get("size")),
                 capabilities=base.capabilities_from_model_id(name),
                 loaded=name in in_use,
+                context_length=in_use.get(name),
             )
         )
     return tuple(found)

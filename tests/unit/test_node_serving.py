@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from runtimestate import credentials, snapshot
-from runtimestate.backends import base
+from runtimestate.backends import base, nodereplies
 from runtimestate.reconcile import serving
 from runtimestate.resolver import candidates, resolution
 
@@ -89,3 +89,20 @@ def test_a_provider_on_a_node_never_hands_out_the_agents_token() -> None:
     on_vllm = candidates.candidates_of(_state("vllm", pulled))[0]
     assert resolution.Provider(on_node, lambda backend: token).credentials() is None
     assert resolution.Provider(on_vllm, lambda backend: token).credentials() is token
+
+
+def test_a_node_model_has_the_context_length_its_instance_was_started_with() -> None:
+    cached = [{"name": "org/tiny", "path": "/c/hub/models--org--tiny/snapshots/abc", "size": 9}]
+    listing = {
+        "instances": [
+            {
+                "name": "org/tiny", "state": "ready", "base_url": "http://n:9/v1", "gpus": [0],
+                "weights": "org/tiny", "engine": {"max_model_len": 4096}, "gpus_requested": None,
+            }
+        ]
+    }  # fmt: skip
+    running = nodereplies.instances(listing, cached)
+    (model,) = nodereplies.models(cached, running)
+    assert (model.loaded, model.context_length) == (True, 4096)
+    (idle,) = nodereplies.models(cached, ())
+    assert (idle.loaded, idle.context_length) == (False, None)
