@@ -12,14 +12,13 @@ never in the query string (where it would end up in URLs and error messages).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
 
 from runtimestate import errors
-from runtimestate.backends import base, failures, httpapi, transport
+from runtimestate.backends import base, endpoint, httpapi, transport
 from runtimestate.desired import spec
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -29,7 +28,7 @@ _GENERATE = frozenset({"generateContent", "streamGenerateContent"})
 _EMBED = frozenset({"embedContent", "batchEmbedContents"})
 
 
-class GeminiBackend:
+class GeminiBackend(endpoint.Endpoint):
     """Adapter for the Gemini API with one key. Async context manager; `aclose()`."""
 
     capabilities: ClassVar[base.Capabilities] = base.Capabilities()
@@ -45,30 +44,17 @@ class GeminiBackend:
         max_body_bytes: int = transport.DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         base_url = httpapi.validate_base_url(base_url)
-        self.name = name or httpapi.default_name(base_url)
-        self._timeouts = timeouts
-        self._secret = api_key
+        resolved = name or httpapi.default_name(base_url)
         versioned = base_url.rsplit("/", 1)[-1] in ("v1beta", "v1")
         self._models_path = "models" if versioned else "v1beta/models"
-        self._http = httpapi.HttpApi(
+        api = httpapi.HttpApi(
             base_url,
-            name=self.name,
+            name=resolved,
             timeouts=timeouts,
             transport_=transport.capped(transport_, max_body_bytes),
             headers={"x-goog-api-key": api_key} if api_key else None,
         )
-
-    async def __aenter__(self) -> GeminiBackend:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    def _guard(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return failures.guard(self.name, total=self._timeouts.total, secret=self._secret)
+        super().__init__(resolved, api, timeouts, api_key)
 
     async def observe(self) -> base.Observation:
         """Every page of the model list. Read-only; raises `errors.LlmctlError`; all pages

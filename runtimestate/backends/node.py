@@ -30,53 +30,18 @@ from typing import Any, ClassVar
 import httpx
 
 from runtimestate import errors
-from runtimestate.backends import base, failures, nodereplies, openai, redaction, transport
+from runtimestate.backends import base, endpoint, failures, nodereplies, redaction, transport
 from runtimestate.desired import engineargs
 
 _SUCCESS = "success"
 
 
-class NodeBackend:
+class NodeBackend(endpoint.BearerEndpoint):
     """Adapter for one node agent. Async context manager; `aclose()`."""
 
     capabilities: ClassVar[base.Capabilities] = base.Capabilities(
         can_pull=True, can_delete=True, runs_instances=True
     )
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        name: str | None = None,
-        api_key: str | None = None,
-        timeouts: base.Timeouts = base.Timeouts(),
-        transport_: httpx.AsyncBaseTransport | None = None,
-        max_body_bytes: int = transport.DEFAULT_MAX_BODY_BYTES,
-    ) -> None:
-        self.name, self._http = openai.bearer_api(
-            base_url, name, api_key, timeouts, transport_, max_body_bytes
-        )
-        self._timeouts = timeouts
-        self._secret = api_key
-
-    async def __aenter__(self) -> NodeBackend:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    def _guard(
-        self, *, about_model: bool = False, total: float | None = None
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        return failures.guard(
-            self.name,
-            total=self._timeouts.total if total is None else total,
-            about_model=about_model,
-            secret=self._secret,
-        )
 
     async def observe(self) -> base.Observation:
         """Cached weights as models, the instances and the GPU counts, and the version.

@@ -12,49 +12,18 @@ the key anywhere but the Authorization header, nor pull, delete or infer anythin
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import httpx
-
-from runtimestate.backends import base, failures, httpapi, transport
+from runtimestate.backends import base, endpoint, transport
 
 _CONTEXT_KEYS = ("max_model_len", "context_length", "context_window")
 
 
-class OpenAIBackend:
+class OpenAIBackend(endpoint.BearerEndpoint):
     """Adapter for one OpenAI-compatible endpoint. Async context manager; `aclose()`."""
 
     capabilities: ClassVar[base.Capabilities] = base.Capabilities()
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        name: str | None = None,
-        api_key: str | None = None,
-        timeouts: base.Timeouts = base.Timeouts(),
-        transport_: httpx.AsyncBaseTransport | None = None,
-        max_body_bytes: int = transport.DEFAULT_MAX_BODY_BYTES,
-    ) -> None:
-        self.name, self._http = bearer_api(
-            base_url, name, api_key, timeouts, transport_, max_body_bytes
-        )
-        self._timeouts = timeouts
-        self._secret = api_key
-
-    async def __aenter__(self) -> OpenAIBackend:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    def _guard(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return failures.guard(self.name, total=self._timeouts.total, secret=self._secret)
 
     async def observe(self) -> base.Observation:
         """The models the key may use. Read-only; raises `errors.LlmctlError`."""
@@ -71,31 +40,6 @@ class OpenAIBackend:
     async def version(self) -> str | None:
         """OpenAI-compatible APIs publish no server version."""
         return None
-
-
-def bearer(api_key: str | None) -> dict[str, str]:
-    return {"authorization": f"Bearer {api_key}"} if api_key else {}
-
-
-def bearer_api(
-    base_url: str,
-    name: str | None,
-    api_key: str | None,
-    timeouts: base.Timeouts,
-    transport_: httpx.AsyncBaseTransport | None,
-    max_body_bytes: int,
-) -> tuple[str, httpapi.HttpApi]:
-    """The name and capped HTTP API of an OpenAI-style backend (OpenAI itself, vLLM)."""
-    base_url = httpapi.validate_base_url(base_url)
-    resolved = name or httpapi.default_name(base_url)
-    api = httpapi.HttpApi(
-        base_url,
-        name=resolved,
-        timeouts=timeouts,
-        transport_=transport.capped(transport_, max_body_bytes),
-        headers=bearer(api_key),
-    )
-    return resolved, api
 
 
 def models_from_listing(

@@ -17,15 +17,13 @@ It must not decide what to load; that is the planner's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Iterable
 from typing import ClassVar, TypeVar
 
-import httpx
 from prometheus_client import parser as prometheus_parser
 
 from runtimestate import errors
-from runtimestate.backends import base, failures, openai, transport
+from runtimestate.backends import base, endpoint, openai, transport
 
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
@@ -36,42 +34,12 @@ _ROUTE_MISSING = "Not Found"  # FastAPI's 404 body when the LoRA routes are not 
 T = TypeVar("T")
 
 
-class VllmBackend:
+class VllmBackend(endpoint.BearerEndpoint):
     """Adapter for one vLLM server. Async context manager; `aclose()`."""
 
     capabilities: ClassVar[base.Capabilities] = base.Capabilities(
         can_load_lora=True, has_metrics=True
     )
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        name: str | None = None,
-        api_key: str | None = None,
-        timeouts: base.Timeouts = base.Timeouts(),
-        transport_: httpx.AsyncBaseTransport | None = None,
-        max_body_bytes: int = transport.DEFAULT_MAX_BODY_BYTES,
-    ) -> None:
-        self.name, self._http = openai.bearer_api(
-            base_url, name, api_key, timeouts, transport_, max_body_bytes
-        )
-        self._timeouts = timeouts
-        self._secret = api_key
-
-    async def __aenter__(self) -> VllmBackend:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    def _guard(self, *, about_model: bool = False) -> contextlib.AbstractAsyncContextManager[None]:
-        return failures.guard(
-            self.name, total=self._timeouts.total, about_model=about_model, secret=self._secret
-        )
 
     async def observe(self) -> base.Observation:
         """Served models (base and LoRA cards, all loaded) plus health, version, metrics.
