@@ -1,7 +1,8 @@
 """One instance of a model server as the supervisor tracks it, and the status it reports.
 
-`Instance` is the supervisor's mutable bookkeeping of one ``vllm serve`` process (its argv, port,
-GPUs, pid and process group, state, restarts and last error); `InstanceStatus` is the frozen
+`Instance` is the supervisor's mutable bookkeeping of one ``vllm serve`` process (its argv, the
+host it binds and the host it is advertised under, port, GPUs, pid and process group, state,
+restarts and last error); `InstanceStatus` is the frozen
 view `nodeagent.instances.Supervisor.list` returns to the agent's HTTP layer; `State` is where
 an instance is in its life. Only `nodeagent.instances` mutates an `Instance`. No I/O here.
 """
@@ -14,9 +15,9 @@ import enum
 import pathlib
 import subprocess
 
-from nodeagent import command, record
+from nodeagent import addresses, command, record
 
-WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+WILDCARDS = addresses.WILDCARDS
 
 
 class State(enum.StrEnum):
@@ -31,6 +32,8 @@ class State(enum.StrEnum):
 @dataclasses.dataclass(frozen=True)
 class InstanceStatus:
     """What `list` reports of one instance; `base_url` is what an OpenAI client takes.
+
+    `host` is the address the instance binds; `base_url` carries the advertised host.
 
     `argv` has its ``--api-key`` values masked; the real one is only in the 0600 record.
     `spec` is what it was started with (None for an instance adopted from a previous agent
@@ -64,6 +67,7 @@ class Instance:
     gpus: tuple[int, ...]
     log: pathlib.Path
     spec: command.ModelSpec | None = None  # None for an adopted instance
+    advertise: str | None = None  # the host in base_url; None: where the probes connect
     proc: subprocess.Popen[bytes] | None = None  # None for an adopted (not our child) process
     pid: int | None = None
     pgid: int | None = None
@@ -79,8 +83,14 @@ class Instance:
 
     @property
     def url(self) -> str:
-        host = WILDCARDS.get(self.host, self.host)
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        """Where the agent's probes reach the instance (a wildcard on loopback)."""
+        return addresses.url(addresses.probed(self.host), self.port)
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible URL other hosts are given: the advertised host."""
+        advertised = self.advertise or addresses.probed(self.host)
+        return f"{addresses.url(advertised, self.port)}/v1"
 
     def status(self) -> InstanceStatus:
         return InstanceStatus(
@@ -89,7 +99,7 @@ class Instance:
             state=self.state,
             host=self.host,
             port=self.port,
-            base_url=f"{self.url}/v1",
+            base_url=self.base_url,
             gpus=self.gpus,
             pid=self.pid,
             restarts=self.restarts,

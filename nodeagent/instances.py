@@ -14,9 +14,10 @@ SIGTERM. Each instance runs in its own process group on a port the supervisor pi
 `stop` is SIGTERM to the group, a grace period, then SIGKILL of the group; the GPUs are freed
 once no process of the group is left. Every spawn and stop rewrites the on-disk record
 (`nodeagent.record`), so `open` in a restarted agent adopts each recorded instance whose process
-is still ours, alive and answering, and stops (kills the group of) every other one: never an
-orphan process, never two instances on one GPU. Must not decide what to run: the controller
-does, through the agent's API.
+is still ours, alive, answering and bound to the current instance host, and stops (kills the
+group of) every other one: never an orphan process, never two instances on one GPU. An adopted
+instance is advertised under the current agent's advertised host. Must not decide what to run:
+the controller does, through the agent's API.
 """
 
 from __future__ import annotations
@@ -50,9 +51,15 @@ class StartError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """How the supervisor runs instances; the defaults suit a GPU host, tests shorten them."""
+    """How the supervisor runs instances; the defaults suit a GPU host, tests shorten them.
+
+    `host` is the address instances bind (0.0.0.0 or :: for every interface: probes still
+    connect on loopback); `advertise_host` is the host put in their base_url (None: where the
+    probes connect). `nodeagent.addresses` checks both and picks the CLI's default.
+    """
 
     host: str = "127.0.0.1"
+    advertise_host: str | None = None
     template: tuple[str, ...] = command.DEFAULT_TEMPLATE
     policy: restarts.Policy = dataclasses.field(default_factory=restarts.Policy)
     grace: float = 30.0
@@ -145,7 +152,7 @@ class Supervisor:
             raise InstanceExists(
                 f"model {spec.name!r} already has an instance ({existing.state}); stop it first"
             )
-        port = processes.free_port(instance.WILDCARDS.get(self.settings.host, self.settings.host))
+        port = processes.free_port(self.settings.host)
         need = gpus.Need(spec.gpu_count, spec.gpu_memory_bytes)
         assigned = self.inventory.assign(spec.name, need) if need.count else ()
         inst = instance.Instance(
@@ -157,6 +164,7 @@ class Supervisor:
             gpus=assigned,
             log=self._log_path(spec.name),
             spec=spec,
+            advertise=self.settings.advertise_host,
         )
         try:
             self._spawn(inst)
@@ -297,6 +305,8 @@ class Supervisor:
     async def _adoptable(self, entry: record.InstanceRecord) -> bool:
         if processes.identity(entry.pid) != (entry.pgid, entry.proc_start):
             return False
+        if entry.host != self.settings.host:  # it listens where instances no longer should
+            return False
         url = instance.Instance(
             entry.name, entry.path, entry.argv, entry.host, entry.port, entry.gpus, pathlib.Path()
         ).url
@@ -325,6 +335,7 @@ class Supervisor:
             started_at=entry.started_at,
             state=instance.State.READY,
             adopted=True,
+            advertise=self.settings.advertise_host,
         )
         self._instances[entry.name] = inst
         self._watch_over(inst)

@@ -12,6 +12,7 @@ import os
 import pathlib
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 
 from controller import cli
 from nodeagent import processes
+from tests.integration import node_instances_fixtures as fx
 
 LLMCTL = str(pathlib.Path(sys.executable).parent / "llmctl")
 TOKEN = "node-t0ken-for-instances"
@@ -48,10 +50,12 @@ def _until(check: Any, what: str, seconds: float = 30.0) -> Any:
     return found
 
 
-def _serve(tmp_path: pathlib.Path) -> tuple[subprocess.Popen[str], str]:
+def _serve(
+    tmp_path: pathlib.Path, *extra: str, command: str = EMULATED
+) -> tuple[subprocess.Popen[str], str]:
     """Starts an agent over `tmp_path`'s data directory; returns it and its URL."""
     process = subprocess.Popen(
-        [LLMCTL, "node", "serve", "--port", "0", "--gpus", "1x24GiB", "--command", EMULATED],
+        [LLMCTL, "node", "serve", "--port", "0", "--gpus", "1x24GiB", "--command", command, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -150,9 +154,13 @@ def test_an_agent_restarted_after_sigkill_adopts_its_running_instance(
         (["--gpus", "2xlots"], "--gpus '2xlots'"),
         (["--gpus", "1x24GiB", "--command", "vllm serve {path}"], "must contain {port}"),
         (["--gpus", "1x24GiB", "--command", "vllm 'serve"], "No closing quotation"),
+        (["--gpus", "1x24GiB", "--instance-host", "gpu-7"], "'gpu-7' is not an IP address"),
+        (["--gpus", "1x24GiB", "--instance-host", "203.0.113.77"], "not an address of this"),
+        (["--gpus", "1x24GiB", "--advertise-host", "0.0.0.0"], "'0.0.0.0' is a wildcard"),
+        (["--gpus", "1x24GiB", "--advertise-host", "http://gpu-7:80"], "is not a host name"),
     ],
 )
-def test_node_serve_refuses_a_bad_gpu_inventory_or_command_with_one_line_and_exit_2(
+def test_node_serve_refuses_a_bad_gpu_inventory_command_or_host_with_one_line_and_exit_2(
     tmp_path: pathlib.Path, args: list[str], says: str
 ) -> None:
     result = CliRunner().invoke(
@@ -165,3 +173,52 @@ def test_node_serve_refuses_a_bad_gpu_inventory_or_command_with_one_line_and_exi
     assert "Traceback" not in result.output
     assert result.stdout == ""
     assert not (tmp_path / "data").exists()
+
+
+def _machine_name() -> str:
+    """This machine's fully-qualified name, or its host name when that is only localhost."""
+    name = socket.getfqdn()
+    return socket.gethostname() if name.split(".")[0] == "localhost" else name
+
+
+def test_instances_on_every_interface_answer_other_hosts_at_the_advertised_host_with_a_warning(
+    tmp_path: pathlib.Path,
+) -> None:
+    process, url = _serve(
+        tmp_path, "--instance-host", "0.0.0.0", "--advertise-host", "gpu-7.example.test"
+    )
+    try:
+        assert process.stderr is not None
+        warning = process.stderr.readline()  # printed before the agent listens
+        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+            client.put("/v1/instances/chat", json={"weights": _weights(client, tmp_path)})
+            shown = _ready(client, "chat")
+        address = fx.other_address()
+        models = httpx.get(f"http://{address}:{shown['port']}/v1/models", timeout=10).json()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+    assert shown["base_url"] == f"http://gpu-7.example.test:{shown['port']}/v1"
+    assert [card["id"] for card in models["data"]] == ["chat"]
+    assert warning.startswith("warning: instances listen on 0.0.0.0 without --api-key")
+
+
+def test_instances_on_every_interface_advertise_the_machine_name_and_an_api_key_stops_the_warning(
+    tmp_path: pathlib.Path,
+) -> None:
+    keyed = f"{EMULATED} --api-key instance-sekret"
+    process, url = _serve(tmp_path, "--instance-host", "0.0.0.0", command=keyed)
+    try:
+        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as client:
+            client.put("/v1/instances/chat", json={"weights": _weights(client, tmp_path)})
+            shown = _ready(client, "chat")  # the agent's probes send the key
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+
+    assert shown["base_url"] == f"http://{_machine_name()}:{shown['port']}/v1"
+    assert "warning" not in errors
+    assert "instance-sekret" not in errors

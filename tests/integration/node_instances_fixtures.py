@@ -34,10 +34,16 @@ FAST = restarts.Policy(initial=0.05, factor=2.0, maximum=0.4, window=60.0, crash
 
 
 def settings(
-    template: tuple[str, ...] = EMULATOR, grace: float = 3.0, log_limit: int = 2**20
+    template: tuple[str, ...] = EMULATOR,
+    grace: float = 3.0,
+    log_limit: int = 2**20,
+    host: str = "127.0.0.1",
+    advertise_host: str | None = None,
 ) -> instances.Settings:
     """Short probes, backoffs and grace periods, so a test takes seconds."""
     return instances.Settings(
+        host=host,
+        advertise_host=advertise_host,
         template=template,
         policy=FAST,
         grace=grace,
@@ -96,6 +102,31 @@ def accepts(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def other_address() -> str:
+    """An address of this machine other than 127.0.0.1: the one its default route leaves from,
+    else one of its host name's, else 127.0.0.2 (loopback, but not what 127.0.0.1 binds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # UDP: picks the route, sends nothing
+            found: str = probe.getsockname()[0]
+            if not found.startswith("127."):
+                return found
+        except OSError:
+            pass
+    try:
+        named = socket.gethostbyname_ex(socket.gethostname())[2]
+    except OSError:
+        named = []
+    return next((a for a in named if not a.startswith("127.")), "127.0.0.2")
+
+
+def answers(address: str, port: int) -> bool:
+    """Whether something accepts TCP connections on `address`:`port`."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((address, port)) == 0
 
 
 def environment_of(pid: int) -> dict[str, str]:

@@ -327,3 +327,29 @@ async def test_the_log_tail_of_a_crashed_instance_masks_its_api_key(make: Make) 
     assert "non-default args:" in tail
     assert "--api-key ***" in tail
     assert "sekret-key" not in tail
+
+
+async def test_an_instance_bound_to_every_interface_answers_on_another_address_and_advertises(
+    make: Make,
+) -> None:
+    address = fx.other_address()
+    supervisor = make(fx.settings(host="0.0.0.0", advertise_host="gpu-7.example.test"))
+    await supervisor.start(_spec())
+    status = await fx.ready(supervisor, "chat")  # probed on loopback
+    async with httpx.AsyncClient() as client:
+        cards = (await client.get(f"http://{address}:{status.port}/v1/models")).json()["data"]
+
+    assert [card["id"] for card in cards] == ["chat"]
+    assert status.base_url == f"http://gpu-7.example.test:{status.port}/v1"
+    assert status.host == "0.0.0.0"
+    assert status.argv[status.argv.index("--host") + 1] == "0.0.0.0"
+
+
+async def test_an_instance_on_the_default_host_answers_on_loopback_only(make: Make) -> None:
+    supervisor = make()
+    await supervisor.start(_spec())
+    status = await fx.ready(supervisor, "chat")
+
+    assert fx.accepts(status.port)
+    assert not fx.answers(fx.other_address(), status.port)
+    assert status.base_url == f"http://127.0.0.1:{status.port}/v1"

@@ -141,3 +141,32 @@ async def test_a_restarted_agent_with_fewer_gpus_stops_the_instance_on_a_gpu_it_
         assert not fx.alive(shown["second"]["child"])
         assert successor.inventory.holders() == {"first": (0,)}
     assert not fx.alive(shown["first"]["pid"]), "leaving the block closes the supervisor"
+
+
+async def test_a_restarted_agent_advertises_an_adopted_instance_under_its_own_advertised_host(
+    state_dir: pathlib.Path, left: list[int]
+) -> None:
+    shown = (await _dead_agent(state_dir, "kept"))["kept"]
+    left += [shown["pid"], shown["child"]]
+    settings = fx.settings(advertise_host="10.1.2.3")
+    inventory = gpus.Inventory(gpus.parse("2x80GiB"))
+    async with instances.Supervisor(state_dir, inventory, settings) as successor:
+        [adopted] = successor.list()  # entering the block opens it
+
+    assert adopted.adopted
+    assert adopted.base_url == f"http://10.1.2.3:{shown['port']}/v1"
+
+
+async def test_a_restarted_agent_on_another_instance_host_stops_what_listens_on_the_old_one(
+    state_dir: pathlib.Path, left: list[int]
+) -> None:
+    shown = (await _dead_agent(state_dir, "kept"))["kept"]
+    left += [shown["pid"], shown["child"]]
+    inventory = gpus.Inventory(gpus.parse("2x80GiB"))
+    moved = fx.settings(host="0.0.0.0", advertise_host="gpu-7.example.test")
+    async with instances.Supervisor(state_dir, inventory, moved) as successor:
+        assert successor.list() == []
+        assert successor.inventory.holders() == {}
+
+    assert not fx.alive(shown["pid"])
+    assert not fx.alive(shown["child"])

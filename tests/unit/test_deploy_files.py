@@ -16,6 +16,7 @@ import yaml
 
 from controller import cli, settings
 from controller import node as node_cli
+from nodeagent import addresses
 from nodeagent import command as nodecommand
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
@@ -244,3 +245,17 @@ def test_the_node_agent_image_unit_and_compose_service_serve_its_port_with_a_tok
     template = command[command.index("--command") + 1]
     nodecommand.check_template(tuple(shlex.split(template)))  # raises for a bad template
     assert service["ports"] == [f"127.0.0.1:{node_cli.DEFAULT_PORT}:{node_cli.DEFAULT_PORT}"]
+
+
+def test_the_node_agent_unit_and_compose_service_put_instances_where_other_hosts_reach_them() -> (
+    None
+):
+    argv = shlex.split(dict(_unit("llmctl-node.service"))["ExecStart"])
+    assert argv[argv.index("--instance-host") + 1] == "0.0.0.0"
+    assert "--advertise-host" not in argv  # the machine's fully-qualified name
+    command = _compose()["services"]["node-agent"]["command"]
+    host = command[command.index("--instance-host") + 1]
+    advertised = command[command.index("--advertise-host") + 1]
+    assert host == "0.0.0.0"
+    assert advertised == "node-agent"  # the service name the other services resolve
+    assert addresses.advertised(host, advertised) == advertised  # raises for a bad one
