@@ -92,6 +92,12 @@ class ModelSpec:
         return self.engine.tensor_parallel_size or 1
 
 
+def shown(spec: ModelSpec) -> ModelSpec:
+    """`spec` with every ``--api-key`` value among its extra arguments masked: what is shown."""
+    extra = redacted(spec.engine.extra_args)
+    return dataclasses.replace(spec, engine=dataclasses.replace(spec.engine, extra_args=extra))
+
+
 def check(spec: ModelSpec) -> None:
     """Raises `SpecError` naming the first problem of `spec`; returns None when it can run."""
     if not spec.name.strip() or any(not c.isprintable() for c in spec.name):

@@ -35,8 +35,8 @@ class InstanceStatus:
 
     `host` is the address the instance binds; `base_url` carries the advertised host.
 
-    `argv` has its ``--api-key`` values masked; the real one is only in the 0600 record.
-    `spec` is what it was started with (None for an instance adopted from a previous agent
+    `argv` and `spec` have their ``--api-key`` values masked; the real one is only in the 0600
+    record. `spec` is what it was started with (None for an instance adopted from a previous agent
     until a start with the same argv names it again).
     """
 
@@ -108,7 +108,7 @@ class Instance:
             argv=command.redacted(self.argv),
             started_at=self.started_at,
             adopted=self.adopted,
-            spec=self.spec,
+            spec=None if self.spec is None else command.shown(self.spec),
         )
 
     def to_record(self) -> record.InstanceRecord | None:
