@@ -24,6 +24,7 @@ from dwqueue import flushing
 from tests.e2e import node_fleet
 from tests.e2e.conftest import Cli
 from tests.integration import node_agent_process
+from tests.integration import node_instances_fixtures as fx
 
 MODEL = "org/converge"
 OTHER = "org/keeper"
@@ -136,3 +137,42 @@ async def test_reconcile_wait_pulls_the_weights_with_progress_and_serves_the_dec
     assert chosen.json()["provider"]["backend"] == "gpu-0"
     assert chosen.json()["provider"]["baseUrl"] == served["base_url"]
     assert said
+
+
+@pytest.mark.parametrize(("prune", "weights_kept"), [("managed", False), ("none", True)])
+def test_removing_a_model_from_its_pool_stops_its_instance_in_one_cycle_and_prunes_per_policy(
+    llmctl: Cli,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prune: str,
+    weights_kept: bool,
+) -> None:
+    monkeypatch.setenv("NODE_TOKEN", node_fleet.TOKEN)
+    with node_fleet.fleet(tmp_path, 1, [MODEL, OTHER], gpus="2x24GiB") as (agent,):
+        _declare(llmctl, [agent], prune=prune)
+        node_fleet.ok(llmctl, "model", "add", OTHER, "--pool", "gpus")
+        node_fleet.ok(llmctl, "reconcile", "--once", "--wait", "--timeout", "60")
+        before = agent.instances()
+        gone = before[MODEL]
+        group = node_fleet.pgid_of(gone["pid"])
+        assert node_fleet.group_alive(group)
+        assert fx.accepts(gone["port"])
+
+        node_fleet.ok(llmctl, "pool", "remove-model", "gpus", MODEL)
+        cycle = node_fleet.ok(llmctl, "reconcile", "--once")
+
+        after = agent.instances()
+        weights = agent.weights()
+        port_free = not fx.accepts(gone["port"])
+        group_left = node_fleet.group_alive(group)
+        pid_left = fx.alive(gone["pid"])
+        node_fleet.ok(llmctl, "reconcile", "--once")  # the status shows what a cycle observed
+        doc = node_fleet.ok(llmctl, "backend", "get", "gpu-0", "-o", "json").json()
+
+    assert "stop instance" in cycle.out, cycle.out
+    assert list(after) == [OTHER]
+    assert after[OTHER]["pid"] == before[OTHER]["pid"]
+    assert after[OTHER]["state"] == "ready"
+    assert (pid_left, group_left, port_free) == (False, False, True)
+    assert weights == ([MODEL, OTHER] if weights_kept else [OTHER])
+    assert [i["name"] for i in doc["status"]["instances"]] == [OTHER]
