@@ -92,18 +92,6 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def children_of(pid: int) -> list[int]:
-    """The pids whose parent is `pid`."""
-    found = []
-    for entry in pathlib.Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
 def cuda_devices(pid: int) -> str | None:
     """CUDA_VISIBLE_DEVICES in the environment `pid` was started with."""
     raw = pathlib.Path(f"/proc/{pid}/environ").read_bytes()
