@@ -21,6 +21,8 @@ from emulators import catalog, hfhub, names, ollama, runner, vllm, vllm_node
 from runtimestate import echo
 
 _NODES_HELP = "Independent nodes, served under /nodes/0, /nodes/1, …"
+# vllm serve's engine arguments a node agent passes on: accepted as vllm serve does, unused.
+_ENGINE_HELP = "Accepted like vllm serve's (no effect: nothing runs on a GPU)."
 
 app = typer.Typer(
     help="Run a protocol-faithful Ollama, vLLM or Hugging Face Hub emulator.", no_args_is_help=True
@@ -105,8 +107,13 @@ def vllm_command(
         False, "--enable-lora", help="Serve the runtime LoRA load/unload routes."
     ),
     runner_kind: str = typer.Option("generate", "--runner", help="generate or pooling."),
+    tensor_parallel_size: int | None = typer.Option(None, help=_ENGINE_HELP),
+    gpu_memory_utilization: float | None = typer.Option(None, help=_ENGINE_HELP),
+    dtype: str | None = typer.Option(None, help=_ENGINE_HELP),
+    quantization: str | None = typer.Option(None, help=_ENGINE_HELP),
 ) -> None:
     """Emulate a vLLM server (vllm serve)."""
+    del tensor_parallel_size, gpu_memory_utilization, dtype, quantization  # no GPU to use them
     vllm.serve(
         host,
         port,
