@@ -167,7 +167,7 @@ async def _run(
     async with (
         ollama.running(nodes=2, pull_rate=PULL_RATE) as edge,
         vllm.running(model=VLLM_MODEL) as gpu,
-        demonode.running(directory, PULL_RATE) as node_url,
+        _node(directory, console) as node_url,
         composition.Controller(config) as controller,
     ):
         assert controller.nats_url is not None
@@ -186,7 +186,10 @@ async def _run(
         try:
             text = fleet([edge.node_url(0), edge.node_url(1)], gpu.url, node_url)
             await _apply(url, text)
-            console.print("declared: 4 backends, 5 models in 3 pools; converging…")
+            shape = (
+                "4 backends, 5 models in 3 pools" if node_url else "3 backends, 4 models in 2 pools"
+            )
+            console.print(f"declared: {shape}; converging…")
             with progress:
                 controller.work.request()
                 ok = await _converged(controller, TIMEOUT_S)
@@ -200,6 +203,19 @@ async def _run(
             with contextlib.suppress(nats.errors.Error, OSError):
                 await client.close()
     return ok
+
+
+def _node(
+    directory: pathlib.Path, console: Console
+) -> contextlib.AbstractAsyncContextManager[str | None]:
+    """The demo's node agent, or None (said in one line) without the node extra installed."""
+    if demonode.available():
+        return demonode.running(directory, PULL_RATE)
+    console.print(
+        "node agent left out: its extra is not installed (pip install 'llmctl[node]')",
+        highlight=False,
+    )
+    return contextlib.nullcontext(None)
 
 
 def demo_command(
@@ -228,7 +244,10 @@ def demo_command(
             if ok:
                 env.out.print(f"\nconverged in {elapsed:.1f}s", highlight=False)
 
-        ok = asyncio.run(_run(directory, env.out, keep_running, report))
+        try:
+            ok = asyncio.run(_run(directory, env.out, keep_running, report))
+        except demonode.AgentError as exc:
+            env.fail(f"{exc} (run llmctl node serve by hand to see more)", 1)
     if not ok:
         env.fail(f"the fleet did not converge within {TIMEOUT_S:g}s", 1)
     env.out.print("everything stopped and cleaned up.", highlight=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import pathlib
 import secrets
@@ -34,6 +35,15 @@ FILES: dict[str, hfhub_repos.FileSpec] = {
 TOKEN_ENV = "LLMCTL_DEMO_NODE_TOKEN"  # noqa: S105 (the variable's name, not a token)
 _LISTENING = "node agent listening on "
 _START_TIMEOUT_S = 20.0
+
+
+class AgentError(RuntimeError):
+    """The demo's node agent did not start; the message says why (its last error line)."""
+
+
+def available() -> bool:
+    """Whether the node agent's extra is installed (``pip install 'llmctl[node]'``)."""
+    return importlib.util.find_spec("huggingface_hub") is not None
 
 
 def _llmctl() -> list[str]:
@@ -69,24 +79,33 @@ async def running(directory: pathlib.Path, pull_rate: float) -> AsyncIterator[st
             *argv,
             env=environment,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # Ctrl-C in the terminal reaches the demo, which stops it
         )
         os.environ[TOKEN_ENV] = token
         try:
-            yield await asyncio.wait_for(_announced(agent), _START_TIMEOUT_S)
+            try:
+                url = await asyncio.wait_for(_announced(agent), _START_TIMEOUT_S)
+            except TimeoutError:
+                raise AgentError(
+                    f"the demo's node agent did not listen within {_START_TIMEOUT_S:g} s"
+                ) from None
+            yield url
         finally:
             os.environ.pop(TOKEN_ENV, None)
             await _stop(agent)
 
 
 async def _announced(agent: asyncio.subprocess.Process) -> str:
-    """The URL the agent prints once it listens; raises RuntimeError if it exits first."""
+    """The URL the agent prints once it listens; raises AgentError if it exits first."""
     assert agent.stdout is not None
     while line := (await agent.stdout.readline()).decode():
         if line.startswith(_LISTENING):
             return line[len(_LISTENING) :].split()[0]
-    raise RuntimeError(f"the node agent exited ({await agent.wait()}) before it listened")
+    assert agent.stderr is not None
+    said = (await agent.stderr.read()).decode(errors="replace").strip().splitlines()
+    why = said[-1] if said else f"exit status {await agent.wait()}"
+    raise AgentError(f"the demo's node agent did not start: {why}")
 
 
 async def _stop(agent: asyncio.subprocess.Process) -> None:

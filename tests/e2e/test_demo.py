@@ -85,3 +85,24 @@ def test_demo_keep_running_prints_the_converged_fleet_before_it_is_stopped(
     assert proc.returncode == 0, err
     assert "everything stopped and cleaned up." in rest
     assert "$ llmctl backend list" not in rest  # printed once, at convergence
+
+
+def test_demo_without_the_node_extra_leaves_the_agent_out_and_still_converges(
+    tmp_path: pathlib.Path,
+) -> None:
+    # `pip install .` without [node]: huggingface_hub cannot be imported (None in sys.modules).
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['huggingface_hub'] = None\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    env.update(HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "data"), PYTHONPATH=str(hide))
+    done = subprocess.run(
+        [LLMCTL, "demo"], env=env, capture_output=True, text=True, timeout=90, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "node agent left out: its extra is not installed" in done.stdout
+    assert "declared: 3 backends, 4 models in 2 pools" in done.stdout
+    listed = done.stdout.split("$ llmctl backend list")[1].splitlines()
+    rows = [line.split() for line in listed if line[:7] in ("ollama-", "vllm-a ")]
+    assert len(rows) == 3 and all(row[2] == "Ready" for row in rows), done.stdout
+    assert "node-a" not in done.stdout
