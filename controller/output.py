@@ -58,7 +58,7 @@ def status_doc(
     if observed is None:
         return None
     kind = backend.spec.type
-    served = {names.key(m.name, kind) for m in observed.pulled_models}
+    served = {names.key(m.name, kind) for m in observed.serving}
     desired_names = [m.name for m in state.models_for(backend.name)]
     ready = sum(names.key(name, kind) in served for name in desired_names)
 

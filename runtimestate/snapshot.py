@@ -19,6 +19,9 @@ from typing import Any
 WIRE_VERSION = 1
 
 
+_NODE = "node"  # `spec.BackendType.NODE`; the snapshot stays free of the desired wing
+
+
 class Phase(enum.StrEnum):
     """How routable a backend is: Ready (answered), Degraded (failing, serving its last good
     list within the grace period), Unreachable (failing past it), Unknown (not probed yet)."""
@@ -122,6 +125,14 @@ class LLMState:
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
+
+    @property
+    def serving(self) -> tuple[PulledModel, ...]:
+        """The models a request can be sent to: every one listed, but on a node agent only
+        those with a ready instance (a `base_url`): cached weights are not a server."""
+        if self.type != _NODE:
+            return self.pulled_models
+        return tuple(m for m in self.pulled_models if m.base_url is not None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from runtimestate import snapshot
-from runtimestate.desired import names, selectors, spec
+from runtimestate.desired import names, selectors
 
 Phase = snapshot.Phase
 ProviderKey = str  # "<backend>/<model>": backend names are DNS labels, so the first "/" splits
@@ -90,11 +90,8 @@ def candidates_of(state: snapshot.LLMState) -> tuple[Candidate, ...]:
     ready instance) are candidates: the agent itself serves no model, cached weights are not
     a server."""
     vllm_load = (state.load.running or 0.0) + (state.load.waiting or 0.0)
-    instanced = state.type == spec.BackendType.NODE
     result = []
-    for model in state.pulled_models:
-        if instanced and model.base_url is None:
-            continue
+    for model in state.serving:
         warm = model.loaded or state.type != names.OLLAMA
         key = f"{state.name}/{model.name}"
         result.append(

@@ -104,5 +104,6 @@ def test_demo_without_the_node_extra_leaves_the_agent_out_and_still_converges(
     assert "declared: 3 backends, 4 models in 2 pools" in done.stdout
     listed = done.stdout.split("$ llmctl backend list")[1].splitlines()
     rows = [line.split() for line in listed if line[:7] in ("ollama-", "vllm-a ")]
-    assert len(rows) == 3 and all(row[2] == "Ready" for row in rows), done.stdout
+    assert len(rows) == 3, done.stdout
+    assert all(row[2] == "Ready" for row in rows), done.stdout
     assert "node-a" not in done.stdout

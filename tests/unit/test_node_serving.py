@@ -3,8 +3,10 @@ resolver routes a model to its ready instance's URL, never to the agent itself."
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
+from controller import metrics
 from runtimestate import credentials, snapshot
 from runtimestate.backends import base, nodereplies
 from runtimestate.reconcile import serving
@@ -106,3 +108,17 @@ def test_a_node_model_has_the_context_length_its_instance_was_started_with() -> 
     assert (model.loaded, model.context_length) == (True, 4096)
     (idle,) = nodereplies.models(cached, ())
     assert (idle.loaded, idle.context_length) == (False, None)
+
+
+def test_weights_without_a_ready_instance_do_not_count_as_a_ready_model() -> None:
+    # backend list's READY column and the demo's convergence read `serving`, as the resolver.
+    ready = snapshot.PulledModel(name="org/a", model="org/a", base_url="http://n:1/v1")
+    cached = snapshot.PulledModel(name="org/b", model="org/b")
+    state = snapshot.LLMState(
+        id=1, name="gpu-1", type="node", base_url="http://n:8700", models=("org/a", "org/b"),
+        pulled_models=(ready, cached), phase=snapshot.Phase.READY,
+    )  # fmt: skip
+    assert state.serving == (ready,)
+    assert metrics.pairs(snapshot.Snapshot(backends={"gpu-1": state})) == (2, 1)
+    ollama = dataclasses.replace(state, type="ollama")
+    assert ollama.serving == (ready, cached)
