@@ -9,6 +9,9 @@ byte and held, not retried.
 from __future__ import annotations
 
 import pathlib
+import re
+
+import shutil
 
 import pytest
 
@@ -41,3 +44,32 @@ def test_a_second_model_on_a_one_gpu_node_is_held_until_the_first_leaves_its_poo
     assert "org/beta" in planned and "needs 1 GPU, 0 free" in planned, planned
     assert after == {"org/beta": "ready"}, after
 
+
+def test_weights_larger_than_the_nodes_free_disk_are_held_before_any_byte_is_written(
+    llmctl: Cli, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    free = shutil.disk_usage(tmp_path).free
+    repos = [fx.repo("org/huge", size=free + 2**40)]
+    with fx.fleet(llmctl, tmp_path, monkeypatch, repos) as fleet:
+        fleet.declare("org/huge")
+        waited = fleet.llmctl("reconcile", "--once", "--wait", "--timeout", "60")
+        first = fleet.downloads()
+        listed = fleet.ok("downloads", "list").out
+        again = [fleet.llmctl("reconcile", "--once") for _ in range(2)]
+        later = fleet.downloads()
+        sent = list(fleet.hub.downloads)
+        cached = sorted(
+            str(p.relative_to(fleet.cache)) for p in fleet.cache.rglob("*") if p.is_file()
+        )
+
+    assert waited.code == 1, waited.out + waited.err
+    assert "hold org/huge" in waited.out and "(insufficient_disk)" in waited.out, waited.out
+    assert [(j["model"], j["state"]) for j in first] == [("org/huge", "failed")], first
+    assert first[0]["errorClass"] == "insufficient_disk", first
+    shown = re.search(r"needs (\d+) more bytes on disk, (\d+) are free", listed)
+    assert shown is not None, listed
+    assert int(shown[1]) == free + 2**40 + len(b"{}") and int(shown[2]) < int(shown[1]), listed
+    assert sent == [] and cached == [], (sent, cached)
+    assert all(r.code == 0 for r in again)
+    assert [j["id"] for j in later] == [first[0]["id"]], later
+    assert later[0]["attempts"] == first[0]["attempts"], later
