@@ -72,7 +72,7 @@ def repo(repo_id: str, size: int = MIB, **options: Any) -> hfhub.RepoSpec:
 def fleet(
     llmctl: Cli, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
     repos: Sequence[hfhub.RepoSpec], gpus: str = "1x24GiB", command: str | None = None,
-    pull_rate: float | None = None,
+    pull_rate: float | None = None, hf_token: str | None = None,
 ) -> Iterator[Fleet]:  # fmt: skip
     """The hub serving `repos` and an agent with `gpus` (and instance `command`) over it;
     ``NODE_TOKEN`` holds the agent's token for the CLI."""
@@ -81,7 +81,9 @@ def fleet(
     with contextlib.ExitStack() as stack:
         emu = stack.enter_context(hfhub.in_thread(repos=repos, pull_rate=pull_rate))
         url = stack.enter_context(
-            node_agent_process.running(data, emu.url, TOKEN, gpus=gpus, command=command)
+            node_agent_process.running(
+                data, emu.url, TOKEN, gpus=gpus, command=command, hf_token=hf_token
+            )
         )
         yield Fleet(llmctl, emu.nodes[0], url, data)
 

@@ -15,6 +15,8 @@ import shutil
 
 import pytest
 
+from emulators import hfhub
+
 from tests.e2e import node_holds_fixtures as fx
 from tests.e2e.conftest import Cli
 
@@ -73,3 +75,70 @@ def test_weights_larger_than_the_nodes_free_disk_are_held_before_any_byte_is_wri
     assert all(r.code == 0 for r in again)
     assert [j["id"] for j in later] == [first[0]["id"]], later
     assert later[0]["attempts"] == first[0]["attempts"], later
+
+
+def test_a_hub_5xx_and_a_cut_mid_file_are_retried_and_the_pull_succeeds(
+    llmctl: Cli, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = 3 * fx.MIB
+    with fx.fleet(llmctl, tmp_path, monkeypatch, [fx.repo("org/flaky", size=size)]) as fleet:
+        fleet.hub.download_faults = [
+            hfhub.DownloadFault("model.safetensors", after_bytes=fx.MIB),
+            hfhub.DownloadFault("model.safetensors", status=503),
+        ]
+        fleet.declare("org/flaky")
+        waited = fleet.llmctl("reconcile", "--once", "--wait", "--timeout", "60")
+        jobs = fleet.downloads()
+        gets = [(d.path, d.outcome) for d in fleet.hub.downloads]
+        states = _instances(fleet)
+
+    print(jobs, gets, waited.out)
+    assert waited.code == 0, waited.out + waited.err
+    assert [(j["model"], j["state"]) for j in jobs] == [("org/flaky", "succeeded")], jobs
+    assert ("model.safetensors", "reset") in gets and ("model.safetensors", "status 503") in gets
+    assert gets[-1] == ("model.safetensors", "complete"), gets
+    assert states == {"org/flaky": "ready"}, states
+
+
+@pytest.mark.parametrize(
+    ("repos", "hf_token", "reason"),
+    [
+        ([], "hf_reader", "org/closed@main: Repository not found"),
+        ([fx.repo("org/closed", private=True)], None, "org/closed@main: Repository not found"),
+        ([fx.repo("org/closed", gated=True)], None, "Access to model org/closed is restricted"),
+    ],
+    ids=["missing-404", "private-401", "gated-401"],
+)
+def test_a_missing_private_or_gated_repo_fails_permanently_with_the_hubs_reason_and_is_held(
+    llmctl: Cli,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    repos: list[hfhub.RepoSpec],
+    hf_token: str | None,
+    reason: str,
+) -> None:
+    with fx.fleet(llmctl, tmp_path, monkeypatch, repos, hf_token=hf_token) as fleet:
+        fleet.declare("org/closed")
+        waited = fleet.llmctl("reconcile", "--once", "--wait", "--timeout", "60")
+        first = fleet.downloads()
+        listed = fleet.ok("downloads", "list").out
+        again = [fleet.llmctl("reconcile", "--once") for _ in range(2)]
+        later = fleet.downloads()
+        doc = fleet.backend()
+        shown = fleet.ok("backend", "get", "gpu-1").out
+
+    assert waited.code == 1, waited.out + waited.err
+    assert [(j["model"], j["state"], j["errorClass"]) for j in first] == [
+        ("org/closed", "failed", "permanent")
+    ], first
+    assert first[0]["attempts"] == 1, first
+    assert reason in first[0]["error"] and reason in listed, (first, listed)
+    assert "hold org/closed" in waited.out, waited.out
+    assert all(r.code == 0 for r in again)
+    assert [(j["id"], j["attempts"]) for j in later] == [(first[0]["id"], 1)], later
+    held = doc["status"]["downloads"]["held"]
+    assert [h["id"] for h in held] == [first[0]["id"]] and reason in held[0]["error"], held
+    assert reason in shown, shown
+    # Files a refused pull left behind (a gated repo's config.json) are not weights to serve.
+    assert (doc["status"]["models"], doc["status"]["instances"]) == ([], []), doc
+    assert doc["status"]["phase"] == "Ready" and doc["status"]["ready"] == 0, doc
