@@ -84,3 +84,37 @@ def test_a_cancelled_node_pull_stops_the_agents_download_and_a_retry_completes_i
     assert "converged" in done.out, done.out
     assert (final["id"], final["state"]) == (job["id"], "succeeded"), final
     assert [i["state"] for i in doc["status"]["instances"]] == ["ready"], doc
+
+
+@pytest.mark.parametrize("credential", ["wrong", "none"])
+def test_a_node_backend_with_a_wrong_token_or_none_is_unauthorized_and_no_token_is_shown(
+    llmctl: Cli, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, credential: str
+) -> None:
+    wrong = "wrong-t0ken-also-secret"
+    with fx.fleet(llmctl, tmp_path, monkeypatch, [fx.repo("org/tiny")]) as fleet:
+        monkeypatch.setenv("WRONG_TOKEN", wrong)
+        declared = ["--api-key-env", "WRONG_TOKEN"] if credential == "wrong" else []
+        fleet.ok("backend", "add", "gpu-1", "--type", "node", "--url", fleet.agent_url, *declared)
+        fleet.ok("model", "add", "org/tiny")
+        results = [
+            fleet.llmctl("reconcile", "--once"),
+            fleet.llmctl("reconcile", "--once", "-o", "json"),
+            fleet.llmctl("backend", "get", "gpu-1"),
+            fleet.llmctl("backend", "get", "gpu-1", "-o", "json"),
+            fleet.llmctl("backend", "list", "-o", "yaml"),
+            fleet.llmctl("downloads", "list", "-o", "json"),
+        ]
+        doc = fleet.backend()
+
+    assert all(r.code == 0 for r in results), results
+    status = doc["status"]
+    assert status["phase"] == "Unreachable", status
+    reachable = next(c for c in status["conditions"] if c["type"] == "Reachable")
+    assert (reachable["status"], reachable["reason"]) == (False, "unauthorized"), reachable
+    fix = "llmctl backend update gpu-1 --api-key-env"
+    assert fix in reachable["message"], reachable
+    assert fix in results[0].out, results[0].out  # reconcile's table
+    assert fix in results[2].out, results[2].out  # backend get's table
+    shown = "".join(r.out + r.err for r in results)
+    assert fx.TOKEN not in shown
+    assert wrong not in shown
