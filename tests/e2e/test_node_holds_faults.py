@@ -118,3 +118,47 @@ def test_a_node_backend_with_a_wrong_token_or_none_is_unauthorized_and_no_token_
     shown = "".join(r.out + r.err for r in results)
     assert fx.TOKEN not in shown
     assert wrong not in shown
+
+
+# The emulated vLLM server, except for org/bad: that one prints an error and exits at once.
+FAILING = (
+    'sh -c \'if [ "$8" = org/bad ]; then echo "CUDA error: no kernel image for org/bad" >&2; '
+    'exit 3; fi; exec "$0" "$@"\' '
+    f"{LLMCTL} emulate vllm --host {{host}} --port {{port}} --served-model-name {{name}} "
+    "--model {path}"
+)
+
+
+def _crash_looping(fleet: fx.Fleet) -> dict[str, object] | None:
+    fleet.ok("reconcile", "--once")
+    doc = fleet.backend()
+    states = {i["name"]: i["state"] for i in doc["status"]["instances"]}
+    return doc if states.get("org/bad") == "CrashLoopBackOff" else None
+
+
+def test_an_instance_whose_command_exits_at_once_is_shown_in_crash_loop_with_its_log_tail(
+    llmctl: Cli, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repos = [fx.repo("org/good"), fx.repo("org/bad")]
+    with fx.fleet(llmctl, tmp_path, monkeypatch, repos, gpus="2x24GiB", command=FAILING) as fleet:
+        fleet.declare("org/good", "org/bad")
+        fleet.llmctl("reconcile", "--once", "--wait", "--timeout", "60")
+        doc = fx.eventually(lambda: _crash_looping(fleet), "org/bad to crash-loop")
+        table = fleet.ok("backend", "get", "gpu-1").out
+
+    status = doc["status"]
+    bad = next(i for i in status["instances"] if i["name"] == "org/bad")
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert "CUDA error: no kernel image for org/bad" in bad["logTail"], bad
+    assert bad["restarts"] >= 2, bad
+    assert conditions["InstancesReady"]["status"] is False, conditions
+    instances = conditions["InstancesReady"]["message"]
+    assert "org/bad: CrashLoopBackOff (the process exited with code 3" in instances, instances
+    assert "its log ends: CUDA error: no kernel image for org/bad" in instances, instances
+    assert "org/good: ready" in instances, instances
+    models = conditions["ModelsReady"]
+    assert (models["status"], models["reason"]) == (False, "instances_not_ready"), models
+    assert "org/bad" in models["message"], models
+    assert (status["ready"], status["desired"]) == (1, 2), status  # org/good only
+    assert "CrashLoopBackOff" in table, table
+    assert "ready: 1/2" in table, table
