@@ -96,7 +96,7 @@ def pairs(taken: snapshot.Snapshot) -> tuple[int, int]:
     """(desired, ready): declared (backend, model) pairs, and those the backend serves."""
     desired = ready = 0
     for state in taken.backends.values():
-        served = {names.key(m.name, state.type) for m in state.pulled_models}
+        served = {names.key(m.name, state.type) for m in state.served()}
         for model in state.models:
             desired += 1
             ready += names.key(model, state.type) in served

@@ -13,12 +13,13 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from runtimestate.desired import engineargs, names, spec
+from runtimestate.desired import engineargs, names
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from runtimestate import desired, snapshot
+    from runtimestate.desired import spec
 
 
 class Format(enum.StrEnum):
@@ -57,10 +58,7 @@ def status_doc(
     if observed is None:
         return None
     kind = backend.spec.type
-    # On a node agent, weights are served only by a ready instance (they have its URL).
-    node = kind is spec.BackendType.NODE
-    pulled = [m for m in observed.pulled_models if not node or m.base_url is not None]
-    served = {names.key(m.name, kind) for m in pulled}
+    served = {names.key(m.name, kind) for m in observed.served()}
     desired_names = [m.name for m in state.models_for(backend.name)]
     ready = sum(names.key(name, kind) in served for name in desired_names)
 

@@ -123,6 +123,12 @@ class LLMState:
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
 
+    def served(self) -> tuple[PulledModel, ...]:
+        """The models it serves: on a node agent only those with a ready instance (a URL)."""
+        if self.type != "node":
+            return self.pulled_models
+        return tuple(m for m in self.pulled_models if m.base_url is not None)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
