@@ -15,6 +15,8 @@ to its size, `delete` forgets the record and never touches the directory.
    the call after a cut connection, §A.4/§A.x; a retried pull skips the finished files), and
    writes `refs/{revision}`; byte progress goes to `on_progress` on the caller's event loop;
    a `stop` flag ends the download within one network read (`nodeagent.cancellation`).
+   Until a pull of a repo succeeds, `root/unfinished/<repo folder>` hides the repo from `list`:
+   the files a failed or cancelled pull left are reused by the next pull, never served.
 Failures are `WeightsError`s classed for the controller's retry policy: `permanent` (missing,
 gated or private repo, unknown revision: the hub's reason), `transient` (5xx, network),
 `insufficient_disk`, `invalid` (a bad name or path). The endpoint and token are explicit or
@@ -172,6 +174,9 @@ class Cache:
         cancellation.install()
         try:
             plan = self._plan(repo, rev)
+            unfinished = self._unfinished(repo)
+            unfinished.parent.mkdir(parents=True, exist_ok=True)
+            unfinished.touch()  # hides the repo from `list` until a pull of it succeeds
             meter = progress.Meter(plan.cached, plan.total, sink)
             meter.start()
             with cancellation.watching(repo, plan.commit, stop or threading.Event()):
@@ -194,8 +199,14 @@ class Cache:
             ref = self.hub / names.repo_folder(repo) / "refs" / rev
             ref.parent.mkdir(parents=True, exist_ok=True)
             ref.write_text(plan.commit)
+        unfinished.unlink(missing_ok=True)
         meter.finish()
         return self._describe(repo, plan.commit)
+
+    def _unfinished(self, repo: str) -> pathlib.Path:
+        """The marker of a pull of `repo` that has not succeeded (yet): files of a failed or
+        cancelled pull stay for the next one to skip, but are not weights to serve."""
+        return self.root / "unfinished" / names.repo_folder(repo)
 
     def _plan(self, repo: str, rev: str) -> _Plan:
         """The commit and tree from the hub; refuse when the missing bytes do not fit."""
@@ -259,7 +270,9 @@ class Cache:
         if self.hub.is_dir():
             for folder in sorted(self.hub.iterdir()):
                 repo = names.repo_of_folder(folder.name)
-                if repo is not None and folder.is_dir() and not folder.is_symlink():
+                if repo is None or not folder.is_dir() or folder.is_symlink():
+                    continue
+                if not self._unfinished(repo).exists():
                     found.append(self._describe(repo))
         for path, size in self._local_records().items():
             found.append(Weights(name=path, source="local", path=pathlib.Path(path), size=size))
@@ -299,6 +312,7 @@ class Cache:
             folder = self.hub / names.repo_folder(name)
         except names.InvalidName as exc:
             raise WeightsError(ErrorKind.INVALID, str(exc)) from exc
+        (self.root / "unfinished" / folder.name).unlink(missing_ok=True)
         locks = self.hub / ".locks" / folder.name
         if locks.is_dir() and not locks.is_symlink():
             shutil.rmtree(locks)

@@ -142,6 +142,11 @@ def refusal(status: int, body: bytes, backend: str, *, about_model: bool) -> err
     message = transport.error_message(body) or f"HTTP {status}"
     kind = parsed.get("class")
     route_missing = status in (404, 405) and kind == "invalid"  # aiohttp's own, as JSON
+    if status in (401, 403):
+        message = (
+            f"{message}; give the backend the agent's token: llmctl backend update {backend} "
+            "--api-key-env VAR (or --api-key-stdin)"
+        )
     if status in (401, 403) or route_missing or not isinstance(kind, str) or kind not in _CLASSES:
         about_model = about_model and not route_missing
         return errors.from_status(status, message, backend=backend, about_model=about_model)

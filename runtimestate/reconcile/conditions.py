@@ -12,8 +12,9 @@ Conditions:
 - ``InstancesReady`` (node agents only): every desired model's instance is ready (``ok``), or
   the worst reason (``crash_loop``, ``start_failed``, ``unplaceable``, ``starting``,
   ``not_started``); the message gives each desired model's instance state: ready, starting,
-  CrashLoopBackOff with its last error, unplaceable with the GPU numbers, the agent's refusal
-  of a start, waiting for weights, and a restart that waits for another copy.
+  CrashLoopBackOff with its last error and its log's last line, unplaceable with the GPU
+  numbers, the agent's refusal of a start, waiting for weights, and a restart that waits for
+  another copy.
 - ``DeclaredNotServed`` / ``ServedNotDeclared``: drift the planner reported and llmctl does not
   act on (a vLLM node's fixed model set, a cloud provider's listing, models the prune policy
   keeps); the message names the models.
@@ -180,7 +181,8 @@ def _instance_state(found: base.ObservedInstance | None, refused: str | None) ->
             return "ok", "ready"
         case base.InstanceState.CRASH_LOOP:
             error = (found.last_error or "no error reported")[:_LAST_ERROR]
-            return "crash_loop", f"CrashLoopBackOff ({error})"
+            said = f"; its log ends: {found.log_tail[-1][:_LAST_ERROR]}" if found.log_tail else ""
+            return "crash_loop", f"CrashLoopBackOff ({error}{said})"
         case _:
             return "starting", found.state.value
 

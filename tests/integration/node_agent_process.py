@@ -21,15 +21,20 @@ EMULATED = (
 
 
 @contextlib.contextmanager
-def running(data_dir: pathlib.Path, hub_url: str, token: str, gpus: str = "1x24GiB") -> Iterator[
-    str
-]:  # fmt: skip
-    """An agent over `data_dir` pulling from `hub_url`, answering `token`; yields its URL."""
+def running(
+    data_dir: pathlib.Path, hub_url: str, token: str, gpus: str = "1x24GiB",
+    command: str | None = None, hf_token: str | None = None,
+) -> Iterator[str]:  # fmt: skip
+    """An agent over `data_dir` pulling from `hub_url` (as `hf_token` if given), answering
+    `token`, running instances with `command` (the emulated vLLM server by default); yields
+    its URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LLMCTL_"))}
     env |= {"LLMCTL_DATA_DIR": str(data_dir), "LLMCTL_NODE_TOKEN": token,
             "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
+    if hf_token is not None:
+        env["HF_TOKEN"] = hf_token
     argv = [LLMCTL, "node", "serve", "--port", "0", "--gpus", gpus]
-    argv += ["--command", EMULATED, "--hf-endpoint", hub_url]
+    argv += ["--command", command or EMULATED, "--hf-endpoint", hub_url]
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
