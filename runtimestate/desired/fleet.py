@@ -33,6 +33,7 @@ class DesiredState:
     models_joined: Mapping[tuple[str, names.ModelKey], int] = dataclasses.field(
         default_factory=dict
     )
+    adapters: tuple[spec.Adapter, ...] = ()
 
     @functools.cached_property
     def backends_by_name(self) -> dict[str, spec.Backend]:
@@ -79,6 +80,31 @@ class DesiredState:
     def models_for(self, backend: str) -> tuple[spec.Model, ...]:
         """The models desired on ``backend``: the union of the models of all its pools."""
         return self._models_by_backend.get(backend, ())
+
+    @functools.cached_property
+    def adapters_by_name(self) -> dict[str, spec.Adapter]:
+        return {adapter.name: adapter for adapter in self.adapters}
+
+    @functools.cached_property
+    def _adapters_by_backend(self) -> dict[str, tuple[spec.Adapter, ...]]:
+        wanted: dict[str, dict[str, spec.Adapter]] = {}
+        for pool in self.pools:
+            members = [self.adapters_by_name[a] for a in pool.spec.adapters]
+            for backend in pool.spec.backends:
+                for adapter in members:
+                    wanted.setdefault(backend, {})[adapter.name] = adapter
+        return {
+            backend: tuple(sorted(found.values(), key=lambda a: a.name))
+            for backend, found in wanted.items()
+        }
+
+    def adapter(self, name: str) -> spec.Adapter | None:
+        return self.adapters_by_name.get(name)
+
+    def adapters_for(self, backend: str) -> tuple[spec.Adapter, ...]:
+        """The adapters placed on ``backend``: the union of its pools' adapters, by name
+        (whether their base model is served there is the planner's question)."""
+        return self._adapters_by_backend.get(backend, ())
 
     @functools.cached_property
     def _pools_by_backend(self) -> dict[str, tuple[spec.Pool, ...]]:

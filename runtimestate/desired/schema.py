@@ -1,4 +1,4 @@
-"""The desired-state tables: backends, models, pools and the two pool memberships.
+"""The desired-state tables: backends, models, adapters, pools and their memberships.
 
 Owned by `runtimestate`; `migrations/env.py` combines this ``metadata`` with the other
 packages'. Only the store modules use these ORM classes; rows never leave them (callers get
@@ -52,6 +52,8 @@ class BackendRow(Stamped, Base):
     credential_kind: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
     credential_env: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     credential_ciphertext: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+    vram_bytes: orm.Mapped[int | None] = orm.mapped_column(sa.BigInteger)  # warm models' budget
+    disk_bytes: orm.Mapped[int | None] = orm.mapped_column(sa.BigInteger)  # pulls admitted against
 
 
 class ModelRow(Stamped, Base):
@@ -66,6 +68,21 @@ class ModelRow(Stamped, Base):
     labels: orm.Mapped[dict[str, str]] = orm.mapped_column(sa.JSON, default=dict)
     # The `vllm` engine arguments in their file form (`engineargs.document`); NULL: none declared.
     vllm: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
+    warm: orm.Mapped[bool] = orm.mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    keep_alive: orm.Mapped[str | None] = orm.mapped_column(sa.String(32))  # NULL: the default
+
+
+class AdapterRow(Stamped, Base):
+    """A LoRA adapter: loaded where its pools place it and its base model is served."""
+
+    __tablename__ = "adapters"
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255), unique=True)
+    base_model: orm.Mapped[str] = orm.mapped_column(sa.String(600))
+    source: orm.Mapped[str] = orm.mapped_column(sa.Text)
+    revision: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    labels: orm.Mapped[dict[str, str]] = orm.mapped_column(sa.JSON, default=dict)
 
 
 class PoolRow(Stamped, Base):
@@ -108,6 +125,20 @@ class PoolModelRow(Base):
     joined_generation: orm.Mapped[int] = orm.mapped_column(sa.Integer)
 
 
+class PoolAdapterRow(Base):
+    """An adapter's membership of a pool; `joined_generation` as in `PoolBackendRow`."""
+
+    __tablename__ = "pool_adapters"
+
+    pool_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    adapter_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("adapters.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    joined_generation: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+
+
 class BackendStatusRow(Base):
     """The last observed state of a backend, as `runtimestate.snapshot`'s wire form.
 
@@ -137,6 +168,27 @@ class ManagedModelRow(Base):
     model: orm.Mapped[str] = orm.mapped_column(sa.String(600))
     job_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(32))
     pulled_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)
+
+
+class ManagedAdapterRow(Base):
+    """An adapter llmctl itself loaded onto a backend: what `prune: managed` may unload."""
+
+    __tablename__ = "managed_adapters"
+
+    backend: orm.Mapped[str] = orm.mapped_column(sa.String(63), primary_key=True)
+    adapter: orm.Mapped[str] = orm.mapped_column(sa.String(255), primary_key=True)
+    loaded_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)
+
+
+class PreloadedModelRow(Base):
+    """A model llmctl preloaded to keep it warm: what it unloads once the model is not warm."""
+
+    __tablename__ = "preloaded_models"
+
+    backend: orm.Mapped[str] = orm.mapped_column(sa.String(63), primary_key=True)
+    model_key: orm.Mapped[str] = orm.mapped_column(sa.String(600), primary_key=True)
+    model: orm.Mapped[str] = orm.mapped_column(sa.String(600))
+    preloaded_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, default=utcnow)
 
 
 class ReplicaRow(Base):

@@ -78,6 +78,8 @@ class BackendSpec:
     prune: PrunePolicy = PrunePolicy.MANAGED
     max_pulls: int = 1
     credentials: Credentials | None = None
+    vram_bytes: int | None = None  # the memory warm models may hold (Ollama's size_vram)
+    disk_bytes: int | None = None  # the disk pulls are admitted against; None: not declared
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,6 +89,8 @@ class ModelSpec:
     capabilities: tuple[Capability, ...] | None = None
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     vllm: engineargs.VllmArgs | None = None  # how a node agent starts it (`engineargs`)
+    warm: bool = False  # kept loaded on the Ollama backends placing it
+    keep_alive: str | None = None  # Ollama's keep_alive for a warm model ("-1": forever)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,6 +99,20 @@ class PoolSpec:
     purpose: str = ""
     backends: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    adapters: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AdapterSpec:
+    """A LoRA adapter: loaded under `name` where a pool places it and `base_model` is served.
+    `source` is a path on the node or a Hugging Face repo id (`revision`: its branch, tag or
+    commit)."""
+
+    name: str
+    base_model: str
+    source: str
+    revision: str | None = None
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -121,6 +139,16 @@ class Backend:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Model:
     spec: ModelSpec
+    meta: Meta
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Adapter:
+    spec: AdapterSpec
     meta: Meta
 
     @property
