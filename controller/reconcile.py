@@ -24,7 +24,7 @@ from controller import gctuning, logs, output, runner, selection, serve, setting
 from dwqueue import publisher
 from runtimestate import database, errors, snapshot, state
 from runtimestate.desired import selectors
-from runtimestate.reconcile import cycle, execution, plan
+from runtimestate.reconcile import cycle, execution, steps
 
 OutputOpt = Annotated[output.DocFormat, typer.Option("--output", "-o", help="table, json or yaml")]
 DEFAULT_WAIT_S = 3600.0
@@ -39,20 +39,20 @@ class Waited:
     timeout_s: float
 
 
-def _kind(action: plan.Action) -> str:
+def _kind(action: steps.Action) -> str:
     return {
-        plan.Pull: "pull",
-        plan.CancelJob: "cancel",
-        plan.Prune: "prune",
-        plan.ReportDrift: "drift",
-        plan.Hold: "hold",
-        plan.StartInstance: "start",
-        plan.RestartInstance: "restart",
-        plan.StopInstance: "stop",
+        steps.Pull: "pull",
+        steps.CancelJob: "cancel",
+        steps.Prune: "prune",
+        steps.ReportDrift: "drift",
+        steps.Hold: "hold",
+        steps.StartInstance: "start",
+        steps.RestartInstance: "restart",
+        steps.StopInstance: "stop",
     }[type(action)]
 
 
-def _action_doc(action: plan.Action, outcome: execution.Outcome | None) -> dict[str, Any]:
+def _action_doc(action: steps.Action, outcome: execution.Outcome | None) -> dict[str, Any]:
     model = getattr(action, "model", None)
     return {
         "kind": _kind(action),

@@ -30,7 +30,7 @@ from dwqueue import jobs
 from runtimestate import snapshot
 from runtimestate.backends import base
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import plan, probing, serving
+from runtimestate.reconcile import probing, serving, steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Inputs:
     backend: spec.Backend
     record: probing.Record[base.Observation]
     usable: base.Observation | None
-    actions: Sequence[plan.Action]
+    actions: Sequence[steps.Action]
     jobs: Sequence[jobs.Job]
     observed_generation: int
     desired: tuple[str, ...] = ()
@@ -112,7 +112,7 @@ def _reachable(record: probing.Record[base.Observation]) -> snapshot.Condition:
 def _models_ready(
     inputs: Inputs,
     served: set[names.ModelKey],
-    holds: Sequence[plan.Hold],
+    holds: Sequence[steps.Hold],
     pending: Sequence[jobs.Job],
 ) -> snapshot.Condition:
     kind = inputs.backend.spec.type
@@ -150,8 +150,8 @@ def _instances_ready(inputs: Inputs, observation: base.Observation) -> snapshot.
     drift = {
         names.key(a.model, kind): a.reason
         for a in inputs.actions
-        if isinstance(a, plan.ReportDrift)
-        and a.reason.code in (plan.ReasonCode.UNPLACEABLE, plan.ReasonCode.RESTART_WAITS)
+        if isinstance(a, steps.ReportDrift)
+        and a.reason.code in (steps.ReasonCode.UNPLACEABLE, steps.ReasonCode.RESTART_WAITS)
     }
     found: list[tuple[str, str]] = []  # (reason, "model: state")
     for model in sorted(inputs.desired):
@@ -161,7 +161,7 @@ def _instances_ready(inputs: Inputs, observation: base.Observation) -> snapshot.
             text = "waiting for weights"
         held = drift.get(key)
         if held is not None:
-            unplaceable = held.code is plan.ReasonCode.UNPLACEABLE and reason == "not_started"
+            unplaceable = held.code is steps.ReasonCode.UNPLACEABLE and reason == "not_started"
             reason = "unplaceable" if unplaceable else reason
             text = f"unplaceable: {held.text}" if unplaceable else f"{text}; {held.text}"
         found.append((reason, f"{model}: {text}"))
@@ -187,12 +187,12 @@ def _instance_state(found: base.ObservedInstance | None, refused: str | None) ->
             return "starting", found.state.value
 
 
-def _drift(actions: Sequence[plan.Action]) -> list[snapshot.Condition]:
-    drift = [a for a in actions if isinstance(a, plan.ReportDrift)]
+def _drift(actions: Sequence[steps.Action]) -> list[snapshot.Condition]:
+    drift = [a for a in actions if isinstance(a, steps.ReportDrift)]
     conditions = []
     for kind, type_ in (
-        (plan.DriftKind.DECLARED_NOT_SERVED, "DeclaredNotServed"),
-        (plan.DriftKind.SERVED_NOT_DECLARED, "ServedNotDeclared"),
+        (steps.DriftKind.DECLARED_NOT_SERVED, "DeclaredNotServed"),
+        (steps.DriftKind.SERVED_NOT_DECLARED, "ServedNotDeclared"),
     ):
         found = [a for a in drift if a.kind is kind]
         if found:
@@ -215,7 +215,7 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
     instances = observation.instances if observation else ()
     at = serving.urls(instances)
     served = {names.key(m.name, backend.spec.type) for m in models}
-    holds = [a for a in inputs.actions if isinstance(a, plan.Hold)]
+    holds = [a for a in inputs.actions if isinstance(a, steps.Hold)]
     pending = [j for j in inputs.jobs if j.state in (jobs.JobState.QUEUED, jobs.JobState.RUNNING)]
     failed = [j for j in inputs.jobs if j.state is jobs.JobState.FAILED]
     held_ids = {h.job_id for h in holds}

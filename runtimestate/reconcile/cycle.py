@@ -54,6 +54,7 @@ from runtimestate.reconcile import (
     recording,
     reuse,
     status,
+    steps,
 )
 
 log = structlog.get_logger(__name__)
@@ -94,13 +95,13 @@ class Report:
             "unobserved_deadline": self.unobserved,
             **{phase.value.lower(): phases.count(phase.value) for phase in snapshot.Phase},
             "pulls": self._pulls(),
-            "prunes": len(self.plan.of(plan.Prune)),
-            "cancels": len(self.plan.of(plan.CancelJob)),
-            "starts": len(self.plan.of(plan.StartInstance)),
-            "restarts": len(self.plan.of(plan.RestartInstance)),
-            "stops": len(self.plan.of(plan.StopInstance)),
-            "holds": len(self.plan.of(plan.Hold)),
-            "drift": len(self.plan.of(plan.ReportDrift)),
+            "prunes": len(self.plan.of(steps.Prune)),
+            "cancels": len(self.plan.of(steps.CancelJob)),
+            "starts": len(self.plan.of(steps.StartInstance)),
+            "restarts": len(self.plan.of(steps.RestartInstance)),
+            "stops": len(self.plan.of(steps.StopInstance)),
+            "holds": len(self.plan.of(steps.Hold)),
+            "drift": len(self.plan.of(steps.ReportDrift)),
             "failed_actions": sum(not o.ok and not o.skipped for o in self.outcomes),
             "skipped_locked": sum(o.skipped for o in self.outcomes),
             "status_written": self.status_written,
@@ -111,8 +112,8 @@ class Report:
         """Pulls this cycle queued: those it planned in a dry run, else those whose job its
         own insert created (so replicas planning the same pull count it once between them)."""
         if self.dry_run:
-            return len(self.plan.of(plan.Pull))
-        return sum(o.created for o in self.outcomes if isinstance(o.action, plan.Pull))
+            return len(self.plan.of(steps.Pull))
+        return sum(o.created for o in self.outcomes if isinstance(o.action, steps.Pull))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,7 +350,7 @@ def refused(outcomes: Sequence[execution.Outcome]) -> dict[str, dict[str, str]]:
     found: dict[str, dict[str, str]] = {}
     for outcome in outcomes:
         action = outcome.action
-        started = isinstance(action, plan.StartInstance | plan.RestartInstance)
+        started = isinstance(action, steps.StartInstance | steps.RestartInstance)
         if started and not outcome.ok and not outcome.skipped:
             found.setdefault(action.backend, {})[action.model] = outcome.detail
     return found

@@ -30,13 +30,13 @@ from dwqueue import queue, rows
 from runtimestate import clock, database, desired, errors, locks
 from runtimestate.backends import adapters, base
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import failures, plan, recording, status
+from runtimestate.reconcile import failures, plan, recording, status, steps
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-Acted = plan.StopInstance | plan.Prune | plan.StartInstance | plan.RestartInstance
+Acted = steps.StopInstance | steps.Prune | steps.StartInstance | steps.RestartInstance
 _PHASES: tuple[tuple[type[Acted], ...], ...] = (
-    (plan.StopInstance,), (plan.Prune,), (plan.StartInstance, plan.RestartInstance)
+    (steps.StopInstance,), (steps.Prune,), (steps.StartInstance, steps.RestartInstance)
 )  # fmt: skip
 
 
@@ -57,7 +57,7 @@ class Outcome:
     here, rather than finding the one another replica (or an earlier cycle) had queued.
     """
 
-    action: plan.Action
+    action: steps.Action
     ok: bool
     detail: str = ""
     skipped: bool = False
@@ -89,7 +89,7 @@ class Executor:
         """Apply the mutating actions; never raises: what fails is a failed outcome."""
         await self._forget_pruned()
         await self._record_started()
-        queued = [a for a in decided.actions if isinstance(a, plan.Pull | plan.CancelJob)]
+        queued = [a for a in decided.actions if isinstance(a, steps.Pull | steps.CancelJob)]
         outcomes: list[Outcome] = await self._queue(queued) if queued else []
         by_backend: dict[str, list[Acted]] = {}
         for action in decided.actions:  # plan order
@@ -101,7 +101,7 @@ class Executor:
             outcomes += done
         return tuple(outcomes)
 
-    async def _queue(self, queued: Sequence[plan.Action]) -> list[Outcome]:
+    async def _queue(self, queued: Sequence[steps.Action]) -> list[Outcome]:
         """Enqueue pulls and cancel jobs in one transaction, then publish their events. If it
         fails other than for an unreachable database, again one transaction per action, so
         one action the queue refuses does not hold back the others."""
@@ -157,19 +157,19 @@ class Executor:
     async def _phases(self, acts: Sequence[Acted], state: desired.DesiredState) -> list[Outcome]:
         """Stops, then prunes (concurrently; none of a model whose stop failed), then starts
         and restarts one by one in plan order (the planner placed them in that order)."""
-        stops = [a for a in acts if isinstance(a, plan.StopInstance)]
+        stops = [a for a in acts if isinstance(a, steps.StopInstance)]
         done = list(await asyncio.gather(*(self._instance(a, state) for a in stops)))
         unstopped = {o.action.model for o in done if not o.ok}
-        prunes = [a for a in acts if isinstance(a, plan.Prune)]
+        prunes = [a for a in acts if isinstance(a, steps.Prune)]
         done += await asyncio.gather(*(self._prune(p, state, unstopped) for p in prunes))
         for action in acts:
-            if isinstance(action, plan.StartInstance | plan.RestartInstance):
+            if isinstance(action, steps.StartInstance | steps.RestartInstance):
                 done.append(await self._instance(action, state))
         return done
 
     async def _instance(
         self,
-        action: plan.StopInstance | plan.StartInstance | plan.RestartInstance,
+        action: steps.StopInstance | steps.StartInstance | steps.RestartInstance,
         state: desired.DesiredState,
     ) -> Outcome:
         """Stop, start or restart one instance; a start is recorded as llmctl's. Never raises."""
@@ -179,16 +179,16 @@ class Executor:
             adapter = self._pool.get(backend.spec)
             if not isinstance(adapter, base.InstanceManager):
                 return Outcome(action, False, "this backend does not run instances")
-            if isinstance(action, plan.StopInstance | plan.RestartInstance):
+            if isinstance(action, steps.StopInstance | steps.RestartInstance):
                 await adapter.stop_instance(action.model)
-            if isinstance(action, plan.StartInstance | plan.RestartInstance):
+            if isinstance(action, steps.StartInstance | steps.RestartInstance):
                 await adapter.start_instance(action.model, action.weights, action.vllm)
         except errors.LlmctlError as exc:
             detail = self._pool.redact(action.backend, exc.detail)
             return Outcome(action, False, f"{exc.reason.value}: {detail}")
         except Exception as exc:  # logged by failures.logged, a failed outcome
             return Outcome(action, False, failures.logged("acting on an instance", exc))
-        if isinstance(action, plan.StopInstance):
+        if isinstance(action, steps.StopInstance):
             return Outcome(action, True)
         key = names.key(action.model, backend.spec.type)
         now = self._clock.now()
@@ -203,7 +203,7 @@ class Executor:
         return Outcome(action, True)
 
     async def _prune(
-        self, action: plan.Prune, state: desired.DesiredState, unstopped: Collection[str] = ()
+        self, action: steps.Prune, state: desired.DesiredState, unstopped: Collection[str] = ()
     ) -> Outcome:
         """Delete one model and drop llmctl's record of it, unless its instance's stop failed
         (``unstopped``). Never raises."""
@@ -271,12 +271,12 @@ class Executor:
 
 
 async def _queue_actions(
-    session: AsyncSession, actions: Sequence[plan.Action], now: dt.datetime
+    session: AsyncSession, actions: Sequence[steps.Action], now: dt.datetime
 ) -> tuple[list[Outcome], list[rows.Change | None]]:
     outcomes: list[Outcome] = []
     changes: list[rows.Change | None] = []
     for action in actions:
-        if isinstance(action, plan.Pull):
+        if isinstance(action, steps.Pull):
             change = await queue.enqueue(
                 session,
                 action.backend,
@@ -291,7 +291,7 @@ async def _queue_actions(
                 Outcome(action, True, "" if created else "queued already", created=created)
             )
             continue
-        if isinstance(action, plan.CancelJob):
+        if isinstance(action, steps.CancelJob):
             changes.append(
                 await queue.cancel(session, action.job_id, reason=action.reason.text, now=now)
             )

@@ -37,12 +37,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import plan, planview
+from runtimestate.reconcile import plan, planview, steps
 
 _Running = Mapping[names.ModelKey, planview.InstanceView]
 
 
-def decide(facts: plan.Facts) -> list[plan.Action]:
+def decide(facts: plan.Facts) -> list[steps.Action]:
     """The instance actions and drift of one node backend (unsorted; the planner sorts)."""
     observed = facts.view.observed
     if observed is None:
@@ -56,11 +56,11 @@ def decide(facts: plan.Facts) -> list[plan.Action]:
     return result
 
 
-def freed(facts: plan.Facts, actions: list[plan.Action]) -> frozenset[names.ModelKey]:
+def freed(facts: plan.Facts, actions: list[steps.Action]) -> frozenset[names.ModelKey]:
     """The weights whose instance ``actions`` stop: prunable as if no instance ran them."""
     observed = facts.view.observed
     kind = facts.view.type
-    stopped = {names.key(a.model, kind) for a in actions if isinstance(a, plan.StopInstance)}
+    stopped = {names.key(a.model, kind) for a in actions if isinstance(a, steps.StopInstance)}
     if observed is None or not stopped:
         return frozenset()
     return frozenset(
@@ -70,12 +70,12 @@ def freed(facts: plan.Facts, actions: list[plan.Action]) -> frozenset[names.Mode
 
 def _declared(
     facts: plan.Facts, running: _Running, weights: set[names.ModelKey], free: int | None
-) -> list[plan.Action]:
-    result: list[plan.Action] = []
+) -> list[steps.Action]:
+    result: list[steps.Action] = []
     for key in sorted(facts.desired):
         model = facts.desired[key]
         found = running.get(key)
-        action: plan.Action | None
+        action: steps.Action | None
         if found is not None:
             action = _restart(facts, model, found)
         elif key in weights:
@@ -89,62 +89,62 @@ def _declared(
 
 def _start(
     facts: plan.Facts, model: planview.DesiredModel, free: int | None
-) -> tuple[plan.Action, int | None]:
+) -> tuple[steps.Action, int | None]:
     """Start ``model``, or why not; and the free GPUs left after it."""
     name = facts.view.name
     if not facts.fresh:
         text = "weights present, no instance; the start waits for a fresh observation"
-        return _drift(name, model.name, plan.ReasonCode.OBSERVATION_STALE, text), free
+        return _drift(name, model.name, steps.ReasonCode.OBSERVATION_STALE, text), free
     need = model.gpus_needed
     if free is not None:
         if need > free:
             noun = "GPU" if need == 1 else "GPUs"
             text = f"needs {need} {noun}, {free} free"
-            return _drift(name, model.name, plan.ReasonCode.UNPLACEABLE, text), free
+            return _drift(name, model.name, steps.ReasonCode.UNPLACEABLE, text), free
         free -= need
-    reason = plan.Reason(plan.ReasonCode.NO_INSTANCE, "weights present, no instance")
-    return plan.StartInstance(name, model.name, model.name, model.vllm, reason), free
+    reason = steps.Reason(steps.ReasonCode.NO_INSTANCE, "weights present, no instance")
+    return steps.StartInstance(name, model.name, model.name, model.vllm, reason), free
 
 
 def _restart(
     facts: plan.Facts, model: planview.DesiredModel, found: planview.InstanceView
-) -> plan.Action | None:
+) -> steps.Action | None:
     if not found.engine or found.engine == model.engine or found.state == planview.STOPPING:
         return None  # an agent that does not report the spec it runs is never restarted
     name = facts.view.name
     if not facts.fresh:
         text = "engine arguments changed; the restart waits for a fresh observation"
-        return _drift(name, model.name, plan.ReasonCode.OBSERVATION_STALE, text)
-    reason = plan.Reason(plan.ReasonCode.ENGINE_CHANGED, "engine arguments changed")
+        return _drift(name, model.name, steps.ReasonCode.OBSERVATION_STALE, text)
+    reason = steps.Reason(steps.ReasonCode.ENGINE_CHANGED, "engine arguments changed")
     if found.state == planview.CRASH_LOOP:
         text = "engine arguments changed; crash-looping, so not held back"
-        reason = plan.Reason(plan.ReasonCode.CRASH_LOOP, text)
-    return plan.RestartInstance(name, model.name, found.weights, model.vllm, reason)
+        reason = steps.Reason(steps.ReasonCode.CRASH_LOOP, text)
+    return steps.RestartInstance(name, model.name, found.weights, model.vllm, reason)
 
 
 def _undeclared(
     facts: plan.Facts, running: _Running, weights: set[names.ModelKey]
-) -> list[plan.Action]:
+) -> list[steps.Action]:
     view = facts.view
-    result: list[plan.Action] = []
+    result: list[steps.Action] = []
     for key in sorted(running):
         if key in facts.desired:
             continue
         found = running[key]
         kept = _kept(facts, key)
         if kept is None:
-            result.append(plan.StopInstance(view.name, found.name, _stop_reason(view.prune)))
+            result.append(steps.StopInstance(view.name, found.name, _stop_reason(view.prune)))
         elif names.key(found.weights, view.type) not in weights:
-            kind = plan.DriftKind.SERVED_NOT_DECLARED
-            result.append(plan.ReportDrift(view.name, kind, found.name, kept))
+            kind = steps.DriftKind.SERVED_NOT_DECLARED
+            result.append(steps.ReportDrift(view.name, kind, found.name, kept))
     return result
 
 
-def _kept(facts: plan.Facts, key: names.ModelKey) -> plan.Reason | None:
+def _kept(facts: plan.Facts, key: names.ModelKey) -> steps.Reason | None:
     """Why an undeclared model's instance keeps running (the first rule), or None to stop it."""
     view = facts.view
     policy = view.prune
-    code = plan.ReasonCode
+    code = steps.ReasonCode
     rules = (
         (not view.in_pool, code.NOT_IN_POOL, "the backend is in no pool; observed only"),
         (not facts.fresh, code.OBSERVATION_STALE, "observation is stale; no stop"),
@@ -156,43 +156,45 @@ def _kept(facts: plan.Facts, key: names.ModelKey) -> plan.Reason | None:
     )
     for applies, reason_code, text in rules:
         if applies:
-            return plan.Reason(reason_code, text)
+            return steps.Reason(reason_code, text)
     return None
 
 
-def _stop_reason(policy: spec.PrunePolicy) -> plan.Reason:
+def _stop_reason(policy: spec.PrunePolicy) -> steps.Reason:
     if policy is spec.PrunePolicy.ALL:
-        return plan.Reason(plan.ReasonCode.UNDECLARED, "not declared; prune: all")
-    return plan.Reason(plan.ReasonCode.UNDECLARED_MANAGED, "started by llmctl, no longer declared")
+        return steps.Reason(steps.ReasonCode.UNDECLARED, "not declared; prune: all")
+    return steps.Reason(
+        steps.ReasonCode.UNDECLARED_MANAGED, "started by llmctl, no longer declared"
+    )
 
 
-def _drift(backend: str, model: str, code: plan.ReasonCode, text: str) -> plan.ReportDrift:
-    kind = plan.DriftKind.DECLARED_NOT_SERVED
-    return plan.ReportDrift(backend, kind, model, plan.Reason(code, text))
+def _drift(backend: str, model: str, code: steps.ReasonCode, text: str) -> steps.ReportDrift:
+    kind = steps.DriftKind.DECLARED_NOT_SERVED
+    return steps.ReportDrift(backend, kind, model, steps.Reason(code, text))
 
 
 def roll(
     decisions: Mapping[str, plan.Decision], views: Mapping[str, planview.BackendView]
-) -> dict[str, tuple[plan.Action, ...]]:
+) -> dict[str, tuple[steps.Action, ...]]:
     """The decisions the rolling-restart rule changes, by backend, sorted as the planner sorts.
 
     Per model across the fleet: a restart waits while another copy of the model is not ready
     (starting, crash-looping, stopping); of the others, the one on the first backend by name
     goes and the rest wait a cycle. A crash-looping instance's restart always goes."""
     nodes = sorted(name for name, view in views.items() if view.runs_instances)
-    restarts: dict[str, list[plan.RestartInstance]] = defaultdict(list)
+    restarts: dict[str, list[steps.RestartInstance]] = defaultdict(list)
     for name in nodes:
         for action in decisions[name].actions:
-            if isinstance(action, plan.RestartInstance):
+            if isinstance(action, steps.RestartInstance):
                 restarts[action.model].append(action)
     if not restarts:
         return {}
     unready = _unready(views[name] for name in nodes)
-    deferred: dict[plan.RestartInstance, plan.ReportDrift] = {}
+    deferred: dict[steps.RestartInstance, steps.ReportDrift] = {}
     for model, group in restarts.items():
         going: str | None = None
         for action in group:  # in backend-name order
-            if action.reason.code is plan.ReasonCode.CRASH_LOOP:
+            if action.reason.code is steps.ReasonCode.CRASH_LOOP:
                 continue
             others = sorted(unready.get(model, set()) - {action.backend})
             if others:
@@ -202,19 +204,19 @@ def roll(
             else:
                 going = action.backend
                 continue
-            code = plan.ReasonCode.RESTART_WAITS
+            code = steps.ReasonCode.RESTART_WAITS
             deferred[action] = _drift(action.backend, action.model, code, text)
-    changed: dict[str, tuple[plan.Action, ...]] = {}
+    changed: dict[str, tuple[steps.Action, ...]] = {}
     for backend in sorted({action.backend for action in deferred}):
         kept = [_deferred(a, deferred) for a in decisions[backend].actions]
-        changed[backend] = tuple(sorted(kept, key=plan.order))
+        changed[backend] = tuple(sorted(kept, key=steps.order))
     return changed
 
 
 def _deferred(
-    action: plan.Action, deferred: Mapping[plan.RestartInstance, plan.ReportDrift]
-) -> plan.Action:
-    if isinstance(action, plan.RestartInstance):
+    action: steps.Action, deferred: Mapping[steps.RestartInstance, steps.ReportDrift]
+) -> steps.Action:
+    if isinstance(action, steps.RestartInstance):
         return deferred.get(action, action)
     return action
 

@@ -1,4 +1,4 @@
-# Over 400 lines: the action types, the rules and their reuse are one concept.
+# Over 400 lines: the model rules, the cross-backend pass and decision reuse are one concept.
 """The planner: what one backend cycle should do, as actions that each carry a reason.
 
 `compute` takes per-backend views (desired models, observed models, policy, capabilities; see
@@ -42,190 +42,20 @@ Rules (DESIGN.md section 5), all comparing names in the backend type's canonical
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import TypeVar, assert_never
 
 from dwqueue import jobs as dwjobs  # `jobs` is compute's parameter
-from runtimestate.desired import engineargs, names, spec
-from runtimestate.reconcile import instances, planview  # instances imports this module back
+from runtimestate.desired import names, spec
+from runtimestate.reconcile import instances, planview, steps  # instances imports this module back
 
-_A = TypeVar("_A", bound="Action")
+_A = TypeVar("_A", bound="steps.Action")
 
 # Catalogues of cloud providers list hundreds of models nobody declares; not drift.
 _REPORTS_UNDECLARED = frozenset(
     {spec.BackendType.OLLAMA, spec.BackendType.VLLM, spec.BackendType.NODE}
 )
-
-
-class ReasonCode(enum.StrEnum):
-    """Why an action is in the plan; stable codes for status conditions and logs."""
-
-    MISSING = "missing"  # Pull: declared and not present
-    DECLARATION_CHANGED = "declaration_changed"  # Pull: held before, declaration changed since
-    RETRY_AFTER_FAILURE = "retry_after_failure"  # Pull: the last download failed transiently
-    HELD_CANCELLED = "held_cancelled"  # Hold: cancelled at this declaration
-    HELD_FAILED = "held_failed"  # Hold: failed permanently at this declaration
-    BACKEND_DELETED = "backend_deleted"  # CancelJob
-    BACKEND_CANNOT_PULL = "backend_cannot_pull"  # CancelJob
-    NOT_IN_POOL = "not_in_pool"  # CancelJob, or drift: undeclared; the backend is observed only
-    NOT_DESIRED = "not_desired"  # CancelJob
-    UNDECLARED_MANAGED = "undeclared_managed"  # Prune under `managed`
-    UNDECLARED = "undeclared"  # Prune under `all`
-    CANNOT_PULL = "cannot_pull"  # drift: declared, not served, backend cannot download
-    OBSERVATION_STALE = "observation_stale"  # drift: acting waits for a fresh observation
-    CANNOT_DELETE = "cannot_delete"  # drift: undeclared, backend cannot delete
-    PRUNE_NONE = "prune_none"  # drift: undeclared, policy `none`
-    EMPTY_DESIRED = "empty_desired"  # drift: undeclared, nothing desired and policy not `all`
-    NOT_MANAGED = "not_managed"  # drift: undeclared, llmctl did not pull it
-    LOADED = "loaded"  # drift: undeclared, loaded; pruned after it unloads
-    BEING_PULLED = "being_pulled"  # drift: undeclared, a job for it is active
-    NO_INSTANCE = "no_instance"  # StartInstance: weights present, nothing serves them
-    ENGINE_CHANGED = "engine_changed"  # RestartInstance: the declared engine arguments differ
-    CRASH_LOOP = "crash_loop"  # RestartInstance: changed and crash-looping; not held back
-    UNPLACEABLE = "unplaceable"  # drift: not enough free GPUs for its instance
-    RESTART_WAITS = "restart_waits"  # drift: a rolling restart waits for another copy
-
-
-class DriftKind(enum.StrEnum):
-    DECLARED_NOT_SERVED = "declared_not_served"
-    SERVED_NOT_DECLARED = "served_not_declared"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Reason:
-    code: ReasonCode
-    text: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Pull:
-    """Queue a download of `model` (as declared) onto `backend` (idempotent per model_key)."""
-
-    backend: str
-    model: str
-    model_key: names.ModelKey
-    declaration: str
-    reason: Reason
-
-    def describe(self) -> str:
-        return f"pull {self.model} on {self.backend}: {self.reason.text}"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CancelJob:
-    job_id: str
-    backend: str
-    model: str
-    reason: Reason
-
-    def describe(self) -> str:
-        return (
-            f"cancel download {self.job_id} of {self.model} on {self.backend}: {self.reason.text}"
-        )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Prune:
-    """Delete `model` (spelled as the backend reported it) from `backend`."""
-
-    backend: str
-    model: str
-    reason: Reason
-
-    def describe(self) -> str:
-        return f"prune {self.model} on {self.backend}: {self.reason.text}"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReportDrift:
-    """Informative: a difference llmctl will not (or not yet) fix; a status condition."""
-
-    backend: str
-    kind: DriftKind
-    model: str
-    reason: Reason
-
-    def describe(self) -> str:
-        kind = self.kind.value.replace("_", " ")
-        return f"drift on {self.backend}: {self.model} {kind} ({self.reason.text})"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Hold:
-    """Informative: a download not re-queued until its declaration changes or a user retries."""
-
-    backend: str
-    model: str
-    job_id: str
-    reason: Reason
-
-    def describe(self) -> str:
-        return f"hold {self.model} on {self.backend} (job {self.job_id}): {self.reason.text}"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StartInstance:
-    """Start the instance of `model` on a node agent, from `weights`, with `vllm`."""
-
-    backend: str
-    model: str
-    weights: str
-    vllm: engineargs.VllmArgs | None
-    reason: Reason
-
-    def describe(self) -> str:
-        return f"start instance {self.model} on {self.backend}: {self.reason.text}"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RestartInstance:
-    """Stop the instance of `model`, then start it again with the declared `vllm`."""
-
-    backend: str
-    model: str
-    weights: str
-    vllm: engineargs.VllmArgs | None
-    reason: Reason
-
-    def describe(self) -> str:
-        return f"restart instance {self.model} on {self.backend}: {self.reason.text}"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StopInstance:
-    """Stop the instance serving `model` on a node agent (its weights stay unless pruned)."""
-
-    backend: str
-    model: str
-    reason: Reason
-
-    def describe(self) -> str:
-        return f"stop instance {self.model} on {self.backend}: {self.reason.text}"
-
-
-Action = (
-    Pull | CancelJob | Prune | ReportDrift | Hold | StartInstance | RestartInstance | StopInstance
-)
-MUTATING: tuple[type[Action], ...] = (
-    CancelJob, StopInstance, Prune, Pull, StartInstance, RestartInstance
-)  # fmt: skip
-
-# Cancel first (frees a worker), stop before prune (frees the weights), prune before pull
-# (frees disk a pull may need), starts last (the GPUs stops freed).
-_KIND_ORDER: Mapping[type[Action], int] = {
-    CancelJob: 0, StopInstance: 1, Prune: 2, Pull: 3, StartInstance: 4, RestartInstance: 4,
-    Hold: 5, ReportDrift: 6,
-}  # fmt: skip
-
-
-def order(action: Action) -> tuple[str, int, str, str]:
-    """The sort key of plan order: backend, kind (`_KIND_ORDER`), model, then job or drift."""
-    extra = action.job_id if isinstance(action, CancelJob | Hold) else ""
-    if isinstance(action, ReportDrift):
-        extra = action.kind.value
-    return (action.backend, _KIND_ORDER[type(action)], action.model, extra)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -236,7 +66,7 @@ class Decision:
     jobs: tuple[planview.JobView, ...]
     managed: frozenset[str]
     desired_complete: bool
-    actions: tuple[Action, ...]
+    actions: tuple[steps.Action, ...]
 
     def holds_for(
         self,
@@ -263,17 +93,17 @@ class Plan:
     the shares the fleet-wide restart rule changed (`instances.roll`).
     """
 
-    actions: tuple[Action, ...] = ()
+    actions: tuple[steps.Action, ...] = ()
     decisions: Mapping[str, Decision] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
-    rolled: Mapping[str, tuple[Action, ...]] = dataclasses.field(
+    rolled: Mapping[str, tuple[steps.Action, ...]] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
 
     @property
-    def mutating(self) -> tuple[Action, ...]:
-        return tuple(a for a in self.actions if isinstance(a, MUTATING))
+    def mutating(self) -> tuple[steps.Action, ...]:
+        return tuple(a for a in self.actions if isinstance(a, steps.MUTATING))
 
     def of(self, kind: type[_A]) -> tuple[_A, ...]:
         return tuple(a for a in self.actions if isinstance(a, kind))
@@ -347,7 +177,7 @@ def compute(
         else:
             decisions[name] = _decide(views[name], backend_jobs, backend_managed, desired_complete)
     # Jobs of backends that are no longer declared are cancelled; no decision holds them.
-    orphans: list[Action] = []
+    orphans: list[steps.Action] = []
     if desired_complete:
         for owner in jobs_by_backend.keys() - views.keys():
             orphans += _cancellations(None, jobs_by_backend[owner])
@@ -358,7 +188,7 @@ def compute(
     if rolled:
         actions = [a for name in decisions for a in rolled.get(name, decisions[name].actions)]
     if orphans:
-        actions = sorted(actions + orphans, key=order)
+        actions = sorted(actions + orphans, key=steps.order)
     return Plan(tuple(actions), decisions, rolled)
 
 
@@ -369,7 +199,7 @@ def _decide(
     desired_complete: bool,
 ) -> Decision:
     facts = _facts(view, backend_jobs, managed, desired_complete)
-    actions: list[Action] = []
+    actions: list[steps.Action] = []
     if desired_complete:
         actions += _cancellations(facts, backend_jobs)
     actions += _declared_actions(facts)
@@ -380,7 +210,7 @@ def _decide(
         actions += started
     actions += _undeclared_actions(facts, freed)
     return Decision(
-        view, backend_jobs, managed, desired_complete, tuple(sorted(actions, key=order))
+        view, backend_jobs, managed, desired_complete, tuple(sorted(actions, key=steps.order))
     )
 
 
@@ -412,37 +242,45 @@ def _facts(
     )
 
 
-def _cancellations(facts: Facts | None, backend_jobs: Iterable[planview.JobView]) -> list[Action]:
+def _cancellations(
+    facts: Facts | None, backend_jobs: Iterable[planview.JobView]
+) -> list[steps.Action]:
     """Active jobs of one backend (None: no longer declared) that nobody wants any more:
     garbage collection of the queue (DESIGN section 2)."""
-    result: list[Action] = []
+    result: list[steps.Action] = []
     for job in backend_jobs:
         reason = _cancel_reason(facts, job) if job.active else None
         if reason is not None:
-            result.append(CancelJob(job.job_id, job.backend, job.model, reason))
+            result.append(steps.CancelJob(job.job_id, job.backend, job.model, reason))
     return result
 
 
-def _cancel_reason(facts: Facts | None, job: planview.JobView) -> Reason | None:
+def _cancel_reason(facts: Facts | None, job: planview.JobView) -> steps.Reason | None:
     if facts is None:
-        return Reason(ReasonCode.BACKEND_DELETED, "the backend is no longer declared")
+        return steps.Reason(steps.ReasonCode.BACKEND_DELETED, "the backend is no longer declared")
     view = facts.view
     if not view.in_pool:
-        return Reason(ReasonCode.NOT_IN_POOL, "the backend is in no pool; it is observed only")
+        return steps.Reason(
+            steps.ReasonCode.NOT_IN_POOL, "the backend is in no pool; it is observed only"
+        )
     if not view.can_pull:
-        return Reason(ReasonCode.BACKEND_CANNOT_PULL, f"a {view.type} backend cannot download")
+        return steps.Reason(
+            steps.ReasonCode.BACKEND_CANNOT_PULL, f"a {view.type} backend cannot download"
+        )
     if names.key(job.model_key, view.type) not in facts.desired:
-        return Reason(ReasonCode.NOT_DESIRED, "the model is no longer declared on this backend")
+        return steps.Reason(
+            steps.ReasonCode.NOT_DESIRED, "the model is no longer declared on this backend"
+        )
     return None
 
 
-def _declared_actions(facts: Facts) -> list[Action]:
+def _declared_actions(facts: Facts) -> list[steps.Action]:
     """Pull, hold or report each declared model the backend does not serve."""
     view = facts.view
     if view.observed is None:
         return []  # nothing is known about the backend; its status says why
     served = {names.key(model.name, view.type) for model in view.observed.models}
-    result: list[Action] = []
+    result: list[steps.Action] = []
     for model_key, model in facts.desired.items():
         if model_key not in served:
             action = _missing(facts, model_key, model)
@@ -453,14 +291,14 @@ def _declared_actions(facts: Facts) -> list[Action]:
 
 def _missing(
     facts: Facts, model_key: names.ModelKey, model: planview.DesiredModel
-) -> Action | None:
+) -> steps.Action | None:
     view = facts.view
     if not view.can_pull:
         text = f"declared but not served; llmctl never downloads onto {view.type}"
-        return _not_served(view, model.name, ReasonCode.CANNOT_PULL, text)
+        return _not_served(view, model.name, steps.ReasonCode.CANNOT_PULL, text)
     if not facts.fresh:
         text = "declared but not present; the pull waits for a fresh observation"
-        return _not_served(view, model.name, ReasonCode.OBSERVATION_STALE, text)
+        return _not_served(view, model.name, steps.ReasonCode.OBSERVATION_STALE, text)
     if model_key in facts.active:
         return None  # the download is under way; its progress is the report
     return _pull_or_hold(facts, model_key, model)
@@ -468,95 +306,118 @@ def _missing(
 
 def _pull_or_hold(
     facts: Facts, model_key: names.ModelKey, model: planview.DesiredModel
-) -> Pull | Hold:
+) -> steps.Pull | steps.Hold:
     earlier = facts.finished.get(model_key, ())
     # Several finished jobs should not be given, but if they are, any hold wins: a user's
     # cancel is never overridden by an older or newer record.
     for job in earlier:
         held = _held(job)
         if held is not None and job.declaration == model.declaration:
-            return Hold(facts.view.name, model.name, job.job_id, held)
-    code, text = ReasonCode.MISSING, "declared but not present"
+            return steps.Hold(facts.view.name, model.name, job.job_id, held)
+    code, text = steps.ReasonCode.MISSING, "declared but not present"
     if any(_held(job) is not None for job in earlier):
-        code, text = ReasonCode.DECLARATION_CHANGED, f"{text}; declaration changed since held"
+        code, text = steps.ReasonCode.DECLARATION_CHANGED, f"{text}; declaration changed since held"
     elif any(job.state is dwjobs.JobState.FAILED for job in earlier):
-        code, text = ReasonCode.RETRY_AFTER_FAILURE, f"{text}; last download failed transiently"
-    return Pull(facts.view.name, model.name, model_key, model.declaration, Reason(code, text))
+        code, text = (
+            steps.ReasonCode.RETRY_AFTER_FAILURE,
+            f"{text}; last download failed transiently",
+        )
+    return steps.Pull(
+        facts.view.name, model.name, model_key, model.declaration, steps.Reason(code, text)
+    )
 
 
-def _held(job: planview.JobView) -> Reason | None:
+def _held(job: planview.JobView) -> steps.Reason | None:
     """Why a finished job keeps its model from being queued again, or None if it does not."""
     retry = "re-queued when its declaration changes or a user retries it"
     match job.state:
         case dwjobs.JobState.CANCELLED:
-            return Reason(ReasonCode.HELD_CANCELLED, f"download cancelled; {retry}")
+            return steps.Reason(steps.ReasonCode.HELD_CANCELLED, f"download cancelled; {retry}")
         # A failure without a class is treated as permanent: never retried by accident.
         case dwjobs.JobState.FAILED if job.error_class is None or not job.error_class.retryable:
             failure = job.error_class or "unknown"
-            return Reason(ReasonCode.HELD_FAILED, f"download failed ({failure}); {retry}")
+            return steps.Reason(
+                steps.ReasonCode.HELD_FAILED, f"download failed ({failure}); {retry}"
+            )
         case _:
             return None
 
 
-def _undeclared_actions(facts: Facts, freed: frozenset[names.ModelKey]) -> list[Action]:
+def _undeclared_actions(facts: Facts, freed: frozenset[names.ModelKey]) -> list[steps.Action]:
     """Prune, or report with the reason it is kept, each served model nobody declared
     (``freed``: weights whose instance this plan stops, pruned as if not loaded)."""
     view = facts.view
     # With the desired state read incompletely, "not declared" cannot be known.
     if view.observed is None or view.type not in _REPORTS_UNDECLARED or not facts.desired_complete:
         return []
-    result: list[Action] = []
+    result: list[steps.Action] = []
     for served in view.observed.models:
         model_key = names.key(served.name, view.type)
         if model_key in facts.desired:
             continue
         kept = _kept(facts, served.loaded and model_key not in freed, model_key)
         if kept is None:
-            result.append(Prune(view.name, served.name, _prune_reason(view.prune)))
+            result.append(steps.Prune(view.name, served.name, _prune_reason(view.prune)))
         else:
-            result.append(ReportDrift(view.name, DriftKind.SERVED_NOT_DECLARED, served.name, kept))
+            result.append(
+                steps.ReportDrift(view.name, steps.DriftKind.SERVED_NOT_DECLARED, served.name, kept)
+            )
     return result
 
 
-def _kept(facts: Facts, loaded: bool, model_key: names.ModelKey) -> Reason | None:
+def _kept(facts: Facts, loaded: bool, model_key: names.ModelKey) -> steps.Reason | None:
     """Why an undeclared model stays (the first rule that keeps it), or None to prune it."""
     view = facts.view
     policy = view.prune
     rules = (
-        (not view.in_pool, ReasonCode.NOT_IN_POOL, "the backend is in no pool; observed only"),
-        (not view.can_delete, ReasonCode.CANNOT_DELETE, f"llmctl never deletes on {view.type}"),
-        (policy is spec.PrunePolicy.NONE, ReasonCode.PRUNE_NONE, "prune: none"),
-        (not facts.fresh, ReasonCode.OBSERVATION_STALE, "observation is stale; no prune"),
+        (
+            not view.in_pool,
+            steps.ReasonCode.NOT_IN_POOL,
+            "the backend is in no pool; observed only",
+        ),
+        (
+            not view.can_delete,
+            steps.ReasonCode.CANNOT_DELETE,
+            f"llmctl never deletes on {view.type}",
+        ),
+        (policy is spec.PrunePolicy.NONE, steps.ReasonCode.PRUNE_NONE, "prune: none"),
+        (not facts.fresh, steps.ReasonCode.OBSERVATION_STALE, "observation is stale; no prune"),
         (
             not facts.desired and policy is not spec.PrunePolicy.ALL,
-            ReasonCode.EMPTY_DESIRED,
+            steps.ReasonCode.EMPTY_DESIRED,
             "nothing is declared on this backend; only prune: all empties it",
         ),
         (
             policy is spec.PrunePolicy.MANAGED and model_key not in facts.managed,
-            ReasonCode.NOT_MANAGED,
+            steps.ReasonCode.NOT_MANAGED,
             "not pulled by llmctl; prune: managed keeps it",
         ),
-        (loaded, ReasonCode.LOADED, "loaded; pruned after it unloads"),
-        (model_key in facts.active, ReasonCode.BEING_PULLED, "a download of it is active"),
+        (loaded, steps.ReasonCode.LOADED, "loaded; pruned after it unloads"),
+        (model_key in facts.active, steps.ReasonCode.BEING_PULLED, "a download of it is active"),
     )
     for applies, code, text in rules:
         if applies:
-            return Reason(code, text)
+            return steps.Reason(code, text)
     return None
 
 
-def _prune_reason(policy: spec.PrunePolicy) -> Reason:
+def _prune_reason(policy: spec.PrunePolicy) -> steps.Reason:
     match policy:
         case spec.PrunePolicy.ALL:
-            return Reason(ReasonCode.UNDECLARED, "not declared; prune: all")
+            return steps.Reason(steps.ReasonCode.UNDECLARED, "not declared; prune: all")
         case spec.PrunePolicy.MANAGED:
-            return Reason(ReasonCode.UNDECLARED_MANAGED, "pulled by llmctl, no longer declared")
+            return steps.Reason(
+                steps.ReasonCode.UNDECLARED_MANAGED, "pulled by llmctl, no longer declared"
+            )
         case spec.PrunePolicy.NONE:
             raise AssertionError("prune: none never prunes; _kept keeps every model")
         case _:
             assert_never(policy)
 
 
-def _not_served(view: planview.BackendView, model: str, code: ReasonCode, text: str) -> ReportDrift:
-    return ReportDrift(view.name, DriftKind.DECLARED_NOT_SERVED, model, Reason(code, text))
+def _not_served(
+    view: planview.BackendView, model: str, code: steps.ReasonCode, text: str
+) -> steps.ReportDrift:
+    return steps.ReportDrift(
+        view.name, steps.DriftKind.DECLARED_NOT_SERVED, model, steps.Reason(code, text)
+    )

@@ -119,7 +119,7 @@ class BackendView:
 class JobView:
     """A download job: the active ones, and the latest finished one per (backend, model).
 
-    `model_key` is the canonical key the planner gave in `plan.Pull.model_key`; `declaration`
+    `model_key` is the canonical key the planner gave in `steps.Pull.model_key`; `declaration`
     is the `DesiredModel.declaration` the job was queued for.
     """
 

@@ -10,7 +10,7 @@ import pytest
 from emulators import faults, ollama, vllm
 from runtimestate import clock, snapshot
 from runtimestate.desired import spec, store
-from runtimestate.reconcile import plan, status
+from runtimestate.reconcile import status, steps
 from tests.integration.cycle_fixtures import PATIENT, Fleet, fleet_file, installed
 
 pytestmark = pytest.mark.timeout(120)
@@ -124,10 +124,10 @@ async def test_vllm_drift_is_reported_as_conditions_and_nothing_is_sent(fleet: F
         await fleet.apply(fleet_file({"vllm-0": ("vllm", emu.url, "all")}, ["declared-only"]))
         report = await fleet.converge(cycles=2)
         assert report.plan.mutating == ()
-        drift = {(a.kind, a.model) for a in report.plan.of(plan.ReportDrift)}
+        drift = {(a.kind, a.model) for a in report.plan.of(steps.ReportDrift)}
         assert drift == {
-            (plan.DriftKind.DECLARED_NOT_SERVED, "declared-only"),
-            (plan.DriftKind.SERVED_NOT_DECLARED, "served-only"),
+            (steps.DriftKind.DECLARED_NOT_SERVED, "declared-only"),
+            (steps.DriftKind.SERVED_NOT_DECLARED, "served-only"),
         }
         state = fleet.state.get().backends["vllm-0"]
         missing = state.condition("DeclaredNotServed")

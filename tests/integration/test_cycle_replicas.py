@@ -12,7 +12,7 @@ import structlog
 import migrations
 from dwqueue import queue
 from emulators import faults, ollama
-from runtimestate.reconcile import plan
+from runtimestate.reconcile import steps
 from tests.integration.cycle_fixtures import Fleet, fleet_file, installed
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,7 +43,7 @@ async def test_two_replicas_count_each_pull_once_and_a_prune_held_by_the_others_
         for replica in replicas:
             await replica.close()
     summaries = [report.summary() for report in reports]
-    assert [len(report.plan.of(plan.Pull)) for report in reports] == [6, 6]  # both planned all
+    assert [len(report.plan.of(steps.Pull)) for report in reports] == [6, 6]  # both planned all
     assert len(queued) == 6
     assert sum(s["pulls"] for s in summaries) == 6, summaries
     assert [s["failed_actions"] for s in summaries] == [0, 0], summaries

@@ -18,7 +18,7 @@ import migrations
 from emulators import faults, ollama, ollama_node, vllm
 from runtimestate import clock, snapshot, state
 from runtimestate.backends import base
-from runtimestate.reconcile import cycle, plan, probing, status
+from runtimestate.reconcile import cycle, probing, status, steps
 from tests import services
 from tests.integration.cycle_fixtures import PATIENT, QUICK, Fleet, fleet_file, installed
 
@@ -213,14 +213,14 @@ async def test_a_read_that_is_not_complete_neither_prunes_nor_cancels(
         orphan = await fleet.enqueue("gone-0", "llama3.2:1b")  # a backend deleted since
         monkeypatch.setattr(cycle.BackendCycle, "_read", incomplete)
         held = await fleet.state.run_backend_cycle()
-        assert held.plan.of(plan.Prune) == ()
-        assert held.plan.of(plan.CancelJob) == ()
+        assert held.plan.of(steps.Prune) == ()
+        assert held.plan.of(steps.CancelJob) == ()
         assert "nomic-embed-text:latest" in installed(emu, 0)
         assert (await fleet.job(orphan.id)).state.value == "queued"
         monkeypatch.undo()
         done = await fleet.state.run_backend_cycle()
-        assert [a.model for a in done.plan.of(plan.Prune)] == ["nomic-embed-text:latest"]
-        assert [a.job_id for a in done.plan.of(plan.CancelJob)] == [orphan.id]
+        assert [a.model for a in done.plan.of(steps.Prune)] == ["nomic-embed-text:latest"]
+        assert [a.job_id for a in done.plan.of(steps.CancelJob)] == [orphan.id]
         assert "nomic-embed-text:latest" not in installed(emu, 0)
         assert (await fleet.job(orphan.id)).state.value == "cancelled"
 

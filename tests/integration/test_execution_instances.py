@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtimestate import clock, database, desired, errors, locks
 from runtimestate.desired import engineargs, spec
-from runtimestate.reconcile import execution, plan, status
+from runtimestate.reconcile import execution, plan, status, steps
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 QWEN = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -25,8 +25,8 @@ LONG = engineargs.VllmArgs(max_model_len=8192)
 SECRET = "sk-node-token-1234567890"
 
 
-def reason(code: plan.ReasonCode = plan.ReasonCode.NO_INSTANCE) -> plan.Reason:
-    return plan.Reason(code, "test")
+def reason(code: steps.ReasonCode = steps.ReasonCode.NO_INSTANCE) -> steps.Reason:
+    return steps.Reason(code, "test")
 
 
 @dataclasses.dataclass
@@ -92,7 +92,7 @@ async def engines(migrated_url: str) -> AsyncIterator[tuple[AsyncEngine, AsyncEn
 
 
 async def run(
-    engine: AsyncEngine, agent: RecordingAgent, *actions: plan.Action
+    engine: AsyncEngine, agent: RecordingAgent, *actions: steps.Action
 ) -> tuple[execution.Outcome, ...]:
     sessions = database.session_factory(engine)
     executor = execution.Executor(sessions, Adapters(agent), sink=None, clock=clock.FakeClock(T0))
@@ -114,9 +114,9 @@ async def test_a_node_backends_stops_go_before_its_prunes_and_its_starts_last_un
     )
     outcomes = await run(
         engine, agent,
-        plan.StartInstance("gpu-1", LLAMA, LLAMA, LONG, reason()),
-        plan.Prune("gpu-1", QWEN, reason(plan.ReasonCode.UNDECLARED_MANAGED)),
-        plan.StopInstance("gpu-1", QWEN, reason(plan.ReasonCode.UNDECLARED_MANAGED)),
+        steps.StartInstance("gpu-1", LLAMA, LLAMA, LONG, reason()),
+        steps.Prune("gpu-1", QWEN, reason(steps.ReasonCode.UNDECLARED_MANAGED)),
+        steps.StopInstance("gpu-1", QWEN, reason(steps.ReasonCode.UNDECLARED_MANAGED)),
     )  # fmt: skip
     assert [o.ok for o in outcomes] == [True, True, True]
     assert agent.calls == [
@@ -134,8 +134,8 @@ async def test_a_restart_stops_the_instance_then_starts_it_with_the_declared_arg
 ) -> None:
     engine, other = engines
     agent = RecordingAgent(other)
-    changed = reason(plan.ReasonCode.ENGINE_CHANGED)
-    (outcome,) = await run(engine, agent, plan.RestartInstance("gpu-1", QWEN, QWEN, None, changed))
+    changed = reason(steps.ReasonCode.ENGINE_CHANGED)
+    (outcome,) = await run(engine, agent, steps.RestartInstance("gpu-1", QWEN, QWEN, None, changed))
     assert outcome.ok
     assert agent.calls == [f"stop {QWEN}", f"start {QWEN} from {QWEN} {{'engine': {{}}}}"]
     assert await managed(engine) == {("gpu-1", QWEN)}
@@ -147,7 +147,7 @@ async def test_a_start_the_agent_cannot_place_fails_with_its_words_and_is_not_re
     engine, other = engines
     call = f"start {QWEN} from {QWEN} {{'engine': {{}}}}"
     agent = RecordingAgent(other, refuse={call: errors.RequestRejected("needs 1 GPU, 0 free")})
-    (outcome,) = await run(engine, agent, plan.StartInstance("gpu-1", QWEN, QWEN, None, reason()))
+    (outcome,) = await run(engine, agent, steps.StartInstance("gpu-1", QWEN, QWEN, None, reason()))
     assert (outcome.ok, outcome.detail) == (False, "rejected: needs 1 GPU, 0 free")
     assert await managed(engine) == frozenset()
 
@@ -158,10 +158,10 @@ async def test_weights_are_not_pruned_when_stopping_their_instance_failed_and_no
     engine, other = engines
     refused = errors.BackendUnavailable(f"agent said no to Bearer {SECRET}")
     agent = RecordingAgent(other, refuse={f"stop {QWEN}": refused})
-    undeclared = reason(plan.ReasonCode.UNDECLARED)
+    undeclared = reason(steps.ReasonCode.UNDECLARED)
     stop, prune = await run(
         engine, agent,
-        plan.StopInstance("gpu-1", QWEN, undeclared), plan.Prune("gpu-1", QWEN, undeclared),
+        steps.StopInstance("gpu-1", QWEN, undeclared), steps.Prune("gpu-1", QWEN, undeclared),
     )  # fmt: skip
     assert (stop.ok, stop.detail) == (False, "unavailable: agent said no to Bearer ***")
     assert (prune.ok, prune.detail) == (False, "not pruned: stopping its instance failed")

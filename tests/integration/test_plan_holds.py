@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dwqueue import jobs, queue
 from emulators import ollama
 from runtimestate.desired import poolstore, spec, store
-from runtimestate.reconcile import cycle, plan, planview
+from runtimestate.reconcile import cycle, planview, steps
 from tests.integration.cycle_fixtures import Fleet, fleet_file
 
 pytestmark = pytest.mark.timeout(120)
-C = plan.ReasonCode
+C = steps.ReasonCode
 
 
 # --- the declaration keys the store's desired state gives ------------------------------------
@@ -79,12 +79,12 @@ async def test_a_model_or_backend_leaving_the_pool_and_coming_back_is_a_new_decl
 # --- the backend cycle holds and re-queues ----------------------------------------------------
 
 
-def _held(report: cycle.Report) -> dict[tuple[str, str], plan.ReasonCode]:
-    return {(h.backend, h.model): h.reason.code for h in report.plan.of(plan.Hold)}
+def _held(report: cycle.Report) -> dict[tuple[str, str], steps.ReasonCode]:
+    return {(h.backend, h.model): h.reason.code for h in report.plan.of(steps.Hold)}
 
 
-def _pulled(report: cycle.Report) -> dict[tuple[str, str], plan.ReasonCode]:
-    return {(p.backend, p.model): p.reason.code for p in report.plan.of(plan.Pull)}
+def _pulled(report: cycle.Report) -> dict[tuple[str, str], steps.ReasonCode]:
+    return {(p.backend, p.model): p.reason.code for p in report.plan.of(steps.Pull)}
 
 
 async def _cancel_queued(fleet: Fleet, backend: str, model: str) -> None:

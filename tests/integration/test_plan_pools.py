@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from emulators import ollama
-from runtimestate.reconcile import plan
+from runtimestate.reconcile import steps
 from tests.integration.cycle_fixtures import Fleet, fleet_file
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,7 +43,7 @@ async def test_dropping_a_backend_from_its_pool_under_prune_all_deletes_nothing(
         assert dropped != declared
         await fleet.apply(dropped, prune=True)
         report = await fleet.converge(cycles=3)
-        assert report.plan.of(plan.Prune) == ()
+        assert report.plan.of(steps.Prune) == ()
         assert emu.nodes[0].requests["DELETE /api/delete"] == deletes
         assert _installed(emu) == {"qwen2:0.5b", "llama3.2:1b"}
         kept = fleet.state.get().backends["gpu-0"].condition("ServedNotDeclared")

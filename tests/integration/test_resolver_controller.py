@@ -22,7 +22,7 @@ from dwqueue import jobs, publisher, queue
 from emulators import ollama
 from runtimestate import credentials, resolver, state
 from runtimestate.desired import spec, store
-from runtimestate.reconcile import plan
+from runtimestate.reconcile import steps
 from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ async def test_a_model_the_controller_pulled_is_resolved_elsewhere_within_a_cycl
             spec = {"gpu-1": ("ollama", emu.url, "managed")}
             await fleet.apply(fleet_file(spec, ["llama3", "qwen2:0.5b"]))
             report = await fleet.state.run_backend_cycle()
-            assert [a.model for a in report.plan.of(plan.Pull)] == ["qwen2:0.5b"]
+            assert [a.model for a in report.plan.of(steps.Pull)] == ["qwen2:0.5b"]
             child = await _child(
                 migrated_url, nats_url if follow == "nats" else "", nats_prefix, "qwen2:0.5b"
             )

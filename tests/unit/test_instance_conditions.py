@@ -10,7 +10,16 @@ from controller import reconcile
 from runtimestate import snapshot
 from runtimestate.backends import base
 from runtimestate.desired import spec
-from runtimestate.reconcile import conditions, cycle, execution, plan, planview, probing, reuse
+from runtimestate.reconcile import (
+    conditions,
+    cycle,
+    execution,
+    plan,
+    planview,
+    probing,
+    reuse,
+    steps,
+)
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 QWEN = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -34,7 +43,7 @@ def status(
     desired: tuple[str, ...],
     weights: tuple[str, ...],
     instances: tuple[base.ObservedInstance, ...] = (),
-    actions: tuple[plan.Action, ...] = (),
+    actions: tuple[steps.Action, ...] = (),
     refused: dict[str, str] | None = None,
     kind: spec.BackendType = spec.BackendType.NODE,
 ) -> snapshot.LLMState:
@@ -69,9 +78,9 @@ def test_a_node_counts_a_desired_model_ready_only_when_its_instance_is_ready() -
 
 
 def test_instances_ready_gives_each_models_state_and_the_worst_reason() -> None:
-    unplaceable = plan.ReportDrift(
-        "gpu-1", plan.DriftKind.DECLARED_NOT_SERVED, LLAMA,
-        plan.Reason(plan.ReasonCode.UNPLACEABLE, "needs 1 GPU, 0 free"),
+    unplaceable = steps.ReportDrift(
+        "gpu-1", steps.DriftKind.DECLARED_NOT_SERVED, LLAMA,
+        steps.Reason(steps.ReasonCode.UNPLACEABLE, "needs 1 GPU, 0 free"),
     )  # fmt: skip
     state = status(
         (QWEN, LLAMA, PHI),
@@ -96,9 +105,9 @@ def test_a_start_the_agent_refused_shows_its_words_in_instances_ready() -> None:
 
 
 def test_a_ready_copy_whose_restart_waits_says_what_it_waits_for() -> None:
-    waits = plan.ReportDrift(
-        "gpu-1", plan.DriftKind.DECLARED_NOT_SERVED, QWEN,
-        plan.Reason(plan.ReasonCode.RESTART_WAITS, "restart waits for the copy on gpu-0 to be ready"),
+    waits = steps.ReportDrift(
+        "gpu-1", steps.DriftKind.DECLARED_NOT_SERVED, QWEN,
+        steps.Reason(steps.ReasonCode.RESTART_WAITS, "restart waits for the copy on gpu-0 to be ready"),
     )  # fmt: skip
     state = status((QWEN,), (QWEN,), (running(QWEN, S.READY),), (waits,))
     assert condition(state, "InstancesReady") == (
@@ -113,10 +122,10 @@ def test_backends_that_run_no_instances_have_no_instances_ready_condition() -> N
 
 
 def test_reconcile_reports_list_instance_actions_with_their_kind_text_and_outcome() -> None:
-    why = plan.Reason(plan.ReasonCode.NO_INSTANCE, "weights present, no instance")
-    start = plan.StartInstance("gpu-1", QWEN, QWEN, None, why)
-    stop = plan.StopInstance("gpu-1", LLAMA, plan.Reason(plan.ReasonCode.UNDECLARED, "gone"))
-    restart = plan.RestartInstance("gpu-1", PHI, PHI, None, why)
+    why = steps.Reason(steps.ReasonCode.NO_INSTANCE, "weights present, no instance")
+    start = steps.StartInstance("gpu-1", QWEN, QWEN, None, why)
+    stop = steps.StopInstance("gpu-1", LLAMA, steps.Reason(steps.ReasonCode.UNDECLARED, "gone"))
+    restart = steps.RestartInstance("gpu-1", PHI, PHI, None, why)
     decided = plan.Plan((stop, start, restart))
     report = cycle.Report(
         1, False, 0.1, decided,
@@ -150,14 +159,14 @@ def test_a_kept_status_is_rebuilt_when_the_agent_refuses_a_start_and_again_when_
 
 
 def test_a_cycles_refused_starts_are_its_failed_starts_and_restarts_by_backend() -> None:
-    why = plan.Reason(plan.ReasonCode.NO_INSTANCE, "x")
-    start = plan.StartInstance("gpu-1", QWEN, QWEN, None, why)
-    restart = plan.RestartInstance("gpu-2", PHI, PHI, None, why)
-    stop = plan.StopInstance("gpu-1", LLAMA, why)
+    why = steps.Reason(steps.ReasonCode.NO_INSTANCE, "x")
+    start = steps.StartInstance("gpu-1", QWEN, QWEN, None, why)
+    restart = steps.RestartInstance("gpu-2", PHI, PHI, None, why)
+    stop = steps.StopInstance("gpu-1", LLAMA, why)
     outcomes = (
         execution.Outcome(start, False, "rejected: needs 1 GPU, 0 free"),
         execution.Outcome(restart, False, "skipped", skipped=True),
         execution.Outcome(stop, False, "unavailable: refused"),
-        execution.Outcome(plan.StartInstance("gpu-2", LLAMA, LLAMA, None, why), True),
+        execution.Outcome(steps.StartInstance("gpu-2", LLAMA, LLAMA, None, why), True),
     )
     assert cycle.refused(outcomes) == {"gpu-1": {QWEN: "rejected: needs 1 GPU, 0 free"}}

@@ -12,7 +12,7 @@ import pytest
 from dwqueue import jobs
 from runtimestate import desired
 from runtimestate.desired import spec
-from runtimestate.reconcile import plan, planview
+from runtimestate.reconcile import plan, planview, steps
 
 OLLAMA = spec.BackendType.OLLAMA
 VLLM = spec.BackendType.VLLM
@@ -74,7 +74,7 @@ def rows(result: plan.Plan) -> list[Row]:
     out: list[Row] = []
     for action in result.actions:
         match action:
-            case plan.ReportDrift():
+            case steps.ReportDrift():
                 out.append((action.kind.value, action.backend, action.model, action.reason.code))
             case _:
                 name = type(action).__name__.lower()
@@ -82,7 +82,7 @@ def rows(result: plan.Plan) -> list[Row]:
     return out
 
 
-C = plan.ReasonCode
+C = steps.ReasonCode
 
 
 def case(
@@ -443,7 +443,7 @@ def test_declaring_llama3_on_a_node_with_llama3_latest_does_nothing_cycle_after_
 
 def test_a_pull_carries_the_declared_name_the_canonical_key_and_the_declaration() -> None:
     view = dataclasses.replace(node(), desired=(planview.DesiredModel("Llama3", "m7.2/p1.4"),))
-    (pull,) = plan.compute([view]).of(plan.Pull)
+    (pull,) = plan.compute([view]).of(steps.Pull)
     assert (pull.model, pull.model_key, pull.declaration) == (
         "Llama3",
         "llama3:latest",
@@ -453,9 +453,9 @@ def test_a_pull_carries_the_declared_name_the_canonical_key_and_the_declaration(
 
 def test_with_prune_all_a_loaded_undeclared_model_goes_after_it_unloads() -> None:
     loaded = node(desired=["a"], served=["a"], loaded=["old"], prune=ALL)
-    assert plan.compute([loaded]).of(plan.Prune) == ()
+    assert plan.compute([loaded]).of(steps.Prune) == ()
     unloaded = node(desired=["a"], served=["a", "old"], prune=ALL)
-    assert [p.model for p in plan.compute([unloaded]).of(plan.Prune)] == ["old"]
+    assert [p.model for p in plan.compute([unloaded]).of(steps.Prune)] == ["old"]
 
 
 def test_actions_are_ordered_by_backend_then_cancel_prune_pull_hold_drift() -> None:
@@ -505,7 +505,7 @@ def test_informative_actions_are_not_mutating() -> None:
 
 def test_for_backend_keeps_only_that_backends_actions() -> None:
     result = plan.compute([node("a", desired=["x"]), node("b", desired=["y"])])
-    assert [p.model for p in result.for_backend("b").of(plan.Pull)] == ["y"]
+    assert [p.model for p in result.for_backend("b").of(steps.Pull)] == ["y"]
     assert result.for_backend("c").actions == ()
 
 
@@ -524,7 +524,7 @@ def test_describe_gives_one_readable_line_per_action() -> None:
 
 def test_a_hold_names_the_job_and_how_to_release_it() -> None:
     result = plan.compute([node(desired=["m"])], jobs=[job("m", S.CANCELLED, job_id="01K")])
-    (hold,) = result.of(plan.Hold)
+    (hold,) = result.of(steps.Hold)
     assert hold.job_id == "01K"
     assert "user retries" in hold.describe()
 
@@ -679,8 +679,8 @@ def test_dropping_a_backends_last_pool_under_prune_all_deletes_nothing() -> None
         [view(state, state.backends[0], served)],
         managed={("gpu-1", "llama3:latest")},
     )
-    assert result.of(plan.Prune) == ()
-    (kept,) = result.of(plan.ReportDrift)
+    assert result.of(steps.Prune) == ()
+    (kept,) = result.of(steps.ReportDrift)
     assert (kept.model, kept.reason.code) == ("llama3:latest", C.NOT_IN_POOL)
 
 

@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from runtimestate import desired
 from runtimestate.backends import base
 from runtimestate.desired import engineargs, spec
-from runtimestate.reconcile import plan, planview, reuse
+from runtimestate.reconcile import plan, planview, reuse, steps
 
 NODE = spec.BackendType.NODE
 MANAGED = spec.PrunePolicy.MANAGED
-C = plan.ReasonCode
+C = steps.ReasonCode
 QWEN = "Qwen/Qwen2.5-0.5B-Instruct"
 LLAMA = "meta-llama/Llama-3.2-1B"
 TP2 = engineargs.VllmArgs(tensor_parallel_size=2)
@@ -64,14 +64,14 @@ def rows(result: plan.Plan) -> list[Row]:
     for action in result.actions:
         kind = (
             action.kind.value
-            if isinstance(action, plan.ReportDrift)
+            if isinstance(action, steps.ReportDrift)
             else type(action).__name__.lower()
         )
         out.append((kind, action.backend, action.model, action.reason.code.value))
     return out
 
 
-def texts(result: plan.Plan, code: plan.ReasonCode) -> list[str]:
+def texts(result: plan.Plan, code: steps.ReasonCode) -> list[str]:
     return [a.reason.text for a in result.actions if a.reason.code is code]
 
 
@@ -83,8 +83,8 @@ def test_a_desired_model_without_weights_is_pulled_before_any_instance_starts() 
 def test_weights_present_and_no_instance_start_one_with_the_declared_engine_arguments() -> None:
     result = plan.compute([agent(wanted=[(QWEN, LONG)], weights=[QWEN], free=1)])
     (start,) = result.mutating
-    assert start == plan.StartInstance(
-        "gpu-1", QWEN, QWEN, LONG, plan.Reason(C.NO_INSTANCE, "weights present, no instance")
+    assert start == steps.StartInstance(
+        "gpu-1", QWEN, QWEN, LONG, steps.Reason(C.NO_INSTANCE, "weights present, no instance")
     )
 
 
@@ -104,7 +104,7 @@ def test_two_models_needing_one_gpu_on_a_one_gpu_node_start_one_and_hold_the_oth
 
 def test_freeing_the_gpu_starts_the_held_model() -> None:
     result = plan.compute([agent(wanted=[QWEN], weights=[QWEN, LLAMA], free=1)])
-    assert [type(a) for a in result.mutating] == [plan.StartInstance]
+    assert [type(a) for a in result.mutating] == [steps.StartInstance]
 
 
 def test_an_instance_needs_its_declared_gpus_else_its_tensor_parallel_size_else_one() -> None:
@@ -118,7 +118,7 @@ def test_an_instance_needs_its_declared_gpus_else_its_tensor_parallel_size_else_
 
 def test_without_a_reported_gpu_inventory_the_agent_places_the_start() -> None:
     result = plan.compute([agent(wanted=[QWEN, LLAMA], weights=[QWEN, LLAMA], free=None)])
-    assert [type(a) for a in result.mutating] == [plan.StartInstance, plan.StartInstance]
+    assert [type(a) for a in result.mutating] == [steps.StartInstance, steps.StartInstance]
 
 
 def test_starting_ready_and_crash_looping_instances_with_the_declared_arguments_are_left_alone() -> (
@@ -132,8 +132,8 @@ def test_starting_ready_and_crash_looping_instances_with_the_declared_arguments_
 def test_changed_engine_arguments_restart_the_instance_with_the_declared_ones() -> None:
     view = agent(wanted=[(QWEN, LONG)], weights=[QWEN], running=[instance(QWEN)], free=0)
     (restart,) = plan.compute([view]).mutating
-    assert restart == plan.RestartInstance(
-        "gpu-1", QWEN, QWEN, LONG, plan.Reason(C.ENGINE_CHANGED, "engine arguments changed")
+    assert restart == steps.RestartInstance(
+        "gpu-1", QWEN, QWEN, LONG, steps.Reason(C.ENGINE_CHANGED, "engine arguments changed")
     )
 
 
@@ -251,7 +251,7 @@ def test_a_restart_waits_while_another_copy_of_the_model_is_not_ready() -> None:
     ready = dataclasses.replace(
         restarted, observed=agent(weights=[QWEN], running=[instance(QWEN, vllm=LONG)]).observed
     )
-    assert [type(a) for a in plan.compute([ready, old]).mutating] == [plan.RestartInstance]
+    assert [type(a) for a in plan.compute([ready, old]).mutating] == [steps.RestartInstance]
 
 
 def test_crash_looping_instances_are_restarted_without_waiting_for_the_others() -> None:
@@ -276,7 +276,7 @@ def test_a_backends_share_shows_its_deferred_restart_as_drift() -> None:
     assert rows(result.for_backend("gpu-2")) == [
         ("declared_not_served", "gpu-2", QWEN, "restart_waits")
     ]
-    assert [type(a) for a in result.for_backend("gpu-1").actions] == [plan.RestartInstance]
+    assert [type(a) for a in result.for_backend("gpu-1").actions] == [steps.RestartInstance]
 
 
 def fleet_views() -> list[planview.BackendView]:
@@ -311,17 +311,17 @@ def test_a_reused_decision_gives_the_plan_a_fresh_computation_gives() -> None:
     fresh = plan.compute(views, managed=[("b", LLAMA)])
     assert again == fresh
     assert again.decisions["a"] is first.decisions["a"]  # reused, then rolled anew
-    assert [a.backend for a in again.of(plan.RestartInstance)] == ["a"]
+    assert [a.backend for a in again.of(steps.RestartInstance)] == ["a"]
     assert [a.describe() for a in again.for_backend("b").actions] == [
         a.describe() for a in fresh.for_backend("b").actions
     ]
 
 
 def test_instance_actions_are_mutating_and_described_in_one_line() -> None:
-    reason = plan.Reason(C.NO_INSTANCE, "weights present, no instance")
-    start = plan.StartInstance("gpu-1", QWEN, QWEN, None, reason)
-    stop = plan.StopInstance("gpu-1", QWEN, plan.Reason(C.UNDECLARED, "not declared; prune: all"))
-    restart = plan.RestartInstance("gpu-1", QWEN, QWEN, LONG, plan.Reason(C.ENGINE_CHANGED, "x"))
+    reason = steps.Reason(C.NO_INSTANCE, "weights present, no instance")
+    start = steps.StartInstance("gpu-1", QWEN, QWEN, None, reason)
+    stop = steps.StopInstance("gpu-1", QWEN, steps.Reason(C.UNDECLARED, "not declared; prune: all"))
+    restart = steps.RestartInstance("gpu-1", QWEN, QWEN, LONG, steps.Reason(C.ENGINE_CHANGED, "x"))
     assert plan.Plan((stop, start, restart)).mutating == (stop, start, restart)
     assert start.describe() == f"start instance {QWEN} on gpu-1: weights present, no instance"
     assert stop.describe() == f"stop instance {QWEN} on gpu-1: not declared; prune: all"

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from dwqueue import jobs
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import plan, planview
+from runtimestate.reconcile import plan, planview, steps
 
 # Spellings that collide on Ollama (llama3 / llama3:latest / Llama3, qwen2 with or without the
 # library namespace) and differ on vLLM, plus one name Ollama's grammar rejects.
@@ -148,7 +148,7 @@ def apply(world: World, result: plan.Plan) -> World:
     counter = itertools.count(1000)
     for action in result.actions:
         match action:
-            case plan.Pull():
+            case steps.Pull():
                 view = world.view(action.backend)
                 shown = names.key(action.model, view.type)  # Ollama lists the short form
                 models = served[action.backend]
@@ -170,7 +170,7 @@ def apply(world: World, result: plan.Plan) -> World:
                         action.declaration,
                     )
                 )
-            case plan.Prune():
+            case steps.Prune():
                 models = served[action.backend]
                 assert models is not None
                 served[action.backend] = [m for m in models if m.name != action.model]
@@ -180,7 +180,7 @@ def apply(world: World, result: plan.Plan) -> World:
                     for b, m in managed
                     if (b, key(m, view)) != (action.backend, key(action.model, view))
                 }
-            case plan.CancelJob():
+            case steps.CancelJob():
                 (target,) = [j for j in job_list if j.job_id == action.job_id]
                 cancelled = dataclasses.replace(
                     target, state=jobs.JobState.CANCELLED, error_class=jobs.ErrorClass.CANCELLED
@@ -192,7 +192,7 @@ def apply(world: World, result: plan.Plan) -> World:
                     if j.active or (j.backend, j.model_key) != (target.backend, target.model_key)
                 ]
                 job_list = [cancelled if j.job_id == target.job_id else j for j in job_list]
-            case plan.ReportDrift() | plan.Hold():
+            case steps.ReportDrift() | steps.Hold():
                 pass
     backends = tuple(
         dataclasses.replace(
@@ -217,7 +217,7 @@ PROPERTY = settings(max_examples=150, deadline=None)  # ~1 s each on a quiet mac
 @PROPERTY
 @given(worlds())
 def test_a_declared_model_is_never_pruned(world: World) -> None:
-    for prune in world.plan().of(plan.Prune):
+    for prune in world.plan().of(steps.Prune):
         view = world.view(prune.backend)
         assert key(prune.model, view) not in desired_keys(view)
 
@@ -226,8 +226,8 @@ def test_a_declared_model_is_never_pruned(world: World) -> None:
 @given(worlds())
 def test_no_model_is_both_pulled_and_pruned(world: World) -> None:
     result = world.plan()
-    pulled = {(p.backend, p.model_key) for p in result.of(plan.Pull)}
-    pruned = {(p.backend, key(p.model, world.view(p.backend))) for p in result.of(plan.Prune)}
+    pulled = {(p.backend, p.model_key) for p in result.of(steps.Pull)}
+    pruned = {(p.backend, key(p.model, world.view(p.backend))) for p in result.of(steps.Prune)}
     assert not pulled & pruned
 
 
@@ -235,7 +235,7 @@ def test_no_model_is_both_pulled_and_pruned(world: World) -> None:
 @given(worlds())
 def test_a_loaded_model_or_one_being_pulled_is_never_pruned(world: World) -> None:
     active = {(j.backend, j.model_key) for j in world.jobs if j.active}
-    for prune in world.plan().of(plan.Prune):
+    for prune in world.plan().of(steps.Prune):
         view = world.view(prune.backend)
         assert not served_model(view, prune.model).loaded
         assert (prune.backend, key(prune.model, view)) not in active
@@ -244,7 +244,7 @@ def test_a_loaded_model_or_one_being_pulled_is_never_pruned(world: World) -> Non
 @PROPERTY
 @given(worlds())
 def test_prunes_follow_the_backends_policy(world: World) -> None:
-    for prune in world.plan().of(plan.Prune):
+    for prune in world.plan().of(steps.Prune):
         view = world.view(prune.backend)
         assert view.can_delete
         assert view.in_pool, "a backend in no pool is observed only"
@@ -259,7 +259,9 @@ def test_prunes_follow_the_backends_policy(world: World) -> None:
 @given(worlds())
 def test_a_stale_or_missing_observation_never_pulls_or_prunes(world: World) -> None:
     result = world.plan()
-    acting = [a.backend for a in result.of(plan.Pull)] + [a.backend for a in result.of(plan.Prune)]
+    acting = [a.backend for a in result.of(steps.Pull)] + [
+        a.backend for a in result.of(steps.Prune)
+    ]
     for backend in acting:
         observed = world.view(backend).observed
         assert observed is not None
@@ -270,7 +272,9 @@ def test_a_stale_or_missing_observation_never_pulls_or_prunes(world: World) -> N
 @given(worlds())
 def test_a_backend_in_no_pool_is_never_pulled_onto_or_pruned(world: World) -> None:
     result = world.plan()
-    acting = {a.backend for a in result.of(plan.Pull)} | {a.backend for a in result.of(plan.Prune)}
+    acting = {a.backend for a in result.of(steps.Pull)} | {
+        a.backend for a in result.of(steps.Prune)
+    }
     lonely = {v.name for v in world.backends if not v.in_pool}
     assert not acting & lonely
 
@@ -280,14 +284,14 @@ def test_a_backend_in_no_pool_is_never_pulled_onto_or_pruned(world: World) -> No
 def test_an_incomplete_desired_state_never_prunes_or_cancels(world: World) -> None:
     result = world.plan()
     if not world.desired_complete:
-        assert result.of(plan.Prune) == ()
-        assert result.of(plan.CancelJob) == ()
+        assert result.of(steps.Prune) == ()
+        assert result.of(steps.CancelJob) == ()
 
 
 @PROPERTY
 @given(worlds())
 def test_pulls_skip_active_and_held_downloads(world: World) -> None:
-    for pull in world.plan().of(plan.Pull):
+    for pull in world.plan().of(steps.Pull):
         view = world.view(pull.backend)
         assert view.can_pull
         assert pull.model_key in desired_keys(view)
@@ -302,7 +306,7 @@ def test_pulls_skip_active_and_held_downloads(world: World) -> None:
 def test_only_active_jobs_are_cancelled_and_only_unwanted_ones(world: World) -> None:
     result = world.plan()
     by_id = {j.job_id: j for j in world.jobs}
-    cancelled = [c.job_id for c in result.of(plan.CancelJob)]
+    cancelled = [c.job_id for c in result.of(steps.CancelJob)]
     assert len(cancelled) == len(set(cancelled))
     for job_id in cancelled:
         target = by_id[job_id]
@@ -322,11 +326,11 @@ def test_applying_a_plan_converges_and_then_stays_empty(world: World) -> None:
     first = world.plan()
     after_first = apply(world, first)
     second = after_first.plan()
-    assert second.of(plan.Pull) == ()
-    assert second.of(plan.CancelJob) == ()
+    assert second.of(steps.Pull) == ()
+    assert second.of(steps.CancelJob) == ()
     # A model kept only because its (now cancelled) download was active goes one cycle later.
-    cancelled = {(c.backend, c.model) for c in first.of(plan.CancelJob)}
-    for prune in second.of(plan.Prune):
+    cancelled = {(c.backend, c.model) for c in first.of(steps.CancelJob)}
+    for prune in second.of(steps.Prune):
         view = world.view(prune.backend)
         assert any(
             b == prune.backend and key(m, view) == key(prune.model, view) for b, m in cancelled
@@ -388,7 +392,7 @@ def test_the_plan_does_not_depend_on_input_order(world: World, rnd: random.Rando
 @given(worlds())
 def test_vllm_and_cloud_backends_get_no_pull_or_prune(world: World) -> None:
     for action in world.plan().mutating:
-        if isinstance(action, plan.Pull | plan.Prune):
+        if isinstance(action, steps.Pull | steps.Prune):
             assert world.view(action.backend).type is spec.BackendType.OLLAMA
 
 
