@@ -50,6 +50,6 @@ async def test_two_replicas_count_each_pull_once_and_a_prune_held_by_the_others_
     assert sum(s["skipped_locked"] for s in summaries) == 2, summaries  # one per backend
     assert deletes == [1, 1]
     assert all("tinyllama:latest" not in models for models in left)
-    skipped = [e for e in logged if e["event"].startswith("backend cycle: prunes skipped")]
+    skipped = [e for e in logged if e["event"].startswith("backend cycle: actions skipped")]
     assert sorted(e["backend"] for e in skipped) == ["edge-0", "edge-1"]
     assert {e["log_level"] for e in skipped} == {"debug"}
