@@ -35,7 +35,10 @@ async def get_adapter(session: AsyncSession, name: str) -> spec.Adapter:
 async def _check(session: AsyncSession, values: Sequence[spec.AdapterSpec]) -> None:
     """Every base model is declared, and no declared model answers to an adapter's name."""
     for value in values:
-        await store.model_row(session, value.base_model)  # NotFound names close models
+        try:
+            await store.model_row(session, value.base_model)
+        except store.NotFound as exc:  # it names the close models
+            raise store.StoreError(f"baseModel: {exc}") from None
     wanted = {key: v.name for v in values if (key := _as_model(v.name)) is not None}
     taken = await session.scalar(
         sa.select(schema.ModelRow.name).where(schema.ModelRow.canonical_name.in_(list(wanted)))

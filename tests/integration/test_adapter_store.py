@@ -48,7 +48,7 @@ async def test_an_adapter_on_an_undeclared_base_model_is_refused_naming_the_clos
     session: AsyncSession,
 ) -> None:
     await _fleet(session)
-    with pytest.raises(store.NotFound, match=r"qwen2:0\.5b"):
+    with pytest.raises(store.StoreError, match=r"baseModel: .*qwen2:0\.5b"):
         await adapterstore.add_adapters(session, [_adapter(base_model="qwen2:0.5")])
 
 
