@@ -228,3 +228,14 @@ def test_a_bad_residency_document_is_refused_naming_the_field_and_writes_nothing
     assert done.code == 2
     assert says in done.err, done.err
     assert dump(database_url) == before
+
+
+def test_adapter_names_complete_from_the_database(llmctl: Cli, database_url: str) -> None:
+    from tests.e2e.test_cli_completion import complete
+
+    _fleet(llmctl)
+    for name in ("sql-lora", "chat-lora"):
+        assert llmctl("adapter", "add", name, "--base-model", BASE, "--source", "/a").code == 0
+    assert complete("llmctl adapter get ", database_url) == ["chat-lora", "sql-lora"]
+    assert complete("llmctl pool add-adapter default s", database_url) == ["sql-lora"]
+    assert complete("llmctl adapter add x --base-model Q", database_url) == [BASE]
