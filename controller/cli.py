@@ -37,6 +37,11 @@ COMMANDS = {
     "model": usage.Lazy(
         "controller.models:model_app", "Declare the models backends should serve.", _DECLARE
     ),
+    "adapter": usage.Lazy(
+        "controller.adapters:app",
+        "Declare LoRA adapters, loaded on vLLM backends where pools place them.",
+        _DECLARE,
+    ),
     "pool": usage.Lazy(
         "controller.pools:app",
         "Group backends and models: a backend serves its pools' models.",
@@ -169,7 +174,8 @@ def export(
     kind: Annotated[
         list[str] | None,
         typer.Option(
-            "--kind", help="Only these kinds: Backend, Model, Pool (repeatable or a comma list)"
+            "--kind",
+            help="Only these kinds: Backend, Model, Pool, Adapter (repeatable or a comma list)",
         ),
     ] = None,
 ) -> None:

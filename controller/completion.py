@@ -3,7 +3,8 @@
 The command prints the script a shell loads; the script runs ``llmctl`` again with
 ``_LLMCTL_COMPLETE=complete_<shell>`` for each completion, and click answers from the command
 tree (typer's scripts and answer formats, which `register` installs before click answers).
-The completers here give the names of backends, models, pools and downloads from the database
+The completers here give the names of backends, models, adapters, pools and downloads from the
+database
 that line names (``--database-url`` anywhere on it, else ``LLMCTL_DATABASE_URL``, else the
 embedded file); they are the ``autocompletion=`` of the name arguments and options in
 `controller.declare`, `controller.pools` and `controller.downloads`.
@@ -73,6 +74,11 @@ def backends(ctx: typer.Context, incomplete: str) -> list[str]:
 def models(ctx: typer.Context, incomplete: str) -> list[str]:
     """The declared models whose names start with ``incomplete``."""
     return _starting(_names(ctx, "models"), incomplete)
+
+
+def adapters(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The declared adapters whose names start with ``incomplete``."""
+    return _starting(_names(ctx, "adapters"), incomplete)
 
 
 def pools(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -150,5 +156,6 @@ def _query(kind: str) -> sa.Select[Any]:
         "backends": schema.BackendRow.name,
         "models": schema.ModelRow.name,
         "pools": schema.PoolRow.name,
+        "adapters": schema.AdapterRow.name,
     }[kind]
     return sa.select(name).order_by(name)

@@ -8,6 +8,7 @@ chosen output format. Invalid input exits 2 with a message naming the field; not
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -55,6 +56,34 @@ PoolUpdateOpt = Annotated[
     ),
 ]
 NoPoolUpdateOpt = Annotated[bool, typer.Option("--no-pool", help="Leave every pool")]
+VramOpt = Annotated[
+    str | None,
+    typer.Option("--vram", help="Memory warm models may hold: bytes, or e.g. 24GiB, 20GB"),
+]
+DiskOpt = Annotated[
+    str | None,
+    typer.Option("--disk", help="Disk pulls are admitted against: bytes, or e.g. 500GB"),
+]
+
+
+def budgets(
+    env: runner.Env, value: spec.BackendSpec, vram: str | None, disk: str | None
+) -> spec.BackendSpec:
+    """``value`` with the ``--vram``/``--disk`` sizes given (``none`` clears one); exits 2
+    naming a bad size."""
+    from runtimestate.desired import residency
+
+    def parsed(given: str | None, old: int | None, field: str) -> int | None:
+        if given is None:
+            return old
+        return None if given.lower() == "none" else residency.size(given, field)
+
+    try:
+        vram_bytes = parsed(vram, value.vram_bytes, "vram")
+        disk_bytes = parsed(disk, value.disk_bytes, "disk")
+    except spec.SpecError as exc:
+        env.fail(str(exc))
+    return dataclasses.replace(value, vram_bytes=vram_bytes, disk_bytes=disk_bytes)
 
 
 def whole_number(text: str | int) -> int:
@@ -143,6 +172,8 @@ def backend_add(
     api_key_stdin: Annotated[
         bool, typer.Option("--api-key-stdin", help="Read the key from stdin; stored encrypted")
     ] = False,
+    vram: VramOpt = None,
+    disk: DiskOpt = None,
 ) -> None:
     """Declare a backend (generation 1). It joins the default pool unless told otherwise."""
     from runtimestate.desired import store
@@ -157,7 +188,7 @@ def backend_add(
         value = spec.make_backend(
             name, type_, url, labels=labels, prune=prune, max_pulls=max_pulls, credentials=creds
         )
-        return await store.add_backend(session, value, pools)
+        return await store.add_backend(session, budgets(env, value, vram, disk), pools)
 
     runner.transaction(env, work)
     env.out.print(f"backend/{name} created", highlight=False)
@@ -180,6 +211,8 @@ def backend_update(
     no_api_key: Annotated[
         bool, typer.Option("--no-api-key", help="Forget the credentials")
     ] = False,
+    vram: Annotated[str | None, typer.Option("--vram", help="A size, or none to clear")] = None,
+    disk: Annotated[str | None, typer.Option("--disk", help="A size, or none to clear")] = None,
 ) -> None:
     """Change a backend; the generation goes up when its spec really changes."""
     from runtimestate.desired import store
@@ -201,6 +234,8 @@ def backend_update(
             max_pulls=max_pulls if max_pulls is not None else old.max_pulls,
             credentials=None if no_api_key else (new_creds or old.credentials),
         )
+        kept = dataclasses.replace(value, vram_bytes=old.vram_bytes, disk_bytes=old.disk_bytes)
+        value = budgets(env, kept, vram, disk)
         _, changed = await store.update_backend(session, value, pools)
         return changed
 

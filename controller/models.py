@@ -56,6 +56,14 @@ LoraOpt = Annotated[
     bool | None,
     typer.Option("--vllm-enable-lora/--vllm-disable-lora", help="vllm serve --enable-lora"),
 ]
+WarmOpt = Annotated[
+    bool | None,
+    typer.Option("--warm/--no-warm", help="Keep it loaded on the Ollama backends placing it"),
+]
+KeepAliveOpt = Annotated[
+    str | None,
+    typer.Option("--keep-alive", help="Ollama keep_alive of a warm model: 5m, 1h30m, -1 (forever)"),
+]
 ArgOpt = Annotated[
     list[str] | None,
     typer.Option("--vllm-arg", help="An extra vllm serve argument (repeatable; sets them exactly)"),
@@ -101,6 +109,8 @@ def model_add(
     vllm_quantization: QuantizationOpt = None,
     vllm_enable_lora: LoraOpt = None,
     vllm_arg: ArgOpt = None,
+    warm: WarmOpt = None,
+    keep_alive: KeepAliveOpt = None,
 ) -> None:
     """Declare a model. It joins the default pool unless told otherwise."""
     from runtimestate.desired import store
@@ -117,6 +127,7 @@ def model_add(
             quantization=vllm_quantization, enable_lora=vllm_enable_lora,
         )  # fmt: skip
         value = spec.ModelSpec(name, context_length, spec.capabilities(capability), labels, vllm)
+        value = dataclasses.replace(value, warm=bool(warm), keep_alive=keep_alive)
     except spec.SpecError as exc:
         env.fail(str(exc))
     runner.transaction(env, lambda s: store.add_model(s, value, pools))
@@ -154,6 +165,11 @@ def model_update(
     no_vllm: Annotated[
         bool, typer.Option("--no-vllm", help="Clear the engine arguments (vllm block)")
     ] = False,
+    warm: WarmOpt = None,
+    keep_alive: KeepAliveOpt = None,
+    no_keep_alive: Annotated[
+        bool, typer.Option("--no-keep-alive", help="Use the backend's default keep_alive")
+    ] = False,
 ) -> None:
     """Change a model's overrides, labels, engine arguments or pools; the generation goes up
     on a real change."""
@@ -171,6 +187,7 @@ def model_update(
         (context_length is not None and no_context_length)
         or (capability and no_capabilities)
         or (vllm_given and no_vllm)
+        or (keep_alive is not None and no_keep_alive)
     ):
         env.fail("an option and its --no- form contradict each other; give one of them")
 
@@ -187,6 +204,8 @@ def model_update(
             else (spec.capabilities(capability) if capability else old.capabilities),
             declare.labels_of(env, dict(old.labels), label),
             vllm,
+            old.warm if warm is None else warm,
+            None if no_keep_alive else (old.keep_alive if keep_alive is None else keep_alive),
         )
         _, changed = await store.update_model(session, value, pools)
         return changed

@@ -136,6 +136,8 @@ def backend_doc(
         "prune": s.prune.value,
         "maxPulls": s.max_pulls,
         "credentials": None if s.credentials is None else s.credentials.describe(),
+        "vramBytes": s.vram_bytes,
+        "diskBytes": s.disk_bytes,
         "pools": list(state.pools_of_backend(s.name)),
         **_meta(backend.meta),
         "status": status_doc(backend, state, observed),
@@ -150,6 +152,8 @@ def model_doc(model: spec.Model, state: desired.DesiredState) -> dict[str, Any]:
         "capabilities": None if s.capabilities is None else [c.value for c in s.capabilities],
         "labels": dict(s.labels),
         "vllm": None if s.vllm is None else engineargs.document(s.vllm),
+        "warm": s.warm,
+        "keepAlive": s.keep_alive,
         "pools": list(state.pools_of_model(s.name)),
         **_meta(model.meta),
     }
@@ -163,7 +167,21 @@ def pool_doc(pool: spec.Pool) -> dict[str, Any]:
         "labels": dict(s.labels),
         "backends": list(s.backends),
         "models": list(s.models),
+        "adapters": list(s.adapters),
         **_meta(pool.meta),
+    }
+
+
+def adapter_doc(adapter: spec.Adapter, state: desired.DesiredState) -> dict[str, Any]:
+    s = adapter.spec
+    return {
+        "name": s.name,
+        "baseModel": s.base_model,
+        "source": s.source,
+        "revision": s.revision,
+        "labels": dict(s.labels),
+        "pools": [p.name for p in state.pools if s.name in p.spec.adapters],
+        **_meta(adapter.meta),
     }
 
 
@@ -254,18 +272,26 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
                 ("PULLING", "pulling"), ("ERROR", "error")],
     "backend-wide": [("NAME", "name"), ("TYPE", "type"), ("PHASE", "phase"), ("READY", "ready"),
                      ("PULLING", "pulling"), ("ERROR", "error"), ("URL", "url"),
-                     ("PRUNE", "prune"), ("MAX-PULLS", "maxPulls"), ("POOLS", "pools"),
+                     ("PRUNE", "prune"), ("MAX-PULLS", "maxPulls"), ("VRAM", "vram"),
+                     ("DISK", "disk"), ("POOLS", "pools"),
                      ("GEN", "generation"), ("OBSERVED-GEN", "observedGeneration"),
                      ("LABELS", "labels")],
     "model": [("NAME", "name"), ("CONTEXT", "contextLength"), ("CAPABILITIES", "capabilities"),
               ("POOLS", "pools"), ("GEN", "generation")],
     "model-wide": [("NAME", "name"), ("CONTEXT", "contextLength"),
-                   ("CAPABILITIES", "capabilities"), ("POOLS", "pools"), ("GEN", "generation"),
+                   ("CAPABILITIES", "capabilities"), ("WARM", "warm"),
+                   ("KEEP-ALIVE", "keepAlive"), ("POOLS", "pools"), ("GEN", "generation"),
                    ("LABELS", "labels")],
     "pool": [("NAME", "name"), ("PURPOSE", "purpose"), ("BACKENDS", "backends"),
              ("MODELS", "models"), ("GEN", "generation")],
     "pool-wide": [("NAME", "name"), ("PURPOSE", "purpose"), ("BACKENDS", "backends"),
-                  ("MODELS", "models"), ("GEN", "generation"), ("LABELS", "labels")],
+                  ("MODELS", "models"), ("ADAPTERS", "adapters"), ("GEN", "generation"),
+                  ("LABELS", "labels")],
+    "adapter": [("NAME", "name"), ("BASE-MODEL", "baseModel"), ("SOURCE", "source"),
+                ("POOLS", "pools"), ("GEN", "generation")],
+    "adapter-wide": [("NAME", "name"), ("BASE-MODEL", "baseModel"), ("SOURCE", "source"),
+                     ("REVISION", "revision"), ("POOLS", "pools"), ("GEN", "generation"),
+                     ("LABELS", "labels")],
 }  # fmt: skip
 
 
@@ -281,9 +307,18 @@ def render_list(kind: str, docs: Sequence[dict[str, Any]], fmt: Format, console:
     now = dt.datetime.now(dt.UTC)
     rows = []
     for doc in docs:
-        flat = {**doc, **_status_cells(doc.get("status"))} if kind == "backend" else doc
+        flat = (
+            {**doc, **_status_cells(doc.get("status")), **_budgets(doc)}
+            if kind == "backend"
+            else doc
+        )
         rows.append([*(cell(flat.get(key)) for _, key in columns), age(doc["createdAt"], now)])
     write(console, table([*(header for header, _ in columns), "AGE"], rows))
+
+
+def _budgets(doc: dict[str, Any]) -> dict[str, Any]:
+    """A backend's declared budgets as people read them (``-`` when not declared)."""
+    return {"vram": size(doc.get("vramBytes")), "disk": size(doc.get("diskBytes"))}
 
 
 def render_names(

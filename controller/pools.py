@@ -1,6 +1,7 @@
 """The pool commands: ``llmctl pool create|update|list|get|delete|add-backend|...``.
 
-A pool groups backends and models: a backend serves the models of every pool it belongs to.
+A pool groups backends, models and adapters: a backend serves the models (and loads the
+adapters) of every pool it belongs to.
 Each command runs one transaction through `controller.runner` and prints a kubectl-style
 confirmation or a document in the chosen output format; invalid input exits 2 with a message
 naming the field, and nothing is written.
@@ -58,7 +59,7 @@ def pool_update(
         old = (await poolstore.get_pool(session, name)).spec
         new_purpose = purpose if purpose is not None else old.purpose
         labels = declare.labels_of(env, dict(old.labels), label)
-        value = spec.PoolSpec(old.name, new_purpose, old.backends, old.models, labels)
+        value = spec.PoolSpec(old.name, new_purpose, old.backends, old.models, labels, old.adapters)
         _, changed = await poolstore.update_pool(session, value)
         return changed
 
@@ -148,3 +149,18 @@ def pool_add_model(ctx: typer.Context, pool: PoolArg, model: declare.ModelArg) -
 def pool_remove_model(ctx: typer.Context, pool: PoolArg, model: declare.ModelArg) -> None:
     """Remove a model from a pool (idempotent)."""
     _membership(ctx, pool, False, model=model)
+
+
+AdapterArg = Annotated[str, typer.Argument(autocompletion=completion.adapters)]
+
+
+@app.command("add-adapter")
+def pool_add_adapter(ctx: typer.Context, pool: PoolArg, adapter: AdapterArg) -> None:
+    """Place an adapter on the pool's backends (idempotent)."""
+    _membership(ctx, pool, True, adapter=adapter)
+
+
+@app.command("remove-adapter")
+def pool_remove_adapter(ctx: typer.Context, pool: PoolArg, adapter: AdapterArg) -> None:
+    """Remove an adapter from a pool (idempotent)."""
+    _membership(ctx, pool, False, adapter=adapter)

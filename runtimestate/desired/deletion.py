@@ -5,7 +5,8 @@ matter, so any file ``apply`` accepted can be deleted with; every file is read a
 document identified before anything is deleted (`identify` raises `manifest.ManifestError`
 listing every problem). `delete` then decides each named object's fate against the stored
 state (`plan`, pure) and deletes in the caller's single transaction: pools first, so a pool
-that goes is not bumped by its members leaving it, then backends and models. The ``default``
+that goes is not bumped by its members leaving it, then adapters (before the models they are
+based on), then backends and models. The ``default``
 pool is never deleted (it is kept, and says so); an object that is not stored is reported,
 not an error that stops the others. It must not write anything but through the store modules.
 """
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import desired, echo
 from runtimestate.desired import (
+    adapterstore,
     documents,
     manifest,
     names,
@@ -31,8 +33,10 @@ from runtimestate.desired import (
     suggestions,
 )
 
-Kind = Literal["backend", "model", "pool"]
-_KINDS: dict[str, Kind] = {"Backend": "backend", "Model": "model", "Pool": "pool"}
+Kind = Literal["backend", "model", "pool", "adapter"]
+_KINDS: dict[str, Kind] = {
+    "Backend": "backend", "Model": "model", "Pool": "pool", "Adapter": "adapter",
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +124,7 @@ def plan(targets: Iterable[Target], current: desired.DesiredState) -> list[Verdi
         "backend": [b.name for b in current.backends],
         "model": [m.name for m in current.models],
         "pool": [p.name for p in current.pools],
+        "adapter": [a.name for a in current.adapters],
     }
     verdicts = []
     for target in targets:
@@ -141,6 +146,8 @@ def _exists(target: Target, current: desired.DesiredState) -> bool:
             return current.model(target.name) is not None
         case "pool":
             return current.pool(target.name) is not None
+        case "adapter":
+            return current.adapter(target.name) is not None
 
 
 async def delete(
@@ -157,6 +164,9 @@ async def delete(
     for target in gone:
         if target.kind == "pool":
             await poolstore.delete_pool(session, target.name)
+    for target in gone:  # before the models they are based on
+        if target.kind == "adapter":
+            await adapterstore.delete_adapter(session, target.name)
     for target in gone:
         if target.kind == "backend":
             await store.delete_backend(session, target.name)

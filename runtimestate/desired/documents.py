@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from runtimestate import credentials, echo
-from runtimestate.desired import engineargs, names, spec
+from runtimestate.desired import engineargs, names, residency, spec
 
 API_VERSION = "llmctl/v1"
-KINDS = ("Backend", "Model", "Pool")
+KINDS = ("Backend", "Model", "Pool", "Adapter")
 _T = TypeVar("_T")
 
-Spec = spec.BackendSpec | spec.ModelSpec | spec.PoolSpec
+Spec = spec.BackendSpec | spec.ModelSpec | spec.PoolSpec | spec.AdapterSpec
 
 
 class _Required:
@@ -37,7 +37,8 @@ class Document:
     """One document of a file: what it declares, its spec if valid, and its problems.
 
     ``problems`` are ``field: message`` lines; ``value`` is None when there is any.
-    ``members`` are a pool's well-formed member names, as (``backend``|``model``, name).
+    ``members`` are a pool's well-formed member names, as (``backend``|``model``|``adapter``,
+    name), and an adapter's base model, as (``model``, name).
     """
 
     index: int
@@ -145,6 +146,9 @@ def read(index: int, raw: object) -> Document:
         value = _model(name, labels, meta, body)
     elif kind == "Pool":
         value, members = _pool(name, labels, meta, body)
+    elif kind == "Adapter":
+        value = _adapter(name, labels, meta, body)
+        members = () if value is None else (("model", value.base_model),)
     if kind is not None:
         body.unknown(_SPEC_FIELDS[kind], f"a {kind} spec")
     if value is not None and not problems:
@@ -157,14 +161,16 @@ def read(index: int, raw: object) -> Document:
 
 _ABSENT: dict[str, Any] = {}
 _SPEC_FIELDS = {
-    "Backend": ("type", "url", "prune", "maxPulls", "credentials"),
-    "Model": ("contextLength", "capabilities", "vllm"),
-    "Pool": ("purpose", "backends", "models"),
+    "Backend": ("type", "url", "prune", "maxPulls", "credentials", "vramBytes", "diskBytes"),
+    "Model": ("contextLength", "capabilities", "vllm", "warm", "keepAlive"),
+    "Pool": ("purpose", "backends", "models", "adapters"),
+    "Adapter": ("baseModel", "source", "revision"),
 }
 _VALIDATE: dict[type[Any], Callable[[Any], Spec]] = {
-    spec.BackendSpec: spec.validate_backend,
-    spec.ModelSpec: spec.validate_model,
-    spec.PoolSpec: spec.validate_pool,
+    spec.BackendSpec: residency.validate_backend,
+    spec.ModelSpec: residency.validate_model,
+    spec.PoolSpec: residency.validate_pool,
+    spec.AdapterSpec: residency.validate_adapter,
 }
 
 
@@ -197,9 +203,22 @@ def _backend(
     creds = None
     if raw_creds is not None:
         creds = _credentials(_Fields(raw_creds, "spec.credentials", body.problems))
+    vram, disk = _size(body, "vramBytes"), _size(body, "diskBytes")
     if checked is None or type_ is None or url is None or prune is None or max_pulls is None:
         return None
-    return spec.BackendSpec(checked, type_, url, labels or {}, prune, max_pulls, creds)
+    value = spec.BackendSpec(checked, type_, url, labels or {}, prune, max_pulls, creds)
+    return dataclasses.replace(value, vram_bytes=vram, disk_bytes=disk)
+
+
+def _size(fields: _Fields, key: str) -> int | None:
+    """Bytes, written as a whole number or a string with a unit (``24GiB``, ``20GB``)."""
+    value = fields.body.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
+        fields.problems.append(
+            f"{fields.where(key)}: must be a size (bytes, or e.g. 24GiB), not {describe(value)}"
+        )
+        return None
+    return fields.check(key, value, lambda v: residency.size(v, key))
 
 
 def _credentials(creds: _Fields) -> credentials.Credentials | None:
@@ -235,9 +254,32 @@ def _model(
         capabilities = body.check("capabilities", [v for _, v in listed], spec.capabilities)
     raw_vllm = body.take("vllm", dict, None)
     vllm = None if raw_vllm is None else _vllm(_Fields(raw_vllm, "spec.vllm", body.problems))
+    warm = body.take("warm", bool, False)
+    keep_alive = body.body.get("keepAlive")
+    if isinstance(keep_alive, bool) or not isinstance(keep_alive, (int, str, type(None))):
+        body.problems.append(
+            f"spec.keepAlive: must be a duration such as 5m, not {describe(keep_alive)}"
+        )
+        keep_alive = None
+    keep_alive = body.check("keepAlive", keep_alive, residency.keep_alive)
     if checked is None:
         return None
-    return spec.ModelSpec(checked, context, capabilities, labels or {}, vllm)
+    value = spec.ModelSpec(checked, context, capabilities, labels or {}, vllm)
+    return dataclasses.replace(value, warm=bool(warm), keep_alive=keep_alive)
+
+
+def _adapter(
+    name: str | None, labels: dict[str, str] | None, meta: _Fields, body: _Fields
+) -> spec.AdapterSpec | None:
+    checked = meta.check("name", name, residency.adapter_name)
+    base = body.check("baseModel", body.take("baseModel", str), spec.model_name)
+    source = body.check("source", body.take("source", str), residency.source)
+    revision = body.take("revision", str, None)
+    if source is not None:
+        revision = body.check("revision", revision, lambda v: residency.revision(v, source))
+    if checked is None or base is None or source is None:
+        return None
+    return spec.AdapterSpec(checked, base, source, revision, labels or {})
 
 
 def _vllm(fields: _Fields) -> engineargs.VllmArgs:
@@ -283,7 +325,16 @@ def _pool(
         m for i, m in body.strings("models") or []
         if body.check(f"models[{i}]", m, spec.model_name)
     ]  # fmt: skip
-    members = tuple(("backend", b) for b in backends) + tuple(("model", m) for m in models)
+    adapters = [
+        a for i, a in body.strings("adapters") or []
+        if body.check(f"adapters[{i}]", a, residency.adapter_name)
+    ]  # fmt: skip
+    members = (
+        tuple(("backend", b) for b in backends)
+        + tuple(("model", m) for m in models)
+        + tuple(("adapter", a) for a in adapters)
+    )
     if checked is None or purpose is None:
         return None, members
-    return spec.PoolSpec(checked, purpose, tuple(backends), tuple(models), labels or {}), members
+    value = spec.PoolSpec(checked, purpose, tuple(backends), tuple(models), labels or {})
+    return dataclasses.replace(value, adapters=tuple(adapters)), members

@@ -17,7 +17,7 @@ from typing import Any
 from runtimestate import echo
 from runtimestate.desired import names, selectors, spec
 
-KINDS = ("Backend", "Model", "Pool")
+KINDS = ("Backend", "Model", "Pool", "Adapter")
 _BY_LOWER = {kind.lower(): kind for kind in KINDS}
 
 
@@ -62,7 +62,7 @@ def missing_members(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     for doc in docs:
         if doc["kind"] != "Pool":
             continue
-        for kind, field in (("Backend", "backends"), ("Model", "models")):
+        for kind, field in (("Backend", "backends"), ("Model", "models"), ("Adapter", "adapters")):
             for member in doc["spec"].get(field, ()):
                 if (kind, _compared(kind, member)) not in declared:
                     missing.append(f"pool/{doc['metadata']['name']} names {kind.lower()}/{member}")

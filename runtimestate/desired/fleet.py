@@ -5,8 +5,8 @@ read by the CLI, the manifest diff and the backend cycle. Pure value; lookups ar
 once, on first use. `key_of` lets the backend cycle tell, without looking at every model, that
 what a backend should serve is what it was on the previous read.
 
-Each pool membership carries the pool generation at which the member joined
-(`backends_joined`, `models_joined`): a member removed and added back has joined anew. The
+Each pool membership carries the pool generation at which the member joined (`backends_joined`,
+`models_joined`, `adapters_joined`): a member removed and added back has joined anew. The
 planner's declaration keys are built from these, so editing a pool re-declares only what the
 edit placed (`planview.declaration`).
 """
@@ -34,6 +34,7 @@ class DesiredState:
         default_factory=dict
     )
     adapters: tuple[spec.Adapter, ...] = ()
+    adapters_joined: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def backends_by_name(self) -> dict[str, spec.Backend]:
@@ -143,6 +144,24 @@ class DesiredState:
         """The generation of ``pool`` at which the model (its key on Ollama) joined it."""
         return self.models_joined.get((pool.name, model), pool.meta.generation)
 
+    def adapter_joined(self, pool: spec.Pool, adapter: str) -> int:
+        """The generation of ``pool`` at which ``adapter`` joined it."""
+        return self.adapters_joined.get((pool.name, adapter), pool.meta.generation)
+
+    def _adapter_keys(self, pool: spec.Pool) -> tuple[tuple[object, ...], ...]:
+        members: list[tuple[object, ...]] = []
+        for name in pool.spec.adapters:
+            found = self.adapters_by_name.get(name)
+            if found is None:
+                members.append((name,))
+                continue
+            value, meta = found.spec, found.meta
+            members.append(
+                (name, meta.id, meta.generation, value.base_model, value.source, value.revision,
+                 self.adapter_joined(pool, name))
+            )  # fmt: skip
+        return tuple(members)
+
     @functools.cached_property
     def _pool_keys(self) -> dict[str, tuple[object, ...]]:
         keys: dict[str, tuple[object, ...]] = {}
@@ -157,21 +176,29 @@ class DesiredState:
                 value, meta = model.spec, model.meta
                 members.append(
                     (wanted, meta.id, meta.generation, value.name, value.context_length,
-                     value.capabilities, value.vllm, self.model_joined(pool, wanted))
+                     value.capabilities, value.vllm, value.warm, value.keep_alive,
+                     self.model_joined(pool, wanted))
                 )  # fmt: skip
-            keys[pool.name] = (pool.meta.id, pool.meta.generation, tuple(members))
+            keys[pool.name] = (
+                pool.meta.id, pool.meta.generation, tuple(members), self._adapter_keys(pool)
+            )  # fmt: skip
         return keys
 
     def key_of(self, backend: str) -> tuple[object, ...]:
-        """A value that compares equal between two reads exactly when the backend's identity
-        and type, the models desired on it, their specs (overrides) and the declarations the
-        planner derives (`planview.desired_models`) are the same.
+        """A value that compares equal between two reads exactly when the backend's identity,
+        type and budgets (vramBytes, diskBytes), the models desired on it, their specs
+        (overrides, warm, keepAlive), the adapters placed on it and their specs, and the
+        declarations the planner derives (`planview.desired_models`) are the same.
 
         Built from ids, generations and names only (cheap to compare: no model is visited
         twice per read), so a steady fleet is recognised in O(pools) per backend.
         """
         found = self.backend(backend)
-        identity = (found.meta.id, found.spec.type.value) if found else None
+        identity = (
+            (found.meta.id, found.spec.type.value, found.spec.vram_bytes, found.spec.disk_bytes)
+            if found
+            else None
+        )
         pools = self._pools_by_backend.get(backend, ())
         return (
             identity,

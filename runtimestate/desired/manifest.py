@@ -13,14 +13,22 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
-import yaml
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtimestate import credentials, desired, echo
-from runtimestate.desired import documents, engineargs, names, poolstore, sources, spec, store
+from runtimestate import desired, echo
+from runtimestate.desired import (
+    adapterstore,
+    documents,
+    exports,
+    names,
+    poolstore,
+    sources,
+    spec,
+    store,
+)
 
 API_VERSION = documents.API_VERSION
 STDIN = sources.STDIN
@@ -54,6 +62,7 @@ class Manifest:
     documents: tuple[documents.Document, ...] = ()
     problems: tuple[str, ...] = ()
     origins: tuple[str, ...] = ()
+    adapters: tuple[spec.AdapterSpec, ...] = ()
 
 
 class Action(enum.StrEnum):
@@ -65,7 +74,7 @@ class Action(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Change:
-    kind: Literal["backend", "model", "pool"]
+    kind: Literal["backend", "model", "pool", "adapter"]
     name: str
     action: Action
     fields: tuple[str, ...] = ()
@@ -95,6 +104,7 @@ def read(data: bytes | str, source: str = "the file", *, json: bool = False) -> 
         documents=docs,
         problems=tuple(problems),
         origins=(source,) * len(docs),
+        adapters=tuple(v for v in values if isinstance(v, spec.AdapterSpec)),
     )
 
 
@@ -122,6 +132,7 @@ def combine(manifests: Sequence[Manifest], source: str) -> Manifest:
         documents=tuple(d for m in manifests for d in m.documents),
         problems=tuple(p for m in manifests for p in m.problems) + tuple(_across(manifests)),
         origins=tuple(o for m in manifests for o in _origins(m)),
+        adapters=tuple(a for m in manifests for a in m.adapters),
     )
 
 
@@ -176,7 +187,7 @@ def _duplicates(docs: Iterable[documents.Document], source: str) -> list[str]:
 
 def needs_store(manifest: Manifest, prune: bool) -> bool:
     """Whether `check` needs the stored state: a pool member is not in the file, no --prune."""
-    return not prune and bool(_dangling(manifest, set(), set(), prune))
+    return not prune and bool(_dangling(manifest, {}, prune))
 
 
 def check(manifest: Manifest, current: desired.DesiredState, prune: bool) -> None:
@@ -184,33 +195,32 @@ def check(manifest: Manifest, current: desired.DesiredState, prune: bool) -> Non
 
     A member must be declared in the file, or (without ``--prune``) already stored.
     """
-    backends: set[str] = set()
-    models: set[str] = set()
+    known: dict[str, set[str]] = {}
     if not prune:
-        backends |= set(current.backends_by_name)
-        models |= set(current.models_by_canonical)
-    problems = [*manifest.problems, *_dangling(manifest, backends, models, prune)]
+        known["backend"] = set(current.backends_by_name)
+        known["model"] = set(current.models_by_canonical)
+        known["adapter"] = set(current.adapters_by_name)
+    problems = [*manifest.problems, *_dangling(manifest, known, prune)]
     if problems:
         raise ManifestError(problems, manifest.source)
 
 
-def _dangling(manifest: Manifest, backends: set[str], models: set[str], prune: bool) -> list[str]:
-    """Pool members declared neither in the file nor in ``backends``/``models``."""
+def _dangling(manifest: Manifest, known: dict[str, set[str]], prune: bool) -> list[str]:
+    """Pool members (and adapters' base models) declared neither in the file nor in
+    ``known`` (by kind: ``backend``, ``model``, ``adapter``)."""
     for doc in manifest.documents:
-        if doc.kind == "Backend" and doc.name is not None:
-            backends.add(doc.name)
-        elif doc.kind == "Model" and doc.name is not None:
-            models.add(_key("Model", doc.name))
+        if doc.kind is not None and doc.name is not None:
+            known.setdefault(doc.kind.lower(), set()).add(_key(doc.kind, doc.name))
     where = (
         "is not declared in the file (--prune)" if prune else "is neither in the file nor declared"
     )
     problems = []
     for doc, origin in zip(manifest.documents, _origins(manifest), strict=True):
         for kind, member in doc.members:
-            known = backends if kind == "backend" else models
-            if (_key("Model", member) if kind == "model" else member) not in known:
+            field = "spec.baseModel" if doc.kind == "Adapter" else f"spec.{kind}s"
+            if _key(kind.title(), member) not in known.get(kind, set()):
                 problems.append(
-                    f"{origin}: {doc.title}: spec.{kind}s: {kind} {echo.quoted(member)} {where}"
+                    f"{origin}: {doc.title}: {field}: {kind} {echo.quoted(member)} {where}"
                 )
     return problems
 
@@ -221,13 +231,17 @@ def _fields(old: object, new: object, wire: dict[str, str]) -> tuple[str, ...]:
 
 _BACKEND_FIELDS = {
     "type": "type", "url": "url", "labels": "labels", "prune": "prune",
-    "max_pulls": "maxPulls", "credentials": "credentials",
+    "max_pulls": "maxPulls", "credentials": "credentials", "vram_bytes": "vramBytes",
+    "disk_bytes": "diskBytes",
 }  # fmt: skip
 _MODEL_FIELDS = {
     "context_length": "contextLength", "capabilities": "capabilities", "labels": "labels",
-    "vllm": "vllm",
+    "vllm": "vllm", "warm": "warm", "keep_alive": "keepAlive",
 }  # fmt: skip
-_POOL_FIELDS = ("purpose", "backends", "models", "labels")
+_ADAPTER_FIELDS = {
+    "base_model": "baseModel", "source": "source", "revision": "revision", "labels": "labels",
+}  # fmt: skip
+_POOL_FIELDS = ("purpose", "backends", "models", "labels", "adapters")
 
 
 def _pool_key(value: spec.PoolSpec) -> tuple[object, ...]:
@@ -236,6 +250,7 @@ def _pool_key(value: spec.PoolSpec) -> tuple[object, ...]:
         value.backends,
         frozenset(names.key(m, spec.BackendType.OLLAMA) for m in value.models),
         dict(value.labels),
+        value.adapters,
     )
 
 
@@ -248,6 +263,9 @@ def diff(manifest: Manifest, current: desired.DesiredState, prune: bool) -> list
     for m in manifest.models:
         found = current.model(m.name)
         changes.append(_change("model", m.name, found and found.spec, m, _MODEL_FIELDS))
+    for a in manifest.adapters:
+        stored = current.adapter(a.name)
+        changes.append(_change("adapter", a.name, stored and stored.spec, a, _ADAPTER_FIELDS))
     for p in manifest.pools:
         pool = current.pool(p.name)
         if pool is None:
@@ -264,7 +282,7 @@ def diff(manifest: Manifest, current: desired.DesiredState, prune: bool) -> list
 
 
 def _change(
-    kind: Literal["backend", "model"],
+    kind: Literal["backend", "model", "adapter"],
     name: str,
     old: object | None,
     new: object,
@@ -292,6 +310,11 @@ def _deletions(manifest: Manifest, current: desired.DesiredState) -> list[Change
             if names.key(m.name, spec.BackendType.OLLAMA) not in models
         ]
         + [Change("pool", p.name, Action.DELETED) for p in current.pools if p.name not in pools]
+        + [
+            Change("adapter", a.name, Action.DELETED)
+            for a in current.adapters
+            if a.name not in {value.name for value in manifest.adapters}
+        ]
     )
 
 
@@ -312,6 +335,8 @@ async def apply(
     for change in changes:
         if change.action is Action.DELETED and change.kind == "pool":
             await poolstore.delete_pool(session, change.name)
+        elif change.action is Action.DELETED and change.kind == "adapter":
+            await adapterstore.delete_adapter(session, change.name)
     for change in changes:
         if change.action is Action.DELETED and change.kind == "backend":
             await store.delete_backend(session, change.name)
@@ -319,6 +344,7 @@ async def apply(
             await store.delete_model(session, change.name)
     await _write(session, manifest.backends, actions, "backend")
     await _write(session, manifest.models, actions, "model")
+    await _write_adapters(session, manifest.adapters, actions)
     for pool in manifest.pools:
         match actions[("pool", pool.name)]:
             case Action.CREATED:
@@ -347,52 +373,19 @@ async def _write(
         await store.add_models(session, [v for v in created if isinstance(v, spec.ModelSpec)])
 
 
-Cut = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+async def _write_adapters(
+    session: AsyncSession,
+    values: Sequence[spec.AdapterSpec],
+    actions: Mapping[tuple[str, str], Action],
+) -> None:
+    """After the models (their base models) and before the pools (which place them)."""
+    for value in values:
+        if actions[("adapter", value.name)] is Action.CHANGED:
+            await adapterstore.update_adapter(session, value)
+    created = [v for v in values if actions[("adapter", v.name)] is Action.CREATED]
+    if created:
+        await adapterstore.add_adapters(session, created)
 
 
-def export(state: desired.DesiredState, cut: Cut | None = None) -> str:
-    """The desired state as an apply-able file; applying it changes nothing. Never a key.
-
-    ``cut`` chooses which of the documents are written (`runtimestate.desired.excerpt`)."""
-    docs: list[dict[str, Any]] = []
-    for backend in state.backends:
-        b = backend.spec
-        body: dict[str, Any] = {
-            "type": b.type.value,
-            "url": b.url,
-            "prune": b.prune.value,
-            "maxPulls": b.max_pulls,
-        }
-        if b.credentials is not None:
-            body["credentials"] = (
-                {"env": b.credentials.env_var}
-                if b.credentials.kind is credentials.CredentialKind.ENV
-                else {"encrypted": True}
-            )
-        docs.append(_doc("Backend", _metadata(b.name, b.labels), body))
-    for model in state.models:
-        m = model.spec
-        body = {}
-        if m.context_length is not None:
-            body["contextLength"] = m.context_length
-        if m.capabilities is not None:
-            body["capabilities"] = [c.value for c in m.capabilities]
-        if m.vllm is not None:
-            body["vllm"] = engineargs.document(m.vllm)
-        docs.append(_doc("Model", _metadata(m.name, m.labels), body))
-    for pool in state.pools:
-        p = pool.spec
-        body = {"purpose": p.purpose, "backends": list(p.backends), "models": list(p.models)}
-        docs.append(_doc("Pool", _metadata(p.name, p.labels), body))
-    return yaml.safe_dump_all(
-        docs if cut is None else cut(docs), sort_keys=False, explicit_start=True
-    )
-
-
-def _metadata(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
-    """A document's metadata: its name, and its labels when it has any."""
-    return {"name": name, "labels": dict(labels)} if labels else {"name": name}
-
-
-def _doc(kind: str, meta: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": kind, "metadata": meta, "spec": body}
+Cut = exports.Cut
+export = exports.export

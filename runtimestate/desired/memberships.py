@@ -1,4 +1,4 @@
-"""Pool memberships: the one writer of the rows that join a backend or a model to a pool.
+"""Pool memberships: the one writer of the rows that join a backend, model or adapter to a pool.
 
 `replace` makes the memberships of one member (a backend or a model: its pools vary) or of one
 pool (its members vary) exactly a wanted set, and dates each new membership with the pool
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate.desired import schema
 
-Table = type[schema.PoolBackendRow] | type[schema.PoolModelRow]
+Table = type[schema.PoolBackendRow] | type[schema.PoolModelRow] | type[schema.PoolAdapterRow]
 
 
 async def replace(
@@ -66,9 +66,12 @@ async def replace(
 
 
 def _members(table: Table) -> orm.InstrumentedAttribute[int]:
-    """The membership's column naming the member: ``backend_id`` or ``model_id``."""
+    """The membership's column naming the member: ``backend_id``, ``model_id`` or
+    ``adapter_id``."""
     if issubclass(table, schema.PoolBackendRow):
         return table.backend_id
+    if issubclass(table, schema.PoolAdapterRow):
+        return table.adapter_id
     return table.model_id
 
 

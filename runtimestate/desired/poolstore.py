@@ -3,9 +3,9 @@
 Called by the CLI (``llmctl pool ...``) and the manifest (apply). Every function takes an
 ``AsyncSession`` and never commits; names are resolved here (`store.NotFound` names the missing
 one) and the membership rows are written by `runtimestate.desired.memberships`. A pool's
-generation goes up once per write that changes its spec (purpose, labels or members). It must
-not write backends or models themselves (`runtimestate.desired.store` does), and its ORM rows
-never leave it: callers get `runtimestate.desired.spec` values.
+generation goes up once per write that changes its spec (purpose, labels or members: backends,
+models and adapters). It must not write backends, models or adapters themselves (the store
+modules do), and its ORM rows never leave it: callers get `runtimestate.desired.spec` values.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtimestate.desired import memberships, names, schema, spec, store
+from runtimestate.desired import memberships, names, residency, schema, spec, store
 
 
 async def create_pool(session: AsyncSession, value: spec.PoolSpec) -> spec.Pool:
     """Create a pool with the members its spec lists; raises `AlreadyExists` or `NotFound`."""
-    value = spec.validate_pool(value)
+    value = residency.validate_pool(value)
     if await session.scalar(sa.select(schema.PoolRow.id).where(schema.PoolRow.name == value.name)):
         raise store.AlreadyExists("pool", value.name)
     row = schema.PoolRow(name=value.name, purpose=value.purpose, labels=dict(value.labels))
@@ -33,7 +33,7 @@ async def create_pool(session: AsyncSession, value: spec.PoolSpec) -> spec.Pool:
 
 async def update_pool(session: AsyncSession, value: spec.PoolSpec) -> tuple[spec.Pool, bool]:
     """Set a pool's purpose, labels and members exactly as ``value`` says."""
-    value = spec.validate_pool(value)
+    value = residency.validate_pool(value)
     before = await get_pool(session, value.name)
     row = await store.pool_row(session, value.name)
     row.purpose, row.labels = value.purpose, dict(value.labels)
@@ -74,9 +74,12 @@ async def _set_members(
     backend_ids = await _ids(session, schema.BackendRow.name, spelled, "backend")
     keys: dict[str, str] = {names.key(m, spec.BackendType.OLLAMA): m for m in value.models}
     model_ids = await _ids(session, schema.ModelRow.canonical_name, keys, "model")
+    adapters = {a: a for a in value.adapters}
+    adapter_ids = await _ids(session, schema.AdapterRow.name, adapters, "adapter")
     for table, wanted in (
         (schema.PoolBackendRow, backend_ids.values()),
         (schema.PoolModelRow, model_ids.values()),
+        (schema.PoolAdapterRow, adapter_ids.values()),
     ):
         await memberships.replace(session, table, set(wanted), pool=row.id, joined=joined)
     await session.flush()
@@ -94,9 +97,15 @@ async def get_pool(session: AsyncSession, name: str) -> spec.Pool:
         .join(schema.PoolModelRow, schema.PoolModelRow.model_id == schema.ModelRow.id)
         .where(schema.PoolModelRow.pool_id == row.id)
     )
-    value = spec.PoolSpec(
-        row.name, row.purpose, tuple(sorted(backends)), tuple(sorted(models)), dict(row.labels)
+    adapters = await session.scalars(
+        sa.select(schema.AdapterRow.name)
+        .join(schema.PoolAdapterRow, schema.PoolAdapterRow.adapter_id == schema.AdapterRow.id)
+        .where(schema.PoolAdapterRow.pool_id == row.id)
     )
+    value = spec.PoolSpec(
+        row.name, row.purpose, tuple(sorted(backends)), tuple(sorted(models)), dict(row.labels),
+        tuple(sorted(adapters)),
+    )  # fmt: skip
     return spec.Pool(value, store.meta(row))
 
 
@@ -108,7 +117,7 @@ async def delete_pool(session: AsyncSession, name: str) -> None:
     if name == spec.DEFAULT_POOL:
         raise store.StoreError("the default pool cannot be deleted; remove its members instead")
     row = await store.pool_row(session, name)
-    for table in (schema.PoolBackendRow, schema.PoolModelRow):
+    for table in (schema.PoolBackendRow, schema.PoolModelRow, schema.PoolAdapterRow):
         await memberships.replace(session, table, (), pool=row.id, joined=row.generation)
     await session.delete(row)
     await session.flush()
@@ -120,9 +129,10 @@ async def set_membership(
     *,
     backend: str | None = None,
     model: str | None = None,
+    adapter: str | None = None,
     member: bool,
 ) -> bool:
-    """Add (``member=True``) or remove one backend or model of a pool. Idempotent.
+    """Add (``member=True``) or remove one backend, model or adapter of a pool. Idempotent.
 
     Returns whether anything changed; the pool's generation goes up when it did.
     """
@@ -132,6 +142,15 @@ async def set_membership(
         members = set(current.spec.backends)
         members = members | {backend} if member else members - {backend}
         value = dataclasses.replace(current.spec, backends=tuple(members))
+    elif adapter is not None:
+        found = await session.scalar(
+            sa.select(schema.AdapterRow.name).where(schema.AdapterRow.name == adapter)
+        )
+        if found is None:
+            raise await store.absent(session, "adapter", adapter)
+        members = set(current.spec.adapters)
+        members = members | {adapter} if member else members - {adapter}
+        value = dataclasses.replace(current.spec, adapters=tuple(members))
     else:
         assert model is not None
         row = await store.model_row(session, model)

@@ -11,66 +11,30 @@ membership rows are written by `memberships` only. ORM rows must not leave the s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtimestate import credentials, desired, echo
-from runtimestate.desired import engineargs, memberships, names, schema, spec, suggestions
+from runtimestate.desired import (
+    adapterrows,
+    engineargs,
+    memberships,
+    names,
+    refusals,
+    residency,
+    schema,
+    spec,
+)
+
+# The errors live in `refusals`; callers name them through the store, as before.
+StoreError, NotFound, AlreadyExists = refusals.StoreError, refusals.NotFound, refusals.AlreadyExists
+missing, absent = refusals.missing, refusals.absent
 
 
-class StoreError(ValueError):
-    """A request the stored state refuses; the message names the object and the fix."""
-
-
-class NotFound(StoreError):
-    """No stored ``kind`` is named ``name``; ``close`` are the stored names one edit away."""
-
-    def __init__(self, kind: str, name: str, close: Sequence[str] = ()) -> None:
-        hint = suggestions.phrase(close) if close else f"see llmctl {kind} list"
-        super().__init__(f"{kind} {echo.quoted(name)} does not exist; {hint}")
-        self.kind, self.name, self.close = kind, name, tuple(close)
-
-
-def missing(kind: str, name: str, stored: Iterable[str]) -> NotFound:
-    """The `NotFound` of ``name`` among the ``stored`` names of ``kind``, suggesting the ones
-    one edit away (models compared by their canonical names, as the store finds them)."""
-    if kind != "model":
-        return NotFound(kind, name, suggestions.close(name, stored))
-    try:
-        names.key(name, spec.BackendType.OLLAMA)
-    except names.InvalidName:
-        return NotFound(kind, name)
-    return NotFound(kind, name, suggestions.close(name, stored, _model_key))
-
-
-def _model_key(name: str) -> str:
-    return names.key(name, spec.BackendType.OLLAMA)
-
-
-async def absent(session: AsyncSession, kind: str, name: str) -> NotFound:
-    """`missing` against the names stored now; the caller raises it."""
-    column = {
-        "backend": schema.BackendRow.name,
-        "model": schema.ModelRow.name,
-        "pool": schema.PoolRow.name,
-    }[kind]
-    return missing(kind, name, await session.scalars(sa.select(column)))
-
-
-class AlreadyExists(StoreError):
-    def __init__(self, kind: str, name: str, existing: str | None = None) -> None:
-        same = f" (as {echo.quoted(existing)})" if existing and existing != name else ""
-        super().__init__(
-            f"{kind} {echo.quoted(name)} already exists{same}; "
-            f"use llmctl {kind} update or pick another name"
-        )
-        self.kind, self.name = kind, name
-
-
-def meta(row: schema.BackendRow | schema.ModelRow | schema.PoolRow) -> spec.Meta:
-    return spec.Meta(row.id, row.generation, row.created_at, row.updated_at)
+Row = schema.BackendRow | schema.ModelRow | schema.PoolRow | schema.AdapterRow
+meta = adapterrows.meta
 
 
 def _credentials(row: schema.BackendRow) -> credentials.Credentials | None:
@@ -92,6 +56,8 @@ def _backend(row: schema.BackendRow) -> spec.Backend:
         prune=spec.PrunePolicy(row.prune),
         max_pulls=row.max_pulls,
         credentials=_credentials(row),
+        vram_bytes=row.vram_bytes,
+        disk_bytes=row.disk_bytes,
     )
     return spec.Backend(value, meta(row))
 
@@ -99,13 +65,16 @@ def _backend(row: schema.BackendRow) -> spec.Backend:
 def _model(row: schema.ModelRow) -> spec.Model:
     caps = None if row.capabilities is None else tuple(spec.Capability(c) for c in row.capabilities)
     vllm = None if row.vllm is None else engineargs.from_document(row.vllm)
-    value = spec.ModelSpec(row.name, row.context_length, caps, dict(row.labels), vllm)
+    value = spec.ModelSpec(
+        row.name, row.context_length, caps, dict(row.labels), vllm, row.warm, row.keep_alive
+    )
     return spec.Model(value, meta(row))
 
 
 def _fill_backend(row: schema.BackendRow, value: spec.BackendSpec) -> None:
     row.name, row.type, row.base_url = value.name, value.type.value, value.url
     row.labels, row.prune, row.max_pulls = dict(value.labels), value.prune.value, value.max_pulls
+    row.vram_bytes, row.disk_bytes = value.vram_bytes, value.disk_bytes
     creds = value.credentials
     if creds is None:
         row.credential_kind = row.credential_env = row.credential_ciphertext = None
@@ -121,7 +90,7 @@ def _fill_backend(row: schema.BackendRow, value: spec.BackendSpec) -> None:
     row.credential_ciphertext = creds.ciphertext
 
 
-def touch(row: schema.BackendRow | schema.ModelRow | schema.PoolRow) -> None:
+def touch(row: Row) -> None:
     row.generation += 1
     row.updated_at = schema.utcnow()
 
@@ -130,7 +99,7 @@ def touch(row: schema.BackendRow | schema.ModelRow | schema.PoolRow) -> None:
 
 
 async def load(session: AsyncSession) -> desired.DesiredState:
-    """Read the whole desired state in five queries, whatever the fleet size."""
+    """Read the whole desired state in seven queries, whatever the fleet size."""
     backend_rows = (await session.scalars(sa.select(schema.BackendRow))).all()
     model_rows = (await session.scalars(sa.select(schema.ModelRow))).all()
     pool_rows = (await session.scalars(sa.select(schema.PoolRow))).all()
@@ -159,6 +128,7 @@ async def load(session: AsyncSession) -> desired.DesiredState:
         if model_id in model_names and pool_id in pool_names:
             members_m.setdefault(pool_id, []).append(model_names[model_id])
             models_joined[pool_names[pool_id], model_keys[model_id]] = joined
+    placed = await adapterrows.load(session, pool_names)
     pools = tuple(
         spec.Pool(
             spec.PoolSpec(
@@ -167,6 +137,7 @@ async def load(session: AsyncSession) -> desired.DesiredState:
                 tuple(sorted(members_b.get(row.id, []))),
                 tuple(sorted(members_m.get(row.id, []))),
                 dict(row.labels),
+                placed.members.get(row.id, ()),
             ),
             meta(row),
         )
@@ -178,6 +149,8 @@ async def load(session: AsyncSession) -> desired.DesiredState:
         pools=pools,
         backends_joined=backends_joined,
         models_joined=models_joined,
+        adapters=placed.adapters,
+        adapters_joined=placed.joined,
     )
 
 
@@ -225,7 +198,7 @@ async def add_backend(
 
     Raises `SpecError` for an invalid spec, `AlreadyExists`, or `NotFound` for a missing pool.
     """
-    value = spec.validate_backend(value)
+    value = residency.validate_backend(value)
     if await session.scalar(
         sa.select(schema.BackendRow.id).where(schema.BackendRow.name == value.name)
     ):
@@ -245,7 +218,7 @@ async def add_backends(session: AsyncSession, values: Sequence[spec.BackendSpec]
 
     Raises `SpecError` or `AlreadyExists` before writing anything.
     """
-    values = [spec.validate_backend(value) for value in values]
+    values = [residency.validate_backend(value) for value in values]
     wanted = [value.name for value in values]
     taken = await session.scalars(
         sa.select(schema.BackendRow.name).where(schema.BackendRow.name.in_(wanted))
@@ -269,7 +242,7 @@ async def update_backend(
     The generation goes up only when the spec really changed (a new stored key counts).
     Returns the backend and whether anything changed. Raises `SpecError` or `NotFound`.
     """
-    value = spec.validate_backend(value)
+    value = residency.validate_backend(value)
     row = await backend_row(session, value.name)
     before = _backend(row).spec
     new_key = value.credentials is not None and value.credentials.ciphertext is not None
@@ -306,13 +279,15 @@ async def add_model(
     Raises `SpecError`, `AlreadyExists` (also for the same model under another spelling, such
     as ``llama3`` beside ``llama3:latest``) or `NotFound` for a missing pool.
     """
-    value = spec.validate_model(value)
+    value = residency.validate_model(value)
     key = names.key(value.name, spec.BackendType.OLLAMA)
     existing = await session.scalar(
         sa.select(schema.ModelRow.name).where(schema.ModelRow.canonical_name == key)
     )
     if existing is not None:
         raise AlreadyExists("model", value.name, existing)
+    if clash := await adapterrows.clash(session, [value.name]):
+        raise StoreError(clash)
     pool_ids = await _pool_ids(session, pools)
     row = schema.ModelRow(name=value.name, canonical_name=key)
     _fill_model(row, value)
@@ -325,7 +300,7 @@ async def add_model(
 
 async def add_models(session: AsyncSession, values: Sequence[spec.ModelSpec]) -> None:
     """Create many models in no pool with one check and one insert (used by apply)."""
-    values = [spec.validate_model(value) for value in values]
+    values = [residency.validate_model(value) for value in values]
     # By the stored column's value: the rows found below come back as plain strings.
     keys: dict[str, spec.ModelSpec] = {
         names.key(value.name, spec.BackendType.OLLAMA): value for value in values
@@ -337,6 +312,8 @@ async def add_models(session: AsyncSession, values: Sequence[spec.ModelSpec]) ->
     )
     for key, existing in taken:
         raise AlreadyExists("model", keys[key].name, existing)
+    if clash := await adapterrows.clash(session, [value.name for value in values]):
+        raise StoreError(clash)
     rows = []
     for key, value in keys.items():
         row = schema.ModelRow(name=value.name, canonical_name=key)
@@ -351,6 +328,7 @@ def _fill_model(row: schema.ModelRow, value: spec.ModelSpec) -> None:
     row.capabilities = None if value.capabilities is None else [c.value for c in value.capabilities]
     row.labels = dict(value.labels)
     row.vllm = None if value.vllm is None else engineargs.document(value.vllm)
+    row.warm, row.keep_alive = value.warm, value.keep_alive
 
 
 async def update_model(
@@ -361,7 +339,7 @@ async def update_model(
     The model keeps the spelling it was declared with; the generation goes up only on a real
     change. Returns the model and whether anything changed.
     """
-    value = spec.validate_model(value)
+    value = residency.validate_model(value)
     row = await model_row(session, value.name)
     before = _model(row).spec
     _fill_model(row, value)
@@ -382,7 +360,14 @@ async def update_model(
 
 
 async def delete_model(session: AsyncSession, name: str) -> None:
+    """Delete a model and its memberships; refused while an adapter is based on it."""
     row = await model_row(session, name)
+    if based := await adapterrows.based_on(session, row.canonical_name):
+        listed = ", ".join(based)
+        raise StoreError(
+            f"model {echo.quoted(row.name)} is the base model of adapter {listed}; "
+            "delete or update those adapters first"
+        )
     await memberships.replace(session, schema.PoolModelRow, (), member=row.id)
     await session.delete(row)
     await session.flush()

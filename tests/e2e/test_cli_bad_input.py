@@ -353,7 +353,7 @@ def test_apply_lists_every_problem_of_a_file_in_one_run(
         "not true (a boolean)",
         f"{source}: document 2: must be a mapping with apiVersion, kind, metadata and spec, "
         "not a list",
-        f"{source}: document 3: kind: must be one of Backend|Model|Pool, not 'Node'",
+        f"{source}: document 3: kind: must be one of Backend|Model|Pool|Adapter, not 'Node'",
         f"{source}: document 5 (Model llama3:latest): spec.contextLength: must be a whole "
         "number, not '8192' (a string)",
         f"{source}: documents 4 and 5 both declare Model 'llama3:latest' "

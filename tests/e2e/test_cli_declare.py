@@ -77,7 +77,8 @@ def test_table_output_has_kubectl_style_columns(llmctl: Cli) -> None:
     assert rows[0].split()[:6] == ["gpu-1", "ollama", "Unknown", "-", "-", "-"]
     wide = llmctl("backend", "list", "-o", "wide").out.splitlines()[0].split()
     assert wide[6:] == [
-        "URL", "PRUNE", "MAX-PULLS", "POOLS", "GEN", "OBSERVED-GEN", "LABELS", "AGE"
+        "URL", "PRUNE", "MAX-PULLS", "VRAM", "DISK", "POOLS", "GEN", "OBSERVED-GEN", "LABELS",
+        "AGE",
     ]  # fmt: skip
     got = llmctl("backend", "get", "gpu-1").out
     assert "not observed yet" in got

@@ -138,7 +138,7 @@ def test_a_file_with_a_document_naming_nothing_deletes_nothing_and_exits_2(
     bad_path = tmp_path / "bad.yaml"
     assert result.err.splitlines() == [
         f"error: {bad_path} is not valid, nothing was deleted (2 problems):",
-        f"  {bad_path}: document 4: kind: must be one of Backend|Model|Pool, not 'Node' (a string)",
+        f"  {bad_path}: document 4: kind: must be one of Backend|Model|Pool|Adapter, not 'Node' (a string)",
         f"  {bad_path}: document 5: metadata.name: is required",
     ]
     assert dump(database_url) == before

@@ -86,6 +86,7 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, st
     _imports(
         ["backend", "add", "gpu-1", "--url", "http://h:11434", "--type", "ollama"], data_dir, url
     )
+    _imports(["model", "add", "qwen2"], data_dir, url)  # the base model of an adapter
     return data_dir, url
 
 
@@ -97,6 +98,7 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, st
         ["watch", "--help"],
         ["downloads", "--help"],
         ["node", "serve", "--help"],
+        ["adapter", "--help"],
     ],
 )
 def test_help_imports_no_database_driver_nats_or_http_client(
@@ -128,6 +130,8 @@ def test_the_root_help_imports_no_command_module(database: tuple[pathlib.Path, s
         ["model", "add", "llama3"],
         ["model", "list"],
         ["pool", "list"],
+        ["adapter", "list"],
+        ["adapter", "add", "sql-lora", "--base-model", "qwen2", "--source", "/a/sql"],
     ],
 )
 def test_commands_on_the_desired_state_import_the_database_layer_and_nothing_of_the_cycle(

@@ -212,7 +212,7 @@ def test_export_of_an_unknown_kind_exits_2_naming_the_kinds(llmctl: Cli, kind: s
     assert result.code == 2
     assert result.out == ""
     assert "--kind: " in result.err
-    assert "is not one of Backend, Model, Pool" in result.err
+    assert "is not one of Backend, Model, Pool, Adapter" in result.err
 
 
 LABELLED_FLEET = """

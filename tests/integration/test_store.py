@@ -141,7 +141,7 @@ async def test_loading_the_desired_state_takes_the_same_queries_whatever_the_fle
     finally:
         event.remove(sync_engine, "before_cursor_execute", count)
     assert len(state.backends) == fleet
-    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 5
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 7
 
 
 async def test_a_membership_is_dated_with_its_pool_generation_whichever_side_writes_it(

@@ -179,7 +179,7 @@ def test_a_file_with_seven_problems_lists_all_seven_in_one_format() -> None:
         "not true (a boolean)",
         "fleet.yaml: document 2: must be a mapping with apiVersion, kind, metadata and spec, "
         "not a list",
-        "fleet.yaml: document 3: kind: must be one of Backend|Model|Pool, not 'Node'",
+        "fleet.yaml: document 3: kind: must be one of Backend|Model|Pool|Adapter, not 'Node'",
         "fleet.yaml: document 5 (Model llama3:latest): spec.contextLength: 0 must be a positive "
         "whole number of tokens",
         "fleet.yaml: document 6 (Pool chat): spec.models[0]: model name 'bad name' is empty or "
