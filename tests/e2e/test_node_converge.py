@@ -26,6 +26,10 @@ from tests.e2e.conftest import Cli
 from tests.integration import node_agent_process
 from tests.integration import node_instances_fixtures as fx
 
+# Real agent processes take seconds per test and what they exercise does not depend on the
+# database: run once, on Postgres (the production store), not on SQLite as well.
+pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
 MODEL = "org/converge"
 OTHER = "org/keeper"
 

@@ -18,6 +18,10 @@ import pytest
 from tests.e2e import node_fleet
 from tests.e2e.conftest import Cli
 
+# Real agent processes take seconds per test and what they exercise does not depend on the
+# database: run once, on Postgres (the production store), not on SQLite as well.
+pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
 MODEL = "org/rolling"
 CYCLES_DEADLINE_S = 60.0
 

@@ -18,6 +18,10 @@ from emulators import hfhub
 from tests.e2e import node_holds_fixtures as fx
 from tests.e2e.conftest import Cli
 
+# Real agent processes take seconds per test and what they exercise does not depend on the
+# database: run once, on Postgres (the production store), not on SQLite as well.
+pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
 
 def _instances(fleet: fx.Fleet) -> dict[str, str]:
     return {i["name"]: i["state"] for i in fleet.backend()["status"]["instances"]}

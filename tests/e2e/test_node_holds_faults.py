@@ -17,6 +17,10 @@ import pytest
 from tests.e2e import node_holds_fixtures as fx
 from tests.e2e.conftest import Cli
 
+# Real agent processes take seconds per test and what they exercise does not depend on the
+# database: run once, on Postgres (the production store), not on SQLite as well.
+pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
 LLMCTL = str(pathlib.Path(sys.executable).parent / "llmctl")
 
 
