@@ -74,7 +74,9 @@ class _Seen:
 class OllamaBackend:
     """Adapter for one Ollama node. Use as an async context manager or call `aclose()`."""
 
-    capabilities: ClassVar[base.Capabilities] = base.Capabilities(can_pull=True, can_delete=True)
+    capabilities: ClassVar[base.Capabilities] = base.Capabilities(
+        can_pull=True, can_delete=True, can_preload=True
+    )
 
     def __init__(
         self,
@@ -197,6 +199,21 @@ class OllamaBackend:
         async with self._guard(about_model=True):
             await self._client.delete(model)
 
+    async def preload(self, model: str, keep_alive: str) -> None:
+        """Load `model` and keep it for `keep_alive` (a generate with an empty prompt,
+        PROTOCOLS §1.8): returns once the runner has loaded. Idempotent (a loaded model's
+        expiry is refreshed). Raises `errors.LlmctlError` (ModelNotFound when not installed)."""
+        async with self._guard(about_model=True):
+            await self._client.generate(
+                model=model, prompt="", keep_alive=keep_alive_value(keep_alive)
+            )
+
+    async def unload(self, model: str) -> None:
+        """Unload `model` now (`keep_alive: 0`; Ollama unloads asynchronously). A model not
+        loaded stays so. Raises `errors.LlmctlError`."""
+        async with self._guard(about_model=True):
+            await self._client.generate(model=model, prompt="", keep_alive=0)
+
     async def pull(self, model: str) -> AsyncIterator[base.PullProgress]:
         """Stream pull progress until ``success``. Each line must arrive within `stall`
         seconds. Closing the iterator early closes the connection (Ollama then cancels the
@@ -303,6 +320,17 @@ class OllamaBackend:
                 return None
             raise
         return ollamareplies.facts_from_show(response.modelinfo or {}, response.capabilities)
+
+
+def keep_alive_value(text: str) -> float | str:
+    """Ollama's `keep_alive` for a declared text: a bare number is seconds and goes as a JSON
+    number (Ollama parses a string with Go's `time.ParseDuration`, which wants a unit, so
+    ``"-1"`` as a string is refused); anything else (``"10m"``, ``"1h30m"``) as it is."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return text
+    return int(seconds) if seconds.is_integer() else seconds
 
 
 MAPPED = (*failures.MAPPED, ollama.ResponseError, AttributeError, TypeError)

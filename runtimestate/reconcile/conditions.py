@@ -86,6 +86,8 @@ def pulled(
         can_stream=caps["stream"],
         loaded=model.loaded,
         base_url=base_url,
+        size_vram=model.size_vram or 0,
+        expires_at=model.expires_at,
     )
 
 
