@@ -203,16 +203,24 @@ class OllamaBackend:
         """Load `model` and keep it for `keep_alive` (a generate with an empty prompt,
         PROTOCOLS §1.8): returns once the runner has loaded. Idempotent (a loaded model's
         expiry is refreshed). Raises `errors.LlmctlError` (ModelNotFound when not installed)."""
-        async with self._guard(about_model=True):
-            await self._client.generate(
-                model=model, prompt="", keep_alive=keep_alive_value(keep_alive)
-            )
+        await self._residency(model, keep_alive_value(keep_alive))
 
     async def unload(self, model: str) -> None:
         """Unload `model` now (`keep_alive: 0`; Ollama unloads asynchronously). A model not
         loaded stays so. Raises `errors.LlmctlError`."""
+        await self._residency(model, 0)
+
+    async def _residency(self, model: str, keep_alive: float | str) -> None:
+        """A load-only request: a generate with an empty prompt, or for an embedding model
+        (which refuses generate with 400 "does not support generate") an embed with no
+        input, which loads it too (PROTOCOLS §1.8)."""
         async with self._guard(about_model=True):
-            await self._client.generate(model=model, prompt="", keep_alive=0)
+            try:
+                await self._client.generate(model=model, prompt="", keep_alive=keep_alive)
+            except ollama.ResponseError as exc:
+                if exc.status_code != 400 or "does not support" not in str(exc.error):
+                    raise
+                await self._client.embed(model=model, input=[], keep_alive=keep_alive)
 
     async def pull(self, model: str) -> AsyncIterator[base.PullProgress]:
         """Stream pull progress until ``success``. Each line must arrive within `stall`

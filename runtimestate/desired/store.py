@@ -92,6 +92,8 @@ def _backend(row: schema.BackendRow) -> spec.Backend:
         prune=spec.PrunePolicy(row.prune),
         max_pulls=row.max_pulls,
         credentials=_credentials(row),
+        vram_bytes=row.vram_bytes,
+        disk_bytes=row.disk_bytes,
     )
     return spec.Backend(value, meta(row))
 
@@ -99,7 +101,9 @@ def _backend(row: schema.BackendRow) -> spec.Backend:
 def _model(row: schema.ModelRow) -> spec.Model:
     caps = None if row.capabilities is None else tuple(spec.Capability(c) for c in row.capabilities)
     vllm = None if row.vllm is None else engineargs.from_document(row.vllm)
-    value = spec.ModelSpec(row.name, row.context_length, caps, dict(row.labels), vllm)
+    value = spec.ModelSpec(
+        row.name, row.context_length, caps, dict(row.labels), vllm, row.warm, row.keep_alive
+    )
     return spec.Model(value, meta(row))
 
 
