@@ -40,7 +40,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dwqueue import jobs, queue
-from runtimestate import clock, database, desired, snapshot
+from runtimestate import backends, clock, database, desired, snapshot
 from runtimestate.backends import adapters
 from runtimestate.desired import names, selectors, spec, store
 from runtimestate.reconcile import (
@@ -353,9 +353,11 @@ def _build(
 ) -> snapshot.LLMState:
     """`conditions.build` with the backend's desired models filled in."""
     declared = state.models_for(inputs.backend.name)
-    return conditions.build(
-        dataclasses.replace(inputs, desired=tuple(m.name for m in declared)), now, policy
-    )
+    wanted = tuple(m.name for m in declared)
+    warm: tuple[str, ...] = ()  # warm models, where the backend can keep them loaded
+    if backends.capabilities(inputs.backend.spec.type).can_preload:
+        warm = tuple(m.name for m in declared if m.spec.warm)
+    return conditions.build(dataclasses.replace(inputs, desired=wanted, warm=warm), now, policy)
 
 
 def refused(outcomes: Sequence[execution.Outcome]) -> dict[str, dict[str, str]]:
