@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dwqueue import queue
 from emulators import faults, ollama
-from runtimestate import clock
+from runtimestate import clock, resolver
 from runtimestate.desired import names, schema, spec
 from runtimestate.reconcile import preloads, steps
 from tests.integration.cycle_fixtures import Fleet, fleet_file
@@ -183,3 +183,19 @@ async def test_a_preload_that_timed_out_is_not_sent_again_until_its_grace_has_pa
             assert emu.nodes[0].requests["POST /api/generate"] == 2
     finally:
         await fleet.close()
+
+
+async def test_warm_first_routes_to_the_backend_where_the_cycle_keeps_the_model_warm(
+    fleet: Fleet,
+) -> None:
+    async with ollama.running(nodes=2, installed=[QWEN]) as emu:
+        backends = {f"gpu-{i}": ("ollama", emu.node_url(i), "managed") for i in range(2)}
+        await fleet.apply(fleet_file(backends, [QWEN]))
+        await declare_warm(fleet, QWEN)
+        await declare_vram(fleet, "gpu-0", 1000)  # too small: gpu-0 leaves it cold
+        await fleet.state.run_backend_cycle()
+        assert (loaded(emu, 0), loaded(emu, 1)) == (set(), {QWEN})
+        await fleet.state.run_backend_cycle()  # the snapshot shows what it observed
+        r = resolver.Resolver.from_snapshot(fleet.state.get())
+        request = resolver.Request(models=(QWEN,), policy=resolver.Policy.WARM_FIRST)
+        assert {r.resolve(request).provider.backend for _ in range(8)} == {"gpu-1"}
