@@ -61,6 +61,13 @@ async def forget(session: AsyncSession, backend: str, model_keys: Collection[str
         )
 
 
+async def forget_backends(session: AsyncSession, backends: Collection[str]) -> None:
+    """Drop every record of backends that are no longer declared."""
+    if backends:
+        table = schema.PreloadedModelRow
+        await session.execute(sa.delete(table).where(table.backend.in_(list(backends))))
+
+
 class Pending:
     """Preloads sent whose result no observation shows yet, by backend and model key."""
 
