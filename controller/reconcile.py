@@ -49,6 +49,8 @@ def _kind(action: steps.Action) -> str:
         steps.StartInstance: "start",
         steps.RestartInstance: "restart",
         steps.StopInstance: "stop",
+        steps.Preload: "preload",
+        steps.Unload: "unload",
     }[type(action)]
 
 

@@ -3,6 +3,7 @@
 The answers are canned text and hash-derived vectors; what matters is the envelope and the
 side effect on `/api/ps`: every call loads the model for `keep_alive`, and an empty prompt or
 message list with `keep_alive: 0` unloads it (`done_reason` `load` / `unload`, PROTOCOLS §1.8).
+Those load-only requests are counted per model (`preloads`, `unloads` in `/_emulator/state`).
 Error texts follow PROTOCOLS §1.9.
 """
 
@@ -72,6 +73,7 @@ async def _infer(call: Call, task: str) -> web.StreamResponse:
     if (task == "generate" and not data.get("prompt")) or (
         task == "chat" and not data.get("messages")
     ):
+        (node.preloads if reason == "load" else node.unloads)[model.spec.name] += 1
         return server.json_response(
             {**head, **_content(task, ""), "done": True, "done_reason": reason}
         )
@@ -121,9 +123,11 @@ async def embed(call: Call) -> web.StreamResponse:
         if model is None:
             raise ollama_wire.BadRequest(404, f'model "{text}" not found, try pulling it first')
         inputs = _inputs(data.get("input"))
-        _load(node, model, data)
+        reason = _load(node, model, data)
     except ollama_wire.BadRequest as exc:
         return exc.response
+    if not inputs:  # a load-only request
+        (node.preloads if reason == "load" else node.unloads)[model.spec.name] += 1
     size = int(data.get("dimensions") or model.spec.embedding_length)
     return server.json_response(
         {

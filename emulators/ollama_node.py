@@ -88,6 +88,9 @@ class OllamaNode(server.Node):
         self.downloads: dict[str, downloads.BlobDownload] = {}
         self.download_starts: collections.Counter[str] = collections.Counter()
         self.pulls: collections.Counter[str] = collections.Counter()
+        # Load-only requests (an empty prompt or message list), by model: "load" and "unload".
+        self.preloads: collections.Counter[str] = collections.Counter()
+        self.unloads: collections.Counter[str] = collections.Counter()
         self._initial = (list(installed), disk_capacity, pull_rate)
         # The encoded `/api/tags` list and what it was made of (`ollama_wire.tags_body`).
         self.listed: tuple[tuple[tuple[catalog.ModelSpec, int], ...], bytes] | None = None
@@ -166,6 +169,8 @@ class OllamaNode(server.Node):
             "downloading": sorted(self.downloads),
             "download_starts": dict(self.download_starts),
             "pulls": dict(self.pulls),
+            "preloads": dict(self.preloads),
+            "unloads": dict(self.unloads),
         }
 
     def patch(self, changes: Mapping[str, Any]) -> None:
@@ -191,6 +196,8 @@ class OllamaNode(server.Node):
         self.downloads.clear()
         self.download_starts.clear()
         self.pulls.clear()
+        self.preloads.clear()
+        self.unloads.clear()
         self.installed.clear()
         self.loaded.clear()
         self.disk = downloads.Disk(capacity)

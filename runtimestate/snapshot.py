@@ -65,6 +65,8 @@ class PulledModel:
     can_stream: bool = False
     loaded: bool = False
     base_url: str | None = None
+    size_vram: int = 0  # a loaded model's bytes in GPU memory (Ollama's `/api/ps`)
+    expires_at: dt.datetime | None = None  # when a loaded model unloads by itself
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -203,7 +205,13 @@ def _time(value: str | None) -> dt.datetime | None:
 def state_from_dict(doc: Mapping[str, Any]) -> LLMState:
     """Rebuild a state from `state_to_dict`'s form; unknown keys are ignored."""
     pulled = tuple(
-        PulledModel(**{**m, "modified_at": _time(m.get("modified_at"))})
+        PulledModel(
+            **{
+                **m,
+                "modified_at": _time(m.get("modified_at")),
+                "expires_at": _time(m.get("expires_at")),
+            }
+        )
         for m in doc.get("pulled_models", ())
     )
 

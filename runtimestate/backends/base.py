@@ -74,6 +74,7 @@ class Capabilities:
     can_load_lora: bool = False
     has_metrics: bool = False
     runs_instances: bool = False  # a node agent: starts and stops `vllm serve` per model
+    can_preload: bool = False  # Ollama: loads and unloads a model with a keep-alive (`Preloader`)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)  # one per listed model: 50,000 in a fleet
@@ -104,6 +105,8 @@ class ObservedModel:
     capabilities: frozenset[spec.Capability] = frozenset()
     backend_capabilities: frozenset[str] = frozenset()
     loaded: bool = False
+    size_vram: int | None = None  # a loaded model's bytes in GPU memory (Ollama's `/api/ps`)
+    expires_at: datetime | None = None  # when a loaded model unloads by itself
 
     @property
     def can_chat(self) -> bool:
@@ -225,6 +228,20 @@ class LoraManager(Protocol):
     async def load_lora(self, name: str, path: str) -> None: ...
 
     async def unload_lora(self, name: str) -> None: ...
+
+
+@runtime_checkable
+class Preloader(Protocol):
+    """Ollama: keep a model loaded, or unload it, without generating (issue 16)."""
+
+    async def preload(self, model: str, keep_alive: str) -> None:
+        """Load `model` and keep it for `keep_alive` (seconds or a Go duration; negative:
+        forever). Returns once the node says it loaded. Raises `errors.LlmctlError`."""
+        ...
+
+    async def unload(self, model: str) -> None:
+        """Unload `model` now (keep_alive 0); one not loaded is success."""
+        ...
 
 
 @runtime_checkable

@@ -74,7 +74,9 @@ class _Seen:
 class OllamaBackend:
     """Adapter for one Ollama node. Use as an async context manager or call `aclose()`."""
 
-    capabilities: ClassVar[base.Capabilities] = base.Capabilities(can_pull=True, can_delete=True)
+    capabilities: ClassVar[base.Capabilities] = base.Capabilities(
+        can_pull=True, can_delete=True, can_preload=True
+    )
 
     def __init__(
         self,
@@ -197,6 +199,29 @@ class OllamaBackend:
         async with self._guard(about_model=True):
             await self._client.delete(model)
 
+    async def preload(self, model: str, keep_alive: str) -> None:
+        """Load `model` and keep it for `keep_alive` (a generate with an empty prompt,
+        PROTOCOLS §1.8): returns once the runner has loaded. Idempotent (a loaded model's
+        expiry is refreshed). Raises `errors.LlmctlError` (ModelNotFound when not installed)."""
+        await self._residency(model, keep_alive_value(keep_alive))
+
+    async def unload(self, model: str) -> None:
+        """Unload `model` now (`keep_alive: 0`; Ollama unloads asynchronously). A model not
+        loaded stays so. Raises `errors.LlmctlError`."""
+        await self._residency(model, 0)
+
+    async def _residency(self, model: str, keep_alive: float | str) -> None:
+        """A load-only request: a generate with an empty prompt, or for an embedding model
+        (which refuses generate with 400 "does not support generate") an embed with no
+        input, which loads it too (PROTOCOLS §1.8)."""
+        async with self._guard(about_model=True):
+            try:
+                await self._client.generate(model=model, prompt="", keep_alive=keep_alive)
+            except ollama.ResponseError as exc:
+                if exc.status_code != 400 or "does not support" not in str(exc.error):
+                    raise
+                await self._client.embed(model=model, input=[], keep_alive=keep_alive)
+
     async def pull(self, model: str) -> AsyncIterator[base.PullProgress]:
         """Stream pull progress until ``success``. Each line must arrive within `stall`
         seconds. Closing the iterator early closes the connection (Ollama then cancels the
@@ -303,6 +328,17 @@ class OllamaBackend:
                 return None
             raise
         return ollamareplies.facts_from_show(response.modelinfo or {}, response.capabilities)
+
+
+def keep_alive_value(text: str) -> float | str:
+    """Ollama's `keep_alive` for a declared text: a bare number is seconds and goes as a JSON
+    number (Ollama parses a string with Go's `time.ParseDuration`, which wants a unit, so
+    ``"-1"`` as a string is refused); anything else (``"10m"``, ``"1h30m"``) as it is."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return text
+    return int(seconds) if seconds.is_integer() else seconds
 
 
 MAPPED = (*failures.MAPPED, ollama.ResponseError, AttributeError, TypeError)

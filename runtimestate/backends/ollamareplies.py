@@ -28,14 +28,19 @@ def listed(response: httpx.Response) -> Sequence[ollama.ListResponse.Model]:
     return ollama.ListResponse(**_reply(response, "/api/tags")).models
 
 
-def loaded(response: httpx.Response) -> frozenset[str]:
-    """Every key (digest, model, name) of the models an `/api/ps` reply says are loaded,
+Running = Mapping[str, ollama.ProcessResponse.Model]
+
+
+def loaded(response: httpx.Response) -> Running:
+    """The models an `/api/ps` reply says are loaded, by every key (digest, model, name),
     parsed as `AsyncClient.ps()` parses it."""
     running = ollama.ProcessResponse(**_reply(response, "/api/ps")).models
-    keys: set[str] = set()
+    keys: dict[str, ollama.ProcessResponse.Model] = {}
     for model in running:
-        keys.update(k for k in (model.digest, model.model, model.name) if k)
-    return frozenset(keys)
+        for key in (model.digest, model.model, model.name):
+            if key:
+                keys.setdefault(key, model)
+    return keys
 
 
 def facts_from_show(
@@ -57,7 +62,7 @@ def facts_from_show(
 def observed(
     model: ollama.ListResponse.Model,
     facts: Mapping[str, showcache.ShowFacts],
-    loaded: frozenset[str],
+    loaded: Running,
 ) -> base.ObservedModel:
     """One listed model with the facts of its digest and whether `/api/ps` lists it."""
     if not model.model:
@@ -65,6 +70,7 @@ def observed(
     found = facts.get(model.digest or "")
     raw = found.backend_capabilities if found else frozenset[str]()
     details = model.details
+    running = loaded.get(model.model) or loaded.get(model.digest or "")
     # A fleet lists the same models on every node: names, digests, details and capability
     # sets are shared objects, so 1,000 nodes x 50 models cost 50 of each, not 50,000.
     name = sys.intern(model.model)
@@ -87,7 +93,9 @@ def observed(
         context_length=found.context_length if found else None,
         capabilities=_capabilities(raw),
         backend_capabilities=raw,
-        loaded=bool(loaded & {model.digest, model.model}),
+        loaded=running is not None,
+        size_vram=None if running is None or running.size_vram is None else int(running.size_vram),
+        expires_at=None if running is None else _shared_zone(running.expires_at),
     )
 
 

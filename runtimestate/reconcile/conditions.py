@@ -15,6 +15,10 @@ Conditions:
   CrashLoopBackOff with its last error and its log's last line, unplaceable with the GPU
   numbers, the agent's refusal of a start, waiting for weights, and a restart that waits for
   another copy.
+- ``WarmModels`` (backends with desired warm models, issue 16): every warm model is loaded
+  (``ok``), or the first reason one is not (``preloading``, or the planner's cold reason:
+  ``cold_pulling``, ``cold_not_installed``, ``cold_pending``, ``cold_budget``); the message
+  says of each warm model whether it is warm, being preloaded, or why it was left cold.
 - ``DeclaredNotServed`` / ``ServedNotDeclared``: drift the planner reported and llmctl does not
   act on (a vLLM node's fixed model set, a cloud provider's listing, models the prune policy
   keeps); the message names the models.
@@ -52,6 +56,7 @@ class Inputs:
     overrides: Mapping[names.ModelKey, spec.ModelSpec] = dataclasses.field(default_factory=dict)
     # A node agent's refusals this cycle: model -> why its start or restart failed.
     refused: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    warm: tuple[str, ...] = ()  # the desired models declared warm (filled in like `desired`)
 
 
 def pulled(
@@ -86,6 +91,8 @@ def pulled(
         can_stream=caps["stream"],
         loaded=model.loaded,
         base_url=base_url,
+        size_vram=model.size_vram or 0,
+        expires_at=model.expires_at,
     )
 
 
@@ -203,6 +210,35 @@ def _drift(actions: Sequence[steps.Action]) -> list[snapshot.Condition]:
     return conditions
 
 
+def _warm_models(inputs: Inputs, models: Sequence[base.ObservedModel]) -> snapshot.Condition:
+    """Each warm model: loaded, being preloaded by this plan, or why it was left cold."""
+    kind = inputs.backend.spec.type
+    loaded = {names.key(m.name, kind) for m in models if m.loaded}
+    preloading = {names.key(a.model, kind) for a in inputs.actions if isinstance(a, steps.Preload)}
+    cold = {
+        names.key(a.model, kind): a.reason
+        for a in inputs.actions
+        if isinstance(a, steps.ReportDrift) and a.kind is steps.DriftKind.COLD
+    }
+    reasons: list[str] = []
+    lines: list[str] = []
+    for model in sorted(inputs.warm):
+        key = names.key(model, kind)
+        if key in loaded:
+            lines.append(f"{model}: warm")
+        elif key in preloading:
+            reasons.append("preloading")
+            lines.append(f"{model}: preloading")
+        else:
+            found = cold.get(key)
+            reasons.append(found.code.value if found else "cold")
+            lines.append(f"{model}: {found.text if found else 'cold'}")
+    message = "; ".join(lines)
+    if not reasons:
+        return snapshot.Condition("WarmModels", True, "ok", message)
+    return snapshot.Condition("WarmModels", False, reasons[0], message)
+
+
 def _runs(backend: spec.Backend) -> bool:
     return backend.spec.type is spec.BackendType.NODE
 
@@ -233,6 +269,7 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         _reachable(record),
         _models_ready(inputs, served, holds, pending),
         *([_instances_ready(inputs, observation)] if observation and _runs(backend) else []),
+        *([_warm_models(inputs, models)] if inputs.warm and observation else []),
         *_drift(inputs.actions),
     )
     return snapshot.LLMState(

@@ -40,9 +40,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dwqueue import jobs, queue
-from runtimestate import clock, database, desired, snapshot
+from runtimestate import backends, clock, database, desired, snapshot
 from runtimestate.backends import adapters
-from runtimestate.desired import selectors, spec, store
+from runtimestate.desired import names, selectors, spec, store
 from runtimestate.reconcile import (
     conditions,
     execution,
@@ -50,6 +50,7 @@ from runtimestate.reconcile import (
     observation,
     plan,
     planview,
+    preloads,
     probing,
     recording,
     reuse,
@@ -100,6 +101,8 @@ class Report:
             "starts": len(self.plan.of(steps.StartInstance)),
             "restarts": len(self.plan.of(steps.RestartInstance)),
             "stops": len(self.plan.of(steps.StopInstance)),
+            "preloads": len(self.plan.of(steps.Preload)),
+            "unloads": len(self.plan.of(steps.Unload)),
             "holds": len(self.plan.of(steps.Hold)),
             "drift": len(self.plan.of(steps.ReportDrift)),
             "failed_actions": sum(not o.ok and not o.skipped for o in self.outcomes),
@@ -124,6 +127,7 @@ class _Read:
     previous: Mapping[str, snapshot.LLMState]
     loaded: bool = False  # `previous` was read from the database (first cycle, or unwritten)
     complete: bool = False  # every query of the read returned: the planner may prune, cancel
+    preloaded: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
 
 
 class BackendCycle:
@@ -188,7 +192,7 @@ class BackendCycle:
             self._match_records(read)
             now = self._clock.now()
             fresh = await self._observer.probe(backend, now)
-            view = self._view(read.desired, backend, now, fresh)
+            view = self._view(read, backend, now, fresh)
             mine = [j for j in read.jobs if j.backend == name]
             decided = plan.compute(
                 [view], jobs=[planview.JobView.of(j) for j in mine], managed=read.managed,
@@ -211,7 +215,7 @@ class BackendCycle:
         self._match_records(read)
         due = [b for b in backends if self._observer.record(b.name).due(now)]
         seen = await self._observer.observe(due, now)
-        views = {b.name: self._view(read.desired, b, now, b.name in seen.fresh) for b in backends}
+        views = {b.name: self._view(read, b, now, b.name in seen.fresh) for b in backends}
         decided = plan.compute(
             views.values(),
             jobs=[planview.JobView.of(j) for j in read.jobs],
@@ -250,22 +254,31 @@ class BackendCycle:
         state = await store.load(session)
         found = await _jobs(session)
         managed = await status.managed(session)
+        preloaded = await preloads.load(session)
         previous = self._recorder.previous
         if previous is None:  # first cycle, or the last status write failed
-            return _Read(state, found, managed, await status.load_states(session), True, True)
-        return _Read(state, found, managed, previous, loaded=False, complete=True)
+            previous, loaded = await status.load_states(session), True
+        else:
+            loaded = False
+        return _Read(state, found, managed, previous, loaded, True, preloaded)
 
     def _match_records(self, read: _Read) -> None:
         """After a read of the persisted status, the observer resumes from it what it lacks."""
         self._observer.match(read.desired.backends, read.previous if read.loaded else {})
 
     def _view(
-        self, state: desired.DesiredState, backend: spec.Backend, now: dt.datetime, fresh: bool
+        self, read: _Read, backend: spec.Backend, now: dt.datetime, fresh: bool
     ) -> planview.BackendView:
         usable = self._observer.record(backend.name).usable(now, self._settings.probing)
         # Only what answered this cycle is acted on; a kept list (failing, backing off, not
         # reached before the deadline, resumed from the persisted status) is only reported.
-        return self._reuse.view(state, backend, usable, stale=not fresh)
+        pending: frozenset[str] = frozenset()
+        if self._executor.pending.holds(backend.name):  # rare: no per-model work otherwise
+            kind, models = backend.spec.type, usable.models if usable and fresh else ()
+            loaded = {names.key(m.name, kind) for m in models if m.loaded}
+            pending = self._executor.pending.of(backend.name, loaded, now)
+        preloaded = read.preloaded.get(backend.name, frozenset())
+        return self._reuse.view(read.desired, backend, usable, not fresh, preloaded, pending)
 
     async def _reread_jobs(self, read: _Read) -> _Read:
         """The jobs after applying, for the status; the ones read before if that fails."""
@@ -340,9 +353,11 @@ def _build(
 ) -> snapshot.LLMState:
     """`conditions.build` with the backend's desired models filled in."""
     declared = state.models_for(inputs.backend.name)
-    return conditions.build(
-        dataclasses.replace(inputs, desired=tuple(m.name for m in declared)), now, policy
-    )
+    wanted = tuple(m.name for m in declared)
+    warm: tuple[str, ...] = ()  # warm models, where the backend can keep them loaded
+    if backends.capabilities(inputs.backend.spec.type).can_preload:
+        warm = tuple(m.name for m in declared if m.spec.warm)
+    return conditions.build(dataclasses.replace(inputs, desired=wanted, warm=warm), now, policy)
 
 
 def refused(outcomes: Sequence[execution.Outcome]) -> dict[str, dict[str, str]]:

@@ -30,11 +30,14 @@ from dwqueue import queue, rows
 from runtimestate import clock, database, desired, errors, locks
 from runtimestate.backends import adapters, base
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import failures, plan, recording, status, steps
+from runtimestate.reconcile import failures, plan, preloads, recording, status, steps
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-Acted = steps.StopInstance | steps.Prune | steps.StartInstance | steps.RestartInstance
+Acted = (
+    steps.StopInstance | steps.Prune | steps.StartInstance | steps.RestartInstance
+    | steps.Preload | steps.Unload
+)  # fmt: skip
 _PHASES: tuple[tuple[type[Acted], ...], ...] = (
     (steps.StopInstance,), (steps.Prune,), (steps.StartInstance, steps.RestartInstance)
 )  # fmt: skip
@@ -81,6 +84,8 @@ class Executor:
         self._unforgotten: dict[str, set[str]] = {}
         # Starts done whose managed record could not be written: (model, key) per backend.
         self._unrecorded: dict[str, set[tuple[str, str]]] = {}
+        # Preloads whose result is unknown (issue 16): the cycle tells the planner.
+        self.pending = preloads.Pending()
 
     async def _tx(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         return await database.transaction(self._sessions, work)
@@ -165,7 +170,45 @@ class Executor:
         for action in acts:
             if isinstance(action, steps.StartInstance | steps.RestartInstance):
                 done.append(await self._instance(action, state))
+        # Warm models (issue 16): unloads free memory before preloads fill it.
+        for kind in (steps.Unload, steps.Preload):
+            for action in acts:
+                if isinstance(action, kind):
+                    done.append(await self._residency(action, state))
         return done
+
+    async def _residency(
+        self, action: steps.Preload | steps.Unload, state: desired.DesiredState
+    ) -> Outcome:
+        """Preload a warm model (recorded as llmctl's first, so a model llmctl loaded always
+        has its record), or unload one llmctl preloaded and drop the record. A preload that
+        failed without an answer from the node is pending (`preloads.Pending`). Never raises."""
+        backend = state.backend(action.backend)
+        assert backend is not None
+        key = names.key(action.model, backend.spec.type)
+        now = self._clock.now()
+        sent = False
+        try:
+            adapter = self._pool.get(backend.spec)
+            if not isinstance(adapter, base.Preloader):
+                return Outcome(action, False, "this backend cannot preload models")
+            if isinstance(action, steps.Preload):
+                await self._tx(lambda s: preloads.record(s, action.backend, action.model, key, now))
+                sent = True
+                await adapter.preload(action.model, action.keep_alive)
+                return Outcome(action, True)
+            if action.loaded:
+                await adapter.unload(action.model)
+            await self._tx(lambda s: preloads.forget(s, action.backend, [key]))
+        except errors.LlmctlError as exc:
+            if sent and exc.retryable:  # no answer from the node: it may still be loading
+                self.pending.mark(action.backend, key, now)
+            detail = self._pool.redact(action.backend, exc.detail)
+            return Outcome(action, False, f"{exc.reason.value}: {detail}")
+        except Exception as exc:  # logged by failures.logged, a failed outcome (next cycle)
+            what = "preloading" if isinstance(action, steps.Preload) else "unloading"
+            return Outcome(action, False, failures.logged(what, exc, backend=action.backend))
+        return Outcome(action, True)
 
     async def _instance(
         self,

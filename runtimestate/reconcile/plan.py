@@ -48,7 +48,7 @@ from typing import TypeVar, assert_never
 
 from dwqueue import jobs as dwjobs  # `jobs` is compute's parameter
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import instances, planview, steps  # instances imports this module back
+from runtimestate.reconcile import instances, planview, steps, warmth  # instances imports plan
 
 _A = TypeVar("_A", bound="steps.Action")
 
@@ -209,6 +209,7 @@ def _decide(
         freed = instances.freed(facts, started)
         actions += started
     actions += _undeclared_actions(facts, freed)
+    actions += warmth.decide(view, facts.desired, facts.active)  # warm models (issue 16)
     return Decision(
         view, backend_jobs, managed, desired_complete, tuple(sorted(actions, key=steps.order))
     )

@@ -34,6 +34,8 @@ class DesiredModel:
     name: str
     declaration: str
     vllm: engineargs.VllmArgs | None = None  # a node agent's engine arguments for it
+    warm: bool = False  # kept loaded where the backend can preload (`reconcile.warmth`)
+    keep_alive: str | None = None  # the declared keep-alive of a warm model; None: forever
 
     @property
     def gpus_needed(self) -> int:
@@ -68,10 +70,13 @@ class InstanceView:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServedModel:
-    """A model as the backend reports it (`name` in the backend's own spelling)."""
+    """A model as the backend reports it (`name` in the backend's own spelling); `size` is
+    its size on disk, `size_vram` the GPU memory it holds while loaded (Ollama)."""
 
     name: str
     loaded: bool = False
+    size: int | None = None
+    size_vram: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,6 +114,13 @@ class BackendView:
     observed: ObservedView | None = None
     in_pool: bool = True
     runs_instances: bool = False
+    # Warm models (issue 16, `reconcile.warmth`): whether the backend can preload, its
+    # declared VRAM budget, the models llmctl preloaded there (by comparison key) and the
+    # preloads sent whose result no observation shows yet.
+    can_preload: bool = False
+    vram_bytes: int | None = None
+    preloaded: frozenset[str] = frozenset()
+    pending: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.desired and not self.in_pool:
@@ -186,7 +198,13 @@ def desired_models(state: desired_state.DesiredState, backend: str) -> tuple[Des
             if wanted in models
         ]
         result.append(
-            DesiredModel(model.name, declaration(found, model, placings), model.spec.vllm)
+            DesiredModel(
+                model.name,
+                declaration(found, model, placings),
+                model.spec.vllm,
+                model.spec.warm,
+                model.spec.keep_alive,
+            )
         )
     return tuple(result)
 
@@ -199,6 +217,9 @@ def backend_view(
     can_pull: bool,
     can_delete: bool,
     runs_instances: bool = False,
+    can_preload: bool = False,
+    preloaded: frozenset[str] = frozenset(),
+    pending: frozenset[str] = frozenset(),
 ) -> BackendView:
     """The planner's view of one declared backend, given what was observed of it and what
     its adapter declares it can do (`runtimestate.backends.capabilities`, which this pure
@@ -213,4 +234,8 @@ def backend_view(
         observed=observed,
         in_pool=bool(state.pools_of_backend(backend.name)),
         runs_instances=runs_instances,
+        can_preload=can_preload,
+        vram_bytes=backend.spec.vram_bytes,
+        preloaded=preloaded,
+        pending=pending,
     )

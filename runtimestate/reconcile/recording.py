@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dwqueue import events
 from runtimestate import database, snapshot
-from runtimestate.reconcile import failures, status
+from runtimestate.reconcile import failures, preloads, status
 
 
 class MessageSink(Protocol):
@@ -65,6 +65,7 @@ class Recorder:
         async def write(session: AsyncSession) -> list[str]:
             changed = await status.write_states(session, states, before, now)
             await status.forget_backends(session, gone)
+            await preloads.forget_backends(session, gone)  # warm models (issue 16)
             return changed
 
         try:

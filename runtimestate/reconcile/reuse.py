@@ -32,6 +32,7 @@ class _View:
     desired_key: tuple[object, ...]
     prune: spec.PrunePolicy
     view: planview.BackendView
+    warmth: tuple[object, ...] = ()  # vram budget, preloaded and pending keys (issue 16)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ _served = functools.lru_cache(maxsize=16384)(planview.ServedModel)
 def observed_view(usable: base.Observation, stale: bool) -> planview.ObservedView:
     """The planner's view of an observation: its models, and a node agent's instances and
     free GPUs."""
-    served = tuple(_served(m.name, m.loaded) for m in usable.models)
+    served = tuple(_served(m.name, m.loaded, m.size, m.size_vram) for m in usable.models)
     instances = tuple(
         planview.InstanceView(i.name, i.weights, i.state.value, i.engine, i.last_error)
         for i in usable.instances
@@ -93,27 +94,33 @@ class Reuse:
         backend: spec.Backend,
         usable: base.Observation | None,
         stale: bool,
+        preloaded: frozenset[str] = frozenset(),
+        pending: frozenset[str] = frozenset(),
     ) -> planview.BackendView:
         """`planview.backend_view` of the backend given its usable observation, reused when
-        the observation is the same object and the desired state has the same key."""
+        the observation is the same object and the desired state has the same key (and the
+        warm models' inputs: the VRAM budget, what llmctl preloaded, the pending preloads)."""
         name = backend.name
         key = state.key_of(name)
         held = self._views.get(name)
+        warmth = (backend.spec.vram_bytes, preloaded, pending)
         if (
             held is not None
             and held.usable is usable
             and held.stale == stale
             and held.prune is backend.spec.prune
             and held.desired_key == key
+            and held.warmth == warmth
         ):
             return held.view
         observed = None if usable is None else observed_view(usable, stale)
         able = backends.capabilities(backend.spec.type)
         view = planview.backend_view(
             state, backend, observed, can_pull=able.can_pull, can_delete=able.can_delete,
-            runs_instances=able.runs_instances,
+            runs_instances=able.runs_instances, can_preload=able.can_preload,
+            preloaded=preloaded, pending=pending,
         )  # fmt: skip
-        self._views[name] = _View(usable, stale, key, backend.spec.prune, view)
+        self._views[name] = _View(usable, stale, key, backend.spec.prune, view, warmth)
         return view
 
     def state(

@@ -1,11 +1,11 @@
 """The planner's vocabulary: the actions a plan holds, each with a reason, and their order.
 
 `Pull`, `CancelJob`, `Prune`, the node agents' `StartInstance`, `RestartInstance` and
-`StopInstance` change something; `ReportDrift` and `Hold` inform (status conditions, dry
-runs). Every action names its backend and model and carries a `Reason` (a stable
-`ReasonCode` and a human text); `describe()` is its one line in ``reconcile --dry-run``.
-`order` sorts a plan: by backend, then kind (`_KIND_ORDER`: what frees resources first), then
-model.
+`StopInstance`, Ollama's warm-model `Preload` and `Unload` change something; `ReportDrift`
+and `Hold` inform (status conditions, dry runs). Every action names its backend and model
+and carries a `Reason` (a stable `ReasonCode` and a human text); `describe()` is its one
+line in ``reconcile --dry-run``. `order` sorts a plan: by backend, then kind (`_KIND_ORDER`:
+what frees resources first), then model.
 
 Built by the planner (`runtimestate.reconcile.plan` and its rules modules), applied by
 `runtimestate.reconcile.execution`, shown by the conditions and the CLI. Pure values: no I/O.
@@ -47,11 +47,19 @@ class ReasonCode(enum.StrEnum):
     CRASH_LOOP = "crash_loop"  # RestartInstance: changed and crash-looping; not held back
     UNPLACEABLE = "unplaceable"  # drift: not enough free GPUs for its instance
     RESTART_WAITS = "restart_waits"  # drift: a rolling restart waits for another copy
+    # Warm models (issue 16)
+    WARM = "warm"  # Preload: declared warm, installed, not loaded
+    NOT_WARM = "not_warm"  # Unload: preloaded by llmctl, no longer warm here
+    COLD_PULLING = "cold_pulling"  # cold: a download of it is active
+    COLD_NOT_INSTALLED = "cold_not_installed"  # cold: not on the node yet
+    COLD_BUDGET = "cold_budget"  # cold: past the backend's VRAM budget
+    COLD_PENDING = "cold_pending"  # cold: a preload was sent; no observation shows it yet
 
 
 class DriftKind(enum.StrEnum):
     DECLARED_NOT_SERVED = "declared_not_served"
     SERVED_NOT_DECLARED = "served_not_declared"
+    COLD = "cold"  # declared warm, not loaded, and not preloaded this cycle
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -166,18 +174,50 @@ class StopInstance:
         return f"stop instance {self.model} on {self.backend}: {self.reason.text}"
 
 
+# Warm models (issue 16)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Preload:
+    """Load `model` (spelled as the backend lists it) on `backend` for `keep_alive`."""
+
+    backend: str
+    model: str
+    keep_alive: str
+    reason: Reason
+
+    def describe(self) -> str:
+        keep = f"keep_alive {self.keep_alive}"
+        return f"preload {self.model} on {self.backend} ({keep}): {self.reason.text}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unload:
+    """Unload `model`, which llmctl preloaded on `backend`, and drop that record; when it is
+    not `loaded` any more only the record goes."""
+
+    backend: str
+    model: str
+    loaded: bool
+    reason: Reason
+
+    def describe(self) -> str:
+        verb = "unload" if self.loaded else "forget the preload of"
+        return f"{verb} {self.model} on {self.backend}: {self.reason.text}"
+
+
 Action = (
     Pull | CancelJob | Prune | ReportDrift | Hold | StartInstance | RestartInstance | StopInstance
-)
+    | Preload | Unload
+)  # fmt: skip
 MUTATING: tuple[type[Action], ...] = (
-    CancelJob, StopInstance, Prune, Pull, StartInstance, RestartInstance
+    CancelJob, StopInstance, Prune, Pull, StartInstance, RestartInstance, Preload, Unload
 )  # fmt: skip
 
 # Cancel first (frees a worker), stop before prune (frees the weights), prune before pull
-# (frees disk a pull may need), starts last (the GPUs stops freed).
+# (frees disk a pull may need), starts last (the GPUs stops freed). Unloads free memory
+# before preloads fill it.
 _KIND_ORDER: Mapping[type[Action], int] = {
-    CancelJob: 0, StopInstance: 1, Prune: 2, Pull: 3, StartInstance: 4, RestartInstance: 4,
-    Hold: 5, ReportDrift: 6,
+    CancelJob: 0, StopInstance: 1, Unload: 1, Prune: 2, Pull: 3, StartInstance: 4,
+    RestartInstance: 4, Preload: 4, Hold: 5, ReportDrift: 6,
 }  # fmt: skip
 
 

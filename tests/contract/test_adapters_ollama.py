@@ -8,6 +8,7 @@ configured timeout (`total` for requests, `stall` for pulls).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -53,6 +54,8 @@ OPERATIONS: dict[str, tuple[str, Operation, float]] = {
     "version": ("/api/version", lambda b: b.version(), TIMEOUTS.total),
     "delete": ("/api/delete", lambda b: b.delete("qwen2:0.5b"), TIMEOUTS.total),
     "pull": ("/api/pull", lambda b: drain(b.pull("tinyllama")), TIMEOUTS.stall),
+    "preload": ("/api/generate", lambda b: b.preload("qwen2:0.5b", "-1"), TIMEOUTS.total),
+    "unload": ("/api/generate", lambda b: b.unload("qwen2:0.5b"), TIMEOUTS.total),
 }
 FAULTS: dict[str, tuple[faults.Fault, type[errors.LlmctlError]]] = {
     "latency": (faults.Fault(Kind.LATENCY, latency=2.0), errors.BackendTimedOut),
@@ -148,6 +151,34 @@ async def test_observe_reports_installed_models_capabilities_context_and_loaded_
     assert len(qwen.digest) == 64
     assert qwen.details.family == "qwen2"
     assert observation.version == "0.30.0"
+
+
+async def test_preload_keeps_a_model_loaded_with_its_vram_and_expiry_until_unload(
+    emu: emulator.Emulator, node: ollama.OllamaBackend
+) -> None:
+    await node.preload("qwen2:0.5b", "-1")
+    await node.preload("nomic-embed-text", "10m")
+    by_name = {m.name: m for m in (await node.observe()).models}
+    qwen, nomic = by_name["qwen2:0.5b"], by_name["nomic-embed-text:latest"]
+    assert (qwen.loaded, nomic.loaded) == (True, True)
+    assert qwen.size_vram == qwen.size
+    assert qwen.expires_at is not None
+    assert nomic.expires_at is not None
+    assert qwen.expires_at.year > 2200  # "-1" went as a number: forever
+    assert (nomic.expires_at - dt.datetime.now(dt.UTC)).total_seconds() < 601
+    assert emu.nodes[1].state()["preloads"] == {"qwen2:0.5b": 1, "nomic-embed-text:latest": 1}
+    await node.unload("qwen2:0.5b")
+    by_name = {m.name: m for m in (await node.observe()).models}
+    assert by_name["qwen2:0.5b"].loaded is False
+    assert by_name["qwen2:0.5b"].size_vram is None
+    assert emu.nodes[1].state()["unloads"] == {"qwen2:0.5b": 1}
+
+
+async def test_preload_of_a_model_not_installed_is_model_not_found(
+    node: ollama.OllamaBackend,
+) -> None:
+    with pytest.raises(errors.ModelNotFound):
+        await node.preload("tinyllama", "-1")
 
 
 async def test_observe_asks_show_only_for_digests_it_has_not_seen(

@@ -98,6 +98,7 @@ def test_a_view_is_reused_only_for_the_same_observation_and_desired_key() -> Non
         planview.ObservedView((planview.ServedModel("llama3:latest"),)),
         can_pull=True,
         can_delete=True,
+        can_preload=True,
     )
     assert kept.view(state, backend, _observation("llama3:latest"), stale=False) is not first
     changed = _state(pool_models=("llama3",), pool_generation=2)
@@ -105,6 +106,20 @@ def test_a_view_is_reused_only_for_the_same_observation_and_desired_key() -> Non
     assert kept.view(state, backend, seen, stale=True).observed == dataclasses.replace(
         first.observed, stale=True
     )
+
+
+def test_a_view_is_rebuilt_when_the_preloaded_or_pending_sets_or_the_vram_budget_change() -> None:
+    kept, state = reuse.Reuse(), _state()
+    backend = state.backends[0]
+    seen = _observation("llama3:latest")
+    first = kept.view(state, backend, seen, stale=False)
+    again = kept.view(state, backend, seen, False, frozenset({"llama3:latest"}))
+    assert again.preloaded == {"llama3:latest"}
+    pending = kept.view(state, backend, seen, False, again.preloaded, frozenset({"x:1"}))
+    assert pending.pending == {"x:1"}
+    budget = dataclasses.replace(backend, spec=dataclasses.replace(backend.spec, vram_bytes=5))
+    assert kept.view(state, budget, seen, False, again.preloaded, pending.pending).vram_bytes == 5
+    assert first.preloaded == first.pending == frozenset()
 
 
 def test_a_state_is_rebuilt_when_an_input_changes_and_only_last_ok_at_moves_otherwise() -> None:
