@@ -72,6 +72,30 @@ class ServedModel:
 
     name: str
     loaded: bool = False
+    parent: str | None = None  # a LoRA adapter's base model (vLLM's `parent`); None: a model
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DesiredAdapter:
+    """A LoRA adapter placed on one backend (issue 16): loaded under `name` where `base_model`
+    is served, from `source` (a path on the server or a Hub repo id)."""
+
+    name: str
+    base_model: str
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoraRecord:
+    """What llmctl knows of a backend's adapters beyond its observation: the adapters it
+    loaded there (`managed`, what `prune: managed` may unload) and the loads the server
+    refused that are held for now (`refused`: adapter -> why, sorted by adapter)."""
+
+    managed: frozenset[str] = frozenset()
+    refused: tuple[tuple[str, str], ...] = ()
+
+
+NO_LORAS = LoraRecord()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,6 +133,8 @@ class BackendView:
     observed: ObservedView | None = None
     in_pool: bool = True
     runs_instances: bool = False
+    adapters: tuple[DesiredAdapter, ...] = ()  # placed here (issue 16)
+    can_load_lora: bool = False  # a vLLM server: adapters are loaded at run time
 
     def __post_init__(self) -> None:
         if self.desired and not self.in_pool:
@@ -199,6 +225,7 @@ def backend_view(
     can_pull: bool,
     can_delete: bool,
     runs_instances: bool = False,
+    can_load_lora: bool = False,
 ) -> BackendView:
     """The planner's view of one declared backend, given what was observed of it and what
     its adapter declares it can do (`runtimestate.backends.capabilities`, which this pure
@@ -213,4 +240,9 @@ def backend_view(
         observed=observed,
         in_pool=bool(state.pools_of_backend(backend.name)),
         runs_instances=runs_instances,
+        adapters=tuple(
+            DesiredAdapter(a.name, a.spec.base_model, a.spec.source)
+            for a in state.adapters_for(backend.name)
+        ),
+        can_load_lora=can_load_lora,
     )

@@ -47,11 +47,19 @@ class ReasonCode(enum.StrEnum):
     CRASH_LOOP = "crash_loop"  # RestartInstance: changed and crash-looping; not held back
     UNPLACEABLE = "unplaceable"  # drift: not enough free GPUs for its instance
     RESTART_WAITS = "restart_waits"  # drift: a rolling restart waits for another copy
+    # Adapters (issue 16)
+    ADAPTER_MISSING = "adapter_missing"  # LoadAdapter: placed here, base served, not loaded
+    ADAPTER_UNDECLARED = "adapter_undeclared"  # UnloadAdapter: loaded, placed nowhere here
+    BASE_NOT_SERVED = "base_not_served"  # drift: placed, but its base model is not served
+    CANNOT_LOAD_ADAPTERS = "cannot_load_adapters"  # drift: the backend type loads no adapters
+    LOAD_REFUSED = "load_refused"  # drift: the server refused the load; held a while
 
 
 class DriftKind(enum.StrEnum):
     DECLARED_NOT_SERVED = "declared_not_served"
     SERVED_NOT_DECLARED = "served_not_declared"
+    ADAPTER_NOT_LOADED = "adapter_not_loaded"  # Adapters (issue 16)
+    ADAPTER_NOT_DECLARED = "adapter_not_declared"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -166,11 +174,51 @@ class StopInstance:
         return f"stop instance {self.model} on {self.backend}: {self.reason.text}"
 
 
+# Adapters (issue 16)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadAdapter:
+    """Load the LoRA `adapter` (from `source`: a path or a Hub repo id) on a vLLM `backend`
+    serving its `base_model`."""
+
+    backend: str
+    adapter: str
+    base_model: str
+    source: str
+    reason: Reason
+
+    @property
+    def model(self) -> str:
+        return self.adapter  # what `order` and the conditions sort and name by
+
+    def describe(self) -> str:
+        return f"load adapter {self.adapter} on {self.backend}: {self.reason.text}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnloadAdapter:
+    """Unload the LoRA `adapter` from a vLLM `backend`."""
+
+    backend: str
+    adapter: str
+    reason: Reason
+
+    @property
+    def model(self) -> str:
+        return self.adapter
+
+    def describe(self) -> str:
+        return f"unload adapter {self.adapter} on {self.backend}: {self.reason.text}"
+
+
 Action = (
     Pull | CancelJob | Prune | ReportDrift | Hold | StartInstance | RestartInstance | StopInstance
-)
+    | LoadAdapter | UnloadAdapter
+)  # fmt: skip
 MUTATING: tuple[type[Action], ...] = (
-    CancelJob, StopInstance, Prune, Pull, StartInstance, RestartInstance
+    CancelJob, StopInstance, Prune, Pull, StartInstance, RestartInstance, UnloadAdapter,
+    LoadAdapter,
 )  # fmt: skip
 
 # Cancel first (frees a worker), stop before prune (frees the weights), prune before pull
@@ -178,6 +226,7 @@ MUTATING: tuple[type[Action], ...] = (
 _KIND_ORDER: Mapping[type[Action], int] = {
     CancelJob: 0, StopInstance: 1, Prune: 2, Pull: 3, StartInstance: 4, RestartInstance: 4,
     Hold: 5, ReportDrift: 6,
+    UnloadAdapter: 2, LoadAdapter: 4,  # an unload frees a LoRA slot a load may need
 }  # fmt: skip
 
 
