@@ -47,7 +47,8 @@ class PulledModel:
     """A model a backend reports, in the shape of Ollama's list entries plus what llmctl adds.
 
     `base_url` is where it is served when that is not the backend's own URL (a node agent's
-    model: its ready instance's ``http://host:port/v1``); None means the backend's URL."""
+    model: its ready instance's ``http://host:port/v1``); None means the backend's URL.
+    `parent` marks a loaded LoRA adapter: the base model it runs on."""
 
     name: str
     model: str
@@ -65,6 +66,7 @@ class PulledModel:
     can_stream: bool = False
     loaded: bool = False
     base_url: str | None = None
+    parent: str | None = None  # a LoRA adapter's base model (vLLM's `parent`); None: a model
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ Conditions:
   CrashLoopBackOff with its last error and its log's last line, unplaceable with the GPU
   numbers, the agent's refusal of a start, waiting for weights, and a restart that waits for
   another copy.
+- ``AdaptersReady`` (backends with adapters placed; `runtimestate.reconcile.lorastatus`).
 - ``DeclaredNotServed`` / ``ServedNotDeclared``: drift the planner reported and llmctl does not
   act on (a vLLM node's fixed model set, a cloud provider's listing, models the prune policy
   keeps); the message names the models.
@@ -30,7 +31,7 @@ from dwqueue import jobs
 from runtimestate import snapshot
 from runtimestate.backends import base
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import probing, serving, steps
+from runtimestate.reconcile import lorastatus, probing, serving, steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Inputs:
     overrides: Mapping[names.ModelKey, spec.ModelSpec] = dataclasses.field(default_factory=dict)
     # A node agent's refusals this cycle: model -> why its start or restart failed.
     refused: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    adapters: tuple[str, ...] = ()  # the LoRA adapters placed here (issue 16), filled as `desired`
 
 
 def pulled(
@@ -86,6 +88,7 @@ def pulled(
         can_stream=caps["stream"],
         loaded=model.loaded,
         base_url=base_url,
+        parent=details.parent_model,
     )
 
 
@@ -234,6 +237,7 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         _models_ready(inputs, served, holds, pending),
         *([_instances_ready(inputs, observation)] if observation and _runs(backend) else []),
         *_drift(inputs.actions),
+        *([lorastatus.ready(inputs.adapters, inputs.actions)] if inputs.adapters else []),
     )
     return snapshot.LLMState(
         id=backend.meta.id,

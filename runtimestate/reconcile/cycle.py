@@ -52,6 +52,7 @@ from runtimestate.reconcile import (
     planview,
     probing,
     recording,
+    refusals,
     reuse,
     status,
     steps,
@@ -124,6 +125,7 @@ class _Read:
     previous: Mapping[str, snapshot.LLMState]
     loaded: bool = False  # `previous` was read from the database (first cycle, or unwritten)
     complete: bool = False  # every query of the read returned: the planner may prune, cancel
+    adapters: frozenset[tuple[str, str]] = frozenset()  # (backend, adapter) llmctl loaded
 
 
 class BackendCycle:
@@ -153,6 +155,7 @@ class BackendCycle:
         self._recorder = recording.Recorder(sessions, sink, settings.prefix)
         self._pool = pool
         self._reuse = reuse.Reuse()
+        self._refusals = refusals.Refusals()
         self._plan: plan.Plan | None = None
         self._cycle = 0
         self._lock = asyncio.Lock()
@@ -193,6 +196,7 @@ class BackendCycle:
             decided = plan.compute(
                 [view], jobs=[planview.JobView.of(j) for j in mine], managed=read.managed,
                 desired_complete=read.complete,
+                lora=self._refusals.records({name: view}, read.adapters, self._version(now), now),
             )  # fmt: skip
             state = self._state(read.desired, backend, decided, mine, view, now)
             written = await self._recorder.record_refresh(state, read.previous.get(name), now)
@@ -218,11 +222,13 @@ class BackendCycle:
             managed=read.managed,
             desired_complete=read.complete,
             previous=self._plan,
+            lora=self._refusals.records(views, read.adapters, self._version(now), now),
         )
         self._plan = decided
         outcomes: tuple[execution.Outcome, ...] = ()
         if not dry_run:
             outcomes = await self._executor.apply(decided, read.desired)
+            self._refusals.note(outcomes, self._version(now), now)
             read = await self._reread_jobs(read)
         states = self._states(
             read, decided, views, now, forget=not selector, refused=refused(outcomes)
@@ -251,9 +257,15 @@ class BackendCycle:
         found = await _jobs(session)
         managed = await status.managed(session)
         previous = self._recorder.previous
+        loras = await status.managed_adapters(session)
         if previous is None:  # first cycle, or the last status write failed
-            return _Read(state, found, managed, await status.load_states(session), True, True)
-        return _Read(state, found, managed, previous, loaded=False, complete=True)
+            stored = await status.load_states(session)
+            return _Read(state, found, managed, stored, True, True, loras)
+        return _Read(state, found, managed, previous, loaded=False, complete=True, adapters=loras)
+
+    def _version(self, now: dt.datetime) -> functools.partial[str | None]:
+        """The version each backend's usable observation reports (holds of refused loads)."""
+        return functools.partial(_version, self._observer, now, self._settings.probing)
 
     def _match_records(self, read: _Read) -> None:
         """After a read of the persisted status, the observer resumes from it what it lacks."""
@@ -340,9 +352,9 @@ def _build(
 ) -> snapshot.LLMState:
     """`conditions.build` with the backend's desired models filled in."""
     declared = state.models_for(inputs.backend.name)
-    return conditions.build(
-        dataclasses.replace(inputs, desired=tuple(m.name for m in declared)), now, policy
-    )
+    placed = tuple(a.name for a in state.adapters_for(inputs.backend.name))
+    filled = dataclasses.replace(inputs, desired=tuple(m.name for m in declared), adapters=placed)
+    return conditions.build(filled, now, policy)
 
 
 def refused(outcomes: Sequence[execution.Outcome]) -> dict[str, dict[str, str]]:
@@ -366,8 +378,16 @@ def _selected(read: _Read, selector: selectors.Selector) -> _Read:
         desired=dataclasses.replace(read.desired, backends=backends),
         jobs=tuple(j for j in read.jobs if j.backend in names),
         managed=frozenset(pair for pair in read.managed if pair[0] in names),
+        adapters=frozenset(pair for pair in read.adapters if pair[0] in names),
         previous={name: s for name, s in read.previous.items() if name in names},
     )
+
+
+def _version(
+    observer: observation.Observer, now: dt.datetime, policy: probing.Policy, name: str
+) -> str | None:
+    usable = observer.record(name).usable(now, policy)
+    return usable.version if usable is not None else None
 
 
 async def _jobs(session: AsyncSession) -> tuple[jobs.Job, ...]:

@@ -46,7 +46,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 _KEPT_OVERRIDES = 16  # mappings of the last reads: four backend types, a few reads each
 
-# Every node of a fleet serves the same few (name, loaded) pairs: one object each, not one
+# Every node of a fleet serves the same few (name, loaded, parent) triples: one object each, not one
 # per model per node (fewer objects for the garbage collector to walk, too).
 _served = functools.lru_cache(maxsize=16384)(planview.ServedModel)
 
@@ -54,7 +54,7 @@ _served = functools.lru_cache(maxsize=16384)(planview.ServedModel)
 def observed_view(usable: base.Observation, stale: bool) -> planview.ObservedView:
     """The planner's view of an observation: its models, and a node agent's instances and
     free GPUs."""
-    served = tuple(_served(m.name, m.loaded) for m in usable.models)
+    served = tuple(_served(m.name, m.loaded, m.details.parent_model) for m in usable.models)
     instances = tuple(
         planview.InstanceView(i.name, i.weights, i.state.value, i.engine, i.last_error)
         for i in usable.instances
@@ -97,7 +97,7 @@ class Reuse:
         """`planview.backend_view` of the backend given its usable observation, reused when
         the observation is the same object and the desired state has the same key."""
         name = backend.name
-        key = state.key_of(name)
+        key = (state.key_of(name), state.adapters_for(name))  # the adapters placed: issue 16
         held = self._views.get(name)
         if (
             held is not None
@@ -111,7 +111,7 @@ class Reuse:
         able = backends.capabilities(backend.spec.type)
         view = planview.backend_view(
             state, backend, observed, can_pull=able.can_pull, can_delete=able.can_delete,
-            runs_instances=able.runs_instances,
+            runs_instances=able.runs_instances, can_load_lora=able.can_load_lora,
         )  # fmt: skip
         self._views[name] = _View(usable, stale, key, backend.spec.prune, view)
         return view
