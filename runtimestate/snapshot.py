@@ -124,6 +124,7 @@ class LLMState:
     downloads_failed: tuple[DownloadView, ...] = ()
     downloads_held: tuple[DownloadView, ...] = ()
     instances: tuple[InstanceView, ...] = ()  # a node agent's; empty for every other type
+    adapters: tuple[str, ...] = ()  # the LoRA adapters placed here (issue 16), loaded or not
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -231,6 +232,7 @@ def state_from_dict(doc: Mapping[str, Any]) -> LLMState:
         downloads_failed=downloads("downloads_failed"),
         downloads_held=downloads("downloads_held"),
         instances=instances,
+        adapters=tuple(doc.get("adapters", ())),
     )
 
 

@@ -260,4 +260,5 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         downloads_failed=tuple(_download(j) for j in failed if j.id not in held_ids),
         downloads_held=tuple(_download(j) for j in inputs.jobs if j.id in held_ids),
         instances=serving.views(instances),
+        adapters=inputs.adapters,
     )

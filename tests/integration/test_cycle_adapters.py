@@ -7,6 +7,7 @@ hand: `store.load` is wrapped to add them (the pools' placements, the adapters' 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping
@@ -14,8 +15,12 @@ from collections.abc import AsyncIterator, Mapping
 import httpx
 import openai
 import pytest
+import typer
 from sqlalchemy.ext.asyncio import AsyncSession
+from typer.testing import CliRunner
 
+from controller import cli
+from controller import resolve as resolve_cli
 from emulators import vllm
 from runtimestate import desired, resolver
 from runtimestate.desired import spec, store
@@ -191,3 +196,26 @@ async def test_the_openai_client_gets_a_completion_from_a_loaded_adapter(
     )
     assert reply.model == "sql"
     assert reply.choices[0].message.content
+
+
+def _resolve(url: str, *args: str) -> tuple[int, str]:
+    app = typer.Typer(pretty_exceptions_enable=False)
+    app.callback()(cli.main_options)
+    app.command("resolve")(resolve_cli.resolve_command)
+    result = CliRunner().invoke(app, ["--database-url", url, "resolve", *args])
+    return result.exit_code, result.stdout + result.stderr
+
+
+async def test_resolve_says_an_adapter_placed_but_loaded_nowhere_is_not_loaded_yet(
+    fleet: Fleet, placing: Placing, migrated_url: str
+) -> None:
+    async with vllm.running(served_model_names=[BASE]) as off:  # runtime LoRA off
+        await fleet.apply(fleet_file({"gpu-0": ("vllm", off.url, "managed")}, [BASE]))
+        placing.pools = {"main": ("sql",)}
+        await fleet.state.run_backend_cycle()
+        code, said = await asyncio.to_thread(_resolve, migrated_url, "sql")
+        assert code == 1
+        assert "no ready backend serves sql (declared on gpu-0, not loaded yet)" in said
+        code, said = await asyncio.to_thread(_resolve, migrated_url, BASE)
+        assert code == 0
+        assert "gpu-0" in said
