@@ -96,7 +96,9 @@ def status_doc(
                 "baseUrl": m.base_url,
             }
             for m in observed.pulled_models
+            if m.parent is None  # a LoRA adapter's card is under "adapters"
         ],
+        "adapters": _adapters(observed),
         "instances": _instances(observed),
         "downloads": {
             "pending": downloads(observed.downloads_pending),
@@ -104,6 +106,22 @@ def status_doc(
             "held": downloads(observed.downloads_held),
         },
     }
+
+
+def _adapters(observed: snapshot.LLMState) -> list[dict[str, Any]]:
+    """LoRA adapters (issue 16): each loaded one with its base model, then each one placed
+    here that is not loaded (yet: the AdaptersReady condition says why)."""
+    loaded = {m.name: m.parent for m in observed.pulled_models if m.parent is not None}
+    placed = set(observed.adapters)
+    rows = [
+        {"name": name, "baseModel": parent, "loaded": True, "placed": name in placed}
+        for name, parent in sorted(loaded.items())
+    ]
+    rows += [
+        {"name": name, "baseModel": None, "loaded": False, "placed": True}
+        for name in sorted(placed - loaded.keys())
+    ]
+    return rows
 
 
 def _instances(observed: snapshot.LLMState) -> list[dict[str, Any]]:
@@ -335,8 +353,8 @@ def _model_rows(models: list[dict[str, Any]], wide: bool) -> list[dict[str, Any]
 
 
 def render_backend(doc: dict[str, Any], console: Console, *, wide: bool = False) -> None:
-    """``backend get`` as a person reads it: the spec, then conditions, models, downloads,
-    a node agent's instances; sizes human (``4.7 GB``), in bytes when ``wide``."""
+    """``backend get`` as a person reads it: the spec, then conditions, models, LoRA adapters,
+    downloads, a node agent's instances; sizes human (``4.7 GB``), in bytes when ``wide``."""
     status = doc.get("status")
     render_one({k: v for k, v in doc.items() if k != "status"}, Format.TABLE, console)
     if status is None:
@@ -348,6 +366,7 @@ def render_backend(doc: dict[str, Any], console: Console, *, wide: bool = False)
     sections = (
         ("CONDITION", ["type", "status", "reason", "message"], status["conditions"]),
         ("MODEL", ["name", "size", "contextLength", "loaded"], _model_rows(status["models"], wide)),
+        ("ADAPTER", ["name", "baseModel", "loaded", "placed"], status.get("adapters", [])),
         ("DOWNLOAD", ["id", "model", "state", "percent", "error"], _downloads(status)),
         ("INSTANCE", ["name", "state", "baseUrl", "gpus", "restarts", "lastError"],
          status.get("instances", [])),

@@ -19,7 +19,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
-from controller import cli
+from controller import cli, declare
 from controller import resolve as resolve_cli
 from emulators import vllm
 from runtimestate import desired, resolver
@@ -219,3 +219,28 @@ async def test_resolve_says_an_adapter_placed_but_loaded_nowhere_is_not_loaded_y
         code, said = await asyncio.to_thread(_resolve, migrated_url, BASE)
         assert code == 0
         assert "gpu-0" in said
+
+
+def _backend_get(url: str, name: str) -> tuple[int, str]:
+    app = typer.Typer(pretty_exceptions_enable=False)
+    app.callback()(cli.main_options)
+    app.add_typer(declare.backend_app, name="backend")
+    result = CliRunner().invoke(app, ["--database-url", url, "backend", "get", name])
+    return result.exit_code, result.stdout + result.stderr
+
+
+async def test_backend_get_shows_loaded_adapters_with_their_base_and_those_not_loaded(
+    fleet: Fleet, emu: vllm.Emulator, placing: Placing, migrated_url: str
+) -> None:
+    await _declare(fleet, emu)
+    placing.pools = {"pool-0": ("sql", "chat")}
+    await fleet.state.run_backend_cycle()
+    emu.nodes[0].loras.pop("chat")  # unloaded behind llmctl's back: seen on the next cycle
+    await fleet.state.run_backend_cycle()
+    code, said = await asyncio.to_thread(_backend_get, migrated_url, "gpu-0")
+    assert code == 0, said
+    lines = [line.split() for line in said.splitlines()]
+    assert ["ADAPTER", "BASEMODEL", "LOADED", "PLACED"] in lines
+    assert ["sql", BASE, "True", "True"] in lines
+    assert ["chat", "-", "False", "True"] in lines
+    assert not any(line[:1] == ["sql"] and len(line) != 4 for line in lines)  # not a MODEL row
