@@ -49,6 +49,8 @@ def _kind(action: steps.Action) -> str:
         steps.StartInstance: "start",
         steps.RestartInstance: "restart",
         steps.StopInstance: "stop",
+        steps.LoadAdapter: "load",  # LoRA adapters (issue 16)
+        steps.UnloadAdapter: "unload",
     }[type(action)]
 
 

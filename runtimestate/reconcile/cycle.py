@@ -34,7 +34,7 @@ import datetime as dt
 import functools
 import random
 import time  # durations of real work, for the log; decisions read `self._clock`
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -101,6 +101,8 @@ class Report:
             "starts": len(self.plan.of(steps.StartInstance)),
             "restarts": len(self.plan.of(steps.RestartInstance)),
             "stops": len(self.plan.of(steps.StopInstance)),
+            "loads": len(self.plan.of(steps.LoadAdapter)),
+            "unloads": len(self.plan.of(steps.UnloadAdapter)),
             "holds": len(self.plan.of(steps.Hold)),
             "drift": len(self.plan.of(steps.ReportDrift)),
             "failed_actions": sum(not o.ok and not o.skipped for o in self.outcomes),
@@ -263,9 +265,8 @@ class BackendCycle:
             return _Read(state, found, managed, stored, True, True, loras)
         return _Read(state, found, managed, previous, loaded=False, complete=True, adapters=loras)
 
-    def _version(self, now: dt.datetime) -> functools.partial[str | None]:
-        """The version each backend's usable observation reports (holds of refused loads)."""
-        return functools.partial(_version, self._observer, now, self._settings.probing)
+    def _version(self, now: dt.datetime) -> Callable[[str], str | None]:
+        return refusals.versions(self._observer, now, self._settings.probing)
 
     def _match_records(self, read: _Read) -> None:
         """After a read of the persisted status, the observer resumes from it what it lacks."""
@@ -381,13 +382,6 @@ def _selected(read: _Read, selector: selectors.Selector) -> _Read:
         adapters=frozenset(pair for pair in read.adapters if pair[0] in names),
         previous={name: s for name, s in read.previous.items() if name in names},
     )
-
-
-def _version(
-    observer: observation.Observer, now: dt.datetime, policy: probing.Policy, name: str
-) -> str | None:
-    usable = observer.record(name).usable(now, policy)
-    return usable.version if usable is not None else None
 
 
 async def _jobs(session: AsyncSession) -> tuple[jobs.Job, ...]:

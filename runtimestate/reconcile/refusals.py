@@ -18,9 +18,21 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from runtimestate.reconcile import execution, planview, steps
+from runtimestate.reconcile import execution, observation, planview, probing, steps
 
 HOLD = dt.timedelta(minutes=10)
+
+
+def versions(
+    observer: observation.Observer, now: dt.datetime, policy: probing.Policy
+) -> Callable[[str], str | None]:
+    """The version each backend's usable observation reports (None: none usable)."""
+
+    def version(name: str) -> str | None:
+        usable = observer.record(name).usable(now, policy)
+        return usable.version if usable is not None else None
+
+    return version
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
 from controller import cli, declare
+from controller import reconcile as reconcile_cli
 from controller import resolve as resolve_cli
 from emulators import vllm
 from runtimestate import desired, resolver
@@ -244,3 +245,19 @@ async def test_backend_get_shows_loaded_adapters_with_their_base_and_those_not_l
     assert ["sql", BASE, "True", "True"] in lines
     assert ["chat", "-", "False", "True"] in lines
     assert not any(line[:1] == ["sql"] and len(line) != 4 for line in lines)  # not a MODEL row
+
+
+async def test_a_dry_run_lists_the_loads_with_their_reasons_and_loads_nothing(
+    fleet: Fleet, emu: vllm.Emulator, placing: Placing
+) -> None:
+    await _declare(fleet, emu)
+    placing.pools = {"pool-0": ("sql",)}
+    report = await fleet.state.run_backend_cycle(dry_run=True)
+    doc = reconcile_cli.report_doc(report, None)
+    gpu0 = next(b for b in doc["backends"] if b["name"] == "gpu-0")
+    assert gpu0["actions"] == [
+        {"kind": "load", "model": "sql", "reason": "adapter_missing",
+         "text": "load adapter sql on gpu-0: declared, not loaded", "done": None, "detail": None},
+    ]  # fmt: skip
+    assert report.summary()["loads"] == 2
+    assert _loads(emu) == 0
