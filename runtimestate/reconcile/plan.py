@@ -5,7 +5,8 @@
 `runtimestate.reconcile.planview`), the active and held download jobs, the record of what llmctl
 pulled, and whether the desired state was read completely. It returns a `Plan`: pulls, job
 cancellations, prunes, a node agent's instance starts, restarts and stops (their rules are
-`runtimestate.reconcile.instances`), and informative entries (drift, held downloads). The
+`runtimestate.reconcile.instances`), LoRA adapter loads and unloads on vLLM
+(`runtimestate.reconcile.loras`), and informative entries (drift, held downloads). The
 backend cycle applies the mutating ones; `llmctl reconcile --dry-run` prints `Plan.describe()`.
 
 Pure and deterministic: no database, HTTP, NATS or clock, and the same inputs in any order give

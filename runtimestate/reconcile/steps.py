@@ -1,11 +1,11 @@
 """The planner's vocabulary: the actions a plan holds, each with a reason, and their order.
 
 `Pull`, `CancelJob`, `Prune`, the node agents' `StartInstance`, `RestartInstance` and
-`StopInstance` change something; `ReportDrift` and `Hold` inform (status conditions, dry
-runs). Every action names its backend and model and carries a `Reason` (a stable
-`ReasonCode` and a human text); `describe()` is its one line in ``reconcile --dry-run``.
-`order` sorts a plan: by backend, then kind (`_KIND_ORDER`: what frees resources first), then
-model.
+`StopInstance`, and vLLM's `LoadAdapter` and `UnloadAdapter` (LoRA) change something;
+`ReportDrift` and `Hold` inform (status conditions, dry runs). Every action names its backend
+and model and carries a `Reason` (a stable `ReasonCode` and a human text); `describe()` is its
+one line in ``reconcile --dry-run``. `order` sorts a plan: by backend, then kind
+(`_KIND_ORDER`: what frees resources first), then model.
 
 Built by the planner (`runtimestate.reconcile.plan` and its rules modules), applied by
 `runtimestate.reconcile.execution`, shown by the conditions and the CLI. Pure values: no I/O.
