@@ -15,7 +15,8 @@ Conditions:
   CrashLoopBackOff with its last error and its log's last line, unplaceable with the GPU
   numbers, the agent's refusal of a start, waiting for weights, and a restart that waits for
   another copy.
-- ``AdaptersReady`` (backends with adapters placed; `runtimestate.reconcile.lorastatus`).
+- ``AdaptersReady`` (backends with adapters placed; `runtimestate.reconcile.lorastatus`), and
+  ``AdaptersNotDeclared``: LoRA adapters loaded, placed nowhere here, kept by the prune policy.
 - ``DeclaredNotServed`` / ``ServedNotDeclared``: drift the planner reported and llmctl does not
   act on (a vLLM node's fixed model set, a cloud provider's listing, models the prune policy
   keeps); the message names the models.
@@ -196,6 +197,7 @@ def _drift(actions: Sequence[steps.Action]) -> list[snapshot.Condition]:
     for kind, type_ in (
         (steps.DriftKind.DECLARED_NOT_SERVED, "DeclaredNotServed"),
         (steps.DriftKind.SERVED_NOT_DECLARED, "ServedNotDeclared"),
+        (steps.DriftKind.ADAPTER_NOT_DECLARED, "AdaptersNotDeclared"),  # LoRA, kept loaded
     ):
         found = [a for a in drift if a.kind is kind]
         if found:

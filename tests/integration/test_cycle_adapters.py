@@ -160,6 +160,9 @@ async def test_managed_unloads_only_the_adapters_llmctl_loaded(
     assert await fleet.tx(status.managed_adapters) == frozenset()
     kept = fleet.state.get().backends["gpu-0"]
     assert [m.name for m in kept.pulled_models if m.parent] == ["theirs"]
+    extra = kept.condition("AdaptersNotDeclared")
+    assert extra is not None
+    assert (extra.reason, extra.message) == ("not_managed", "theirs (not_managed)")
 
 
 async def test_a_server_without_runtime_lora_is_asked_once_and_says_why(
