@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import completion, declare, output, runner, selection
+from controller import completion, declare, output, runner, selection, shapes
 from runtimestate.desired import spec
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def adapter_list(
     env = declare.env_of(ctx)
     chosen = selection.selected(env, selector)
     state = runner.read(env, store.load)
-    docs = [output.adapter_doc(a, state) for a in state.adapters if chosen.matches(a.spec.labels)]
+    docs = [shapes.adapter_doc(a, state) for a in state.adapters if chosen.matches(a.spec.labels)]
     output.render_list("adapter", docs, fmt, env.out)
 
 
@@ -135,7 +135,7 @@ def adapter_get(
     adapter = state.adapter(name)
     if adapter is None:
         env.fail(str(store.missing("adapter", name, state.adapters_by_name)))
-    doc = output.adapter_doc(adapter, state)
+    doc = shapes.adapter_doc(adapter, state)
     doc["backends"] = [b.name for b in state.backends if adapter in state.adapters_for(b.name)]
     if fmt is output.Format.NAME:
         output.render_names("adapter", [doc], env.out)

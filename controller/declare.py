@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from controller import completion, output, runner, selection
+from controller import completion, output, runner, selection, shapes
 from runtimestate.desired import spec
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ def backend_list(
     async def docs(session: AsyncSession) -> list[dict[str, Any]]:
         state, observed = await _with_status(session)
         return [
-            output.backend_doc(b, state, observed.get(b.name))
+            shapes.backend_doc(b, state, observed.get(b.name))
             for b in state.backends
             if chosen.matches(b.spec.labels)
         ]
@@ -306,7 +306,7 @@ def backend_get(ctx: typer.Context, name: BackendArg, fmt: OutputOpt = output.Fo
     backend = state.backend(name)
     if backend is None:
         env.fail(str(store.missing("backend", name, state.backends_by_name)))
-    doc = output.backend_doc(backend, state, observed.get(name))
+    doc = shapes.backend_doc(backend, state, observed.get(name))
     doc["desiredModels"] = [m.name for m in state.models_for(name)]
     if fmt is output.Format.NAME:
         output.render_names("backend", [doc], env.out)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import declare, output, runner, selection
+from controller import declare, output, runner, selection, shapes
 from runtimestate.desired import engineargs, spec
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def model_list(
     chosen = selection.selected(env, selector)
     state = runner.read(env, store.load)
     models = [m for m in state.models if chosen.matches(m.spec.labels)]
-    output.render_list("model", [output.model_doc(m, state) for m in models], fmt, env.out)
+    output.render_list("model", [shapes.model_doc(m, state) for m in models], fmt, env.out)
 
 
 @model_app.command("get")
@@ -246,7 +246,7 @@ def model_get(
         env.fail(str(exc))
     if model is None:
         env.fail(str(store.missing("model", name, (m.name for m in state.models))))
-    doc = output.model_doc(model, state)
+    doc = shapes.model_doc(model, state)
     doc["backends"] = [b.name for b in state.backends if model in state.models_for(b.name)]
     if fmt is output.Format.NAME:
         output.render_names("model", [doc], env.out)

@@ -13,13 +13,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from runtimestate.desired import engineargs, names
-
 if TYPE_CHECKING:
     from rich.console import Console
-
-    from runtimestate import desired, snapshot
-    from runtimestate.desired import spec
 
 
 class Format(enum.StrEnum):
@@ -37,152 +32,6 @@ class DocFormat(enum.StrEnum):
     TABLE = "table"
     JSON = "json"
     YAML = "yaml"
-
-
-def _time(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _meta(meta: spec.Meta) -> dict[str, Any]:
-    return {
-        "generation": meta.generation,
-        "createdAt": _time(meta.created_at),
-        "updatedAt": _time(meta.updated_at),
-    }
-
-
-def status_doc(
-    backend: spec.Backend, state: desired.DesiredState, observed: snapshot.LLMState | None
-) -> dict[str, Any] | None:
-    """The observed status of a backend as the last cycle recorded it; None if never."""
-    if observed is None:
-        return None
-    kind = backend.spec.type
-    served = {names.key(m.name, kind) for m in observed.serving}
-    desired_names = [m.name for m in state.models_for(backend.name)]
-    ready = sum(names.key(name, kind) in served for name in desired_names)
-
-    def downloads(views: tuple[snapshot.DownloadView, ...]) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": d.job_id,
-                "model": d.model,
-                "state": d.state,
-                "percent": d.percent,
-                "error": d.error,
-            }
-            for d in views
-        ]
-
-    return {
-        "phase": observed.phase.value,
-        "ready": ready,
-        "desired": len(desired_names),
-        "pulling": len(observed.downloads_pending),
-        "error": observed.error,
-        "observedGeneration": observed.observed_generation,
-        "lastOkAt": None if observed.last_ok_at is None else _time(observed.last_ok_at),
-        "version": observed.version,
-        "conditions": [
-            {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
-            for c in observed.conditions
-        ],
-        "models": [
-            {
-                "name": m.name,
-                "size": m.size,
-                "contextLength": m.context_length,
-                "loaded": m.loaded,
-                "baseUrl": m.base_url,
-            }
-            for m in observed.pulled_models
-        ],
-        "instances": _instances(observed),
-        "downloads": {
-            "pending": downloads(observed.downloads_pending),
-            "failed": downloads(observed.downloads_failed),
-            "held": downloads(observed.downloads_held),
-        },
-    }
-
-
-def _instances(observed: snapshot.LLMState) -> list[dict[str, Any]]:
-    """A node agent's ``vllm serve`` instances (empty for every other backend type)."""
-    return [
-        {
-            "name": i.name,
-            "state": i.state,
-            "baseUrl": i.base_url,
-            "gpus": list(i.gpus),
-            "restarts": i.restarts,
-            "lastError": i.last_error,
-            "logTail": list(i.log_tail),
-        }
-        for i in observed.instances
-    ]
-
-
-def backend_doc(
-    backend: spec.Backend,
-    state: desired.DesiredState,
-    observed: snapshot.LLMState | None = None,
-) -> dict[str, Any]:
-    s = backend.spec
-    return {
-        "name": s.name,
-        "type": s.type.value,
-        "url": s.url,
-        "labels": dict(s.labels),
-        "prune": s.prune.value,
-        "maxPulls": s.max_pulls,
-        "credentials": None if s.credentials is None else s.credentials.describe(),
-        "vramBytes": s.vram_bytes,
-        "diskBytes": s.disk_bytes,
-        "pools": list(state.pools_of_backend(s.name)),
-        **_meta(backend.meta),
-        "status": status_doc(backend, state, observed),
-    }
-
-
-def model_doc(model: spec.Model, state: desired.DesiredState) -> dict[str, Any]:
-    s = model.spec
-    return {
-        "name": s.name,
-        "contextLength": s.context_length,
-        "capabilities": None if s.capabilities is None else [c.value for c in s.capabilities],
-        "labels": dict(s.labels),
-        "vllm": None if s.vllm is None else engineargs.document(s.vllm),
-        "warm": s.warm,
-        "keepAlive": s.keep_alive,
-        "pools": list(state.pools_of_model(s.name)),
-        **_meta(model.meta),
-    }
-
-
-def pool_doc(pool: spec.Pool) -> dict[str, Any]:
-    s = pool.spec
-    return {
-        "name": s.name,
-        "purpose": s.purpose,
-        "labels": dict(s.labels),
-        "backends": list(s.backends),
-        "models": list(s.models),
-        "adapters": list(s.adapters),
-        **_meta(pool.meta),
-    }
-
-
-def adapter_doc(adapter: spec.Adapter, state: desired.DesiredState) -> dict[str, Any]:
-    s = adapter.spec
-    return {
-        "name": s.name,
-        "baseModel": s.base_model,
-        "source": s.source,
-        "revision": s.revision,
-        "labels": dict(s.labels),
-        "pools": [p.name for p in state.pools if s.name in p.spec.adapters],
-        **_meta(adapter.meta),
-    }
 
 
 def age(created_at: str, now: dt.datetime | None = None) -> str:
@@ -370,8 +219,8 @@ def _model_rows(models: list[dict[str, Any]], wide: bool) -> list[dict[str, Any]
 
 
 def render_backend(doc: dict[str, Any], console: Console, *, wide: bool = False) -> None:
-    """``backend get`` as a person reads it: the spec, then conditions, models, downloads,
-    a node agent's instances; sizes human (``4.7 GB``), in bytes when ``wide``."""
+    """``backend get`` as a person reads it: the spec, then conditions, models, LoRA adapters,
+    downloads, a node agent's instances; sizes human (``4.7 GB``), in bytes when ``wide``."""
     status = doc.get("status")
     render_one({k: v for k, v in doc.items() if k != "status"}, Format.TABLE, console)
     if status is None:
@@ -383,6 +232,7 @@ def render_backend(doc: dict[str, Any], console: Console, *, wide: bool = False)
     sections = (
         ("CONDITION", ["type", "status", "reason", "message"], status["conditions"]),
         ("MODEL", ["name", "size", "contextLength", "loaded"], _model_rows(status["models"], wide)),
+        ("ADAPTER", ["name", "baseModel", "loaded", "placed"], status.get("adapters", [])),
         ("DOWNLOAD", ["id", "model", "state", "percent", "error"], _downloads(status)),
         ("INSTANCE", ["name", "state", "baseUrl", "gpus", "restarts", "lastError"],
          status.get("instances", [])),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from controller import output, runner
+from controller import output, runner, shapes
 from runtimestate import snapshot
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ async def _read(
 
     state = await store.load(session)
     observed = await status.load_states(session)
-    backends = [output.backend_doc(b, state, observed.get(b.name)) for b in state.backends]
+    backends = [shapes.backend_doc(b, state, observed.get(b.name)) for b in state.backends]
     counts: dict[str, int] = {}
     for job in await queue.list_jobs(session, states=jobs.ACTIVE_STATES):
         counts[job.state.value] = counts.get(job.state.value, 0) + 1

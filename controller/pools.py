@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import completion, declare, output, runner, selection
+from controller import completion, declare, output, runner, selection, shapes
 from runtimestate.desired import spec
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def pool_list(
     chosen = selection.selected(env, selector)
     state = runner.read(env, store.load)
     pools = [p for p in state.pools if chosen.matches(p.spec.labels)]
-    output.render_list("pool", [output.pool_doc(p) for p in pools], fmt, env.out)
+    output.render_list("pool", [shapes.pool_doc(p) for p in pools], fmt, env.out)
 
 
 @app.command("get")
@@ -94,9 +94,9 @@ def pool_get(
     env = declare.env_of(ctx)
     pool = runner.read(env, lambda s: poolstore.get_pool(s, name))
     if fmt is output.Format.NAME:
-        output.render_names("pool", [output.pool_doc(pool)], env.out)
+        output.render_names("pool", [shapes.pool_doc(pool)], env.out)
         return
-    output.render_one(output.pool_doc(pool), fmt, env.out)
+    output.render_one(shapes.pool_doc(pool), fmt, env.out)
 
 
 @app.command("delete")

@@ -51,6 +51,8 @@ def _kind(action: steps.Action) -> str:
         steps.StopInstance: "stop",
         steps.Preload: "preload",
         steps.Unload: "unload",
+        steps.LoadAdapter: "load-adapter",  # LoRA adapters (issue 16)
+        steps.UnloadAdapter: "unload-adapter",
     }[type(action)]
 
 

@@ -47,7 +47,8 @@ class PulledModel:
     """A model a backend reports, in the shape of Ollama's list entries plus what llmctl adds.
 
     `base_url` is where it is served when that is not the backend's own URL (a node agent's
-    model: its ready instance's ``http://host:port/v1``); None means the backend's URL."""
+    model: its ready instance's ``http://host:port/v1``); None means the backend's URL.
+    `parent` marks a loaded LoRA adapter: the base model it runs on."""
 
     name: str
     model: str
@@ -67,6 +68,7 @@ class PulledModel:
     base_url: str | None = None
     size_vram: int = 0  # a loaded model's bytes in GPU memory (Ollama's `/api/ps`)
     expires_at: dt.datetime | None = None  # when a loaded model unloads by itself
+    parent: str | None = None  # a LoRA adapter's base model (vLLM's `parent`); None: a model
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ class LLMState:
     downloads_failed: tuple[DownloadView, ...] = ()
     downloads_held: tuple[DownloadView, ...] = ()
     instances: tuple[InstanceView, ...] = ()  # a node agent's; empty for every other type
+    adapters: tuple[str, ...] = ()  # the LoRA adapters placed here (issue 16), loaded or not
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -237,6 +240,7 @@ def state_from_dict(doc: Mapping[str, Any]) -> LLMState:
         downloads_failed=downloads("downloads_failed"),
         downloads_held=downloads("downloads_held"),
         instances=instances,
+        adapters=tuple(doc.get("adapters", ())),
     )
 
 

@@ -19,6 +19,8 @@ Conditions:
   (``ok``), or the first reason one is not (``preloading``, or the planner's cold reason:
   ``cold_pulling``, ``cold_not_installed``, ``cold_pending``, ``cold_budget``); the message
   says of each warm model whether it is warm, being preloaded, or why it was left cold.
+- ``AdaptersReady`` (backends with adapters placed; `runtimestate.reconcile.lorastatus`), and
+  ``AdaptersNotDeclared``: LoRA adapters loaded, placed nowhere here, kept by the prune policy.
 - ``DeclaredNotServed`` / ``ServedNotDeclared``: drift the planner reported and llmctl does not
   act on (a vLLM node's fixed model set, a cloud provider's listing, models the prune policy
   keeps); the message names the models.
@@ -34,7 +36,7 @@ from dwqueue import jobs
 from runtimestate import snapshot
 from runtimestate.backends import base
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import probing, serving, steps
+from runtimestate.reconcile import lorastatus, probing, serving, steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Inputs:
     # A node agent's refusals this cycle: model -> why its start or restart failed.
     refused: Mapping[str, str] = dataclasses.field(default_factory=dict)
     warm: tuple[str, ...] = ()  # the desired models declared warm (filled in like `desired`)
+    adapters: tuple[str, ...] = ()  # the LoRA adapters placed here (issue 16), filled as `desired`
 
 
 def pulled(
@@ -93,6 +96,7 @@ def pulled(
         base_url=base_url,
         size_vram=model.size_vram or 0,
         expires_at=model.expires_at,
+        parent=details.parent_model,
     )
 
 
@@ -200,6 +204,7 @@ def _drift(actions: Sequence[steps.Action]) -> list[snapshot.Condition]:
     for kind, type_ in (
         (steps.DriftKind.DECLARED_NOT_SERVED, "DeclaredNotServed"),
         (steps.DriftKind.SERVED_NOT_DECLARED, "ServedNotDeclared"),
+        (steps.DriftKind.ADAPTER_NOT_DECLARED, "AdaptersNotDeclared"),  # LoRA, kept loaded
     ):
         found = [a for a in drift if a.kind is kind]
         if found:
@@ -271,6 +276,7 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         *([_instances_ready(inputs, observation)] if observation and _runs(backend) else []),
         *([_warm_models(inputs, models)] if inputs.warm and observation else []),
         *_drift(inputs.actions),
+        *([lorastatus.ready(inputs.adapters, inputs.actions)] if inputs.adapters else []),
     )
     return snapshot.LLMState(
         id=backend.meta.id,
@@ -293,4 +299,5 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         downloads_failed=tuple(_download(j) for j in failed if j.id not in held_ids),
         downloads_held=tuple(_download(j) for j in inputs.jobs if j.id in held_ids),
         instances=serving.views(instances),
+        adapters=inputs.adapters,
     )

@@ -34,7 +34,7 @@ import datetime as dt
 import functools
 import random
 import time  # durations of real work, for the log; decisions read `self._clock`
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -53,6 +53,7 @@ from runtimestate.reconcile import (
     preloads,
     probing,
     recording,
+    refusals,
     reuse,
     status,
     steps,
@@ -103,6 +104,8 @@ class Report:
             "stops": len(self.plan.of(steps.StopInstance)),
             "preloads": len(self.plan.of(steps.Preload)),
             "unloads": len(self.plan.of(steps.Unload)),
+            "adapter_loads": len(self.plan.of(steps.LoadAdapter)),
+            "adapter_unloads": len(self.plan.of(steps.UnloadAdapter)),
             "holds": len(self.plan.of(steps.Hold)),
             "drift": len(self.plan.of(steps.ReportDrift)),
             "failed_actions": sum(not o.ok and not o.skipped for o in self.outcomes),
@@ -128,6 +131,7 @@ class _Read:
     loaded: bool = False  # `previous` was read from the database (first cycle, or unwritten)
     complete: bool = False  # every query of the read returned: the planner may prune, cancel
     preloaded: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    adapters: frozenset[tuple[str, str]] = frozenset()  # (backend, adapter) llmctl loaded
 
 
 class BackendCycle:
@@ -157,6 +161,7 @@ class BackendCycle:
         self._recorder = recording.Recorder(sessions, sink, settings.prefix)
         self._pool = pool
         self._reuse = reuse.Reuse()
+        self._refusals = refusals.Refusals()
         self._plan: plan.Plan | None = None
         self._cycle = 0
         self._lock = asyncio.Lock()
@@ -197,6 +202,7 @@ class BackendCycle:
             decided = plan.compute(
                 [view], jobs=[planview.JobView.of(j) for j in mine], managed=read.managed,
                 desired_complete=read.complete,
+                lora=self._refusals.records({name: view}, read.adapters, self._version(now), now),
             )  # fmt: skip
             state = self._state(read.desired, backend, decided, mine, view, now)
             written = await self._recorder.record_refresh(state, read.previous.get(name), now)
@@ -222,14 +228,16 @@ class BackendCycle:
             managed=read.managed,
             desired_complete=read.complete,
             previous=self._plan,
+            lora=self._refusals.records(views, read.adapters, self._version(now), now),
         )
         self._plan = decided
         outcomes: tuple[execution.Outcome, ...] = ()
         if not dry_run:
             outcomes = await self._executor.apply(decided, read.desired)
+            self._refusals.note(outcomes, self._version(now), now)
             read = await self._reread_jobs(read)
         states = self._states(
-            read, decided, views, now, forget=not selector, refused=refused(outcomes)
+            read, decided, views, now, forget=not selector, refused=execution.refused(outcomes)
         )
         taken = snapshot.Snapshot(states, self._cycle, now)
         written = True
@@ -256,11 +264,15 @@ class BackendCycle:
         managed = await status.managed(session)
         preloaded = await preloads.load(session)
         previous = self._recorder.previous
+        loras = await status.managed_adapters(session)
         if previous is None:  # first cycle, or the last status write failed
             previous, loaded = await status.load_states(session), True
         else:
             loaded = False
-        return _Read(state, found, managed, previous, loaded, True, preloaded)
+        return _Read(state, found, managed, previous, loaded, True, preloaded, loras)
+
+    def _version(self, now: dt.datetime) -> Callable[[str], str | None]:
+        return refusals.versions(self._observer, now, self._settings.probing)
 
     def _match_records(self, read: _Read) -> None:
         """After a read of the persisted status, the observer resumes from it what it lacks."""
@@ -357,18 +369,9 @@ def _build(
     warm: tuple[str, ...] = ()  # warm models, where the backend can keep them loaded
     if backends.capabilities(inputs.backend.spec.type).can_preload:
         warm = tuple(m.name for m in declared if m.spec.warm)
-    return conditions.build(dataclasses.replace(inputs, desired=wanted, warm=warm), now, policy)
-
-
-def refused(outcomes: Sequence[execution.Outcome]) -> dict[str, dict[str, str]]:
-    """The failed instance starts and restarts of a pass, by backend and model."""
-    found: dict[str, dict[str, str]] = {}
-    for outcome in outcomes:
-        action = outcome.action
-        started = isinstance(action, steps.StartInstance | steps.RestartInstance)
-        if started and not outcome.ok and not outcome.skipped:
-            found.setdefault(action.backend, {})[action.model] = outcome.detail
-    return found
+    placed = tuple(a.name for a in state.adapters_for(inputs.backend.name))
+    filled = dataclasses.replace(inputs, desired=wanted, warm=warm, adapters=placed)
+    return conditions.build(filled, now, policy)
 
 
 def _selected(read: _Read, selector: selectors.Selector) -> _Read:
@@ -381,6 +384,7 @@ def _selected(read: _Read, selector: selectors.Selector) -> _Read:
         desired=dataclasses.replace(read.desired, backends=backends),
         jobs=tuple(j for j in read.jobs if j.backend in names),
         managed=frozenset(pair for pair in read.managed if pair[0] in names),
+        adapters=frozenset(pair for pair in read.adapters if pair[0] in names),
         previous={name: s for name, s in read.previous.items() if name in names},
     )
 

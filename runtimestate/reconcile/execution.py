@@ -5,9 +5,11 @@ a dry run. Pulls and cancellations go to the download queue (`dwqueue.queue`) in
 whose events are published after it commits. The rest goes through the adapters, under each
 backend's advisory lock so replicas never act on one backend at once, in phases: a node
 agent's instance stops, then prunes, then instance starts and restarts (stop, then start) in
-plan order. A prune then drops llmctl's record of the model, and a start records the model as
-llmctl's (`status.record_pulled`, so `prune: managed` may stop it later); both writes are
-retried on the next apply when they fail. A prune whose model's stop failed is not attempted.
+plan order, then LoRA adapter unloads, then loads (issue 16; a load is recorded as llmctl's in
+`managed_adapters`, an unload drops that record). A prune then drops llmctl's record of the
+model, and a start records the model as llmctl's (`status.record_pulled`, so `prune: managed`
+may stop it later); both writes are retried on the next apply when they fail. A prune whose
+model's stop failed is not attempted.
 
 It must not decide anything (what to do is the plan's) and never raises: an action that fails,
 or that another replica's lock holds back, is an `Outcome` that says so.
@@ -37,6 +39,7 @@ T = TypeVar("T")
 Acted = (
     steps.StopInstance | steps.Prune | steps.StartInstance | steps.RestartInstance
     | steps.Preload | steps.Unload
+    | steps.UnloadAdapter | steps.LoadAdapter
 )  # fmt: skip
 _PHASES: tuple[tuple[type[Acted], ...], ...] = (
     (steps.StopInstance,), (steps.Prune,), (steps.StartInstance, steps.RestartInstance)
@@ -65,6 +68,7 @@ class Outcome:
     detail: str = ""
     skipped: bool = False
     created: bool = False
+    terminal: bool = False  # the backend refused it for good: the same call would fail again
 
 
 class Executor:
@@ -171,10 +175,13 @@ class Executor:
             if isinstance(action, steps.StartInstance | steps.RestartInstance):
                 done.append(await self._instance(action, state))
         # Warm models (issue 16): unloads free memory before preloads fill it.
-        for kind in (steps.Unload, steps.Preload):
+        for warmth in (steps.Unload, steps.Preload):
             for action in acts:
-                if isinstance(action, kind):
+                if isinstance(action, warmth):
                     done.append(await self._residency(action, state))
+        for lora in (steps.UnloadAdapter, steps.LoadAdapter):  # unloads free LoRA slots first
+            loras = [a for a in acts if isinstance(a, lora)]
+            done += await asyncio.gather(*(self._adapter(a, state) for a in loras))
         return done
 
     async def _residency(
@@ -208,6 +215,39 @@ class Executor:
         except Exception as exc:  # logged by failures.logged, a failed outcome (next cycle)
             what = "preloading" if isinstance(action, steps.Preload) else "unloading"
             return Outcome(action, False, failures.logged(what, exc, backend=action.backend))
+        return Outcome(action, True)
+
+    async def _adapter(
+        self, action: steps.LoadAdapter | steps.UnloadAdapter, state: desired.DesiredState
+    ) -> Outcome:
+        """Load or unload one LoRA adapter, then record it as llmctl's or drop that record (a
+        failed write is logged; the next load of it records it again). Never raises."""
+        backend = state.backend(action.backend)
+        assert backend is not None
+        try:
+            adapter = self._pool.get(backend.spec)
+            if not isinstance(adapter, base.LoraManager):
+                return Outcome(action, False, "this backend cannot load adapters", terminal=True)
+            if isinstance(action, steps.LoadAdapter):
+                await adapter.load_lora(action.adapter, action.source)
+            else:
+                with contextlib.suppress(errors.ModelNotFound):  # already gone: goal reached
+                    await adapter.unload_lora(action.adapter)
+        except errors.LlmctlError as exc:
+            detail = self._pool.redact(action.backend, exc.detail)
+            terminal = isinstance(exc, errors.TerminalError)
+            return Outcome(action, False, f"{exc.reason.value}: {detail}", terminal=terminal)
+        except Exception as exc:  # logged by failures.logged, a failed outcome
+            return Outcome(action, False, failures.logged("acting on an adapter", exc))
+        now, name, lora = self._clock.now(), action.backend, action.adapter
+        try:
+            if isinstance(action, steps.LoadAdapter):
+                await self._tx(lambda s: status.record_loaded(s, name, lora, now))
+            else:
+                await self._tx(lambda s: status.forget_adapter(s, name, lora))
+        except Exception as exc:  # logged by failures.logged
+            failure = failures.logged("recording an adapter", exc, backend=name)
+            return Outcome(action, False, f"done, but not recorded: {failure}")
         return Outcome(action, True)
 
     async def _instance(
@@ -311,6 +351,17 @@ class Executor:
             failures.logged("recording started models", exc)
             return
         self._unrecorded = {}
+
+
+def refused(outcomes: Sequence[Outcome]) -> dict[str, dict[str, str]]:
+    """The failed instance starts and restarts of a pass, by backend and model."""
+    found: dict[str, dict[str, str]] = {}
+    for outcome in outcomes:
+        action = outcome.action
+        started = isinstance(action, steps.StartInstance | steps.RestartInstance)
+        if started and not outcome.ok and not outcome.skipped:
+            found.setdefault(action.backend, {})[action.model] = outcome.detail
+    return found
 
 
 async def _queue_actions(

@@ -5,7 +5,8 @@
 `runtimestate.reconcile.planview`), the active and held download jobs, the record of what llmctl
 pulled, and whether the desired state was read completely. It returns a `Plan`: pulls, job
 cancellations, prunes, a node agent's instance starts, restarts and stops (their rules are
-`runtimestate.reconcile.instances`), and informative entries (drift, held downloads). The
+`runtimestate.reconcile.instances`), LoRA adapter loads and unloads on vLLM
+(`runtimestate.reconcile.loras`), and informative entries (drift, held downloads). The
 backend cycle applies the mutating ones; `llmctl reconcile --dry-run` prints `Plan.describe()`.
 
 Pure and deterministic: no database, HTTP, NATS or clock, and the same inputs in any order give
@@ -48,7 +49,13 @@ from typing import TypeVar, assert_never
 
 from dwqueue import jobs as dwjobs  # `jobs` is compute's parameter
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import instances, planview, steps, warmth  # instances imports plan
+from runtimestate.reconcile import (
+    instances,
+    loras,
+    planview,
+    steps,
+    warmth,
+)  # instances imports plan
 
 _A = TypeVar("_A", bound="steps.Action")
 
@@ -67,6 +74,7 @@ class Decision:
     managed: frozenset[str]
     desired_complete: bool
     actions: tuple[steps.Action, ...]
+    lora: planview.LoraRecord = planview.NO_LORAS
 
     def holds_for(
         self,
@@ -74,6 +82,7 @@ class Decision:
         jobs: tuple[planview.JobView, ...],
         managed: frozenset[str],
         desired_complete: bool,
+        lora: planview.LoraRecord = planview.NO_LORAS,
     ) -> bool:
         """Whether these inputs are the ones decided on (the view by identity)."""
         return (
@@ -81,6 +90,7 @@ class Decision:
             and self.desired_complete == desired_complete
             and self.managed == managed
             and self.jobs == jobs
+            and self.lora == lora
         )
 
 
@@ -144,6 +154,7 @@ def compute(
     managed: Iterable[tuple[str, str]] = (),
     desired_complete: bool = True,
     previous: Plan | None = None,
+    lora: Mapping[str, planview.LoraRecord] | None = None,
 ) -> Plan:
     """The plan for one cycle. Pure, deterministic and independent of input order.
 
@@ -151,7 +162,8 @@ def compute(
     finished one per (backend, model) (a job whose backend is not in ``backends`` belongs to a
     deleted backend); ``managed`` the (backend, model) pairs llmctl pulled; ``desired_complete``
     False when the desired state could not be read completely; ``previous`` the last plan,
-    whose decisions are reused where their inputs did not change (see the module docstring).
+    whose decisions are reused where their inputs did not change (see the module docstring);
+    ``lora`` per backend, the adapters llmctl loaded and the refused loads held (`loras`).
     Raises `ValueError` when two views share a name.
     """
     given = tuple(backends)
@@ -169,13 +181,16 @@ def compute(
     for name in sorted(views):
         backend_jobs = tuple(sorted(jobs_by_backend.get(name, ()), key=lambda j: j.job_id))
         backend_managed = frozenset(managed_by_backend.get(name, ()))
+        record = (lora or {}).get(name, planview.NO_LORAS)
         old = earlier.get(name)
         if old is not None and old.holds_for(
-            views[name], backend_jobs, backend_managed, desired_complete
+            views[name], backend_jobs, backend_managed, desired_complete, record
         ):
             decisions[name] = old
         else:
-            decisions[name] = _decide(views[name], backend_jobs, backend_managed, desired_complete)
+            decisions[name] = _decide(
+                views[name], backend_jobs, backend_managed, desired_complete, record
+            )
     # Jobs of backends that are no longer declared are cancelled; no decision holds them.
     orphans: list[steps.Action] = []
     if desired_complete:
@@ -197,6 +212,7 @@ def _decide(
     backend_jobs: tuple[planview.JobView, ...],
     managed: frozenset[str],
     desired_complete: bool,
+    lora: planview.LoraRecord = planview.NO_LORAS,
 ) -> Decision:
     facts = _facts(view, backend_jobs, managed, desired_complete)
     actions: list[steps.Action] = []
@@ -210,9 +226,11 @@ def _decide(
         actions += started
     actions += _undeclared_actions(facts, freed)
     actions += warmth.decide(view, facts.desired, facts.active)  # warm models (issue 16)
+    actions += loras.decide(view, lora, desired_complete)  # LoRA adapters (issue 16)
     return Decision(
-        view, backend_jobs, managed, desired_complete, tuple(sorted(actions, key=steps.order))
-    )
+        view, backend_jobs, managed, desired_complete, tuple(sorted(actions, key=steps.order)),
+        lora,
+    )  # fmt: skip
 
 
 def _facts(
@@ -354,7 +372,7 @@ def _undeclared_actions(facts: Facts, freed: frozenset[names.ModelKey]) -> list[
     result: list[steps.Action] = []
     for served in view.observed.models:
         model_key = names.key(served.name, view.type)
-        if model_key in facts.desired:
+        if model_key in facts.desired or served.parent is not None:  # adapters: `loras`
             continue
         kept = _kept(facts, served.loaded and model_key not in freed, model_key)
         if kept is None:

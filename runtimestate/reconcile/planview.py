@@ -77,6 +77,30 @@ class ServedModel:
     loaded: bool = False
     size: int | None = None
     size_vram: int | None = None
+    parent: str | None = None  # a LoRA adapter's base model (vLLM's `parent`); None: a model
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DesiredAdapter:
+    """A LoRA adapter placed on one backend (issue 16): loaded under `name` where `base_model`
+    is served, from `source` (a path on the server or a Hub repo id)."""
+
+    name: str
+    base_model: str
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoraRecord:
+    """What llmctl knows of a backend's adapters beyond its observation: the adapters it
+    loaded there (`managed`, what `prune: managed` may unload) and the loads the server
+    refused that are held for now (`refused`: adapter -> why, sorted by adapter)."""
+
+    managed: frozenset[str] = frozenset()
+    refused: tuple[tuple[str, str], ...] = ()
+
+
+NO_LORAS = LoraRecord()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -121,6 +145,8 @@ class BackendView:
     vram_bytes: int | None = None
     preloaded: frozenset[str] = frozenset()
     pending: frozenset[str] = frozenset()
+    adapters: tuple[DesiredAdapter, ...] = ()  # placed here (issue 16)
+    can_load_lora: bool = False  # a vLLM server: adapters are loaded at run time
 
     def __post_init__(self) -> None:
         if self.desired and not self.in_pool:
@@ -220,6 +246,7 @@ def backend_view(
     can_preload: bool = False,
     preloaded: frozenset[str] = frozenset(),
     pending: frozenset[str] = frozenset(),
+    can_load_lora: bool = False,
 ) -> BackendView:
     """The planner's view of one declared backend, given what was observed of it and what
     its adapter declares it can do (`runtimestate.backends.capabilities`, which this pure
@@ -238,4 +265,9 @@ def backend_view(
         vram_bytes=backend.spec.vram_bytes,
         preloaded=preloaded,
         pending=pending,
+        adapters=tuple(
+            DesiredAdapter(a.name, a.spec.base_model, a.spec.source)
+            for a in state.adapters_for(backend.name)
+        ),
+        can_load_lora=can_load_lora,
     )

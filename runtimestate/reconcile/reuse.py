@@ -47,7 +47,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 _KEPT_OVERRIDES = 16  # mappings of the last reads: four backend types, a few reads each
 
-# Every node of a fleet serves the same few (name, loaded) pairs: one object each, not one
+# Every node of a fleet serves the same few (name, loaded, parent) triples: one object each, not one
 # per model per node (fewer objects for the garbage collector to walk, too).
 _served = functools.lru_cache(maxsize=16384)(planview.ServedModel)
 
@@ -55,7 +55,10 @@ _served = functools.lru_cache(maxsize=16384)(planview.ServedModel)
 def observed_view(usable: base.Observation, stale: bool) -> planview.ObservedView:
     """The planner's view of an observation: its models, and a node agent's instances and
     free GPUs."""
-    served = tuple(_served(m.name, m.loaded, m.size, m.size_vram) for m in usable.models)
+    served = tuple(
+        _served(m.name, m.loaded, m.size, m.size_vram, m.details.parent_model)
+        for m in usable.models
+    )
     instances = tuple(
         planview.InstanceView(i.name, i.weights, i.state.value, i.engine, i.last_error)
         for i in usable.instances
@@ -101,7 +104,7 @@ class Reuse:
         the observation is the same object and the desired state has the same key (and the
         warm models' inputs: the VRAM budget, what llmctl preloaded, the pending preloads)."""
         name = backend.name
-        key = state.key_of(name)
+        key = (state.key_of(name), state.adapters_for(name))  # the adapters placed: issue 16
         held = self._views.get(name)
         warmth = (backend.spec.vram_bytes, preloaded, pending)
         if (
@@ -118,7 +121,7 @@ class Reuse:
         view = planview.backend_view(
             state, backend, observed, can_pull=able.can_pull, can_delete=able.can_delete,
             runs_instances=able.runs_instances, can_preload=able.can_preload,
-            preloaded=preloaded, pending=pending,
+            preloaded=preloaded, pending=pending, can_load_lora=able.can_load_lora,
         )  # fmt: skip
         self._views[name] = _View(usable, stale, key, backend.spec.prune, view, warmth)
         return view

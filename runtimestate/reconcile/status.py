@@ -1,4 +1,5 @@
-"""The status store: observed backend states, and the record of models llmctl pulled.
+"""The status store: observed backend states, and the records of models llmctl pulled and of
+LoRA adapters it loaded.
 
 Called by the backend cycle (status written only where it changed), the download cycle (a
 successful pull is recorded as made by llmctl, which the `managed` prune policy relies on), the
@@ -176,3 +177,36 @@ async def forget_backends(session: AsyncSession, backends: Iterable[str]) -> Non
     if names:
         table = schema.ManagedModelRow
         await session.execute(sa.delete(table).where(table.backend.in_(names)))
+        lora = schema.ManagedAdapterRow
+        await session.execute(sa.delete(lora).where(lora.backend.in_(names)))
+
+
+# Adapters (issue 16): the LoRA adapters llmctl loaded, what `prune: managed` may unload.
+
+
+async def managed_adapters(session: AsyncSession) -> frozenset[tuple[str, str]]:
+    """Every (backend, adapter) llmctl loaded and has not unloaded since."""
+    table = schema.ManagedAdapterRow
+    rows = await session.execute(sa.select(table.backend, table.adapter))
+    return frozenset((backend, adapter) for backend, adapter in rows)
+
+
+async def record_loaded(
+    session: AsyncSession, backend: str, adapter: str, now: dt.datetime
+) -> None:
+    """Remember that llmctl loaded ``adapter`` onto ``backend``. Idempotent."""
+    table = schema.ManagedAdapterRow
+    where = (table.backend == backend, table.adapter == adapter)
+    updated = await session.execute(sa.update(table).where(*where).values(loaded_at=now))
+    if updated.rowcount == 0:  # type: ignore[attr-defined]
+        await session.execute(
+            sa.insert(table).values(backend=backend, adapter=adapter, loaded_at=now)
+        )
+
+
+async def forget_adapter(session: AsyncSession, backend: str, adapter: str) -> None:
+    """Drop the record of an adapter unloaded from ``backend``."""
+    table = schema.ManagedAdapterRow
+    await session.execute(
+        sa.delete(table).where(table.backend == backend, table.adapter == adapter)
+    )

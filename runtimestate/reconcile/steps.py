@@ -1,11 +1,12 @@
 """The planner's vocabulary: the actions a plan holds, each with a reason, and their order.
 
 `Pull`, `CancelJob`, `Prune`, the node agents' `StartInstance`, `RestartInstance` and
-`StopInstance`, Ollama's warm-model `Preload` and `Unload` change something; `ReportDrift`
-and `Hold` inform (status conditions, dry runs). Every action names its backend and model
-and carries a `Reason` (a stable `ReasonCode` and a human text); `describe()` is its one
-line in ``reconcile --dry-run``. `order` sorts a plan: by backend, then kind (`_KIND_ORDER`:
-what frees resources first), then model.
+`StopInstance`, Ollama's warm-model `Preload` and `Unload`, and vLLM's `LoadAdapter` and
+`UnloadAdapter` (LoRA) change something; `ReportDrift` and `Hold` inform (status conditions,
+dry runs). Every action names its backend and model and carries a `Reason` (a stable
+`ReasonCode` and a human text); `describe()` is its one line in ``reconcile --dry-run``.
+`order` sorts a plan: by backend, then kind (`_KIND_ORDER`: what frees resources first),
+then model.
 
 Built by the planner (`runtimestate.reconcile.plan` and its rules modules), applied by
 `runtimestate.reconcile.execution`, shown by the conditions and the CLI. Pure values: no I/O.
@@ -54,12 +55,20 @@ class ReasonCode(enum.StrEnum):
     COLD_NOT_INSTALLED = "cold_not_installed"  # cold: not on the node yet
     COLD_BUDGET = "cold_budget"  # cold: past the backend's VRAM budget
     COLD_PENDING = "cold_pending"  # cold: a preload was sent; no observation shows it yet
+    # Adapters (issue 16)
+    ADAPTER_MISSING = "adapter_missing"  # LoadAdapter: placed here, base served, not loaded
+    ADAPTER_UNDECLARED = "adapter_undeclared"  # UnloadAdapter: loaded, placed nowhere here
+    BASE_NOT_SERVED = "base_not_served"  # drift: placed, but its base model is not served
+    CANNOT_LOAD_ADAPTERS = "cannot_load_adapters"  # drift: the backend type loads no adapters
+    LOAD_REFUSED = "load_refused"  # drift: the server refused the load; held a while
 
 
 class DriftKind(enum.StrEnum):
     DECLARED_NOT_SERVED = "declared_not_served"
     SERVED_NOT_DECLARED = "served_not_declared"
     COLD = "cold"  # declared warm, not loaded, and not preloaded this cycle
+    ADAPTER_NOT_LOADED = "adapter_not_loaded"  # Adapters (issue 16)
+    ADAPTER_NOT_DECLARED = "adapter_not_declared"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -204,12 +213,51 @@ class Unload:
         return f"{verb} {self.model} on {self.backend}: {self.reason.text}"
 
 
+# Adapters (issue 16)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadAdapter:
+    """Load the LoRA `adapter` (from `source`: a path or a Hub repo id) on a vLLM `backend`
+    serving its `base_model`."""
+
+    backend: str
+    adapter: str
+    base_model: str
+    source: str
+    reason: Reason
+
+    @property
+    def model(self) -> str:
+        return self.adapter  # what `order` and the conditions sort and name by
+
+    def describe(self) -> str:
+        return f"load adapter {self.adapter} on {self.backend}: {self.reason.text}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnloadAdapter:
+    """Unload the LoRA `adapter` from a vLLM `backend`."""
+
+    backend: str
+    adapter: str
+    reason: Reason
+
+    @property
+    def model(self) -> str:
+        return self.adapter
+
+    def describe(self) -> str:
+        return f"unload adapter {self.adapter} on {self.backend}: {self.reason.text}"
+
+
 Action = (
     Pull | CancelJob | Prune | ReportDrift | Hold | StartInstance | RestartInstance | StopInstance
-    | Preload | Unload
+    | Preload | Unload | LoadAdapter | UnloadAdapter
 )  # fmt: skip
 MUTATING: tuple[type[Action], ...] = (
-    CancelJob, StopInstance, Prune, Pull, StartInstance, RestartInstance, Preload, Unload
+    CancelJob, StopInstance, Prune, Pull, StartInstance, RestartInstance, Preload, Unload,
+    UnloadAdapter, LoadAdapter,
 )  # fmt: skip
 
 # Cancel first (frees a worker), stop before prune (frees the weights), prune before pull
@@ -218,6 +266,7 @@ MUTATING: tuple[type[Action], ...] = (
 _KIND_ORDER: Mapping[type[Action], int] = {
     CancelJob: 0, StopInstance: 1, Unload: 1, Prune: 2, Pull: 3, StartInstance: 4,
     RestartInstance: 4, Preload: 4, Hold: 5, ReportDrift: 6,
+    UnloadAdapter: 2, LoadAdapter: 4,  # an unload frees a LoRA slot a load may need
 }  # fmt: skip
 
 

@@ -65,6 +65,7 @@ class Absence:
     backend: str
     phase: Phase
     declared: bool
+    adapter: bool = False  # a LoRA adapter placed there, not loaded (issue 16)
 
 
 @functools.lru_cache(maxsize=65536)  # session keys repeat; hashing one costs a microsecond
@@ -304,6 +305,7 @@ class Index:
             if backend in serving:
                 continue
             key = names.key(name, state.type)
-            declared = any(names.key(m, state.type) == key for m in state.models)
-            result.append(Absence(backend, state.phase, declared))
+            placed = name in state.adapters
+            declared = placed or any(names.key(m, state.type) == key for m in state.models)
+            result.append(Absence(backend, state.phase, declared, placed))
         return result

@@ -164,6 +164,10 @@ def _unavailable(
     if degraded:
         notes.append(f"{_listed(degraded)} Degraded (allow degraded backends to use it)")
     declared = [e for e in by_reason.get(Reason.MODEL_ABSENT, []) if e.declared]
+    loras = [e for e in declared if e.model in index.backends[e.backend].adapters]  # issue 16
+    declared = [e for e in declared if e not in loras]
+    if loras:
+        notes.append(f"declared on {_listed(sorted({e.backend for e in loras}))}, not loaded yet")
     if declared:
         notes.append(
             f"declared on {_listed(sorted({e.backend for e in declared}))}, not pulled yet"

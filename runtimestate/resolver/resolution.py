@@ -341,8 +341,9 @@ def exclusions(
     for name in request.models or (None,):
         if name is not None:
             for absent in index.absences(name):
+                verb = "loaded" if absent.adapter else "pulled"  # an adapter is loaded
                 detail = (
-                    f"declared on {absent.backend}, not pulled yet"
+                    f"declared on {absent.backend}, not {verb} yet"
                     if absent.declared
                     else f"{absent.backend} does not serve it"
                 )

@@ -169,4 +169,4 @@ def test_a_cycles_refused_starts_are_its_failed_starts_and_restarts_by_backend()
         execution.Outcome(stop, False, "unavailable: refused"),
         execution.Outcome(steps.StartInstance("gpu-2", LLAMA, LLAMA, None, why), True),
     )
-    assert cycle.refused(outcomes) == {"gpu-1": {QWEN: "rejected: needs 1 GPU, 0 free"}}
+    assert execution.refused(outcomes) == {"gpu-1": {QWEN: "rejected: needs 1 GPU, 0 free"}}

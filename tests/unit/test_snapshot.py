@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from runtimestate import snapshot
@@ -66,3 +67,23 @@ def test_conditions_are_found_by_type() -> None:
     assert found is not None
     assert found.reason == "timeout"
     assert state.condition("ModelsReady") is None
+
+
+def test_an_adapters_parent_and_the_placed_adapters_survive_the_wire_form() -> None:
+    card = snapshot.PulledModel(name="sql", model="/adapters/sql", parent="llama3.2:1b")
+    state = dataclasses.replace(
+        _state(), pulled_models=(*_state().pulled_models, card), adapters=("sql", "chat")
+    )
+    again = snapshot.from_wire(snapshot.to_wire(state))
+    assert again.pulled_models[-1].parent == "llama3.2:1b"
+    assert again.adapters == ("sql", "chat")
+
+
+def test_a_state_written_before_adapters_loads_without_them() -> None:
+    doc = snapshot.state_to_dict(_state())
+    del doc["adapters"]
+    for model in doc["pulled_models"]:
+        del model["parent"]
+    old = snapshot.state_from_dict(doc)
+    assert old.adapters == ()
+    assert old.pulled_models[0].parent is None

@@ -1,0 +1,116 @@
+"""The planner's rules for LoRA adapters on vLLM servers (issue 16): load, unload, or report.
+
+Called by `runtimestate.reconcile.plan` once per backend decision (`decide`). A vLLM server
+lists each loaded adapter in `/v1/models` as a card whose `parent` is its base model; the
+planner sees them as `planview.ServedModel`s with a `parent`. Rules:
+
+- An adapter placed on a backend that cannot load adapters (any type but vLLM; node agents'
+  instances are not handled yet) is drift, `cannot_load_adapters`.
+- Nothing is loaded or unloaded on a missing or stale observation (drift, `observation_stale`).
+- A placed adapter that is not loaded is loaded when its base model is served there (by the
+  backend's comparison key), else drift "base model X not served here"; a load the server
+  refused is held (`planview.LoraRecord.refused`: the backend cycle decides for how long) and
+  reported as drift, `load_refused`.
+- A loaded adapter placed nowhere on the backend, with the desired state read completely, is
+  unloaded per the backend's prune policy: `all` any, `managed` only those llmctl loaded,
+  `none` none; a backend in no pool is observed only. What is kept is drift with the reason.
+
+Pure and deterministic, like the planner: no I/O, no clock, no adapter imports.
+"""
+
+from __future__ import annotations
+
+from runtimestate.desired import names, spec
+from runtimestate.reconcile import planview, steps
+
+_NOT_LOADED = steps.DriftKind.ADAPTER_NOT_LOADED
+_NOT_DECLARED = steps.DriftKind.ADAPTER_NOT_DECLARED
+
+
+def decide(
+    view: planview.BackendView, record: planview.LoraRecord, desired_complete: bool
+) -> list[steps.Action]:
+    """The adapter actions of one backend (unsorted; the planner sorts its decision)."""
+    if not view.can_load_lora:
+        text = f"llmctl loads adapters only on vllm backends, not on {view.type}"
+        return [
+            _drift(view, a.name, steps.ReasonCode.CANNOT_LOAD_ADAPTERS, text) for a in view.adapters
+        ]
+    observed = view.observed
+    if observed is None:
+        return []  # nothing is known about the backend; its status says why
+    loaded = {m.name for m in observed.models if m.parent is not None}
+    if observed.stale:
+        text = "declared, not loaded; loading waits for a fresh observation"
+        code = steps.ReasonCode.OBSERVATION_STALE
+        return [_drift(view, a.name, code, text) for a in view.adapters if a.name not in loaded]
+    result = _declared(view, record, loaded)
+    if desired_complete:  # read incompletely, "placed nowhere" cannot be known
+        result += _undeclared(view, record, loaded)
+    return result
+
+
+def _declared(
+    view: planview.BackendView, record: planview.LoraRecord, loaded: set[str]
+) -> list[steps.Action]:
+    observed = view.observed
+    assert observed is not None
+    bases = {names.key(m.name, view.type) for m in observed.models if m.parent is None}
+    refused = dict(record.refused)
+    result: list[steps.Action] = []
+    for adapter in view.adapters:
+        if adapter.name in loaded:
+            continue
+        if names.key(adapter.base_model, view.type) not in bases:
+            text = f"declared, not loaded: base model {adapter.base_model} not served here"
+            result.append(_drift(view, adapter.name, steps.ReasonCode.BASE_NOT_SERVED, text))
+        elif adapter.name in refused:
+            text = f"declared, not loaded: the server refused it ({refused[adapter.name]})"
+            result.append(_drift(view, adapter.name, steps.ReasonCode.LOAD_REFUSED, text))
+        else:
+            reason = steps.Reason(steps.ReasonCode.ADAPTER_MISSING, "declared, not loaded")
+            result.append(
+                steps.LoadAdapter(
+                    view.name, adapter.name, adapter.base_model, adapter.source, reason
+                )
+            )
+    return result
+
+
+def _undeclared(
+    view: planview.BackendView, record: planview.LoraRecord, loaded: set[str]
+) -> list[steps.Action]:
+    placed = {a.name for a in view.adapters}
+    result: list[steps.Action] = []
+    for adapter in sorted(loaded - placed):
+        kept = _kept(view, record, adapter)
+        if kept is None:
+            text = "loaded, placed nowhere here; prune: " + view.prune.value
+            reason = steps.Reason(steps.ReasonCode.ADAPTER_UNDECLARED, text)
+            result.append(steps.UnloadAdapter(view.name, adapter, reason))
+        else:
+            result.append(steps.ReportDrift(view.name, _NOT_DECLARED, adapter, kept))
+    return result
+
+
+def _kept(
+    view: planview.BackendView, record: planview.LoraRecord, adapter: str
+) -> steps.Reason | None:
+    """Why an adapter nobody placed stays loaded, or None to unload it."""
+    if not view.in_pool:
+        return steps.Reason(
+            steps.ReasonCode.NOT_IN_POOL, "the backend is in no pool; observed only"
+        )
+    if view.prune is spec.PrunePolicy.NONE:
+        return steps.Reason(steps.ReasonCode.PRUNE_NONE, "prune: none")
+    if view.prune is spec.PrunePolicy.MANAGED and adapter not in record.managed:
+        return steps.Reason(
+            steps.ReasonCode.NOT_MANAGED, "not loaded by llmctl; prune: managed keeps it"
+        )
+    return None
+
+
+def _drift(
+    view: planview.BackendView, adapter: str, code: steps.ReasonCode, text: str
+) -> steps.ReportDrift:
+    return steps.ReportDrift(view.name, _NOT_LOADED, adapter, steps.Reason(code, text))
