@@ -47,6 +47,8 @@ class ReasonCode(enum.StrEnum):
     CRASH_LOOP = "crash_loop"  # RestartInstance: changed and crash-looping; not held back
     UNPLACEABLE = "unplaceable"  # drift: not enough free GPUs for its instance
     RESTART_WAITS = "restart_waits"  # drift: a rolling restart waits for another copy
+    # Admission (issue 16): drift, the pull's known size does not fit the backend's free disk
+    INSUFFICIENT_CAPACITY = "insufficient_capacity"
 
 
 class DriftKind(enum.StrEnum):
@@ -187,3 +189,8 @@ def order(action: Action) -> tuple[str, int, str, str]:
     if isinstance(action, ReportDrift):
         extra = action.kind.value
     return (action.backend, _KIND_ORDER[type(action)], action.model, extra)
+
+
+# Admission (issue 16): a pull held for room is a `ReportDrift` of kind DECLARED_NOT_SERVED
+# with `ReasonCode.INSUFFICIENT_CAPACITY` and the numbers in its text
+# (`runtimestate.reconcile.admission`); an admitted pull keeps its kind and says what it takes.
