@@ -90,10 +90,8 @@ class Sizes:
         self._ttl_s, self._failure_ttl_s = ttl_s, failure_ttl_s
         self._per_lookup = per_lookup
         self._semaphore = asyncio.Semaphore(concurrency)
-        self._client = transport.build_client(
-            self._url, timeouts=timeouts, headers={"accept": MANIFEST},
-            transport=transport.capped(http, _MAX_MANIFEST_BYTES),
-        )  # fmt: skip
+        self._timeouts, self._http = timeouts, http
+        self._client: httpx.AsyncClient | None = None  # built at the first fetch
         self._clock = clock
         self._cache: dict[str, _Answer] = {}
         self.fetches = 0  # manifests requested since start (tests and logs)
@@ -119,12 +117,23 @@ class Sizes:
         async with self._semaphore:
             self.fetches += 1
             try:
-                reply = await self._client.get(url)
+                reply = await self._connected().get(url)
                 if reply.status_code != 200:
                     return None
                 return manifest_size(transport.decode_json(reply.content))
             except (httpx.HTTPError, transport.MalformedReply, transport.BodyTooLarge):
                 return None
 
+    def _connected(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = transport.build_client(
+                self._url, timeouts=self._timeouts, headers={"accept": MANIFEST},
+                transport=transport.capped(self._http, _MAX_MANIFEST_BYTES),
+            )  # fmt: skip
+        return self._client
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Close the connections, if any were opened; a later lookup opens new ones."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()

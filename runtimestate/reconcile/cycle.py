@@ -41,9 +41,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dwqueue import jobs, queue
 from runtimestate import clock, database, desired, snapshot
-from runtimestate.backends import adapters
+from runtimestate.backends import adapters, registry
 from runtimestate.desired import selectors, spec, store
 from runtimestate.reconcile import (
+    capacity,
     conditions,
     execution,
     failures,
@@ -66,6 +67,7 @@ class Settings:
     deadline_s: float = 30.0  # the whole observation phase
     probing: probing.Policy = dataclasses.field(default_factory=probing.Policy)
     prefix: str = "llmctl"
+    registry_url: str | None = registry.DEFAULT_URL  # model sizes for admission; None: none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +155,8 @@ class BackendCycle:
         self._recorder = recording.Recorder(sessions, sink, settings.prefix)
         self._pool = pool
         self._reuse = reuse.Reuse()
+        url = settings.registry_url
+        self._capacity = capacity.Lookup(registry.Sizes(url, clock=clock) if url else None)
         self._plan: plan.Plan | None = None
         self._cycle = 0
         self._lock = asyncio.Lock()
@@ -164,6 +168,10 @@ class BackendCycle:
         this process. Raises only if reading fails."""
         async with self._lock:
             return await self._run(dry_run, selector)
+
+    async def aclose(self) -> None:
+        """Close the registry's connections (admission's size lookups)."""
+        await self._capacity.aclose()
 
     async def refresh(self, name: str) -> snapshot.LLMState | None:
         """Bring one backend's status up to date now, as when a download on it ended: read,
@@ -188,8 +196,9 @@ class BackendCycle:
             self._match_records(read)
             now = self._clock.now()
             fresh = await self._observer.probe(backend, now)
-            view = self._view(read.desired, backend, now, fresh)
             mine = [j for j in read.jobs if j.backend == name]
+            view = self._view(read.desired, backend, now, fresh)
+            view = (await self._admitted([backend], {name: view}, mine, now)).get(name, view)
             decided = plan.compute(
                 [view], jobs=[planview.JobView.of(j) for j in mine], managed=read.managed,
                 desired_complete=read.complete,
@@ -212,6 +221,7 @@ class BackendCycle:
         due = [b for b in backends if self._observer.record(b.name).due(now)]
         seen = await self._observer.observe(due, now)
         views = {b.name: self._view(read.desired, b, now, b.name in seen.fresh) for b in backends}
+        views.update(await self._admitted(backends, views, read.jobs, now))
         decided = plan.compute(
             views.values(),
             jobs=[planview.JobView.of(j) for j in read.jobs],
@@ -267,6 +277,15 @@ class BackendCycle:
         # reached before the deadline, resumed from the persisted status) is only reported.
         return self._reuse.view(state, backend, usable, stale=not fresh)
 
+    async def _admitted(
+        self, backends: Sequence[spec.Backend], views: Mapping[str, planview.BackendView],
+        found: Sequence[jobs.Job], now: dt.datetime,
+    ) -> dict[str, planview.BackendView]:  # fmt: skip
+        """The views of backends with a declared disk, with their capacity (issue 16)."""
+        record, policy = self._observer.record, self._settings.probing
+        usable = capacity.needs(backends, views, lambda n: record(n).usable(now, policy), found)
+        return await self._capacity.views(usable)
+
     async def _reread_jobs(self, read: _Read) -> _Read:
         """The jobs after applying, for the status; the ones read before if that fails."""
         try:
@@ -298,6 +317,7 @@ class BackendCycle:
         if forget:  # backends not in ``states`` are gone (a selective pass only left them out)
             self._observer.retain(states)
             self._reuse.retain(states)
+            self._capacity.retain(states)
         return states
 
     def _state(

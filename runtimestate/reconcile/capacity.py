@@ -1,0 +1,137 @@
+"""The cycle's admission lookup: each backend's disk and the sizes of what it would pull.
+
+Between observing and planning, `Lookup.views` gives a `planview.Capacity` to the views of
+backends with a declared disk (`BackendSpec.disk_bytes`; Ollama has no disk API) that have a
+fresh observation and declared models that are missing with no download under way: only those
+need admitting. Sizes come from the registry's manifests (`runtimestate.backends.registry`,
+cached per model, so a fleet asks once per model, not per backend per cycle). Used bytes are the
+observed sizes of installed models plus the sizes of the downloads under way (their whole size:
+their partial files are on disk too); free = capacity - used.
+
+A backend whose view needs no capacity keeps its view object, and one whose view and capacity
+did not change gets the very view it got last time, so the planner's reuse still holds. Called
+by `runtimestate.reconcile.cycle` only; it must not plan, act or write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from dwqueue import jobs as dwjobs
+from runtimestate.backends import base, registry
+from runtimestate.desired import names, spec
+from runtimestate.reconcile import planview
+
+_OLLAMA = spec.BackendType.OLLAMA
+
+
+@dataclasses.dataclass(frozen=True)
+class Need:
+    """One backend's admission inputs: its view, declared disk, observation and active jobs."""
+
+    backend: spec.Backend
+    view: planview.BackendView
+    observation: base.Observation | None
+    jobs: tuple[dwjobs.Job, ...]
+
+
+def needs(
+    backends: Iterable[spec.Backend],
+    views: Mapping[str, planview.BackendView],
+    usable: Callable[[str], base.Observation | None],
+    jobs: Sequence[dwjobs.Job],
+) -> list[Need]:
+    """The admission inputs of the backends with a declared disk (the others need none)."""
+    declared = [b for b in backends if b.spec.disk_bytes is not None]
+    if not declared:
+        return []
+    mine = {b.name for b in declared}
+    by_backend: dict[str, list[dwjobs.Job]] = {}
+    for job in jobs:
+        if job.backend in mine:
+            by_backend.setdefault(job.backend, []).append(job)
+    return [
+        Need(b, views[b.name], usable(b.name), tuple(by_backend.get(b.name, ()))) for b in declared
+    ]
+
+
+class Lookup:
+    """Adds capacities to views; one per backend cycle (it keeps the last views it gave)."""
+
+    def __init__(self, sizes: registry.Sizes | None) -> None:
+        self._sizes = sizes
+        self._given: dict[str, tuple[planview.BackendView, planview.BackendView]] = {}
+
+    async def views(self, needs: Iterable[Need]) -> dict[str, planview.BackendView]:
+        """The views of ``needs`` by backend name, with a capacity where admission applies."""
+        given = list(needs)
+        wanted = [n for n in given if _missing(n)]
+        known: Mapping[str, int] = {}
+        if self._sizes is not None and wanted:
+            models = {m for n in wanted for m in (*_missing(n), *_in_flight(n))}
+            models |= {m.name for n in wanted for m in _observed_without_size(n)}
+            known = await self._sizes.lookup(models)
+        result = {n.view.name: n.view for n in given}
+        for need in wanted:
+            result[need.view.name] = self._with(need, known)
+        return result
+
+    async def aclose(self) -> None:
+        if self._sizes is not None:
+            await self._sizes.aclose()
+
+    def retain(self, names_: Iterable[str]) -> None:
+        kept = set(names_)
+        for name in [n for n in self._given if n not in kept]:
+            del self._given[name]
+
+    def _with(self, need: Need, known: Mapping[str, int]) -> planview.BackendView:
+        total = need.backend.spec.disk_bytes or 0
+        observation = need.observation
+        assert observation is not None  # _missing is empty without one
+        used = sum(
+            m.size if m.size is not None else known.get(m.name, 0) for m in observation.models
+        )
+        used += sum(known.get(model, 0) for model in _in_flight(need))
+        sizes = tuple(
+            sorted(
+                (names.key(model, need.view.type), known[model])
+                for model in _missing(need)
+                if model in known
+            )
+        )
+        capacity = planview.Capacity(total, total - used, sizes)
+        held = self._given.get(need.view.name)
+        if held is not None and held[0] is need.view and held[1].capacity == capacity:
+            return held[1]
+        view = dataclasses.replace(need.view, capacity=capacity)
+        self._given[need.view.name] = (need.view, view)
+        return view
+
+
+def _missing(need: Need) -> tuple[str, ...]:
+    """Declared models to admit: not served and no download of them under way."""
+    view = need.view
+    if (
+        view.type is not _OLLAMA
+        or need.backend.spec.disk_bytes is None
+        or view.observed is None
+        or view.observed.stale
+        or not view.can_pull
+    ):
+        return ()
+    served = {names.key(m.name, view.type) for m in view.observed.models}
+    active = {names.key(j.model_key, view.type) for j in need.jobs if j.active}
+    return tuple(
+        m.name for m in view.desired if names.key(m.name, view.type) not in served | active
+    )
+
+
+def _in_flight(need: Need) -> tuple[str, ...]:
+    return tuple(j.model for j in need.jobs if j.active)
+
+
+def _observed_without_size(need: Need) -> tuple[base.ObservedModel, ...]:
+    observation = need.observation
+    return () if observation is None else tuple(m for m in observation.models if m.size is None)
