@@ -49,7 +49,8 @@ def admit(view: planview.BackendView, actions: Iterable[steps.Action]) -> list[s
 
 def held(pull: steps.Pull, size: int, free: int, total: int) -> steps.ReportDrift:
     """The drift a pull becomes when ``size`` bytes do not fit in ``free`` of ``total``."""
-    text = f"needs {human(size)}, {human(max(free, 0))} free of {human(total)}; pulled when room appears"
+    numbers = f"needs {human(size)}, {human(max(free, 0))} free of {human(total)}"
+    text = f"{numbers}; pulled when room appears"
     return steps.ReportDrift(
         pull.backend,
         steps.DriftKind.DECLARED_NOT_SERVED,
@@ -69,12 +70,8 @@ def _admitted(pull: steps.Pull, size: int, free: int, total: int) -> steps.Pull:
 def human(count: int) -> str:
     """Bytes in decimal units as Ollama's ``format.HumanBytes`` prints them: ``4.7 GB``,
     ``20 GB``, ``12 MB`` (a whole number from 10 of a unit, else one decimal when not whole)."""
-    for scale, unit in _UNITS:
-        if count >= scale:
-            value = count / scale
-            break
-    else:
-        return f"{count} B"
-    if value >= 10 or value == int(value):
+    scale, unit = next(((s, u) for s, u in _UNITS if count >= s), (1, "B"))
+    value = count / scale
+    if scale == 1 or value >= 10 or value == int(value):
         return f"{int(value)} {unit}"
     return f"{value:.1f} {unit}"

@@ -21,7 +21,8 @@ async def test_the_emulator_serves_each_catalog_models_manifest_as_the_registry_
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith(MANIFEST)
     body = reply.json()
-    assert body["schemaVersion"] == 2 and body["mediaType"] == MANIFEST
+    assert body["schemaVersion"] == 2
+    assert body["mediaType"] == MANIFEST
     assert body["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
     assert body["layers"][0]["mediaType"] == "application/vnd.ollama.image.model"
     assert all(layer["digest"].startswith("sha256:") for layer in body["layers"])

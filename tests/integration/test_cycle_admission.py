@@ -15,7 +15,7 @@ from dwqueue import jobs, queue
 from emulators import ollama
 from runtimestate import desired
 from runtimestate.desired import store
-from runtimestate.reconcile import cycle, steps
+from runtimestate.reconcile import steps
 from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file, installed
 
 pytestmark = pytest.mark.timeout(90)
