@@ -155,8 +155,7 @@ class BackendCycle:
         self._recorder = recording.Recorder(sessions, sink, settings.prefix)
         self._pool = pool
         self._reuse = reuse.Reuse()
-        url = settings.registry_url
-        self._capacity = capacity.Lookup(registry.Sizes(url, clock=clock) if url else None)
+        self._capacity = capacity.Lookup.built(settings.registry_url, pool, clock)
         self._plan: plan.Plan | None = None
         self._cycle = 0
         self._lock = asyncio.Lock()
