@@ -98,12 +98,18 @@ def status_doc(
             for m in observed.pulled_models
         ],
         "instances": _instances(observed),
+        "disk": None if observed.disk is None else _disk(observed.disk),
         "downloads": {
             "pending": downloads(observed.downloads_pending),
             "failed": downloads(observed.downloads_failed),
             "held": downloads(observed.downloads_held),
         },
     }
+
+
+def _disk(disk: snapshot.DiskView) -> dict[str, Any]:
+    """The disk pulls are admitted against (issue 16): declared or reported, in bytes."""
+    return {"source": disk.source, "total": disk.total, "used": disk.used, "free": disk.free}
 
 
 def _instances(observed: snapshot.LLMState) -> list[dict[str, Any]]:
@@ -345,6 +351,10 @@ def render_backend(doc: dict[str, Any], console: Console, *, wide: bool = False)
     cells = _status_cells(status)
     version = status["version"] or "-"
     console.out(f"phase:         {cells['phase']}   ready: {cells['ready']}   version: {version}")
+    if disk := status.get("disk"):
+        shown = {k: disk[k] if wide else size(disk[k]) for k in ("total", "used", "free")}
+        console.out(f"disk:          {shown['free']} free of {shown['total']} ({disk['source']}), "
+                    f"{shown['used']} used")  # fmt: skip
     sections = (
         ("CONDITION", ["type", "status", "reason", "message"], status["conditions"]),
         ("MODEL", ["name", "size", "contextLength", "loaded"], _model_rows(status["models"], wide)),

@@ -30,7 +30,7 @@ from dwqueue import jobs
 from runtimestate import snapshot
 from runtimestate.backends import base
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import probing, serving, steps
+from runtimestate.reconcile import diskspace, probing, serving, steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,4 +256,5 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         downloads_failed=tuple(_download(j) for j in failed if j.id not in held_ids),
         downloads_held=tuple(_download(j) for j in inputs.jobs if j.id in held_ids),
         instances=serving.views(instances),
+        disk=diskspace.view(backend, observation, inputs.jobs),  # admission (issue 16)
     )

@@ -57,7 +57,8 @@ def test_weights_larger_than_the_nodes_free_disk_are_held_with_the_numbers_and_n
         waited = fleet.llmctl("reconcile", "--once", "--wait", "--timeout", "60")
         planned = fleet.ok("reconcile", "--once", "--dry-run").out
         again = [fleet.llmctl("reconcile", "--once") for _ in range(2)]
-        conditions = fleet.backend()["status"]["conditions"]
+        status = fleet.backend()["status"]
+        printed = fleet.ok("backend", "get", "gpu-1").out
         later = fleet.downloads()
         sent = list(fleet.hub.downloads)
         cached = sorted(
@@ -72,7 +73,14 @@ def test_weights_larger_than_the_nodes_free_disk_are_held_with_the_numbers_and_n
     assert shown is not None, waited.out
     assert shown[1] == needs, waited.out
     assert f"needs {needs}" in planned, planned
-    assert "insufficient_capacity" in str(conditions), conditions
+    assert "insufficient_capacity" in str(status["conditions"]), status
+    disk = status["disk"]
+    assert disk["source"] == "reported", disk
+    assert 0 < disk["free"] <= disk["total"]
+    assert disk["used"] == disk["total"] - disk["free"]
+    assert re.search(r"disk: +\S+ \S*B free of \S+ \S*B \(reported\), \S+ \S*B used", printed), (
+        printed
+    )
     assert all(r.code == 0 for r in again)
     assert later == []  # never queued, so never failed halfway
     assert sent == []  # the hub saw no file GET

@@ -13,7 +13,7 @@ import pytest
 
 from dwqueue import jobs, queue
 from emulators import ollama
-from runtimestate import desired
+from runtimestate import desired, snapshot
 from runtimestate.desired import store
 from runtimestate.reconcile import steps
 from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file, installed
@@ -72,6 +72,10 @@ async def test_a_pull_that_does_not_fit_is_held_with_the_numbers_and_never_fails
         assert not report.plan.of(steps.Pull)
         assert await _jobs(fleet) == []
         assert node.nodes[0].pulls["llama3.2:latest"] == 0
+        installed_bytes = 1_321_013_436  # llama3.2:1b, as /api/tags reports it
+        assert report.snapshot.backends["gpu-1"].disk == snapshot.DiskView(
+            "declared", DISK, installed_bytes, DISK - installed_bytes
+        )
         dry = await fleet.state.run_backend_cycle(dry_run=True)
         assert any("needs 2.0 GB, 1.2 GB free of 2.5 GB" in line for line in dry.plan.describe())
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from runtimestate import snapshot
@@ -66,3 +67,12 @@ def test_conditions_are_found_by_type() -> None:
     assert found is not None
     assert found.reason == "timeout"
     assert state.condition("ModelsReady") is None
+
+
+def test_a_backends_disk_round_trips_and_a_state_without_one_reads_as_none() -> None:
+    disk = snapshot.DiskView("declared", total=20_000, used=18_800, free=1_200)
+    state = dataclasses.replace(_state(), disk=disk)
+    assert snapshot.from_wire(snapshot.to_wire(state)).disk == disk
+    older = snapshot.state_to_dict(_state())
+    del older["disk"]  # a document written before issue 16
+    assert snapshot.state_from_dict(older).disk is None
