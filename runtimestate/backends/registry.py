@@ -4,8 +4,9 @@
 `config.size` of `GET /v2/<namespace>/<model>/manifests/<tag>`), for the backend cycle's
 admission lookup (`runtimestate.reconcile.capacity`). The registry is asked once per reference
 per TTL, not per cycle per backend: answers are cached (`ttl_s`), failures too for a shorter
-while (`failure_ttl_s`), at most `concurrency` requests run at once and at most `per_lookup` new
-references are fetched per call (the rest wait for a later cycle, unknown meanwhile). A
+while (`failure_ttl_s`), at most `concurrency` requests run at once, at most `per_lookup` new
+references are fetched per call (the rest wait for a later cycle, unknown meanwhile) and a call
+waits `deadline_s` at most (what has not answered by then is a failure). A
 reference it cannot size (registry unreachable, 404, a malformed manifest) is left out: size
 unknown, and the pull goes ahead unadmitted, as before.
 
@@ -82,13 +83,14 @@ class Sizes:
         failure_ttl_s: float = 60.0,
         concurrency: int = 4,
         per_lookup: int = 32,
+        deadline_s: float = 5.0,
         timeouts: base.Timeouts = base.Timeouts(connect=3.0, read=5.0, total=10.0),
         http: httpx.AsyncBaseTransport | None = None,
         clock: clocks.Clock = clocks.SYSTEM,
     ) -> None:
         self._url = url.rstrip("/")
         self._ttl_s, self._failure_ttl_s = ttl_s, failure_ttl_s
-        self._per_lookup = per_lookup
+        self._per_lookup, self._deadline_s = per_lookup, deadline_s
         self._semaphore = asyncio.Semaphore(concurrency)
         self._timeouts, self._http = timeouts, http
         self._client: httpx.AsyncClient | None = None  # built at the first fetch
@@ -101,8 +103,16 @@ class Sizes:
         now = self._clock.monotonic()
         wanted = sorted(set(models))
         stale = [m for m in wanted if (a := self._cache.get(m)) is None or a.until <= now]
-        fetched = await asyncio.gather(*(self._fetch(m) for m in stale[: self._per_lookup]))
-        for model, size in zip(stale, fetched, strict=False):
+        due = stale[: self._per_lookup]
+        tasks = [asyncio.ensure_future(self._fetch(m)) for m in due]
+        if tasks:  # a registry that does not answer holds the cycle up `deadline_s` at most
+            _, late = await asyncio.wait(tasks, timeout=self._deadline_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        for model, task in zip(due, tasks, strict=True):
+            size = None if task.cancelled() else task.result()
             ttl = self._ttl_s if size is not None else self._failure_ttl_s
             self._cache[model] = _Answer(size, self._clock.monotonic() + ttl)
         found = {m: self._cache[m].size for m in wanted if m in self._cache}

@@ -4,8 +4,9 @@
 /v1/weights/size``) for the bytes a pull of each given model still needs (its size less the
 bytes already in the agent's cache), for the backend cycle's admission lookup
 (`runtimestate.reconcile.capacity`). Answers are kept for `ttl_s` (failures for
-`failure_ttl_s`), at most `per_lookup` new ones are asked per backend per cycle, and a model it
-cannot size is left out (pulled as before). Reads `clock.monotonic` only; must not plan or write.
+`failure_ttl_s`), at most `per_lookup` new ones are asked per backend per cycle, a lookup waits
+`deadline_s` at most, and a model it cannot size is left out (pulled as before). Reads
+`clock.monotonic` only; must not plan or write.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ class AgentSizes:
         ttl_s: float = 600.0,
         failure_ttl_s: float = 60.0,
         per_lookup: int = 8,
+        deadline_s: float = 5.0,
         clock: clocks.Clock = clocks.SYSTEM,
     ) -> None:
         self._ttl_s, self._failure_ttl_s, self._per_lookup = ttl_s, failure_ttl_s, per_lookup
+        self._deadline_s = deadline_s
         self._clock = clock
         self._cache: dict[tuple[str, str], _Answer] = {}
 
@@ -48,8 +51,15 @@ class AgentSizes:
         wanted = sorted(set(models))
         due = [m for m in wanted if (a := self._cache.get((backend, m))) is None or a.until <= now]
         due = due[: self._per_lookup]
-        found = await asyncio.gather(*(_needed(agent, m) for m in due))
-        for model, needed in zip(due, found, strict=True):
+        tasks = [asyncio.ensure_future(_needed(agent, m)) for m in due]
+        if tasks:  # an agent that does not answer holds the cycle up `deadline_s` at most
+            _, late = await asyncio.wait(tasks, timeout=self._deadline_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        for model, task in zip(due, tasks, strict=True):
+            needed = None if task.cancelled() else task.result()
             ttl = self._ttl_s if needed is not None else self._failure_ttl_s
             self._cache[(backend, model)] = _Answer(needed, self._clock.monotonic() + ttl)
         answers = {m: self._cache.get((backend, m)) for m in wanted}

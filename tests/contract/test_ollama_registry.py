@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from emulators import catalog, names
@@ -78,3 +80,30 @@ def test_manifest_paths_follow_ollamas_name_defaults() -> None:
         "example.com:5000",
         "/v2/ns/foo/manifests/v1",
     )
+
+
+async def test_a_registry_that_never_answers_holds_a_lookup_up_only_until_its_deadline() -> None:
+    accepted = asyncio.Event()
+    never = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await never.wait()  # reads nothing, answers nothing
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sizes = registry.Sizes(f"http://127.0.0.1:{port}", deadline_s=0.3)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        assert await sizes.lookup(["qwen2:0.5b"]) == {}
+        assert loop.time() - started < 2.0
+        assert accepted.is_set()
+        assert await sizes.lookup(["qwen2:0.5b"]) == {}  # the failure is kept: not asked again
+        assert sizes.fetches == 1
+    finally:
+        never.set()
+        server.close()
+        await server.wait_closed()
+        await sizes.aclose()
