@@ -229,6 +229,10 @@ def render_backend(doc: dict[str, Any], console: Console, *, wide: bool = False)
     cells = _status_cells(status)
     version = status["version"] or "-"
     console.out(f"phase:         {cells['phase']}   ready: {cells['ready']}   version: {version}")
+    if disk := status.get("disk"):
+        shown = {k: disk[k] if wide else size(disk[k]) for k in ("total", "used", "free")}
+        console.out(f"disk:          {shown['free']} free of {shown['total']} ({disk['source']}), "
+                    f"{shown['used']} used")  # fmt: skip
     sections = (
         ("CONDITION", ["type", "status", "reason", "message"], status["conditions"]),
         ("MODEL", ["name", "size", "contextLength", "loaded"], _model_rows(status["models"], wide)),

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         0.5, gt=0, description="how often a running pull renews its lease and notices a cancel"
     )
     observe_concurrency: int = pydantic.Field(64, ge=1, description="backends observed at once")
+    registry_url: str = pydantic.Field(
+        "https://registry.ollama.ai",
+        description="the Ollama registry asked for model sizes (manifests) before pulls onto "
+        "backends with a declared disk; empty: pulls are not admitted",
+    )
     cycle_deadline_s: float = pydantic.Field(
         30.0, gt=0, description="deadline of the observation phase of one backend cycle"
     )
@@ -187,6 +192,7 @@ class Settings(BaseSettings):
                 deadline_s=self.cycle_deadline_s,
                 probing=_probing(self.probe_grace_s),
                 prefix=self.subject_prefix,
+                registry_url=self.registry_url or None,
             ),
         )
 

@@ -80,6 +80,7 @@ def status_doc(
         ],
         "adapters": _adapters(observed),
         "instances": _instances(observed),
+        "disk": None if observed.disk is None else _disk(observed.disk),
         "downloads": {
             "pending": downloads(observed.downloads_pending),
             "failed": downloads(observed.downloads_failed),
@@ -102,6 +103,11 @@ def _adapters(observed: snapshot.LLMState) -> list[dict[str, Any]]:
         for name in sorted(placed - loaded.keys())
     ]
     return rows
+
+
+def _disk(disk: snapshot.DiskView) -> dict[str, Any]:
+    """The disk pulls are admitted against (issue 16): declared or reported, in bytes."""
+    return {"source": disk.source, "total": disk.total, "used": disk.used, "free": disk.free}
 
 
 def _instances(observed: snapshot.LLMState) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 `running(...)` (async context manager), `in_thread(...)` (sync context manager, server on a
 background thread) and `serve(...)` (blocking, for `llmctl emulate ollama`) all take the options
-of `build`. Routes follow PROTOCOLS §1.2; unknown paths and wrong methods get gin's plain-text
+of `build`. Routes follow PROTOCOLS §1.2, and the registry's manifest route (C.2,
+`ollama_registry`); unknown paths and wrong methods get gin's plain-text
 `404 page not found` / `405 method not allowed`. Pull lives in `ollama_pull`, inference in
 `ollama_inference`, node state in `ollama_node`. Imports nothing of the controller.
 """
@@ -22,6 +23,7 @@ from emulators import (
     ollama_inference,
     ollama_node,
     ollama_pull,
+    ollama_registry,
     ollama_wire,
     runner,
     server,
@@ -104,6 +106,8 @@ class Flavour:
     def routes(
         self, node: ollama_node.OllamaNode, path: str
     ) -> Mapping[str, server.Handler[ollama_node.OllamaNode]] | None:
+        if path.startswith("/v2/"):  # the registry's manifests (issue 16: sizes before pulls)
+            return _both(ollama_registry.handle)
         return ROUTES.get(path)
 
     def refuse(

@@ -14,6 +14,9 @@ GET      /v1/info                    ``{"api": "v1", "version", "cache_dir", "di
                                      {"total", "free"}}``
 GET      /v1/weights                 ``{"weights": [{"name", "source", "path", "size",
                                      "commit", "refs", "commits"}, ...]}``
+GET      /v1/weights/size            ``?source=org/name[&revision=main]``: ``{"bytes",
+                                     "present", "commit"}``: a pull's total and the bytes
+                                     already cached (errors as a pull's, before the stream)
 POST     /v1/weights/pull            body ``{"source": "org/name" | "/abs/dir",
                                      "revision": "main"}``; NDJSON progress (below)
 DELETE   /v1/weights/{name}          ``{"deleted": name}``; 404 when absent; 409 ``in_use``
@@ -121,6 +124,7 @@ def build(
     app.router.add_get(HEALTH, health)
     app.router.add_get(f"/{VERSION}/info", info)
     app.router.add_get(f"/{VERSION}/weights", list_weights)
+    app.router.add_get(f"/{VERSION}/weights/size", size)
     app.router.add_post(f"/{VERSION}/weights/pull", pull)
     app.router.add_delete(f"/{VERSION}/weights/{{name:.+}}", delete)
     if supervisor is not None:
@@ -195,6 +199,20 @@ async def delete(request: web.Request) -> web.Response:
     if not removed:
         return error(f"no weights named {name!r} in the cache: see GET /v1/weights", "absent", 404)
     return web.json_response({"deleted": name})
+
+
+async def size(request: web.Request) -> web.Response:
+    """What a pull of ``?source=`` (at ``&revision=``) would take, and what is cached."""
+    source = request.query.get("source")
+    if not source:
+        return error("give the repo to size: ?source=org/name[&revision=main]", "invalid", 400)
+    try:
+        found = await request.app[_CACHE].size(source, request.query.get("revision"))
+    except weights.WeightsError as exc:
+        return _refusal(exc)
+    return web.json_response(
+        {"bytes": found.total, "present": found.cached, "commit": found.commit}
+    )
 
 
 async def pull(request: web.Request) -> web.StreamResponse:

@@ -42,9 +42,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import httpx2
-from huggingface_hub import HfApi, errors, hf_api, snapshot_download
+from huggingface_hub import errors, snapshot_download
 
-from nodeagent import cancellation, names, progress
+from nodeagent import cancellation, names, progress, sizes
 
 
 class FreeSpace(Protocol):
@@ -98,14 +98,6 @@ class Weights:
     commits: tuple[str, ...] = ()  # every snapshot present
 
 
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    repo: str
-    commit: str
-    total: int
-    cached: int
-
-
 class Cache:
     """The weights cache under `root` (created on first use)."""
 
@@ -153,6 +145,22 @@ class Cache:
         except names.InvalidName as exc:
             raise WeightsError(ErrorKind.INVALID, str(exc)) from exc
         return await asyncio.to_thread(self._pull_hub, repo, rev, sink, stop)
+
+    async def size(self, source: str, revision: str | None = None) -> sizes.Measured:
+        """What a pull of the hub repo `source` would take, and how much of it is cached.
+        Raises WeightsError: invalid (a bad name, or a local path), permanent, transient."""
+        try:
+            if names.is_local(source):
+                raise names.InvalidName("a local weights path has no hub size: give org/name")
+            repo, rev = names.repo_id(source), names.revision(revision or "main")
+        except names.InvalidName as exc:
+            raise WeightsError(ErrorKind.INVALID, str(exc)) from exc
+        try:
+            return await asyncio.to_thread(
+                sizes.measure, self.hub, repo, rev, self._endpoint, self._token
+            )
+        except (errors.HfHubHTTPError, errors.LocalEntryNotFoundError, httpx2.HTTPError) as exc:
+            raise _classified(repo, rev, exc) from exc
 
     async def list(self) -> builtins.list[Weights]:
         """Every cached repo and recorded local directory, sorted by name."""
@@ -208,22 +216,12 @@ class Cache:
         cancelled pull stay for the next one to skip, but are not weights to serve."""
         return self.root / "unfinished" / names.repo_folder(repo)
 
-    def _plan(self, repo: str, rev: str) -> _Plan:
+    def _plan(self, repo: str, rev: str) -> sizes.Measured:
         """The commit and tree from the hub; refuse when the missing bytes do not fit."""
-        api = HfApi(endpoint=self._endpoint, token=self._token)
-        commit = api.model_info(repo, revision=rev).sha
-        assert commit is not None  # ModelInfo asserts it for a revision request
-        files = [
-            entry
-            for entry in api.list_repo_tree(repo, revision=commit, recursive=True)
-            if isinstance(entry, hf_api.RepoFile)
-        ]
-        blobs = self.hub / names.repo_folder(repo) / "blobs"
-        total = sum(entry.size for entry in files)
-        cached = sum(entry.size for entry in files if _has_blob(blobs, entry))
+        plan = sizes.measure(self.hub, repo, rev, self._endpoint, self._token)
         self.hub.mkdir(parents=True, exist_ok=True)
         free = self._disk_usage(self.hub).free
-        needed = total - cached
+        needed = plan.total - plan.cached
         if needed > free:
             raise WeightsError(
                 ErrorKind.INSUFFICIENT_DISK,
@@ -232,7 +230,7 @@ class Cache:
                 needed=needed,
                 free=free,
             )
-        return _Plan(repo, commit, total, cached)
+        return plan
 
     # -- Local directories ----------------------------------------------------------------
 
@@ -353,12 +351,6 @@ def _reason(exc: Exception) -> str:
         return str(message).strip()
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def _has_blob(blobs: pathlib.Path, entry: hf_api.RepoFile) -> bool:
-    etag = entry.lfs.sha256 if entry.lfs is not None else entry.blob_id
-    blob = blobs / etag
-    return blob.is_file() and not blob.is_symlink() and blob.stat().st_size == entry.size
 
 
 def _refs(folder: pathlib.Path) -> dict[str, str]:

@@ -97,6 +97,17 @@ class DownloadView:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class DiskView:
+    """A backend's disk as status shows it (admission, issue 16): `source` is ``declared``
+    (`diskBytes`) or ``reported`` (a node agent's ``/v1/info``); bytes `used` and `free`."""
+
+    source: str
+    total: int
+    used: int
+    free: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Load:
     """Load figures a backend reports (vLLM metrics); None where unknown."""
 
@@ -127,6 +138,7 @@ class LLMState:
     downloads_held: tuple[DownloadView, ...] = ()
     instances: tuple[InstanceView, ...] = ()  # a node agent's; empty for every other type
     adapters: tuple[str, ...] = ()  # the LoRA adapters placed here (issue 16), loaded or not
+    disk: DiskView | None = None  # declared or reported; None: pulls are not admitted
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -241,6 +253,7 @@ def state_from_dict(doc: Mapping[str, Any]) -> LLMState:
         downloads_held=downloads("downloads_held"),
         instances=instances,
         adapters=tuple(doc.get("adapters", ())),
+        disk=DiskView(**doc["disk"]) if doc.get("disk") else None,
     )
 
 

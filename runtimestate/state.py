@@ -180,4 +180,5 @@ class State:
             except Exception as exc:  # logged; the heartbeat goes stale by itself
                 failures.logged("recording the stop", exc, owner=self.owner)
         await self._refreshes.aclose()
+        await self._backends.aclose()
         await self._pool.aclose()

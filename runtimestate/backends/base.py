@@ -173,6 +173,22 @@ class GpuInventory:
     free: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class DiskSpace:
+    """A disk as its host reports it, in bytes (a node agent's ``/v1/info`` ``disk``)."""
+
+    total: int
+    free: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WeightsSize:
+    """What a pull would take (`bytes`) and how much of it is already on the host."""
+
+    bytes: int
+    present: int
+
+
 @dataclasses.dataclass(frozen=True)
 class Observation:
     """What one observation found. A node agent's `models` are the weights in its cache
@@ -184,6 +200,7 @@ class Observation:
     metrics: EngineMetrics | None = None
     instances: tuple[ObservedInstance, ...] = ()
     gpus: GpuInventory | None = None
+    disk: DiskSpace | None = None  # a node agent's weights disk (admission, issue 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,4 +276,13 @@ class InstanceManager(Protocol):
 
     async def stop_instance(self, name: str) -> None:
         """Stop the instance (its whole process group); an absent one is success."""
+        ...
+
+
+@runtime_checkable
+class WeightsSizer(Protocol):
+    """A node agent: sizes a pull before it is queued (admission, issue 16)."""
+
+    async def weights_size(self, source: str) -> WeightsSize:
+        """Raises `errors.LlmctlError` subclasses."""
         ...

@@ -53,15 +53,17 @@ class NodeBackend(endpoint.BearerEndpoint):
                 cached = group.create_task(self._get("v1/weights"))
                 running = group.create_task(self._get("v1/instances"))
                 held = group.create_task(self._get("v1/inventory"))
-                version = group.create_task(self._version_or_none())
+                info = group.create_task(self._info_or_none())
             weights = nodereplies.listed(cached.result(), "weights")
+            version = info.result().get("version")
             instances = nodereplies.instances(running.result(), weights)
             return base.Observation(
                 models=nodereplies.models(weights, instances),
                 healthy=True,
-                version=version.result(),
+                version=version if isinstance(version, str) else None,
                 instances=instances,
                 gpus=nodereplies.inventory(held.result()),
+                disk=nodereplies.disk(info.result()),
             )
 
     async def health(self) -> bool:
@@ -74,13 +76,24 @@ class NodeBackend(endpoint.BearerEndpoint):
         async with self._guard():
             return await self._http.version("v1/info")
 
-    async def _version_or_none(self) -> str | None:
+    async def _info_or_none(self) -> Mapping[str, Any]:
+        """``/v1/info`` (version, disk), or {} when it fails: neither is required."""
         try:
-            return await self._http.version("v1/info")
+            return await self._get("v1/info")
         except errors.LlmctlError:
-            return None
+            return {}
         except failures.MAPPED:  # unguarded here: the observation's guard is around it
-            return None
+            return {}
+
+    async def weights_size(self, source: str) -> base.WeightsSize:
+        """``GET /v1/weights/size``: the bytes a pull of `source` takes and those cached.
+        Raises `errors.LlmctlError` (ModelNotFound for a repo the hub refuses)."""
+        async with self._guard(about_model=True):
+            found = await self._get(f"v1/weights/size?{urllib.parse.urlencode({'source': source})}")
+            total, present = _count(found.get("bytes")), _count(found.get("present"))
+            if total is None or present is None:
+                raise errors.ProtocolError("a size without bytes or present", backend=self.name)
+            return base.WeightsSize(total, present)
 
     async def pull(self, model: str) -> AsyncIterator[base.PullProgress]:
         """Stream the agent's pull of `model` (a repo id) until ``success``; each line must

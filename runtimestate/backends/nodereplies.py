@@ -136,6 +136,17 @@ def inventory(payload: Mapping[str, Any]) -> base.GpuInventory:
     return base.GpuInventory(total=len(listed(payload, "gpus")), free=free or 0)
 
 
+def disk(info: Mapping[str, Any]) -> base.DiskSpace | None:
+    """``/v1/info``'s ``disk`` (total and free bytes), or None when it is missing or malformed."""
+    found = info.get("disk")
+    if not isinstance(found, Mapping):
+        return None
+    total, free = found.get("total"), found.get("free")
+    if type(total) is int and type(free) is int and total >= 0 and free >= 0:
+        return base.DiskSpace(total, free)
+    return None
+
+
 def refusal(status: int, body: bytes, backend: str, *, about_model: bool) -> errors.LlmctlError:
     """The error of an agent's refusal: by its ``class`` when it gives one, else by status."""
     parsed = _object(body)

@@ -36,7 +36,7 @@ from dwqueue import jobs
 from runtimestate import snapshot
 from runtimestate.backends import base
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import lorastatus, probing, serving, steps
+from runtimestate.reconcile import diskspace, lorastatus, probing, serving, steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,4 +300,5 @@ def build(inputs: Inputs, now: dt.datetime, policy: probing.Policy) -> snapshot.
         downloads_held=tuple(_download(j) for j in inputs.jobs if j.id in held_ids),
         instances=serving.views(instances),
         adapters=inputs.adapters,
+        disk=diskspace.view(backend, observation, inputs.jobs),  # admission (issue 16)
     )

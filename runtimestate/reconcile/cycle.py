@@ -39,23 +39,23 @@ from collections.abc import Callable, Mapping, Sequence
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from dwqueue import jobs, queue
+from dwqueue import jobs
 from runtimestate import backends, clock, database, desired, snapshot
-from runtimestate.backends import adapters
-from runtimestate.desired import names, selectors, spec, store
+from runtimestate.backends import adapters, registry
+from runtimestate.desired import names, selectors, spec
 from runtimestate.reconcile import (
+    capacity,
     conditions,
     execution,
     failures,
     observation,
     plan,
     planview,
-    preloads,
     probing,
+    reading,
     recording,
     refusals,
     reuse,
-    status,
     steps,
 )
 
@@ -68,6 +68,7 @@ class Settings:
     deadline_s: float = 30.0  # the whole observation phase
     probing: probing.Policy = dataclasses.field(default_factory=probing.Policy)
     prefix: str = "llmctl"
+    registry_url: str | None = registry.DEFAULT_URL  # model sizes for admission; None: none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,18 +123,6 @@ class Report:
         return sum(o.created for o in self.outcomes if isinstance(o.action, steps.Pull))
 
 
-@dataclasses.dataclass(frozen=True)
-class _Read:
-    desired: desired.DesiredState
-    jobs: tuple[jobs.Job, ...]
-    managed: frozenset[tuple[str, str]]
-    previous: Mapping[str, snapshot.LLMState]
-    loaded: bool = False  # `previous` was read from the database (first cycle, or unwritten)
-    complete: bool = False  # every query of the read returned: the planner may prune, cancel
-    preloaded: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
-    adapters: frozenset[tuple[str, str]] = frozenset()  # (backend, adapter) llmctl loaded
-
-
 class BackendCycle:
     def __init__(
         self,
@@ -162,6 +151,7 @@ class BackendCycle:
         self._pool = pool
         self._reuse = reuse.Reuse()
         self._refusals = refusals.Refusals()
+        self._capacity = capacity.Lookup.built(settings.registry_url, pool, clock)
         self._plan: plan.Plan | None = None
         self._cycle = 0
         self._lock = asyncio.Lock()
@@ -173,6 +163,10 @@ class BackendCycle:
         this process. Raises only if reading fails."""
         async with self._lock:
             return await self._run(dry_run, selector)
+
+    async def aclose(self) -> None:
+        """Close the registry's connections (admission's size lookups)."""
+        await self._capacity.aclose()
 
     async def refresh(self, name: str) -> snapshot.LLMState | None:
         """Bring one backend's status up to date now, as when a download on it ended: read,
@@ -197,8 +191,9 @@ class BackendCycle:
             self._match_records(read)
             now = self._clock.now()
             fresh = await self._observer.probe(backend, now)
-            view = self._view(read, backend, now, fresh)
             mine = [j for j in read.jobs if j.backend == name]
+            view = self._view(read, backend, now, fresh)
+            view = (await self._admitted([backend], {name: view}, mine, now)).get(name, view)
             decided = plan.compute(
                 [view], jobs=[planview.JobView.of(j) for j in mine], managed=read.managed,
                 desired_complete=read.complete,
@@ -215,13 +210,14 @@ class BackendCycle:
         self._cycle += 1
         read = await database.read_snapshot(self._sessions, self._read)
         if selector:
-            read = _selected(read, selector)
+            read = reading.selected(read, selector)
         now = self._clock.now()
         backends = read.desired.backends
         self._match_records(read)
         due = [b for b in backends if self._observer.record(b.name).due(now)]
         seen = await self._observer.observe(due, now)
         views = {b.name: self._view(read, b, now, b.name in seen.fresh) for b in backends}
+        views.update(await self._admitted(backends, views, read.jobs, now))
         decided = plan.compute(
             views.values(),
             jobs=[planview.JobView.of(j) for j in read.jobs],
@@ -257,29 +253,19 @@ class BackendCycle:
         log.info("backend_cycle", **report.summary())
         return report
 
-    async def _read(self, session: AsyncSession) -> _Read:
+    async def _read(self, session: AsyncSession) -> reading.Read:
         """Everything a cycle reads, on one snapshot; raises what the database raises."""
-        state = await store.load(session)
-        found = await _jobs(session)
-        managed = await status.managed(session)
-        preloaded = await preloads.load(session)
-        previous = self._recorder.previous
-        loras = await status.managed_adapters(session)
-        if previous is None:  # first cycle, or the last status write failed
-            previous, loaded = await status.load_states(session), True
-        else:
-            loaded = False
-        return _Read(state, found, managed, previous, loaded, True, preloaded, loras)
+        return await reading.read(session, self._recorder.previous)
 
     def _version(self, now: dt.datetime) -> Callable[[str], str | None]:
         return refusals.versions(self._observer, now, self._settings.probing)
 
-    def _match_records(self, read: _Read) -> None:
+    def _match_records(self, read: reading.Read) -> None:
         """After a read of the persisted status, the observer resumes from it what it lacks."""
         self._observer.match(read.desired.backends, read.previous if read.loaded else {})
 
     def _view(
-        self, read: _Read, backend: spec.Backend, now: dt.datetime, fresh: bool
+        self, read: reading.Read, backend: spec.Backend, now: dt.datetime, fresh: bool
     ) -> planview.BackendView:
         usable = self._observer.record(backend.name).usable(now, self._settings.probing)
         # Only what answered this cycle is acted on; a kept list (failing, backing off, not
@@ -292,17 +278,28 @@ class BackendCycle:
         preloaded = read.preloaded.get(backend.name, frozenset())
         return self._reuse.view(read.desired, backend, usable, not fresh, preloaded, pending)
 
-    async def _reread_jobs(self, read: _Read) -> _Read:
+    async def _admitted(
+        self, backends: Sequence[spec.Backend], views: Mapping[str, planview.BackendView],
+        found: Sequence[jobs.Job], now: dt.datetime,
+    ) -> dict[str, planview.BackendView]:  # fmt: skip
+        """The views of backends with a declared disk, with their capacity (issue 16)."""
+        record, policy = self._observer.record, self._settings.probing
+        usable = capacity.needs(backends, views, lambda n: record(n).usable(now, policy), found)
+        return await self._capacity.views(usable)
+
+    async def _reread_jobs(self, read: reading.Read) -> reading.Read:
         """The jobs after applying, for the status; the ones read before if that fails."""
         try:
-            return dataclasses.replace(read, jobs=await database.transaction(self._sessions, _jobs))
+            return dataclasses.replace(
+                read, jobs=await database.transaction(self._sessions, reading.jobs_of)
+            )
         except Exception as exc:  # logged by failures.logged; the status is older
             failures.logged("re-reading the jobs", exc)
             return read
 
     def _states(
         self,
-        read: _Read,
+        read: reading.Read,
         decided: plan.Plan,
         views: Mapping[str, planview.BackendView],
         now: dt.datetime,
@@ -323,6 +320,7 @@ class BackendCycle:
         if forget:  # backends not in ``states`` are gone (a selective pass only left them out)
             self._observer.retain(states)
             self._reuse.retain(states)
+            self._capacity.retain(states)
         return states
 
     def _state(
@@ -372,26 +370,3 @@ def _build(
     placed = tuple(a.name for a in state.adapters_for(inputs.backend.name))
     filled = dataclasses.replace(inputs, desired=wanted, warm=warm, adapters=placed)
     return conditions.build(filled, now, policy)
-
-
-def _selected(read: _Read, selector: selectors.Selector) -> _Read:
-    """What a pass over the backends whose labels match ``selector`` sees: those backends (the
-    pools and models unchanged), their jobs, their persisted status and managed models."""
-    backends = tuple(b for b in read.desired.backends if selector.matches(b.spec.labels))
-    names = {b.name for b in backends}
-    return dataclasses.replace(
-        read,
-        desired=dataclasses.replace(read.desired, backends=backends),
-        jobs=tuple(j for j in read.jobs if j.backend in names),
-        managed=frozenset(pair for pair in read.managed if pair[0] in names),
-        adapters=frozenset(pair for pair in read.adapters if pair[0] in names),
-        previous={name: s for name, s in read.previous.items() if name in names},
-    )
-
-
-async def _jobs(session: AsyncSession) -> tuple[jobs.Job, ...]:
-    """The newest job of every (backend, model) plus every active one, deduplicated."""
-    latest = await queue.latest(session)
-    active = await queue.list_jobs(session, states=[jobs.JobState.QUEUED, jobs.JobState.RUNNING])
-    found = {job.id: job for job in (*latest.values(), *active)}
-    return tuple(found.values())

@@ -24,6 +24,8 @@ Rules (DESIGN.md section 5), all comparing names in the backend type's canonical
 - A declared model that is not observed is pulled where the backend can pull, unless a job for
   it is active or a finished job holds it at the current declaration (cancelled, or failed with
   a non-retryable class); elsewhere it is reported as drift.
+- A pull whose size is known and does not fit the backend's free disk is held as drift with
+  the numbers (`runtimestate.reconcile.admission`, issue 16).
 - Nothing is pulled or pruned on a stale or missing observation.
 - A backend in no pool is observed only (DESIGN section 3): nothing is pulled onto it or pruned
   from it, whatever its policy. This is not an empty desired set: a backend whose pools declare
@@ -49,13 +51,14 @@ from typing import TypeVar, assert_never
 
 from dwqueue import jobs as dwjobs  # `jobs` is compute's parameter
 from runtimestate.desired import names, spec
-from runtimestate.reconcile import (
+from runtimestate.reconcile import (  # instances imports this module back
+    admission,
     instances,
     loras,
     planview,
     steps,
     warmth,
-)  # instances imports plan
+)
 
 _A = TypeVar("_A", bound="steps.Action")
 
@@ -218,7 +221,7 @@ def _decide(
     actions: list[steps.Action] = []
     if desired_complete:
         actions += _cancellations(facts, backend_jobs)
-    actions += _declared_actions(facts)
+    actions += admission.admit(view, _declared_actions(facts))
     freed: frozenset[names.ModelKey] = frozenset()
     if view.runs_instances:
         started = instances.decide(facts)

@@ -115,6 +115,21 @@ class ObservedView:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Capacity:
+    """A backend's disk, for admitting pulls (issue 16; `runtimestate.reconcile.admission`).
+
+    `total` is the declared (`BackendSpec.disk_bytes`) or reported size of the disk, `free` the
+    bytes left now: the agent's report, else `total` less the sizes of installed models and of
+    the downloads under way. `sizes` are the known sizes of desired models that are missing,
+    as (model key, bytes), sorted; a model without one is pulled as before, unadmitted.
+    """
+
+    total: int
+    free: int
+    sizes: tuple[tuple[str, int], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class BackendView:
     """One declared backend: its policy, what it can do, what is desired and what is seen.
 
@@ -147,6 +162,7 @@ class BackendView:
     pending: frozenset[str] = frozenset()
     adapters: tuple[DesiredAdapter, ...] = ()  # placed here (issue 16)
     can_load_lora: bool = False  # a vLLM server: adapters are loaded at run time
+    capacity: Capacity | None = None  # admission (issue 16); None: pulls are not admitted
 
     def __post_init__(self) -> None:
         if self.desired and not self.in_pool:

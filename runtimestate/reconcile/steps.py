@@ -61,6 +61,8 @@ class ReasonCode(enum.StrEnum):
     BASE_NOT_SERVED = "base_not_served"  # drift: placed, but its base model is not served
     CANNOT_LOAD_ADAPTERS = "cannot_load_adapters"  # drift: the backend type loads no adapters
     LOAD_REFUSED = "load_refused"  # drift: the server refused the load; held a while
+    # Admission (issue 16): drift, the pull's known size does not fit the backend's free disk
+    INSUFFICIENT_CAPACITY = "insufficient_capacity"
 
 
 class DriftKind(enum.StrEnum):
@@ -276,3 +278,8 @@ def order(action: Action) -> tuple[str, int, str, str]:
     if isinstance(action, ReportDrift):
         extra = action.kind.value
     return (action.backend, _KIND_ORDER[type(action)], action.model, extra)
+
+
+# Admission (issue 16): a pull held for room is a `ReportDrift` of kind DECLARED_NOT_SERVED
+# with `ReasonCode.INSUFFICIENT_CAPACITY` and the numbers in its text
+# (`runtimestate.reconcile.admission`); an admitted pull keeps its kind and says what it takes.

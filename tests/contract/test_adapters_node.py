@@ -241,3 +241,19 @@ async def test_a_node_url_with_a_trailing_slash_works_and_an_unreachable_agent_i
 
     assert observed.gpus == base.GpuInventory(total=1, free=1)
     assert TOKEN not in str(refused.value)
+
+
+async def test_the_agent_reports_its_disk_and_sizes_a_pull_with_the_bytes_already_cached(
+    adapter: node.NodeBackend,
+) -> None:
+    before = await adapter.weights_size("org/tiny")
+    await _pull(adapter, "org/tiny")
+    after = await adapter.weights_size("org/tiny")
+    observed = await adapter.observe()
+
+    assert before == base.WeightsSize(bytes=2 * MIB + 2, present=0)
+    assert after == base.WeightsSize(bytes=2 * MIB + 2, present=2 * MIB + 2)
+    assert observed.disk is not None
+    assert 0 < observed.disk.free <= observed.disk.total
+    with pytest.raises(errors.ModelNotFound):
+        await adapter.weights_size("org/missing")

@@ -2,8 +2,8 @@
 the emulated vLLM server as its instance command, declared and reconciled through the CLI.
 
 A model that cannot be placed (no free GPU) waits with the numbers in its condition and starts
-once the GPU is freed; weights that cannot fit on the node's disk are refused before the first
-byte and held, not retried.
+once the GPU is freed; weights that cannot fit on the node's disk are not queued: held as drift
+with the numbers (admission, issue 16).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import shutil
 import pytest
 
 from emulators import hfhub
+from runtimestate.reconcile import admission
 from tests.e2e import node_holds_fixtures as fx
 from tests.e2e.conftest import Cli
 
@@ -50,7 +51,7 @@ def test_a_second_model_on_a_one_gpu_node_is_held_until_the_first_leaves_its_poo
     assert after == {"org/beta": "ready"}, after
 
 
-def test_weights_larger_than_the_nodes_free_disk_are_held_before_any_byte_is_written(
+def test_weights_larger_than_the_nodes_free_disk_are_held_with_the_numbers_and_never_queued(
     llmctl: Cli, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     free = shutil.disk_usage(tmp_path).free
@@ -58,29 +59,36 @@ def test_weights_larger_than_the_nodes_free_disk_are_held_before_any_byte_is_wri
     with fx.fleet(llmctl, tmp_path, monkeypatch, repos) as fleet:
         fleet.declare("org/huge")
         waited = fleet.llmctl("reconcile", "--once", "--wait", "--timeout", "60")
-        first = fleet.downloads()
-        listed = fleet.ok("downloads", "list").out
+        planned = fleet.ok("reconcile", "--once", "--dry-run").out
         again = [fleet.llmctl("reconcile", "--once") for _ in range(2)]
+        status = fleet.backend()["status"]
+        printed = fleet.ok("backend", "get", "gpu-1").out
         later = fleet.downloads()
         sent = list(fleet.hub.downloads)
         cached = sorted(
             str(p.relative_to(fleet.cache)) for p in fleet.cache.rglob("*") if p.is_file()
         )
 
+    needs = admission.human(free + 2**40 + len(b"{}"))
     assert waited.code == 1, waited.out + waited.err
-    assert "hold org/huge" in waited.out, waited.out
-    assert "(insufficient_disk)" in waited.out, waited.out
-    assert [(j["model"], j["state"]) for j in first] == [("org/huge", "failed")], first
-    assert first[0]["errorClass"] == "insufficient_disk", first
-    shown = re.search(r"needs (\d+) more bytes on disk, (\d+) are free", listed)
-    assert shown is not None, listed
-    assert int(shown[1]) == free + 2**40 + len(b"{}"), listed
-    assert int(shown[2]) < int(shown[1]), listed
+    shown = re.search(
+        r"org/huge declared not served \(needs (.+?), (.+?) free of (.+?);", waited.out
+    )
+    assert shown is not None, waited.out
+    assert shown[1] == needs, waited.out
+    assert f"needs {needs}" in planned, planned
+    assert "insufficient_capacity" in str(status["conditions"]), status
+    disk = status["disk"]
+    assert disk["source"] == "reported", disk
+    assert 0 < disk["free"] <= disk["total"]
+    assert disk["used"] == disk["total"] - disk["free"]
+    assert re.search(r"disk: +\S+ \S*B free of \S+ \S*B \(reported\), \S+ \S*B used", printed), (
+        printed
+    )
+    assert all(r.code == 0 for r in again)
+    assert later == []  # never queued, so never failed halfway
     assert sent == []  # the hub saw no file GET
     assert cached == []
-    assert all(r.code == 0 for r in again)
-    assert [j["id"] for j in later] == [first[0]["id"]], later
-    assert later[0]["attempts"] == first[0]["attempts"], later
 
 
 def test_a_hub_5xx_and_a_cut_mid_file_are_retried_and_the_pull_succeeds(

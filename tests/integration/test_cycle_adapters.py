@@ -259,8 +259,8 @@ async def test_a_dry_run_lists_the_loads_with_their_reasons_and_loads_nothing(
     doc = reconcile_cli.report_doc(report, None)
     gpu0 = next(b for b in doc["backends"] if b["name"] == "gpu-0")
     assert gpu0["actions"] == [
-        {"kind": "load", "model": "sql", "reason": "adapter_missing",
+        {"kind": "load-adapter", "model": "sql", "reason": "adapter_missing",
          "text": "load adapter sql on gpu-0: declared, not loaded", "done": None, "detail": None},
     ]  # fmt: skip
-    assert report.summary()["loads"] == 2
+    assert report.summary()["adapter_loads"] == 2
     assert _loads(emu) == 0

@@ -87,3 +87,12 @@ def test_a_state_written_before_adapters_loads_without_them() -> None:
     old = snapshot.state_from_dict(doc)
     assert old.adapters == ()
     assert old.pulled_models[0].parent is None
+
+
+def test_a_backends_disk_round_trips_and_a_state_without_one_reads_as_none() -> None:
+    disk = snapshot.DiskView("declared", total=20_000, used=18_800, free=1_200)
+    state = dataclasses.replace(_state(), disk=disk)
+    assert snapshot.from_wire(snapshot.to_wire(state)).disk == disk
+    older = snapshot.state_to_dict(_state())
+    del older["disk"]  # a document written before issue 16
+    assert snapshot.state_from_dict(older).disk is None
