@@ -36,6 +36,7 @@ from runtimestate.reconcile import failures, plan, preloads, recording, status, 
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+Write = Callable[[AsyncSession], Awaitable[None]]  # one idempotent write of llmctl's records
 Acted = (
     steps.StopInstance | steps.Prune | steps.StartInstance | steps.RestartInstance
     | steps.Preload | steps.Unload
@@ -84,10 +85,9 @@ class Executor:
         self._pool = pool
         self._sink = sink
         self._clock = clock
-        # Prunes done whose managed record could not be dropped: retried on the next apply.
-        self._unforgotten: dict[str, set[str]] = {}
-        # Starts done whose managed record could not be written: (model, key) per backend.
-        self._unrecorded: dict[str, set[tuple[str, str]]] = {}
+        # Records of actions done that could not be written (each write is idempotent):
+        # written, in order, at the start of the next apply.
+        self._unwritten: list[Write] = []
         # Preloads whose result is unknown (issue 16): the cycle tells the planner.
         self.pending = preloads.Pending()
 
@@ -96,8 +96,7 @@ class Executor:
 
     async def apply(self, decided: plan.Plan, state: desired.DesiredState) -> tuple[Outcome, ...]:
         """Apply the mutating actions; never raises: what fails is a failed outcome."""
-        await self._forget_pruned()
-        await self._record_started()
+        await self._write_pending()
         queued = [a for a in decided.actions if isinstance(a, steps.Pull | steps.CancelJob)]
         outcomes: list[Outcome] = await self._queue(queued) if queued else []
         by_backend: dict[str, list[Acted]] = {}
@@ -240,15 +239,13 @@ class Executor:
         except Exception as exc:  # logged by failures.logged, a failed outcome
             return Outcome(action, False, failures.logged("acting on an adapter", exc))
         now, name, lora = self._clock.now(), action.backend, action.adapter
-        try:
-            if isinstance(action, steps.LoadAdapter):
-                await self._tx(lambda s: status.record_loaded(s, name, lora, now))
-            else:
-                await self._tx(lambda s: status.forget_adapter(s, name, lora))
-        except Exception as exc:  # logged by failures.logged
-            failure = failures.logged("recording an adapter", exc, backend=name)
-            return Outcome(action, False, f"done, but not recorded: {failure}")
-        return Outcome(action, True)
+        if isinstance(action, steps.LoadAdapter):
+            return await self._recorded(
+                action, lambda s: status.record_loaded(s, name, lora, now), "loaded"
+            )
+        return await self._recorded(
+            action, lambda s: status.forget_adapter(s, name, lora), "unloaded"
+        )
 
     async def _instance(
         self,
@@ -274,16 +271,10 @@ class Executor:
         if isinstance(action, steps.StopInstance):
             return Outcome(action, True)
         key = names.key(action.model, backend.spec.type)
-        now = self._clock.now()
-        try:
-            await self._tx(
-                lambda s: status.record_pulled(s, action.backend, action.model, key, None, now)
-            )
-        except Exception as exc:  # logged by failures.logged, retried next cycle
-            self._unrecorded.setdefault(action.backend, set()).add((action.model, key))
-            failure = failures.logged("recording a started model", exc, backend=action.backend)
-            return Outcome(action, False, f"started, but not recorded (retried): {failure}")
-        return Outcome(action, True)
+        now, name, model = self._clock.now(), action.backend, action.model
+        return await self._recorded(
+            action, lambda s: status.record_pulled(s, name, model, key, None, now), "started"
+        )
 
     async def _prune(
         self, action: steps.Prune, state: desired.DesiredState, unstopped: Collection[str] = ()
@@ -306,51 +297,37 @@ class Executor:
         except Exception as exc:  # logged by failures.logged, a failed outcome
             failure = failures.logged("pruning", exc, backend=action.backend)
             return Outcome(action, False, failure)
-        key = names.key(action.model, backend.spec.type)
+        key, name = names.key(action.model, backend.spec.type), action.backend
+        return await self._recorded(action, lambda s: status.forget(s, name, [key]), "deleted")
+
+    async def _recorded(self, action: steps.Action, write: Write, done: str) -> Outcome:
+        """Write llmctl's record of ``action``, which succeeded (``done`` says how). A write
+        that fails is kept and retried at the start of the next apply: the outcome says so.
+        Never raises."""
         try:
-            await self._tx(lambda s: status.forget(s, action.backend, [key]))
-        except Exception as exc:  # logged by failures.logged, retried next cycle
-            self._unforgotten.setdefault(action.backend, set()).add(key)
-            what = "dropping the record of a pruned model"
-            failure = failures.logged(what, exc, backend=action.backend)
-            return Outcome(action, False, f"deleted, but not recorded (retried): {failure}")
+            await self._tx(write)
+        except Exception as exc:  # logged by failures.logged, retried next apply
+            self._unwritten.append(write)
+            failure = failures.logged(f"recording what was {done}", exc, backend=action.backend)
+            return Outcome(action, False, f"{done}, but not recorded (retried): {failure}")
         return Outcome(action, True)
 
-    async def _forget_pruned(self) -> None:
-        """Drop the records that prunes of earlier cycles could not drop."""
-        if not self._unforgotten:
+    async def _write_pending(self) -> None:
+        """Write the records that actions of earlier cycles could not write, in order."""
+        if not self._unwritten:
             return
-        pending = self._unforgotten
+        pending = self._unwritten
 
-        async def forget(session: AsyncSession) -> None:
-            for name, keys in pending.items():
-                await status.forget(session, name, keys)
+        async def write_all(session: AsyncSession) -> None:
+            for write in pending:
+                await write(session)
 
         try:
-            await self._tx(forget)
-        except Exception as exc:  # logged by failures.logged, retried next cycle
-            failures.logged("dropping the records of pruned models", exc)
+            await self._tx(write_all)
+        except Exception as exc:  # logged by failures.logged, retried next apply
+            failures.logged("writing the records of earlier actions", exc)
             return
-        self._unforgotten = {}
-
-    async def _record_started(self) -> None:
-        """Write the managed records that starts of earlier cycles could not write."""
-        if not self._unrecorded:
-            return
-        pending = self._unrecorded
-        now = self._clock.now()
-
-        async def record(session: AsyncSession) -> None:
-            for name, started in pending.items():
-                for model, key in sorted(started):
-                    await status.record_pulled(session, name, model, key, None, now)
-
-        try:
-            await self._tx(record)
-        except Exception as exc:  # logged by failures.logged, retried next cycle
-            failures.logged("recording started models", exc)
-            return
-        self._unrecorded = {}
+        self._unwritten = []
 
 
 def refused(outcomes: Sequence[Outcome]) -> dict[str, dict[str, str]]:

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from runtimestate import clock, database, desired, errors, locks
 from runtimestate.desired import engineargs, spec
@@ -166,3 +166,50 @@ async def test_weights_are_not_pruned_when_stopping_their_instance_failed_and_no
     assert (stop.ok, stop.detail) == (False, "unavailable: agent said no to Bearer ***")
     assert (prune.ok, prune.detail) == (False, "not pruned: stopping its instance failed")
     assert agent.calls == [f"stop {QWEN}"]
+
+
+class FailingOnce:
+    """A session factory whose next session, once `armed`, fails its first statement: the
+    database going away just after the agent did what it was asked."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = database.session_factory(engine)
+        self.kw = self._sessions.kw  # the backend's lock finds the engine here
+        self.armed = False
+
+    def __call__(self) -> AsyncSession:
+        session = self._sessions()
+        if self.armed:
+            self.armed = False
+
+            async def execute(*args: object, **kwargs: object) -> None:
+                raise errors.DatabaseUnavailable("the database went away")
+
+            session.execute = execute  # type: ignore[method-assign,assignment]
+        return session
+
+
+async def test_a_record_that_cannot_be_written_is_written_by_the_next_apply(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    engine, other = engines
+    sessions = FailingOnce(engine)
+
+    class Arming(RecordingAgent):
+        async def start_instance(
+            self, name: str, weights: str, vllm: engineargs.VllmArgs | None
+        ) -> None:
+            await super().start_instance(name, weights, vllm)
+            sessions.armed = True  # the record of this start is the next write
+
+    executor = execution.Executor(
+        sessions,  # type: ignore[arg-type]
+        Adapters(Arming(other)), sink=None, clock=clock.FakeClock(T0),
+    )  # fmt: skip
+    start = steps.StartInstance("gpu-1", QWEN, QWEN, None, reason())
+    (outcome,) = await executor.apply(plan.Plan((start,)), node_state())
+    assert not outcome.ok
+    assert outcome.detail.startswith("started, but not recorded (retried): ")
+    assert await managed(engine) == frozenset()
+    await executor.apply(plan.Plan(), node_state())  # the next cycle, with nothing to do
+    assert await managed(engine) == {("gpu-1", QWEN)}
