@@ -102,9 +102,7 @@ def adapter_update(
         _, changed = await adapterstore.update_adapter(session, value, pools)
         return changed
 
-    changed = runner.transaction(env, work)
-    env.out.print(f"adapter/{name} {'updated' if changed else 'unchanged'}", highlight=False)
-    runner.notify(env)
+    runner.update(env, "adapter", name, work)
 
 
 @app.command("list")

@@ -239,9 +239,7 @@ def backend_update(
         _, changed = await store.update_backend(session, value, pools)
         return changed
 
-    changed = runner.transaction(env, work)
-    env.out.print(f"backend/{name} {'updated' if changed else 'unchanged'}", highlight=False)
-    runner.notify(env)
+    runner.update(env, "backend", name, work)
 
 
 async def _with_status(

@@ -210,9 +210,7 @@ def model_update(
         _, changed = await store.update_model(session, value, pools)
         return changed
 
-    changed = runner.transaction(env, work)
-    env.out.print(f"model/{name} {'updated' if changed else 'unchanged'}", highlight=False)
-    runner.notify(env)
+    runner.update(env, "model", name, work)
 
 
 @model_app.command("list")

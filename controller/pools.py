@@ -63,9 +63,7 @@ def pool_update(
         _, changed = await poolstore.update_pool(session, value)
         return changed
 
-    changed = runner.transaction(env, work)
-    env.out.print(f"pool/{name} {'updated' if changed else 'unchanged'}", highlight=False)
-    runner.notify(env)
+    runner.update(env, "pool", name, work)
 
 
 @app.command("list")

@@ -66,6 +66,14 @@ def default_database_url() -> str:
     return f"sqlite:///{datadir.from_environment() / 'llmctl.db'}"
 
 
+def update(env: Env, kind: str, name: str, work: Callable[[AsyncSession], Awaitable[bool]]) -> None:
+    """Run an update of ``kind``/``name`` (``work`` says whether it changed anything), say
+    ``updated`` or ``unchanged``, and ask a running controller for a cycle."""
+    changed = transaction(env, work)
+    env.out.print(f"{kind}/{name} {'updated' if changed else 'unchanged'}", highlight=False)
+    notify(env)
+
+
 def notify(env: Env) -> None:
     """After a committed change: ask a running controller for a cycle now. Best effort."""
     from controller import trigger
