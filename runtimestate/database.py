@@ -270,3 +270,18 @@ async def _read_snapshot(
             return await work(session)
         finally:
             await session.rollback()
+
+
+async def upsert(
+    session: sa_asyncio.AsyncSession,
+    table: type[Any],
+    keys: dict[str, Any],
+    values: dict[str, Any],
+) -> None:
+    """Update the row of ORM class ``table`` whose columns equal ``keys`` to ``values``, or
+    insert it: the same statements on SQLite and Postgres. Idempotent; two writers racing to
+    insert one key are kept apart by the callers' locks or the primary key."""
+    where = [getattr(table, column) == value for column, value in keys.items()]
+    updated = await session.execute(sa.update(table).where(*where).values(values))
+    if updated.rowcount == 0:  # type: ignore[attr-defined]
+        await session.execute(sa.insert(table).values(**keys, **values))

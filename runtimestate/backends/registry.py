@@ -18,25 +18,18 @@ serves the route). Reads `clock.monotonic` only; never logs request headers.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
 
 from runtimestate import clock as clocks
-from runtimestate.backends import base, transport
+from runtimestate.backends import answers, base, transport
 
 DEFAULT_URL = "https://registry.ollama.ai"
 _HOST = "registry.ollama.ai"
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 _MAX_MANIFEST_BYTES = 1024 * 1024
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Answer:
-    size: int | None  # None: could not be sized
-    until: float  # monotonic instant the answer expires
 
 
 def manifest_path(name: str) -> tuple[str | None, str]:
@@ -89,34 +82,18 @@ class Sizes:
         clock: clocks.Clock = clocks.SYSTEM,
     ) -> None:
         self._url = url.rstrip("/")
-        self._ttl_s, self._failure_ttl_s = ttl_s, failure_ttl_s
-        self._per_lookup, self._deadline_s = per_lookup, deadline_s
+        self._answers: answers.Answers[str] = answers.Answers(
+            ttl_s=ttl_s, failure_ttl_s=failure_ttl_s, per_lookup=per_lookup,
+            deadline_s=deadline_s, clock=clock,
+        )  # fmt: skip
         self._semaphore = asyncio.Semaphore(concurrency)
         self._timeouts, self._http = timeouts, http
         self._client: httpx.AsyncClient | None = None  # built at the first fetch
-        self._clock = clock
-        self._cache: dict[str, _Answer] = {}
         self.fetches = 0  # manifests requested since start (tests and logs)
 
     async def lookup(self, models: Iterable[str]) -> Mapping[str, int]:
         """The known sizes of ``models`` by name; those it cannot size are left out."""
-        now = self._clock.monotonic()
-        wanted = sorted(set(models))
-        stale = [m for m in wanted if (a := self._cache.get(m)) is None or a.until <= now]
-        due = stale[: self._per_lookup]
-        tasks = [asyncio.ensure_future(self._fetch(m)) for m in due]
-        if tasks:  # a registry that does not answer holds the cycle up `deadline_s` at most
-            _, late = await asyncio.wait(tasks, timeout=self._deadline_s)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
-        for model, task in zip(due, tasks, strict=True):
-            size = None if task.cancelled() else task.result()
-            ttl = self._ttl_s if size is not None else self._failure_ttl_s
-            self._cache[model] = _Answer(size, self._clock.monotonic() + ttl)
-        found = {m: self._cache[m].size for m in wanted if m in self._cache}
-        return {m: size for m, size in found.items() if size is not None}
+        return await self._answers.lookup(sorted(set(models)), self._fetch)
 
     async def _fetch(self, model: str) -> int | None:
         try:

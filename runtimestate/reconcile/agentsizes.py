@@ -11,19 +11,11 @@ bytes already in the agent's cache), for the backend cycle's admission lookup
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 from collections.abc import Iterable, Mapping
 
 from runtimestate import clock as clocks
 from runtimestate import errors
-from runtimestate.backends import base
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Answer:
-    needed: int | None  # None: could not be sized
-    until: float
+from runtimestate.backends import answers, base
 
 
 class AgentSizes:
@@ -38,38 +30,27 @@ class AgentSizes:
         deadline_s: float = 5.0,
         clock: clocks.Clock = clocks.SYSTEM,
     ) -> None:
-        self._ttl_s, self._failure_ttl_s, self._per_lookup = ttl_s, failure_ttl_s, per_lookup
-        self._deadline_s = deadline_s
-        self._clock = clock
-        self._cache: dict[tuple[str, str], _Answer] = {}
+        self._answers: answers.Answers[tuple[str, str]] = answers.Answers(
+            ttl_s=ttl_s, failure_ttl_s=failure_ttl_s, per_lookup=per_lookup,
+            deadline_s=deadline_s, clock=clock,
+        )  # fmt: skip
 
     async def lookup(
         self, backend: str, agent: base.WeightsSizer, models: Iterable[str]
     ) -> Mapping[str, int]:
         """The bytes each of ``models`` still needs on ``backend``; unknown ones left out."""
-        now = self._clock.monotonic()
-        wanted = sorted(set(models))
-        due = [m for m in wanted if (a := self._cache.get((backend, m))) is None or a.until <= now]
-        due = due[: self._per_lookup]
-        tasks = [asyncio.ensure_future(_needed(agent, m)) for m in due]
-        if tasks:  # an agent that does not answer holds the cycle up `deadline_s` at most
-            _, late = await asyncio.wait(tasks, timeout=self._deadline_s)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
-        for model, task in zip(due, tasks, strict=True):
-            needed = None if task.cancelled() else task.result()
-            ttl = self._ttl_s if needed is not None else self._failure_ttl_s
-            self._cache[(backend, model)] = _Answer(needed, self._clock.monotonic() + ttl)
-        answers = {m: self._cache.get((backend, m)) for m in wanted}
-        return {m: a.needed for m, a in answers.items() if a is not None and a.needed is not None}
+
+        async def ask(key: tuple[str, str]) -> int | None:
+            return await _needed(agent, key[1])
+
+        keys = [(backend, m) for m in sorted(set(models))]
+        found = await self._answers.lookup(keys, ask)
+        return {model: needed for (_, model), needed in found.items()}
 
     def retain(self, backends: Iterable[str]) -> None:
         """Forget the answers of backends not in ``backends``."""
         kept = set(backends)
-        for key in [k for k in self._cache if k[0] not in kept]:
-            del self._cache[key]
+        self._answers.retain(lambda key: key[0] in kept)
 
 
 async def _needed(agent: base.WeightsSizer, model: str) -> int | None:

@@ -24,6 +24,7 @@ from collections.abc import Collection, Mapping
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtimestate import database
 from runtimestate.desired import schema
 
 DEFAULT_GRACE = dt.timedelta(minutes=2)  # a large model's load time on a slow disk
@@ -42,14 +43,9 @@ async def record(
     session: AsyncSession, backend: str, model: str, model_key: str, now: dt.datetime
 ) -> None:
     """Remember that llmctl preloads ``model`` on ``backend``. Idempotent."""
-    table = schema.PreloadedModelRow
-    where = (table.backend == backend, table.model_key == model_key)
+    keys = {"backend": backend, "model_key": model_key}
     values = {"model": model, "preloaded_at": now}
-    updated = await session.execute(sa.update(table).where(*where).values(values))
-    if updated.rowcount == 0:  # type: ignore[attr-defined]
-        await session.execute(
-            sa.insert(table).values(backend=backend, model_key=model_key, **values)
-        )
+    await database.upsert(session, schema.PreloadedModelRow, keys, values)
 
 
 async def forget(session: AsyncSession, backend: str, model_keys: Collection[str]) -> None:

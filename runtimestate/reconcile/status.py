@@ -152,14 +152,9 @@ async def record_pulled(
     now: dt.datetime,
 ) -> None:
     """Remember that llmctl pulled ``model`` onto ``backend``. Idempotent."""
-    table = schema.ManagedModelRow
-    where = (table.backend == backend, table.model_key == model_key)
+    keys = {"backend": backend, "model_key": model_key}
     values = {"model": model, "job_id": job_id, "pulled_at": now}
-    updated = await session.execute(sa.update(table).where(*where).values(values))
-    if updated.rowcount == 0:  # type: ignore[attr-defined]
-        await session.execute(
-            sa.insert(table).values(backend=backend, model_key=model_key, **values)
-        )
+    await database.upsert(session, schema.ManagedModelRow, keys, values)
 
 
 async def forget(session: AsyncSession, backend: str, model_keys: Collection[str]) -> None:
@@ -195,13 +190,8 @@ async def record_loaded(
     session: AsyncSession, backend: str, adapter: str, now: dt.datetime
 ) -> None:
     """Remember that llmctl loaded ``adapter`` onto ``backend``. Idempotent."""
-    table = schema.ManagedAdapterRow
-    where = (table.backend == backend, table.adapter == adapter)
-    updated = await session.execute(sa.update(table).where(*where).values(loaded_at=now))
-    if updated.rowcount == 0:  # type: ignore[attr-defined]
-        await session.execute(
-            sa.insert(table).values(backend=backend, adapter=adapter, loaded_at=now)
-        )
+    keys = {"backend": backend, "adapter": adapter}
+    await database.upsert(session, schema.ManagedAdapterRow, keys, {"loaded_at": now})
 
 
 async def forget_adapter(session: AsyncSession, backend: str, adapter: str) -> None:
