@@ -77,9 +77,7 @@ async def test_twenty_adapters_over_ten_nodes_are_loaded_within_two_cycles(
     assert ready.status, ready
 
 
-async def test_a_steady_fleet_makes_zero_load_calls(
-    fleet: Fleet, emu: vllm.Emulator
-) -> None:
+async def test_a_steady_fleet_makes_zero_load_calls(fleet: Fleet, emu: vllm.Emulator) -> None:
     await _place(fleet, emu, _twenty())
     await fleet.state.run_backend_cycle()
     await fleet.state.run_backend_cycle()
@@ -132,9 +130,7 @@ async def test_managed_unloads_only_the_adapters_llmctl_loaded(
     assert (extra.reason, extra.message) == ("not_managed", "theirs (not_managed)")
 
 
-async def test_a_server_without_runtime_lora_is_asked_once_and_says_why(
-    fleet: Fleet
-) -> None:
+async def test_a_server_without_runtime_lora_is_asked_once_and_says_why(fleet: Fleet) -> None:
     async with vllm.running(served_model_names=[BASE]) as off:
         backends = {"gpu-0": ("vllm", off.url, "managed")}
         await fleet.apply(fleet_file(backends, [BASE], adapters={"sql": BASE}))
