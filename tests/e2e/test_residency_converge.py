@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import nats
 import openai
 import pytest
@@ -73,7 +74,7 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return found
 
 
-def test_an_adapter_added_to_a_pool_is_loaded_resolved_served_and_unloaded_when_deleted(
+def test_an_adapter_added_to_a_pool_is_loaded_reloaded_resolved_served_and_unloaded(
     llmctl: Cli, nats_url: str, nats_prefix: str
 ) -> None:
     bus = ("--nats-url", nats_url, "--subject-prefix", nats_prefix)
@@ -97,6 +98,13 @@ def test_an_adapter_added_to_a_pool_is_loaded_resolved_served_and_unloaded_when_
             model="sql", messages=[{"role": "user", "content": "hi"}]
         )
         assert (reply.model, bool(reply.choices[0].message.content)) == ("sql", True)
+        loads = emu.nodes[0].requests["POST /v1/load_lora_adapter"]
+        _ok(llmctl, "reconcile", "--once")  # steady: no load call
+        assert emu.nodes[0].requests["POST /v1/load_lora_adapter"] == loads == 1
+        assert httpx.post(f"{emu.url}/_emulator/reset").status_code == 200  # a restart
+        assert set(emu.nodes[0].loras) == set()
+        _ok(llmctl, "reconcile", "--once")
+        assert set(emu.nodes[0].loras) == {"sql"}  # back within one cycle
         _ok(llmctl, "adapter", "delete", "sql")
         _, heard = _heard(nats_url, nats_prefix, lambda: llmctl(*bus, "reconcile", "--once"))
         assert heard[0]["adapter_unloads"] == 1
