@@ -70,8 +70,9 @@ def _status(llmctl: Cli, backend: str) -> dict[str, Any]:
 
 
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    (found,) = [c for c in status["conditions"] if c["type"] == kind]
-    return found
+    found: list[dict[str, Any]] = [c for c in status["conditions"] if c["type"] == kind]
+    assert len(found) == 1, status["conditions"]
+    return found[0]
 
 
 def test_an_adapter_added_to_a_pool_is_loaded_reloaded_resolved_served_and_unloaded(
