@@ -215,7 +215,22 @@ def _downloads(status: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _model_rows(models: list[dict[str, Any]], wide: bool) -> list[dict[str, Any]]:
-    return models if wide else [{**m, "size": size(m["size"])} for m in models]
+    """Observed models with their warm state: the GPU memory a loaded one holds (``VRAM``) and
+    when it unloads by itself (``EXPIRES``: ``in 4m``, ``never`` past a century)."""
+    shown = (lambda n: n) if wide else size
+    return [
+        {**m, "size": shown(m["size"]), "vram": shown(m.get("sizeVram")),
+         "expires": _expires(m.get("expiresAt"))}
+        for m in models
+    ]  # fmt: skip
+
+
+def _expires(at: str | None) -> str | None:
+    if at is None:
+        return None
+    if dt.datetime.fromisoformat(at).year >= dt.datetime.now(dt.UTC).year + 100:
+        return "never"  # Ollama's keep_alive -1
+    return until(at)
 
 
 def render_backend(doc: dict[str, Any], console: Console, *, wide: bool = False) -> None:
@@ -235,7 +250,8 @@ def render_backend(doc: dict[str, Any], console: Console, *, wide: bool = False)
                     f"{shown['used']} used")  # fmt: skip
     sections = (
         ("CONDITION", ["type", "status", "reason", "message"], status["conditions"]),
-        ("MODEL", ["name", "size", "contextLength", "loaded"], _model_rows(status["models"], wide)),
+        ("MODEL", ["name", "size", "contextLength", "loaded", "vram", "expires"],
+         _model_rows(status["models"], wide)),
         ("ADAPTER", ["name", "baseModel", "loaded", "placed"], status.get("adapters", [])),
         ("DOWNLOAD", ["id", "model", "state", "percent", "error"], _downloads(status)),
         ("INSTANCE", ["name", "state", "baseUrl", "gpus", "restarts", "lastError"],

@@ -74,6 +74,8 @@ def status_doc(
                 "contextLength": m.context_length,
                 "loaded": m.loaded,
                 "baseUrl": m.base_url,
+                "sizeVram": m.size_vram or None,
+                "expiresAt": None if m.expires_at is None else _time(m.expires_at),
             }
             for m in observed.pulled_models
             if m.parent is None  # a LoRA adapter's card is under "adapters"

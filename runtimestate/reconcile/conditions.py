@@ -208,11 +208,17 @@ def _drift(actions: Sequence[steps.Action]) -> list[snapshot.Condition]:
     ):
         found = [a for a in drift if a.kind is kind]
         if found:
-            message = "; ".join(
-                f"{a.model} ({a.reason.code.value})" for a in sorted(found, key=lambda a: a.model)
-            )
+            message = "; ".join(_drift_line(a) for a in sorted(found, key=lambda a: a.model))
             conditions.append(snapshot.Condition(type_, True, found[0].reason.code.value, message))
     return conditions
+
+
+def _drift_line(action: steps.ReportDrift) -> str:
+    """``model (reason)``; a pull held for room also gives its numbers (``needs 4.7 GB, ...``)."""
+    code = action.reason.code
+    if code is steps.ReasonCode.INSUFFICIENT_CAPACITY:
+        return f"{action.model} ({code.value}: {action.reason.text})"
+    return f"{action.model} ({code.value})"
 
 
 def _warm_models(inputs: Inputs, models: Sequence[base.ObservedModel]) -> snapshot.Condition:

@@ -1,16 +1,12 @@
 """Warm models through the CLI (issue 16): ``reconcile --dry-run`` lists the preloads it would
-send with their reasons and sends none; ``reconcile --once`` sends them. Until ``model update
---warm`` exists (the kind part), the test sets the column the way the store will."""
+send with their reasons and sends none; ``reconcile --once`` sends them. The model is declared
+warm with ``model update --warm``."""
 
 from __future__ import annotations
 
 import pathlib
 
-import sqlalchemy as sa
-
 from emulators import ollama
-from runtimestate import database
-from runtimestate.desired import schema
 from tests.e2e.conftest import Cli, dump
 
 QWEN = "qwen2:0.5b"
@@ -31,20 +27,6 @@ spec: {{backends: [gpu-0], models: ["qwen2:0.5b"]}}
 """
 
 
-def _declare_warm(url: str, model: str) -> None:
-    engine = database.create_sync_engine(url)
-    try:
-        with engine.begin() as connection:
-            table = schema.ModelRow.__table__
-            connection.execute(
-                sa.update(table)
-                .where(table.c.name == model)
-                .values(warm=True, generation=table.c.generation + 1)
-            )
-    finally:
-        engine.dispose()
-
-
 def test_reconcile_dry_run_lists_preloads_with_their_reasons_and_sends_none(
     llmctl: Cli, tmp_path: pathlib.Path, database_url: str
 ) -> None:
@@ -52,7 +34,8 @@ def test_reconcile_dry_run_lists_preloads_with_their_reasons_and_sends_none(
         path = tmp_path / "fleet.yaml"
         path.write_text(FLEET.format(url=emu.node_url(0)))
         assert llmctl("apply", "-f", str(path)).code == 0
-        _declare_warm(database_url, QWEN)
+        warmed = llmctl("model", "update", QWEN, "--warm")
+        assert warmed.code == 0, warmed.err
         before = dump(database_url)
         dry = llmctl("reconcile", "--once", "--dry-run")
         assert dry.code == 0, dry.err

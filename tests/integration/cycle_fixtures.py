@@ -8,7 +8,7 @@ import dataclasses
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
 import nats
@@ -78,22 +78,44 @@ def installed(emu: ollama.Emulator, node: int) -> set[str]:
 
 
 def fleet_file(
-    backends: dict[str, tuple[str, str, str]], models: list[str], pool: str = "main"
+    backends: dict[str, tuple[str, str, str]],
+    models: list[str],
+    pool: str = "main",
+    *,
+    adapters: Mapping[str, str] | None = None,
+    warm: Collection[str] = (),
+    keep_alive: str | None = None,
+    budgets: Mapping[str, Mapping[str, int]] | None = None,
 ) -> str:
-    """A file with the given backends (name -> (type, url, prune)) all serving ``models``."""
+    """A file with the given backends (name -> (type, url, prune)) all serving ``models``.
+
+    Issue 16's declarations: ``adapters`` (name -> base model, source ``/adapters/<name>``)
+    placed through the pool, the models in ``warm`` declared warm (with ``keep_alive``), and
+    ``budgets`` (backend -> ``{"vramBytes": n}`` and/or ``{"diskBytes": n}``)."""
     docs = []
     for name, (kind, url, prune) in backends.items():
+        extra = "".join(f", {k}: {v}" for k, v in (budgets or {}).get(name, {}).items())
         docs.append(
             f"apiVersion: llmctl/v1\nkind: Backend\nmetadata: {{name: {name}}}\n"
-            f'spec: {{type: {kind}, url: "{url}", prune: {prune}}}\n'
+            f'spec: {{type: {kind}, url: "{url}", prune: {prune}{extra}}}\n'
         )
     for model in models:
-        docs.append(f'apiVersion: llmctl/v1\nkind: Model\nmetadata: {{name: "{model}"}}\n')
+        body = ""
+        if model in warm:
+            body = "spec: {warm: true" + (f', keepAlive: "{keep_alive}"' if keep_alive else "")
+            body += "}\n"
+        docs.append(f'apiVersion: llmctl/v1\nkind: Model\nmetadata: {{name: "{model}"}}\n{body}')
+    for name, parent in (adapters or {}).items():
+        docs.append(
+            f"apiVersion: llmctl/v1\nkind: Adapter\nmetadata: {{name: {name}}}\n"
+            f'spec: {{baseModel: "{parent}", source: /adapters/{name}}}\n'
+        )
     members = ", ".join(backends)
     quoted = ", ".join(f'"{m}"' for m in models)
+    placed = ", ".join(adapters or {})
     docs.append(
         f"apiVersion: llmctl/v1\nkind: Pool\nmetadata: {{name: {pool}}}\n"
-        f"spec: {{backends: [{members}], models: [{quoted}]}}\n"
+        f"spec: {{backends: [{members}], models: [{quoted}], adapters: [{placed}]}}\n"
     )
     return "---\n".join(docs)
 

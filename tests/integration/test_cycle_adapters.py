@@ -1,68 +1,29 @@
 """LoRA adapters loaded where pools place them, by real backend cycles on emulated vLLM nodes
 with runtime LoRA (issue 16), on SQLite and Postgres.
 
-Until the Adapter kind is stored, the desired state the cycle reads is given its adapters by
-hand: `store.load` is wrapped to add them (the pools' placements, the adapters' specs).
+The adapters are declared and placed as a user does: files applied through the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import datetime as dt
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
 import openai
 import pytest
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
 from controller import cli, declare
 from controller import reconcile as reconcile_cli
 from controller import resolve as resolve_cli
 from emulators import vllm
-from runtimestate import desired, resolver
-from runtimestate.desired import spec, store
+from runtimestate import resolver
 from runtimestate.reconcile import status, steps
 from tests.integration.cycle_fixtures import Fleet, fleet_file
 
 BASE = "base-7b"
-_AT = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-
-
-@dataclasses.dataclass
-class Placing:
-    """The adapters the cycle's desired state has: pool -> adapter names."""
-
-    pools: dict[str, tuple[str, ...]]
-
-    def adapters(self) -> tuple[spec.Adapter, ...]:
-        found = sorted({a for names in self.pools.values() for a in names})
-        return tuple(
-            spec.Adapter(spec.AdapterSpec(a, BASE, f"/adapters/{a}"), spec.Meta(i + 1, 1, _AT, _AT))
-            for i, a in enumerate(found)
-        )
-
-
-@pytest.fixture
-def placing(monkeypatch: pytest.MonkeyPatch) -> Placing:
-    given = Placing({})
-    real = store.load
-
-    async def load(session: AsyncSession) -> desired.DesiredState:
-        state = await real(session)
-        pools = tuple(
-            dataclasses.replace(
-                p, spec=dataclasses.replace(p.spec, adapters=given.pools.get(p.name, ()))
-            )
-            for p in state.pools
-        )
-        return dataclasses.replace(state, pools=pools, adapters=given.adapters())
-
-    monkeypatch.setattr(store, "load", load)
-    return given
 
 
 @pytest.fixture
@@ -71,11 +32,15 @@ async def emu() -> AsyncIterator[vllm.Emulator]:
         yield running
 
 
-async def _declare(fleet: Fleet, emu: vllm.Emulator, prune: str = "managed") -> None:
-    """Five pools of two nodes each, all serving the base model."""
+async def _place(
+    fleet: Fleet, emu: vllm.Emulator, pools: Mapping[str, tuple[str, ...]] | None = None
+) -> None:
+    """Five pools of two nodes each, all serving the base model; ``pools`` places adapters
+    (pool -> names), applied as files: a pool's adapters are set exactly."""
     for p in range(5):
-        backends = {f"gpu-{n}": ("vllm", emu.node_url(n), prune) for n in (2 * p, 2 * p + 1)}
-        await fleet.apply(fleet_file(backends, [BASE], pool=f"pool-{p}"))
+        backends = {f"gpu-{n}": ("vllm", emu.node_url(n), "managed") for n in (2 * p, 2 * p + 1)}
+        placed = {a: BASE for a in (pools or {}).get(f"pool-{p}", ())}
+        await fleet.apply(fleet_file(backends, [BASE], pool=f"pool-{p}", adapters=placed))
 
 
 def _loaded(emu: vllm.Emulator, node: int) -> set[str]:
@@ -86,17 +51,21 @@ def _loads(emu: vllm.Emulator) -> int:
     return sum(n.requests["POST /v1/load_lora_adapter"] for n in emu.nodes)
 
 
-def _twenty(placing: Placing) -> Mapping[int, set[str]]:
-    """Four adapters per pool, twenty in all; what each node should have loaded."""
-    placing.pools = {f"pool-{p}": tuple(f"lora-{4 * p + i:02}" for i in range(4)) for p in range(5)}
-    return {n: set(placing.pools[f"pool-{n // 2}"]) for n in range(10)}
+def _twenty() -> dict[str, tuple[str, ...]]:
+    """Four adapters per pool, twenty in all."""
+    return {f"pool-{p}": tuple(f"lora-{4 * p + i:02}" for i in range(4)) for p in range(5)}
+
+
+def _wanted(pools: Mapping[str, tuple[str, ...]]) -> Mapping[int, set[str]]:
+    """What each node should have loaded."""
+    return {n: set(pools[f"pool-{n // 2}"]) for n in range(10)}
 
 
 async def test_twenty_adapters_over_ten_nodes_are_loaded_within_two_cycles(
-    fleet: Fleet, emu: vllm.Emulator, placing: Placing
+    fleet: Fleet, emu: vllm.Emulator
 ) -> None:
-    await _declare(fleet, emu)
-    wanted = _twenty(placing)
+    await _place(fleet, emu, _twenty())
+    wanted = _wanted(_twenty())
     await fleet.state.run_backend_cycle()
     await fleet.state.run_backend_cycle()
     assert {n: _loaded(emu, n) for n in range(10)} == wanted
@@ -108,11 +77,8 @@ async def test_twenty_adapters_over_ten_nodes_are_loaded_within_two_cycles(
     assert ready.status, ready
 
 
-async def test_a_steady_fleet_makes_zero_load_calls(
-    fleet: Fleet, emu: vllm.Emulator, placing: Placing
-) -> None:
-    await _declare(fleet, emu)
-    _twenty(placing)
+async def test_a_steady_fleet_makes_zero_load_calls(fleet: Fleet, emu: vllm.Emulator) -> None:
+    await _place(fleet, emu, _twenty())
     await fleet.state.run_backend_cycle()
     await fleet.state.run_backend_cycle()
     before = _loads(emu)
@@ -124,10 +90,10 @@ async def test_a_steady_fleet_makes_zero_load_calls(
 
 
 async def test_a_restarted_node_has_its_adapters_back_within_one_cycle(
-    fleet: Fleet, emu: vllm.Emulator, placing: Placing
+    fleet: Fleet, emu: vllm.Emulator
 ) -> None:
-    await _declare(fleet, emu)
-    wanted = _twenty(placing)
+    await _place(fleet, emu, _twenty())
+    wanted = _wanted(_twenty())
     await fleet.state.run_backend_cycle()
     await fleet.state.run_backend_cycle()
     async with httpx.AsyncClient() as client:
@@ -139,10 +105,9 @@ async def test_a_restarted_node_has_its_adapters_back_within_one_cycle(
 
 
 async def test_managed_unloads_only_the_adapters_llmctl_loaded(
-    fleet: Fleet, emu: vllm.Emulator, placing: Placing
+    fleet: Fleet, emu: vllm.Emulator
 ) -> None:
-    await _declare(fleet, emu)
-    placing.pools = {"pool-0": ("mine",)}
+    await _place(fleet, emu, {"pool-0": ("mine",)})
     await fleet.state.run_backend_cycle()
     await fleet.state.run_backend_cycle()
     async with httpx.AsyncClient() as client:  # someone else loads one by hand
@@ -152,7 +117,7 @@ async def test_managed_unloads_only_the_adapters_llmctl_loaded(
     assert _loaded(emu, 0) == {"mine", "theirs"}
     managed = await fleet.tx(status.managed_adapters)
     assert managed == {("gpu-0", "mine"), ("gpu-1", "mine")}
-    placing.pools = {}
+    await _place(fleet, emu)  # placed nowhere now
     await fleet.state.run_backend_cycle()
     await fleet.state.run_backend_cycle()
     assert _loaded(emu, 0) == {"theirs"}
@@ -165,12 +130,10 @@ async def test_managed_unloads_only_the_adapters_llmctl_loaded(
     assert (extra.reason, extra.message) == ("not_managed", "theirs (not_managed)")
 
 
-async def test_a_server_without_runtime_lora_is_asked_once_and_says_why(
-    fleet: Fleet, placing: Placing
-) -> None:
+async def test_a_server_without_runtime_lora_is_asked_once_and_says_why(fleet: Fleet) -> None:
     async with vllm.running(served_model_names=[BASE]) as off:
-        await fleet.apply(fleet_file({"gpu-0": ("vllm", off.url, "managed")}, [BASE]))
-        placing.pools = {"main": ("sql",)}
+        backends = {"gpu-0": ("vllm", off.url, "managed")}
+        await fleet.apply(fleet_file(backends, [BASE], adapters={"sql": BASE}))
         for _ in range(3):
             await fleet.state.run_backend_cycle()
         assert off.nodes[0].requests["POST /v1/load_lora_adapter"] == 1
@@ -183,10 +146,9 @@ async def test_a_server_without_runtime_lora_is_asked_once_and_says_why(
 
 
 async def test_the_openai_client_gets_a_completion_from_a_loaded_adapter(
-    fleet: Fleet, emu: vllm.Emulator, placing: Placing
+    fleet: Fleet, emu: vllm.Emulator
 ) -> None:
-    await _declare(fleet, emu)
-    placing.pools = {"pool-2": ("sql",)}
+    await _place(fleet, emu, {"pool-2": ("sql",)})
     await fleet.state.run_backend_cycle()  # loads it
     await fleet.state.run_backend_cycle()  # sees it listed
     found = resolver.Resolver.from_state(fleet.state).resolve(
@@ -211,11 +173,11 @@ def _resolve(url: str, *args: str) -> tuple[int, str]:
 
 
 async def test_resolve_says_an_adapter_placed_but_loaded_nowhere_is_not_loaded_yet(
-    fleet: Fleet, placing: Placing, migrated_url: str
+    fleet: Fleet, migrated_url: str
 ) -> None:
     async with vllm.running(served_model_names=[BASE]) as off:  # runtime LoRA off
-        await fleet.apply(fleet_file({"gpu-0": ("vllm", off.url, "managed")}, [BASE]))
-        placing.pools = {"main": ("sql",)}
+        backends = {"gpu-0": ("vllm", off.url, "managed")}
+        await fleet.apply(fleet_file(backends, [BASE], adapters={"sql": BASE}))
         await fleet.state.run_backend_cycle()
         code, said = await asyncio.to_thread(_resolve, migrated_url, "sql")
         assert code == 1
@@ -234,10 +196,9 @@ def _backend_get(url: str, name: str) -> tuple[int, str]:
 
 
 async def test_backend_get_shows_loaded_adapters_with_their_base_and_those_not_loaded(
-    fleet: Fleet, emu: vllm.Emulator, placing: Placing, migrated_url: str
+    fleet: Fleet, emu: vllm.Emulator, migrated_url: str
 ) -> None:
-    await _declare(fleet, emu)
-    placing.pools = {"pool-0": ("sql", "chat")}
+    await _place(fleet, emu, {"pool-0": ("sql", "chat")})
     await fleet.state.run_backend_cycle()
     emu.nodes[0].loras.pop("chat")  # unloaded behind llmctl's back: seen on the next cycle
     await fleet.state.run_backend_cycle()
@@ -251,10 +212,9 @@ async def test_backend_get_shows_loaded_adapters_with_their_base_and_those_not_l
 
 
 async def test_a_dry_run_lists_the_loads_with_their_reasons_and_loads_nothing(
-    fleet: Fleet, emu: vllm.Emulator, placing: Placing
+    fleet: Fleet, emu: vllm.Emulator
 ) -> None:
-    await _declare(fleet, emu)
-    placing.pools = {"pool-0": ("sql",)}
+    await _place(fleet, emu, {"pool-0": ("sql",)})
     report = await fleet.state.run_backend_cycle(dry_run=True)
     doc = reconcile_cli.report_doc(report, None)
     gpu0 = next(b for b in doc["backends"] if b["name"] == "gpu-0")

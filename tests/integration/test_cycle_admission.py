@@ -1,7 +1,6 @@
 """Admission on emulated Ollama nodes with a disk: pulls are held with the numbers, not failed.
 
-The backend declares its disk (`diskBytes`); until the `kind` part stores it, the test gives it
-by wrapping the real `store.load` (the desired state built by hand around the real read).
+The backend declares its disk (`diskBytes`) in the file applied, as a user does.
 """
 
 from __future__ import annotations
@@ -13,8 +12,7 @@ import pytest
 
 from dwqueue import jobs, queue
 from emulators import ollama
-from runtimestate import desired, snapshot
-from runtimestate.desired import store
+from runtimestate import snapshot
 from runtimestate.reconcile import steps
 from tests.integration.cycle_fixtures import QUICK, Fleet, fleet_file, installed
 
@@ -23,25 +21,14 @@ DISK = 2_500_000_000  # llama3.2:1b (1.3 GB) installed; llama3.2:latest (2.0 GB)
 
 
 @pytest.fixture
-def declared_disk(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every backend read declares ``DISK`` bytes of disk."""
-    real = store.load
-
-    async def load(session: object) -> desired.DesiredState:
-        state = await real(session)  # type: ignore[arg-type]
-        backends = tuple(
-            dataclasses.replace(b, spec=dataclasses.replace(b.spec, disk_bytes=DISK))
-            for b in state.backends
-        )
-        return dataclasses.replace(state, backends=backends)
-
-    monkeypatch.setattr(store, "load", load)
-
-
-@pytest.fixture
 async def node() -> AsyncIterator[ollama.Emulator]:
     async with ollama.running(installed=["llama3.2:1b"], disk_capacity=DISK) as emu:
         yield emu
+
+
+def _file(emu: ollama.Emulator, prune: str = "managed") -> str:
+    backends = {"gpu-1": ("ollama", emu.url, prune)}
+    return fleet_file(backends, ["llama3.2"], budgets={"gpu-1": {"diskBytes": DISK}})
 
 
 def _fleet(migrated_url: str, emu: ollama.Emulator) -> Fleet:
@@ -55,13 +42,12 @@ async def _jobs(fleet: Fleet) -> list[jobs.Job]:
     return list(await fleet.tx(lambda s: queue.list_jobs(s)))
 
 
-@pytest.mark.usefixtures("declared_disk")
 async def test_a_pull_that_does_not_fit_is_held_with_the_numbers_and_never_fails_mid_stream(
     migrated_url: str, node: ollama.Emulator
 ) -> None:
     fleet = _fleet(migrated_url, node)
     try:
-        await fleet.apply(fleet_file({"gpu-1": ("ollama", node.url, "managed")}, ["llama3.2"]))
+        await fleet.apply(_file(node))
         for _ in range(3):
             report = await fleet.state.run_backend_cycle()
             await fleet.state.run_download_cycle()
@@ -82,15 +68,14 @@ async def test_a_pull_that_does_not_fit_is_held_with_the_numbers_and_never_fails
         await fleet.close()
 
 
-@pytest.mark.usefixtures("declared_disk")
 async def test_a_held_pull_is_queued_in_the_cycle_after_a_prune_makes_room(
     migrated_url: str, node: ollama.Emulator
 ) -> None:
     fleet = _fleet(migrated_url, node)
     try:
-        await fleet.apply(fleet_file({"gpu-1": ("ollama", node.url, "managed")}, ["llama3.2"]))
+        await fleet.apply(_file(node))
         await fleet.state.run_backend_cycle()
-        await fleet.apply(fleet_file({"gpu-1": ("ollama", node.url, "all")}, ["llama3.2"]))
+        await fleet.apply(_file(node, "all"))
         pruning = await fleet.state.run_backend_cycle()
         assert [a.model for a in pruning.plan.of(steps.Prune)] == ["llama3.2:1b"]
         (held,) = pruning.plan.of(steps.ReportDrift)  # a prune frees nothing for its own plan

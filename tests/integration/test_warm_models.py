@@ -1,21 +1,22 @@
 """Warm models on emulated Ollama nodes (issue 16): backend cycles on a real database preload
 declared-warm models, exactly once per warm-up, never during a pull nor past the VRAM budget,
 and unload what llmctl preloaded once it stops being warm. The official `ollama` client plays
-"something else". Until the store and CLI carry `warm`, the tests set the columns directly."""
+"something else". The tests declare warmth and budgets with the store functions the CLI's
+`model update --warm` and `backend update --vram` call."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import ollama as ollama_client
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dwqueue import queue
 from emulators import faults, ollama
 from runtimestate import clock, resolver
-from runtimestate.desired import names, schema, spec
+from runtimestate.desired import names, spec, store
 from runtimestate.reconcile import preloads, steps
 from tests.integration.cycle_fixtures import Fleet, fleet_file
 
@@ -24,27 +25,21 @@ QWEN = "qwen2:0.5b"
 
 
 async def declare_warm(fleet: Fleet, model: str, warm: bool = True) -> None:
-    """What `model update --warm` will write: the flag, and a new generation."""
+    """What `model update M --warm` (or `--no-warm`) writes."""
 
     async def write(session: AsyncSession) -> None:
-        table = schema.ModelRow
-        await session.execute(
-            sa.update(table)
-            .where(table.name == model)
-            .values(warm=warm, generation=table.generation + 1)
-        )
+        old = await store.get_model(session, model)
+        await store.update_model(session, dataclasses.replace(old.spec, warm=warm))
 
     await fleet.tx(write)
 
 
 async def declare_vram(fleet: Fleet, backend: str, size: int) -> None:
+    """What `backend update B --vram SIZE` writes."""
+
     async def write(session: AsyncSession) -> None:
-        table = schema.BackendRow
-        await session.execute(
-            sa.update(table)
-            .where(table.name == backend)
-            .values(vram_bytes=size, generation=table.generation + 1)
-        )
+        old = await store.get_backend(session, backend)
+        await store.update_backend(session, dataclasses.replace(old.spec, vram_bytes=size))
 
     await fleet.tx(write)
 
