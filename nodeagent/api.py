@@ -29,11 +29,16 @@ GET      /v1/instances               ``{"instances": [instance, ...]}``, by name
 GET      /v1/instances/{name}        one instance: ``{"name", "path", "state", "port",
                                      "base_url", "gpus", "pid", "restarts", "last_error",
                                      "log_tail", "argv", "started_at", "adopted",
-                                     "weights", "engine", "gpus_requested"}``; 404
+                                     "weights", "engine", "gpus_requested", "adapters":
+                                     [{"name", "parent", "path"}]}``; 404
 PUT      /v1/instances/{name}        body ``{"weights": cached name, "engine": {...},
                                      "gpus": N, "gpu_memory": "40GiB"}``: starts it (201;
                                      200 when it runs with that spec already)
 DELETE   /v1/instances/{name}        ``{"stopped": name}``: the process group is gone; 404
+PUT      /v1/instances/{name}/       body ``{"source", "revision"}``: pulls a LoRA adapter
+         adapters/{adapter}          and loads it into the instance (`nodeagent.loras`)
+DELETE   /v1/instances/{name}/       ``{"unloaded": adapter}``; 404 when not loaded
+         adapters/{adapter}
 =======  ==========================  ===================================================
 
 Instances (`nodeagent.instanceapi`, served when the agent has a supervisor): ``state`` is
@@ -79,7 +84,7 @@ from typing import Any
 
 from aiohttp import typedefs, web
 
-from nodeagent import auth, instanceapi, instances, progress, pulls, record, weights
+from nodeagent import auth, instanceapi, instances, loras, progress, pulls, record, weights
 
 VERSION = "v1"
 HEALTH = f"/{VERSION}/health"
@@ -128,6 +133,7 @@ def build(
     app.router.add_post(f"/{VERSION}/weights/pull", pull)
     app.router.add_delete(f"/{VERSION}/weights/{{name:.+}}", delete)
     if supervisor is not None:
+        loras.register(app, supervisor, app[_PULLS])  # first: instance names take slashes
         instanceapi.register(app, supervisor, cache)
     return app
 

@@ -30,6 +30,8 @@ DEFAULT_TEMPLATE: tuple[str, ...] = (
 PLACEHOLDERS = ("{path}", "{name}", "{host}", "{port}")
 API_KEY_FLAG = "--api-key"  # vllm serve's bearer keys (B.4): a secret, never shown
 MASK = "***"
+LORA_FLAG = "--enable-lora"  # runtime LoRA also needs LORA_ENV in the instance's environment
+LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 _PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 
@@ -64,7 +66,7 @@ class EngineArgs:
         if self.quantization is not None:
             flags += ["--quantization", self.quantization]
         if self.enable_lora:
-            flags.append("--enable-lora")
+            flags.append(LORA_FLAG)
         return [*flags, *self.extra_args]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from nodeagent import command, gpus, instance, instances, names, weights
+from nodeagent import command, gpus, instance, instances, loras, names, weights
 
 SUPERVISOR = web.AppKey("supervisor", instances.Supervisor)
 _CACHE = web.AppKey("instance_cache", weights.Cache)
@@ -95,7 +95,10 @@ async def inventory(request: web.Request) -> web.Response:
 async def list_instances(request: web.Request) -> web.Response:
     """Every instance, by name."""
     found = request.app[SUPERVISOR].list()
-    return web.json_response({"instances": [describe(s) for s in found]})
+    served = await loras.served_by(request.app, found)
+    return web.json_response(
+        {"instances": [describe(s, a) for s, a in zip(found, served, strict=True)]}
+    )
 
 
 async def get_instance(request: web.Request) -> web.Response:
@@ -104,7 +107,7 @@ async def get_instance(request: web.Request) -> web.Response:
     found = request.app[SUPERVISOR].get(name)
     if found is None:
         return _absent(name)
-    return web.json_response(describe(found))
+    return web.json_response(describe(found, await loras.served(request.app, found)))
 
 
 async def delete_instance(request: web.Request) -> web.Response:
@@ -223,11 +226,14 @@ def _memory(value: Any) -> int | None:
     raise BadBody('gpu_memory must be a size such as "40GiB" or a number of bytes')
 
 
-def describe(status: instance.InstanceStatus) -> dict[str, Any]:
+def describe(
+    status: instance.InstanceStatus, adapters: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     """One instance as the API shows it (its argv with any API key masked), with the spec it
     runs: ``weights`` (the cached name), ``engine`` (every engine field, defaults included)
     and ``gpus_requested`` (the PUT's ``gpus``); all null for an adopted instance until a PUT
-    with the same spec names them again."""
+    with the same spec names them again. ``adapters`` are the LoRA adapters it serves
+    (`nodeagent.loras.served`)."""
     spec = status.spec
     return {
         "name": status.name,
@@ -246,6 +252,7 @@ def describe(status: instance.InstanceStatus) -> dict[str, Any]:
         "weights": None if spec is None else spec.weights,
         "engine": None if spec is None else _engine_shown(spec.engine),
         "gpus_requested": None if spec is None else spec.gpus,
+        "adapters": adapters or [],
     }
 
 

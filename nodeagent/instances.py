@@ -115,6 +115,11 @@ class Supervisor:
         found = self._instances.get(name)
         return None if found is None else found.status()
 
+    def endpoint(self, name: str) -> tuple[str, str | None] | None:
+        """Where the agent reaches `name`'s instance and the API key it takes, or None."""
+        found = self._instances.get(name)
+        return None if found is None else (found.url, command.api_key(found.argv))
+
     async def open(self) -> dict[str, str]:
         """Adopts or stops what the record lists; returns name -> "adopted" or "stopped".
 
@@ -213,6 +218,8 @@ class Supervisor:
     def _spawn(self, inst: instance.Instance) -> None:
         environment = {**self._environment}
         environment["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in inst.gpus)
+        if command.LORA_FLAG in inst.argv:  # vLLM's runtime LoRA routes (`nodeagent.loras`)
+            environment[command.LORA_ENV] = "True"
         proc = processes.spawn(
             inst.argv, inst.log, environment, self.settings.log_limit, command.redacted(inst.argv)
         )

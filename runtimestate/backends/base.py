@@ -163,6 +163,7 @@ class ObservedInstance:
     last_error: str | None = None
     log_tail: tuple[str, ...] = ()
     context_length: int | None = None  # its declared --max-model-len, when it has one
+    adapters: tuple[str, ...] = ()  # the LoRA adapters it serves (issue 16)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -242,7 +243,11 @@ class Deleter(Protocol):
 
 @runtime_checkable
 class LoraManager(Protocol):
-    async def load_lora(self, name: str, path: str) -> None: ...
+    async def load_lora(self, name: str, path: str, base_model: str | None = None) -> None:
+        """Load adapter `name` from `path` (a path on the server or a Hub repo id) where
+        `base_model` is served (a node agent loads it into that model's instance; a vLLM
+        server serves one base and ignores it). Raises `errors.LlmctlError`."""
+        ...
 
     async def unload_lora(self, name: str) -> None: ...
 

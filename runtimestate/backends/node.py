@@ -6,14 +6,18 @@ A node backend's URL is the agent's root (``http://host:8700``); its API v1 is d
 cached weights become the observed models (named by repo id, ``loaded`` when an instance runs
 from them), the instances and GPU counts the observation's `instances` and `gpus`. Pulls stream
 the agent's NDJSON progress like Ollama's (each line within `Timeouts.stall`); instances are
-started with ``PUT /v1/instances/{name}`` and stopped with ``DELETE``.
+started with ``PUT /v1/instances/{name}`` and stopped with ``DELETE``. LoRA adapters are
+loaded into their base model's instance with ``PUT /v1/instances/{name}/adapters/{adapter}``
+(the agent pulls their files first) and unloaded with ``DELETE``; observed, each instance's
+adapters are served models whose parent is the instance (`nodereplies.models`).
 
 Errors: the agent's refusals carry a ``class`` (`nodereplies.refusal` maps them: 507
 ``insufficient_disk`` -> InsufficientDisk, 422 ``permanent`` -> ModelNotFound with the hub's
 reason, 502 ``transient`` -> BackendUnavailable, 400 ``invalid`` -> InvalidModelName, 409
-``unplaceable``/``in_use`` -> RequestRejected, ``weights_absent`` -> ModelNotFound); 401 is
-Unauthorized. The agent's token is the backend's credential: it goes only into the
-Authorization header and is masked out of every error (`failures.guard`).
+``unplaceable``/``in_use``/``lora_disabled`` and 422 ``refused`` -> RequestRejected,
+``weights_absent`` -> ModelNotFound); 401 is Unauthorized. The agent's token is the backend's
+credential: it goes only into the Authorization header and is masked out of every error
+(`failures.guard`).
 
 Who calls it: `backends.create`; the backend cycle observes and starts or stops instances,
 download workers pull, the pruner deletes. It must not decide what runs where (the planner's).
@@ -40,7 +44,7 @@ class NodeBackend(endpoint.BearerEndpoint):
     """Adapter for one node agent. Async context manager; `aclose()`."""
 
     capabilities: ClassVar[base.Capabilities] = base.Capabilities(
-        can_pull=True, can_delete=True, runs_instances=True
+        can_pull=True, can_delete=True, runs_instances=True, can_load_lora=True
     )
 
     async def observe(self) -> base.Observation:
@@ -176,6 +180,37 @@ class NodeBackend(endpoint.BearerEndpoint):
             path = f"v1/instances/{_quoted(name)}"
             await self._call("DELETE", path, about_model=True, absent_ok=True)
 
+    async def load_lora(self, name: str, path: str, base_model: str | None = None) -> None:
+        """Load adapter `name` into `base_model`'s instance: the agent pulls `path` (a repo id
+        or a directory on the node) into its cache first, so this waits up to `stall`.
+        Idempotent. Raises RequestRejected when the instance runs without LoRA or refuses the
+        files, ModelNotFound when the hub has no such repo or there is no instance, other
+        `errors` as mapped."""
+        if base_model is None:
+            raise errors.InvalidModelName(
+                f"adapter {name!r}: a node agent loads adapters into the instance of their "
+                "base model, and none was given",
+                backend=self.name,
+            )
+        route = f"v1/instances/{_quoted(base_model)}/adapters/{_quoted(name, safe='')}"
+        stall = self._timeouts.stall
+        async with self._guard(about_model=True, total=stall):
+            response = await self._http.client.put(route, json={"source": path}, timeout=stall)
+            if not response.is_success:
+                raise self._refusal(response.status_code, response.content, about_model=True)
+
+    async def unload_lora(self, name: str) -> None:
+        """Unload adapter `name` from every instance serving it; ModelNotFound when none does."""
+        async with self._guard(about_model=True):
+            listed = nodereplies.instances(await self._get("v1/instances"), ())
+            serving = [i.name for i in listed if name in i.adapters]
+            if not serving:
+                message = f"no instance serves adapter {name!r}"
+                raise errors.ModelNotFound(message, backend=self.name)
+            for instance in serving:
+                route = f"v1/instances/{_quoted(instance)}/adapters/{_quoted(name, safe='')}"
+                await self._call("DELETE", route, about_model=True, absent_ok=True)
+
     async def _get(self, path: str) -> Mapping[str, Any]:
         response = await self._http.client.get(path)
         if not response.is_success:
@@ -195,10 +230,10 @@ class NodeBackend(endpoint.BearerEndpoint):
         return nodereplies.refusal(status, body, self.name, about_model=about_model)
 
 
-def _quoted(name: str) -> str:
+def _quoted(name: str, safe: str = "/") -> str:
     """A weights or instance name in a path: its slashes kept (``org/name``, ``/abs/dir``),
     anything else that would change the URL escaped."""
-    return urllib.parse.quote(name, safe="/")
+    return urllib.parse.quote(name, safe=safe)
 
 
 def _class(response: httpx.Response) -> str | None:

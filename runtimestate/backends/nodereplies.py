@@ -30,6 +30,9 @@ _CLASSES: dict[str, type[errors.LlmctlError]] = {
     "unplaceable": errors.RequestRejected,
     "in_use": errors.RequestRejected,
     "conflict": errors.RequestRejected,
+    "lora_disabled": errors.RequestRejected,  # the instance runs without --enable-lora
+    "refused": errors.RequestRejected,  # the instance refused an adapter's files
+    "not_ready": errors.BackendUnavailable,  # the instance is starting: load it later
     "start_failed": errors.ServerError,
 }
 
@@ -87,6 +90,17 @@ def _instance(
         last_error=last_error if isinstance(last_error, str) else None,
         log_tail=tuple(tail.splitlines()[-LOG_TAIL_LINES:]) if isinstance(tail, str) else (),
         context_length=transport.optional_int(declared.get("max_model_len")),
+        adapters=_adapters(entry),
+    )
+
+
+def _adapters(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of an instance's LoRA adapters; an older agent lists none."""
+    found = entry.get("adapters")
+    if not isinstance(found, list):
+        return ()
+    return tuple(
+        a["name"] for a in found if isinstance(a, Mapping) and isinstance(a.get("name"), str)
     )
 
 
@@ -110,7 +124,8 @@ def models(
     cached: Sequence[Mapping[str, Any]], running: Sequence[base.ObservedInstance]
 ) -> tuple[base.ObservedModel, ...]:
     """One model per cached weights: named as cached (the repo id), ``loaded`` when an
-    instance runs from them, with that instance's declared context length."""
+    instance runs from them, with that instance's declared context length; then each LoRA
+    adapter an instance serves, loaded, with that instance (its served model) as parent."""
     in_use = {i.weights: i.context_length for i in running}
     found = []
     for item in cached:
@@ -127,7 +142,22 @@ def models(
                 context_length=in_use.get(name),
             )
         )
-    return tuple(found)
+    return (*found, *_served_adapters(running))
+
+
+def _served_adapters(running: Sequence[base.ObservedInstance]) -> list[base.ObservedModel]:
+    return [
+        base.ObservedModel(
+            name=adapter,
+            model=adapter,
+            capabilities=base.capabilities_from_model_id(inst.name),
+            loaded=True,
+            context_length=inst.context_length,
+            details=base.ModelDetails(parent_model=inst.name),
+        )
+        for inst in running
+        for adapter in inst.adapters
+    ]
 
 
 def inventory(payload: Mapping[str, Any]) -> base.GpuInventory:

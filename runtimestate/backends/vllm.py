@@ -77,10 +77,11 @@ class VllmBackend(endpoint.BearerEndpoint):
             response = await self._http.get("metrics")
             return parse_metrics(response.text)
 
-    async def load_lora(self, name: str, path: str) -> None:
+    async def load_lora(self, name: str, path: str, base_model: str | None = None) -> None:
         """Load a LoRA adapter. Idempotent: an adapter already loaded under `name` counts as
         success. Raises ModelNotFound when `path` holds no adapter, RequestRejected (404 on
-        the route) when runtime LoRA updating is disabled, other `errors` as mapped."""
+        the route) when runtime LoRA updating is disabled, other `errors` as mapped.
+        `base_model` is not sent: the server loads it onto the model it serves."""
         body = {"lora_name": name, "lora_path": path}
         async with self._guard(about_model=True):
             try:

@@ -1,11 +1,15 @@
-"""The planner's rules for LoRA adapters on vLLM servers (issue 16): load, unload, or report.
+"""The planner's rules for LoRA adapters on vLLM servers and node agents (issue 16).
 
-Called by `runtimestate.reconcile.plan` once per backend decision (`decide`). A vLLM server
-lists each loaded adapter in `/v1/models` as a card whose `parent` is its base model; the
-planner sees them as `planview.ServedModel`s with a `parent`. Rules:
+Called by `runtimestate.reconcile.plan` once per backend decision (`decide`): load, unload, or
+report. A vLLM server lists each loaded adapter in `/v1/models` as a card whose `parent` is its
+base model, and a node agent each adapter its instances serve; the planner sees them as
+`planview.ServedModel`s with a `parent`. Rules:
 
-- An adapter placed on a backend that cannot load adapters (any type but vLLM; node agents'
-  instances are not handled yet) is drift, `cannot_load_adapters`.
+- An adapter placed on a backend that cannot load adapters (Ollama, the clouds) is drift,
+  `cannot_load_adapters`.
+- On a node agent the base model is served when its instance is ready and runs the declared
+  engine arguments (one restarting for new ones is not yet); a base model declared without
+  ``vllm.enableLora`` is drift, `lora_not_enabled`, naming the setting.
 - Nothing is loaded or unloaded on a missing or stale observation (drift, `observation_stale`).
 - A placed adapter that is not loaded is loaded when its base model is served there (by the
   backend's comparison key), else drift "base model X not served here"; a load the server
@@ -32,7 +36,7 @@ def decide(
 ) -> list[steps.Action]:
     """The adapter actions of one backend (unsorted; the planner sorts its decision)."""
     if not view.can_load_lora:
-        text = f"llmctl loads adapters only on vllm backends, not on {view.type}"
+        text = f"llmctl loads adapters only on vllm and node backends, not on {view.type}"
         return [
             _drift(view, a.name, steps.ReasonCode.CANNOT_LOAD_ADAPTERS, text) for a in view.adapters
         ]
@@ -53,15 +57,17 @@ def decide(
 def _declared(
     view: planview.BackendView, record: planview.LoraRecord, loaded: set[str]
 ) -> list[steps.Action]:
-    observed = view.observed
-    assert observed is not None
-    bases = {names.key(m.name, view.type) for m in observed.models if m.parent is None}
+    bases = _bases(view)
     refused = dict(record.refused)
     result: list[steps.Action] = []
     for adapter in view.adapters:
         if adapter.name in loaded:
             continue
-        if names.key(adapter.base_model, view.type) not in bases:
+        if view.runs_instances and not _enables_lora(view, adapter.base_model):
+            text = f"declared, not loaded: model {adapter.base_model} is not started with "
+            text += "vllm.enableLora"
+            result.append(_drift(view, adapter.name, steps.ReasonCode.LORA_NOT_ENABLED, text))
+        elif names.key(adapter.base_model, view.type) not in bases:
             text = f"declared, not loaded: base model {adapter.base_model} not served here"
             result.append(_drift(view, adapter.name, steps.ReasonCode.BASE_NOT_SERVED, text))
         elif adapter.name in refused:
@@ -75,6 +81,32 @@ def _declared(
                 )
             )
     return result
+
+
+def _bases(view: planview.BackendView) -> set[names.ModelKey]:
+    """The models adapters can be loaded onto now: a vLLM server's base models, a node agent's
+    ready instances that run the declared engine arguments (or report none)."""
+    observed = view.observed
+    assert observed is not None
+    kind = view.type
+    if not view.runs_instances:
+        return {names.key(m.name, kind) for m in observed.models if m.parent is None}
+    declared = {names.key(m.name, kind): m.engine for m in view.desired}
+    return {
+        names.key(i.name, kind)
+        for i in observed.instances
+        if i.state == planview.READY
+        and (not i.engine or i.engine == declared.get(names.key(i.name, kind), i.engine))
+    }
+
+
+def _enables_lora(view: planview.BackendView, base_model: str) -> bool:
+    """Whether the base model, where declared on this node, is started with LoRA."""
+    key = names.key(base_model, view.type)
+    for model in view.desired:
+        if names.key(model.name, view.type) == key:
+            return model.vllm is not None and model.vllm.enable_lora
+    return True  # not declared here: its instance is not served, and the drift says so
 
 
 def _undeclared(

@@ -373,10 +373,11 @@ def _undeclared_actions(facts: Facts, freed: frozenset[names.ModelKey]) -> list[
     if view.observed is None or view.type not in _REPORTS_UNDECLARED or not facts.desired_complete:
         return []
     result: list[steps.Action] = []
+    files = {names.key(a.source, view.type) for a in view.adapters}  # a node's adapter files
     for served in view.observed.models:
         model_key = names.key(served.name, view.type)
-        if model_key in facts.desired or served.parent is not None:  # adapters: `loras`
-            continue
+        if model_key in facts.desired or served.parent is not None or model_key in files:
+            continue  # adapters and their files: `loras`
         kept = _kept(facts, served.loaded and model_key not in freed, model_key)
         if kept is None:
             result.append(steps.Prune(view.name, served.name, _prune_reason(view.prune)))

@@ -161,7 +161,7 @@ class BackendView:
     preloaded: frozenset[str] = frozenset()
     pending: frozenset[str] = frozenset()
     adapters: tuple[DesiredAdapter, ...] = ()  # placed here (issue 16)
-    can_load_lora: bool = False  # a vLLM server: adapters are loaded at run time
+    can_load_lora: bool = False  # vLLM, node agents: adapters loaded at run time
     capacity: Capacity | None = None  # admission (issue 16); None: pulls are not admitted
 
     def __post_init__(self) -> None:

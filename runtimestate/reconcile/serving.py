@@ -38,6 +38,7 @@ def urls(instances: Iterable[base.ObservedInstance]) -> dict[str, str]:
     name of the weights it runs from; either name finds it, the instance's own first.
     """
     ready = [i for i in instances if i.state is base.InstanceState.READY]
-    found = {i.weights: i.base_url for i in ready if i.weights}
+    found = {a: i.base_url for i in ready for a in i.adapters}  # LoRA adapters: their instance
+    found.update({i.weights: i.base_url for i in ready if i.weights})
     found.update({i.name: i.base_url for i in ready})
     return found

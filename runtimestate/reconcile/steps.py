@@ -61,6 +61,7 @@ class ReasonCode(enum.StrEnum):
     BASE_NOT_SERVED = "base_not_served"  # drift: placed, but its base model is not served
     CANNOT_LOAD_ADAPTERS = "cannot_load_adapters"  # drift: the backend type loads no adapters
     LOAD_REFUSED = "load_refused"  # drift: the server refused the load; held a while
+    LORA_NOT_ENABLED = "lora_not_enabled"  # drift: a node's base model runs without LoRA
     # Admission (issue 16): drift, the pull's known size does not fit the backend's free disk
     INSUFFICIENT_CAPACITY = "insufficient_capacity"
 
