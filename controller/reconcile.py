@@ -72,12 +72,16 @@ _SETTLING = frozenset({"starting", "stopping"})
 
 
 def converged(report: cycle.Report) -> bool:
-    """Nothing left to do and every backend Ready with all its desired models served."""
+    """Nothing left to do and every backend Ready with all its desired models served and,
+    where adapters are placed, all of them loaded."""
     if report.plan.mutating:
         return False
     for backend in report.snapshot.backends.values():
         ready = backend.condition("ModelsReady")
         if backend.phase is not snapshot.Phase.READY or ready is None or not ready.status:
+            return False
+        adapters = backend.condition("AdaptersReady")
+        if adapters is not None and not adapters.status:
             return False
     return True
 

@@ -105,3 +105,5 @@ def test_an_adapter_of_a_model_started_without_lora_is_drift_naming_the_setting(
     assert FILES not in weights  # nothing was pulled for it
     assert "model org/base is not started with vllm.enableLora" in node_fleet.rows(doc["status"])
     assert "not started with vllm.enableLora" in waited.out
+    assert waited.code == 1  # an adapter placed and not loaded: not converged
+    assert "not converged" in waited.out
