@@ -243,10 +243,13 @@ class Deleter(Protocol):
 
 @runtime_checkable
 class LoraManager(Protocol):
-    async def load_lora(self, name: str, path: str, base_model: str | None = None) -> None:
-        """Load adapter `name` from `path` (a path on the server or a Hub repo id) where
-        `base_model` is served (a node agent loads it into that model's instance; a vLLM
-        server serves one base and ignores it). Raises `errors.LlmctlError`."""
+    async def load_lora(
+        self, name: str, path: str, base_model: str | None = None, revision: str | None = None
+    ) -> None:
+        """Load adapter `name` from `path` (a path on the server or a Hub repo id, at
+        `revision`) where `base_model` is served (a node agent loads it into that model's
+        instance and pulls that revision; a vLLM server serves one base, and takes neither).
+        Raises `errors.LlmctlError`."""
         ...
 
     async def unload_lora(self, name: str) -> None: ...

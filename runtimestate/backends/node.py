@@ -180,7 +180,9 @@ class NodeBackend(endpoint.BearerEndpoint):
             path = f"v1/instances/{_quoted(name)}"
             await self._call("DELETE", path, about_model=True, absent_ok=True)
 
-    async def load_lora(self, name: str, path: str, base_model: str | None = None) -> None:
+    async def load_lora(
+        self, name: str, path: str, base_model: str | None = None, revision: str | None = None
+    ) -> None:
         """Load adapter `name` into `base_model`'s instance: the agent pulls `path` (a repo id
         or a directory on the node) into its cache first, so this waits up to `stall`.
         Idempotent. Raises RequestRejected when the instance runs without LoRA or refuses the
@@ -195,7 +197,9 @@ class NodeBackend(endpoint.BearerEndpoint):
         route = f"v1/instances/{_quoted(base_model)}/adapters/{_quoted(name, safe='')}"
         stall = self._timeouts.stall
         async with self._guard(about_model=True, total=stall):
-            response = await self._http.client.put(route, json={"source": path}, timeout=stall)
+            response = await self._http.client.put(
+                route, json={"source": path, "revision": revision}, timeout=stall
+            )
             if not response.is_success:
                 raise self._refusal(response.status_code, response.content, about_model=True)
 

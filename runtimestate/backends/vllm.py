@@ -77,7 +77,9 @@ class VllmBackend(endpoint.BearerEndpoint):
             response = await self._http.get("metrics")
             return parse_metrics(response.text)
 
-    async def load_lora(self, name: str, path: str, base_model: str | None = None) -> None:
+    async def load_lora(
+        self, name: str, path: str, base_model: str | None = None, revision: str | None = None
+    ) -> None:
         """Load a LoRA adapter. Idempotent: an adapter already loaded under `name` counts as
         success. Raises ModelNotFound when `path` holds no adapter, RequestRejected (404 on
         the route) when runtime LoRA updating is disabled, other `errors` as mapped.

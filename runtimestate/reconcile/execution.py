@@ -228,7 +228,9 @@ class Executor:
             if not isinstance(adapter, base.LoraManager):
                 return Outcome(action, False, "this backend cannot load adapters", terminal=True)
             if isinstance(action, steps.LoadAdapter):
-                await adapter.load_lora(action.adapter, action.source, action.base_model)
+                await adapter.load_lora(
+                    action.adapter, action.source, action.base_model, action.revision
+                )
             else:
                 with contextlib.suppress(errors.ModelNotFound):  # already gone: goal reached
                     await adapter.unload_lora(action.adapter)

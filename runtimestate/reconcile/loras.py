@@ -77,7 +77,12 @@ def _declared(
             reason = steps.Reason(steps.ReasonCode.ADAPTER_MISSING, "declared, not loaded")
             result.append(
                 steps.LoadAdapter(
-                    view.name, adapter.name, adapter.base_model, adapter.source, reason
+                    view.name,
+                    adapter.name,
+                    adapter.base_model,
+                    adapter.source,
+                    reason,
+                    adapter.revision,
                 )
             )
     return result

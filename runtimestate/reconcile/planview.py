@@ -83,11 +83,12 @@ class ServedModel:
 @dataclasses.dataclass(frozen=True, slots=True)
 class DesiredAdapter:
     """A LoRA adapter placed on one backend (issue 16): loaded under `name` where `base_model`
-    is served, from `source` (a path on the server or a Hub repo id)."""
+    is served, from `source` (a path on the server or a Hub repo id, at `revision`)."""
 
     name: str
     base_model: str
     source: str
+    revision: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -282,7 +283,7 @@ def backend_view(
         preloaded=preloaded,
         pending=pending,
         adapters=tuple(
-            DesiredAdapter(a.name, a.spec.base_model, a.spec.source)
+            DesiredAdapter(a.name, a.spec.base_model, a.spec.source, a.spec.revision)
             for a in state.adapters_for(backend.name)
         ),
         can_load_lora=can_load_lora,

@@ -221,14 +221,15 @@ class Unload:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LoadAdapter:
-    """Load the LoRA `adapter` (from `source`: a path or a Hub repo id) on a vLLM `backend`
-    serving its `base_model`."""
+    """Load the LoRA `adapter` (from `source`: a path or a Hub repo id, at `revision`) on a
+    `backend` serving its `base_model`."""
 
     backend: str
     adapter: str
     base_model: str
     source: str
     reason: Reason
+    revision: str | None = None
 
     @property
     def model(self) -> str:

@@ -6,6 +6,7 @@ instance is ready and runs the declared engine, which must enable LoRA.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from runtimestate.desired import engineargs, spec
@@ -80,3 +81,11 @@ def test_a_loaded_adapter_needs_nothing_and_its_files_are_not_pruned() -> None:
 def test_an_adapter_placed_nowhere_on_the_node_is_unloaded_from_its_instance() -> None:
     actions = adapter_actions(node(loaded=["sql"], adapters=()))
     assert [type(a).__name__ for a in actions if a.model == "sql"] == ["UnloadAdapter"]
+
+
+def test_an_adapter_declared_at_a_revision_is_loaded_at_that_revision() -> None:
+    pinned = planview.DesiredAdapter("sql", BASE, "org/sql-lora", "v2")
+    view = dataclasses.replace(node(adapters=()), adapters=(pinned,))
+    (action,) = adapter_actions(view)
+    assert isinstance(action, steps.LoadAdapter)
+    assert (action.source, action.revision) == ("org/sql-lora", "v2")
