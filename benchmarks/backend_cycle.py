@@ -51,7 +51,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
@@ -214,7 +214,7 @@ class Fleet:
         if profile is not None:
             profile.disable()
         wall = time.perf_counter() - started
-        summary = report.summary()
+        summary: Mapping[str, Any] = report.summary()
         return {
             "wall_s": round(wall, 3),
             "client_cpu_s": round(time.process_time() - cpu, 3),
