@@ -159,7 +159,9 @@ class OllamaBackend:
                 asked = None
                 if self._version_due():
                     asked = group.create_task(self._refresh_version())
-                running_key, running_body = await self._listing(self._ps_url)  # one task fewer
+                _, running_body = await self._listing(self._ps_url)  # one task fewer
+            year = time.gmtime().tm_year
+            running_key = ollamareplies.residency_key(running_body.content, year)
             version = asked.result() if asked is not None else self._version
             tags_key, tags_body = tags.result()
             seen = self._seen
