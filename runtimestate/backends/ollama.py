@@ -11,7 +11,8 @@ parsing 50 listed models with the client's pydantic types costs about a millisec
 two listings are sent with the client's own request method (`_request_raw`: the client's
 headers, timeouts and error mapping, without its parse) and read by `ollamareplies` (into the
 client's `ListResponse`/`ProcessResponse`, as `list()`/`ps()` do), but only when the body
-changed: when both bodies (compared by a BLAKE2 digest) and the version are what they were,
+changed: when both bodies (compared by a BLAKE2 digest; in `/api/ps` an expiry centuries
+ahead, a model kept forever, counts as unchanged) and the version are what they were,
 `observe` returns the previous `Observation` object itself, which lets the backend cycle
 reuse everything it derived from it. The listings' URLs are absolute, built once from the
 client's base URL (httpx re-parses a relative one on every request), and no client keeps
