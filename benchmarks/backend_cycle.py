@@ -21,8 +21,9 @@ Issue 16's residency (``--warm W``, ``--adapters A``): the pool of the Ollama ba
 its first W models `warm`, and the emulated nodes already hold them loaded (keep-alive forever);
 with A > 0 every other backend is instead a vLLM server (a second multi-node emulator process,
 runtime LoRA on, serving one base model) whose pool places that model and A adapters, which the
-emulated servers already list as loaded. Either way the steady cycle has nothing to do: no
-preload, unload or adapter call (any is a bug, like any pull).
+emulated servers already list as loaded (``--vllm``: the same vLLM servers with no adapter, to
+tell the adapters' cost from the vLLM observations'). Either way the steady cycle has nothing
+to do: no preload, unload or adapter call (any is a bug, like any pull).
 
 The process runs with the garbage-collector threshold `llmctl serve` sets
 (`controller.gctuning.tune`); ``--default-gc`` keeps CPython's defaults instead, to compare.
@@ -83,9 +84,9 @@ def adapter_names(count: int) -> list[str]:
     return [f"bench-lora-{i}" for i in range(count)]
 
 
-def is_vllm(index: int, adapters: int) -> bool:
-    """With adapters, every other backend is a vLLM server (the odd ones)."""
-    return adapters > 0 and index % 2 == 1
+def is_vllm(index: int, shape: Shape) -> bool:
+    """With vLLM servers, every other backend is one (the odd ones)."""
+    return shape.vllm and index % 2 == 1
 
 
 def _catalog(count: int) -> catalog.Catalog:
@@ -143,12 +144,17 @@ class Shape:
     models: int
     warm: int = 0
     adapters: int = 0
+    with_vllm: bool = False  # every other backend a vLLM server even without adapters
+
+    @property
+    def vllm(self) -> bool:
+        return self.with_vllm or self.adapters > 0
 
 
 def fleet_file(urls: dict[str, str], backends: int, shape: Shape) -> str:
     """N backends, the Ollama ones in one pool with the M models they already have (the vLLM
     ones in another, with their base model and adapters); prune: managed."""
-    kinds = ["vllm" if is_vllm(i, shape.adapters) else "ollama" for i in range(backends)]
+    kinds = ["vllm" if is_vllm(i, shape) else "ollama" for i in range(backends)]
     docs = [
         "apiVersion: llmctl/v1\nkind: Backend\n"
         f"metadata: {{name: node-{i:04d}}}\n"
@@ -162,7 +168,7 @@ def fleet_file(urls: dict[str, str], backends: int, shape: Shape) -> str:
         for name in model_names(shape.models)
     ]
     docs.append(_pool("bench", kinds, "ollama", model_names(shape.models), []))
-    if shape.adapters:
+    if shape.vllm:
         docs.append(f"apiVersion: llmctl/v1\nkind: Model\nmetadata: {{name: {BASE_MODEL}}}\n")
         docs += [
             f"apiVersion: llmctl/v1\nkind: Adapter\nmetadata: {{name: {name}}}\n"
@@ -281,7 +287,7 @@ async def _admin(url: str, body: dict[str, Any]) -> None:
 async def run(args: argparse.Namespace, urls: dict[str, str], db_urls: list[str]) -> dict[str, Any]:
     for url in urls.values():
         await _admin(url, {"kind": "latency", "latency": args.latency_ms / 1000})
-    shape = Shape(args.models, args.warm, args.adapters)
+    shape = Shape(args.models, args.warm, args.adapters, args.vllm)
     control = await _fleet(db_urls[0], urls, CONTROL_FLEET, shape)
     try:
         small = await _cycles(control)
@@ -302,6 +308,7 @@ async def run(args: argparse.Namespace, urls: dict[str, str], db_urls: list[str]
         "models": args.models,
         "warm": args.warm,
         "adapters": args.adapters,
+        "vllm": args.vllm or args.adapters > 0,
         "latency_ms": args.latency_ms,
         "database": args.database,
         "concurrency": cycle.Settings().concurrency,
@@ -345,11 +352,11 @@ def database_urls(kind: str) -> Iterator[list[str]]:
 def _print(r: dict[str, Any]) -> None:
     big, small, seq = r["cycle"], r["control"], r["sequential"]
     steady = ", ".join(f"{c['wall_s']:.3f}" for c in big["steady"])
-    vllm_count = r["backends"] // 2 if r["adapters"] else 0
+    vllm_count = r["backends"] // 2 if r["vllm"] else 0
     residency = (
         f", {r['warm']} warm"
         + (f"; {vllm_count} of them vLLM with {r['adapters']} adapters" if vllm_count else "")
-        if r["warm"] or r["adapters"]
+        if r["warm"] or vllm_count
         else ""
     )
     print(
@@ -398,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--adapters", type=int, default=0, help="adapters per vLLM backend (every other one)"
     )
+    parser.add_argument(
+        "--vllm", action="store_true", help="every other backend vLLM (implied by --adapters)"
+    )
     parser.add_argument("--profile", help="write cProfile stats of the steady cycles here")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
@@ -411,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     children: dict[str, tuple[Any, Any]] = {
         "ollama": (_serve, (nodes, args.models, args.warm)),
     }
-    if args.adapters:
+    if args.vllm or args.adapters:
         children["vllm"] = (_serve_vllm, (nodes, args.adapters))
     started = []
     try:
