@@ -17,11 +17,20 @@ is empty: the cycle converged), and runs `runtimestate.reconcile.cycle.BackendCy
 - peak RSS of this process (`resource.getrusage`; the emulator is another process), client CPU
   time per cycle, and the load average, since the figures depend on what else runs.
 
+Issue 16's residency (``--warm W``, ``--adapters A``): the pool of the Ollama backends declares
+its first W models `warm`, and the emulated nodes already hold them loaded (keep-alive forever);
+with A > 0 every other backend is instead a vLLM server (a second multi-node emulator process,
+runtime LoRA on, serving one base model) whose pool places that model and A adapters, which the
+emulated servers already list as loaded (``--vllm``: the same vLLM servers with no adapter, to
+tell the adapters' cost from the vLLM observations'). Either way the steady cycle has nothing
+to do: no preload, unload or adapter call (any is a bug, like any pull).
+
 The process runs with the garbage-collector threshold `llmctl serve` sets
 (`controller.gctuning.tune`); ``--default-gc`` keeps CPython's defaults instead, to compare.
 
     .venv/bin/python benchmarks/backend_cycle.py [--backends 1000] [--models 50]
         [--latency-ms 20] [--database sqlite|postgres] [--json] [--profile FILE] [--default-gc]
+        [--warm 0] [--adapters 0]
 
 Postgres is ``LLMCTL_BENCH_DATABASE_URL`` if set, else a throwaway server started the way the
 test harness does. Loopback only. Exits 1 when a cycle failed to observe a backend or planned
@@ -43,7 +52,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
@@ -55,19 +64,29 @@ import sqlalchemy
 
 import migrations
 from controller import gctuning
-from emulators import catalog
+from emulators import catalog, names, runner, vllm, vllm_node
 from emulators import ollama as emulator
 from runtimestate import database
 from runtimestate.backends import adapters, base
 from runtimestate.desired import manifest, spec, store
 from runtimestate.reconcile import cycle, probing
 
+BASE_MODEL = "bench-base"
 SMALL_FIXED = 3  # cycles after the first: one warm-up, then the steady state (median)
 CONTROL_FLEET = 10
 
 
 def model_names(count: int) -> list[str]:
     return [f"bench{i:03d}:1b" for i in range(count)]
+
+
+def adapter_names(count: int) -> list[str]:
+    return [f"bench-lora-{i}" for i in range(count)]
+
+
+def is_vllm(index: int, shape: Shape) -> bool:
+    """With vLLM servers, every other backend is one (the odd ones)."""
+    return shape.vllm and index % 2 == 1
 
 
 def _catalog(count: int) -> catalog.Catalog:
@@ -83,41 +102,94 @@ def _catalog(count: int) -> catalog.Catalog:
     )
 
 
-def _announce(queue: Queue[str], emu: emulator.Emulator) -> None:
+def _announce(queue: Queue[str], emu: runner.Emulator[Any]) -> None:
     queue.put(emu.url)
 
 
-def _serve(queue: Queue[str], nodes: int, models: int) -> None:
-    """Child process: serve `nodes` Ollama nodes with `models` models each, until terminated."""
-    emulator.serve(
-        "127.0.0.1",
-        0,
-        lambda emu: _announce(queue, emu),
-        nodes=nodes,
-        installed=model_names(models),
-        catalog=_catalog(models),
-    )
+def _serve(queue: Queue[str], nodes: int, models: int, warm: int) -> None:
+    """Child process: serve `nodes` Ollama nodes with `models` models each, the first `warm` of
+    them loaded for ever, until terminated."""
+
+    def build() -> Any:
+        host = emulator.build(nodes=nodes, installed=model_names(models), catalog=_catalog(models))
+        for node in host.nodes:
+            for name in model_names(warm):
+                found = node.registry.get(names.parse(name))
+                assert found is not None
+                node.load(found, -1, None)
+        return host
+
+    runner.serve(build, "127.0.0.1", 0, lambda emu: _announce(queue, emu))
 
 
-def fleet_file(url: str, backends: int, models: int) -> str:
-    """N backends in one pool with the M models they already have; prune: managed."""
+def _serve_vllm(queue: Queue[str], nodes: int, adapters: int) -> None:
+    """Child process: serve `nodes` vLLM servers of `BASE_MODEL` with runtime LoRA on and
+    `adapters` adapters loaded, until terminated."""
+
+    def build() -> Any:
+        host = vllm.build(nodes=nodes, model=BASE_MODEL, enable_lora=True)
+        for node in host.nodes:
+            for name in adapter_names(adapters):
+                node.loras[name] = vllm_node.Lora(f"/adapters/{name}", BASE_MODEL)
+        return host
+
+    runner.serve(build, "127.0.0.1", 0, lambda emu: _announce(queue, emu))
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """What the fleet declares: `models` per Ollama backend, the first `warm` of them warm;
+    with `adapters` > 0 every other backend is a vLLM server placing that many adapters."""
+
+    models: int
+    warm: int = 0
+    adapters: int = 0
+    with_vllm: bool = False  # every other backend a vLLM server even without adapters
+
+    @property
+    def vllm(self) -> bool:
+        return self.with_vllm or self.adapters > 0
+
+
+def fleet_file(urls: dict[str, str], backends: int, shape: Shape) -> str:
+    """N backends, the Ollama ones in one pool with the M models they already have (the vLLM
+    ones in another, with their base model and adapters); prune: managed."""
+    kinds = ["vllm" if is_vllm(i, shape) else "ollama" for i in range(backends)]
     docs = [
         "apiVersion: llmctl/v1\nkind: Backend\n"
         f"metadata: {{name: node-{i:04d}}}\n"
-        f'spec: {{type: ollama, url: "{url}/nodes/{i}", prune: managed}}\n'
-        for i in range(backends)
+        f'spec: {{type: {kind}, url: "{urls[kind]}/nodes/{i}", prune: managed}}\n'
+        for i, kind in enumerate(kinds)
     ]
+    warm = set(model_names(shape.warm))
     docs += [
         f'apiVersion: llmctl/v1\nkind: Model\nmetadata: {{name: "{name}"}}\n'
-        for name in model_names(models)
+        + ("spec: {warm: true}\n" if name in warm else "")
+        for name in model_names(shape.models)
     ]
-    members = ", ".join(f"node-{i:04d}" for i in range(backends))
-    quoted = ", ".join(f'"{name}"' for name in model_names(models))
-    docs.append(
-        "apiVersion: llmctl/v1\nkind: Pool\nmetadata: {name: bench}\n"
-        f"spec: {{backends: [{members}], models: [{quoted}]}}\n"
-    )
+    docs.append(_pool("bench", kinds, "ollama", model_names(shape.models), []))
+    if shape.vllm:
+        docs.append(f"apiVersion: llmctl/v1\nkind: Model\nmetadata: {{name: {BASE_MODEL}}}\n")
+        docs += [
+            f"apiVersion: llmctl/v1\nkind: Adapter\nmetadata: {{name: {name}}}\n"
+            f"spec: {{baseModel: {BASE_MODEL}, source: /adapters/{name}}}\n"
+            for name in adapter_names(shape.adapters)
+        ]
+        docs.append(_pool("bench-vllm", kinds, "vllm", [BASE_MODEL], adapter_names(shape.adapters)))
     return "---\n".join(docs)
+
+
+def _pool(name: str, kinds: list[str], kind: str, models: list[str], loras: list[str]) -> str:
+    members = ", ".join(f"node-{i:04d}" for i, k in enumerate(kinds) if k == kind)
+    quoted = ", ".join(f'"{model}"' for model in models)
+    placed = f", adapters: [{', '.join(loras)}]" if loras else ""
+    return (
+        f"apiVersion: llmctl/v1\nkind: Pool\nmetadata: {{name: {name}}}\n"
+        f"spec: {{backends: [{members}], models: [{quoted}]{placed}}}\n"
+    )
+
+
+_ACTIONS = ("pulls", "prunes", "cancels", "preloads", "unloads", "adapter_loads", "adapter_unloads")
 
 
 @dataclasses.dataclass
@@ -148,13 +220,14 @@ class Fleet:
         if profile is not None:
             profile.disable()
         wall = time.perf_counter() - started
-        summary = report.summary()
+        summary: Mapping[str, Any] = report.summary()
         return {
             "wall_s": round(wall, 3),
             "client_cpu_s": round(time.process_time() - cpu, 3),
             "sql_statements": self.counter.statements - before,
             "ready": summary["ready"],
-            "actions": summary["pulls"] + summary["prunes"] + summary["cancels"],
+            "actions": sum(summary[key] for key in _ACTIONS),
+            "drift": summary["drift"],
             "failed_backends": summary["backends"] - summary["ready"],
         }
 
@@ -163,11 +236,11 @@ class Fleet:
         await self.engine.dispose()
 
 
-async def _fleet(db_url: str, emu_url: str, backends: int, models: int) -> Fleet:
+async def _fleet(db_url: str, urls: dict[str, str], backends: int, shape: Shape) -> Fleet:
     migrations.upgrade(db_url)
     engine = database.create_async_engine(db_url)
     sessions = database.session_factory(engine)
-    parsed = manifest.parse(fleet_file(emu_url, backends, models))
+    parsed = manifest.parse(fleet_file(urls, backends, shape))
     async with sessions() as session, session.begin():
         await manifest.apply(session, parsed)
     counter = Counter()
@@ -211,14 +284,16 @@ async def _admin(url: str, body: dict[str, Any]) -> None:
         response.raise_for_status()
 
 
-async def run(args: argparse.Namespace, emu_url: str, db_urls: list[str]) -> dict[str, Any]:
-    await _admin(emu_url, {"kind": "latency", "latency": args.latency_ms / 1000})
-    control = await _fleet(db_urls[0], emu_url, CONTROL_FLEET, args.models)
+async def run(args: argparse.Namespace, urls: dict[str, str], db_urls: list[str]) -> dict[str, Any]:
+    for url in urls.values():
+        await _admin(url, {"kind": "latency", "latency": args.latency_ms / 1000})
+    shape = Shape(args.models, args.warm, args.adapters, args.vllm)
+    control = await _fleet(db_urls[0], urls, CONTROL_FLEET, shape)
     try:
         small = await _cycles(control)
     finally:
         await control.aclose()
-    fleet = await _fleet(db_urls[1], emu_url, args.backends, args.models)
+    fleet = await _fleet(db_urls[1], urls, args.backends, shape)
     profile = cProfile.Profile() if args.profile else None
     try:
         big = await _cycles(fleet, profile)
@@ -231,6 +306,9 @@ async def run(args: argparse.Namespace, emu_url: str, db_urls: list[str]) -> dic
     return {
         "backends": args.backends,
         "models": args.models,
+        "warm": args.warm,
+        "adapters": args.adapters,
+        "vllm": args.vllm or args.adapters > 0,
         "latency_ms": args.latency_ms,
         "database": args.database,
         "concurrency": cycle.Settings().concurrency,
@@ -274,8 +352,15 @@ def database_urls(kind: str) -> Iterator[list[str]]:
 def _print(r: dict[str, Any]) -> None:
     big, small, seq = r["cycle"], r["control"], r["sequential"]
     steady = ", ".join(f"{c['wall_s']:.3f}" for c in big["steady"])
+    vllm_count = r["backends"] // 2 if r["vllm"] else 0
+    residency = (
+        f", {r['warm']} warm"
+        + (f"; {vllm_count} of them vLLM with {r['adapters']} adapters" if vllm_count else "")
+        if r["warm"] or vllm_count
+        else ""
+    )
     print(
-        f"backend cycle: {r['backends']} Ollama backends x {r['models']} models, "
+        f"backend cycle: {r['backends']} backends (Ollama x {r['models']} models{residency}), "
         f"{r['latency_ms']:g} ms added latency, {r['database']}, concurrency {r['concurrency']}, "
         f"gc threshold {tuple(r['gc_threshold'])}"
     )
@@ -286,7 +371,8 @@ def _print(r: dict[str, Any]) -> None:
     print(
         f"  steady cycle         {big['median']['wall_s']:.3f} s median of [{steady}] "
         f"(client CPU {big['median']['client_cpu_s']:.2f} s), "
-        f"{big['median']['ready']} ready, {big['median']['actions']} actions"
+        f"{big['median']['ready']} ready, {big['median']['actions']} actions, "
+        f"{big['median']['drift']} drift"
     )
     print(
         f"  SQL statements/cycle {CONTROL_FLEET} backends: {_sql(small)}; "
@@ -315,6 +401,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--sequential-sample", type=int, default=100)
+    parser.add_argument("--warm", type=int, default=0, help="warm models per Ollama backend")
+    parser.add_argument(
+        "--adapters", type=int, default=0, help="adapters per vLLM backend (every other one)"
+    )
+    parser.add_argument(
+        "--vllm", action="store_true", help="every other backend vLLM (implied by --adapters)"
+    )
     parser.add_argument("--profile", help="write cProfile stats of the steady cycles here")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
@@ -324,17 +417,27 @@ def main(argv: list[str] | None = None) -> int:
     if not args.default_gc:
         gctuning.tune()  # as `llmctl serve` runs
     context = multiprocessing.get_context("spawn")
-    queue: Queue[str] = context.Queue()
     nodes = max(args.backends, CONTROL_FLEET)
-    child = context.Process(target=_serve, args=(queue, nodes, args.models), daemon=True)
-    child.start()
+    children: dict[str, tuple[Any, Any]] = {
+        "ollama": (_serve, (nodes, args.models, args.warm)),
+    }
+    if args.vllm or args.adapters:
+        children["vllm"] = (_serve_vllm, (nodes, args.adapters))
+    started = []
     try:
-        emu_url = queue.get(timeout=120)
+        urls = {}
+        for kind, (target, options) in children.items():
+            queue: Queue[str] = context.Queue()
+            child = context.Process(target=target, args=(queue, *options), daemon=True)
+            child.start()
+            started.append(child)
+            urls[kind] = queue.get(timeout=120)
         with database_urls(args.database) as db_urls:
-            result = asyncio.run(run(args, emu_url, db_urls))
+            result = asyncio.run(run(args, urls, db_urls))
     finally:
-        child.terminate()
-        child.join(10)
+        for child in started:
+            child.terminate()
+            child.join(10)
     if args.json:
         print(json.dumps(result))
     else:

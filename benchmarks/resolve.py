@@ -15,8 +15,16 @@ is given the same deployments and timed choosing one with ``async_get_available_
 (the path ``acompletion`` takes) under the comparable strategies; the ratio is printed. If
 LiteLLM cannot be imported or used offline, the output says so.
 
+With ``--adapters N`` (issue 16) every vLLM backend also has N LoRA adapters loaded, drawn from
+``--adapter-names`` names, each on a base model the backend serves (a model card with a
+`parent`, as vLLM lists it, and placed there): requests then name adapters too, in proportion
+to their share of the names, and their own p50/p99 are printed beside every request's. The
+models of the snapshot are the same with and without adapters (adapters draw from their own
+random generator), so the figures compare.
+
     .venv/bin/python benchmarks/resolve.py [--backends 500] [--per-backend 20] [--names 100]
-                                           [--decisions 20000] [--json]
+                                           [--decisions 20000] [--adapters 0]
+                                           [--adapter-names 20] [--json]
 
 In-process, no network. Must not be imported by the packages; it is a script.
 """
@@ -48,9 +56,18 @@ LITELLM_STRATEGIES = {
 }
 
 
-def fleet(backends: int, per_backend: int, names: int, seed: int = 1) -> snapshot.Snapshot:
+def fleet(
+    backends: int,
+    per_backend: int,
+    names: int,
+    seed: int = 1,
+    adapters: int = 0,
+    adapter_names: int = 20,
+) -> snapshot.Snapshot:
     rng = random.Random(seed)
+    lora_rng = random.Random(seed + 1000)  # the models stay the same with or without adapters
     model_names = [f"model-{i}:{rng.choice(('1b', '7b', '70b'))}" for i in range(names)]
+    loras = [f"lora-{i}" for i in range(adapter_names)]
     states = {}
     for b in range(backends):
         name = f"gpu-{b}"
@@ -73,17 +90,42 @@ def fleet(backends: int, per_backend: int, names: int, seed: int = 1) -> snapsho
             if vllm
             else (snapshot.Load())
         )
+        placed = _adapters(lora_rng, pulled, loras, adapters) if vllm else ()
         states[name] = snapshot.LLMState(
             id=b + 1,
             name=name,
             type="vllm" if vllm else "ollama",
             base_url=f"http://10.0.{b // 250}.{b % 250}:{8000 if vllm else 11434}",
             models=(),
-            pulled_models=pulled,
+            pulled_models=pulled + placed,
             phase=snapshot.Phase.READY if rng.random() < 0.95 else snapshot.Phase.UNREACHABLE,
             load=load,
+            adapters=tuple(m.name for m in placed),
         )
     return snapshot.Snapshot(states)
+
+
+def _adapters(
+    rng: random.Random, models: tuple[snapshot.PulledModel, ...], loras: list[str], count: int
+) -> tuple[snapshot.PulledModel, ...]:
+    """`count` adapters loaded on a vLLM backend, as its `/v1/models` lists them: a card with
+    the base model as `parent`, and the parent's context length."""
+    result = []
+    for lora in rng.sample(loras, min(count, len(loras))):
+        parent = rng.choice(models)
+        result.append(
+            snapshot.PulledModel(
+                name=lora,
+                model=lora,
+                context_length=parent.context_length,
+                can_chat=True,
+                can_prompt=True,
+                can_stream=True,
+                loaded=True,
+                parent=parent.name,
+            )
+        )
+    return tuple(result)
 
 
 def requests(snap: snapshot.Snapshot, count: int, policy: str, seed: int = 2) -> list[Any]:
@@ -136,6 +178,7 @@ def bench_ours(snap: snapshot.Snapshot, decisions: int, rounds: int) -> dict[str
 
 def _round(snap: snapshot.Snapshot, decisions: int) -> dict[str, dict[str, float]]:
     results = {}
+    loras = {m.name for s in snap.backends.values() for m in s.pulled_models if m.parent}
     for policy in resolver.Policy:
         r = resolver.Resolver.from_snapshot(snap, rng=random.Random(4))
         warm_up(r, snap)
@@ -143,7 +186,7 @@ def _round(snap: snapshot.Snapshot, decisions: int) -> dict[str, dict[str, float
         for request in batch[:2000]:  # build the index and the pools, warm the caches
             with contextlib.suppress(resolver.ResolveError):
                 r.resolve(request)
-        wall, cpu = [], []
+        wall, cpu, lora_wall = [], [], []
         wall_clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
         for request in batch:
             started, started_cpu = wall_clock(), cpu_clock()
@@ -151,7 +194,14 @@ def _round(snap: snapshot.Snapshot, decisions: int) -> dict[str, dict[str, float
                 r.resolve(request)
             cpu.append(cpu_clock() - started_cpu)
             wall.append(wall_clock() - started)
+            if request.models[0] in loras:
+                lora_wall.append(wall[-1])
         figures = percentiles(wall)
+        if len(lora_wall) > 1:
+            lora_figures = percentiles(lora_wall)
+            figures["adapter_p50_us"] = lora_figures["p50_us"]
+            figures["adapter_p99_us"] = lora_figures["p99_us"]
+            figures["adapter_requests"] = len(lora_wall)
         cpu_figures = percentiles(cpu)
         figures["cpu_p50_us"], figures["cpu_p99_us"] = cpu_figures["p50_us"], cpu_figures["p99_us"]
         results[policy.value] = figures
@@ -267,6 +317,8 @@ def main() -> None:
     parser.add_argument("--backends", type=int, default=500)
     parser.add_argument("--per-backend", type=int, default=20)
     parser.add_argument("--names", type=int, default=100)
+    parser.add_argument("--adapters", type=int, default=0, help="LoRA adapters per vLLM backend")
+    parser.add_argument("--adapter-names", type=int, default=20, help="adapter names to draw from")
     parser.add_argument("--decisions", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3, help="report each policy's best round")
     parser.add_argument("--litellm-decisions", type=int, default=2_000)
@@ -280,8 +332,15 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
-    snap = fleet(args.backends, args.per_backend, args.names)
+    snap = fleet(
+        args.backends,
+        args.per_backend,
+        args.names,
+        adapters=args.adapters,
+        adapter_names=args.adapter_names,
+    )
     candidates = sum(len(s.pulled_models) for s in snap.backends.values())
+    loras = sum(1 for s in snap.backends.values() for m in s.pulled_models if m.parent)
     built = time.perf_counter()
     resolver.Resolver.from_snapshot(snap).index()
     index_ms = (time.perf_counter() - built) * 1000
@@ -296,6 +355,8 @@ def main() -> None:
         "candidates": candidates,
         "backends": args.backends,
         "names": args.names,
+        "adapters_per_vllm_backend": args.adapters,
+        "adapter_candidates": loras,
         "candidates_per_name": candidates / args.names,
         "index_build_ms": index_ms,
         "resolver": ours,
@@ -316,6 +377,11 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
         f"best of {args.rounds} rounds; sum(range(10**6)) takes {calibration_ms():.1f} ms here"
     )
+    if loras:
+        print(
+            f"{loras} of them LoRA adapters ({args.adapters} per vLLM backend, "
+            f"{args.adapter_names} adapter names); requests naming one: own p50/p99 at the right"
+        )
     print("                 wall clock         CPU time (excludes time other processes took)")
     header = f"{'policy':<16}{'p50 µs':>9}{'p99 µs':>9}{'p50 µs':>11}{'p99 µs':>9}"
     print(f"{header}   target p50 <= 20, p99 <= 100")
@@ -323,9 +389,14 @@ def main() -> None:
         wall_ok = f["p50_us"] <= 20 and f["p99_us"] <= 100
         cpu_ok = f["cpu_p50_us"] <= 20 and f["cpu_p99_us"] <= 100
         verdict = f"wall {'ok' if wall_ok else 'MISSED'}, cpu {'ok' if cpu_ok else 'MISSED'}"
+        lora = (
+            f"; adapters p50 {f['adapter_p50_us']:.1f} p99 {f['adapter_p99_us']:.1f}"
+            if "adapter_p50_us" in f
+            else ""
+        )
         print(
             f"{policy:<16}{f['p50_us']:>9.1f}{f['p99_us']:>9.1f}"
-            f"{f['cpu_p50_us']:>11.1f}{f['cpu_p99_us']:>9.1f}   {verdict}"
+            f"{f['cpu_p50_us']:>11.1f}{f['cpu_p99_us']:>9.1f}   {verdict}{lora}"
         )
     pair, outcome = bookkeeping["begin_end"], bookkeeping["record_outcome"]
     print(

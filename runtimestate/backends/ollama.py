@@ -11,7 +11,8 @@ parsing 50 listed models with the client's pydantic types costs about a millisec
 two listings are sent with the client's own request method (`_request_raw`: the client's
 headers, timeouts and error mapping, without its parse) and read by `ollamareplies` (into the
 client's `ListResponse`/`ProcessResponse`, as `list()`/`ps()` do), but only when the body
-changed: when both bodies (compared by a BLAKE2 digest) and the version are what they were,
+changed: when both bodies (compared by a BLAKE2 digest; in `/api/ps` an expiry centuries
+ahead, a model kept forever, counts as unchanged) and the version are what they were,
 `observe` returns the previous `Observation` object itself, which lets the backend cycle
 reuse everything it derived from it. The listings' URLs are absolute, built once from the
 client's base URL (httpx re-parses a relative one on every request), and no client keeps
@@ -159,7 +160,9 @@ class OllamaBackend:
                 asked = None
                 if self._version_due():
                     asked = group.create_task(self._refresh_version())
-                running_key, running_body = await self._listing(self._ps_url)  # one task fewer
+                _, running_body = await self._listing(self._ps_url)  # one task fewer
+            year = time.gmtime().tm_year
+            running_key = ollamareplies.residency_key(running_body.content, year)
             version = asked.result() if asked is not None else self._version
             tags_key, tags_body = tags.result()
             seen = self._seen

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,6 +43,25 @@ def loaded(response: httpx.Response) -> Running:
             if key:
                 keys.setdefault(key, model)
     return keys
+
+
+# An `/api/ps` expiry: `"expires_at":"2318-01-02T...` (any spacing); the year is group 1.
+_EXPIRY = re.compile(rb'("expires_at"\s*:\s*")(\d{4,})-[^"]*"')
+FOREVER_YEARS = 100  # an expiry this far ahead is "kept forever" (a negative keep_alive)
+
+
+def residency_key(content: bytes, year: int) -> bytes:
+    """A digest of an `/api/ps` body that stays the same while only the expiries of models
+    kept forever move. Ollama renders a negative keep_alive as now plus about 292 years,
+    new in every reply, so a warm model would otherwise make every observation new: the
+    backend cycle would rebuild and rewrite that backend's state each cycle. An expiry more
+    than `FOREVER_YEARS` after `year` (the current year) counts as "forever"."""
+
+    def forever(match: re.Match[bytes]) -> bytes:
+        far = int(match.group(2)) > year + FOREVER_YEARS
+        return match.group(1) + b'forever"' if far else match.group(0)
+
+    return hashlib.blake2b(_EXPIRY.sub(forever, content), digest_size=16).digest()
 
 
 def facts_from_show(

@@ -251,6 +251,40 @@ async def test_an_unchanged_node_returns_the_same_observation_object() -> None:
     assert fake.calls["/api/tags"] == 2  # asked every time; only the parse is skipped
 
 
+def _ps_expiring(expiries: list[str]) -> Callable[[httpx.Request], httpx.Response]:
+    """An `/api/ps` reply whose loaded model expires at the next of `expiries` each call."""
+    moments = iter(expiries)
+    return lambda _: httpx.Response(
+        200, json={"models": [{**PS["models"][0], "expires_at": next(moments)}]}
+    )
+
+
+async def test_a_model_kept_loaded_forever_does_not_make_each_observation_new() -> None:
+    fake = FakeOllama()  # Ollama renders keep_alive -1 as now + ~292 years, new in every reply
+    fake.override["/api/ps"] = _ps_expiring(
+        ["2318-03-01T10:00:00.123456789Z", "2318-03-01T10:00:05.987654321Z"]
+    )
+    async with backend(fake) as adapter:
+        first = await adapter.observe()
+        second = await adapter.observe()
+    assert second is first
+    assert first.models[0].loaded
+
+
+async def test_a_model_whose_expiry_moves_within_a_century_is_observed_anew() -> None:
+    fake = FakeOllama()
+    year = time.gmtime().tm_year
+    fake.override["/api/ps"] = _ps_expiring(
+        [f"{year + 1}-03-01T10:05:00Z", f"{year + 1}-03-01T10:10:00Z"]
+    )
+    async with backend(fake) as adapter:
+        first = await adapter.observe()
+        second = await adapter.observe()
+    assert second is not first
+    assert second.models[0].expires_at is not None
+    assert second.models[0].expires_at.minute == 10
+
+
 async def test_a_changed_model_list_or_loaded_set_is_observed_anew() -> None:
     fake = FakeOllama()
     async with backend(fake) as adapter:
