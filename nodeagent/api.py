@@ -98,7 +98,7 @@ _BEFORE_STREAM = {
 _CACHE = web.AppKey("cache", weights.Cache)
 _DISK = web.AppKey("disk", object)
 _PULLS = web.AppKey("pulls", pulls.Pulls)
-_PULL_FIELDS = {"source", "revision"}
+_PULL_EXAMPLE = 'send {"source": "org/name", "revision": "main"}'
 _GONE_POLL = 0.1  # seconds between looks at whether a pull's client is still there
 _SHUTDOWN_TIMEOUT = 5.0  # seconds an open request gets once the agent is told to stop
 
@@ -223,10 +223,10 @@ async def size(request: web.Request) -> web.Response:
 
 async def pull(request: web.Request) -> web.StreamResponse:
     """Pull weights, streaming NDJSON progress once the first byte count is known."""
-    body = await _pull_body(request)
-    if isinstance(body, web.Response):
-        return body
-    source, revision = body
+    try:
+        source, revision = await pulls.requested(request, _PULL_EXAMPLE)
+    except pulls.BadRequest as exc:
+        return error(str(exc), "invalid", 400)
     shared = request.app[_PULLS]
     waiter = shared.join(source, revision)
     try:
@@ -310,26 +310,6 @@ def _refusal(failure: weights.WeightsError) -> web.Response:
     if failure.kind is weights.ErrorKind.INSUFFICIENT_DISK:
         extra = {"needed": failure.needed, "free": failure.free}
     return error(str(failure), failure.kind.value, _BEFORE_STREAM[failure.kind], **extra)
-
-
-async def _pull_body(request: web.Request) -> tuple[str, str | None] | web.Response:
-    """`(source, revision)` from the body, or the 400 answer naming what is wrong."""
-    example = 'send {"source": "org/name", "revision": "main"}'
-    try:
-        body: Any = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return error(f"the body is not JSON: {example}", "invalid", 400)
-    if not isinstance(body, dict):
-        return error(f"the body is not a JSON object: {example}", "invalid", 400)
-    unknown = sorted(set(body) - _PULL_FIELDS)
-    if unknown:
-        return error(f"unknown field(s) {', '.join(unknown)}: {example}", "invalid", 400)
-    source, revision = body.get("source"), body.get("revision")
-    if not isinstance(source, str) or not (revision is None or isinstance(revision, str)):
-        return error(
-            f"source must be a string, revision a string or absent: {example}", "invalid", 400
-        )
-    return source, revision
 
 
 def describe(found: weights.Weights) -> dict[str, Any]:

@@ -21,7 +21,6 @@ Must not decide which adapters go where (the controller does). Imports nothing o
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import httpx
@@ -33,7 +32,6 @@ _SUPERVISOR = web.AppKey("lora_supervisor", instances.Supervisor)
 _PULLS = web.AppKey("lora_pulls", pulls.Pulls)
 _HTTP = web.AppKey("lora_http", httpx.AsyncClient)
 ROUTE = "/v1/instances/{name:.+}/adapters/{adapter:[^/]+}"
-_FIELDS = {"source", "revision"}
 _EXAMPLE = 'send {"source": "org/repo" or "/abs/dir", "revision": "main"}'
 _LOAD_SECONDS = 120.0  # vLLM reads the adapter's files into GPU memory before it answers
 _LIST_SECONDS = 2.0  # an instance's /v1/models, per listing
@@ -71,7 +69,7 @@ async def load(request: web.Request) -> web.Response:
     """Pull the adapter's files, then load them into the instance under the adapter's name."""
     name, adapter = request.match_info["name"], request.match_info["adapter"]
     try:
-        source, revision = await _body(request)
+        source, revision = await _requested(request)
         url, key = _target(request.app, name)
         found = await _pull(request.app[_PULLS], source, revision)
         body = {"lora_name": adapter, "lora_path": str(found.path)}
@@ -132,21 +130,11 @@ async def served_by(
     return list(await asyncio.gather(*(served(app, status) for status in found)))
 
 
-async def _body(request: web.Request) -> tuple[str, str | None]:
+async def _requested(request: web.Request) -> tuple[str, str | None]:
     try:
-        body: Any = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise Refusal(f"the body is not JSON: {_EXAMPLE}", "invalid", 400) from None
-    if not isinstance(body, dict):
-        raise Refusal(f"the body is not a JSON object: {_EXAMPLE}", "invalid", 400)
-    unknown = sorted(set(body) - _FIELDS)
-    if unknown:
-        raise Refusal(f"unknown field(s) {', '.join(unknown)}: {_EXAMPLE}", "invalid", 400)
-    source, revision = body.get("source"), body.get("revision")
-    if not isinstance(source, str) or not (revision is None or isinstance(revision, str)):
-        message = f"source must be a string, revision a string or absent: {_EXAMPLE}"
-        raise Refusal(message, "invalid", 400)
-    return source, revision
+        return await pulls.requested(request, _EXAMPLE)
+    except pulls.BadRequest as exc:
+        raise Refusal(str(exc), "invalid", 400) from None
 
 
 def _target(app: web.Application, name: str) -> tuple[str, str | None]:

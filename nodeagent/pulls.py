@@ -1,7 +1,8 @@
 """The pulls in flight on one agent, shared by the clients that wait for them.
 
 `nodeagent.api`'s pull route calls `Pulls.join(source, revision)` for each request and
-`Pulls.leave(waiter)` when its client has the outcome or went away. Clients asking for the same
+`Pulls.leave(waiter)` when its client has the outcome or went away (`requested` reads what a
+request asks for). Clients asking for the same
 source and revision while it runs share one `Cache.pull`: a late one first gets the latest
 progress, then every later value, and the same outcome. When the last waiter leaves before the
 pull ends, the pull is stopped (its flag is set: `nodeagent.cancellation`), which is how the
@@ -16,11 +17,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import threading
+from typing import Any
+
+from aiohttp import web
 
 from nodeagent import progress, weights
 
 _Key = tuple[str, str | None]
+_FIELDS = {"source", "revision"}
+
+
+class BadRequest(ValueError):
+    """A pull request's body that is not ``{"source", "revision"}``; the message says why."""
+
+
+async def requested(request: web.Request, example: str) -> tuple[str, str | None]:
+    """`(source, revision)` of a body asking for a pull (the weights route, an instance's
+    adapter route); raises BadRequest naming what is wrong, with ``example``."""
+    try:
+        body: Any = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest(f"the body is not JSON: {example}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"the body is not a JSON object: {example}")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}: {example}")
+    source, revision = body.get("source"), body.get("revision")
+    if not isinstance(source, str) or not (revision is None or isinstance(revision, str)):
+        raise BadRequest(f"source must be a string, revision a string or absent: {example}")
+    return source, revision
 
 
 class Waiter:
