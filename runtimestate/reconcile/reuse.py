@@ -32,7 +32,7 @@ class _View:
     desired_key: tuple[object, ...]
     prune: spec.PrunePolicy
     view: planview.BackendView
-    warmth: tuple[object, ...] = ()  # vram budget, preloaded and pending keys (issue 16)
+    warmth: tuple[object, ...] = ()  # preloaded and pending keys (issue 16)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,12 +101,13 @@ class Reuse:
         pending: frozenset[str] = frozenset(),
     ) -> planview.BackendView:
         """`planview.backend_view` of the backend given its usable observation, reused when
-        the observation is the same object and the desired state has the same key (and the
-        warm models' inputs: the VRAM budget, what llmctl preloaded, the pending preloads)."""
+        the observation is the same object and the desired state has the same key (which
+        covers the adapters placed and the budgets), and so are what llmctl preloaded and the
+        pending preloads."""
         name = backend.name
-        key = (state.key_of(name), state.adapters_for(name))  # the adapters placed: issue 16
+        key = state.key_of(name)
         held = self._views.get(name)
-        warmth = (backend.spec.vram_bytes, preloaded, pending)
+        warmth = (preloaded, pending)
         if (
             held is not None
             and held.usable is usable
