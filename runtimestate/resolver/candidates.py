@@ -3,13 +3,13 @@
 Built by `runtimestate.resolver` once per snapshot (the snapshot is immutable, so the index is too)
 and consulted on every request: a dict lookup gives the candidates of a model name, already split by
 health and capability and sorted by context length, so a minimum context is a bisect. Each tier is
-also stored as columns (parallel tuples of backends, keys, warm_first tiers, seeds), so the policies
-in `runtimestate.resolver.policies` score a prefix with C-level ``map`` calls instead of a Python
-loop per candidate. Every candidate of an index has an ordinal (its position in `Index.all`), and
-each column set carries an ``itemgetter`` of its candidates' ordinals: the signals that change per
-request (in-flight counts, latencies, error rates) are kept by
-`runtimestate.resolver.signals.LoadBook` in lists by ordinal, and a column set reads its own in one
-C call. Pure: no I/O, no clock.
+also stored as columns (parallel tuples of backends, keys and warm_first tiers, and the sticky
+seeds packed in one integer), so the policies in `runtimestate.resolver.policies` score a prefix
+with C-level calls instead of a Python loop per candidate. Every candidate of an index has an
+ordinal (its position in `Index.all`), and each column set carries an ``itemgetter`` of its
+candidates' ordinals: the signals that change per request (in-flight counts, latencies, error
+rates) are kept by `runtimestate.resolver.signals.LoadBook` in lists by ordinal, and a column set
+reads its own in one C call. Pure: no I/O, no clock.
 
 Model names compare by `runtimestate.desired.names.key`: Ollama names canonically
 (``llama3`` is ``llama3:latest``), every other backend type's served names exactly.
@@ -125,6 +125,16 @@ def gather(positions: Sequence[int]) -> Gather[T]:
     return lambda values: ()
 
 
+SLOT_BITS = 128  # room for a 64-bit seed times a 64-bit session key, with no carry out
+
+
+def packed_seeds(seeds: Sequence[int]) -> int:
+    """Seeds (64-bit, forced odd) as one integer, the i-th in bits ``128 i`` up: multiplied
+    by a session hash in one C call, each slot holds that seed times the session alone."""
+    slot = SLOT_BITS // 8
+    return int.from_bytes(b"".join((seed | 1).to_bytes(slot, "little") for seed in seeds), "little")
+
+
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class Columns:
     """Candidates and the fields policies score, as parallel tuples (any prefix stays aligned)."""
@@ -133,7 +143,7 @@ class Columns:
     backends: tuple[str, ...]
     keys: tuple[ProviderKey, ...]
     cold_tier: tuple[float, ...]  # warm_first: 0.0 when warm, COLD_TIER when cold
-    seeds: tuple[int, ...]
+    seeds: int  # sticky: every candidate's seed in a 128-bit slot of its own (`packed_seeds`)
     position: dict[ProviderKey, int]  # where each key is, to mask cooling-down providers
     by_ordinal: Gather[float]  # values by candidate ordinal -> values by column position
 
@@ -144,7 +154,7 @@ class Columns:
             tuple(c.backend for c in items),
             tuple(c.key for c in items),
             tuple(0.0 if c.warm else COLD_TIER for c in items),
-            tuple(c.seed for c in items),
+            packed_seeds([c.seed for c in items]),
             {c.key: i for i, c in enumerate(items)},
             gather([ordinals.of_key[c.key] for c in items]),
         )
