@@ -80,7 +80,7 @@ def status_doc(
             for m in observed.pulled_models
             if m.parent is None  # a LoRA adapter's card is under "adapters"
         ],
-        "adapters": _adapters(observed),
+        "adapters": _adapters(observed, state),
         "instances": _instances(observed),
         "disk": None if observed.disk is None else _disk(observed.disk),
         "downloads": {
@@ -91,9 +91,10 @@ def status_doc(
     }
 
 
-def _adapters(observed: snapshot.LLMState) -> list[dict[str, Any]]:
+def _adapters(observed: snapshot.LLMState, state: desired.DesiredState) -> list[dict[str, Any]]:
     """LoRA adapters (issue 16): each loaded one with its base model, then each one placed
-    here that is not loaded (yet: the AdaptersReady condition says why)."""
+    here that is not loaded (yet: the AdaptersReady condition says why), with its declared
+    base model."""
     loaded = {m.name: m.parent for m in observed.pulled_models if m.parent is not None}
     placed = set(observed.adapters)
     rows = [
@@ -101,10 +102,15 @@ def _adapters(observed: snapshot.LLMState) -> list[dict[str, Any]]:
         for name, parent in sorted(loaded.items())
     ]
     rows += [
-        {"name": name, "baseModel": None, "loaded": False, "placed": True}
+        {"name": name, "baseModel": _declared_base(state, name), "loaded": False, "placed": True}
         for name in sorted(placed - loaded.keys())
     ]
     return rows
+
+
+def _declared_base(state: desired.DesiredState, name: str) -> str | None:
+    adapter = state.adapter(name)
+    return None if adapter is None else adapter.spec.base_model
 
 
 def _disk(disk: snapshot.DiskView) -> dict[str, Any]:

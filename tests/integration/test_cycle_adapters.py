@@ -195,7 +195,7 @@ def _backend_get(url: str, name: str) -> tuple[int, str]:
     return result.exit_code, result.stdout + result.stderr
 
 
-async def test_backend_get_shows_loaded_adapters_with_their_base_and_those_not_loaded(
+async def test_backend_get_shows_adapters_with_their_base_loaded_or_not(
     fleet: Fleet, emu: vllm.Emulator, migrated_url: str
 ) -> None:
     await _place(fleet, emu, {"pool-0": ("sql", "chat")})
@@ -207,7 +207,7 @@ async def test_backend_get_shows_loaded_adapters_with_their_base_and_those_not_l
     lines = [line.split() for line in said.splitlines()]
     assert ["ADAPTER", "BASEMODEL", "LOADED", "PLACED"] in lines
     assert ["sql", BASE, "True", "True"] in lines
-    assert ["chat", "-", "False", "True"] in lines
+    assert ["chat", BASE, "False", "True"] in lines  # the declared base, not loaded
     assert not any(line[:1] == ["sql"] and len(line) != 4 for line in lines)  # not a MODEL row
 
 
