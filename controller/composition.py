@@ -43,7 +43,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
-from controller import embedded_nats, httpapi, metrics, scheduled, settings, trigger
+from controller import crontab, embedded_nats, httpapi, metrics, scheduled, settings, trigger
 from dwqueue import backoff, publisher
 from runtimestate import database, errors, locks, snapshot, state
 
@@ -232,7 +232,7 @@ class Controller:
             },
         )
         cycle_trigger = (
-            settings.cron_trigger(config.cycle_cron)
+            crontab.trigger(config.cycle_cron)
             if config.cycle_cron
             else IntervalTrigger(seconds=config.interval_s, timezone=dt.UTC)
         )

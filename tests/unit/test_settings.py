@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from controller import settings
+from controller import crontab, settings
 from runtimestate import errors
 
 
@@ -98,7 +98,7 @@ def test_an_interval_and_a_cron_expression_together_are_refused(
 )
 def test_cron_expressions_fire_as_written(expression: str, after: str, expected: str) -> None:
     now = dt.datetime.fromisoformat(after).replace(tzinfo=dt.UTC)
-    fire = settings.cron_trigger(expression).get_next_fire_time(None, now)
+    fire = crontab.trigger(expression).get_next_fire_time(None, now)
     assert fire == dt.datetime.fromisoformat(expected).replace(tzinfo=dt.UTC)
 
 
@@ -115,7 +115,7 @@ def test_cron_expressions_fire_as_written(expression: str, after: str, expected:
     ],
 )
 def test_crontab_weekdays_keep_their_crontab_meaning(field: str, days: str) -> None:
-    assert settings.crontab_weekdays(field) == days
+    assert crontab.crontab_weekdays(field) == days
 
 
 @pytest.mark.parametrize("bad", ["* * *", "61 * * * *", "every minute", "* * * * 8"])
