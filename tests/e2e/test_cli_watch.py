@@ -309,7 +309,9 @@ def test_watch_without_a_nats_url_exits_2_and_says_how_to_give_one(
 
 
 async def test_watch_exits_1_when_nats_cannot_be_reached(sqlite_url: str) -> None:
-    async with watching(sqlite_url, "nats://127.0.0.1:1", "llmctl", "--json") as w:
+    async with watching(
+        sqlite_url, "nats://127.0.0.1:1", "llmctl", "--json", "--timeout", "1"
+    ) as w:
         code, out, err = await w.finish()
     assert (code, out) == (1, "")
     assert "cannot connect to NATS at nats://127.0.0.1:1" in err
