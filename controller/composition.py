@@ -104,10 +104,13 @@ class Controller:
     async def _start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        parsed = database.parse(self.database_url)
+        try:  # a bad URL or password file: nothing to retry
+            parsed = database.parse(self.database_url)
+            engine = database.create_async_engine(self.database_url, pool_pre_ping=True)
+        except database.DatabaseUrlError as exc:
+            raise errors.ConfigurationError(str(exc)) from None
         if database.is_sqlite(parsed):
             self._lock_sqlite(pathlib.Path(str(parsed.database)))
-        engine = database.create_async_engine(self.database_url, pool_pre_ping=True)
         self._stack.push_async_callback(engine.dispose)
         meter = metrics.Metrics(stats=self._publisher_stats)
         await self._start_http(meter, engine)  # /healthz answers while migrations wait
