@@ -43,7 +43,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
-from controller import crontab, embedded_nats, httpapi, metrics, scheduled, settings, trigger
+from controller import (
+    crontab,
+    embedded_nats,
+    httpapi,
+    httpauth,
+    metrics,
+    scheduled,
+    settings,
+    trigger,
+)
 from dwqueue import backoff, publisher
 from runtimestate import database, errors, locks, snapshot, state
 
@@ -103,6 +112,12 @@ class Controller:
 
     async def _start(self) -> None:
         config = self.config
+        try:  # before anything is written or started
+            access = httpauth.Access.from_settings(
+                config, settings.split_address(config.http_address)[0]
+            )
+        except httpauth.Refused as exc:
+            raise StartError(str(exc)) from None
         config.data_dir.mkdir(parents=True, exist_ok=True)
         try:  # a bad URL or password file: nothing to retry
             parsed = database.parse(self.database_url)
@@ -113,7 +128,7 @@ class Controller:
             self._lock_sqlite(pathlib.Path(str(parsed.database)))
         self._stack.push_async_callback(engine.dispose)
         meter = metrics.Metrics(stats=self._publisher_stats)
-        await self._start_http(meter, engine)  # /healthz answers while migrations wait
+        await self._start_http(meter, engine, access)  # /healthz answers while migrations wait
         if self.migrate:
             await self._migrate()
         if self.nats_url is None:
@@ -182,7 +197,9 @@ class Controller:
     def _snapshot(self) -> snapshot.Snapshot:
         return self.state.get() if self.state is not None else snapshot.EMPTY
 
-    async def _start_http(self, meter: metrics.Metrics, engine: AsyncEngine) -> None:
+    async def _start_http(
+        self, meter: metrics.Metrics, engine: AsyncEngine, access: httpauth.Access
+    ) -> None:
         async def ready() -> dict[str, str | None]:
             return {
                 "database": await _database_problem(engine),
@@ -191,7 +208,7 @@ class Controller:
 
         sources = httpapi.Sources(metrics=meter, ready=ready, snapshot=self._snapshot)
         host, port = settings.split_address(self.config.http_address)
-        server = httpapi.Server(sources, host, port)
+        server = httpapi.Server(sources, host, port, access)
         try:
             await server.start()
         except OSError as exc:
