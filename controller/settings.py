@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     http_token_file: pathlib.Path | None = pydantic.Field(
         None,
         description="file holding the bearer token /v1/state requires "
-        "(one trailing newline stripped); exclusive with http_token",
+        "(surrounding whitespace stripped); exclusive with http_token",
     )
     http_allow_unauthenticated: bool = pydantic.Field(
         False,

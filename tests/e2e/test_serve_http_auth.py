@@ -9,7 +9,6 @@ import pathlib
 import secrets
 import ssl
 import subprocess
-from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -35,11 +34,10 @@ async def fetch(
 
 
 @pytest.fixture
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process settings read only what the test gives."""
     for name in [n for n in os.environ if n.startswith("LLMCTL_")]:
         monkeypatch.delenv(name)
-    yield
 
 
 def in_process(
