@@ -4,7 +4,9 @@ From `controller.settings.Settings` it builds the database engine (migrated at s
 ``migrate=False``), NATS (the configured URL, else an embedded ``nats-server``), one
 `dwqueue.publisher.Publisher`, the `runtimestate.state.State`, the metrics, an APScheduler
 ``AsyncIOScheduler`` and the HTTP endpoints. The scheduler's jobs only trigger work, with
-``max_instances=1``, ``coalesce=True`` and a misfire grace time:
+``max_instances=1``, ``coalesce=True`` and a misfire grace time. Before anything starts, the
+HTTP endpoint's token and TLS are read (`controller.httpauth`): a non-loopback listener without
+a token is refused unless allowed. The scheduler's jobs:
 
 - the backend cycle, on an interval or a cron expression;
 - the download cycle (claim queued pulls, start them), every ``download_interval_s``;
@@ -112,12 +114,7 @@ class Controller:
 
     async def _start(self) -> None:
         config = self.config
-        try:  # before anything is written or started
-            access = httpauth.Access.from_settings(
-                config, settings.split_address(config.http_address)[0]
-            )
-        except httpauth.Refused as exc:
-            raise StartError(str(exc)) from None
+        access = self._access()  # before anything is written or started
         config.data_dir.mkdir(parents=True, exist_ok=True)
         try:  # a bad URL or password file: nothing to retry
             parsed = database.parse(self.database_url)
@@ -154,6 +151,14 @@ class Controller:
             schedule=config.cycle_cron or f"every {config.interval_s:g}s",
             owner=runtime.owner,
         )
+
+    def _access(self) -> httpauth.Access:
+        """Who may read the HTTP endpoints; `StartError` when they cannot be protected."""
+        host = settings.split_address(self.config.http_address)[0]
+        try:
+            return httpauth.Access.from_settings(self.config, host)
+        except httpauth.Refused as exc:
+            raise StartError(str(exc)) from None
 
     def _lock_sqlite(self, path: pathlib.Path) -> None:
         lock = locks.InstanceLock(path.with_name(path.name + ".serve.lock"))

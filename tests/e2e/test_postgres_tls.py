@@ -194,3 +194,18 @@ async def test_serve_and_the_resolver_connect_over_verified_tls_with_the_passwor
         finally:
             serve.kill()
     assert tls_postgres.password not in serve.logs()
+
+
+def test_serve_with_an_unreadable_password_file_stops_at_start_in_one_line(
+    tmp_path: pathlib.Path,
+) -> None:
+    missing = tmp_path / "no-such-secret"
+    serve = h.Serve(tmp_path, "postgresql://llmctl@127.0.0.1:1/llmctl", None, "llmctl")
+    serve.environ[PASSWORD_FILE] = str(missing)
+    serve.start()
+    assert serve.proc is not None
+    assert serve.proc.wait(30) == 2
+    lines = serve.logs().strip().splitlines()
+    assert len(lines) == 1, serve.logs()
+    assert str(missing) in lines[0]
+    assert PASSWORD_FILE in lines[0]
