@@ -4,7 +4,9 @@ From `controller.settings.Settings` it builds the database engine (migrated at s
 ``migrate=False``), NATS (the configured URL, else an embedded ``nats-server``), one
 `dwqueue.publisher.Publisher`, the `runtimestate.state.State`, the metrics, an APScheduler
 ``AsyncIOScheduler`` and the HTTP endpoints. The scheduler's jobs only trigger work, with
-``max_instances=1``, ``coalesce=True`` and a misfire grace time:
+``max_instances=1``, ``coalesce=True`` and a misfire grace time. Before anything starts, the
+HTTP endpoint's token and TLS are read (`controller.httpauth`): a non-loopback listener without
+a token is refused unless allowed. The scheduler's jobs:
 
 - the backend cycle, on an interval or a cron expression;
 - the download cycle (claim queued pulls, start them), every ``download_interval_s``;
@@ -43,7 +45,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
-from controller import crontab, embedded_nats, httpapi, metrics, scheduled, settings, trigger
+from controller import (
+    crontab,
+    embedded_nats,
+    httpapi,
+    httpauth,
+    metrics,
+    scheduled,
+    settings,
+    trigger,
+)
 from dwqueue import backoff, publisher
 from runtimestate import database, errors, locks, snapshot, state
 
@@ -103,14 +114,18 @@ class Controller:
 
     async def _start(self) -> None:
         config = self.config
+        access = self._access()  # before anything is written or started
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        parsed = database.parse(self.database_url)
+        try:  # a bad URL or password file: nothing to retry
+            parsed = database.parse(self.database_url)
+            engine = database.create_async_engine(self.database_url, pool_pre_ping=True)
+        except database.DatabaseUrlError as exc:
+            raise errors.ConfigurationError(str(exc)) from None
         if database.is_sqlite(parsed):
             self._lock_sqlite(pathlib.Path(str(parsed.database)))
-        engine = database.create_async_engine(self.database_url, pool_pre_ping=True)
         self._stack.push_async_callback(engine.dispose)
         meter = metrics.Metrics(stats=self._publisher_stats)
-        await self._start_http(meter, engine)  # /healthz answers while migrations wait
+        await self._start_http(meter, engine, access)  # /healthz answers while migrations wait
         if self.migrate:
             await self._migrate()
         if self.nats_url is None:
@@ -136,6 +151,14 @@ class Controller:
             schedule=config.cycle_cron or f"every {config.interval_s:g}s",
             owner=runtime.owner,
         )
+
+    def _access(self) -> httpauth.Access:
+        """Who may read the HTTP endpoints; `StartError` when they cannot be protected."""
+        host = settings.split_address(self.config.http_address)[0]
+        try:
+            return httpauth.Access.from_settings(self.config, host)
+        except httpauth.Refused as exc:
+            raise StartError(str(exc)) from None
 
     def _lock_sqlite(self, path: pathlib.Path) -> None:
         lock = locks.InstanceLock(path.with_name(path.name + ".serve.lock"))
@@ -179,7 +202,9 @@ class Controller:
     def _snapshot(self) -> snapshot.Snapshot:
         return self.state.get() if self.state is not None else snapshot.EMPTY
 
-    async def _start_http(self, meter: metrics.Metrics, engine: AsyncEngine) -> None:
+    async def _start_http(
+        self, meter: metrics.Metrics, engine: AsyncEngine, access: httpauth.Access
+    ) -> None:
         async def ready() -> dict[str, str | None]:
             return {
                 "database": await _database_problem(engine),
@@ -188,7 +213,7 @@ class Controller:
 
         sources = httpapi.Sources(metrics=meter, ready=ready, snapshot=self._snapshot)
         host, port = settings.split_address(self.config.http_address)
-        server = httpapi.Server(sources, host, port)
+        server = httpapi.Server(sources, host, port, access)
         try:
             await server.start()
         except OSError as exc:

@@ -9,7 +9,8 @@ short timeout of its own).
 - ``/readyz``: 200 when the database answers ``SELECT 1`` and the scheduler runs, else 503 with
   the failing checks as JSON.
 - ``/metrics``: Prometheus text format.
-- ``/v1/state``: the latest snapshot, each backend as `snapshot.state_to_dict`.
+- ``/v1/state``: the latest snapshot, each backend as `snapshot.state_to_dict`; it needs the
+  bearer token when one is configured (`controller.httpauth`, which also gives the TLS context).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import prometheus_client
 from aiohttp import web
 
-from controller import metrics
+from controller import httpauth, metrics
 from runtimestate import snapshot
 
 Checks = Callable[[], Awaitable[Mapping[str, str | None]]]
@@ -35,8 +36,8 @@ class Sources:
     snapshot: Callable[[], snapshot.Snapshot]
 
 
-def build(sources: Sources) -> web.Application:
-    app = web.Application()
+def build(sources: Sources, access: httpauth.Access | None = None) -> web.Application:
+    app = web.Application(middlewares=[(access or httpauth.Access()).middleware()])
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -71,18 +72,24 @@ def build(sources: Sources) -> web.Application:
 
 
 class Server:
-    """The listening site; `start` binds (port 0 picks one), `stop` closes."""
+    """The listening site; `start` binds (port 0 picks one), `stop` closes. HTTPS when
+    ``access`` has a TLS context."""
 
-    def __init__(self, sources: Sources, host: str, port: int) -> None:
-        self._runner = web.AppRunner(build(sources), access_log=None, shutdown_timeout=1.0)
+    def __init__(
+        self, sources: Sources, host: str, port: int, access: httpauth.Access | None = None
+    ) -> None:
+        access = access or httpauth.Access()
+        app = build(sources, access)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         self._host = host
         self._port = port
+        self._tls = access.tls
         self.port = port
 
     async def start(self) -> None:
         """Bind and serve. Raises OSError when the address is taken."""
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._tls)
         await site.start()
         addresses = self._runner.addresses
         if addresses:

@@ -4,7 +4,8 @@
 the ``--config`` file, then the defaults), configures the logs, tunes the garbage collector and
 runs `controller.composition.Controller` until stopped. Exit codes: 0 when stopped, 1 when the
 controller cannot start (`composition.StartError`: lock held, NATS binary missing, address in
-use), 2 for bad settings, with the message saying what to fix.
+use, a non-loopback HTTP address without a token), 2 for bad settings, with the message
+saying what to fix.
 `ConfigOpt` and `root_overrides` are shared with ``llmctl reconcile``, which reads the same
 settings. It must not build anything itself: the composition root does.
 """

@@ -24,7 +24,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from controller import crontab, datadir
+from controller import crontab, datadir, httpauth
 from runtimestate import downloads, echo, errors, state
 from runtimestate.backends import base
 from runtimestate.reconcile import cycle, probing
@@ -121,6 +121,30 @@ class Settings(BaseSettings):
         description="where the default SQLite file, the embedded NATS store and the "
         "serve lock live",
     )
+    # Who may read /v1/state, and TLS for the listener (`controller.httpauth`).
+    http_token: pydantic.SecretStr | None = pydantic.Field(
+        None,
+        repr=False,
+        description="bearer token /v1/state requires (prefer http_token_file); "
+        "exclusive with http_token_file",
+    )
+    http_token_file: pathlib.Path | None = pydantic.Field(
+        None,
+        description="file holding the bearer token /v1/state requires "
+        "(surrounding whitespace stripped); exclusive with http_token",
+    )
+    http_allow_unauthenticated: bool = pydantic.Field(
+        False,
+        description="true: serve /v1/state without a token on a non-loopback http_address "
+        "(refused by default)",
+    )
+    http_tls_cert_file: pathlib.Path | None = pydantic.Field(
+        None,
+        description="PEM certificate (chain) of the HTTP listener: HTTPS; with http_tls_key_file",
+    )
+    http_tls_key_file: pathlib.Path | None = pydantic.Field(
+        None, description="PEM private key of http_tls_cert_file"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -156,6 +180,11 @@ class Settings(BaseSettings):
     def _one_schedule(self) -> Settings:
         if self.cycle_interval_s is not None and self.cycle_cron is not None:
             raise ValueError("give cycle_interval_s or cycle_cron, not both")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _one_http_token(self) -> Settings:
+        httpauth.check_settings(self)
         return self
 
     @property

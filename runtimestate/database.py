@@ -10,6 +10,11 @@ It is also the one place that says which exceptions mean "the database is unavai
 line (`describe`): `transaction` and `read_snapshot` do it, and `guarded` around other database
 work (migrations, probes, a command's own engine). Callers catch `errors.DatabaseUnavailable`,
 never a tuple of their own.
+
+Every engine's URL passes through `with_password`: a Postgres URL without a password gets the
+one in the file ``LLMCTL_DATABASE_PASSWORD_FILE`` names (a mounted Kubernetes Secret), so the
+CLI, ``serve``, ``reconcile`` and `Resolver.from_database` all take it. TLS needs nothing here:
+``sslmode`` and ``sslrootcert`` in the URL's query reach libpq as they are.
 """
 
 from __future__ import annotations
@@ -18,17 +23,19 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import pathlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext import asyncio as sa_asyncio
 
-from runtimestate import errors
+from runtimestate import connectionhints, errors
 
 T = TypeVar("T")
+PASSWORD_FILE_ENV = connectionhints.PASSWORD_FILE_ENV
 
 _POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg_async"}
 _SQLITE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "sqlite+pysqlite"}
@@ -114,15 +121,50 @@ def is_sqlite(url: sa.URL) -> bool:
 
 
 def async_url(url: str) -> sa.URL:
-    parsed = parse(url)
+    parsed = with_password(parse(url))
     driver = "sqlite+aiosqlite" if is_sqlite(parsed) else "postgresql+psycopg"
     return parsed.set(drivername=driver)
 
 
 def sync_url(url: str) -> sa.URL:
-    parsed = parse(url)
+    parsed = with_password(parse(url))
     driver = "sqlite+pysqlite" if is_sqlite(parsed) else "postgresql+psycopg"
     return parsed.set(drivername=driver)
+
+
+def with_password(url: sa.URL, environ: Mapping[str, str] | None = None) -> sa.URL:
+    """``url`` with the password read from the file ``LLMCTL_DATABASE_PASSWORD_FILE`` names
+    (in ``environ``, default the process's environment), one trailing newline stripped.
+
+    Unchanged when the variable is unset or empty, and for SQLite. Reads the file on every
+    call (a rotated Secret is picked up by the next engine). Raises `DatabaseUrlError` when
+    the URL has a password too, or the file cannot be read or is empty; the message never
+    holds the password.
+    """
+    path = (os.environ if environ is None else environ).get(PASSWORD_FILE_ENV, "")
+    if not path or is_sqlite(url):
+        return url
+    if url.password is not None:
+        raise DatabaseUrlError(
+            f"the database URL {url.render_as_string(hide_password=True)} has a password and "
+            f"{PASSWORD_FILE_ENV} is set too; give it in one place: remove it from the URL, "
+            f"or unset {PASSWORD_FILE_ENV}"
+        )
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DatabaseUrlError(
+            f"cannot read the database password file {path} ({PASSWORD_FILE_ENV}): {reason}; "
+            "give a file the user running llmctl can read"
+        ) from None
+    password = text.removesuffix("\n")
+    if not password:
+        raise DatabaseUrlError(
+            f"the database password file {path} ({PASSWORD_FILE_ENV}) is empty; "
+            "write the password into it"
+        )
+    return url.set(password=password)
 
 
 def redact(url: str) -> str:
@@ -135,10 +177,15 @@ def redact(url: str) -> str:
 
 def describe(exc: BaseException) -> str:
     """One line naming a database error: the driver's first line (its class name when it has
-    no text), never SQLAlchemy's text, which carries the statement and its parameters."""
+    no text), never SQLAlchemy's text, which carries the statement and its parameters; for a
+    connection refused over TLS or its password, followed by what to change
+    (`connectionhints.fix`)."""
     origin = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
     lines = str(origin).strip().splitlines()
-    return lines[0].strip() if lines else type(origin).__name__
+    if not lines:
+        return type(origin).__name__
+    fix = connectionhints.fix(lines[0])
+    return f"{lines[0].strip()}; {fix}" if fix else lines[0].strip()
 
 
 def unavailable(exc: BaseException) -> errors.DatabaseUnavailable:

@@ -14,10 +14,11 @@ import pytest
 import typer.main
 import yaml
 
-from controller import cli, settings
+from controller import cli, httpauth, settings
 from controller import node as node_cli
 from nodeagent import addresses
 from nodeagent import command as nodecommand
+from runtimestate import database
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
 HTTP_PORT = settings.split_address(settings.DEFAULT_HTTP_ADDRESS)[1]
@@ -119,6 +120,7 @@ def environment_names() -> set[str]:
 def known_environment() -> set[str]:
     known = {f"LLMCTL_{field.upper()}" for field in settings.Settings.model_fields}
     known.add(settings.CONFIG_ENV)
+    known.add(database.PASSWORD_FILE_ENV)  # read wherever a database URL is (not a setting)
     for command in [ROOT, *_commands(ROOT)]:
         for param in command.params:
             envvar = getattr(param, "envvar", None)
@@ -259,3 +261,30 @@ def test_the_node_agent_unit_and_compose_service_put_instances_where_other_hosts
     assert host == "0.0.0.0"
     assert advertised == "node-agent"  # the service name the other services resolve
     assert addresses.advertised(host, advertised) == advertised  # raises for a bad one
+
+
+def test_serve_in_deploy_files_binds_beyond_loopback_only_with_a_token_from_a_file() -> None:
+    deployment = next(d for d in _k8s() if d["kind"] == "Deployment")
+    (container,) = _containers(deployment)
+    env = {e["name"]: e for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    for variable, key in [
+        ("LLMCTL_HTTP_TOKEN_FILE", "http-token"),
+        ("LLMCTL_DATABASE_PASSWORD_FILE", "database-password"),
+    ]:
+        directory, name = env[variable]["value"].rsplit("/", 1)
+        (volume,) = [n for n, path in mounts.items() if path == directory]
+        secret = volumes[volume]["secret"]
+        assert {"key": key, "path": name} in secret["items"]
+        (stored,) = [d for d in _k8s() if d["kind"] == "Secret"]
+        assert stored["metadata"]["name"] == secret["secretName"]
+        assert key in stored["stringData"]
+    assert "envFrom" not in container  # the Secret's files never become environment variables
+    compose = _compose()["x-llmctl"]
+    assert not httpauth.is_loopback(
+        settings.split_address(compose["environment"]["LLMCTL_HTTP_ADDRESS"])[0]
+    )
+    secret_file = compose["environment"]["LLMCTL_HTTP_TOKEN_FILE"]
+    assert secret_file == f"/run/secrets/{compose['secrets'][0]}"
+    assert compose["secrets"][0] in _compose()["secrets"]
