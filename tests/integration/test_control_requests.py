@@ -199,3 +199,26 @@ async def test_a_forged_cancel_of_an_unknown_or_finished_job_changes_nothing(
     after = job_rows(sqlite_url)
     assert after == before  # no job created, cancelled or touched
     assert [(row[0], row[5]) for row in after] == [(finished.id, "succeeded")]
+
+
+async def _stale_and_fresh(session: AsyncSession) -> tuple[str, str]:
+    now = dt.datetime.now(dt.UTC)
+    stale = await cyclerequests.record(session, now - cyclerequests.STALE_AFTER * 2)
+    return stale, await cyclerequests.record(session, now)
+
+
+async def test_serve_removes_cycle_requests_nobody_consumed_once_they_are_stale(
+    controller: composition.Controller, sqlite_url: str, nats_url: str, nats_prefix: str
+) -> None:
+    stale, fresh = await _in_session(sqlite_url, _stale_and_fresh)
+    client = await nats.connect(nats_url)
+    try:  # any trigger makes serve look at the table
+        await client.publish(
+            trigger.subject(nats_prefix, trigger.TRIGGER), trigger.payload("0" * 32)
+        )
+        await flushing.flush(client, 10)
+    finally:
+        await client.close()
+    await h.eventually(lambda: _settled(controller, unconfirmed=1), 10, "the trigger")
+    left = await _in_session(sqlite_url, lambda s: cyclerequests.consume(s, [stale, fresh]))
+    assert left == 1  # the fresh one, waiting for its own trigger
