@@ -12,14 +12,16 @@ a token is refused unless allowed. The scheduler's jobs:
 - the download cycle (claim queued pulls, start them), every ``download_interval_s``;
 - the lease reaper (requeue jobs whose worker died) and the download gauges.
 
-A message on ``<prefix>.v1.control.trigger`` runs a backend cycle at once, then a download
-cycle (triggers arriving meanwhile coalesce into one more run); ``<prefix>.v1.control.cancel``
-with ``{"job_id": ...}`` makes this replica check that job's row at once and stop its pull when
-the database says it was cancelled (the message alone stops nothing). A failing job is logged,
-counted (``llmctl_errors_total``) and skipped on later ticks with capped exponential backoff; it
-never stops the scheduler, and the database and NATS are reconnected without a restart. SIGTERM or
-SIGINT stops scheduling, interrupts the pulls (their jobs go back to the queue with progress
-kept), flushes events and stops the embedded NATS, within ``shutdown_timeout_s``.
+A message on ``<prefix>.v1.control.trigger`` naming a cycle request the database holds runs a
+backend cycle, then a download cycle, at most once per ``trigger_min_interval_s`` (triggers
+arriving meanwhile coalesce into one more run); ``<prefix>.v1.control.cancel`` with
+``{"job_id": ...}`` makes this replica check that job's row at once and stop its pull when the
+database says it was cancelled (`controller.control`: the message alone does nothing). A
+failing job is logged, counted (``llmctl_errors_total``) and skipped on later ticks with capped
+exponential backoff; it never stops the scheduler, and the database and NATS are reconnected
+without a restart. SIGTERM or SIGINT stops scheduling, interrupts the pulls (their jobs go back
+to the queue with progress kept), flushes events and stops the embedded NATS, within
+``shutdown_timeout_s``.
 
 Who calls it: ``llmctl serve`` (`controller.serve`) and ``llmctl demo`` (in-process). It must not
 read the command line or the environment: everything arrives in the `Settings` it is given.
@@ -31,7 +33,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import pathlib
 import signal
 import time
@@ -46,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
 from controller import (
+    control,
     crontab,
     embedded_nats,
     httpapi,
@@ -140,8 +142,12 @@ class Controller:
         runtime = state.State(engine, sink=sink, settings=beating)
         self.state = runtime
         self._stack.push_async_callback(self._close_state, runtime)
-        self.work = worker = scheduled.Work(runtime, engine, meter)
-        await self._subscribe(events, worker, runtime)
+        self.work = worker = scheduled.Work(
+            runtime, engine, meter, min_interval_s=config.trigger_min_interval_s
+        )
+        await self._subscribe(events, control.Control(
+            engine, worker.request, runtime.downloads.check, meter
+        ))  # fmt: skip
         self._start_scheduler(worker, meter)
         log.info(
             "serving",
@@ -226,25 +232,12 @@ class Controller:
             self._scheduler is not None and self._scheduler.running and not self.stopping.is_set()
         )
 
-    async def _subscribe(
-        self, events: publisher.Publisher, worker: scheduled.Work, runtime: state.State
-    ) -> None:
+    async def _subscribe(self, events: publisher.Publisher, requests: control.Control) -> None:
         prefix = self.config.subject_prefix
-
-        async def on_trigger(_: bytes) -> None:
-            worker.request()
-
-        async def on_cancel(payload: bytes) -> None:
-            # A hint, not an order: the job's row is checked now, and the pull stops only when
-            # the database says it is no longer ours (anyone can publish on this subject).
-            job_id = _job_id(payload)
-            if job_id is None:
-                log.warning('cancel request ignored: not {"job_id": "..."}')
-            elif await runtime.downloads.check(job_id):
-                log.info("pull stopped on request", job_id=job_id)
-
-        await events.subscribe(trigger.subject(prefix, trigger.TRIGGER), on_trigger)
-        await events.subscribe(trigger.subject(prefix, trigger.CANCEL), on_cancel)
+        consuming = asyncio.get_running_loop().create_task(requests.run())
+        self._stack.push_async_callback(control.stop, consuming)
+        await events.subscribe(trigger.subject(prefix, trigger.TRIGGER), requests.on_trigger)
+        await events.subscribe(trigger.subject(prefix, trigger.CANCEL), requests.on_cancel)
 
     def _start_scheduler(self, worker: scheduled.Work, meter: metrics.Metrics) -> None:
         config = self.config
@@ -305,16 +298,6 @@ class Controller:
         await events.flush(timeout_s=1.0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(events.close(), 2.0)
-
-
-def _job_id(payload: bytes) -> str | None:
-    """The ``job_id`` of a cancel request, or None when the message is not one."""
-    try:
-        body = json.loads(payload)
-    except ValueError:
-        return None
-    job_id = body.get("job_id") if isinstance(body, dict) else None
-    return job_id if isinstance(job_id, str) else None
 
 
 def _migrate(url: str) -> None:

@@ -5,10 +5,11 @@ and how a download is shown (figures, document, table) in `controller.downloadvi
 command runs one transaction through `controller.runner` on the `dwqueue.queue` store. Cancel
 and retry are durable once committed; only then, when a NATS URL is configured, they publish the
 event the store returned and a request to the controller (``<prefix>.v1.control.cancel`` /
-``.trigger``) so a running controller acts at once. Publishing is best effort: a NATS failure is
-reported on stderr and never fails the command (the controller reads the database on its next
-cycle anyway). Invalid input exits 2 and writes nothing. This module must not write outside
-`dwqueue.queue`.
+``.trigger``) so a running controller acts at once: a retry records the cycle request its
+trigger names in its own transaction (`runtimestate.reconcile.cyclerequests`). Publishing is
+best effort: a NATS failure is reported on stderr and never fails the command (the controller
+reads the database on its next cycle anyway). Invalid input exits 2 and writes nothing. This
+module must not write outside `dwqueue.queue` and the cycle requests.
 """
 
 from __future__ import annotations
@@ -250,11 +251,17 @@ def retry_download(
     job: Annotated[str, typer.Argument(help="Download id", autocompletion=completion.downloads)],
 ) -> None:
     """Queue a failed or cancelled download again, due now, with its attempts reset (same id)."""
+    import datetime as dt
+
+    from controller import trigger
     from dwqueue import queue
+    from runtimestate.reconcile import cyclerequests
 
     env = _env(ctx)
     job_id = _job_id(env, job)
     _check_prefix(env)
+    announcing = trigger.target_url(env.nats_url) is not None
+    request: list[str] = []  # the cycle request recorded with the retry, for the trigger
 
     async def work(session: AsyncSession) -> rows.Change:
         try:
@@ -263,6 +270,8 @@ def retry_download(
             raise runner.UsageError(str(exc)) from exc
         if change is None:
             raise _not_found(job_id)
+        if announcing and change.event is not None:
+            request.append(await cyclerequests.record(session, dt.datetime.now(dt.UTC)))
         return change
 
     change = runner.transaction(env, work)
@@ -276,7 +285,7 @@ def retry_download(
             f"{change.job.model} on {change.job.backend}; {job_id} left as it is",
             highlight=False,
         )
-    _announce(env, [change], "trigger", lambda _: {})
+    _announce(env, [change], "trigger", lambda _: {"request_id": request[0]})
 
 
 # --- publishing after the commit ---------------------------------------------------------------

@@ -56,6 +56,13 @@ class Metrics:
         self.errors = prometheus_client.Counter(
             "llmctl_errors", "Failures of scheduled work, by kind.", ["kind"], registry=r
         )
+        self.control = prometheus_client.Counter(
+            "llmctl_control_requests",
+            "Messages on the control subjects, by subject and outcome: confirmed by the "
+            "database, unconfirmed (it names nothing the database has), malformed, unchecked.",
+            ["subject", "outcome"],
+            registry=r,
+        )
         self.scheduler_running = prometheus_client.Gauge(
             "llmctl_scheduler_running", "1 while the scheduler runs.", registry=r
         )

@@ -78,7 +78,7 @@ def notify(env: Env) -> None:
     """After a committed change: ask a running controller for a cycle now. Best effort."""
     from controller import trigger
 
-    trigger.request_cycle(env.nats_url, env.prefix)
+    trigger.request_cycle(env.nats_url, env.prefix, database_url=env.database_url)
 
 
 @dataclasses.dataclass

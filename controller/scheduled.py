@@ -7,9 +7,10 @@ exception is logged (with its traceback when unexpected), counted in ``llmctl_er
 and that kind of work is skipped until a capped exponential backoff passes; an explicit trigger
 runs regardless. After a database error, each skipped tick probes the database (``SELECT 1``):
 once a probe has found it down and a later one finds it back, the work resumes at that tick
-rather than at the end of a backoff that a long outage has grown to its cap. Triggers arriving
-while a triggered cycle runs coalesce into one more run. Built by the composition root; holds no
-settings of its own.
+rather than at the end of a backoff that a long outage has grown to its cap. Triggered cycles
+start at most once per ``min_interval_s`` (`controller.throttle`); triggers arriving while one
+runs or inside the window coalesce into one more run at the window's end. Built by the
+composition root, which gives it the settings it needs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controller import metrics
+from controller import metrics, throttle
 from dwqueue import backoff, schema
 from runtimestate import database, errors, state
 
@@ -43,6 +44,8 @@ class Work:
         engine: AsyncEngine,
         meter: metrics.Metrics,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        min_interval_s: float = 0.0,
     ) -> None:
         self._state = runtime
         self._engine = engine
@@ -55,6 +58,7 @@ class Work:
         self._downloads = asyncio.Lock()  # two claims at once could exceed the concurrency
         self._tasks: set[asyncio.Task[Any]] = set()
         self._kick = asyncio.Event()
+        self._throttle = throttle.Throttle(min_interval_s)
         self._closing = False
 
     async def backend_cycle(self, *, force: bool = False) -> None:
@@ -67,14 +71,20 @@ class Work:
         await self._guard("reaper", self._reap, False)
 
     def request(self) -> None:
-        """Ask for a backend cycle now; requests made while one runs coalesce into one more."""
+        """Ask for a backend cycle now; requests made while one runs, or before the rate
+        limit's window ends, coalesce into one more at the window's end."""
         self._kick.set()
 
     async def serve_requests(self) -> None:
-        """Run requested cycles until cancelled (a task of its own, beside the scheduler)."""
+        """Run requested cycles until cancelled (a task of its own, beside the scheduler), at
+        most one start per ``min_interval_s``."""
         while True:
             await self._kick.wait()
+            wait_s = self._throttle.wait_s(self._clock())
+            if wait_s > 0:  # the rate limit's window: later requests join this run
+                await asyncio.sleep(wait_s)
             self._kick.clear()
+            self._throttle.started(self._clock())
             await self.backend_cycle(force=True)
             await self.download_cycle(force=True)
 

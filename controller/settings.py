@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     reaper_interval_s: float = pydantic.Field(
         5.0, gt=0, description="seconds between sweeps that requeue jobs with expired leases"
     )
+    trigger_min_interval_s: float = pydantic.Field(
+        1.0,
+        ge=0,
+        description="at most one triggered cycle per this many seconds; triggers arriving "
+        "sooner are coalesced into one cycle at the end of the window",
+    )
     download_concurrency: int = pydantic.Field(
         8, ge=1, description="pulls this process runs at once, over all backends"
     )

@@ -1,17 +1,21 @@
 """Bring the next backend cycle forward after a CLI change: best effort, never an error.
 
 Called by CLI commands after each committed change (``backend add``, ``model add``, ``apply``,
-``pool ...``): `request_cycle` publishes ``{}`` on ``<prefix>.v1.control.trigger`` on the
-configured NATS URL, or on the embedded server a running ``llmctl serve`` announced in the data
-directory. A running ``serve`` then runs a backend cycle at once (and a download cycle), so a new
-declaration starts pulling within about a second. With no NATS to reach, nothing happens: the
-next scheduled cycle picks the change up (the database is the truth). Never raises.
+``pool ...``): `request_cycle` records a cycle request in the database
+(`runtimestate.reconcile.cyclerequests`: one small write) and publishes its id,
+``{"request_id": "..."}``, on ``<prefix>.v1.control.trigger`` on the configured NATS URL, or on
+the embedded server a running ``llmctl serve`` announced in the data directory. A running
+``serve`` that finds the request in the database runs a backend cycle at once (and a download
+cycle), so a new declaration starts pulling within about a second; a message naming no recorded
+request is ignored (`controller.control`). With no NATS to reach, nothing is written or sent:
+the next scheduled cycle picks the change up (the database is the truth). Never raises.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import pathlib
 
@@ -61,16 +65,61 @@ async def publish(url: str, subject_: str, payload: bytes, timeout_s: float = 1.
     return True
 
 
+def payload(request_id: str) -> bytes:
+    """The body of a trigger naming the recorded cycle request ``request_id``."""
+    return json.dumps({"request_id": request_id}, separators=(",", ":")).encode()
+
+
+def request_id(body: bytes) -> str | None:
+    """The ``request_id`` a trigger names, or None when the message names none."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    named = parsed.get("request_id") if isinstance(parsed, dict) else None
+    return named if isinstance(named, str) else None
+
+
+async def record(database_url: str) -> str | None:
+    """Record a cycle request in its own transaction; its id, or None when the database
+    cannot take it (the change is committed anyway: the scheduled cycle sees it)."""
+    import sqlalchemy.exc
+
+    from runtimestate import database, errors
+    from runtimestate.reconcile import cyclerequests
+
+    engine = database.create_async_engine(database_url)
+    try:
+        with database.guarded():
+            async with database.session_factory(engine)() as session, session.begin():
+                return await cyclerequests.record(session, dt.datetime.now(dt.UTC))
+    except (errors.DatabaseUnavailable, sqlalchemy.exc.DBAPIError):
+        return None
+    finally:
+        await engine.dispose()
+
+
 def request_cycle(
-    nats_url: str | None, prefix: str = "llmctl", data_dir: pathlib.Path | None = None
+    nats_url: str | None,
+    prefix: str = "llmctl",
+    data_dir: pathlib.Path | None = None,
+    *,
+    database_url: str,
 ) -> bool:
     """Ask a running ``serve`` for a backend cycle now; True when the request was sent.
 
-    Synchronous, for typer commands (do not call it from a running event loop; await
-    `publish` there). Takes at most about a second when NATS does not answer.
+    Records the request in the database at ``database_url`` first (nothing when there is no
+    NATS to send it on). Synchronous, for typer commands (do not call it from a running event
+    loop). Takes at most about a second when NATS does not answer.
     """
     url = target_url(nats_url, data_dir)
     if url is None:
         return False
-    body = json.dumps({}).encode()
-    return asyncio.run(publish(url, subject(prefix, TRIGGER), body))
+
+    async def send() -> bool:
+        recorded = await record(database_url)
+        if recorded is None:
+            return False
+        return await publish(url, subject(prefix, TRIGGER), payload(recorded))
+
+    return asyncio.run(send())

@@ -210,3 +210,15 @@ class ReplicaRow(Base):
     cycle: orm.Mapped[int | None] = orm.mapped_column(sa.Integer)
     cycle_started_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UtcDateTime)
     cycle_duration_s: orm.Mapped[float | None] = orm.mapped_column(sa.Float)
+
+
+class CycleRequestRow(Base):
+    """A backend cycle a CLI command asked for after committing a change: the proof that a
+    message on ``<prefix>.v1.control.trigger`` naming ``id`` comes from someone who can write
+    to the database. Written by `runtimestate.reconcile.cyclerequests`; ``serve`` deletes the
+    row when it acts on the request, and rows nobody consumed once they are old."""
+
+    __tablename__ = "cycle_requests"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(32), primary_key=True)
+    requested_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, index=True)

@@ -8,7 +8,7 @@ import pathlib
 
 from tests.e2e.conftest import Cli, dump
 from tests.e2e.test_cli_apply import FLEET
-from tests.e2e.test_cli_downloads import _collect
+from tests.e2e.test_cli_downloads import _collect, cycle_request_ids
 
 SMALL = """
 apiVersion: llmctl/v1
@@ -161,7 +161,7 @@ def test_delete_f_reads_standard_input_and_directories(llmctl: Cli, tmp_path: pa
 
 
 async def test_a_real_delete_asks_a_running_controller_for_a_cycle(
-    llmctl: Cli, nats_url: str, nats_prefix: str, tmp_path: pathlib.Path
+    llmctl: Cli, database_url: str, nats_url: str, nats_prefix: str, tmp_path: pathlib.Path
 ) -> None:
     fleet = _write(tmp_path, SMALL)
     assert (await asyncio.to_thread(llmctl, "apply", "-f", fleet)).code == 0
@@ -170,4 +170,6 @@ async def test_a_real_delete_asks_a_running_controller_for_a_cycle(
         nats_url, f"{nats_prefix}.v1.>", lambda: llmctl(*nats_args, "delete", "-f", fleet), 1
     )
     assert trigger.subject == f"{nats_prefix}.v1.control.trigger"
-    assert json.loads(trigger.data) == {}
+    body = json.loads(trigger.data)
+    assert list(body) == ["request_id"]  # a request recorded in the database before it
+    assert cycle_request_ids(database_url) == {body["request_id"]}

@@ -118,6 +118,18 @@ def job_rows(url: str) -> list[tuple[str, ...]]:
         engine.dispose()
 
 
+def cycle_request_ids(url: str) -> set[str]:
+    """The ids of the cycle requests recorded in the database and not yet consumed."""
+    from runtimestate.desired import schema as desired
+
+    engine = database.create_sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(connection.scalars(sa.select(desired.CycleRequestRow.id)))
+    finally:
+        engine.dispose()
+
+
 def table_cells(out: str) -> list[dict[str, str]]:
     """The rows of a printed table as header -> cell text (cells start under their header)."""
     header, _, *rows = out.splitlines()
@@ -377,7 +389,7 @@ async def test_cancel_publishes_the_cancelled_event_and_a_cancel_request_after_t
     assert json.loads(control_msg.data) == {"job_id": job.id}
 
 
-async def test_retry_publishes_the_queued_event_and_a_trigger(
+async def test_retry_publishes_the_queued_event_and_a_trigger_naming_a_recorded_request(
     llmctl: Cli, database_url: str, nats_url: str, nats_prefix: str
 ) -> None:
     job = await asyncio.to_thread(enqueue, database_url, "gpu-1", "llama3")
@@ -392,7 +404,9 @@ async def test_retry_publishes_the_queued_event_and_a_trigger(
     event = events.from_wire(event_msg.data)
     assert (type(event), event.job_id, event.attempt) == (events.DownloadQueued, job.id, 0)
     assert control_msg.subject == f"{nats_prefix}.v1.control.trigger"
-    assert json.loads(control_msg.data) == {}
+    body = json.loads(control_msg.data)
+    assert list(body) == ["request_id"]  # a request recorded in the database before it
+    assert cycle_request_ids(database_url) == {body["request_id"]}
 
 
 def test_cancel_succeeds_and_warns_when_nats_cannot_be_reached(

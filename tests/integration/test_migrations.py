@@ -18,7 +18,7 @@ from runtimestate.desired import schema
 TABLES = {
     "backends", "models", "pools", "pool_backends", "pool_models",
     "backend_status", "managed_models", "download_jobs", "controller_replicas",
-    "adapters", "pool_adapters", "managed_adapters", "preloaded_models",
+    "adapters", "pool_adapters", "managed_adapters", "preloaded_models", "cycle_requests",
 }  # fmt: skip
 
 

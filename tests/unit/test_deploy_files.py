@@ -14,8 +14,9 @@ import pytest
 import typer.main
 import yaml
 
-from controller import cli, httpauth, settings
+from controller import cli, httpauth, settings, trigger
 from controller import node as node_cli
+from dwqueue import events
 from nodeagent import addresses
 from nodeagent import command as nodecommand
 from runtimestate import database
@@ -288,3 +289,27 @@ def test_serve_in_deploy_files_binds_beyond_loopback_only_with_a_token_from_a_fi
     secret_file = compose["environment"]["LLMCTL_HTTP_TOKEN_FILE"]
     assert secret_file == f"/run/secrets/{compose['secrets'][0]}"
     assert compose["secrets"][0] in _compose()["secrets"]
+
+
+def test_the_nats_permissions_example_names_the_subjects_and_stream_llmctl_uses() -> None:
+    text = (DEPLOY / "nats" / "permissions.conf").read_text()
+    quoted = set(re.findall(r'"([^"]+)"', text))
+    prefix = events.DEFAULT_PREFIX
+    ours = {
+        trigger.subject(prefix, trigger.TRIGGER),
+        trigger.subject(prefix, trigger.CANCEL),
+        events.downloads_root(prefix) + ".>",
+        f"{prefix}.v1.state.>",
+        f"{prefix}.v1.cycles",
+    }
+    assert {s for s in quoted if s.startswith(f"{prefix}.")} == ours
+    jetstream = {s for s in quoted if s.startswith("$JS")}
+    assert jetstream, "the controller declares the replay stream, watchers replay it"
+    assert all(f".{events.stream_name(prefix)}" in s for s in jetstream), jetstream
+    users = re.findall(r"\{ user: (\w+), password: \$(\w+), permissions: \$(\w+) \}", text)
+    assert users == [
+        ("controller", "NATS_CONTROLLER_PASSWORD", "CONTROLLER"),
+        ("watcher", "NATS_WATCHER_PASSWORD", "WATCHER"),
+        ("resolver", "NATS_RESOLVER_PASSWORD", "RESOLVER"),
+        ("operator", "NATS_OPERATOR_PASSWORD", "OPERATOR"),
+    ]
