@@ -96,18 +96,18 @@ class NatsAuth:
         return found
 
     def ssl_context(self) -> ssl.SSLContext:
-        """A client context: the CA bundle (else the system's), host names checked, and the
-        client certificate when one is given. Raises `NatsAuthError`."""
+        """A client context: the CA bundle given (else the system's), host names checked, and
+        the client certificate when one is given. Raises `NatsAuthError`."""
         if (self.cert_file is None) != (self.key_file is None):
             raise NatsAuthError(
                 "a NATS client certificate needs both --nats-cert and --nats-key "
                 "(nats_cert_file and nats_key_file)"
             )
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        if self.ca_file is not None:
+        if self.ca_file is not None:  # then only that CA: the system's are not trusted too
             _readable(self.ca_file, "ca_file")
             try:
-                context.load_verify_locations(cafile=str(self.ca_file))
+                context = ssl.create_default_context(cafile=str(self.ca_file))
             except ssl.SSLError as exc:
                 raise _invalid("ca_file", self.ca_file, "not a PEM CA bundle", exc) from None
         if self.cert_file is not None and self.key_file is not None:
@@ -216,8 +216,9 @@ def failure(exc: BaseException, url: str) -> NatsRefused | NatsUnreachable:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return NatsRefused(_untrusted(exc, url, where))
     if isinstance(exc, ssl.SSLError):
+        reason = getattr(exc, "reason", None) or text
         return NatsRefused(
-            f"the TLS handshake with NATS at {where} failed ({exc.reason or text}): if the "
+            f"the TLS handshake with NATS at {where} failed ({reason}): if the "
             "server requires a client certificate give --nats-cert and --nats-key; check --nats-ca"
         )
     if isinstance(exc, OSError) and exc.filename is not None:
@@ -236,7 +237,7 @@ def failure(exc: BaseException, url: str) -> NatsRefused | NatsUnreachable:
 
 
 def _untrusted(exc: ssl.SSLCertVerificationError, url: str, where: str) -> str:
-    reason = exc.verify_message or exc.reason or "certificate verify failed"
+    reason = exc.verify_message or getattr(exc, "reason", None) or "certificate verify failed"
     if "hostname" in reason.lower() or "ip address" in reason.lower():
         return (
             f"the TLS certificate of NATS at {where} does not name that host ({reason}): "
@@ -308,4 +309,6 @@ def _unreadable(field: str, path: pathlib.Path, exc: Exception) -> NatsAuthError
 
 def _invalid(field: str, path: pathlib.Path, what: str, exc: ssl.SSLError) -> NatsAuthError:
     setting, flag = SETTINGS[field]
-    return NatsAuthError(f"{flag} {path} ({setting}) is {what} ({exc.reason or exc})")
+    return NatsAuthError(
+        f"{flag} {path} ({setting}) is {what} ({getattr(exc, 'reason', None) or exc})"
+    )
