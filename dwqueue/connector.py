@@ -26,6 +26,7 @@ from dwqueue import natsauth
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 _NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+_CLOSE_S = 0.5
 
 
 async def dial(
@@ -73,12 +74,13 @@ async def dial(
         connecting.cancel()
         with contextlib.suppress(asyncio.CancelledError, *_NATS_ERRORS):
             await connecting
+    if _certificate_missing(client, auth):  # the server drops us without saying why
+        seen.append(nats.errors.Error("nats: client certificate required"))
     refusal = next((e for e in reversed(seen) if natsauth.is_refusal(e)), None)
     cause = refusal or (seen[-1] if seen else None) or cause
     if cause is None:
         cause = TimeoutError(f"no answer within {timeout_s:g}s")
-    with contextlib.suppress(*_NATS_ERRORS):
-        await client.close()
+    await _close(client)
     raise natsauth.failure(cause, url) from cause
 
 
@@ -98,6 +100,19 @@ async def probe(url: str, auth: natsauth.NatsAuth, *, timeout_s: float = 2.0) ->
     )
     with contextlib.suppress(*_NATS_ERRORS):
         await client.close()
+
+
+async def _close(client: Client) -> None:
+    """Close a client whose connect failed. Bounded: after a failed TLS handshake nats-py
+    waits for ever for the plain socket it upgraded to close."""
+    with contextlib.suppress(*_NATS_ERRORS):
+        await asyncio.wait_for(client.close(), _CLOSE_S)
+
+
+def _certificate_missing(client: Client, auth: natsauth.NatsAuth) -> bool:
+    """The server verifies client certificates (its INFO said so) and we have none."""
+    info: dict[str, Any] = getattr(client, "_server_info", {}) or {}
+    return bool(info.get("tls_verify")) and auth.cert_file is None
 
 
 def _tls_missing(client: Client, url: str, auth: natsauth.NatsAuth) -> bool:

@@ -208,6 +208,11 @@ def failure(exc: BaseException, url: str) -> NatsRefused | NatsUnreachable:
             f"NATS at {where} requires TLS, which is not configured: use a tls:// URL, with "
             "--nats-ca naming the CA that signed its certificate"
         )
+    if "client certificate required" in lowered:
+        return NatsRefused(
+            f"NATS at {where} requires a client certificate: give --nats-cert and --nats-key "
+            "(nats_cert_file, nats_key_file)"
+        )
     if "tls not offered" in lowered:
         return NatsRefused(
             f"NATS at {where} does not offer TLS, but TLS was asked for (a tls:// URL or "

@@ -241,6 +241,18 @@ def _verify_failed(message: str) -> ssl.SSLCertVerificationError:
             "check the URL and that nats-server runs",
         ),
         (TimeoutError(), URL, False, "cannot connect to NATS at nats://127.0.0.1:4222"),
+        (
+            nats.errors.Error("nats: client certificate required"),
+            URL,
+            True,
+            "requires a client certificate: give --nats-cert and --nats-key",
+        ),
+        (
+            nats.errors.Error("nats: tls not offered by the server"),
+            "tls://127.0.0.1:4222",
+            True,
+            "does not offer TLS, but TLS was asked for",
+        ),
     ],
 )
 def test_describe_says_what_failed_and_which_setting_fixes_it(
