@@ -80,10 +80,12 @@ class NatsAuth:
         """
         found: dict[str, Any] = {}
         if self.creds_file is not None:
-            _readable(self.creds_file, "creds_file")
+            _holds(
+                self.creds_file, "creds_file", "-----BEGIN NATS USER JWT-----", "a credentials file"
+            )
             found["user_credentials"] = str(self.creds_file)
         if self.nkey_file is not None:
-            _readable(self.nkey_file, "nkey_file")
+            _holds(self.nkey_file, "nkey_file", "SU", "an NKey user seed (SU...)", first=True)
             found["nkeys_seed"] = str(self.nkey_file)
         if self.user is not None:
             found["user"] = self.user
@@ -302,6 +304,18 @@ def _readable(path: pathlib.Path, field: str) -> None:
             pass
     except OSError as exc:
         raise _unreadable(field, path, exc) from None
+
+
+def _holds(path: pathlib.Path, field: str, marker: str, what: str, *, first: bool = False) -> None:
+    """Raise `NatsAuthError` unless ``path`` can be read and holds ``marker`` (at its start
+    with ``first``). Checked here: nats-py's errors for a wrong file name no file."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise _unreadable(field, path, exc) from None
+    if not (text.lstrip().startswith(marker) if first else marker in text):
+        setting, flag = SETTINGS[field]
+        raise NatsAuthError(f"{flag} {path} ({setting}) is not {what}: check the file")
 
 
 def _unreadable(field: str, path: pathlib.Path, exc: Exception) -> NatsAuthError:
