@@ -63,25 +63,33 @@ async def dial(
         {connecting, stopping}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
     )
     stopping.cancel()
-    cause: BaseException | None = None
-    if connecting.done() and not connecting.cancelled():
-        cause = connecting.exception()
-        if cause is None and _tls_missing(client, url, auth):
-            cause = nats.errors.Error("nats: tls not offered by the server")
-        if cause is None:
-            return
-    else:
-        connecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError, *_NATS_ERRORS):
-            await connecting
+    cause = await _outcome(connecting, client, url, auth)
+    if cause is None:
+        return
     if _certificate_missing(client, auth):  # the server drops us without saying why
         seen.append(nats.errors.Error("nats: client certificate required"))
     refusal = next((e for e in reversed(seen) if natsauth.is_refusal(e)), None)
     cause = refusal or (seen[-1] if seen else None) or cause
-    if cause is None:
-        cause = TimeoutError(f"no answer within {timeout_s:g}s")
     await _close(client)
     raise natsauth.failure(cause, url) from cause
+
+
+async def _outcome(
+    connecting: asyncio.Future[None], client: Client, url: str, auth: natsauth.NatsAuth
+) -> BaseException | None:
+    """None when ``connecting`` ended connected as asked; else what went wrong (the task is
+    cancelled if it still runs)."""
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *_NATS_ERRORS):
+            await connecting
+        return TimeoutError("no answer in time")
+    if connecting.cancelled():
+        return TimeoutError("no answer in time")
+    cause = connecting.exception()
+    if cause is None and _tls_missing(client, url, auth):
+        cause = nats.errors.Error("nats: tls not offered by the server")
+    return cause
 
 
 async def probe(url: str, auth: natsauth.NatsAuth, *, timeout_s: float = 2.0) -> None:
