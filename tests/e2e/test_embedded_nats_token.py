@@ -15,8 +15,10 @@ from typing import Any
 import nats
 import nats.errors
 import pytest
+from typer.testing import CliRunner
 
-from controller import embedded_nats
+from controller import cli, embedded_nats
+from tests.e2e import serve_harness as h
 from tests.e2e.conftest import Cli
 from tests.e2e.test_cli_downloads import enqueue
 
@@ -92,3 +94,35 @@ async def test_the_cli_cancels_through_the_embedded_server_with_its_token(
     finally:
         await nc.close()
     assert [m.get("job_id") for m in seen] == [job.id]
+
+
+async def test_the_cli_asks_serve_on_its_embedded_nats_for_a_cycle_with_the_token(
+    tmp_path: pathlib.Path, sqlite_url: str
+) -> None:
+    serve = h.Serve(tmp_path, sqlite_url, None, "llmctl", args=("--cycle-cron", "0 0 1 1 *"))
+    data_dir = tmp_path / "serve-data"
+    serve.start()
+    try:
+        await serve.ready()
+        url = embedded_nats.running_url(data_dir)
+        token = embedded_nats.running_token(data_dir)
+        assert url is not None
+        assert token is not None
+        nc = await nats.connect(url, token=token)
+        triggered = asyncio.Event()
+
+        async def on_trigger(_: Any) -> None:
+            triggered.set()
+
+        try:
+            await nc.subscribe("llmctl.v1.control.trigger", cb=on_trigger)
+            await nc.flush()
+            args = ["--database-url", sqlite_url, "model", "add", "llama3"]
+            env = {"LLMCTL_DATA_DIR": str(data_dir), "LLMCTL_NATS_URL": ""}
+            result = await asyncio.to_thread(CliRunner().invoke, cli.app, args, env=env)
+            assert result.exit_code == 0, result.output
+            await asyncio.wait_for(triggered.wait(), 5)
+        finally:
+            await nc.close()
+    finally:
+        await serve.stop()
