@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -272,16 +272,18 @@ def scratch_database(server: Postgres) -> Iterator[str]:
 class NatsServer(ChildServer):
     """A NATS server with JetStream on a loopback port, its store removed by `close()`."""
 
-    def __init__(self, binary: Path) -> None:
+    def __init__(self, binary: Path, args: Sequence[str] = ()) -> None:
         self.binary = binary
+        self.args = list(args)  # extra nats-server flags: --user/--pass, --auth, a config
         self.port = childprocess.free_port()
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def launch(cls) -> NatsServer:
-        """Finds the binary and starts a server; raises ServiceUnavailable."""
-        server = cls(find_nats_server())
+    def launch(cls, args: Sequence[str] = ()) -> NatsServer:
+        """Finds the binary and starts a server (with extra flags ``args``); raises
+        ServiceUnavailable."""
+        server = cls(find_nats_server(), args)
         childprocess.track(server)
         try:
             server.start()
@@ -305,7 +307,7 @@ class NatsServer(ChildServer):
         if self._dir is None:
             self._dir = childprocess.make_scratch_dir("nats")
         argv = [str(self.binary), "-a", "127.0.0.1", "-p", str(self.port)]
-        argv += ["-js", "-sd", str(self._dir / "jetstream")]
+        argv += ["-js", "-sd", str(self._dir / "jetstream"), *self.args]
         log = self._dir / "nats.log"
         self._proc = childprocess.spawn(argv, cwd=self._dir, log=log, run_as=None)
         childprocess.wait_until(
