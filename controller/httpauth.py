@@ -16,9 +16,10 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import ipaddress
-import pathlib
 import ssl
 from typing import TYPE_CHECKING
+
+from dwqueue import secretfiles
 
 if TYPE_CHECKING:  # aiohttp is imported where it is used: settings import this module
     from aiohttp import web
@@ -112,18 +113,10 @@ def _token(config: Settings) -> str | None:
         return config.http_token.get_secret_value()
     if config.http_token_file is None:
         return None
-    path = config.http_token_file
     try:
-        token = pathlib.Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise Refused(
-            f"cannot read the HTTP token file {path} (http_token_file): {reason}; "
-            "give a file the user running llmctl can read"
-        ) from None
-    if not token:
-        raise Refused(f"the HTTP token file {path} (http_token_file) is empty; write a token")
-    return token
+        return secretfiles.read(config.http_token_file, "the HTTP token file", "http_token_file")
+    except secretfiles.SecretFileError as exc:
+        raise Refused(str(exc)) from None
 
 
 def _tls(config: Settings) -> ssl.SSLContext | None:

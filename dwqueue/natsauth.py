@@ -23,6 +23,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from dwqueue import secretfiles
+
 # Each field of NatsAuth that is a file, as the user names it: (setting, flag).
 SETTINGS = {
     "creds_file": ("nats_creds_file", "--nats-creds"),
@@ -277,15 +279,11 @@ def _quoted(text: str) -> str:
 def read_secret(path: pathlib.Path, field: str) -> str:
     """The secret in ``path`` without one trailing newline. Raises `NatsAuthError` (naming
     the setting, never the content) when it cannot be read or is empty."""
+    setting, flag = SETTINGS[field]
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _unreadable(field, path, exc) from None
-    secret = text.removesuffix("\n").removesuffix("\r")
-    if not secret:
-        setting, flag = SETTINGS[field]
-        raise NatsAuthError(f"{flag} {path} ({setting}) is empty: write the secret into it")
-    return secret
+        return secretfiles.read(path, flag, setting)
+    except secretfiles.SecretFileError as exc:
+        raise NatsAuthError(str(exc)) from None
 
 
 def is_tls_url(url: str | None) -> bool:
@@ -331,7 +329,8 @@ def _unreadable(field: str, path: pathlib.Path, exc: Exception) -> NatsAuthError
     setting, flag = SETTINGS[field]
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
     return NatsAuthError(
-        f"cannot read {flag} {path} ({setting}): {reason.lower()}; give a readable file"
+        f"cannot read {flag} {path} ({setting}): {reason.lower()}; give a file the user "
+        "running llmctl can read"
     )
 
 

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext import asyncio as sa_asyncio
 
+from dwqueue import secretfiles
 from runtimestate import connectionhints, errors
 
 T = TypeVar("T")
@@ -151,19 +152,9 @@ def with_password(url: sa.URL, environ: Mapping[str, str] | None = None) -> sa.U
             f"or unset {PASSWORD_FILE_ENV}"
         )
     try:
-        text = pathlib.Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise DatabaseUrlError(
-            f"cannot read the database password file {path} ({PASSWORD_FILE_ENV}): {reason}; "
-            "give a file the user running llmctl can read"
-        ) from None
-    password = text.removesuffix("\n")
-    if not password:
-        raise DatabaseUrlError(
-            f"the database password file {path} ({PASSWORD_FILE_ENV}) is empty; "
-            "write the password into it"
-        )
+        password = secretfiles.read(path, "the database password file", PASSWORD_FILE_ENV)
+    except secretfiles.SecretFileError as exc:
+        raise DatabaseUrlError(str(exc)) from None
     return url.set(password=password)
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import pathlib
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -151,7 +151,7 @@ def test_an_unreadable_password_file_exits_1_naming_the_flag(
     assert result.code == 1
     assert _one_line_error(result.err) == (
         f"error: cannot read --nats-password-file {missing} (nats_password_file): "
-        "no such file or directory; give a readable file"
+        "no such file or directory; give a file the user running llmctl can read"
     )
 
 

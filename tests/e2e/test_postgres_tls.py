@@ -146,7 +146,7 @@ def test_an_unreadable_password_file_is_a_one_line_error_naming_it(
         verified(tls_postgres, database), "backend", "list", env={PASSWORD_FILE: str(missing)}
     )
     assert_one_line_error(
-        result, 2, str(missing), PASSWORD_FILE, "No such file", secret=tls_postgres.password
+        result, 2, str(missing), PASSWORD_FILE, "no such file", secret=tls_postgres.password
     )
 
 

@@ -85,7 +85,8 @@ def test_a_missing_file_is_refused_naming_its_flag_and_setting(
     with pytest.raises(natsauth.NatsAuthError) as raised:
         auth.options()
     assert str(raised.value) == (
-        f"cannot read {flag} {missing} ({setting}): no such file or directory; give a readable file"
+        f"cannot read {flag} {missing} ({setting}): no such file or directory; "
+        "give a file the user running llmctl can read"
     )
 
 
