@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from controller import runner, usage
+from controller import natsoptions, runner, usage
+from dwqueue import natsauth
 
 _DECLARE = "Declare"
 _OPERATE = "Operate"
@@ -147,10 +148,32 @@ def main_options(
             "--subject-prefix", envvar="LLMCTL_SUBJECT_PREFIX", help="NATS subject prefix"
         ),
     ] = "llmctl",
+    nats_creds: natsoptions.CredsOpt = None,
+    nats_nkey: natsoptions.NkeyOpt = None,
+    nats_user: natsoptions.UserOpt = None,
+    nats_password_file: natsoptions.PasswordFileOpt = None,
+    nats_token_file: natsoptions.TokenFileOpt = None,
+    nats_ca: natsoptions.CaOpt = None,
+    nats_cert: natsoptions.CertOpt = None,
+    nats_key: natsoptions.KeyOpt = None,
 ) -> None:
-    ctx.obj = runner.Env(
+    env = runner.Env(
         database_url=database_url or runner.default_database_url(), nats_url=nats_url, prefix=prefix
     )
+    ctx.obj = env
+    given = {p for p in ctx.params if _from_command_line(ctx, p)}
+    problem = natsoptions.conflict(ctx.params, given, env.environ)
+    if problem is not None:
+        env.fail(problem)
+    try:
+        env.nats_auth = natsoptions.auth(ctx.params, given, env.environ)
+    except natsauth.NatsAuthError as exc:
+        env.fail(str(exc), 1)
+
+
+def _from_command_line(ctx: typer.Context, param: str) -> bool:
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name == "COMMANDLINE"  # typer vendors its own click
 
 
 def _env(ctx: typer.Context) -> runner.Env:

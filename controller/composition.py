@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
 from controller import crontab, embedded_nats, httpapi, metrics, scheduled, settings, trigger
-from dwqueue import backoff, publisher
+from dwqueue import backoff, connector, natsauth, publisher
 from runtimestate import database, errors, locks, snapshot, state
 
 log = structlog.get_logger(__name__)
@@ -62,6 +62,7 @@ class Controller:
         self.migrate = migrate
         self.database_url = config.resolved_database_url
         self.nats_url = config.nats_url
+        self.nats_auth = natsauth.NatsAuth()  # the embedded server's token, or the settings'
         self.http_port: int | None = None
         self.stopping = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
@@ -115,7 +116,11 @@ class Controller:
             await self._migrate()
         if self.nats_url is None:
             self.nats_url = await self._embedded_nats()
-        events = publisher.Publisher(self.nats_url, prefix=config.subject_prefix)
+        else:
+            self.nats_auth = await _checked_nats(self.nats_url, config)
+        events = publisher.Publisher(
+            self.nats_url, prefix=config.subject_prefix, auth=self.nats_auth
+        )
         self.publisher = events
         await events.start()
         self._stack.push_async_callback(self._close_publisher, events)
@@ -170,6 +175,7 @@ class Controller:
         except embedded_nats.EmbeddedNatsError as exc:
             raise StartError(str(exc)) from exc
         self._stack.callback(server.stop)
+        self.nats_auth = natsauth.NatsAuth(token=server.token)
         log.info("embedded NATS started", url=server.url)
         return server.url
 
@@ -280,6 +286,20 @@ class Controller:
         await events.flush(timeout_s=1.0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(events.close(), 2.0)
+
+
+async def _checked_nats(url: str, config: settings.Settings) -> natsauth.NatsAuth:
+    """The settings' NATS credentials, once the server at ``url`` accepted them. Raises
+    StartError when a file cannot be read or the server refuses them (credentials, TLS); an
+    unreachable server is fine (the publisher keeps trying)."""
+    try:
+        auth = config.nats_auth()
+        await connector.probe(url, auth)
+    except natsauth.NatsRefused as exc:
+        raise StartError(str(exc)) from None
+    except natsauth.NatsUnreachable as exc:
+        log.warning("NATS unreachable at start; retrying in the background", reason=str(exc))
+    return auth
 
 
 def _job_id(payload: bytes) -> str | None:

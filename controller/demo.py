@@ -35,7 +35,7 @@ from rich.progress import (
 )
 
 from controller import composition, declare, demonode, logs, metrics, output, runner, settings
-from dwqueue import events
+from dwqueue import events, natsauth
 from emulators import ollama, vllm
 from runtimestate import database
 from runtimestate.desired import manifest
@@ -113,8 +113,8 @@ class Bars:
             )
 
 
-async def _follow(url: str, prefix: str, bars: Bars) -> Any:
-    client = await nats.connect(url, name="llmctl-demo")
+async def _follow(url: str, auth: natsauth.NatsAuth, prefix: str, bars: Bars) -> Any:
+    client = await nats.connect(url, name="llmctl-demo", **auth.options(url))
 
     async def on_message(msg: Any) -> None:
         with contextlib.suppress(events.WireError):
@@ -182,7 +182,9 @@ async def _run(
             TextColumn("{task.fields[rate]}"), console=console, transient=False,
         )  # fmt: skip
         bars = Bars(progress)
-        client = await _follow(controller.nats_url, config.subject_prefix, bars)
+        client = await _follow(
+            controller.nats_url, controller.nats_auth, config.subject_prefix, bars
+        )
         try:
             text = fleet([edge.node_url(0), edge.node_url(1)], gpu.url, node_url)
             await _apply(url, text)

@@ -28,6 +28,7 @@ from runtimestate.desired import names, spec
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from controller import trigger
     from dwqueue import rows
 
 app = typer.Typer(
@@ -301,9 +302,10 @@ def _announce(
 ) -> None:
     """Publish the events of ``changes`` and one control request per event; best effort."""
     from controller import trigger
+    from dwqueue import natsauth
 
-    url = trigger.target_url(env.nats_url)
-    if url is None:
+    found = trigger.target(env.nats_url, env.nats_auth)
+    if found is None:
         return
     messages: list[tuple[str, bytes]] = []
     for change in changes:
@@ -314,48 +316,50 @@ def _announce(
         messages.append((control_subject(env.prefix, verb), body))
     if not messages:
         return
-    problem = asyncio.run(_publish(url, messages))
+    try:
+        problem = asyncio.run(_publish(found, messages))
+    except natsauth.NatsRefused as exc:
+        if found.discovered_in is None:  # the configured credentials: the user must fix them
+            env.fail(f"the change is saved, but {exc}", 1)
+        problem = str(exc)
     if problem is not None:
         env.err.print(
-            f"warning: the change is saved, but publishing it on NATS at {url} failed "
+            f"warning: the change is saved, but publishing it on NATS at {found.url} failed "
             f"({problem}); the controller sees it on its next cycle",
             highlight=False,
             markup=False,
         )
 
 
-async def _publish(url: str, messages: Sequence[tuple[str, bytes]]) -> str | None:
-    """Send ``messages`` and wait for the server to have them; the failure, or None."""
+async def _publish(found: trigger.Target, messages: Sequence[tuple[str, bytes]]) -> str | None:
+    """Send ``messages`` and wait for the server to have them; the failure, or None. Raises
+    `natsauth.NatsRefused` when the server refuses the credentials or TLS."""
     import nats.errors
     from nats.aio.client import Client
 
-    from dwqueue import flushing
-
-    seen: list[Exception] = []
-
-    async def remember(exc: Exception) -> None:  # the caller reports the failure once
-        seen.append(exc)
+    from dwqueue import connector, flushing, natsauth
 
     nc = Client()
     try:
-        await asyncio.wait_for(
-            nc.connect(
-                url,
-                name="llmctl-cli",
-                allow_reconnect=False,
-                max_reconnect_attempts=1,  # two quick tries, then give up
-                reconnect_time_wait=0.2,  # type: ignore[arg-type]
-                connect_timeout=2,
-                error_cb=remember,
-            ),
-            timeout=_NATS_TIMEOUT_S * 2,
+        await connector.dial(
+            nc,
+            found.url,
+            found.auth,
+            timeout_s=_NATS_TIMEOUT_S * 2,
+            name="llmctl-cli",
+            allow_reconnect=False,
+            max_reconnect_attempts=1,  # two quick tries, then give up
+            reconnect_time_wait=0.2,
+            connect_timeout=2,
         )
         for subject, data in messages:
             await nc.publish(subject, data)
         await flushing.flush(nc, _NATS_TIMEOUT_S)
-    except (TimeoutError, nats.errors.Error, OSError) as exc:
-        cause = seen[0] if seen else exc
+    except natsauth.NatsUnreachable as exc:
+        cause = exc.__cause__ or exc
         return str(cause) or type(cause).__name__
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        return str(exc) or type(exc).__name__
     finally:
         await nc.close()
     return None

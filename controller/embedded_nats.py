@@ -9,6 +9,13 @@ so CLI commands (`controller.trigger`, `controller.watch`) can reach the running
 the file is removed on stop. The child is killed on every exit path: `stop` in the normal case, an
 ``atexit`` hook after an unexpected exception, and ``PR_SET_PDEATHSIG`` on Linux if this
 process itself is killed. Raises `EmbeddedNatsError` when the binary is missing or never answers.
+
+It requires a token: a random one per data directory, made once and kept across restarts in
+``nats.token`` (mode 0600), given to the server through a 0600 config file (never on its command
+line, which any local user can read). `running_token` is how a client that found the server
+through the data directory (CLI triggers and cancels, ``watch``, the live lists, ``demo``)
+authenticates, so a local process that cannot read the data directory cannot publish control
+requests.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import hashlib
 import json
 import os
 import pathlib
+import secrets
 import shutil
 import signal
 import socket
@@ -29,6 +37,8 @@ import sysconfig
 import time
 
 URL_FILE = "nats.url"
+TOKEN_FILE = "nats.token"  # noqa: S105 - a file name, not a secret
+CONFIG_FILE = "nats-server.conf"  # in <data_dir>/nats
 PORT_RANGE = range(24000, 28000)  # below Linux's ephemeral ports (32768-60999)
 _PR_SET_PDEATHSIG = 1
 
@@ -107,6 +117,48 @@ def running_url(data_dir: pathlib.Path) -> str | None:
     return url
 
 
+def token_file(data_dir: pathlib.Path) -> pathlib.Path:
+    return data_dir / TOKEN_FILE
+
+
+def running_token(data_dir: pathlib.Path) -> str | None:
+    """The token the embedded server of ``data_dir`` requires, if it can be read."""
+    try:
+        token = token_file(data_dir).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return token or None
+
+
+def ensure_token(data_dir: pathlib.Path) -> str:
+    """The data directory's token: the one in ``nats.token``, else a new random one written
+    there (mode 0600) for good. Safe when two processes race to make it: one link wins."""
+    existing = running_token(data_dir)
+    if existing is not None:
+        return existing
+    data_dir.mkdir(parents=True, exist_ok=True)
+    draft = data_dir / f".{TOKEN_FILE}.{os.getpid()}"
+    _write_private(draft, secrets.token_urlsafe(32) + "\n")
+    try:
+        os.link(draft, token_file(data_dir))  # fails if another process made it meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    token = running_token(data_dir)
+    if token is None:
+        raise EmbeddedNatsError(f"cannot read the NATS token {token_file(data_dir)}")
+    return token
+
+
+def _write_private(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600 even if it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(text)
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -121,6 +173,7 @@ class EmbeddedNats:
         self.port = port or choose_port(data_dir)
         self._proc: subprocess.Popen[bytes] | None = None
         self._announced = False
+        self.token = ""  # set by `start`: the data directory's token (`ensure_token`)
 
     @property
     def url(self) -> str:
@@ -154,8 +207,11 @@ class EmbeddedNats:
     def _launch(self, timeout_s: float) -> None:
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
+        self.token = ensure_token(self.data_dir)
+        config = store / CONFIG_FILE
+        _write_private(config, f'authorization {{\n  token: "{self.token}"\n}}\n')
         log = (store / "nats-server.log").open("ab")
-        argv = [str(find_binary()), "-a", "127.0.0.1", "-p", str(self.port)]
+        argv = [str(find_binary()), "-c", str(config), "-a", "127.0.0.1", "-p", str(self.port)]
         argv += ["-js", "-sd", str(store / "jetstream"), "--http_port", "0"]
         try:
             self._proc = subprocess.Popen(

@@ -214,18 +214,22 @@ async def _subscribe(
         screen.noted()
 
     data_dir = datadir.from_environment(env.environ)
-    url = await asyncio.to_thread(trigger.target_url, env.nats_url, data_dir)
+    found = await asyncio.to_thread(trigger.target, env.nats_url, env.nats_auth, data_dir)
     polling = f"polling the database every {POLL_S:g}s"
-    if url is None:
+    if found is None:
         note(
             "note: no NATS to follow (--nats-url, LLMCTL_NATS_URL, or a llmctl serve on this "
             f"machine); {polling}"
         )
         return None
-    connection = natsconnection.Connection(note, None if env.nats_url else data_dir)
+    url = found.url
+    connection = natsconnection.Connection(note, found.discovered_in, found.auth)
     problem = await connection.open(url, CONNECT_S)
+    if problem is not None and connection.refused and found.discovered_in is None:
+        env.fail(problem, 1)  # the configured credentials or TLS: the user must fix them
     if problem is not None:
-        note(f"note: cannot reach NATS at {url} ({problem}); {polling}")
+        why = problem if connection.refused else f"cannot reach NATS at {url} ({connection.reason})"
+        note(f"note: {why}; {polling}")
         return None
 
     async def on_message(_: Msg) -> None:

@@ -8,7 +8,10 @@ gives (`controller.watch` prints above its progress bars). When the URL came fro
 directory (the ``nats.url`` a running ``serve`` writes, see `controller.embedded_nats`), it
 re-reads that file while disconnected, and reconnects to the new URL of a ``serve`` that
 restarted on another port. ``on_reconnected`` runs after every reconnection, so the caller can
-subscribe again (a JetStream consumer does not survive a new server). Publishes nothing.
+subscribe again (a JetStream consumer does not survive a new server). It presents the
+`dwqueue.natsauth.NatsAuth` it is given (the embedded server's token when the URL came from the
+data directory); a server that refuses it fails `open` at once, with the reason and the fix
+(`refused` is then True). Publishes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from controller import embedded_nats
+from dwqueue import connector, natsauth
 
 NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
 CONNECT_TIMEOUT_S = 5.0
@@ -31,9 +35,17 @@ REDISCOVER_S = 0.25  # how often a disconnected watch re-reads the data director
 class Connection:
     """One nats-py client; `open`, then `close` (idempotent)."""
 
-    def __init__(self, note: Callable[[str], None], data_dir: pathlib.Path | None = None) -> None:
+    def __init__(
+        self,
+        note: Callable[[str], None],
+        data_dir: pathlib.Path | None = None,
+        auth: natsauth.NatsAuth | None = None,
+    ) -> None:
         self.nc = Client()
         self.url = ""
+        self.refused = False  # the server refused the credentials or TLS (set by `open`)
+        self.reason = ""  # the error behind a failed `open`, as nats-py or the OS said it
+        self._auth = auth or natsauth.NatsAuth()
         self.on_reconnected: Callable[[], Awaitable[None]] | None = None
         self._note = note
         self._data_dir = data_dir
@@ -41,27 +53,29 @@ class Connection:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def open(self, url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
-        """Connect to ``url`` within ``timeout_s``; None once connected, else why not (the
-        client is then closed)."""
+        """Connect to ``url`` within ``timeout_s``; None once connected, else the one line
+        saying why not and what to fix (the client is then closed)."""
         self.url = url
         try:
-            await asyncio.wait_for(
-                self.nc.connect(
-                    url,
-                    name="llmctl-watch",
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,  # type: ignore[arg-type]
-                    connect_timeout=max(0.1, min(2.0, timeout_s)),  # type: ignore[arg-type]
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                ),
-                max(timeout_s, 0.1),
+            await connector.dial(
+                self.nc,
+                url,
+                self._auth,
+                timeout_s=max(timeout_s, 0.1),
+                name="llmctl-watch",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=max(0.1, min(2.0, timeout_s)),
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
             )
-        except NATS_ERRORS as exc:
-            cause = self.nc.last_error or exc
+        except (natsauth.NatsRefused, natsauth.NatsUnreachable) as exc:
+            self.refused = isinstance(exc, natsauth.NatsRefused)
+            cause = exc.__cause__ or exc
+            self.reason = str(cause) or type(cause).__name__
             await self.close()
-            return str(cause) or type(cause).__name__
+            return str(exc)
         if self._data_dir is not None:
             self._spawn(self._follow_moves(self._data_dir))
         return None

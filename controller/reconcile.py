@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from controller import gctuning, logs, output, runner, selection, serve, settings
-from dwqueue import publisher
+from dwqueue import connector, natsauth, publisher
 from runtimestate import database, errors, snapshot, state
 from runtimestate.desired import selectors
 from runtimestate.reconcile import cycle, execution, steps
@@ -168,7 +168,7 @@ async def _reconcile(
     gctuning.tune()
     sink = None
     if env.nats_url:
-        sink = publisher.Publisher(env.nats_url, prefix=env.prefix)
+        sink = publisher.Publisher(env.nats_url, prefix=env.prefix, auth=env.nats_auth)
         await sink.start()
     engine = database.create_async_engine(env.database_url)
     runtime = state.State(engine, sink=sink, settings=config.state_settings(), environ=env.environ)
@@ -207,6 +207,21 @@ def _wait_seconds(
     if not wait:
         return None
     return DEFAULT_WAIT_S if timeout is None else timeout
+
+
+def _nats_auth(env: runner.Env, loaded: settings.Settings) -> natsauth.NatsAuth:
+    """The settings' NATS credentials, once the server accepted them: exit 1 with the reason
+    when it refuses them (an unreachable server only loses the events, as in ``serve``)."""
+    if loaded.nats_url is None:
+        return natsauth.NatsAuth()
+    try:
+        auth = loaded.nats_auth()
+        asyncio.run(connector.probe(loaded.nats_url, auth))
+    except natsauth.NatsRefused as exc:
+        env.fail(str(exc), 1)
+    except natsauth.NatsUnreachable:
+        pass
+    return auth
 
 
 def reconcile_command(
@@ -252,6 +267,7 @@ def reconcile_command(
         database_url=loaded.database_url or env.database_url,
         nats_url=loaded.nats_url,
         prefix=loaded.subject_prefix,
+        nats_auth=_nats_auth(env, loaded),
     )
     report, waited = runner.run_async(env, lambda: _reconcile(env, loaded, dry_run, wait_s, chosen))
     _print(env, report_doc(report, waited), output.Format(fmt))

@@ -20,7 +20,19 @@ from collections.abc import Sequence
 from typer import _click as click
 from typer import core
 
-GLOBAL = ("--database-url", "--nats-url", "--subject-prefix")
+GLOBAL = (
+    "--database-url",
+    "--nats-url",
+    "--subject-prefix",
+    "--nats-creds",
+    "--nats-nkey",
+    "--nats-user",
+    "--nats-password-file",
+    "--nats-token-file",
+    "--nats-ca",
+    "--nats-cert",
+    "--nats-key",
+)
 END = "--"  # click's end of options: what follows is arguments only
 
 

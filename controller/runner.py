@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from controller import datadir, terminal
+from dwqueue import natsauth
 from runtimestate import errors
 
 if TYPE_CHECKING:
@@ -75,15 +76,19 @@ def update(env: Env, kind: str, name: str, work: Callable[[AsyncSession], Awaita
 
 
 def notify(env: Env) -> None:
-    """After a committed change: ask a running controller for a cycle now. Best effort."""
+    """After a committed change: ask a running controller for a cycle now. Best effort, but
+    a NATS server that refuses the configured credentials or TLS exits 1 with the reason."""
     from controller import trigger
 
-    trigger.request_cycle(env.nats_url, env.prefix)
+    try:
+        trigger.request_cycle(env.nats_url, env.prefix, auth=env.nats_auth)
+    except natsauth.NatsRefused as exc:
+        env.fail(str(exc), 1)
 
 
 @dataclasses.dataclass
 class Env:
-    """What every command needs: the database URL and where to print.
+    """What every command needs: the database URL, NATS and its credentials, where to print.
 
     Both consoles print text as it is (``markup=False``): what they show comes from users and
     backends (names, errors), and rich would take a ``[`` in it for a style tag, or fail on it.
@@ -93,6 +98,7 @@ class Env:
     database_url: str
     nats_url: str | None = None
     prefix: str = "llmctl"
+    nats_auth: natsauth.NatsAuth = dataclasses.field(default_factory=natsauth.NatsAuth)
     out: Console = dataclasses.field(
         default_factory=lambda: Console(
             soft_wrap=True, width=_width(), markup=False, color_system=terminal.color_system()

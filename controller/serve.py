@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from controller import composition, gctuning, logs, runner, settings
+from controller import composition, gctuning, logs, natsoptions, runner, settings
 from runtimestate import errors
 
 
@@ -34,11 +34,15 @@ def root_overrides(ctx: typer.Context) -> dict[str, Any]:
     root = ctx.find_root()
     overrides: dict[str, Any] = {}
     names = {"database_url": "database_url", "nats_url": "nats_url", "prefix": "subject_prefix"}
-    for param, field in names.items():
+    given = set()
+    for param in root.params:
         source = root.get_parameter_source(param)
         if source is not None and source.name == "COMMANDLINE":  # typer vendors its own click
+            given.add(param)
+    for param, field in names.items():
+        if param in given:
             overrides[field] = root.params.get(param)
-    return overrides
+    return overrides | natsoptions.overrides(root.params, given)
 
 
 ConfigOpt = Annotated[

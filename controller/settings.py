@@ -24,7 +24,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from controller import crontab, datadir
+from controller import crontab, datadir, natssettings
 from runtimestate import downloads, echo, errors, state
 from runtimestate.backends import base
 from runtimestate.reconcile import cycle, probing
@@ -36,8 +36,10 @@ DEFAULT_CYCLE_INTERVAL_S = 30.0
 LogFormat = Literal["json", "console"]
 
 
-class Settings(BaseSettings):
-    """Everything ``serve`` can be told; each field is also ``LLMCTL_<FIELD>`` in upper case."""
+class Settings(natssettings.NatsSettings):
+    """Everything ``serve`` can be told; each field is also ``LLMCTL_<FIELD>`` in upper case.
+
+    The NATS credential and TLS fields come from `natssettings.NatsSettings`."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
@@ -227,6 +229,9 @@ def load(config_file: pathlib.Path | None = None, **overrides: Any) -> Settings:
         given["cycle_interval_s"] = None
     elif "cycle_interval_s" in given and "cycle_cron" not in given:
         given["cycle_cron"] = None
+    for from_file, value in natssettings.ALTERNATIVES.items():  # --nats-password-file beats env
+        if from_file in given:
+            given.setdefault(value, None)
     try:
         return cls(**given)
     except pydantic.ValidationError as exc:

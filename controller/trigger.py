@@ -5,17 +5,22 @@ Called by CLI commands after each committed change (``backend add``, ``model add
 configured NATS URL, or on the embedded server a running ``llmctl serve`` announced in the data
 directory. A running ``serve`` then runs a backend cycle at once (and a download cycle), so a new
 declaration starts pulling within about a second. With no NATS to reach, nothing happens: the
-next scheduled cycle picks the change up (the database is the truth). Never raises.
+next scheduled cycle picks the change up (the database is the truth). The configured URL is
+used with the configured credentials (`dwqueue.natsauth`), the embedded server with the data
+directory's token (`embedded_nats.running_token`). Raises only `natsauth.NatsRefused`, when a
+configured server refuses the credentials or TLS: the user has something to fix.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import pathlib
 
 from controller import datadir, embedded_nats
+from dwqueue import natsauth
 
 TRIGGER = "v1.control.trigger"
 CANCEL = "v1.control.cancel"
@@ -25,30 +30,66 @@ def subject(prefix: str, name: str) -> str:
     return f"{prefix}.{name}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A NATS server to talk to and how: ``discovered_in`` is the data directory when it is
+    the embedded server of a running ``serve`` (its URL may change; its token is ``auth``)."""
+
+    url: str
+    auth: natsauth.NatsAuth
+    discovered_in: pathlib.Path | None = None
+
+
+def target(
+    nats_url: str | None,
+    auth: natsauth.NatsAuth | None = None,
+    data_dir: pathlib.Path | None = None,
+) -> Target | None:
+    """The configured URL with ``auth``, else a running embedded server with its token."""
+    if nats_url:
+        return Target(nats_url, auth or natsauth.NatsAuth())
+    directory = data_dir or datadir.from_environment()
+    url = embedded_nats.running_url(directory)
+    if url is None:
+        return None
+    return Target(url, natsauth.NatsAuth(token=embedded_nats.running_token(directory)), directory)
+
+
 def target_url(nats_url: str | None, data_dir: pathlib.Path | None = None) -> str | None:
     """Where to send a trigger: the configured URL, else a running embedded server, else None."""
-    if nats_url:
-        return nats_url
-    return embedded_nats.running_url(data_dir or datadir.from_environment())
+    found = target(nats_url, None, data_dir)
+    return None if found is None else found.url
 
 
-async def publish(url: str, subject_: str, payload: bytes, timeout_s: float = 1.0) -> bool:
-    """Connect, publish one message, flush; False (never an exception) when NATS is away."""
+async def publish(
+    url: str,
+    subject_: str,
+    payload: bytes,
+    timeout_s: float = 1.0,
+    auth: natsauth.NatsAuth | None = None,
+) -> bool:
+    """Connect, publish one message, flush; False when NATS is away. Raises
+    `natsauth.NatsRefused` when the server refuses ``auth`` (or a file of it is unreadable)."""
     # Imported here: a command that finds no NATS to notify never pays for the client.
-    import nats
     import nats.errors
+    from nats.aio.client import Client
 
-    from dwqueue import flushing
+    from dwqueue import connector, flushing
 
+    client = Client()
     try:
-        client = await nats.connect(
+        await connector.dial(
+            client,
             url,
+            auth or natsauth.NatsAuth(),
+            timeout_s=timeout_s,
+            name="llmctl-cli",
             connect_timeout=timeout_s,
             allow_reconnect=False,
-            max_reconnect_attempts=0,
-            name="llmctl-cli",
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
         )
-    except (TimeoutError, nats.errors.Error, OSError):
+    except natsauth.NatsUnreachable:
         return False
     try:
         await client.publish(subject_, payload)
@@ -62,15 +103,25 @@ async def publish(url: str, subject_: str, payload: bytes, timeout_s: float = 1.
 
 
 def request_cycle(
-    nats_url: str | None, prefix: str = "llmctl", data_dir: pathlib.Path | None = None
+    nats_url: str | None,
+    prefix: str = "llmctl",
+    data_dir: pathlib.Path | None = None,
+    auth: natsauth.NatsAuth | None = None,
 ) -> bool:
     """Ask a running ``serve`` for a backend cycle now; True when the request was sent.
 
     Synchronous, for typer commands (do not call it from a running event loop; await
-    `publish` there). Takes at most about a second when NATS does not answer.
+    `publish` there). Takes at most about a second when NATS does not answer. Raises
+    `natsauth.NatsRefused` when the configured server refuses ``auth``; the embedded server
+    refusing (a token this user cannot read) is only a False.
     """
-    url = target_url(nats_url, data_dir)
-    if url is None:
+    found = target(nats_url, auth, data_dir)
+    if found is None:
         return False
     body = json.dumps({}).encode()
-    return asyncio.run(publish(url, subject(prefix, TRIGGER), body))
+    try:
+        return asyncio.run(publish(found.url, subject(prefix, TRIGGER), body, auth=found.auth))
+    except natsauth.NatsRefused:
+        if found.discovered_in is None:
+            raise
+        return False

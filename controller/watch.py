@@ -35,7 +35,7 @@ from typing import Annotated
 import typer
 
 from controller import datadir, runner, trigger
-from dwqueue import events
+from dwqueue import events, natsauth
 from runtimestate.desired import names
 
 # The following itself (`controller.watchfeed`: NATS, the database) and the bars
@@ -53,6 +53,7 @@ class Options:
     backend: str | None
     exit_when_idle: bool
     timeout_s: float | None
+    auth: natsauth.NatsAuth = dataclasses.field(default_factory=natsauth.NatsAuth)
 
 
 def watch_command(
@@ -72,8 +73,8 @@ def watch_command(
     env = ctx.find_root().obj
     assert isinstance(env, runner.Env)
     data_dir = datadir.from_environment(env.environ)
-    url = trigger.target_url(env.nats_url, data_dir)
-    if not url:
+    found = trigger.target(env.nats_url, env.nats_auth, data_dir)
+    if found is None:
         env.fail(
             "watch reads download events from NATS: give the server as "
             "llmctl --nats-url nats://HOST:4222 watch, or set LLMCTL_NATS_URL; with neither, "
@@ -83,8 +84,9 @@ def watch_command(
     _check_filter(env, backend)
     if timeout is not None and not math.isfinite(timeout):
         env.fail(f"--timeout must be a finite number of seconds, not {timeout}")
-    discovered = None if env.nats_url else data_dir
-    options = Options(url, discovered, env.prefix, backend, exit_when_idle, timeout)
+    options = Options(
+        found.url, found.discovered_in, env.prefix, backend, exit_when_idle, timeout, found.auth
+    )
     from controller import watchfeed, watchview
 
     sink: watchview.Sink = (

@@ -73,16 +73,14 @@ def snapshot_event(job: jobs.Job) -> events.DownloadEvent:
 async def follow(env: runner.Env, options: Options, sink: watchview.Sink) -> int:
     loop = asyncio.get_running_loop()
     deadline = None if options.timeout_s is None else loop.time() + options.timeout_s
-    connection = natsconnection.Connection(sink.note, options.discovered_in)
+    connection = natsconnection.Connection(sink.note, options.discovered_in, options.auth)
     connect_s = natsconnection.CONNECT_TIMEOUT_S
     problem = await connection.open(
         options.nats_url,
         connect_s if options.timeout_s is None else min(connect_s, options.timeout_s),
     )
     if problem is not None:
-        env.err.print(
-            f"error: cannot connect to NATS at {options.nats_url}: {problem}", markup=False
-        )
+        env.err.print(f"error: {problem}", markup=False)
         return 1
     sink.start()
     try:

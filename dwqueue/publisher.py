@@ -19,6 +19,9 @@ returned, after its commit. The database is the truth; NATS is a best-effort mir
   for a bounded age, so a late `dwqueue.subscriber.Watch` replays the current state. It is
   (re)declared on every (re)connect, before the backlog is published; on plain NATS publishing
   works the same without it.
+- It presents the `natsauth.NatsAuth` it is given (credentials, TLS); a server that refuses them
+  is logged once as a warning with the reason and what to set, and retried like an outage (the
+  composition root checks the credentials at start with `dwqueue.connector.probe`).
 
 This module must not touch the database, and must not raise into the download path.
 """
@@ -40,7 +43,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import api
 
-from dwqueue import backlog, coalescer, events, flushing
+from dwqueue import backlog, coalescer, events, flushing, natsauth
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +80,7 @@ class Publisher:
         servers: str | Sequence[str],
         *,
         prefix: str = events.DEFAULT_PREFIX,
+        auth: natsauth.NatsAuth | None = None,
         stream: StreamSettings | None = None,
         coalesce: coalescer.Coalescer | None = None,
         reconnect_wait_s: float = 1.0,
@@ -89,6 +93,8 @@ class Publisher:
         self.stats = Stats()
         self.jetstream: bool | None = None  # None until known
         self._servers = [servers] if isinstance(servers, str) else list(servers)
+        self._auth = auth or natsauth.NatsAuth()
+        self._refused = False  # said once: NATS refuses our credentials or TLS
         self._stream = stream or StreamSettings()
         self._coalesce = coalesce
         self._reconnect_wait_s = reconnect_wait_s
@@ -115,6 +121,7 @@ class Publisher:
         try:
             await self._nc.connect(
                 servers=self._servers,
+                **self._auth.options(self._servers[0] if self._servers else None),
                 name=self._name,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,  # for ever: the first connect too
@@ -136,6 +143,11 @@ class Publisher:
         await self._republish()
 
     async def _on_error(self, exc: Exception) -> None:
+        if natsauth.is_refusal(exc) and not self._refused:
+            self._refused = True  # once: nats-py keeps retrying, maybe the server is fixed
+            where = self._servers[0] if self._servers else ""
+            log.warning("NATS refuses this client", reason=natsauth.describe(exc, where))
+            return
         log.debug("NATS connection error", error=str(exc) or type(exc).__name__)
 
     async def _on_disconnected(self) -> None:

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -272,22 +272,25 @@ def scratch_database(server: Postgres) -> Iterator[str]:
 class NatsServer(ChildServer):
     """A NATS server with JetStream on a loopback port, its store removed by `close()`.
 
-    `config` is the text of a nats-server config file (TLS, users, operator mode: see
-    tests/natssecure.py), written 0600 into the server's directory and given with `-c`; the
-    port, address and JetStream flags still come from the command line.
+    `args` are extra nats-server flags (--user/--pass, --auth); `config` is the text of a
+    nats-server config file (TLS, users, operator mode: see tests/natssecure.py), written 0600
+    into the server's directory and given with `-c`. The port, address and JetStream flags
+    still come from the command line.
     """
 
-    def __init__(self, binary: Path, config: str | None = None) -> None:
+    def __init__(self, binary: Path, args: Sequence[str] = (), config: str | None = None) -> None:
         self.binary = binary
+        self.args = list(args)
         self.config = config
         self.port = childprocess.free_port()
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def launch(cls, config: str | None = None) -> NatsServer:
-        """Finds the binary and starts a server; raises ServiceUnavailable."""
-        server = cls(find_nats_server(), config)
+    def launch(cls, args: Sequence[str] = (), config: str | None = None) -> NatsServer:
+        """Finds the binary and starts a server (with extra flags ``args``, or a config file's
+        text ``config``); raises ServiceUnavailable."""
+        server = cls(find_nats_server(), args, config)
         childprocess.track(server)
         try:
             server.start()
@@ -311,7 +314,7 @@ class NatsServer(ChildServer):
         if self._dir is None:
             self._dir = childprocess.make_scratch_dir("nats")
         argv = [str(self.binary), "-a", "127.0.0.1", "-p", str(self.port)]
-        argv += ["-js", "-sd", str(self._dir / "jetstream")]
+        argv += ["-js", "-sd", str(self._dir / "jetstream"), *self.args]
         if self.config is not None:
             argv += ["-c", str(self._write_config(self._dir / "nats.conf"))]
         log = self._dir / "nats.log"

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Self
 
+from dwqueue import natsauth
 from runtimestate import credentials, desired, echo, snapshot
 from runtimestate.resolver import (
     candidates,
@@ -125,17 +126,24 @@ class Resolver:
         nats_url: str | None = None,
         prefix: str = "llmctl",
         *,
+        nats_auth: natsauth.NatsAuth | None = None,
         refresh_s: float | None = None,
         **options: Any,
     ) -> Self:
         """A resolver over the persisted status, followed on NATS when ``nats_url`` is given.
 
+        NATS is connected to with ``nats_auth`` (credentials, TLS); None reads them from the
+        ``LLMCTL_NATS_*`` variables (`natsauth.NatsAuth.from_environment`). When NATS refuses
+        them or cannot be reached, `natsauth.NatsRefused` or `natsauth.NatsUnreachable`
+        (both ``ConnectionError``) say why and what to fix in their message.
 
         The status is re-read every ``refresh_s`` (default 0.5 s without NATS, 30 s with). Call
         `aclose` (or use ``async with``). Raises what `runtimestate.resolver.mirror.Mirror.open`
         raises.
         """
-        source = await mirror.Mirror.open(url, nats_url, prefix, refresh_s)
+        if nats_url is not None and nats_auth is None:
+            nats_auth = natsauth.NatsAuth.from_environment()
+        source = await mirror.Mirror.open(url, nats_url, prefix, refresh_s, nats_auth)
         return cls(
             lambda: source.snapshot, specs=lambda: source.desired, closer=source.aclose, **options
         )

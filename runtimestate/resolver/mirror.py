@@ -24,7 +24,7 @@ import nats.errors
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from dwqueue import flushing
+from dwqueue import connector, flushing, natsauth
 from runtimestate import database, desired, snapshot
 from runtimestate.desired import store
 from runtimestate.reconcile import status
@@ -63,17 +63,20 @@ class Mirror:
         nats_url: str | None = None,
         prefix: str = "llmctl",
         refresh_s: float | None = None,
+        nats_auth: natsauth.NatsAuth | None = None,
     ) -> Mirror:
         """Connect, subscribe (before the first read, so no change falls in between) and load.
 
         Raises `database.DatabaseUrlError`, SQLAlchemy's errors when the database cannot be
-        read, and `nats.errors.Error` or `OSError` when NATS cannot be reached.
+        read, `natsauth.NatsRefused` when NATS refuses ``nats_auth`` and
+        `natsauth.NatsUnreachable` when it cannot be reached (both ``OSError``, the message
+        is the one line to show), and `nats.errors.Error` when the subscription fails.
         """
         interval = refresh_s if refresh_s is not None else (RESYNC_S if nats_url else POLL_S)
         feed = cls(database.create_async_engine(url), prefix, interval)
         try:
             if nats_url is not None:
-                await feed._subscribe(nats_url)
+                await feed._subscribe(nats_url, nats_auth or natsauth.NatsAuth())
             await feed.refresh()
         except BaseException:
             await feed.aclose()
@@ -81,17 +84,18 @@ class Mirror:
         feed._task = asyncio.create_task(feed._poll(), name="llmctl-resolver-feed")
         return feed
 
-    async def _subscribe(self, url: str) -> None:
-        self._nc = await asyncio.wait_for(
-            nats.connect(
-                url,
-                name="llmctl-resolver",
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=2,
-                reconnected_cb=self._on_reconnected,
-            ),
-            _CONNECT_TIMEOUT_S,
+    async def _subscribe(self, url: str, auth: natsauth.NatsAuth) -> None:
+        self._nc = nats.aio.client.Client()
+        await connector.dial(
+            self._nc,
+            url,
+            auth,
+            timeout_s=_CONNECT_TIMEOUT_S,
+            name="llmctl-resolver",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=2,
+            reconnected_cb=self._on_reconnected,
         )
         await self._nc.subscribe(f"{self._prefix}.v1.state.*", cb=self._on_message)
         await flushing.flush(self._nc, _CONNECT_TIMEOUT_S)  # the server has the SUB: read next

@@ -118,6 +118,7 @@ def test_the_root_help_imports_no_command_module(database: tuple[pathlib.Path, s
         "controller.terminal",
         "controller.completion",
         "controller.rootoptions",
+        "controller.natsoptions",  # the root's NATS credential flags
     }
 
 

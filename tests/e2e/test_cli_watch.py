@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from controller import cli, embedded_nats
-from dwqueue import events, jobs, publisher
+from dwqueue import events, jobs, natsauth, publisher
 from tests import childprocess
 from tests.e2e.test_cli_downloads import enqueue, start_pulling
 
@@ -86,9 +86,9 @@ async def _send(pub: publisher.Publisher, *sent: events.DownloadEvent) -> None:
     assert await pub.flush()
 
 
-async def _subscribed(nats_url: str, prefix: str) -> None:
+async def _subscribed(nats_url: str, prefix: str, token: str | None = None) -> None:
     """Wait until a watch has its replaying consumer on the stream."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url, token=token)
     try:
         for _ in range(int(WAIT_S / 0.05)):
             info = await nc.jetstream().stream_info(events.stream_name(prefix))
@@ -345,7 +345,7 @@ async def test_embedded_nats_listens_on_a_port_of_its_data_directory_or_any_when
         await asyncio.to_thread(taken.start, announce=False)
         try:
             assert taken.port != port
-            nc = await nats.connect(taken.url)
+            nc = await nats.connect(taken.url, token=taken.token)
             await nc.close()
         finally:
             taken.stop()
@@ -361,14 +361,15 @@ async def test_embedded_nats_listens_on_a_port_of_its_data_directory_or_any_when
         try:
             assert late.port != port
             assert late.url == f"nats://127.0.0.1:{late.port}"
-            nc = await nats.connect(late.url)
+            nc = await nats.connect(late.url, token=late.token)
             await nc.close()
         finally:
             late.stop()
 
 
-async def _publisher(url: str, prefix: str) -> publisher.Publisher:
-    started = publisher.Publisher(url, prefix=prefix, reconnect_wait_s=0.2)
+async def _publisher(url: str, prefix: str, token: str) -> publisher.Publisher:
+    auth = natsauth.NatsAuth(token=token)  # the embedded server's
+    started = publisher.Publisher(url, prefix=prefix, auth=auth, reconnect_wait_s=0.2)
     await started.start()
     for _ in range(200):  # up to 10 s for the stream to be declared
         if started.jetstream is not None:
@@ -398,10 +399,10 @@ async def test_watch_finds_a_running_serves_embedded_nats_and_follows_it_to_a_ne
     w = Watching(proc)
     second: embedded_nats.EmbeddedNats | None = None
     try:
-        pub = await _publisher(first.url, nats_prefix)
+        pub = await _publisher(first.url, nats_prefix, first.token)
         job = _job()
         try:
-            await _subscribed(first.url, nats_prefix)
+            await _subscribed(first.url, nats_prefix, first.token)
             await _send(pub, _event(events.DownloadQueued, job, 1))
             assert (await w.line())["type"] == "queued"
         finally:
@@ -411,7 +412,7 @@ async def test_watch_finds_a_running_serves_embedded_nats_and_follows_it_to_a_ne
         second = embedded_nats.EmbeddedNats(data_dir, port=childprocess.free_port())
         await asyncio.to_thread(second.start)
         assert second.url != first.url
-        pub = await _publisher(second.url, nats_prefix)
+        pub = await _publisher(second.url, nats_prefix, second.token)
         try:
             await _send(pub, _progress(job, 2, 500))
             moved = await w.line()  # replayed from the stream once it subscribed again

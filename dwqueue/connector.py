@@ -1,0 +1,108 @@
+"""Connecting a nats-py client with llmctl's credentials and TLS, within a deadline.
+
+`dial` is the one way llmctl's NATS clients make their first connection (the publisher of
+``serve``, ``watch``, the CLI's one-shot publishers, the resolver's mirror): it passes
+`dwqueue.natsauth.NatsAuth.options`, stops at once when the server refuses the client
+(credentials, TLS: `natsauth.NatsRefused`) instead of retrying for ever, and otherwise gives up
+after the deadline (`natsauth.NatsUnreachable`); both carry the `natsauth.describe` line. When
+TLS was asked for (a ``tls://`` URL or TLS files) and the server did not offer it, the
+connection is closed and refused: nats-py would otherwise carry on in plain text.
+`probe` is one such attempt, closed again: ``serve`` uses it to fail fast at start.
+
+The caller owns the client and its reconnection options. Nothing here logs or publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+
+from dwqueue import natsauth
+
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+_NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+
+
+async def dial(
+    client: Client,
+    url: str,
+    auth: natsauth.NatsAuth,
+    *,
+    timeout_s: float,
+    error_cb: ErrorCallback | None = None,
+    **options: Any,
+) -> None:
+    """Connect ``client`` to ``url`` with ``auth`` and ``options`` (nats-py's keywords).
+
+    Raises `natsauth.NatsRefused` as soon as the server refuses this client (or a file of
+    ``auth`` cannot be used), `natsauth.NatsUnreachable` when not connected within
+    ``timeout_s``; the client is then closed. ``error_cb`` still sees every error.
+    """
+    tls_options = auth.options(url)  # raises NatsAuthError before any network I/O
+    seen: list[Exception] = []
+    refused = asyncio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        seen.append(exc)
+        if natsauth.is_refusal(exc):
+            refused.set()
+        if error_cb is not None:
+            await error_cb(exc)
+
+    connecting = asyncio.ensure_future(
+        client.connect(url, error_cb=on_error, **tls_options, **options)
+    )
+    stopping = asyncio.ensure_future(refused.wait())
+    await asyncio.wait(
+        {connecting, stopping}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+    )
+    stopping.cancel()
+    cause: BaseException | None = None
+    if connecting.done() and not connecting.cancelled():
+        cause = connecting.exception()
+        if cause is None and _tls_missing(client, url, auth):
+            cause = nats.errors.Error("nats: tls not offered by the server")
+        if cause is None:
+            return
+    else:
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *_NATS_ERRORS):
+            await connecting
+    refusal = next((e for e in reversed(seen) if natsauth.is_refusal(e)), None)
+    cause = refusal or (seen[-1] if seen else None) or cause
+    if cause is None:
+        cause = TimeoutError(f"no answer within {timeout_s:g}s")
+    with contextlib.suppress(*_NATS_ERRORS):
+        await client.close()
+    raise natsauth.failure(cause, url) from cause
+
+
+async def probe(url: str, auth: natsauth.NatsAuth, *, timeout_s: float = 2.0) -> None:
+    """Connect once and close; raises as `dial` does."""
+    client = Client()
+    await dial(
+        client,
+        url,
+        auth,
+        timeout_s=timeout_s,
+        name="llmctl-probe",
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.2,
+        connect_timeout=timeout_s,
+    )
+    with contextlib.suppress(*_NATS_ERRORS):
+        await client.close()
+
+
+def _tls_missing(client: Client, url: str, auth: natsauth.NatsAuth) -> bool:
+    """TLS was asked for but the server did not require it, so nats-py did not use it."""
+    if not (auth.wants_tls or natsauth.is_tls_url(url)):
+        return False
+    info: dict[str, Any] = getattr(client, "_server_info", {}) or {}
+    return not info.get("tls_required")
