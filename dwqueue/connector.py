@@ -26,6 +26,7 @@ from dwqueue import natsauth
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 _NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+_CLOSE_S = 1.0
 
 
 async def dial(
@@ -77,8 +78,7 @@ async def dial(
     cause = refusal or (seen[-1] if seen else None) or cause
     if cause is None:
         cause = TimeoutError(f"no answer within {timeout_s:g}s")
-    with contextlib.suppress(*_NATS_ERRORS):
-        await client.close()
+    await _close(client)
     raise natsauth.failure(cause, url) from cause
 
 
@@ -96,8 +96,15 @@ async def probe(url: str, auth: natsauth.NatsAuth, *, timeout_s: float = 2.0) ->
         reconnect_time_wait=0.2,
         connect_timeout=timeout_s,
     )
+    await _close(client)
+
+
+async def _close(client: Client) -> None:
+    """Close ``client`` (it is CLOSED at once, so a later close returns at once), waiting at
+    most a second for the socket: after a failed TLS handshake nats-py would wait for ever
+    (asyncio's start_tls moved the socket to a protocol that nats-py's writer never hears)."""
     with contextlib.suppress(*_NATS_ERRORS):
-        await client.close()
+        await asyncio.wait_for(client.close(), _CLOSE_S)
 
 
 def _tls_missing(client: Client, url: str, auth: natsauth.NatsAuth) -> bool:
