@@ -267,3 +267,34 @@ async def _watch(deployment: Deployment, *args: str) -> tuple[int, str, str]:
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def test_serve_without_the_creds_file_exits_1_with_one_line_naming_the_fix(
+    secure_nats: natssecure.Servers, tmp_path: pathlib.Path, nats_prefix: str
+) -> None:
+    credential = natscredentials.of("creds", secure_nats)
+    serve = h.Serve(tmp_path, f"sqlite:///{tmp_path / 'llmctl.db'}", credential.url, nats_prefix)
+    done = subprocess.run(
+        [h.LLMCTL, "serve"], env=serve.environ, capture_output=True, text=True, timeout=60
+    )
+    _assert_one_line_failure(done.returncode, done.stdout, done.stderr, credential)
+
+
+async def test_a_nats_url_with_a_ca_file_speaks_tls_to_the_server(
+    secure_nats: natssecure.Servers, sqlite_url: str, nats_prefix: str
+) -> None:
+    credential = natscredentials.of("tls", secure_nats)
+    plain_url = credential.server.server.url  # nats://, the same port
+    job = await asyncio.to_thread(enqueue, sqlite_url, "gpu-1", "llama3")
+    client = await credential.connect()
+    try:
+        requests = await client.subscribe(f"{nats_prefix}.v1.control.cancel")
+        await client.flush()
+        args = ("--nats-url", plain_url, *credential.flags, "--subject-prefix", nats_prefix)
+        cancelled = await asyncio.to_thread(
+            run_cli, sqlite_url, *args, "downloads", "cancel", job.id
+        )
+        assert cancelled.code == 0, cancelled.err
+        assert json.loads((await requests.next_msg(timeout=WAIT_S)).data) == {"job_id": job.id}
+    finally:
+        await client.close()
