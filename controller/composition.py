@@ -136,7 +136,7 @@ class Controller:
         log.info(
             "serving",
             database=database.redact(self.database_url),
-            nats=self.nats_url,
+            nats=natsauth.redact(self.nats_url),
             http=f"{settings.split_address(config.http_address)[0]}:{self.http_port}",
             schedule=config.cycle_cron or f"every {config.interval_s:g}s",
             owner=runtime.owner,

@@ -26,7 +26,7 @@ from dwqueue import natsauth
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 _NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
-_CLOSE_S = 1.0
+_CLOSE_S = 0.5
 
 
 async def dial(
@@ -63,23 +63,33 @@ async def dial(
         {connecting, stopping}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
     )
     stopping.cancel()
-    cause: BaseException | None = None
-    if connecting.done() and not connecting.cancelled():
-        cause = connecting.exception()
-        if cause is None and _tls_missing(client, url, auth):
-            cause = nats.errors.Error("nats: tls not offered by the server")
-        if cause is None:
-            return
-    else:
+    cause = await _outcome(connecting, client, url, auth)
+    if cause is None:
+        return
+    if _certificate_missing(client, auth):  # the server drops us without saying why
+        seen.append(nats.errors.Error("nats: client certificate required"))
+    refusal = next((e for e in reversed(seen) if natsauth.is_refusal(e)), None)
+    cause = refusal or (seen[-1] if seen else None) or cause
+    await _close(client)
+    raise natsauth.failure(cause, url) from cause
+
+
+async def _outcome(
+    connecting: asyncio.Future[None], client: Client, url: str, auth: natsauth.NatsAuth
+) -> BaseException | None:
+    """None when ``connecting`` ended connected as asked; else what went wrong (the task is
+    cancelled if it still runs)."""
+    if not connecting.done():
         connecting.cancel()
         with contextlib.suppress(asyncio.CancelledError, *_NATS_ERRORS):
             await connecting
-    refusal = next((e for e in reversed(seen) if natsauth.is_refusal(e)), None)
-    cause = refusal or (seen[-1] if seen else None) or cause
-    if cause is None:
-        cause = TimeoutError(f"no answer within {timeout_s:g}s")
-    await _close(client)
-    raise natsauth.failure(cause, url) from cause
+        return TimeoutError("no answer in time")
+    if connecting.cancelled():
+        return TimeoutError("no answer in time")
+    cause = connecting.exception()
+    if cause is None and _tls_missing(client, url, auth):
+        cause = nats.errors.Error("nats: tls not offered by the server")
+    return cause
 
 
 async def probe(url: str, auth: natsauth.NatsAuth, *, timeout_s: float = 2.0) -> None:
@@ -96,15 +106,22 @@ async def probe(url: str, auth: natsauth.NatsAuth, *, timeout_s: float = 2.0) ->
         reconnect_time_wait=0.2,
         connect_timeout=timeout_s,
     )
-    await _close(client)
+    with contextlib.suppress(*_NATS_ERRORS):
+        await client.close()
 
 
 async def _close(client: Client) -> None:
-    """Close ``client`` (it is CLOSED at once, so a later close returns at once), waiting at
-    most a second for the socket: after a failed TLS handshake nats-py would wait for ever
-    (asyncio's start_tls moved the socket to a protocol that nats-py's writer never hears)."""
-    with contextlib.suppress(*_NATS_ERRORS):
+    """Close a client whose connect failed. Bounded: after a failed TLS handshake nats-py
+    waits for ever for the plain socket it upgraded to close."""
+    # AssertionError: nats-py's close of a client that failed before it had a transport.
+    with contextlib.suppress(AssertionError, *_NATS_ERRORS):
         await asyncio.wait_for(client.close(), _CLOSE_S)
+
+
+def _certificate_missing(client: Client, auth: natsauth.NatsAuth) -> bool:
+    """The server verifies client certificates (its INFO said so) and we have none."""
+    info: dict[str, Any] = getattr(client, "_server_info", {}) or {}
+    return bool(info.get("tls_verify")) and auth.cert_file is None
 
 
 def _tls_missing(client: Client, url: str, auth: natsauth.NatsAuth) -> bool:

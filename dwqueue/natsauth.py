@@ -80,10 +80,12 @@ class NatsAuth:
         """
         found: dict[str, Any] = {}
         if self.creds_file is not None:
-            _readable(self.creds_file, "creds_file")
+            _holds(
+                self.creds_file, "creds_file", "-----BEGIN NATS USER JWT-----", "a credentials file"
+            )
             found["user_credentials"] = str(self.creds_file)
         if self.nkey_file is not None:
-            _readable(self.nkey_file, "nkey_file")
+            _holds(self.nkey_file, "nkey_file", "SU", "an NKey user seed (SU...)", first=True)
             found["nkeys_seed"] = str(self.nkey_file)
         if self.user is not None:
             found["user"] = self.user
@@ -190,6 +192,33 @@ def is_refusal(exc: BaseException) -> bool:
     return isinstance(failure(exc, "nats://"), NatsRefused)
 
 
+# What the server (or `dwqueue.connector`) said, and the line for it: {where} is the URL,
+# {said} the server's words.
+_SAID = (
+    (
+        ("authorization",),
+        "NATS at {where} refused the credentials ({said}): check "
+        + CREDENTIAL_FLAGS
+        + " (or their LLMCTL_NATS_* settings)",
+    ),
+    (
+        ("tls required", "secure connection"),
+        "NATS at {where} requires TLS, which is not configured: use a tls:// URL, with "
+        "--nats-ca naming the CA that signed its certificate",
+    ),
+    (
+        ("client certificate required",),
+        "NATS at {where} requires a client certificate: give --nats-cert and --nats-key "
+        "(nats_cert_file, nats_key_file)",
+    ),
+    (
+        ("tls not offered",),
+        "NATS at {where} does not offer TLS, but TLS was asked for (a tls:// URL or "
+        "--nats-ca/--nats-cert): enable TLS on the server, or drop the TLS options",
+    ),
+)
+
+
 def failure(exc: BaseException, url: str) -> NatsRefused | NatsUnreachable:
     """``exc`` of a connect to ``url`` as `NatsRefused` or `NatsUnreachable`, with the
     `describe` line as its message (the caller raises it ``from exc``)."""
@@ -197,22 +226,9 @@ def failure(exc: BaseException, url: str) -> NatsRefused | NatsUnreachable:
         return exc
     where = redact(url)
     text = str(exc) or type(exc).__name__
-    lowered = text.lower()
-    if type(exc).__name__ == "AuthorizationError" or "authorization" in lowered:
-        return NatsRefused(
-            f"NATS at {where} refused the credentials ({_quoted(text)}): check {CREDENTIAL_FLAGS}"
-            " (or their LLMCTL_NATS_* settings)"
-        )
-    if "tls required" in lowered or "secure connection" in lowered:
-        return NatsRefused(
-            f"NATS at {where} requires TLS, which is not configured: use a tls:// URL, with "
-            "--nats-ca naming the CA that signed its certificate"
-        )
-    if "tls not offered" in lowered:
-        return NatsRefused(
-            f"NATS at {where} does not offer TLS, but TLS was asked for (a tls:// URL or "
-            "--nats-ca/--nats-cert): enable TLS on the server, or drop the TLS options"
-        )
+    for markers, line in _SAID:
+        if any(marker in text.lower() for marker in markers):
+            return NatsRefused(line.format(where=where, said=_quoted(text)))
     if isinstance(exc, ssl.SSLCertVerificationError):
         return NatsRefused(_untrusted(exc, url, where))
     if isinstance(exc, ssl.SSLError):
@@ -297,6 +313,18 @@ def _readable(path: pathlib.Path, field: str) -> None:
             pass
     except OSError as exc:
         raise _unreadable(field, path, exc) from None
+
+
+def _holds(path: pathlib.Path, field: str, marker: str, what: str, *, first: bool = False) -> None:
+    """Raise `NatsAuthError` unless ``path`` can be read and holds ``marker`` (at its start
+    with ``first``). Checked here: nats-py's errors for a wrong file name no file."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise _unreadable(field, path, exc) from None
+    if not (text.lstrip().startswith(marker) if first else marker in text):
+        setting, flag = SETTINGS[field]
+        raise NatsAuthError(f"{flag} {path} ({setting}) is not {what}: check the file")
 
 
 def _unreadable(field: str, path: pathlib.Path, exc: Exception) -> NatsAuthError:

@@ -114,6 +114,45 @@ def test_a_wrong_password_stops_the_cli_with_one_line_naming_the_flags_and_exit_
     assert WRONG not in result.err + result.out
 
 
+def test_watch_and_reconcile_with_a_wrong_password_exit_1_with_one_line(
+    llmctl: Cli, tmp_path: pathlib.Path, password_nats: services.NatsServer
+) -> None:
+    wrong = _secret(tmp_path, "nats-password", WRONG)
+    flags = ["--nats-url", password_nats.url, "--nats-user", "alice"]
+    flags += ["--nats-password-file", str(wrong)]
+    for command in (["watch", "--timeout", "5"], ["reconcile", "--once"]):
+        result = llmctl(*flags, *command)
+        assert result.code == 1, (command, result.err)
+        line = _one_line_error(result.err)
+        assert "refused the credentials" in line, command
+        assert WRONG not in result.err + result.out
+
+
+def test_a_password_and_its_file_both_in_the_environment_exit_2_naming_both(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    path = _secret(tmp_path, "nats-password", PASSWORD)
+    env = {"LLMCTL_NATS_PASSWORD": WRONG, "LLMCTL_NATS_PASSWORD_FILE": str(path)}
+    result = llmctl("model", "list", env=env)
+    assert result.code == 2
+    assert "LLMCTL_NATS_PASSWORD and LLMCTL_NATS_PASSWORD_FILE are both set" in result.err
+    assert WRONG not in result.err + result.out
+    flag = llmctl("--nats-password-file", str(path), "model", "list", env=env)
+    assert flag.code == 0, flag.err  # the flag wins over the environment
+
+
+def test_an_unreadable_password_file_exits_1_naming_the_flag(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    missing = tmp_path / "nope"
+    result = llmctl("--nats-password-file", str(missing), "model", "list")
+    assert result.code == 1
+    assert _one_line_error(result.err) == (
+        f"error: cannot read --nats-password-file {missing} (nats_password_file): "
+        "no such file or directory; give a readable file"
+    )
+
+
 async def test_the_cli_uses_a_token_from_the_environment_or_a_file_and_never_from_argv(
     llmctl: Cli, tmp_path: pathlib.Path, token_nats: services.NatsServer, nats_prefix: str
 ) -> None:

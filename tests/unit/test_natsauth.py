@@ -89,6 +89,24 @@ def test_a_missing_file_is_refused_naming_its_flag_and_setting(
     )
 
 
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("creds_file", "--nats-creds {path} (nats_creds_file) is not a credentials file"),
+        ("nkey_file", "--nats-nkey {path} (nats_nkey_file) is not an NKey user seed (SU...)"),
+    ],
+)
+def test_a_credentials_or_seed_file_of_the_wrong_kind_is_refused_without_its_content(
+    tmp_path: pathlib.Path, field: str, expected: str
+) -> None:
+    path = tmp_path / "secret"
+    path.write_text("hunter2 is not a seed\n")
+    with pytest.raises(natsauth.NatsAuthError) as raised:
+        NatsAuth(**{field: path}).options()  # type: ignore[arg-type]
+    assert str(raised.value).startswith(expected.format(path=path))
+    assert "hunter2" not in str(raised.value)
+
+
 def test_a_ca_file_that_is_not_a_certificate_is_refused(tmp_path: pathlib.Path) -> None:
     bogus = tmp_path / "ca.pem"
     bogus.write_text("not a certificate\n")
@@ -241,6 +259,18 @@ def _verify_failed(message: str) -> ssl.SSLCertVerificationError:
             "check the URL and that nats-server runs",
         ),
         (TimeoutError(), URL, False, "cannot connect to NATS at nats://127.0.0.1:4222"),
+        (
+            nats.errors.Error("nats: client certificate required"),
+            URL,
+            True,
+            "requires a client certificate: give --nats-cert and --nats-key",
+        ),
+        (
+            nats.errors.Error("nats: tls not offered by the server"),
+            "tls://127.0.0.1:4222",
+            True,
+            "does not offer TLS, but TLS was asked for",
+        ),
     ],
 )
 def test_describe_says_what_failed_and_which_setting_fixes_it(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import typer
 
-from controller import cli, rootoptions
+from controller import cli, natsoptions, rootoptions
 
 ROOT = typer.main.get_command(cli.app)
 assert isinstance(ROOT, typer.core.TyperGroup)
@@ -66,3 +66,8 @@ def test_a_global_option_after_the_subcommand_without_its_value_is_a_usage_error
     # Moved alone before the command word, it would take the command word as its value.
     with pytest.raises(typer.TyperException, match="'--database-url' requires an argument"):
         hoisted("backend list --database-url")
+
+
+def test_every_nats_credential_flag_is_a_global_option() -> None:
+    assert set(natsoptions.FLAGS) <= set(rootoptions.GLOBAL)
+    assert all(rootoptions.is_global(f"{flag}=x") for flag in natsoptions.FLAGS)
