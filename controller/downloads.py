@@ -367,6 +367,8 @@ async def _publish(found: trigger.Target, messages: Sequence[tuple[str, bytes]])
     except natsauth.NatsUnreachable as exc:
         cause = exc.__cause__ or exc
         return str(cause) or type(cause).__name__
+    except natsauth.NatsRefused:
+        raise  # a ConnectionError, so an OSError: the caller tells the user what to fix
     except (TimeoutError, nats.errors.Error, OSError) as exc:
         return str(exc) or type(exc).__name__
     finally:

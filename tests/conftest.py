@@ -14,6 +14,8 @@ Fixtures:
 - `nats_server` (session) and `nats_url`: a shared JetStream-enabled NATS server.
 - `nats_prefix`: a subject prefix unique to the test (`t<hex>`), for isolation on that server.
 - `fresh_nats_server`: a NATS server of the test's own, to stop and start at will.
+- `secure_nats` (session): secured NATS servers (TLS, NKey, creds, password, token), each
+  started on first use (tests/natssecure.py); do not stop them.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from pathlib import Path
 import pytest
 import structlog
 
-from tests import services
+from tests import natssecure, services
 
 EXTERNAL_DATABASE_ENV = "LLMCTL_TEST_DATABASE_URL"
 POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url", "fresh_postgres_server"})
-NATS_FIXTURES = frozenset({"nats_server", "nats_url", "fresh_nats_server"})
+NATS_FIXTURES = frozenset({"nats_server", "nats_url", "fresh_nats_server", "secure_nats"})
 
 
 def pytest_configure() -> None:
@@ -144,6 +146,16 @@ def fresh_nats_server() -> Iterator[services.NatsServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def secure_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[natssecure.Servers]:
+    """One secured NATS server of each kind the session asks for, with its client files."""
+    servers = natssecure.Servers(tmp_path_factory.mktemp("secure-nats"))
+    try:
+        yield servers
+    finally:
+        servers.close()
 
 
 def _require_running(

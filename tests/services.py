@@ -270,20 +270,27 @@ def scratch_database(server: Postgres) -> Iterator[str]:
 
 
 class NatsServer(ChildServer):
-    """A NATS server with JetStream on a loopback port, its store removed by `close()`."""
+    """A NATS server with JetStream on a loopback port, its store removed by `close()`.
 
-    def __init__(self, binary: Path, args: Sequence[str] = ()) -> None:
+    `args` are extra nats-server flags (--user/--pass, --auth); `config` is the text of a
+    nats-server config file (TLS, users, operator mode: see tests/natssecure.py), written 0600
+    into the server's directory and given with `-c`. The port, address and JetStream flags
+    still come from the command line.
+    """
+
+    def __init__(self, binary: Path, args: Sequence[str] = (), config: str | None = None) -> None:
         self.binary = binary
-        self.args = list(args)  # extra nats-server flags: --user/--pass, --auth, a config
+        self.args = list(args)
+        self.config = config
         self.port = childprocess.free_port()
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def launch(cls, args: Sequence[str] = ()) -> NatsServer:
-        """Finds the binary and starts a server (with extra flags ``args``); raises
-        ServiceUnavailable."""
-        server = cls(find_nats_server(), args)
+    def launch(cls, args: Sequence[str] = (), config: str | None = None) -> NatsServer:
+        """Finds the binary and starts a server (with extra flags ``args``, or a config file's
+        text ``config``); raises ServiceUnavailable."""
+        server = cls(find_nats_server(), args, config)
         childprocess.track(server)
         try:
             server.start()
@@ -308,11 +315,20 @@ class NatsServer(ChildServer):
             self._dir = childprocess.make_scratch_dir("nats")
         argv = [str(self.binary), "-a", "127.0.0.1", "-p", str(self.port)]
         argv += ["-js", "-sd", str(self._dir / "jetstream"), *self.args]
+        if self.config is not None:
+            argv += ["-c", str(self._write_config(self._dir / "nats.conf"))]
         log = self._dir / "nats.log"
         self._proc = childprocess.spawn(argv, cwd=self._dir, log=log, run_as=None)
         childprocess.wait_until(
             self._offers_jetstream, proc=self._proc, what="nats-server", log=log
         )
+
+    def _write_config(self, path: Path) -> Path:
+        assert self.config is not None
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.config)
+        return path
 
     def _offers_jetstream(self) -> bool:
         # The server greets every client with INFO; JetStream is on once it says so there.
