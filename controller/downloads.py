@@ -344,11 +344,10 @@ async def _publish(found: trigger.Target, messages: Sequence[tuple[str, bytes]])
     """Send ``messages`` and wait for the server to have them; the failure, or None. Raises
     `natsauth.NatsRefused` when the server refuses the credentials or TLS."""
     import nats.errors
-    from nats.aio.client import Client
 
     from dwqueue import connector, flushing, natsauth
 
-    nc = Client()
+    nc = connector.GuardedClient()
     try:
         await connector.dial(
             nc,

@@ -22,7 +22,6 @@ import pathlib
 from collections.abc import Awaitable, Callable
 
 import nats.errors
-from nats.aio.client import Client
 
 from controller import embedded_nats
 from dwqueue import connector, natsauth
@@ -41,7 +40,7 @@ class Connection:
         data_dir: pathlib.Path | None = None,
         auth: natsauth.NatsAuth | None = None,
     ) -> None:
-        self.nc = Client()
+        self.nc = connector.GuardedClient()
         self.url = ""
         self.refused = False  # the server refused the credentials or TLS (set by `open`)
         self.reason = ""  # the error behind a failed `open`, as nats-py or the OS said it

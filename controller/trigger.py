@@ -76,11 +76,10 @@ async def publish(
     `natsauth.NatsRefused` when the server refuses ``auth`` (or a file of it is unreadable)."""
     # Imported here: a command that finds no NATS to notify never pays for the client.
     import nats.errors
-    from nats.aio.client import Client
 
     from dwqueue import connector, flushing
 
-    client = Client()
+    client = connector.GuardedClient()
     try:
         await connector.dial(
             client,

@@ -1,12 +1,14 @@
 """Connecting a nats-py client with llmctl's credentials and TLS, within a deadline.
 
-`dial` is the one way llmctl's NATS clients make their first connection (the publisher of
+`GuardedClient` is the nats-py client every NATS connection of llmctl uses; `dial` is the one
+way they make their first connection (the publisher of
 ``serve``, ``watch``, the CLI's one-shot publishers, the resolver's mirror): it passes
 `dwqueue.natsauth.NatsAuth.options`, stops at once when the server refuses the client
 (credentials, TLS: `natsauth.NatsRefused`) instead of retrying for ever, and otherwise gives up
 after the deadline (`natsauth.NatsUnreachable`); both carry the `natsauth.describe` line. When
-TLS was asked for (a ``tls://`` URL or TLS files) and the server did not offer it, the
-connection is closed and refused: nats-py would otherwise carry on in plain text.
+TLS was asked for (a ``tls://`` URL or TLS files) and a server does not offer it, nats-py would
+carry on in plain text, credentials and all; `GuardedClient` refuses such a server before it
+sends anything, on the first connection and on every reconnection.
 `probe` is one such attempt, closed again: ``serve`` uses it to fail fast at start.
 
 The caller owns the client and its reconnection options. Nothing here logs or publishes.
@@ -20,9 +22,26 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.errors
-from nats.aio.client import Client
+from nats.aio import client as nats_client
 
 from dwqueue import natsauth
+
+
+class GuardedClient(nats_client.Client):
+    """nats-py's client, refusing a server that does not offer the TLS this client was asked
+    for (a context given, or a ``tls://`` URL) before it sends its CONNECT (credentials)."""
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        # nats-py calls this with the server's first INFO of every (re)connection, before it
+        # upgrades to TLS when the server requires it and before it sends CONNECT.
+        if initial_connection and self._wants_tls() and not info.get("tls_required"):
+            raise nats.errors.Error("nats: tls not offered by the server")
+        await super()._process_info(info, initial_connection)
+
+    def _wants_tls(self) -> bool:
+        server = self._current_server
+        return "tls" in self.options or (server is not None and server.uri.scheme == "tls")
+
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 _NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
@@ -30,7 +49,7 @@ _CLOSE_S = 0.5
 
 
 async def dial(
-    client: Client,
+    client: GuardedClient,
     url: str,
     auth: natsauth.NatsAuth,
     *,
@@ -63,7 +82,7 @@ async def dial(
         {connecting, stopping}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
     )
     stopping.cancel()
-    cause = await _outcome(connecting, client, url, auth)
+    cause = await _outcome(connecting)
     if cause is None:
         return
     if _certificate_missing(client, auth):  # the server drops us without saying why
@@ -74,9 +93,7 @@ async def dial(
     raise natsauth.failure(cause, url) from cause
 
 
-async def _outcome(
-    connecting: asyncio.Future[None], client: Client, url: str, auth: natsauth.NatsAuth
-) -> BaseException | None:
+async def _outcome(connecting: asyncio.Future[None]) -> BaseException | None:
     """None when ``connecting`` ended connected as asked; else what went wrong (the task is
     cancelled if it still runs)."""
     if not connecting.done():
@@ -86,15 +103,12 @@ async def _outcome(
         return TimeoutError("no answer in time")
     if connecting.cancelled():
         return TimeoutError("no answer in time")
-    cause = connecting.exception()
-    if cause is None and _tls_missing(client, url, auth):
-        cause = nats.errors.Error("nats: tls not offered by the server")
-    return cause
+    return connecting.exception()
 
 
 async def probe(url: str, auth: natsauth.NatsAuth, *, timeout_s: float = 2.0) -> None:
     """Connect once and close; raises as `dial` does."""
-    client = Client()
+    client = GuardedClient()
     await dial(
         client,
         url,
@@ -110,7 +124,7 @@ async def probe(url: str, auth: natsauth.NatsAuth, *, timeout_s: float = 2.0) ->
         await client.close()
 
 
-async def _close(client: Client) -> None:
+async def _close(client: GuardedClient) -> None:
     """Close a client whose connect failed. Bounded: after a failed TLS handshake nats-py
     waits for ever for the plain socket it upgraded to close."""
     # AssertionError: nats-py's close of a client that failed before it had a transport.
@@ -118,15 +132,7 @@ async def _close(client: Client) -> None:
         await asyncio.wait_for(client.close(), _CLOSE_S)
 
 
-def _certificate_missing(client: Client, auth: natsauth.NatsAuth) -> bool:
+def _certificate_missing(client: GuardedClient, auth: natsauth.NatsAuth) -> bool:
     """The server verifies client certificates (its INFO said so) and we have none."""
     info: dict[str, Any] = getattr(client, "_server_info", {}) or {}
     return bool(info.get("tls_verify")) and auth.cert_file is None
-
-
-def _tls_missing(client: Client, url: str, auth: natsauth.NatsAuth) -> bool:
-    """TLS was asked for but the server did not require it, so nats-py did not use it."""
-    if not (auth.wants_tls or natsauth.is_tls_url(url)):
-        return False
-    info: dict[str, Any] = getattr(client, "_server_info", {}) or {}
-    return not info.get("tls_required")

@@ -40,10 +40,9 @@ import nats
 import nats.errors
 import nats.js.errors
 import structlog
-from nats.aio.client import Client
 from nats.js import api
 
-from dwqueue import backlog, coalescer, events, flushing, natsauth
+from dwqueue import backlog, coalescer, connector, events, flushing, natsauth
 
 log = structlog.get_logger(__name__)
 
@@ -101,7 +100,7 @@ class Publisher:
         self._connect_timeout_s = connect_timeout_s
         self._name = name
         self._clock = clock
-        self._nc = Client()
+        self._nc = connector.GuardedClient()
         self._tasks: set[asyncio.Task[None]] = set()
         self._backlog = backlog.Backlog(backlog_limit)
         self._outage_drops = 0

@@ -85,7 +85,7 @@ class Mirror:
         return feed
 
     async def _subscribe(self, url: str, auth: natsauth.NatsAuth) -> None:
-        self._nc = nats.aio.client.Client()
+        self._nc = connector.GuardedClient()
         await connector.dial(
             self._nc,
             url,
