@@ -77,7 +77,8 @@ def update(env: Env, kind: str, name: str, work: Callable[[AsyncSession], Awaita
 
 def notify(env: Env) -> None:
     """After a committed change: ask a running controller for a cycle now. Best effort, but
-    a NATS server that refuses the configured credentials or TLS exits 1 with the reason."""
+    a NATS server that refuses the configured credentials or TLS (or a file of them that
+    cannot be used) exits 1 with the reason, saying the change itself is saved."""
     from controller import trigger
 
     try:
@@ -85,7 +86,7 @@ def notify(env: Env) -> None:
             env.nats_url, env.prefix, auth=env.nats_auth, database_url=env.database_url
         )
     except natsauth.NatsRefused as exc:
-        env.fail(str(exc), 1)
+        env.fail(f"the change is saved, but {exc}", 1)
 
 
 @dataclasses.dataclass

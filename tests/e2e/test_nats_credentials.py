@@ -110,8 +110,11 @@ def test_a_wrong_password_stops_the_cli_with_one_line_naming_the_flags_and_exit_
         *("model", "add", "llama3"),
     )
     assert result.code == 1
+    assert "model/llama3 created" in result.out  # saved: only the trigger was refused
     line = _one_line_error(result.err)
-    assert line.startswith(f"error: NATS at {password_nats.url} refused the credentials")
+    assert line.startswith(
+        f"error: the change is saved, but NATS at {password_nats.url} refused the credentials"
+    )
     assert "--nats-password-file" in line
     assert WRONG not in result.err + result.out
 
