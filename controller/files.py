@@ -76,7 +76,7 @@ def _manifests(env: runner.Env, directory: pathlib.Path, recursive: bool) -> lis
     if not paths:
         where = " or its subdirectories" if recursive else " (add -R for its subdirectories)"
         env.fail(
-            f"{echo.plain(str(directory))}: no manifests found: no *.yaml, *.yml or *.json "
+            f"{echo.path(str(directory))}: no manifests found: no *.yaml, *.yml or *.json "
             f"file in the directory{where}"
         )
     return paths
@@ -85,7 +85,7 @@ def _manifests(env: runner.Env, directory: pathlib.Path, recursive: bool) -> lis
 def _read(env: runner.Env, path: pathlib.Path) -> sources.Source:
     from runtimestate.desired import sources
 
-    name = echo.plain(str(path))
+    name = echo.path(str(path))
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -97,7 +97,7 @@ def _label(given: list[str]) -> str:
     """What ``-f`` is called in a message: the one file or directory, or "the files"."""
     if len(given) > 1:
         return "the files"
-    return "<stdin>" if given[0] == "-" else echo.plain(given[0])
+    return "<stdin>" if given[0] == "-" else echo.path(given[0])
 
 
 def apply_command(

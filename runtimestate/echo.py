@@ -7,6 +7,7 @@ files, the CLI): a 20 MB name must not make a 20 MB message. Pure: no I/O.
 from __future__ import annotations
 
 LIMIT = 80
+PATH_LIMIT = 4096  # Linux's PATH_MAX: a path is shown whole, or the user cannot find the file
 
 
 def quoted(value: object, limit: int = LIMIT) -> str:
@@ -26,3 +27,9 @@ def plain(text: str, limit: int = LIMIT) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… ({len(text)} characters)"
+
+
+def path(text: str) -> str:
+    """A file or directory name the user gave, whole (a message that cuts it leaves the user
+    guessing which file it means), unless it is longer than any real path can be."""
+    return plain(text, PATH_LIMIT)

@@ -295,6 +295,19 @@ def test_apply_refuses_a_file_that_is_not_utf8(
     assert dump(database_url) == before
 
 
+def test_a_bad_file_with_a_long_path_is_named_whole(llmctl: Cli, tmp_path: pathlib.Path) -> None:
+    # Echoes of user input are cut at 80 characters; a path cut there names no file.
+    directory = tmp_path / ("deeply-nested-" * 6) / ("fleet-definitions-" * 4)
+    directory.mkdir(parents=True)
+    path = directory / "fleet.yaml"
+    path.write_bytes(NOT_UTF8[next(iter(NOT_UTF8))])
+    assert len(str(path)) > 160
+    result = llmctl("apply", "-f", str(path))
+    assert result.code == 2, result.err
+    assert f"{path}: is not UTF-8 text" in result.err
+    assert "characters)" not in result.err
+
+
 def test_apply_takes_utf8_with_a_byte_order_mark(llmctl: Cli, tmp_path: pathlib.Path) -> None:
     path = tmp_path / "fleet.yaml"
     path.write_bytes(b"\xef\xbb\xbf" + GOOD_FILE.encode())
