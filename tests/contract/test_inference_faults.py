@@ -150,3 +150,18 @@ async def test_a_negative_ttft_is_refused_naming_the_field(fleet: Fleet) -> None
 
     assert refused.status_code == 400
     assert refused.json() == {"error": "ttft must be a number of seconds >= 0, not -1"}
+
+
+async def test_ollamas_native_generate_is_paced_like_its_v1_routes() -> None:
+    async with (
+        ollama.running(installed=["qwen2:0.5b"], ttft=0.1) as emu,
+        httpx.AsyncClient() as raw,
+    ):
+        started = time.monotonic()
+        answer = await raw.post(
+            emu.url + "/api/generate", json={"model": "qwen2:0.5b", "prompt": "hi", "stream": False}
+        )
+        elapsed = time.monotonic() - started
+
+    assert answer.json()["done"] is True
+    assert elapsed >= 0.1
