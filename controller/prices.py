@@ -26,10 +26,10 @@ def price_set(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="The model as requests name it")],
     input_usd: Annotated[
-        str, typer.Option("--input", help="USD per million input (prompt) tokens, e.g. 0.15")
+        str, typer.Option("--prompt-usd", help="USD per million prompt (input) tokens, e.g. 0.15")
     ],
     output_usd: Annotated[
-        str, typer.Option("--output", help="USD per million output (completion) tokens")
+        str, typer.Option("--completion-usd", help="USD per million completion (output) tokens")
     ],
 ) -> None:
     """Declare (or change) a model's price."""
@@ -38,7 +38,9 @@ def price_set(
     env = declare.env_of(ctx)
     try:
         value = prices.Price(
-            model, prices.microusd(input_usd, "--input"), prices.microusd(output_usd, "--output")
+            model,
+            prices.microusd(input_usd, "--prompt-usd"),
+            prices.microusd(output_usd, "--completion-usd"),
         )
     except prices.PriceRefused as exc:
         env.fail(str(exc))
@@ -64,7 +66,7 @@ def price_list(
         output.render_one([shapes.price_doc(p) for p in found], output.Format(fmt), env.out)
         return
     rows = [[p.model, prices.usd(p.input_microusd), prices.usd(p.output_microusd)] for p in found]
-    output.write(env.out, output.table(["MODEL", "INPUT-USD/M", "OUTPUT-USD/M"], rows))
+    output.write(env.out, output.table(["MODEL", "PROMPT-USD/M", "COMPLETION-USD/M"], rows))
 
 
 @app.command("delete")

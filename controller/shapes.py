@@ -225,6 +225,6 @@ def price_doc(price: prices.Price) -> dict[str, Any]:
     """A model's price as ``llmctl price list`` shows it: USD per million tokens."""
     return {
         "model": price.model,
-        "inputUsdPerMillion": _usd(price.input_microusd),
-        "outputUsdPerMillion": _usd(price.output_microusd),
+        "promptUsdPerMillion": _usd(price.input_microusd),
+        "completionUsdPerMillion": _usd(price.output_microusd),
     }
