@@ -99,6 +99,16 @@ COMMANDS = {
         "Print the shell completion script for SHELL (bash, zsh or fish).",
         _RUN,
     ),
+    "key": usage.Lazy(
+        "controller.keys:app",
+        "Manage the gateway's virtual API keys: what each may use and spend.",
+        _DECLARE,
+    ),
+    "price": usage.Lazy(
+        "controller.prices:app",
+        "Declare what models cost, for the gateway's spend and budgets.",
+        _DECLARE,
+    ),
     "secrets": usage.Lazy(
         "controller.secrets:app", "Manage the key that encrypts stored API keys.", _RUN
     ),

@@ -41,6 +41,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     """The exceptions that mean "the user asked for something invalid": exit 2, nothing
     written. A function so that importing this module does not import the stores."""
     from dwqueue import queue
+    from gateway import keys, prices
     from runtimestate import credentials, database
     from runtimestate.desired import manifest, names, spec, store
 
@@ -52,6 +53,8 @@ def user_errors() -> tuple[type[Exception], ...]:
         database.DatabaseUrlError,
         names.InvalidName,
         queue.QueueError,
+        keys.KeyRefused,
+        prices.PriceRefused,
         UsageError,
     )
 

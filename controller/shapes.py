@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from runtimestate.desired import engineargs, names
 
 if TYPE_CHECKING:
+    from gateway import keys, prices
     from runtimestate import desired, snapshot
     from runtimestate.desired import spec
 
@@ -194,4 +195,36 @@ def adapter_doc(adapter: spec.Adapter, state: desired.DesiredState) -> dict[str,
         "labels": dict(s.labels),
         "pools": [p.name for p in state.pools if s.name in p.spec.adapters],
         **_meta(adapter.meta),
+    }
+
+
+def _usd(micro: int | None) -> float | None:
+    return None if micro is None else micro / 1_000_000
+
+
+def key_doc(key: keys.Key) -> dict[str, Any]:
+    """A gateway key as ``llmctl key get|list`` show it: never its secret, only its prefix."""
+    value = key.spec
+    return {
+        "name": key.name,
+        "id": key.id,
+        "prefix": key.prefix,
+        "models": list(value.models),
+        "pools": list(value.pools),
+        "rpm": value.rpm,
+        "tpm": value.tpm,
+        "budgetUsd": _usd(value.budget_microusd),
+        "period": value.period.value,
+        "state": "revoked" if key.revoked else "active",
+        "createdAt": _time(key.created_at),
+        "revokedAt": None if key.revoked_at is None else _time(key.revoked_at),
+    }
+
+
+def price_doc(price: prices.Price) -> dict[str, Any]:
+    """A model's price as ``llmctl price list`` shows it: USD per million tokens."""
+    return {
+        "model": price.model,
+        "promptUsdPerMillion": _usd(price.input_microusd),
+        "completionUsdPerMillion": _usd(price.output_microusd),
     }

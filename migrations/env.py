@@ -12,10 +12,11 @@ import os
 from alembic import context
 
 from dwqueue import schema as dwqueue_schema
+from gateway import schema as gateway_schema
 from runtimestate import database
 from runtimestate.desired import schema
 
-target_metadata = [schema.metadata, dwqueue_schema.metadata]
+target_metadata = [schema.metadata, dwqueue_schema.metadata, gateway_schema.metadata]
 
 
 def _url() -> str:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from controller import cli
+from gateway import schema as gateway_schema
 from runtimestate import database
 from runtimestate.desired import schema
 
@@ -62,7 +63,10 @@ def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
                     tuple(str(value) for value in row)
                     for row in connection.execute(sa.select(table))
                 )
-                for table in schema.metadata.sorted_tables
+                for table in [
+                    *schema.metadata.sorted_tables,
+                    *gateway_schema.metadata.sorted_tables,
+                ]
             }
     finally:
         engine.dispose()

@@ -12,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 
 import migrations
 from dwqueue import schema as dwqueue_schema
+from gateway import schema as gateway_schema
 from runtimestate import database
 from runtimestate.desired import schema
 
@@ -19,6 +20,7 @@ TABLES = {
     "backends", "models", "pools", "pool_backends", "pool_models",
     "backend_status", "managed_models", "download_jobs", "controller_replicas",
     "adapters", "pool_adapters", "managed_adapters", "preloaded_models", "cycle_requests",
+    "gateway_keys", "gateway_key_spend", "model_prices",
 }  # fmt: skip
 
 
@@ -38,7 +40,7 @@ def test_upgrade_leaves_no_difference_between_models_and_schema(database_url: st
             context = MigrationContext.configure(
                 connection, opts={"compare_type": True, "compare_server_default": True}
             )
-            metadata = [schema.metadata, dwqueue_schema.metadata]
+            metadata = [schema.metadata, dwqueue_schema.metadata, gateway_schema.metadata]
             assert compare_metadata(context, metadata) == []
     finally:
         engine.dispose()
