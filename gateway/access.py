@@ -1,0 +1,37 @@
+"""The seam where virtual API keys plug into the gateway: the `Keys` protocol.
+
+`application.build` takes a `Keys`; each request's bearer token (``Authorization: Bearer ...``,
+None without one) and requested model go to `Keys.admit` before anything is resolved or
+forwarded, which returns a grant or raises `envelopes.Refusal` (401 without a valid key, 403 for
+a model the key may not use, 429 over a limit). The key store itself (``llmctl key ...``) is
+another module's; with no key store configured the gateway uses `Open`, which admits every
+request and ignores any token. The token is never forwarded to a provider nor logged.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+
+
+class Keys(Protocol):
+    """Decides whether a request may proceed; raises `envelopes.Refusal` when it may not."""
+
+    async def admit(self, token: str | None, model: str) -> object: ...
+
+
+class Open:
+    """No key store configured: every request is admitted, with or without a token."""
+
+    async def admit(self, token: str | None, model: str) -> object:
+        return None
+
+
+def bearer(request: web.Request) -> str | None:
+    """The request's bearer token, or None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

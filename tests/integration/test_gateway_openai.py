@@ -1,0 +1,51 @@
+"""The official openai client, unchanged, through the gateway to emulated vLLM nodes."""
+
+from __future__ import annotations
+
+from openai.types.chat import ChatCompletionMessageParam
+
+from tests.integration import gateway_harness
+
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Why is the sky blue?"}]
+
+
+async def test_a_chat_completion_comes_back_from_a_vllm_node_through_the_gateway() -> None:
+    async with gateway_harness.running() as h:
+        reply = await h.client.chat.completions.create(model="qwen", messages=MESSAGES)
+        assert reply.model == "qwen"
+        assert reply.choices[0].message.content
+        assert reply.usage is not None
+        assert reply.usage.completion_tokens > 0
+        served = sum(n.counters["success_stop"] for n in h.emulator.nodes)
+        assert served == 1
+
+
+async def test_a_streamed_chat_arrives_chunk_by_chunk_with_usage_when_asked() -> None:
+    async with gateway_harness.running() as h:
+        stream = await h.client.chat.completions.create(
+            model="qwen",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert len([c for c in chunks if c.choices]) > 3
+        assert text.strip()
+        assert chunks[-1].usage is not None
+        assert chunks[-1].usage.total_tokens > 0
+
+
+async def test_embeddings_come_back_through_the_gateway() -> None:
+    async with gateway_harness.running(runner="pooling", embedding_size=8) as h:
+        reply = await h.client.embeddings.create(
+            model="embedder", input=["a", "b"], encoding_format="float"
+        )
+        assert [len(d.embedding) for d in reply.data] == [8, 8]
+        assert reply.model == "embedder"
+
+
+async def test_the_model_list_names_what_the_fleet_serves_once() -> None:
+    async with gateway_harness.running(nodes=2) as h:
+        listed = [m.id async for m in h.client.models.list()]
+        assert listed == ["qwen"]
