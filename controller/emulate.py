@@ -23,6 +23,8 @@ from runtimestate import echo
 _NODES_HELP = "Independent nodes, served under /nodes/0, /nodes/1, …"
 # vllm serve's engine arguments a node agent passes on: accepted as vllm serve does, unused.
 _ENGINE_HELP = "Accepted like vllm serve's (no effect: nothing runs on a GPU)."
+_TTFT_HELP = "Seconds before the first token of every inference reply."
+_TOKEN_DELAY_HELP = "Seconds between the tokens of every inference reply."
 
 app = typer.Typer(
     help="Run a protocol-faithful Ollama, vLLM or Hugging Face Hub emulator.", no_args_is_help=True
@@ -75,6 +77,8 @@ def ollama_command(
     nodes: int = typer.Option(1, min=1, help=_NODES_HELP),
     disk_capacity: int | None = typer.Option(None, help="Disk size of each node in bytes."),
     tick_interval: float = typer.Option(0.06, help="Seconds between pull progress lines."),
+    ttft: float = typer.Option(0.0, min=0, metavar="SECONDS", help=_TTFT_HELP),
+    token_delay: float = typer.Option(0.0, min=0, metavar="SECONDS", help=_TOKEN_DELAY_HELP),
 ) -> None:
     """Emulate an Ollama server (ollama serve)."""
     registry = _registry(catalog_file, installed)
@@ -88,6 +92,8 @@ def ollama_command(
         pull_rate=pull_rate,
         disk_capacity=disk_capacity,
         tick_interval=tick_interval,
+        ttft=ttft,
+        token_delay=token_delay,
     )
 
 
@@ -111,6 +117,8 @@ def vllm_command(
     gpu_memory_utilization: float | None = typer.Option(None, help=_ENGINE_HELP),
     dtype: str | None = typer.Option(None, help=_ENGINE_HELP),
     quantization: str | None = typer.Option(None, help=_ENGINE_HELP),
+    ttft: float = typer.Option(0.0, min=0, metavar="SECONDS", help=_TTFT_HELP),
+    token_delay: float = typer.Option(0.0, min=0, metavar="SECONDS", help=_TOKEN_DELAY_HELP),
 ) -> None:
     """Emulate a vLLM server (vllm serve)."""
     del tensor_parallel_size, gpu_memory_utilization, dtype, quantization  # no GPU to use them
@@ -126,6 +134,8 @@ def vllm_command(
         api_key=api_key,
         enable_lora=enable_lora,
         runner=runner_kind,
+        ttft=ttft,
+        token_delay=token_delay,
     )
 
 

@@ -6,10 +6,18 @@ Each emulated node holds a `FaultTable` mapping an endpoint path (`/api/pull`, `
 
 - `latency`: wait `latency` seconds, then answer normally.
 - `hang`: never answer (the request stays open until the client gives up or the server stops).
-- `http_500`: answer 500 with the flavour's error body.
+- `http_500`, `http_503`: answer that status with the flavour's error body.
+- `http_429`: answer 429 with `Retry-After: <retry_after>` (seconds) and the error body.
 - `reset`: abort the TCP connection; in a streamed response after `after_lines` lines.
 - `malformed`: send invalid JSON (a truncated body, or a truncated line after `after_lines`).
 - `oversized`: pad the body (or one streamed line) with whitespace to `size` bytes.
+- `stream_error`: after `after_lines` lines of a streamed response, send the route's error
+  event (an OpenAI `{"error": {...}}` frame on SSE, `{"error": "..."}` on NDJSON) and end.
+- `truncate`: end a streamed response cleanly after `after_lines` lines, without its last line
+  (`data: [DONE]`, or Ollama's `done` line): a cut the client cannot tell from an end.
+
+`reset` with `after_lines` 0 on a streamed response sends no byte at all (aiohttp holds the
+headers until the first line), so it is the "connection reset before the first byte".
 
 Pure data and bookkeeping; the server and `streams` apply the faults.
 """
@@ -30,9 +38,17 @@ class FaultKind(enum.StrEnum):
     LATENCY = "latency"
     HANG = "hang"
     HTTP_500 = "http_500"
+    HTTP_503 = "http_503"
+    HTTP_429 = "http_429"
     RESET = "reset"
     MALFORMED = "malformed"
     OVERSIZED = "oversized"
+    STREAM_ERROR = "stream_error"
+    TRUNCATE = "truncate"
+
+
+# The status each `http_*` kind answers with.
+STATUS = {FaultKind.HTTP_500: 500, FaultKind.HTTP_503: 503, FaultKind.HTTP_429: 429}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +59,7 @@ class Fault:
     latency: float = 0.0
     after_lines: int = 0
     size: int = 4_000_000
+    retry_after: float = 1.0
     times: int | None = None
 
     def to_dict(self) -> dict[str, Any]:

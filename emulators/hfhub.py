@@ -123,8 +123,8 @@ class Flavour:
     def method_not_allowed(self) -> web.Response:
         return server.json_response({"error": "Method Not Allowed"}, status=405)
 
-    def internal_error(self, node: hfhub_node.HubNode) -> web.Response:
-        return hub_error(500, None, "Internal Error")
+    def internal_error(self, node: hfhub_node.HubNode, status: int, path: str) -> web.Response:
+        return hub_error(status, None, "Internal Error")
 
 
 def hub_error(

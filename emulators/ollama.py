@@ -1,11 +1,12 @@
 """The Ollama emulator: routes, management endpoints and the public start/stop API.
 
 `running(...)` (async context manager), `in_thread(...)` (sync context manager, server on a
-background thread) and `serve(...)` (blocking, for `llmctl emulate ollama`) all take the options
-of `build`. Routes follow PROTOCOLS §1.2, and the registry's manifest route (C.2,
-`ollama_registry`); unknown paths and wrong methods get gin's plain-text
-`404 page not found` / `405 method not allowed`. Pull lives in `ollama_pull`, inference in
-`ollama_inference`, node state in `ollama_node`. Imports nothing of the controller.
+background thread) and `serve(...)` (blocking, for `llmctl emulate ollama`) all take the options of
+`build`. Routes follow PROTOCOLS §1.2, the OpenAI-compatible `/v1` routes (part 2 C.1,
+`ollama_openai`) and the registry's manifest route (C.2, `ollama_registry`); unknown paths and wrong
+methods get gin's plain-text `404 page not found` / `405 method not allowed`. Pull lives in
+`ollama_pull`, inference in `ollama_inference`, node state in `ollama_node`. Imports nothing of the
+controller.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from emulators import (
     catalog,
     ollama_inference,
     ollama_node,
+    ollama_openai,
     ollama_pull,
     ollama_registry,
     ollama_wire,
+    pacing,
     runner,
     server,
     timestamps,
@@ -46,6 +49,8 @@ class Options(TypedDict, total=False):
     tick_interval: float
     disk_capacity: int | None
     version: str
+    ttft: float
+    token_delay: float
 
 
 def build(**options: Unpack[Options]) -> server.Host[ollama_node.OllamaNode]:
@@ -53,7 +58,8 @@ def build(**options: Unpack[Options]) -> server.Host[ollama_node.OllamaNode]:
 
     `catalog` is a `Catalog`, a JSON/YAML file path, or None for the built-in one. `pull_rate`
     is bytes per second per blob (None or 0: instant), `tick_interval` the seconds between
-    progress lines (default 0.06), `disk_capacity` bytes per node (None: unlimited).
+    progress lines (default 0.06), `disk_capacity` bytes per node (None: unlimited), `ttft` and
+    `token_delay` the seconds to the first token and between tokens of inference (`pacing`).
     Raises KeyError when an installed model is not in the catalog.
     """
     registry = options.get("catalog")
@@ -68,6 +74,7 @@ def build(**options: Unpack[Options]) -> server.Host[ollama_node.OllamaNode]:
             tick_interval=options.get("tick_interval", 0.06),
             disk_capacity=options.get("disk_capacity"),
             version=options.get("version", DEFAULT_VERSION),
+            pace=pacing.Pace(options.get("ttft", 0.0), options.get("token_delay", 0.0)),
         )
         for index in range(options.get("nodes", 1))
     ]
@@ -108,6 +115,10 @@ class Flavour:
     ) -> Mapping[str, server.Handler[ollama_node.OllamaNode]] | None:
         if path.startswith("/v2/"):  # the registry's manifests (issue 16: sizes before pulls)
             return _both(ollama_registry.handle)
+        if path.startswith(ollama_openai.MODEL_PREFIX) and len(path) > len(
+            ollama_openai.MODEL_PREFIX
+        ):
+            return {"GET": ollama_openai.model}
         return ROUTES.get(path)
 
     def refuse(
@@ -121,8 +132,11 @@ class Flavour:
     def method_not_allowed(self) -> web.Response:
         return web.Response(status=405, text="405 method not allowed")
 
-    def internal_error(self, node: ollama_node.OllamaNode) -> web.Response:
-        return ollama_wire.error(500, "llmctl emulator: injected internal server error")
+    def internal_error(self, node: ollama_node.OllamaNode, status: int, path: str) -> web.Response:
+        message = "llmctl emulator: injected server error"
+        if path.startswith("/v1/"):
+            return ollama_openai.error(status, message)
+        return ollama_wire.error(status, message)
 
 
 async def root(call: Call) -> web.StreamResponse:
@@ -228,4 +242,8 @@ ROUTES: dict[str, dict[str, server.Handler[ollama_node.OllamaNode]]] = {
     "/api/chat": {"POST": ollama_inference.chat},
     "/api/embed": {"POST": ollama_inference.embed},
     "/api/embeddings": {"POST": ollama_inference.embeddings_legacy},
+    "/v1/chat/completions": {"POST": ollama_openai.chat_completions},
+    "/v1/completions": {"POST": ollama_openai.completions},
+    "/v1/embeddings": {"POST": ollama_openai.embeddings_route},
+    "/v1/models": {"GET": ollama_openai.models},
 }

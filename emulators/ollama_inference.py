@@ -4,7 +4,8 @@ The answers are canned text and hash-derived vectors; what matters is the envelo
 side effect on `/api/ps`: every call loads the model for `keep_alive`, and an empty prompt or
 message list with `keep_alive: 0` unloads it (`done_reason` `load` / `unload`, PROTOCOLS §1.8).
 Those load-only requests are counted per model (`preloads`, `unloads` in `/_emulator/state`).
-Error texts follow PROTOCOLS §1.9.
+Error texts follow PROTOCOLS §1.9. Replies are paced by the node's `pacing.Pace`; `ollama_openai`
+reuses the model checks, loading and token counts.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from aiohttp import web
 from emulators import embeddings, ollama_node, ollama_wire, server, streams
 
 REPLY = "This is a reply from the llmctl Ollama emulator."
+WORDS = REPLY.split(" ")  # the streamed tokens
 Call = server.Call[ollama_node.OllamaNode]
 
 
-def _installed(node: ollama_node.OllamaNode, text: str) -> ollama_node.Installed:
+def installed_model(node: ollama_node.OllamaNode, text: str) -> ollama_node.Installed:
+    """The installed model named `text`; raises BadRequest 404 as Ollama does."""
     if not text:
         raise ollama_wire.BadRequest(404, "model '' not found")
     model = node.find(ollama_wire.parse_name(text))
@@ -29,7 +32,8 @@ def _installed(node: ollama_node.OllamaNode, text: str) -> ollama_node.Installed
     return model
 
 
-def _check(model: ollama_node.Installed, text: str, data: dict[str, Any], task: str) -> None:
+def check(model: ollama_node.Installed, text: str, data: dict[str, Any], task: str) -> None:
+    """Raise BadRequest 400 when the model cannot do `task` (or thinking, when asked)."""
     capabilities = model.spec.capabilities
     if "completion" not in capabilities:
         raise ollama_wire.BadRequest(400, f'"{text}" does not support {task}')
@@ -37,7 +41,7 @@ def _check(model: ollama_node.Installed, text: str, data: dict[str, Any], task: 
         raise ollama_wire.BadRequest(400, f'"{text}" does not support thinking')
 
 
-def _load(node: ollama_node.OllamaNode, model: ollama_node.Installed, data: dict[str, Any]) -> str:
+def load(node: ollama_node.OllamaNode, model: ollama_node.Installed, data: dict[str, Any]) -> str:
     """Apply keep_alive; returns the `done_reason` of a load-only request."""
     options = data.get("options") or {}
     try:
@@ -64,9 +68,9 @@ async def _infer(call: Call, task: str) -> web.StreamResponse:
         text = ollama_wire.model_field(data)
         if task == "chat" and not text:
             raise ollama_wire.BadRequest(400, "model is required")
-        model = _installed(node, text)
-        _check(model, text, data, task)
-        reason = _load(node, model, data)
+        model = installed_model(node, text)
+        check(model, text, data, task)
+        reason = load(node, model, data)
     except ollama_wire.BadRequest as exc:
         return exc.response
     head = {"model": model.spec.name, "created_at": ollama_wire.created_at(node)}
@@ -78,7 +82,8 @@ async def _infer(call: Call, task: str) -> web.StreamResponse:
             {**head, **_content(task, ""), "done": True, "done_reason": reason}
         )
     if data.get("stream", True) is False:
-        return server.json_response({**head, **_content(task, REPLY), **_final()})
+        await node.pace.whole(len(WORDS))
+        return server.json_response({**head, **_content(task, REPLY), **final()})
     events = _chunks(node, model.spec.name, task)
     return await streams.LineStream(call.request, call.hits).pump(events)
 
@@ -89,8 +94,9 @@ def _content(task: str, text: str) -> dict[str, Any]:
     return {"response": text}
 
 
-def _final() -> dict[str, Any]:
-    words = len(REPLY.split())
+def final() -> dict[str, Any]:
+    """The last line's `done` fields: reason and token counts (shared with `/v1`)."""
+    words = len(WORDS)
     return {
         "done": True,
         "done_reason": "stop",
@@ -106,11 +112,11 @@ def _final() -> dict[str, Any]:
 async def _chunks(
     node: ollama_node.OllamaNode, name: str, task: str
 ) -> AsyncGenerator[dict[str, Any], None]:
-    for word in REPLY.split(" "):
+    async for word in node.pace.tokens(WORDS):
         created = ollama_wire.created_at(node)
         yield {"model": name, "created_at": created, **_content(task, word + " "), "done": False}
-    final = {"model": name, "created_at": ollama_wire.created_at(node), **_content(task, "")}
-    yield {**final, **_final()}
+    last = {"model": name, "created_at": ollama_wire.created_at(node), **_content(task, "")}
+    yield {**last, **final()}
 
 
 async def embed(call: Call) -> web.StreamResponse:
@@ -122,8 +128,8 @@ async def embed(call: Call) -> web.StreamResponse:
         model = node.find(ollama_wire.parse_name(text))
         if model is None:
             raise ollama_wire.BadRequest(404, f'model "{text}" not found, try pulling it first')
-        inputs = _inputs(data.get("input"))
-        reason = _load(node, model, data)
+        inputs = input_texts(data.get("input"))
+        reason = load(node, model, data)
     except ollama_wire.BadRequest as exc:
         return exc.response
     if not inputs:  # a load-only request
@@ -140,7 +146,8 @@ async def embed(call: Call) -> web.StreamResponse:
     )
 
 
-def _inputs(value: Any) -> list[str]:
+def input_texts(value: Any) -> list[str]:
+    """`input` as a list of strings (empty for a load-only request); raises BadRequest 400."""
     if value is None or value == "":
         return []
     if isinstance(value, str):
@@ -159,7 +166,7 @@ async def embeddings_legacy(call: Call) -> web.StreamResponse:
         model = node.find(ollama_wire.parse_name(text))
         if model is None:
             raise ollama_wire.BadRequest(404, f'model "{text}" not found, try pulling it first')
-        _load(node, model, data)
+        load(node, model, data)
     except ollama_wire.BadRequest as exc:
         return exc.response
     prompt = str(data.get("prompt") or "")

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from emulators import catalog, downloads, names, server, timestamps
+from emulators import catalog, downloads, names, pacing, server, timestamps
 
 DEFAULT_KEEP_ALIVE_NS = 5 * 60 * 1_000_000_000
 DEFAULT_NUM_CTX = 4096
@@ -75,8 +75,10 @@ class OllamaNode(server.Node):
         disk_capacity: int | None = None,
         version: str = "0.12.6",
         clock: Callable[[], int] = time.time_ns,
+        pace: pacing.Pace | None = None,
     ) -> None:
         super().__init__(index)
+        self.pace = pace or pacing.Pace()  # inference speed (`pacing`)
         self.registry = registry
         self.pull_rate = pull_rate
         self.tick_interval = tick_interval
@@ -91,7 +93,7 @@ class OllamaNode(server.Node):
         # Load-only requests (an empty prompt or message list), by model: "load" and "unload".
         self.preloads: collections.Counter[str] = collections.Counter()
         self.unloads: collections.Counter[str] = collections.Counter()
-        self._initial = (list(installed), disk_capacity, pull_rate)
+        self._initial = (list(installed), disk_capacity, pull_rate, dataclasses.replace(self.pace))
         # The encoded `/api/tags` list and what it was made of (`ollama_wire.tags_body`).
         self.listed: tuple[tuple[tuple[catalog.ModelSpec, int], ...], bytes] | None = None
         self.install_names(installed)
@@ -171,11 +173,13 @@ class OllamaNode(server.Node):
             "pulls": dict(self.pulls),
             "preloads": dict(self.preloads),
             "unloads": dict(self.unloads),
+            **self.pace.to_dict(),
         }
 
     def patch(self, changes: Mapping[str, Any]) -> None:
-        """Admin changes: `installed` (list, replaces), `disk_capacity`, `pull_rate`, etc."""
+        """Admin changes: `installed` (list, replaces), `disk_capacity`, `pull_rate`, `ttft`..."""
         fields = dict(changes)
+        self.pace.patch(fields)
         if "installed" in fields:
             self.installed.clear()
             self.loaded.clear()
@@ -192,7 +196,8 @@ class OllamaNode(server.Node):
         super().reset()
         for download in self.downloads.values():
             download.cancel()
-        models, capacity, rate = self._initial
+        models, capacity, rate, pace = self._initial
+        self.pace = dataclasses.replace(pace)
         self.downloads.clear()
         self.download_starts.clear()
         self.pulls.clear()

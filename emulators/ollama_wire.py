@@ -20,6 +20,7 @@ class BadRequest(Exception):
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
+        self.status, self.message = status, message
         self.response = error(status, message)
 
 

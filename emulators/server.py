@@ -95,7 +95,9 @@ class Flavour(Protocol[N]):
 
     def method_not_allowed(self) -> web.Response: ...
 
-    def internal_error(self, node: N) -> web.Response: ...
+    def internal_error(self, node: N, status: int, path: str) -> web.Response:
+        """The flavour's error body for an injected `status` (500, 503 or 429) on `path`."""
+        ...
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
@@ -144,8 +146,8 @@ class Host(Generic[N]):
             await asyncio.sleep(latency.latency)
         if faults.FaultKind.HANG in kinds:
             await asyncio.Event().wait()  # until the client leaves or the server stops
-        if faults.FaultKind.HTTP_500 in kinds:
-            return self.flavour.internal_error(call.node)
+        if failure := next((hit for hit in call.hits if hit.kind in faults.STATUS), None):
+            return self._failure(call, failure)
         response = await handler(call)
         if response.prepared or not isinstance(response, web.Response):
             return response  # streamed: `streams.LineStream` applied the faults
@@ -157,6 +159,12 @@ class Host(Generic[N]):
             response.body = faults.malformed(body)
         if oversized := kinds.get(faults.FaultKind.OVERSIZED):
             response.body = faults.oversized(body, oversized.size)
+        return response
+
+    def _failure(self, call: Call[N], fault: faults.Fault) -> web.Response:
+        response = self.flavour.internal_error(call.node, faults.STATUS[fault.kind], call.path)
+        if fault.kind == faults.FaultKind.HTTP_429:
+            response.headers["Retry-After"] = f"{fault.retry_after:g}"
         return response
 
     def _locate(self, path: str) -> tuple[N | None, str] | None:

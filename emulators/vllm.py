@@ -16,13 +16,14 @@ from typing import TypedDict, Unpack
 
 from aiohttp import web
 
-from emulators import runner, server, vllm_metrics, vllm_node, vllm_openai
+from emulators import runner, server, vllm_completions, vllm_metrics, vllm_node, vllm_openai
 
 DEFAULT_PORT = 8000
 Call = server.Call[vllm_node.VllmNode]
 Emulator = runner.Emulator[vllm_node.VllmNode]
 Routes = Mapping[str, server.Handler[vllm_node.VllmNode]]
 _AUTH_PREFIXES_V1 = ("/v1",)
+_ERROR_KINDS = {429: "TooManyRequestsError", 503: "ServiceUnavailableError"}
 _AUTH_PREFIXES = ("/v1", "/v2", "/inference", "/cohere")
 
 
@@ -37,6 +38,8 @@ class NodeOptions(TypedDict, total=False):
     enable_lora: bool
     runner: str
     embedding_size: int
+    ttft: float
+    token_delay: float
 
 
 class Options(NodeOptions, total=False):
@@ -49,7 +52,8 @@ def build(**options: Unpack[Options]) -> server.Host[vllm_node.VllmNode]:
     """A host of `nodes` (default 1) identical vLLM nodes; see `VllmNode` for the fields.
 
     `version` (default 0.33.0) picks the error envelope and metric names; `runner` is
-    `generate` (chat) or `pooling` (embeddings); `enable_lora` adds the runtime LoRA routes.
+    `generate` (chat and completions) or `pooling` (embeddings); `enable_lora` adds the runtime
+    LoRA routes; `ttft` and `token_delay` pace inference (`pacing`).
     """
     vllm_node.version_tuple(options.get("version", vllm_node.DEFAULT_VERSION))  # fail early
     node_options = NodeOptions(**{k: v for k, v in options.items() if k != "nodes"})  # type: ignore[typeddict-item]
@@ -116,11 +120,11 @@ class Flavour:
     def method_not_allowed(self) -> web.Response:
         return server.json_response({"detail": "Method Not Allowed"}, status=405)
 
-    def internal_error(self, node: vllm_node.VllmNode) -> web.Response:
-        error = vllm_openai.VllmError(
-            500, "llmctl emulator: injected failure", "InternalServerError"
+    def internal_error(self, node: vllm_node.VllmNode, status: int, path: str) -> web.Response:
+        kind = _ERROR_KINDS.get(status, "InternalServerError")
+        return vllm_openai.VllmError(status, "llmctl emulator: injected failure", kind).response(
+            node
         )
-        return error.response(node)
 
 
 async def health(call: Call) -> web.StreamResponse:
@@ -220,6 +224,7 @@ ROUTES: dict[str, Routes] = {
 }
 GENERATE_ROUTES: dict[str, Routes] = {
     "/v1/chat/completions": {"POST": vllm_openai.chat_completions},
+    "/v1/completions": {"POST": vllm_completions.completions},
 }
 POOLING_ROUTES: dict[str, Routes] = {
     "/v1/embeddings": {"POST": vllm_openai.embeddings_route},

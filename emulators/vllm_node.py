@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from emulators import server
+from emulators import pacing, server
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 DEFAULT_VERSION = "0.33.0"
@@ -59,8 +59,12 @@ class VllmNode(server.Node):
         enable_lora: bool = False,
         runner: str = "generate",
         embedding_size: int = 384,
+        ttft: float = 0.0,
+        token_delay: float = 0.0,
     ) -> None:
         super().__init__(index)
+        self.pace = pacing.Pace(ttft, token_delay)  # inference speed (`pacing`)
+        self._initial_pace = dataclasses.replace(self.pace)
         self.model = model
         self.served_model_names = list(served_model_names) or [model]
         self.max_model_len = max_model_len
@@ -156,11 +160,14 @@ class VllmNode(server.Node):
             "kv_cache_usage": self.kv_cache_usage,
             "healthy": self.healthy,
             "counters": dict(self.counters),
+            **self.pace.to_dict(),
         }
 
     def patch(self, changes: Mapping[str, Any]) -> None:
-        """Admin changes: `running`, `waiting`, `kv_cache_usage`, `healthy`, `version`."""
+        """Admin changes: `running`, `waiting`, `kv_cache_usage`, `healthy`, `version`, `ttft`,
+        `token_delay`."""
         fields = dict(changes)
+        self.pace.patch(fields)
         for attr in (*_GAUGES, "version"):
             if attr in fields:
                 setattr(self, attr, fields.pop(attr))
@@ -174,3 +181,4 @@ class VllmNode(server.Node):
         self.healthy = True
         self.version = self._initial_version
         self.counters.clear()
+        self.pace = dataclasses.replace(self._initial_pace)

@@ -1,9 +1,13 @@
 """Minimal OpenAI-compatible inference of the vLLM emulator: chat completions and embeddings.
 
-Bodies follow PROTOCOLS §3.8: every key vLLM serialises is present (nulls included), streamed
-chat is SSE ending with `data: [DONE]`. Requests must be JSON (`Content-Type`), `model` may be
-omitted (the first served name is used), and an unknown model gets the version's 404 envelope.
-Also home of `vllm_error` and `json_body`, used by the other vLLM handlers.
+Bodies follow PROTOCOLS §3.8 and part 2 B.6: every key vLLM serialises is present (nulls included),
+streamed chat is SSE ending with `data: [DONE]`, `stream_options.include_usage` adds a last chunk
+with `choices: []` and the usage (None fields dropped), and a `stream_error` fault sends vLLM's
+mid-stream error event then `[DONE]`. Replies are paced by the node's `pacing.Pace`; the response
+`model` echoes the requested name (B.x). Requests must be JSON (`Content-Type`), `model` may be
+omitted (the first served name is used), and an unknown model gets the version's 404 envelope. Also
+home of `VllmError`, `json_body`, `model_for` and the streaming helpers, used by the other vLLM
+handlers (`vllm_completions`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from aiohttp import web
 from emulators import embeddings, server, streams, vllm_node
 
 REPLY = "This is a reply from the llmctl vLLM emulator."
+WORDS = REPLY.split(" ")  # the streamed tokens
+DONE = streams.Raw("[DONE]")
 Call = server.Call[vllm_node.VllmNode]
 
 
@@ -87,20 +93,40 @@ async def chat_completions(call: Call) -> web.StreamResponse:
     prompt_tokens = sum(
         len(str(m.get("content", "")).split()) for m in data["messages"] if isinstance(m, dict)
     )
-    completion_tokens = len(REPLY.split())
-    node.counters["prompt_tokens"] += prompt_tokens
-    node.counters["generation_tokens"] += completion_tokens
-    node.counters["success_stop"] += 1
-    usage = _usage(prompt_tokens, completion_tokens)
+    completion_tokens = len(WORDS)
+    count(node, prompt_tokens, completion_tokens)
+    usage = usage_of(prompt_tokens, completion_tokens)
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
     if data.get("stream"):
-        include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-        events = _chunks(head, usage if include_usage else None)
-        return await streams.LineStream(call.request, call.hits, streams.SSE).pump(events)
+        events = _chunks(node, head, stream_usage(data, usage))
+        return await sse(call, events)
+    await node.pace.whole(completion_tokens)
     return server.json_response(_completion(head, usage))
 
 
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
+def count(node: vllm_node.VllmNode, prompt_tokens: int, completion_tokens: int) -> None:
+    """Add one finished request to the node's counters (`/metrics`)."""
+    node.counters["prompt_tokens"] += prompt_tokens
+    node.counters["generation_tokens"] += completion_tokens
+    node.counters["success_stop"] += 1
+
+
+def stream_usage(data: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any] | None:
+    """The usage of the last streamed chunk, None fields dropped; None unless asked for."""
+    if not (data.get("stream_options") or {}).get("include_usage"):
+        return None
+    return {key: value for key, value in usage.items() if value is not None}
+
+
+async def sse(call: Call, events: AsyncGenerator[Any, None]) -> web.StreamResponse:
+    """Stream `events` as SSE; a `stream_error` fault sends vLLM's error event, then `[DONE]`."""
+    body = call.node.error_body(500, streams.STREAM_ERROR, "InternalServerError", None)
+    stream = streams.LineStream(call.request, call.hits, streams.SSE, error=[body, DONE])
+    return await stream.pump(events)
+
+
+def usage_of(prompt: int, completion: int) -> dict[str, Any]:
+    """vLLM's `UsageInfo`."""
     return {
         "prompt_tokens": prompt,
         "total_tokens": prompt + completion,
@@ -127,20 +153,25 @@ def _completion(head: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _chunks(head: dict[str, Any], usage: dict[str, Any] | None) -> AsyncGenerator[Any, None]:
+async def _chunks(
+    node: vllm_node.VllmNode, head: dict[str, Any], usage: dict[str, Any] | None
+) -> AsyncGenerator[Any, None]:
     base = {**head, "object": "chat.completion.chunk"}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return {**base, "choices": [choice]}
 
-    yield chunk({"role": "assistant", "content": ""})
-    for word in REPLY.split(" "):
+    first = True
+    async for word in node.pace.tokens(WORDS):
+        if first:
+            yield chunk({"role": "assistant", "content": ""})
+            first = False
         yield chunk({"content": word + " "})
     yield chunk({"content": ""}, finish="stop")
     if usage is not None:
         yield {**base, "choices": [], "usage": usage}
-    yield streams.Raw("[DONE]")
+    yield DONE
 
 
 async def embeddings_route(call: Call) -> web.StreamResponse:
@@ -153,6 +184,11 @@ async def embeddings_route(call: Call) -> web.StreamResponse:
         return exc.response(node)
     items = _inputs(data["input"])
     size = int(data.get("dimensions") or node.embedding_size)
+    fmt = str(data.get("encoding_format") or "float")
+    try:
+        vectors = [embeddings.encoded(embeddings.vector(item, size), fmt) for item in items]
+    except ValueError as exc:
+        return VllmError(400, str(exc), "BadRequestError", "encoding_format").response(node)
     tokens = sum(len(item.split()) or 1 for item in items)
     node.counters["prompt_tokens"] += tokens
     return server.json_response(
@@ -162,10 +198,10 @@ async def embeddings_route(call: Call) -> web.StreamResponse:
             "created": int(time.time()),
             "model": model,
             "data": [
-                {"index": i, "object": "embedding", "embedding": embeddings.vector(item, size)}
-                for i, item in enumerate(items)
+                {"index": i, "object": "embedding", "embedding": vector}
+                for i, vector in enumerate(vectors)
             ],
-            "usage": {**_usage(tokens, 0), "completion_tokens": 0},
+            "usage": {**usage_of(tokens, 0), "completion_tokens": 0},
         }
     )
 
