@@ -44,9 +44,9 @@ def states(
     ]
 
 
-def declared(states: list[snapshot.LLMState]) -> desired.DesiredState:
+def declared(states: list[snapshot.LLMState], kind: str = "vllm") -> desired.DesiredState:
     backends = tuple(
-        spec.Backend(spec.BackendSpec(s.name, spec.BackendType.VLLM, s.base_url), META)
+        spec.Backend(spec.BackendSpec(s.name, spec.BackendType(kind), s.base_url), META)
         for s in states
     )
     return desired.DesiredState(backends=backends, models=(), pools=())

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import openai
 from openai.types.chat import ChatCompletionMessageParam
 
+from emulators import ollama
+from runtimestate import resolver
 from tests.integration import gateway_harness
+from tests.integration.gateway_harness import GENERATIVE, declared
+from tests.unit.test_resolver import backend, fleet, model
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Why is the sky blue?"}]
 
@@ -49,3 +54,31 @@ async def test_the_model_list_names_what_the_fleet_serves_once() -> None:
     async with gateway_harness.running(nodes=2) as h:
         listed = [m.id async for m in h.client.models.list()]
         assert listed == ["qwen"]
+
+
+async def test_a_completion_comes_back_from_a_vllm_node_through_the_gateway() -> None:
+    async with gateway_harness.running() as h:
+        reply = await h.client.completions.create(model="qwen", prompt="Once upon a time")
+        assert reply.choices[0].text
+        assert reply.usage is not None
+        assert reply.usage.prompt_tokens > 0
+
+
+async def test_a_chat_is_routed_to_an_ollama_node_through_its_own_v1() -> None:
+    async with ollama.running(nodes=1, installed=["qwen2:0.5b"]) as emu:
+        states = [
+            backend(
+                "ollama-0", model("qwen2:0.5b", 8192, caps=GENERATIVE), base_url=emu.node_url(0)
+            )
+        ]
+        r = resolver.Resolver.from_snapshot(fleet(*states), desired=declared(states, "ollama"))
+        async with gateway_harness.serving(r) as url:
+            client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
+            reply = await client.chat.completions.create(model="qwen2:0.5b", messages=MESSAGES)
+            stream = await client.chat.completions.create(
+                model="qwen2:0.5b", messages=MESSAGES, stream=True
+            )
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            await client.close()
+        assert reply.choices[0].message.content
+        assert text
