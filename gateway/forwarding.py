@@ -1,7 +1,7 @@
 """Forwarding one checked call to the providers the resolver chose, failing over before the
 first byte.
 
-`Forwarder.forward` resolves the call's model and capability, then tries the choice and its
+`Forwarder.forward` resolves the call (`routing`), then tries the choice and its
 fallbacks (`Resolution.providers`) in order: a connection error, a timeout, a 408, 429 or 5xx,
 or a reply that breaks off before its first byte sends the call to the next provider, at most
 `Limits.attempts` providers and within `Limits.deadline_s` in all. Each attempt is counted in
@@ -24,7 +24,7 @@ import httpx
 import structlog
 from aiohttp import web
 
-from gateway import envelopes, inbound, relaying, upstreams
+from gateway import envelopes, inbound, relaying, routing, upstreams
 from runtimestate import credentials, echo, resolver
 
 log = structlog.get_logger(__name__)
@@ -63,29 +63,9 @@ class Forwarder:
         self._client = client
         self._limits = limits
 
-    def resolve(self, call: inbound.Call) -> resolver.Resolution:
-        """The resolver's answer for ``call``; raises `envelopes.Refusal` when there is none."""
-        try:
-            request = resolver.Request(models=(call.model,), capability=call.capability)
-            return self._r.resolve(request)
-        except resolver.InvalidRequest as exc:
-            raise envelopes.Refusal(400, str(exc), param="model") from None
-        except resolver.NoAvailableModels as exc:
-            raise envelopes.Refusal(
-                404,
-                f"{exc}; GET /v1/models lists the models the gateway can route to",
-                envelopes.NOT_FOUND,
-                code="model_not_found",
-                param="model",
-            ) from None
-        except resolver.NoSatisfactoryModel as exc:
-            raise envelopes.Refusal(
-                503, str(exc), envelopes.UNAVAILABLE, headers={"Retry-After": "1"}
-            ) from None
-
     async def forward(self, request: web.Request, call: inbound.Call) -> web.StreamResponse:
         """Answer ``request``; raises `envelopes.Refusal` when no provider could."""
-        resolution = self.resolve(call)
+        resolution = routing.resolve(self._r, call)
         deadline = time.monotonic() + self._limits.deadline_s
         failures: list[Failure] = []
         for provider in itertools.islice(resolution.providers(), self._limits.attempts):

@@ -136,3 +136,27 @@ async def test_a_provider_error_passes_through_without_the_providers_key(
     shown = caught.value.message + str(caught.value.body) + capsys.readouterr().out
     assert key[:12] not in shown  # no long piece of the key either
     assert key[-12:] not in shown
+
+
+async def test_a_model_that_cannot_do_the_route_gets_400_model_not_supported() -> None:
+    async with gateway_harness.running(nodes=1) as h:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await h.client.embeddings.create(model="qwen", input="hi")
+        assert caught.value.code == "model_not_supported"
+        assert "does not serve embeddings" in caught.value.message
+
+
+async def test_a_model_whose_providers_all_cool_down_gets_503_with_retry_after() -> None:
+    async with gateway_harness.running(nodes=1) as h:
+        (provider,) = h.resolver.resolve(
+            resolver.Request(models=("qwen",), capability="chat")
+        ).providers()
+        for _ in range(3):
+            h.resolver.record_outcome(provider, False, 0.01)
+        with pytest.raises(openai.InternalServerError) as caught:
+            await h.client.chat.completions.create(
+                model="qwen", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert caught.value.status_code == 503
+        assert int(caught.value.response.headers["retry-after"]) >= 29
+        assert "cooling down" in caught.value.message

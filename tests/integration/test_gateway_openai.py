@@ -82,3 +82,18 @@ async def test_a_chat_is_routed_to_an_ollama_node_through_its_own_v1() -> None:
             await client.close()
         assert reply.choices[0].message.content
         assert text
+
+
+async def test_a_short_ollama_name_is_sent_as_the_name_the_node_serves() -> None:
+    async with ollama.running(nodes=1, installed=["llama3:latest"]) as emu:
+        states = [
+            backend(
+                "ollama-0", model("llama3:latest", 8192, caps=GENERATIVE), base_url=emu.node_url(0)
+            )
+        ]
+        r = resolver.Resolver.from_snapshot(fleet(*states), desired=declared(states, "ollama"))
+        async with gateway_harness.serving(r) as url:
+            client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
+            reply = await client.chat.completions.create(model="llama3", messages=MESSAGES)
+            await client.close()
+        assert reply.model == "llama3:latest"  # the node answered for the name it serves
