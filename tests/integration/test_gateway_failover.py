@@ -141,3 +141,22 @@ async def test_a_client_that_disconnects_cancels_the_upstream_request() -> None:
         while any(h.resolver.inflight(p) for p in providers):
             assert time.monotonic() < deadline, "the upstream request outlived its client"
             await asyncio.sleep(0.01)
+
+
+async def test_one_of_three_nodes_dying_under_concurrent_load_fails_no_request() -> None:
+    async with gateway_harness.running(nodes=3) as h:
+
+        async def chat() -> str | None:
+            reply = await h.client.chat.completions.create(model="qwen", messages=MESSAGES)
+            return reply.choices[0].message.content
+
+        before = await asyncio.gather(*(chat() for _ in range(12)))
+        assert all(before)
+        assert all(n.counters["success_stop"] > 0 for n in h.emulator.nodes)  # load spread
+        h.emulator.set_fault(faults.Fault(faults.FaultKind.RESET), node=2)  # it dies
+        for _ in range(4):
+            assert all(await asyncio.gather(*(chat() for _ in range(12))))
+        excluded = h.resolver.resolve(QWEN).excluded
+        assert [(e.backend, e.reason) for e in excluded] == [
+            ("vllm-2", resolver.Reason.COOLING_DOWN)
+        ]
