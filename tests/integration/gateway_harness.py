@@ -18,7 +18,7 @@ from typing import Unpack
 import openai
 
 from emulators import runner, vllm, vllm_node
-from gateway import application
+from gateway import access, application
 from runtimestate import desired, resolver, snapshot
 from runtimestate.desired import spec
 from tests.unit.test_resolver import backend, fleet, model
@@ -54,10 +54,12 @@ def declared(states: list[snapshot.LLMState], kind: str = "vllm") -> desired.Des
 
 @contextlib.asynccontextmanager
 async def serving(
-    r: resolver.Resolver, settings: application.Settings = application.Settings()
+    r: resolver.Resolver,
+    settings: application.Settings = application.Settings(),
+    keys: access.Keys | None = None,
 ) -> AsyncIterator[str]:
     """The gateway over ``r`` on a free loopback port; yields its base URL (``.../v1``)."""
-    app = application.build(r, settings=settings)
+    app = application.build(r, settings=settings, keys=keys)
     site, port = await application.start(app, "127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{port}/v1"

@@ -10,7 +10,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from gateway import application
+from gateway import application, envelopes
 from runtimestate import credentials, desired, resolver
 from runtimestate.desired import spec
 from tests.integration import gateway_harness
@@ -160,3 +160,37 @@ async def test_a_model_whose_providers_all_cool_down_gets_503_with_retry_after()
         assert caught.value.status_code == 503
         assert int(caught.value.response.headers["retry-after"]) >= 29
         assert "cooling down" in caught.value.message
+
+
+class _OneKey:
+    """A key hook admitting one token, as a key store plugs in (`access.Keys`)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str | None, str]] = []
+
+    async def admit(self, token: str | None, model: str) -> object:
+        self.asked.append((token, model))
+        if token != "good-key":
+            raise envelopes.Refusal(401, "invalid API key", code="invalid_api_key")
+        return token
+
+
+async def test_a_key_hook_refusal_is_answered_before_anything_is_forwarded() -> None:
+    async with gateway_harness.running(nodes=1) as h:
+        keys = _OneKey()
+        async with gateway_harness.serving(h.resolver, keys=keys) as url:
+            bad = openai.AsyncOpenAI(base_url=url, api_key="bad-key", max_retries=0)
+            with pytest.raises(openai.AuthenticationError) as caught:
+                await bad.chat.completions.create(
+                    model="qwen", messages=[{"role": "user", "content": "hi"}]
+                )
+            assert caught.value.code == "invalid_api_key"
+            assert h.emulator.nodes[0].counters["success_stop"] == 0
+            good = openai.AsyncOpenAI(base_url=url, api_key="good-key", max_retries=0)
+            await good.chat.completions.create(
+                model="qwen", messages=[{"role": "user", "content": "hi"}]
+            )
+            await bad.close()
+            await good.close()
+        assert keys.asked == [("bad-key", "qwen"), ("good-key", "qwen")]
+        assert h.emulator.nodes[0].counters["success_stop"] == 1
