@@ -23,8 +23,8 @@ from runtimestate import echo
 _NODES_HELP = "Independent nodes, served under /nodes/0, /nodes/1, …"
 # vllm serve's engine arguments a node agent passes on: accepted as vllm serve does, unused.
 _ENGINE_HELP = "Accepted like vllm serve's (no effect: nothing runs on a GPU)."
-_TTFT_HELP = "Seconds before the first token of every inference reply."
-_TOKEN_DELAY_HELP = "Seconds between the tokens of every inference reply."
+_TTFT_HELP = "Seconds before the first token of every generated reply."
+_DELAY_HELP = "Seconds between the tokens of every generated reply."
 
 app = typer.Typer(
     help="Run a protocol-faithful Ollama, vLLM or Hugging Face Hub emulator.", no_args_is_help=True
@@ -78,7 +78,7 @@ def ollama_command(
     disk_capacity: int | None = typer.Option(None, help="Disk size of each node in bytes."),
     tick_interval: float = typer.Option(0.06, help="Seconds between pull progress lines."),
     ttft: float = typer.Option(0.0, min=0, metavar="SECONDS", help=_TTFT_HELP),
-    token_delay: float = typer.Option(0.0, min=0, metavar="SECONDS", help=_TOKEN_DELAY_HELP),
+    token_delay: float = typer.Option(0.0, min=0, metavar="SECONDS", help=_DELAY_HELP),
 ) -> None:
     """Emulate an Ollama server (ollama serve)."""
     registry = _registry(catalog_file, installed)
@@ -118,7 +118,7 @@ def vllm_command(
     dtype: str | None = typer.Option(None, help=_ENGINE_HELP),
     quantization: str | None = typer.Option(None, help=_ENGINE_HELP),
     ttft: float = typer.Option(0.0, min=0, metavar="SECONDS", help=_TTFT_HELP),
-    token_delay: float = typer.Option(0.0, min=0, metavar="SECONDS", help=_TOKEN_DELAY_HELP),
+    token_delay: float = typer.Option(0.0, min=0, metavar="SECONDS", help=_DELAY_HELP),
 ) -> None:
     """Emulate a vLLM server (vllm serve)."""
     del tensor_parallel_size, gpu_memory_utilization, dtype, quantization  # no GPU to use them

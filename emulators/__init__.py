@@ -17,6 +17,7 @@ Python API (stable; every entry point takes the same keyword options)::
         tick_interval=0.06,        # seconds between pull progress lines
         disk_capacity=None,        # bytes per node; None = unlimited
         version="0.30.0",          # what /api/version answers
+        ttft=0.0, token_delay=0.0, # inference pace in seconds (node.pace, `pacing`)
         host="127.0.0.1", port=0,
     ) as emu:
         emu.url                    # "http://127.0.0.1:<port>"; node 0 when nodes == 1
@@ -36,7 +37,7 @@ Python API (stable; every entry point takes the same keyword options)::
         api_key=None,              # bearer key required under /v1
         enable_lora=False,         # runtime LoRA load/unload routes
         runner="generate",         # "generate": chat completions; "pooling": embeddings
-        embedding_size=384, nodes=1, host="127.0.0.1", port=0,
+        embedding_size=384, ttft=0.0, token_delay=0.0, nodes=1, host="127.0.0.1", port=0,
     ) as emu:
         emu.nodes[i]               # vllm_node.VllmNode: .running, .waiting, .kv_cache_usage,
                                    # .healthy, .loras, .missing_lora_paths, .version, ...
@@ -48,16 +49,18 @@ Python API (stable; every entry point takes the same keyword options)::
     vllm.serve(host, port, announce, **options)          # blocking; `llmctl emulate vllm`
     ollama.build(**options) / vllm.build(**options)      # the server.Host, not listening
 
-Faults (`faults.Fault(kind, latency=0.0, after_lines=0, size=4_000_000, times=None)`), kinds
-`latency`, `hang`, `http_500`, `reset`, `malformed`, `oversized`, armed per node and per
-endpoint path (`"*"` = all). Every request is counted per node as `"<METHOD> <path>"`.
+Faults (`faults.Fault(kind, latency=0.0, after_lines=0, size=4_000_000, retry_after=1.0,
+times=None)`), kinds `latency`, `hang`, `http_500`, `http_503`, `http_429`, `reset`, `malformed`,
+`oversized`, `stream_error`, `truncate` (see `faults`), armed per node and per endpoint path
+(`"*"` = all). Every request is counted per node as `"<METHOD> <path>"`.
 
 Admin HTTP API, outside the emulated one (root = every node, or `"node": i` in the body;
 `/nodes/<i>/_emulator/...` = that node only):
 
     GET    /_emulator/state     {"flavour", "nodes": [node.state(), ...]} incl. request counts
     POST   /_emulator/state     patch: ollama {installed, disk_capacity, pull_rate, tick_interval,
-                                version}; vllm {running, waiting, kv_cache_usage, healthy, version}
+                                version}; vllm {running, waiting, kv_cache_usage, healthy, version};
+                                both {ttft, token_delay}
     POST   /_emulator/faults    {"kind": "reset", "endpoint": "/api/pull", "after_lines": 2, ...}
     DELETE /_emulator/faults    disarm all (or ?endpoint=/api/pull)
     POST   /_emulator/reset     initial models, no faults, zero counters
@@ -67,9 +70,9 @@ The Hugging Face Hub (for the node agent's weight pulls, PROTOCOLS part A) is `h
 gated=False, private=False, tokens=frozenset())], pull_rate=None)`; see its docstring.
 
 Modules: `hfhub`, `hfhub_node`, `hfhub_repos`, `ollama`, `ollama_node`, `ollama_pull`,
-`ollama_inference`, `ollama_wire`, `catalog`, `names`, `downloads`, `vllm`, `vllm_node`,
-`vllm_openai`, `vllm_metrics`, `faults`, `streams`, `server`, `runner`, `embeddings`,
-`timestamps`.
+`ollama_inference`, `ollama_openai`, `ollama_wire`, `catalog`, `names`, `downloads`, `vllm`,
+`vllm_node`, `vllm_openai`, `vllm_completions`, `vllm_metrics`, `faults`, `pacing`, `streams`,
+`server`, `runner`, `embeddings`, `timestamps`.
 """
 
 from emulators import faults, hfhub, ollama, vllm

@@ -16,8 +16,8 @@ Each emulated node holds a `FaultTable` mapping an endpoint path (`/api/pull`, `
 - `truncate`: end a streamed response cleanly after `after_lines` lines, without its last line
   (`data: [DONE]`, or Ollama's `done` line): a cut the client cannot tell from an end.
 
-`reset` with `after_lines` 0 on a streamed response sends no byte at all (aiohttp holds the
-headers until the first line), so it is the "connection reset before the first byte".
+`reset` with `after_lines` 0 on a streamed response drops the connection before the status
+line: the "connection reset before the first byte".
 
 Pure data and bookkeeping; the server and `streams` apply the faults.
 """
@@ -47,6 +47,8 @@ class FaultKind(enum.StrEnum):
     TRUNCATE = "truncate"
 
 
+# Kinds that only change streamed responses; a plain response is answered normally.
+STREAM_ONLY = frozenset({FaultKind.STREAM_ERROR, FaultKind.TRUNCATE})
 # The status each `http_*` kind answers with.
 STATUS = {FaultKind.HTTP_500: 500, FaultKind.HTTP_503: 503, FaultKind.HTTP_429: 429}
 

@@ -70,8 +70,10 @@ class LineStream:
         rest; a `truncate` fault just stops.
         """
         async with contextlib.aclosing(events):
-            await self.start()
             with contextlib.suppress(ConnectionResetError):
+                if self._due(self._reset):
+                    self.abort()  # before the status line: the client gets no byte at all
+                await self.start()
                 async for event in events:
                     if self._due(self._truncate):
                         break

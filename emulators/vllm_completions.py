@@ -1,7 +1,7 @@
 """`POST /v1/completions` of the vLLM emulator: text completions, plain and streamed.
 
 Routed by `emulators.vllm` for the `generate` runner. Like chat (`vllm_openai`): the body must
-be JSON with a `prompt` (a string, strings or token ids), the response `model` echoes the
+be JSON with a non-empty `prompt` (a string, strings or token ids), the response `model` echoes the
 requested name, streams are SSE ending with `data: [DONE]`, `stream_options.include_usage`
 adds a last chunk with `choices: []` (PROTOCOLS part 2 B.6), replies are paced by the node's
 `pacing.Pace`, and a `stream_error` fault sends vLLM's mid-stream error event. Imports nothing
@@ -22,13 +22,19 @@ from emulators import server, vllm_node, vllm_openai
 
 REPLY = vllm_openai.REPLY
 Call = server.Call[vllm_node.VllmNode]
+_NO_PROMPT = (
+    "1 validation error(s): body: Value error, "
+    "Either prompt or prompt_embeds must be provided and non-empty."
+)
 
 
 async def completions(call: Call) -> web.StreamResponse:
     """`POST /v1/completions`, streamed when `stream` is true."""
     node = call.node
     try:
-        data = await vllm_openai.json_body(call.request, required=("prompt",))
+        data = await vllm_openai.json_body(call.request)
+        if data.get("prompt") in (None, "", []):
+            raise vllm_openai.VllmError(400, _NO_PROMPT, "Bad Request", "body")
         model = vllm_openai.model_for(node, data)
     except vllm_openai.VllmError as exc:
         return exc.response(node)

@@ -6,6 +6,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -210,3 +211,32 @@ def test_a_bad_hub_repo_exits_2_naming_the_expected_form() -> None:
     assert done.returncode == 2
     assert "expected ORG/NAME=BYTES" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_the_openai_client_talks_to_ollamas_v1_paced_by_the_ttft_flag() -> None:
+    for url in _start("ollama", "--installed", "qwen2:0.5b", "--ttft", "0.2"):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="ignored", timeout=10)
+        started = time.monotonic()
+        reply = client.chat.completions.create(
+            model="qwen2:0.5b", messages=[{"role": "user", "content": "hi"}]
+        )
+        elapsed = time.monotonic() - started
+        (card,) = client.models.list().data
+        state = httpx.get(f"{url}/_emulator/state").json()["nodes"][0]
+
+        assert reply.choices[0].message.content
+        assert elapsed >= 0.2
+        assert card.id == "qwen2:0.5b"
+        assert (state["ttft"], state["token_delay"]) == (0.2, 0.0)
+
+
+def test_the_vllm_emulator_streams_completions_paced_by_the_token_delay_flag() -> None:
+    for url in _start("vllm", "--served-model-name", "my-model", "--token-delay", "0.02"):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=10)
+        started = time.monotonic()
+        chunks = list(client.completions.create(model="my-model", prompt="hi", stream=True))
+        elapsed = time.monotonic() - started
+
+        assert "".join(c.choices[0].text for c in chunks).strip()
+        assert elapsed >= 0.02 * (len(chunks) - 2)
+        assert httpx.get(f"{url}/_emulator/state").json()["nodes"][0]["token_delay"] == 0.02
