@@ -41,13 +41,15 @@ async def test_a_streamed_chat_arrives_chunk_by_chunk_with_usage_when_asked() ->
         assert chunks[-1].usage.total_tokens > 0
 
 
-async def test_embeddings_come_back_through_the_gateway() -> None:
+async def test_embeddings_come_back_as_floats_and_in_the_clients_default_base64() -> None:
     async with gateway_harness.running(runner="pooling", embedding_size=8) as h:
         reply = await h.client.embeddings.create(
             model="embedder", input=["a", "b"], encoding_format="float"
         )
         assert [len(d.embedding) for d in reply.data] == [8, 8]
         assert reply.model == "embedder"
+        default = await h.client.embeddings.create(model="embedder", input=["a", "b"])
+        assert [d.embedding for d in default.data] == [d.embedding for d in reply.data]
 
 
 async def test_the_model_list_names_what_the_fleet_serves_once() -> None:
