@@ -78,6 +78,11 @@ COMMANDS = {
         "Run the controller: scheduled cycles, downloads, triggers and /metrics until stopped.",
         _RUN,
     ),
+    "gateway": usage.Lazy(
+        "controller.gatewaycommand:gateway_command",
+        "Serve one OpenAI-compatible endpoint for the fleet, routed by the resolver.",
+        _RUN,
+    ),
     "demo": usage.Lazy(
         "controller.demo:demo_command",
         "Run a self-contained demo: emulated nodes, embedded NATS, pulls converging live.",

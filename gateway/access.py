@@ -1,44 +1,37 @@
-"""Which models a key may use: its allowed models and the models and adapters of its pools.
+"""The seam where virtual API keys plug into the gateway: the `Keys` protocol.
 
-Called by the gateway for every request, after `gateway.keyring` found the key and before it
-resolves a provider. Pure: it reads the desired state it is given (pools come from
-`runtimestate.desired.DesiredState`), and does no I/O.
-
-A model is named as requests name it. Two names are the same model when they are equal or
-have the same Ollama canonical form (``llama3`` and ``llama3:latest``), as the store compares
-declared models; a vLLM served name or an adapter is matched exactly.
+`application.build` takes a `Keys`; each request's bearer token (``Authorization: Bearer ...``,
+None without one) and requested model go to `Keys.admit` before anything is resolved or
+forwarded, which returns a grant or raises `envelopes.Refusal` (401 without a valid key, 403 for
+a model the key may not use, 429 over a limit). The key store itself (``llmctl key ...``) is
+another module's; with no key store configured the gateway uses `Open`, which admits every
+request and ignores any token. The token is never forwarded to a provider nor logged.
 """
 
 from __future__ import annotations
 
-from gateway import keys
-from runtimestate import desired
-from runtimestate.desired import names, spec
+from typing import Protocol
+
+from aiohttp import web
 
 
-def same_model(a: str, b: str) -> bool:
-    """Whether two model names name the same model (see the module docstring)."""
-    if a == b:
-        return True
-    try:
-        return names.key(a, spec.BackendType.OLLAMA) == names.key(b, spec.BackendType.OLLAMA)
-    except names.InvalidName:
-        return False
+class Keys(Protocol):
+    """Decides whether a request may proceed; raises `envelopes.Refusal` when it may not."""
+
+    async def admit(self, token: str | None, model: str) -> object: ...
 
 
-def allows(key: keys.KeySpec, model: str, state: desired.DesiredState) -> bool:
-    """Whether ``key`` may use ``model``: every model when it names neither models nor pools,
-    else a model it names or a model or adapter of a pool it names (a pool that no longer
-    exists allows nothing)."""
-    if not key.models and not key.pools:
-        return True
-    if any(same_model(model, allowed) for allowed in key.models):
-        return True
-    pools = state.pools_by_name
-    for name in key.pools:
-        pool = pools.get(name)
-        if pool is None:
-            continue
-        if model in pool.spec.adapters or any(same_model(model, m) for m in pool.spec.models):
-            return True
-    return False
+class Open:
+    """No key store configured: every request is admitted, with or without a token."""
+
+    async def admit(self, token: str | None, model: str) -> object:
+        return None
+
+
+def bearer(request: web.Request) -> str | None:
+    """The request's bearer token, or None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

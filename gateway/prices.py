@@ -13,7 +13,7 @@ import dataclasses
 import decimal
 from collections.abc import Mapping
 
-from gateway import access
+from gateway import permissions
 from runtimestate import echo
 
 MICRO = 1_000_000  # micro-USD per USD
@@ -76,11 +76,14 @@ def cost_picousd(usage: Usage, price: Price) -> int:
 
 def find(table: Mapping[str, Price], model: str) -> Price | None:
     """``model``'s price: the one declared under its name, else under another name of the
-    same model (`gateway.access.same_model`: ``llama3`` for ``llama3:latest``); None if none."""
+    same model (`gateway.permissions.same_model`: ``llama3`` for ``llama3:latest``); None if
+    none."""
     exact = table.get(model)
     if exact is not None:
         return exact
-    return next((p for name, p in sorted(table.items()) if access.same_model(name, model)), None)
+    return next(
+        (p for name, p in sorted(table.items()) if permissions.same_model(name, model)), None
+    )
 
 
 def cost(usage: Usage, model: str, table: Mapping[str, Price]) -> int | None:

@@ -99,6 +99,7 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, st
         ["downloads", "--help"],
         ["node", "serve", "--help"],
         ["adapter", "--help"],
+        ["gateway", "--help"],
     ],
 )
 def test_help_imports_no_database_driver_nats_or_http_client(

@@ -10,7 +10,15 @@ import pathlib
 from collections.abc import Iterable
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PACKAGES = ("controller", "runtimestate", "dwqueue", "emulators", "nodeagent", "migrations")
+PACKAGES = (
+    "controller",
+    "gateway",
+    "runtimestate",
+    "dwqueue",
+    "emulators",
+    "nodeagent",
+    "migrations",
+)
 LIMIT = 400
 REASON = "# Over 400 lines: "
 

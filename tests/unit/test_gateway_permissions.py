@@ -1,4 +1,4 @@
-"""Which models a key may use (`gateway.access`): its models, its pools' models and adapters."""
+"""Which models a key may use (`gateway.permissions`): its models, its pools' models and adapters."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from gateway import access, keys
+from gateway import keys, permissions
 from runtimestate import desired
 from runtimestate.desired import spec
 
@@ -44,4 +44,4 @@ def test_a_key_may_use_its_models_and_its_pools_models_and_adapters_only(
     models: tuple[str, ...], pools: tuple[str, ...], requested: str, allowed: bool
 ) -> None:
     key = keys.KeySpec("alice", models, pools)
-    assert access.allows(key, requested, _state()) is allowed
+    assert permissions.allows(key, requested, _state()) is allowed

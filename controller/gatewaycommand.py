@@ -1,0 +1,140 @@
+"""``llmctl gateway``: serve one OpenAI-compatible endpoint for the fleet until stopped.
+
+Follows the runtime state with `Resolver.from_database` (the root ``--database-url``, and
+``--nats-url`` with the NATS credentials when given; without NATS the status is re-read every
+half second) and serves `gateway.application` on ``--listen`` (loopback by default). There is no
+key store yet: every request is admitted, so an address other than loopback is refused unless
+``--allow-unauthenticated`` says so. Exit codes: 0 when stopped (SIGTERM, SIGINT), 1 when the
+database, NATS or the address cannot be used, 2 for bad options; one line each, never a
+traceback. Imports the gateway and the resolver inside the command only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import signal
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from controller import runner
+
+if TYPE_CHECKING:
+    from gateway import application
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def gateway_command(
+    ctx: typer.Context,
+    listen: Annotated[
+        str,
+        typer.Option("--listen", envvar="LLMCTL_GATEWAY_LISTEN", help="host:port to serve on"),
+    ] = DEFAULT_LISTEN,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-body-bytes",
+            envvar="LLMCTL_GATEWAY_MAX_BODY_BYTES",
+            min=1,
+            help="largest request body accepted (gateway_max_body_bytes); larger gets 413",
+        ),
+    ] = 4 * 1024 * 1024,
+    attempts: Annotated[
+        int,
+        typer.Option(
+            "--attempts",
+            envvar="LLMCTL_GATEWAY_ATTEMPTS",
+            min=1,
+            help="providers tried per request at most (the choice, then fallbacks)",
+        ),
+    ] = 3,
+    deadline: Annotated[
+        float,
+        typer.Option(
+            "--deadline",
+            envvar="LLMCTL_GATEWAY_DEADLINE_S",
+            min=0.001,
+            help="seconds a request may take, over every attempt, until its first byte",
+        ),
+    ] = 60.0,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="serve a non-loopback --listen although requests need no key",
+        ),
+    ] = False,
+) -> None:
+    """Serve an OpenAI-compatible endpoint for the fleet, routed by the resolver."""
+    from gateway import application, forwarding
+
+    env = ctx.find_root().obj
+    assert isinstance(env, runner.Env)
+    host, port = _address(env, listen)
+    if not _loopback(host) and not allow_unauthenticated:
+        env.fail(
+            f"--listen {listen} is not a loopback address and the gateway has no key store yet: "
+            "anyone who can reach it could use the fleet; listen on 127.0.0.1, or add "
+            "--allow-unauthenticated"
+        )
+    settings = application.Settings(
+        max_body_bytes=max_body_bytes,
+        limits=forwarding.Limits(attempts=attempts, deadline_s=deadline),
+    )
+    try:
+        runner.run_async(env, lambda: _serve(env, settings, host, port))
+    except OSError as exc:  # NATS refused or unreachable, or the address is taken
+        env.fail(f"llmctl gateway cannot start: {exc}", 1)
+    raise typer.Exit(0)
+
+
+async def _serve(env: runner.Env, settings: application.Settings, host: str, port: int) -> None:
+    from gateway import application
+    from runtimestate import resolver
+
+    r = await resolver.Resolver.from_database(
+        env.database_url, env.nats_url, env.prefix, nats_auth=env.nats_auth
+    )
+    try:
+        site, bound = await application.start(application.build(r, settings=settings), host, port)
+    except OSError as exc:
+        await r.aclose()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    shown = f"[{host}]" if ":" in host else host
+    env.err.print(
+        f"llmctl gateway: serving http://{shown}:{bound}/v1 (no key store: requests need no key)",
+        highlight=False,
+    )
+    try:
+        await _stopped()
+    finally:
+        await site.cleanup()
+        await r.aclose()
+
+
+async def _stopped() -> None:
+    """Return on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _address(env: runner.Env, listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        env.fail(f"--listen {listen!r}: give host:port, such as {DEFAULT_LISTEN} (port 0: any)")
+    return host.strip("[]"), int(port)
+
+
+def _loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

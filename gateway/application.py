@@ -1,0 +1,123 @@
+"""The gateway's aiohttp application: its routes, its shared HTTP client and how it listens.
+
+`build` makes the application over a `runtimestate.resolver.Resolver` (any source: the
+database and NATS in ``llmctl gateway``, a fixed snapshot in tests) and a `access.Keys` hook;
+`start` listens on an address (port 0: any) with handler cancellation on, so a client that
+disconnects cancels its handler and with it the upstream request. Every error is OpenAI's
+envelope, unknown routes and wrong methods included. One httpx client (HTTP/1.1 keep-alive
+pools, no proxies from the environment) serves every request and closes with the application.
+Called by ``llmctl gateway`` and tests; it must not read settings files or the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+import httpx
+from aiohttp import web
+
+from gateway import access, catalog, envelopes, forwarding, inbound
+from runtimestate import resolver
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """The gateway's knobs (``llmctl gateway`` options)."""
+
+    max_body_bytes: int = inbound.DEFAULT_MAX_BODY_BYTES
+    limits: forwarding.Limits = dataclasses.field(default_factory=forwarding.Limits)
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 300.0  # the longest silence of a provider, first byte included
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Gateway:
+    """What the handlers share."""
+
+    resolver: resolver.Resolver
+    keys: access.Keys
+    forwarder: forwarding.Forwarder
+    settings: Settings
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build(
+    r: resolver.Resolver,
+    *,
+    keys: access.Keys | None = None,
+    settings: Settings = Settings(),
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> web.Application:
+    """The application; its HTTP client is closed on cleanup (the resolver is the caller's)."""
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout_s,
+            read=settings.read_timeout_s,
+            write=settings.read_timeout_s,
+            pool=settings.limits.deadline_s,
+        ),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
+        trust_env=False,
+        transport=transport,
+    )
+    app = web.Application(middlewares=[_envelopes], client_max_size=settings.max_body_bytes)
+    forwarder = forwarding.Forwarder(r, client, settings.limits)
+    app[GATEWAY] = Gateway(r, keys or access.Open(), forwarder, settings)
+    for path in inbound.ENDPOINTS:
+        app.router.add_post(path, _inference)
+    app.router.add_get("/v1/models", _models)
+
+    async def close(_: web.Application) -> None:
+        await client.aclose()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Listen on ``host:port``; returns the runner (call ``cleanup``) and the bound port.
+    Raises OSError when the address cannot be bound."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1]
+    return runner, int(bound)
+
+
+async def _inference(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    try:
+        call = await inbound.read(request, gateway.settings.max_body_bytes)
+        await gateway.keys.admit(access.bearer(request), call.model)
+        return await gateway.forwarder.forward(request, call)
+    except envelopes.Refusal as refusal:
+        return refusal.response()
+
+
+async def _models(request: web.Request) -> web.StreamResponse:
+    return web.json_response(catalog.listing(request.app[GATEWAY].resolver))
+
+
+@web.middleware
+async def _envelopes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own refusals (no such route, wrong method) in OpenAI's envelope."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = envelopes.NOT_FOUND if exc.status == 404 else envelopes.INVALID
+        message = f"{request.method} {request.path}: {exc.reason}"
+        if exc.status == 404:
+            message += "; the gateway serves /v1/chat/completions, /v1/completions, "
+            message += "/v1/embeddings and /v1/models"
+        return envelopes.Refusal(exc.status, message, kind).response()

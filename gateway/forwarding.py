@@ -1,0 +1,168 @@
+"""Forwarding one checked call to the providers the resolver chose, failing over before the
+first byte.
+
+`Forwarder.forward` resolves the call (`routing`), then tries the choice and its
+fallbacks (`Resolution.providers`) in order: a connection error, a timeout, a 408, 429 or 5xx,
+or a reply that breaks off before its first byte sends the call to the next provider, at most
+`Limits.attempts` providers and within `Limits.deadline_s` in all. Each attempt is counted in
+flight (`Resolver.begin`/`end`) and its outcome recorded (`record_outcome`, latency to the first
+byte), so the cooldown and the adaptive policy learn from live traffic; a client that goes away
+cancels the attempt, which is then recorded neither way. Once the first byte is in hand,
+`relaying` answers and nothing is retried. Called by `application`; logs backends and reasons,
+never a body or a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import time
+
+import httpx
+import structlog
+from aiohttp import web
+
+from gateway import envelopes, inbound, relaying, routing, upstreams
+from runtimestate import credentials, echo, resolver
+
+log = structlog.get_logger(__name__)
+
+_RETRIED = frozenset({408, 429})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """How hard one request tries: providers tried at most, and seconds before a first byte."""
+
+    attempts: int = 3
+    deadline_s: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    """Why one attempt failed before its first byte."""
+
+    backend: str
+    reason: str
+    status: int | None = None
+    timed_out: bool = False
+
+
+def retried(status: int) -> bool:
+    """Whether a reply with ``status`` goes to the next provider."""
+    return status >= 500 or status in _RETRIED
+
+
+class Forwarder:
+    """Sends calls through one shared httpx client; one per gateway application."""
+
+    def __init__(self, r: resolver.Resolver, client: httpx.AsyncClient, limits: Limits) -> None:
+        self._r = r
+        self._client = client
+        self._limits = limits
+
+    async def forward(self, request: web.Request, call: inbound.Call) -> web.StreamResponse:
+        """Answer ``request``; raises `envelopes.Refusal` when no provider could."""
+        resolution = routing.resolve(self._r, call)
+        deadline = time.monotonic() + self._limits.deadline_s
+        failures: list[Failure] = []
+        for provider in itertools.islice(resolution.providers(), self._limits.attempts):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            result = await self._attempt(request, call, provider, remaining)
+            if not isinstance(result, Failure):
+                return result
+            failures.append(result)
+            log.info(
+                "gateway.attempt_failed",
+                model=call.model,
+                backend=result.backend,
+                reason=result.reason,
+            )
+        raise _exhausted(call, failures)
+
+    async def _attempt(
+        self,
+        request: web.Request,
+        call: inbound.Call,
+        provider: resolver.Provider,
+        remaining: float,
+    ) -> web.StreamResponse | Failure:
+        r = self._r
+        try:
+            upstream = upstreams.Upstream.of(provider)
+        except credentials.CredentialError as exc:
+            r.record_outcome(provider, False, 0.0)
+            return Failure(provider.backend, f"its credentials cannot be read: {exc}")
+        r.begin(provider)
+        started = time.monotonic()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                opened = await self._open(stack, upstream, call, provider, remaining)
+                latency = time.monotonic() - started
+                if isinstance(opened, Failure):
+                    r.record_outcome(provider, False, latency)
+                    return opened
+                ok, response = await relaying.relay(request, opened, upstream)
+                r.record_outcome(provider, ok, latency)
+                return response
+        finally:
+            r.end(provider)
+
+    async def _open(
+        self,
+        stack: contextlib.AsyncExitStack,
+        upstream: upstreams.Upstream,
+        call: inbound.Call,
+        provider: resolver.Provider,
+        remaining: float,
+    ) -> relaying.Opened | Failure:
+        """Send the call; the reply once its status and first chunk arrived, or a Failure."""
+        sent = self._client.build_request(
+            "POST",
+            upstream.url(call.path),
+            content=call.body_for(provider.model),
+            headers=upstream.headers,
+        )
+        try:
+            async with asyncio.timeout(remaining):
+                response = await self._client.send(sent, stream=True)
+                stack.push_async_callback(response.aclose)
+                if retried(response.status_code):
+                    return Failure(
+                        provider.backend, f"HTTP {response.status_code}", response.status_code
+                    )
+                chunks = response.aiter_bytes()
+                first = await anext(chunks, b"")
+        except (TimeoutError, httpx.TimeoutException):
+            return Failure(provider.backend, "timed out", timed_out=True)
+        except httpx.HTTPError as exc:
+            return Failure(provider.backend, f"failed: {type(exc).__name__}")
+        return relaying.Opened(response, chunks, first)
+
+
+def _exhausted(call: inbound.Call, failures: list[Failure]) -> envelopes.Refusal:
+    """The answer when no provider produced a first byte."""
+    tried = "; ".join(f"{f.backend}: {f.reason}" for f in failures) or "no time was left"
+    if failures and all(f.status == 429 for f in failures):
+        return envelopes.Refusal(
+            429,
+            f"every provider of {echo.quoted(call.model)} is rate limited ({tried}); retry later",
+            "rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": "1"},
+        )
+    if not failures or failures[-1].timed_out:
+        return envelopes.Refusal(
+            504,
+            f"no provider of {echo.quoted(call.model)} answered in time ({tried})",
+            envelopes.SERVER,
+        )
+    return envelopes.Refusal(
+        502,
+        f"every provider tried for {echo.quoted(call.model)} failed ({tried})",
+        envelopes.SERVER,
+    )
