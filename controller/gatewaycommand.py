@@ -68,7 +68,7 @@ def gateway_command(
         ),
     ] = False,
 ) -> None:
-    """Serve an OpenAI-compatible endpoint for the fleet, routed by the resolver."""
+    """Serve one OpenAI-compatible endpoint for the fleet, routed by the resolver."""
     from gateway import application, forwarding
 
     env = ctx.find_root().obj
