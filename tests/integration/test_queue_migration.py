@@ -8,6 +8,7 @@ from alembic.runtime.migration import MigrationContext
 
 import migrations
 from dwqueue import schema
+from gateway import schema as gateway_schema
 from runtimestate import database
 from runtimestate.desired import schema as runtimestate_schema
 
@@ -37,7 +38,7 @@ def test_upgrade_leaves_no_difference_between_the_queue_table_and_the_schema(
             )
             # Every package's metadata, as migrations/env.py combines them: a table of another
             # package would otherwise show up as one to remove.
-            combined = [runtimestate_schema.metadata, schema.metadata]
+            combined = [runtimestate_schema.metadata, schema.metadata, gateway_schema.metadata]
             diff = compare_metadata(context, combined)  # type: ignore[arg-type]
     finally:
         engine.dispose()
