@@ -1,7 +1,8 @@
 """Alembic migrations for every table of every llmctl package, and the functions that run them.
 
 Called by ``llmctl db upgrade``/``downgrade``, ``serve`` at start, and the CLI before it uses an
-embedded SQLite database. `migrations.env` combines each package's own ``MetaData``.
+embedded SQLite database. `metadata` combines each package's own ``MetaData`` (for `migrations.env`
+and the tests that compare the migrated schema with the code).
 
 Alembic is imported only to migrate: `is_current`, which every CLI command asks, reads the
 revision table with one query and finds the head in the revision files' text (the test suite
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
 
 HERE = pathlib.Path(__file__).resolve().parent
 _REVISION = re.compile(r'^(down_)?revision(?::[^=]*)?=\s*(?:"([^"]*)"|None)', re.MULTILINE)
+
+
+def metadata() -> list[sa.MetaData]:
+    """Every package's ``MetaData``: what the migrations must create, table for table."""
+    from dwqueue import schema as dwqueue_schema
+    from gateway import schema as gateway_schema
+    from runtimestate.desired import schema
+
+    return [schema.metadata, dwqueue_schema.metadata, gateway_schema.metadata]
 
 
 def config(url: str) -> Config:

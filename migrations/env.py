@@ -1,6 +1,7 @@
 """Alembic environment: runs migrations against the URL the caller put in the config.
 
-Combines the ``MetaData`` of every package so autogenerate and the drift test see every table.
+Takes the ``MetaData`` of every package (`migrations.metadata`) so autogenerate and the drift
+test see every table.
 Migrations run on a synchronous engine (psycopg or sqlite3); SQLite uses batch mode so that
 ALTER TABLE works there too.
 """
@@ -11,12 +12,10 @@ import os
 
 from alembic import context
 
-from dwqueue import schema as dwqueue_schema
-from gateway import schema as gateway_schema
+import migrations
 from runtimestate import database
-from runtimestate.desired import schema
 
-target_metadata = [schema.metadata, dwqueue_schema.metadata, gateway_schema.metadata]
+target_metadata = migrations.metadata()
 
 
 def _url() -> str:
