@@ -1,7 +1,8 @@
 """The gateway's aiohttp application: its routes, its shared HTTP client and how it listens.
 
 `build` makes the application over a `runtimestate.resolver.Resolver` (any source: the
-database and NATS in ``llmctl gateway``, a fixed snapshot in tests) and a `access.Keys` hook;
+database and NATS in ``llmctl gateway``, a fixed snapshot in tests), a `access.Keys` hook and
+the `exchange.Observer`s that read each finished request (metrics, accounting, logs, traces);
 `start` listens on an address (port 0: any) with handler cancellation on, so a client that
 disconnects cancels its handler and with it the upstream request. Every error is OpenAI's
 envelope, unknown routes and wrong methods included. One httpx client (HTTP/1.1 keep-alive
@@ -11,13 +12,15 @@ Called by ``llmctl gateway`` and tests; it must not read settings files or the e
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
 from aiohttp import web
 
-from gateway import access, catalog, envelopes, forwarding, inbound
+from gateway import access, catalog, envelopes, exchange, forwarding, inbound
 from runtimestate import resolver
 
 
@@ -39,6 +42,7 @@ class Gateway:
     keys: access.Keys
     forwarder: forwarding.Forwarder
     settings: Settings
+    observers: tuple[exchange.Observer, ...] = ()
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -51,6 +55,7 @@ def build(
     keys: access.Keys | None = None,
     settings: Settings = Settings(),
     transport: httpx.AsyncBaseTransport | None = None,
+    observers: Sequence[exchange.Observer] = (),
 ) -> web.Application:
     """The application; its HTTP client is closed on cleanup (the resolver is the caller's)."""
     client = httpx.AsyncClient(
@@ -66,7 +71,7 @@ def build(
     )
     app = web.Application(middlewares=[_envelopes], client_max_size=settings.max_body_bytes)
     forwarder = forwarding.Forwarder(r, client, settings.limits)
-    app[GATEWAY] = Gateway(r, keys or access.Open(), forwarder, settings)
+    app[GATEWAY] = Gateway(r, keys or access.Open(), forwarder, settings, tuple(observers))
     for path in inbound.ENDPOINTS:
         app.router.add_post(path, _inference)
     app.router.add_get("/v1/models", _models)
@@ -93,14 +98,28 @@ async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     return runner, int(bound)
 
 
+CLIENT_CLOSED = 499  # the status an exchange ends with when its client went away
+
+
 async def _inference(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
+    record = exchange.Exchange(request.path)
     try:
         call = await inbound.read(request, gateway.settings.max_body_bytes)
-        await gateway.keys.admit(access.bearer(request), call.model)
-        return await gateway.forwarder.forward(request, call)
+        record.model, record.stream = call.model, call.stream
+        record.grant = await gateway.keys.admit(access.bearer(request), call.model)
+        response = await gateway.forwarder.forward(request, call, record)
+        record.status = response.status
+        return response
     except envelopes.Refusal as refusal:
+        record.status, record.error_type = refusal.status, refusal.kind
         return refusal.response()
+    except asyncio.CancelledError:
+        record.status, record.error_type = CLIENT_CLOSED, "client_closed"
+        raise
+    finally:
+        record.finished = time.monotonic()
+        exchange.notify(gateway.observers, record)
 
 
 async def _models(request: web.Request) -> web.StreamResponse:

@@ -24,7 +24,7 @@ import httpx
 import structlog
 from aiohttp import web
 
-from gateway import envelopes, inbound, relaying, routing, upstreams
+from gateway import envelopes, exchange, inbound, relaying, routing, upstreams
 from runtimestate import credentials, echo, resolver
 
 log = structlog.get_logger(__name__)
@@ -63,8 +63,11 @@ class Forwarder:
         self._client = client
         self._limits = limits
 
-    async def forward(self, request: web.Request, call: inbound.Call) -> web.StreamResponse:
-        """Answer ``request``; raises `envelopes.Refusal` when no provider could."""
+    async def forward(
+        self, request: web.Request, call: inbound.Call, record: exchange.Exchange
+    ) -> web.StreamResponse:
+        """Answer ``request``, noting each attempt in ``record``; raises `envelopes.Refusal`
+        when no provider could."""
         resolution = routing.resolve(self._r, call)
         deadline = time.monotonic() + self._limits.deadline_s
         failures: list[Failure] = []
@@ -72,7 +75,7 @@ class Forwarder:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            result = await self._attempt(request, call, provider, remaining)
+            result = await self._attempt(request, call, provider, remaining, record)
             if not isinstance(result, Failure):
                 return result
             failures.append(result)
@@ -90,23 +93,33 @@ class Forwarder:
         call: inbound.Call,
         provider: resolver.Provider,
         remaining: float,
+        record: exchange.Exchange,
     ) -> web.StreamResponse | Failure:
         r = self._r
+        attempt = exchange.Attempt(provider.backend, provider.model, time.monotonic())
+        record.attempts.append(attempt)
         try:
             upstream = upstreams.Upstream.of(provider)
         except credentials.CredentialError as exc:
             r.record_outcome(provider, False, 0.0)
-            return Failure(provider.backend, f"its credentials cannot be read: {exc}")
+            attempt.reason = f"its credentials cannot be read: {exc}"
+            return Failure(provider.backend, attempt.reason)
         r.begin(provider)
-        started = time.monotonic()
         try:
             async with contextlib.AsyncExitStack() as stack:
                 opened = await self._open(stack, upstream, call, provider, remaining)
-                latency = time.monotonic() - started
+                now = time.monotonic()
+                attempt.latency_s = latency = now - attempt.started
                 if isinstance(opened, Failure):
                     r.record_outcome(provider, False, latency)
+                    attempt.reason, attempt.status = opened.reason, opened.status
                     return opened
-                ok, response = await relaying.relay(request, opened, upstream)
+                record.first_byte = now
+                attempt.status = opened.response.status_code
+                ok, response = await relaying.relay(
+                    request, opened, upstream, record, client_asked_usage=call.asked_usage
+                )
+                attempt.ok = ok
                 r.record_outcome(provider, ok, latency)
                 return response
         finally:

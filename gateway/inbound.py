@@ -38,13 +38,23 @@ class Call:
     stream: bool
     body: bytes
     document: dict[str, Any]
+    asked_usage: bool = False  # the client's own ``stream_options.include_usage``
 
     def body_for(self, served: str) -> bytes:
-        """The body to send to a provider serving the model as ``served`` (the same bytes
-        when the name is unchanged, else the document with ``model`` replaced)."""
-        if served == self.model:
+        """The body to send to a provider serving the model as ``served``: the same bytes
+        when nothing changes, else the document with ``model`` replaced and, for a stream,
+        ``stream_options.include_usage`` set so that the provider counts the tokens."""
+        asks = self.stream and not self.asked_usage
+        if served == self.model and not asks:
             return self.body
-        return json.dumps({**self.document, "model": served}).encode()
+        document = {**self.document, "model": served}
+        if asks:
+            options = document.get("stream_options")
+            document["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+        return json.dumps(document).encode()
 
 
 async def read(request: web.Request, max_body_bytes: int) -> Call:
@@ -75,7 +85,9 @@ async def read(request: web.Request, max_body_bytes: int) -> Call:
             400, f"stream must be true or false, not {echo.quoted(stream)}", param="stream"
         )
     stream = stream and capability != "embed"
-    return Call(path, capability, model, stream, raw, document)
+    options = document.get("stream_options")
+    asked = isinstance(options, dict) and options.get("include_usage") is True
+    return Call(path, capability, model, stream, raw, document, asked)
 
 
 async def _body(request: web.Request, limit: int) -> bytes:

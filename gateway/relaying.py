@@ -6,7 +6,10 @@ its body redacted of the provider's key; a success relayed chunk by chunk. A str
 (``text/event-stream``) is written event by event, never buffered past the event being read, so
 that when the provider fails mid-stream the client's stream ends cleanly with OpenAI's error
 event and ``[DONE]`` (PROTOCOLS D.4); a JSON reply that breaks off mid-body closes the client's
-connection, so no truncated body looks complete. Called by `forwarding`; nothing is retried here.
+connection, so no truncated body looks complete. On the way it notes in the request's
+`exchange.Exchange` the backend's ``usage`` (`usage`), drops the usage-only event the gateway
+asked for on the client's behalf, and keeps a successful JSON reply when the exchange asks
+(``keep_reply``, for the cache). Called by `forwarding`; nothing is retried here.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from collections.abc import AsyncIterator
 import httpx
 from aiohttp import web
 
-from gateway import envelopes, upstreams
+from gateway import envelopes, exchange, upstreams, usage
 
 _MAX_ERROR_BODY = 64 * 1024  # an upstream error body longer than this is cut
 _BAD_CREDENTIALS = frozenset({401, 403})  # the provider refused the stored key: its failure
+CACHE_HEADER = "X-Llmctl-Cache"  # "hit" or "miss" on a reply the cache could hold
 
 
 @dataclasses.dataclass(slots=True)
@@ -33,10 +37,16 @@ class Opened:
 
 
 async def relay(
-    request: web.Request, opened: Opened, upstream: upstreams.Upstream
+    request: web.Request,
+    opened: Opened,
+    upstream: upstreams.Upstream,
+    record: exchange.Exchange,
+    *,
+    client_asked_usage: bool = True,
 ) -> tuple[bool, web.StreamResponse]:
     """Answer ``request`` with ``opened``; returns whether the provider did its part, and the
-    response. A client that went away ends the relay quietly (the provider is not blamed)."""
+    response. A client that went away ends the relay quietly (the provider is not blamed).
+    Without ``client_asked_usage`` a stream's usage-only event is not passed on."""
     status = opened.response.status_code
     if status >= 400:
         return status not in _BAD_CREDENTIALS, await _error(opened, upstream)
@@ -45,11 +55,18 @@ async def relay(
     sse = content_type.startswith("text/event-stream")
     if sse:
         out.headers["Cache-Control"] = "no-cache"
+    if record.cache:
+        out.headers[CACHE_HEADER] = record.cache
     await out.prepare(request)
     try:
-        ok = await (_events(out, opened) if sse else _bytes(request, out, opened))
+        if sse:
+            ok = await _events(out, opened, record, not client_asked_usage)
+        else:
+            ok = await _bytes(request, out, opened, record)
     except ConnectionResetError:  # the client left; the caller closes the upstream reply
         return True, out
+    if not ok:
+        record.error_type = "stream_interrupted"
     return ok, out
 
 
@@ -72,14 +89,16 @@ async def _error(opened: Opened, upstream: upstreams.Upstream) -> web.Response:
     )
 
 
-async def _events(out: web.StreamResponse, opened: Opened) -> bool:
+async def _events(
+    out: web.StreamResponse, opened: Opened, record: exchange.Exchange, strip: bool
+) -> bool:
     """Relay whole SSE events; on an upstream failure end with the error event."""
     pending = opened.first
     try:
         while True:
             cut = pending.rfind(b"\n\n")
             if cut >= 0:
-                await out.write(pending[: cut + 2])
+                await _write_events(out, pending[: cut + 2], record, strip)
                 pending = pending[cut + 2 :]
             chunk = await anext(opened.chunks, None)
             if chunk is None:
@@ -94,22 +113,56 @@ async def _events(out: web.StreamResponse, opened: Opened) -> bool:
         await out.write_eof()
         return False
     if pending:
-        await out.write(pending)
+        await _write_events(out, pending, record, strip)
     await out.write_eof()
     return True
 
 
-async def _bytes(request: web.Request, out: web.StreamResponse, opened: Opened) -> bool:
+async def _write_events(
+    out: web.StreamResponse, events: bytes, record: exchange.Exchange, strip: bool
+) -> None:
+    """Write whole events, noting a usage and dropping the usage-only event when ``strip``."""
+    if b'"usage"' not in events:
+        await out.write(events)
+        return
+    kept = bytearray()
+    for event in events.split(b"\n\n"):
+        if not event:
+            continue
+        counted = usage.found(event)
+        if counted is not None:
+            record.usage = counted
+            if strip and usage.only_usage(event):
+                continue
+        kept += event + b"\n\n"
+    if kept:
+        await out.write(bytes(kept))
+
+
+async def _bytes(
+    request: web.Request, out: web.StreamResponse, opened: Opened, record: exchange.Exchange
+) -> bool:
     """Relay a JSON reply; on an upstream failure drop the client's connection."""
+    kept: bytearray | None = bytearray() if record.keep_reply else None
+    tail = b""
     try:
-        if opened.first:
-            await out.write(opened.first)
-        async for chunk in opened.chunks:
-            await out.write(chunk)
+        chunk: bytes | None = opened.first
+        while chunk is not None:
+            if chunk:
+                await out.write(chunk)
+                tail = (tail + chunk)[-usage.TAIL_BYTES :]
+                if kept is not None:
+                    kept += chunk
+                    if len(kept) > record.keep_reply:
+                        kept = None
+            chunk = await anext(opened.chunks, None)
     except httpx.HTTPError:
         out.force_close()
         if request.transport is not None:
             request.transport.abort()
         return False
     await out.write_eof()
+    record.usage = usage.found(tail)
+    if kept is not None:
+        record.reply = bytes(kept)
     return True

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Unpack
 
 import openai
 
 from emulators import runner, vllm, vllm_node
-from gateway import access, application
+from gateway import access, application, exchange
 from runtimestate import desired, resolver, snapshot
 from runtimestate.desired import spec
 from tests.unit.test_resolver import backend, fleet, model
@@ -57,9 +57,10 @@ async def serving(
     r: resolver.Resolver,
     settings: application.Settings = application.Settings(),
     keys: access.Keys | None = None,
+    observers: Sequence[exchange.Observer] = (),
 ) -> AsyncIterator[str]:
     """The gateway over ``r`` on a free loopback port; yields its base URL (``.../v1``)."""
-    app = application.build(r, settings=settings, keys=keys)
+    app = application.build(r, settings=settings, keys=keys, observers=observers)
     site, port = await application.start(app, "127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{port}/v1"
@@ -69,7 +70,9 @@ async def serving(
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: application.Settings = application.Settings(), **options: Unpack[vllm.Options]
+    settings: application.Settings = application.Settings(),
+    observers: Sequence[exchange.Observer] = (),
+    **options: Unpack[vllm.Options],
 ) -> AsyncIterator[Harness]:
     served = "embedder" if options.get("runner") == "pooling" else "qwen"
     caps = ("embed",) if served == "embedder" else GENERATIVE
@@ -78,7 +81,7 @@ async def running(
     async with vllm.running(**options) as emu:
         fleet_states = states(emu, served, caps)
         r = resolver.Resolver.from_snapshot(fleet(*fleet_states), desired=declared(fleet_states))
-        async with serving(r, settings) as url:
+        async with serving(r, settings, observers=observers) as url:
             client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
             try:
                 yield Harness(url, emu, r, client)
