@@ -32,16 +32,20 @@ async def test_a_plain_chat_notes_the_backends_usage_and_its_status() -> None:
         reply = await h.client.chat.completions.create(model="qwen", messages=MESSAGES)
     assert reply.usage is not None
     [record] = seen.seen
-    assert record.status == 200 and record.error_type is None
+    assert record.status == 200
+    assert record.error_type is None
     assert record.usage is not None
     assert (record.usage.prompt_tokens, record.usage.completion_tokens) == (
         reply.usage.prompt_tokens,
         reply.usage.completion_tokens,
     )
-    assert record.model == "qwen" and not record.stream
-    assert record.backend in {"vllm-0", "vllm-1"} and record.failovers == 0
+    assert record.model == "qwen"
+    assert not record.stream
+    assert record.backend in {"vllm-0", "vllm-1"}
+    assert record.failovers == 0
     ttft = record.ttft_s()
-    assert ttft is not None and 0 < ttft <= record.duration_s()
+    assert ttft is not None
+    assert 0 < ttft <= record.duration_s()
 
 
 async def test_a_stream_is_counted_without_the_client_seeing_a_usage_chunk_it_did_not_ask() -> None:
@@ -51,10 +55,12 @@ async def test_a_stream_is_counted_without_the_client_seeing_a_usage_chunk_it_di
             model="qwen", messages=MESSAGES, stream=True
         )
         chunks = [chunk async for chunk in stream]
-    assert chunks and all(c.choices for c in chunks)  # no usage-only chunk reached the client
+    assert chunks
+    assert all(c.choices for c in chunks)
     assert all(c.usage is None for c in chunks)
     [record] = seen.seen
-    assert record.stream and record.usage is not None
+    assert record.stream
+    assert record.usage is not None
     assert record.usage.completion_tokens == sum(
         1 for c in chunks if c.choices and c.choices[0].delta.content
     )
@@ -70,7 +76,8 @@ async def test_a_stream_whose_client_asked_for_usage_keeps_its_usage_chunk() -> 
             stream_options={"include_usage": True},
         )
         chunks = [chunk async for chunk in stream]
-    assert chunks[-1].usage is not None and not chunks[-1].choices
+    assert chunks[-1].usage is not None
+    assert not chunks[-1].choices
     [record] = seen.seen
     assert record.usage is not None
     assert record.usage.total_tokens == chunks[-1].usage.total_tokens
@@ -94,10 +101,13 @@ async def test_a_failed_over_request_notes_every_attempt() -> None:
             await h.client.chat.completions.create(model="qwen", messages=MESSAGES)
         h.emulator.set_fault(faults.Fault(faults.FaultKind.HTTP_500, times=0), node=1)
     [record] = seen.seen
-    assert record.status == 502 and record.error_type == "server_error"
+    assert record.status == 502
+    assert record.error_type == "server_error"
     assert [a.status for a in record.attempts] == [500, 500]
-    assert not any(a.ok for a in record.attempts) and record.failovers == 1
-    assert record.usage is None and record.first_byte is None
+    assert not any(a.ok for a in record.attempts)
+    assert record.failovers == 1
+    assert record.usage is None
+    assert record.first_byte is None
 
 
 async def test_a_refused_request_notes_the_envelopes_type() -> None:

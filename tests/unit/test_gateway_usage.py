@@ -39,6 +39,7 @@ def test_only_the_usage_only_event_is_the_one_to_drop() -> None:
     final = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}'
     spaced = b'data: {"choices": [], "usage": {"prompt_tokens": 1}}'
     content = b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}'
-    assert usage.only_usage(final) and usage.only_usage(spaced)
+    assert usage.only_usage(final)
+    assert usage.only_usage(spaced)
     assert not usage.only_usage(content)
     assert not usage.only_usage(b'data: {"choices":[]}')
