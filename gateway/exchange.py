@@ -18,7 +18,7 @@ from typing import Protocol
 
 import structlog
 
-from gateway import prices
+from gateway import access, prices
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +49,7 @@ class Exchange:
     started_ns: int = dataclasses.field(default_factory=time.time_ns)
     model: str = ""
     stream: bool = False
-    grant: object = None  # what `access.Keys.admit` returned (a key, or None when open)
+    grant: access.Grant | None = None  # what `access.Keys.admit` returned
     attempts: list[Attempt] = dataclasses.field(default_factory=list)
     first_byte: float | None = None  # when the client's first byte was in hand
     finished: float | None = None
