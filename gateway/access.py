@@ -4,9 +4,9 @@
 None without one) and requested model go to `Keys.admit` before anything is resolved or
 forwarded, which returns a `Grant` (the key, and how its requests are routed) or raises
 `envelopes.Refusal` (401 without a valid key, 403 for a model the key may not use, 429 over a
-limit). The grant's ``scope`` separates what one key may see of another's (the cache). The key store itself (``llmctl key ...``) is
-another module's; with no key store configured the gateway uses `Open`, which admits every
-request and ignores any token. The token is never forwarded to a provider nor logged.
+limit). The grant's ``scope`` separates what one key may see of another's (the cache). The
+key store itself (``llmctl key ...``) is another module's; with no key store configured the
+gateway uses `Open`, which admits every request and ignores any token. The token is never forwarded to a provider nor logged.
 """
 
 from __future__ import annotations

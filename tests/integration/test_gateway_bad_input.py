@@ -10,7 +10,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from gateway import application, envelopes
+from gateway import access, application, envelopes
 from runtimestate import credentials, desired, resolver
 from runtimestate.desired import spec
 from tests.integration import gateway_harness
@@ -168,11 +168,11 @@ class _OneKey:
     def __init__(self) -> None:
         self.asked: list[tuple[str | None, str]] = []
 
-    async def admit(self, token: str | None, model: str) -> object:
+    async def admit(self, token: str | None, model: str) -> access.Grant:
         self.asked.append((token, model))
         if token != "good-key":
             raise envelopes.Refusal(401, "invalid API key", code="invalid_api_key")
-        return token
+        return access.OPEN
 
 
 async def test_a_key_hook_refusal_is_answered_before_anything_is_forwarded() -> None:
