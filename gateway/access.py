@@ -6,7 +6,8 @@ forwarded, which returns a `Grant` (the key, and how its requests are routed) or
 `envelopes.Refusal` (401 without a valid key, 403 for a model the key may not use, 429 over a
 limit). The grant's ``scope`` separates what one key may see of another's (the cache). The
 key store itself (``llmctl key ...``) is another module's; with no key store configured the
-gateway uses `Open`, which admits every request and ignores any token. The token is never forwarded to a provider nor logged.
+gateway uses `Open`, which admits every request and ignores any token. The token is never
+forwarded to a provider nor logged.
 """
 
 from __future__ import annotations
