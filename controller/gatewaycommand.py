@@ -4,16 +4,19 @@ Follows the runtime state with `Resolver.from_database` (the root ``--database-u
 ``--nats-url`` with the NATS credentials when given; without NATS the status is re-read every
 half second) and serves `gateway.application` on ``--listen`` (loopback by default). There is no
 key store yet: every request is admitted, so an address other than loopback is refused unless
-``--allow-unauthenticated`` says so. Exit codes: 0 when stopped (SIGTERM, SIGINT), 1 when the
-database, NATS or the address cannot be used, 2 for bad options; one line each, never a
-traceback. Imports the gateway and the resolver inside the command only.
+``--allow-unauthenticated`` says so. Metrics (``/metrics``), the request log line and spans
+are built by `controller.gatewayobservers`. Exit codes: 0 when stopped (SIGTERM, SIGINT), 1
+when the database, NATS, the address or the tracing settings cannot be used, 2 for bad options;
+one line each, never a traceback. Imports the gateway and the resolver inside the command only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -21,7 +24,9 @@ import typer
 from controller import runner
 
 if TYPE_CHECKING:
+    from controller import gatewayobservers
     from gateway import application
+    from runtimestate import resolver
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 _LOOPBACK_NAMES = frozenset({"localhost"})
@@ -67,8 +72,25 @@ def gateway_command(
             help="serve a non-loopback --listen although requests need no key",
         ),
     ] = False,
+    request_log: Annotated[
+        bool,
+        typer.Option(
+            "--request-log/--no-request-log",
+            envvar="LLMCTL_GATEWAY_REQUEST_LOG",
+            help="log one gateway.request line per request (info)",
+        ),
+    ] = True,
+    traces: Annotated[
+        str,
+        typer.Option(
+            "--traces",
+            envvar="OTEL_TRACES_EXPORTER",
+            help="OpenTelemetry span exporters: otlp (OTEL_EXPORTER_OTLP_*), console, none",
+        ),
+    ] = "none",
 ) -> None:
     """Serve one OpenAI-compatible endpoint for the fleet, routed by the resolver."""
+    from controller import gatewayobservers
     from gateway import application, forwarding
 
     env = ctx.find_root().obj
@@ -80,18 +102,31 @@ def gateway_command(
             "anyone who can reach it could use the fleet; listen on 127.0.0.1, or add "
             "--allow-unauthenticated"
         )
+    try:
+        exporters = gatewayobservers.traces(traces)
+    except gatewayobservers.BadTraces as exc:
+        env.fail(str(exc), exc.code)
+    observing = functools.partial(
+        gatewayobservers.build, request_log=request_log, exporters=exporters
+    )
     settings = application.Settings(
         max_body_bytes=max_body_bytes,
         limits=forwarding.Limits(attempts=attempts, deadline_s=deadline),
     )
     try:
-        runner.run_async(env, lambda: _serve(env, settings, host, port))
+        runner.run_async(env, lambda: _serve(env, settings, host, port, observing))
     except OSError as exc:  # NATS refused or unreachable, or the address is taken
         env.fail(f"llmctl gateway cannot start: {exc}", 1)
     raise typer.Exit(0)
 
 
-async def _serve(env: runner.Env, settings: application.Settings, host: str, port: int) -> None:
+async def _serve(
+    env: runner.Env,
+    settings: application.Settings,
+    host: str,
+    port: int,
+    observing: Callable[[resolver.Resolver], gatewayobservers.Observing],
+) -> None:
     from gateway import application
     from runtimestate import resolver
 
@@ -99,7 +134,11 @@ async def _serve(env: runner.Env, settings: application.Settings, host: str, por
         env.database_url, env.nats_url, env.prefix, nats_auth=env.nats_auth
     )
     try:
-        site, bound = await application.start(application.build(r, settings=settings), host, port)
+        watch = observing(r)
+        app = application.build(
+            r, settings=settings, observers=watch.observers, metrics=watch.metrics
+        )
+        site, bound = await application.start(app, host, port)
     except OSError as exc:
         await r.aclose()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -113,6 +152,7 @@ async def _serve(env: runner.Env, settings: application.Settings, host: str, por
     finally:
         await site.cleanup()
         await r.aclose()
+        watch.close()
 
 
 async def _stopped() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -56,8 +57,10 @@ def build(
     settings: Settings = Settings(),
     transport: httpx.AsyncBaseTransport | None = None,
     observers: Sequence[exchange.Observer] = (),
+    metrics: Callable[[], bytes] | None = None,
 ) -> web.Application:
-    """The application; its HTTP client is closed on cleanup (the resolver is the caller's)."""
+    """The application; its HTTP client is closed on cleanup (the resolver is the caller's).
+    With ``metrics`` (Prometheus' text format), ``GET /metrics`` serves what it returns."""
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=settings.connect_timeout_s,
@@ -75,6 +78,8 @@ def build(
     for path in inbound.ENDPOINTS:
         app.router.add_post(path, _inference)
     app.router.add_get("/v1/models", _models)
+    if metrics is not None:
+        app.router.add_get("/metrics", functools.partial(_metrics, metrics))
 
     async def close(_: web.Application) -> None:
         await client.aclose()
@@ -98,6 +103,7 @@ async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     return runner, int(bound)
 
 
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text format
 CLIENT_CLOSED = 499  # the status an exchange ends with when its client went away
 
 
@@ -124,6 +130,10 @@ async def _inference(request: web.Request) -> web.StreamResponse:
 
 async def _models(request: web.Request) -> web.StreamResponse:
     return web.json_response(catalog.listing(request.app[GATEWAY].resolver))
+
+
+async def _metrics(render: Callable[[], bytes], _: web.Request) -> web.StreamResponse:
+    return web.Response(body=render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 @web.middleware

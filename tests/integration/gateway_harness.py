@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Unpack
 
 import openai
@@ -58,9 +58,10 @@ async def serving(
     settings: application.Settings = application.Settings(),
     keys: access.Keys | None = None,
     observers: Sequence[exchange.Observer] = (),
+    metrics: Callable[[], bytes] | None = None,
 ) -> AsyncIterator[str]:
     """The gateway over ``r`` on a free loopback port; yields its base URL (``.../v1``)."""
-    app = application.build(r, settings=settings, keys=keys, observers=observers)
+    app = application.build(r, settings=settings, keys=keys, observers=observers, metrics=metrics)
     site, port = await application.start(app, "127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{port}/v1"
