@@ -106,8 +106,39 @@ def test_help_imports_no_database_driver_nats_or_http_client(
     args: list[str], database: tuple[pathlib.Path, str]
 ) -> None:
     modules = _imports(args, *database)
-    assert _top(modules) & (DRIVERS | CLIENTS) == set()
+    assert _top(modules) & (DRIVERS | CLIENTS | {"opentelemetry"}) == set()
     assert _under(modules, CYCLE | {"migrations", "runtimestate.database"}) == set()
+
+
+_GATEWAY_PROBE = """
+import json, sys
+from controller import gatewayobservers
+from gateway import application
+from runtimestate import resolver, snapshot
+r = resolver.Resolver.from_snapshot(snapshot.Snapshot({}))
+watch = gatewayobservers.build(
+    r, request_log=True, exporters=gatewayobservers.traces(sys.argv[1])
+)
+application.build(r, observers=watch.observers, metrics=watch.metrics)
+watch.close()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize(("traces", "imported"), [("none", False), ("console", True)])
+def test_the_gateway_imports_opentelemetry_only_when_tracing_is_on(
+    traces: str, imported: bool
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _GATEWAY_PROBE, traces],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=True,
+    )
+    modules = set(json.loads(done.stdout.splitlines()[-1]))
+    assert ("opentelemetry" in _top(modules)) is imported
 
 
 def test_the_root_help_imports_no_command_module(database: tuple[pathlib.Path, str]) -> None:

@@ -1,0 +1,202 @@
+"""What ``llmctl gateway`` tells its operator, as they meet it: ``/metrics``, the request log on
+standard error, spans (``--traces console`` through ``OTEL_TRACES_EXPORTER``) -- and that none of
+it, nor any reply, carries a cloud provider's stored key, the client's token or a prompt, even
+when the provider echoes its key in its error body."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import signal
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+from aiohttp import web
+from openai.types.chat import ChatCompletionMessageParam
+from prometheus_client import parser
+from typer.testing import CliRunner
+
+import migrations
+from controller import cli
+from emulators import vllm
+from gateway import application
+from runtimestate import credentials, database
+from runtimestate.desired import spec, store
+from runtimestate.reconcile import status
+from tests.e2e.test_cli_gateway import LLMCTL
+from tests.integration.gateway_harness import GENERATIVE
+from tests.integration.test_resolver_feed import T0
+from tests.unit.test_resolver import backend, model
+
+PROVIDER_KEY = "sk-proj-" + "Qm9uZ28tdGhlLWtleS10aGF0LW11c3Qtbm90LWxlYWs"
+TOKEN_MARKER = "client-token-marker-5521"
+PROMPT_MARKER = "prompt-marker-gannet-8830"
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": f"Tell me about {PROMPT_MARKER}."}
+]
+
+
+@contextlib.asynccontextmanager
+async def _echoing_cloud(sent_keys: list[str]) -> AsyncIterator[str]:
+    """A cloud that refuses every call, echoing the key it was sent (as real ones do): 401 on
+    odd calls, 500 on even ones (which the gateway retries elsewhere or reports)."""
+
+    async def refuse(request: web.Request) -> web.Response:
+        sent = request.headers.get("Authorization", "")
+        sent_keys.append(sent)
+        calls = len(sent_keys)
+        error = {"message": f"Incorrect API key provided: {sent}", "type": "invalid_request_error"}
+        return web.json_response({"error": error}, status=401 if calls % 2 else 500)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", refuse)
+    site, port = await application.start(app, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await site.cleanup()
+
+
+async def _seed(url: str, vllm_url: str, cloud_url: str, secret_key: str) -> None:
+    stored = credentials.encrypt(PROVIDER_KEY, secret_key)
+    states = {
+        "vllm-a": backend("vllm-a", model("qwen", 8192, caps=GENERATIVE), type_="vllm",
+                          base_url=vllm_url),
+        "cloud": backend("cloud", model("gpt-x", 8192, caps=GENERATIVE), type_="openai",
+                         base_url=cloud_url),
+    }  # fmt: skip
+    engine = database.create_async_engine(url)
+    try:
+        async with database.session_factory(engine)() as session, session.begin():
+            await store.add_backends(
+                session,
+                [
+                    spec.make_backend("vllm-a", "vllm", vllm_url),
+                    spec.make_backend("cloud", "openai", cloud_url, credentials=stored),
+                ],
+            )
+            await status.write_states(session, states, {}, T0)
+    finally:
+        await engine.dispose()
+
+
+async def test_the_gateway_reports_metrics_logs_and_spans_and_never_a_key_or_prompt(
+    postgres_url: str,
+) -> None:
+    migrations.upgrade(postgres_url)
+    secret_key = secrets.token_urlsafe(32)
+    env = {
+        **os.environ,
+        "LLMCTL_SECRET_KEY": secret_key,
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_SERVICE_NAME": "gateway-e2e",
+    }
+    sent_keys: list[str] = []
+    async with (
+        vllm.running(served_model_names=["qwen"]) as emu,
+        _echoing_cloud(sent_keys) as cloud_url,
+    ):
+        await _seed(postgres_url, emu.node_url(0), cloud_url, secret_key)
+        child = await asyncio.create_subprocess_exec(
+            LLMCTL, "--database-url", postgres_url, "gateway", "--listen", "127.0.0.1:0",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        assert child.stdout is not None
+        assert child.stderr is not None
+        try:
+            first = (await asyncio.wait_for(child.stderr.readline(), 30)).decode()
+            found = re.search(r"serving (http://\S+)/v1", first)
+            assert found, first
+            base = found.group(1)
+            replies, scraped = await _drive(base)
+            child.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(child.communicate(), 20)
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    assert child.returncode == 0
+    assert sent_keys == [f"Bearer {PROVIDER_KEY}"] * 2  # the cloud got its stored key
+    stdout, stderr = out.decode(), first + err.decode()
+    _check_metrics(scraped)
+    lines = [line for line in stderr.splitlines() if "gateway.request" in line]
+    assert len(lines) == 3, stderr
+    assert any("backend=vllm-a" in line and "status=200" in line for line in lines)
+    assert any("backend=cloud" in line and "status=401" in line for line in lines)
+    assert '"name": "chat qwen"' in stdout
+    assert '"service.name": "gateway-e2e"' in stdout
+    assert '"gen_ai.usage.output_tokens"' in stdout
+    for shown in (replies, scraped, stderr, stdout):
+        assert PROVIDER_KEY[8:20] not in shown  # not the key, nor a long piece of it
+        assert PROVIDER_KEY[-12:] not in shown
+        assert TOKEN_MARKER not in shown
+    for shown in (scraped, stderr, stdout):
+        assert PROMPT_MARKER not in shown
+
+
+async def _drive(base: str) -> tuple[str, str]:
+    """One good chat and two refused by the cloud; returns what the client saw and a scrape."""
+    client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=TOKEN_MARKER, max_retries=0)
+    seen: list[str] = []
+    try:
+        reply = await client.chat.completions.create(model="qwen", messages=MESSAGES)
+        seen.append(reply.model_dump_json())
+        with pytest.raises(openai.AuthenticationError) as refused:
+            await client.chat.completions.create(model="gpt-x", messages=MESSAGES)
+        with pytest.raises(openai.InternalServerError) as failed:
+            await client.chat.completions.create(model="gpt-x", messages=MESSAGES)
+        for caught in (refused.value, failed.value):
+            seen.append(f"{caught.message} {caught.body} {caught.response.text}")
+    finally:
+        await client.close()
+    async with httpx.AsyncClient() as http:
+        scraped = (await http.get(f"{base}/metrics")).text
+    return "\n".join(seen), scraped
+
+
+def _check_metrics(text: str) -> None:
+    samples = [s for f in parser.text_string_to_metric_families(text) for s in f.samples]
+
+    def value(name: str, **labels: str) -> float:
+        return sum(
+            s.value
+            for s in samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
+
+    requests = "llmctl_gateway_requests_total"
+    assert value(requests, model="qwen", backend="vllm-a", status="2xx") == 1
+    assert value(requests, model="gpt-x", backend="cloud", status="4xx") == 1
+    assert value(requests, model="gpt-x", backend="cloud", status="5xx") == 1
+    assert value("llmctl_gateway_attempts_total", backend="cloud", outcome="http_4xx") == 1
+    assert value("llmctl_gateway_attempts_total", backend="cloud", outcome="http_5xx") == 1
+    assert value("llmctl_gateway_tokens_total", backend="vllm-a", direction="output") > 0
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli.app, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stderr
+
+
+def test_an_unknown_trace_exporter_exits_2_naming_the_choices(sqlite_url: str) -> None:
+    code, err = _run("--database-url", sqlite_url, "gateway", "--traces", "zipkin")
+    assert code == 2
+    assert "unknown exporter 'zipkin'; give otlp, console or none" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_otlp_over_grpc_exits_1_saying_to_use_http(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    code, err = _run("--database-url", sqlite_url, "gateway", "--traces", "otlp")
+    assert code == 1
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in err
+    assert len(err.strip().splitlines()) == 1
