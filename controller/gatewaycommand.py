@@ -13,9 +13,11 @@ one line each, never a traceback. Imports the gateway and the resolver inside th
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import ipaddress
 import signal
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
@@ -30,6 +32,13 @@ if TYPE_CHECKING:
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 _LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+class LogFormat(enum.StrEnum):
+    """How the gateway writes its logs (the request line included) to standard error."""
+
+    JSON = "json"
+    CONSOLE = "console"
 
 
 def gateway_command(
@@ -88,9 +97,17 @@ def gateway_command(
             help="OpenTelemetry span exporters: otlp (OTEL_EXPORTER_OTLP_*), console, none",
         ),
     ] = "none",
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            "--log-format",
+            envvar="LLMCTL_LOG_FORMAT",
+            help="json or console (default: console on a terminal, else json)",
+        ),
+    ] = None,
 ) -> None:
     """Serve one OpenAI-compatible endpoint for the fleet, routed by the resolver."""
-    from controller import gatewayobservers
+    from controller import gatewayobservers, logs
     from gateway import application, forwarding
 
     env = ctx.find_root().obj
@@ -109,6 +126,8 @@ def gateway_command(
     observing = functools.partial(
         gatewayobservers.build, request_log=request_log, exporters=exporters
     )
+    fmt = log_format or (LogFormat.CONSOLE if sys.stderr.isatty() else LogFormat.JSON)
+    logs.configure("json" if fmt is LogFormat.JSON else "console", "info")
     settings = application.Settings(
         max_body_bytes=max_body_bytes,
         limits=forwarding.Limits(attempts=attempts, deadline_s=deadline),

@@ -77,17 +77,38 @@ class GatewayMetrics:
             "Providers tried, by backend and outcome.",
             ["model", "backend", "outcome"], registry=r,
         )  # fmt: skip
+        # The children of each label set, found once: `labels` costs more than the count.
+        self._series: dict[tuple[str, str, str], _Series] = {}
+        self._attempts: dict[tuple[str, str, str], prometheus_client.Counter] = {}
 
     def finished(self, record: exchange.Exchange) -> None:
         """Count one finished exchange."""
         endpoint, model = record.endpoint, self._models.label(record)
         backend = record.backend or exchangelabels.NO_BACKEND
-        status = exchangelabels.status_class(record.status)
-        self.requests.labels(endpoint, model, backend, status).inc()
-        self.duration.labels(endpoint, model, backend).observe(record.duration_s())
+        series = self._series.get((endpoint, model, backend))
+        if series is None:
+            series = self._series[endpoint, model, backend] = _Series(
+                self, endpoint, model, backend
+            )
+        series.requests(exchangelabels.status_class(record.status)).inc()
+        series.duration.observe(record.duration_s())
         ttft = record.ttft_s()
         if ttft is not None:
-            self.ttft.labels(endpoint, model, backend).observe(ttft)
+            series.ttft.observe(ttft)
+        if record.usage is not None:
+            series.input_tokens.inc(record.usage.prompt_tokens)
+            series.output_tokens.inc(record.usage.completion_tokens)
+        for attempt, outcome in exchangelabels.attempt_outcomes(record):
+            key = (attempt.model, attempt.backend, outcome)
+            child = self._attempts.get(key)
+            if child is None:
+                child = self._attempts[key] = self.attempts.labels(*key)
+            child.inc()
+        if record.status >= 400 or record.cache or record.failovers:
+            self._rarer(record, endpoint, model)
+
+    def _rarer(self, record: exchange.Exchange, endpoint: str, model: str) -> None:
+        """The counts only some exchanges add to: errors, limits, the cache, failovers."""
         failed = exchangelabels.error_class(record)
         if failed is not None:
             self.errors.labels(endpoint, model, failed, record.error_type or "").inc()
@@ -97,12 +118,26 @@ class GatewayMetrics:
             self.cache.labels(endpoint, model, record.cache).inc()
         if record.failovers:
             self.failovers.labels(endpoint, model).inc(record.failovers)
-        for attempt, outcome in exchangelabels.attempt_outcomes(record):
-            self.attempts.labels(attempt.model, attempt.backend, outcome).inc()
-        if record.usage is not None:
-            self.tokens.labels(model, backend, "input").inc(record.usage.prompt_tokens)
-            self.tokens.labels(model, backend, "output").inc(record.usage.completion_tokens)
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format."""
         return prometheus_client.generate_latest(self.registry)
+
+
+class _Series:
+    """The children of one (endpoint, model, backend), looked up once."""
+
+    def __init__(self, metrics: GatewayMetrics, endpoint: str, model: str, backend: str) -> None:
+        self._metrics = metrics
+        self._labels = (endpoint, model, backend)
+        self._requests: dict[str, prometheus_client.Counter] = {}
+        self.duration = metrics.duration.labels(*self._labels)
+        self.ttft = metrics.ttft.labels(*self._labels)
+        self.input_tokens = metrics.tokens.labels(model, backend, "input")
+        self.output_tokens = metrics.tokens.labels(model, backend, "output")
+
+    def requests(self, status: str) -> prometheus_client.Counter:
+        child = self._requests.get(status)
+        if child is None:
+            child = self._requests[status] = self._metrics.requests.labels(*self._labels, status)
+        return child

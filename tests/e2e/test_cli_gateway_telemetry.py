@@ -1,23 +1,27 @@
 """What ``llmctl gateway`` tells its operator, as they meet it: ``/metrics``, the request log on
-standard error, spans (``--traces console`` through ``OTEL_TRACES_EXPORTER``) -- and that none of
-it, nor any reply, carries a cloud provider's stored key, the client's token or a prompt, even
-when the provider echoes its key in its error body."""
+standard error (JSON lines when it is not a terminal), spans (OTLP to a collector and
+``console``, through ``OTEL_TRACES_EXPORTER``) -- and that none of it, nor any reply, carries a
+cloud provider's stored key, the client's token or a prompt, even when the provider echoes its
+key in its error body."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import httpx
 import openai
 import pytest
 from aiohttp import web
 from openai.types.chat import ChatCompletionMessageParam
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from prometheus_client import parser
 from typer.testing import CliRunner
 
@@ -62,6 +66,39 @@ async def _echoing_cloud(sent_keys: list[str]) -> AsyncIterator[str]:
         await site.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def _collector(received: list[bytes]) -> AsyncIterator[str]:
+    """An OTLP/HTTP trace collector keeping the bodies it is sent; yields its base URL."""
+
+    async def export(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", export)
+    site, port = await application.start(app, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await site.cleanup()
+
+
+def _spans(received: list[bytes]) -> list[tuple[str, dict[str, object], dict[str, object]]]:
+    """(name, attributes, resource attributes) of each span the collector received."""
+    found = []
+    for body in received:
+        export = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+        for resource_spans in export.resource_spans:
+            resource = _attributes(resource_spans.resource.attributes)
+            for scope in resource_spans.scope_spans:
+                found += [(s.name, _attributes(s.attributes), resource) for s in scope.spans]
+    return found
+
+
+def _attributes(values: Iterable[Any]) -> dict[str, object]:
+    return {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in values}
+
+
 async def _seed(url: str, vllm_url: str, cloud_url: str, secret_key: str) -> None:
     stored = credentials.encrypt(PROVIDER_KEY, secret_key)
     states = {
@@ -90,18 +127,21 @@ async def test_the_gateway_reports_metrics_logs_and_spans_and_never_a_key_or_pro
 ) -> None:
     migrations.upgrade(postgres_url)
     secret_key = secrets.token_urlsafe(32)
-    env = {
-        **os.environ,
-        "LLMCTL_SECRET_KEY": secret_key,
-        "OTEL_TRACES_EXPORTER": "console",
-        "OTEL_SERVICE_NAME": "gateway-e2e",
-    }
     sent_keys: list[str] = []
+    received: list[bytes] = []
     async with (
         vllm.running(served_model_names=["qwen"]) as emu,
         _echoing_cloud(sent_keys) as cloud_url,
+        _collector(received) as collector_url,
     ):
         await _seed(postgres_url, emu.node_url(0), cloud_url, secret_key)
+        env = {
+            **os.environ,
+            "LLMCTL_SECRET_KEY": secret_key,
+            "OTEL_TRACES_EXPORTER": "otlp,console",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector_url,
+            "OTEL_SERVICE_NAME": "gateway-e2e",
+        }
         child = await asyncio.create_subprocess_exec(
             LLMCTL, "--database-url", postgres_url, "gateway", "--listen", "127.0.0.1:0",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
@@ -114,7 +154,7 @@ async def test_the_gateway_reports_metrics_logs_and_spans_and_never_a_key_or_pro
             assert found, first
             base = found.group(1)
             replies, scraped = await _drive(base)
-            child.send_signal(signal.SIGTERM)
+            child.send_signal(signal.SIGTERM)  # the gateway exports its spans as it stops
             out, err = await asyncio.wait_for(child.communicate(), 20)
         finally:
             if child.returncode is None:
@@ -124,18 +164,27 @@ async def test_the_gateway_reports_metrics_logs_and_spans_and_never_a_key_or_pro
     assert sent_keys == [f"Bearer {PROVIDER_KEY}"] * 2  # the cloud got its stored key
     stdout, stderr = out.decode(), first + err.decode()
     _check_metrics(scraped)
-    lines = [line for line in stderr.splitlines() if "gateway.request" in line]
-    assert len(lines) == 3, stderr
-    assert any("backend=vllm-a" in line and "status=200" in line for line in lines)
-    assert any("backend=cloud" in line and "status=401" in line for line in lines)
-    assert '"name": "chat qwen"' in stdout
-    assert '"service.name": "gateway-e2e"' in stdout
-    assert '"gen_ai.usage.output_tokens"' in stdout
-    for shown in (replies, scraped, stderr, stdout):
+    lines = [json.loads(line) for line in stderr.splitlines() if '"gateway.request"' in line]
+    assert [(line["backend"], line["status"], line["error"]) for line in lines] == [
+        ("vllm-a", 200, None),
+        ("cloud", 401, "upstream"),
+        ("cloud", 502, "upstream"),
+    ]
+    assert lines[0]["completion_tokens"] > 0
+    assert lines[0]["level"] == "info"
+    spans = _spans(received)
+    chat = [(attributes, resource) for name, attributes, resource in spans if name == "chat qwen"]
+    assert len(chat) == 2  # the request, and its one attempt
+    assert chat[0][1]["service.name"] == "gateway-e2e"
+    assert any(a.get("gen_ai.usage.output_tokens") for a, _ in chat)
+    assert sum(1 for name, _, _ in spans if name == "chat gpt-x") == 4
+    assert '"name": "chat qwen"' in stdout  # the console exporter too
+    exported = b"".join(received).decode("utf-8", "replace")
+    for shown in (replies, scraped, stderr, stdout, exported):
         assert PROVIDER_KEY[8:20] not in shown  # not the key, nor a long piece of it
         assert PROVIDER_KEY[-12:] not in shown
         assert TOKEN_MARKER not in shown
-    for shown in (scraped, stderr, stdout):
+    for shown in (scraped, stderr, stdout, exported):
         assert PROMPT_MARKER not in shown
 
 
