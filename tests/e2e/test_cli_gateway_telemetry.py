@@ -13,6 +13,8 @@ import os
 import re
 import secrets
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -249,3 +251,26 @@ def test_otlp_over_grpc_exits_1_saying_to_use_http(
     assert code == 1
     assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in err
     assert len(err.strip().splitlines()) == 1
+
+
+_WITHOUT_OTEL = """
+import sys
+sys.modules["opentelemetry"] = None  # as if the otel extra were not installed
+sys.argv = ["llmctl", *sys.argv[1:]]
+from controller import cli
+cli.main()
+"""
+
+
+def test_tracing_without_the_otel_extra_exits_1_saying_what_to_install(sqlite_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_OTEL, "--database-url", sqlite_url, "gateway"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "OTEL_TRACES_EXPORTER": "otlp"},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "pip install 'llmctl[otel]'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
