@@ -109,7 +109,7 @@ CLIENT_CLOSED = 499  # the status an exchange ends with when its client went awa
 
 async def _inference(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    record = exchange.Exchange(request.path)
+    record = exchange.Exchange(request.path, traceparent=request.headers.get("traceparent", ""))
     try:
         call = await inbound.read(request, gateway.settings.max_body_bytes)
         record.model, record.stream = call.model, call.stream

@@ -59,6 +59,7 @@ class Exchange:
     cache: str = ""  # "hit", "miss" or "" (not cacheable)
     keep_reply: int = 0  # set by the cache: relaying keeps a successful JSON reply this size
     reply: bytes | None = None
+    traceparent: str = ""  # the client's W3C ``traceparent`` header: the spans' parent
 
     @property
     def backend(self) -> str | None:

@@ -2,7 +2,8 @@
 
 `Tracing` is an `exchange.Observer` that turns each finished exchange into spans after the
 reply went out, with the exchange's own times (``Exchange.started_ns`` plus monotonic offsets),
-so tracing adds nothing to the request path but this. Attributes follow the GenAI semantic
+so tracing adds nothing to the request path but this; a client's W3C ``traceparent`` header
+makes the request's span a child of the client's. Attributes follow the GenAI semantic
 conventions (``gen_ai.operation.name``, ``gen_ai.request.model``, ``gen_ai.usage.*``) and
 HTTP's (``http.response.status_code``, ``error.type``), plus ``llmctl.*`` for the backend, the
 cache and the key's name; never a prompt, a reply, a secret or a credential. `provider` builds
@@ -19,15 +20,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.sdk import resources
 from opentelemetry.sdk import trace as sdktrace
 from opentelemetry.sdk.trace import export
+from opentelemetry.trace.propagation import tracecontext
 
 from gateway import exchange, exchangelabels
 
 EXPORTERS = ("otlp", "console")
 SERVICE_NAME = "llmctl-gateway"  # unless OTEL_SERVICE_NAME names the service
+_PROPAGATOR = tracecontext.TraceContextTextMapPropagator()
 OPERATIONS = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "text_completion",
@@ -66,13 +69,14 @@ class Tracing:
         end = _at(record, record.finished if record.finished is not None else time.monotonic())
         span = self._tracer.start_span(
             f"{operation} {model}",
+            context=_parent(record),
             kind=trace.SpanKind.SERVER,
             start_time=record.started_ns,
             attributes=_request_attributes(record, operation, model),
         )
         if record.status >= 500 or record.error_type == exchangelabels.STREAM_INTERRUPTED:
             span.set_status(trace.StatusCode.ERROR, record.error_type or str(record.status))
-        context = trace.set_span_in_context(span)
+        inside = trace.set_span_in_context(span)
         outcomes = exchangelabels.attempt_outcomes(record)
         for i, (attempt, outcome) in enumerate(outcomes):
             answered = i == len(outcomes) - 1 and (
@@ -80,7 +84,7 @@ class Tracing:
             )
             child = self._tracer.start_span(
                 f"{operation} {attempt.model}",
-                context=context,
+                context=inside,
                 kind=trace.SpanKind.CLIENT,
                 start_time=_at(record, attempt.started),
                 attributes=_attempt_attributes(attempt, operation, outcome),
@@ -89,6 +93,13 @@ class Tracing:
                 child.set_status(trace.StatusCode.ERROR, outcome)
             child.end(end if answered else _at(record, attempt.started + attempt.latency_s))
         span.end(end)
+
+
+def _parent(record: exchange.Exchange) -> context.Context | None:
+    """The client's span, when it sent one in ``traceparent``."""
+    if not record.traceparent:
+        return None
+    return _PROPAGATOR.extract({"traceparent": record.traceparent})
 
 
 def _at(record: exchange.Exchange, monotonic: float) -> int:

@@ -108,3 +108,21 @@ async def test_embeddings_spans_name_their_operation(
     assert root.name == "embeddings embedder"
     assert root.attributes is not None
     assert root.attributes["gen_ai.usage.input_tokens"] > 0
+
+
+async def test_a_clients_traceparent_makes_the_request_span_its_child(
+    spans: in_memory_span_exporter.InMemorySpanExporter,
+) -> None:
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    async with gateway_harness.running(nodes=1, observers=(_tracing(spans),)) as h:
+        await h.client.chat.completions.create(
+            model="qwen",
+            messages=MESSAGES,
+            extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+        )
+        await h.client.chat.completions.create(model="qwen", messages=MESSAGES)
+    request, alone = (s for s in spans.get_finished_spans() if s.kind is trace.SpanKind.SERVER)
+    assert request.parent is not None
+    assert request.parent.span_id == int(parent_id, 16)
+    assert request.context.trace_id == int(trace_id, 16)
+    assert alone.parent is None
