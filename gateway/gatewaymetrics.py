@@ -104,7 +104,7 @@ class GatewayMetrics:
             if child is None:
                 child = self._attempts[key] = self.attempts.labels(*key)
             child.inc()
-        if record.status >= 400 or record.cache or record.failovers:
+        if record.status >= 400 or record.error_type or record.cache or record.failovers:
             self._rarer(record, endpoint, model)
 
     def _rarer(self, record: exchange.Exchange, endpoint: str, model: str) -> None:

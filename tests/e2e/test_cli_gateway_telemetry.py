@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -205,8 +206,11 @@ async def _drive(base: str) -> tuple[str, str]:
             seen.append(f"{caught.message} {caught.body} {caught.response.text}")
     finally:
         await client.close()
+    deadline = time.monotonic() + 10  # a request is counted just after its reply's last byte
     async with httpx.AsyncClient() as http:
-        scraped = (await http.get(f"{base}/metrics")).text
+        while 'status="5xx"' not in (scraped := (await http.get(f"{base}/metrics")).text):
+            assert time.monotonic() < deadline, scraped
+            await asyncio.sleep(0.02)
     return "\n".join(seen), scraped
 
 

@@ -3,7 +3,9 @@ requests from the official openai client through the gateway to emulated vLLM no
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -52,12 +54,20 @@ async def _metered(
             await client.close()
 
 
-async def _scrape(url: str) -> _Scrape:
+async def _scrape(url: str, answered: int) -> _Scrape:
+    """The metrics once ``answered`` requests are counted (a handler notifies its observers
+    just after the client has the reply's last byte)."""
+    deadline = time.monotonic() + 5
     async with httpx.AsyncClient() as client:
-        response = await client.get(url)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return _Scrape(response.text)
+        while True:
+            response = await client.get(url)
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/plain")
+            scrape = _Scrape(response.text)
+            if scrape.value("llmctl_gateway_requests_total") >= answered:
+                return scrape
+            assert time.monotonic() < deadline, response.text
+            await asyncio.sleep(0.01)
 
 
 async def test_metrics_count_requests_tokens_and_latencies_per_model_and_backend() -> None:
@@ -67,7 +77,7 @@ async def test_metrics_count_requests_tokens_and_latencies_per_model_and_backend
         streamed = [c async for c in stream]
         with pytest.raises(openai.NotFoundError):
             await client.chat.completions.create(model="no-such-model-xyz", messages=MESSAGES)
-        scrape = await _scrape(metrics_url)
+        scrape = await _scrape(metrics_url, 3)
     served = {"endpoint": CHAT, "model": "qwen", "backend": "vllm-0"}
     assert scrape.value("llmctl_gateway_requests_total", **served, status="2xx") == 2
     assert scrape.value("llmctl_gateway_request_duration_seconds_count", **served) == 2
@@ -95,7 +105,7 @@ async def test_a_failed_over_request_counts_its_failed_attempts_and_the_failover
             h.emulator.set_fault(faults.Fault(faults.FaultKind.HTTP_500), node=node)
         with pytest.raises(openai.InternalServerError):
             await client.chat.completions.create(model="qwen", messages=MESSAGES)
-        scrape = await _scrape(metrics_url)
+        scrape = await _scrape(metrics_url, 1)
     assert scrape.value("llmctl_gateway_failovers_total", endpoint=CHAT, model="qwen") == 1
     for backend in ("vllm-0", "vllm-1"):
         assert (
@@ -123,13 +133,25 @@ async def test_a_request_the_gateway_limits_counts_as_limited_and_a_provider_429
         async with _metered(h, keys=_OverLimit()) as (client, metrics_url):
             with pytest.raises(openai.RateLimitError):
                 await client.chat.completions.create(model="qwen", messages=MESSAGES)
-            limited = await _scrape(metrics_url)
+            limited = await _scrape(metrics_url, 1)
         h.emulator.set_fault(faults.Fault(faults.FaultKind.HTTP_429))
         async with _metered(h) as (client, metrics_url):
             with pytest.raises(openai.RateLimitError):
                 await client.chat.completions.create(model="qwen", messages=MESSAGES)
-            upstream = await _scrape(metrics_url)
+            upstream = await _scrape(metrics_url, 1)
     assert limited.value("llmctl_gateway_limited_requests_total", model="qwen") == 1
     assert limited.value("llmctl_gateway_attempts_total") == 0
     assert upstream.value("llmctl_gateway_limited_requests_total") == 0
     assert upstream.value("llmctl_gateway_attempts_total", outcome="http_429") == 1
+
+
+async def test_a_stream_cut_after_its_first_byte_counts_as_interrupted() -> None:
+    interrupted = {"class": "stream_interrupted", "type": "stream_interrupted"}
+    async with gateway_harness.running(nodes=1) as h, _metered(h) as (client, metrics_url):
+        h.emulator.set_fault(faults.Fault(faults.FaultKind.RESET, after_lines=2))
+        stream = await client.chat.completions.create(model="qwen", messages=MESSAGES, stream=True)
+        with pytest.raises(openai.APIError):
+            [_ async for _ in stream]
+        scrape = await _scrape(metrics_url, 1)
+    assert scrape.value("llmctl_gateway_errors_total", model="qwen", **interrupted) == 1
+    assert scrape.value("llmctl_gateway_attempts_total", outcome="interrupted") == 1

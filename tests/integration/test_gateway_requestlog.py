@@ -3,7 +3,9 @@ prompt, the reply or the key's secret; and the setting that turns it off."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 from typing import Any
 
 import openai
@@ -13,7 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from controller import gatewayobservers
 from emulators import faults
-from gateway import access, envelopes, keys
+from gateway import access, envelopes, exchange, keys
 from tests.integration import gateway_harness
 
 PROMPT_MARKER = "zebra-quartz-prompt-7731"
@@ -44,6 +46,16 @@ def _lines(captured: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in captured if e["event"] == "gateway.request"]
 
 
+async def _logged(captured: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The request lines once ``count`` are there (a handler notifies its observers just
+    after the client has the reply's last byte)."""
+    deadline = time.monotonic() + 5
+    while len(_lines(captured)) < count:
+        assert time.monotonic() < deadline, captured
+        await asyncio.sleep(0.01)
+    return _lines(captured)
+
+
 async def _chat(url: str, **extra: Any) -> None:
     client = openai.AsyncOpenAI(base_url=url, api_key=SECRET, max_retries=0)
     try:
@@ -67,7 +79,7 @@ async def test_each_request_logs_one_line_without_its_prompt_reply_or_key_secret
                     await _chat(url)
                 await _chat(url)
                 await _chat(url, stream=True)
-    failed, plain, streamed = _lines(captured)
+                failed, plain, streamed = await _logged(captured, 3)
     assert (failed["status"], failed["error"], failed["error_type"]) == (
         502,
         "upstream",
@@ -97,10 +109,11 @@ async def test_a_refused_request_logs_its_error_class_and_type() -> None:
         watch = gatewayobservers.build(h.resolver, request_log=True, exporters=())
         async with gateway_harness.serving(h.resolver, observers=watch.observers) as url:
             client = openai.AsyncOpenAI(base_url=url, api_key=SECRET, max_retries=0)
-            with structlog.testing.capture_logs() as captured, pytest.raises(openai.NotFoundError):
-                await client.chat.completions.create(model="nope", messages=MESSAGES)
+            with structlog.testing.capture_logs() as captured:
+                with pytest.raises(openai.NotFoundError):
+                    await client.chat.completions.create(model="nope", messages=MESSAGES)
+                [line] = await _logged(captured, 1)
             await client.close()
-    [line] = _lines(captured)
     assert (line["status"], line["error"], line["error_type"]) == (
         404,
         "refused",
@@ -109,10 +122,26 @@ async def test_a_refused_request_logs_its_error_class_and_type() -> None:
     assert (line["backend"], line["attempts"], line["key"]) == (None, 0, None)
 
 
+class _Finished:
+    """Counts finished exchanges: the sign that every observer has had the request."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def finished(self, record: exchange.Exchange) -> None:
+        self.count += 1
+
+
 async def test_the_request_log_can_be_turned_off() -> None:
     async with gateway_harness.running(nodes=1) as h:
         watch = gatewayobservers.build(h.resolver, request_log=False, exporters=())
-        async with gateway_harness.serving(h.resolver, observers=watch.observers) as url:
+        done = _Finished()
+        observers = (*watch.observers, done)
+        async with gateway_harness.serving(h.resolver, observers=observers) as url:
             with structlog.testing.capture_logs() as captured:
                 await _chat(url)
+                deadline = time.monotonic() + 5
+                while not done.count:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.01)
     assert _lines(captured) == []
