@@ -6,7 +6,8 @@
 milliseconds, tokens, attempts, failovers, the cache's answer, the key's name) and nothing a
 client or provider said: never the prompt or the reply, never the key's secret (only the name
 its operator gave it), never a provider's credential. The requested model is the client's text,
-so it is cut to `MODEL_CHARS`. Writes through structlog; it never configures logging.
+so it is cut to `MODEL_CHARS` and its control characters escaped. Writes through structlog; it
+never configures logging.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def fields(record: exchange.Exchange) -> dict[str, Any]:
     ttft = record.ttft_s()
     line: dict[str, Any] = {
         "endpoint": record.endpoint,
-        "model": record.model[:MODEL_CHARS],
+        "model": _printable(record.model[:MODEL_CHARS]),
         "stream": record.stream,
         "backend": record.backend,
         "status": record.status,
@@ -58,3 +59,9 @@ def fields(record: exchange.Exchange) -> dict[str, Any]:
             f"{a.backend}:{outcome}" for a, outcome in exchangelabels.attempt_outcomes(record)
         )
     return line
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: a newline in a client's model name must not
+    start a forged line in a console log."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
