@@ -135,6 +135,19 @@ async def test_requests_that_may_differ_or_opt_out_are_never_cached() -> None:
     assert {r.cache for r in seen.seen[:8]} == {""}
 
 
+async def test_the_same_request_written_differently_is_a_hit() -> None:
+    async with gateway() as (h, _), httpx.AsyncClient(base_url=h.url) as raw:
+        compact = b'{"model":"qwen","temperature":0,"messages":[{"role":"user","content":"hi"}]}'
+        spaced = b'{ "messages": [ {"content": "hi", "role": "user"} ],\n "temperature": 0,'
+        spaced += b' "model": "qwen" }'
+        headers = {"Content-Type": "application/json"}
+        first = await raw.post("/chat/completions", content=compact, headers=headers)
+        second = await raw.post("/chat/completions", content=spaced, headers=headers)
+        assert asked(h) == 1
+    assert [r.headers[relaying.CACHE_HEADER] for r in (first, second)] == ["miss", "hit"]
+    assert second.content == first.content
+
+
 async def test_no_cache_asks_the_provider_again_and_refreshes_the_entry() -> None:
     async with gateway() as (h, _):
         stored = await chat(h.client, temperature=0)
