@@ -2,7 +2,8 @@
 
 Follows the runtime state with `Resolver.from_database` (the root ``--database-url``, and
 ``--nats-url`` with the NATS credentials when given; without NATS the status is re-read every
-half second) and serves `gateway.application` on ``--listen`` (loopback by default). There is no
+half second) and serves `gateway.application` on ``--listen`` (loopback by default), with the
+reply cache of ``--cache-*`` (`controller.replycacheoptions`). There is no
 key store yet: every request is admitted, so an address other than loopback is refused unless
 ``--allow-unauthenticated`` says so. Exit codes: 0 when stopped (SIGTERM, SIGINT), 1 when the
 database, NATS or the address cannot be used, 2 for bad options; one line each, never a
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import runner
+from controller import replycacheoptions, runner
 
 if TYPE_CHECKING:
     from gateway import application
@@ -67,6 +68,10 @@ def gateway_command(
             help="serve a non-loopback --listen although requests need no key",
         ),
     ] = False,
+    cache_ttl: replycacheoptions.TtlOpt = replycacheoptions.DEFAULT_TTL,
+    cache_max_bytes: replycacheoptions.MaxBytesOpt = replycacheoptions.DEFAULT_MAX_BYTES,
+    cache_entry: replycacheoptions.MaxEntryOpt = replycacheoptions.DEFAULT_ENTRY_BYTES,
+    cache_shared: replycacheoptions.SharedOpt = False,
 ) -> None:
     """Serve one OpenAI-compatible endpoint for the fleet, routed by the resolver."""
     from gateway import application, forwarding
@@ -80,9 +85,11 @@ def gateway_command(
             "anyone who can reach it could use the fleet; listen on 127.0.0.1, or add "
             "--allow-unauthenticated"
         )
+    cache = replycacheoptions.settings(env, cache_ttl, cache_max_bytes, cache_entry, cache_shared)
     settings = application.Settings(
         max_body_bytes=max_body_bytes,
         limits=forwarding.Limits(attempts=attempts, deadline_s=deadline),
+        cache=cache,
     )
     try:
         runner.run_async(env, lambda: _serve(env, settings, host, port))
