@@ -2,8 +2,9 @@
 
 Follows the runtime state with `Resolver.from_database` (the root ``--database-url``, and
 ``--nats-url`` with the NATS credentials when given; without NATS the status is re-read every
-half second) and serves `gateway.application` on ``--listen`` (loopback by default). There is no
-key store yet: every request is admitted, so an address other than loopback is refused unless
+half second) and serves `gateway.application` on ``--listen`` (loopback by default), with the
+reply cache of ``--cache-*`` (`controller.replycacheoptions`). There is no key store yet:
+every request is admitted, so an address other than loopback is refused unless
 ``--allow-unauthenticated`` says so. Metrics (``/metrics``), the request log line and spans
 are built by `controller.gatewayobservers`. Exit codes: 0 when stopped (SIGTERM, SIGINT), 1
 when the database, NATS, the address or the tracing settings cannot be used, 2 for bad options;
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import runner
+from controller import replycacheoptions, runner
 
 if TYPE_CHECKING:
     from controller import gatewayobservers
@@ -105,6 +106,10 @@ def gateway_command(
             help="json or console (default: console on a terminal, else json)",
         ),
     ] = None,
+    cache_ttl: replycacheoptions.TtlOpt = replycacheoptions.DEFAULT_TTL,
+    cache_max_bytes: replycacheoptions.MaxBytesOpt = replycacheoptions.DEFAULT_MAX_BYTES,
+    cache_entry: replycacheoptions.MaxEntryOpt = replycacheoptions.DEFAULT_ENTRY_BYTES,
+    cache_shared: replycacheoptions.SharedOpt = False,
 ) -> None:
     """Serve one OpenAI-compatible endpoint for the fleet, routed by the resolver."""
     from controller import gatewayobservers, logs
@@ -128,9 +133,11 @@ def gateway_command(
     )
     fmt = log_format or (LogFormat.CONSOLE if sys.stderr.isatty() else LogFormat.JSON)
     logs.configure("json" if fmt is LogFormat.JSON else "console", "info")
+    cache = replycacheoptions.settings(env, cache_ttl, cache_max_bytes, cache_entry, cache_shared)
     settings = application.Settings(
         max_body_bytes=max_body_bytes,
         limits=forwarding.Limits(attempts=attempts, deadline_s=deadline),
+        cache=cache,
     )
     try:
         runner.run_async(env, lambda: _serve(env, settings, host, port, observing))

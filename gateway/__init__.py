@@ -6,6 +6,7 @@ is read and checked (`inbound`), admitted by the key hook (`access`), resolved b
 `runtimestate.resolver` and forwarded (`forwarding`) to the provider's OpenAI-compatible base URL
 (`upstreams`), failing over before the first byte; the reply is relayed as it arrives
 (`relaying`); errors are OpenAI's envelope (`envelopes`); ``/v1/models`` is `catalog`.
+Replies to deterministic requests are kept and served again by `replycache`.
 
 The virtual API keys, prices, limits and budgets it enforces: `keys` and `keystore` (the
 records), `keyring` (finding a key by its hash), `permissions` (which models a key may use),

@@ -3,6 +3,7 @@
 `build` makes the application over a `runtimestate.resolver.Resolver` (any source: the
 database and NATS in ``llmctl gateway``, a fixed snapshot in tests), a `access.Keys` hook and
 the `exchange.Observer`s that read each finished request (metrics, accounting, logs, traces);
+an admitted request is answered from the `replycache` when it holds the reply;
 `start` listens on an address (port 0: any) with handler cancellation on, so a client that
 disconnects cancels its handler and with it the upstream request. Every error is OpenAI's
 envelope, unknown routes and wrong methods included. One httpx client (HTTP/1.1 keep-alive
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import httpx
 from aiohttp import web
 
-from gateway import access, catalog, envelopes, exchange, forwarding, inbound
+from gateway import access, catalog, envelopes, exchange, forwarding, inbound, relaying, replycache
 from runtimestate import resolver
 
 
@@ -33,6 +34,7 @@ class Settings:
     limits: forwarding.Limits = dataclasses.field(default_factory=forwarding.Limits)
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 300.0  # the longest silence of a provider, first byte included
+    cache: replycache.Settings = dataclasses.field(default_factory=replycache.Settings)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,6 +46,9 @@ class Gateway:
     forwarder: forwarding.Forwarder
     settings: Settings
     observers: tuple[exchange.Observer, ...] = ()
+    cache: replycache.ReplyCache = dataclasses.field(
+        default_factory=lambda: replycache.ReplyCache(replycache.OFF, time.monotonic)
+    )
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -74,7 +79,10 @@ def build(
     )
     app = web.Application(middlewares=[_envelopes], client_max_size=settings.max_body_bytes)
     forwarder = forwarding.Forwarder(r, client, settings.limits)
-    app[GATEWAY] = Gateway(r, keys or access.Open(), forwarder, settings, tuple(observers))
+    cache = replycache.ReplyCache(settings.cache, time.monotonic)
+    app[GATEWAY] = Gateway(
+        r, keys or access.Open(), forwarder, settings, tuple(observers), cache=cache
+    )
     for path in inbound.ENDPOINTS:
         app.router.add_post(path, _inference)
     app.router.add_get("/v1/models", _models)
@@ -113,9 +121,16 @@ async def _inference(request: web.Request) -> web.StreamResponse:
     try:
         call = await inbound.read(request, gateway.settings.max_body_bytes)
         record.model, record.stream = call.model, call.stream
-        record.grant = await gateway.keys.admit(access.bearer(request), call.model)
+        record.grant = grant = await gateway.keys.admit(access.bearer(request), call.model)
+        control = request.headers.get("Cache-Control", "")
+        lookup = gateway.cache.consult(call.path, call.document, grant.scope, control)
+        record.cache, record.keep_reply = lookup.state, lookup.keep_reply
+        if lookup.body is not None:
+            record.status = 200
+            return _stored(lookup.body)
         response = await gateway.forwarder.forward(request, call, record)
         record.status = response.status
+        gateway.cache.keep(lookup, response.status, record.reply)
         return response
     except envelopes.Refusal as refusal:
         record.status, record.error_type = refusal.status, refusal.kind
@@ -126,6 +141,12 @@ async def _inference(request: web.Request) -> web.StreamResponse:
     finally:
         record.finished = time.monotonic()
         exchange.notify(gateway.observers, record)
+
+
+def _stored(body: bytes) -> web.Response:
+    """A reply from the cache, marked as one."""
+    headers = {"Content-Type": "application/json", relaying.CACHE_HEADER: replycache.HIT}
+    return web.Response(body=body, headers=headers)
 
 
 async def _models(request: web.Request) -> web.StreamResponse:

@@ -153,10 +153,33 @@ async def test_one_of_three_nodes_dying_under_concurrent_load_fails_no_request()
         before = await asyncio.gather(*(chat() for _ in range(12)))
         assert all(before)
         assert all(n.counters["success_stop"] > 0 for n in h.emulator.nodes)  # load spread
-        h.emulator.set_fault(faults.Fault(faults.FaultKind.RESET), node=2)  # it dies
+        h.emulator.set_fault(faults.Fault(faults.FaultKind.RESET, times=_MANY), node=2)  # dies
         for _ in range(4):
             assert all(await asyncio.gather(*(chat() for _ in range(12))))
         excluded = h.resolver.resolve(QWEN).excluded
         assert [(e.backend, e.reason) for e in excluded] == [
             ("vllm-2", resolver.Reason.COOLING_DOWN)
         ]
+        opened_after = _hits(h, 2)
+        assert all(await asyncio.gather(*(chat() for _ in range(24))))
+        assert _hits(h, 2) == opened_after  # once open, the dead node gets no more requests
+
+
+_MANY = 10_000
+
+
+def _hits(h: gateway_harness.Harness, node: int) -> int:
+    """How many requests node ``node``'s RESET fault (armed `_MANY` times) has hit."""
+    [armed] = h.emulator.nodes[node].faults.to_dict()["*"]
+    return _MANY - int(armed["times"])
+
+
+async def test_a_dead_node_gets_at_most_three_requests_however_many_follow() -> None:
+    async with gateway_harness.running(nodes=3) as h:
+        h.emulator.set_fault(faults.Fault(faults.FaultKind.RESET, times=_MANY), node=2)
+        for _ in range(60):  # one at a time: each failure is recorded before the next request
+            reply = await h.client.chat.completions.create(model="qwen", messages=MESSAGES)
+            assert reply.choices[0].message.content
+        # The breaker opens at the third failure in a row; the policy may avoid the failing
+        # node sooner (its error rate counts against it), never later.
+        assert 1 <= _hits(h, 2) <= 3

@@ -155,3 +155,15 @@ async def test_a_stream_cut_after_its_first_byte_counts_as_interrupted() -> None
         scrape = await _scrape(metrics_url, 1)
     assert scrape.value("llmctl_gateway_errors_total", model="qwen", **interrupted) == 1
     assert scrape.value("llmctl_gateway_attempts_total", outcome="interrupted") == 1
+
+
+async def test_cache_hits_and_misses_are_counted() -> None:
+    async with gateway_harness.running(nodes=1) as h, _metered(h) as (client, metrics_url):
+        for _ in range(2):
+            await client.chat.completions.create(model="qwen", messages=MESSAGES, temperature=0)
+        scrape = await _scrape(metrics_url, 2)
+    lookups = {"endpoint": CHAT, "model": "qwen"}
+    assert scrape.value("llmctl_gateway_cache_lookups_total", **lookups, result="miss") == 1
+    assert scrape.value("llmctl_gateway_cache_lookups_total", **lookups, result="hit") == 1
+    assert scrape.value("llmctl_gateway_requests_total", **lookups, backend="(none)") == 1
+    assert scrape.value("llmctl_gateway_attempts_total") == 1  # the hit asked no provider
