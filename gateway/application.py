@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import httpx
 from aiohttp import web
 
-from gateway import access, catalog, envelopes, exchange, forwarding, inbound
+from gateway import access, catalog, envelopes, exchange, forwarding, inbound, steering
 from runtimestate import resolver
 
 
@@ -108,6 +108,7 @@ async def _inference(request: web.Request) -> web.StreamResponse:
         call = await inbound.read(request, gateway.settings.max_body_bytes)
         record.model, record.stream = call.model, call.stream
         record.grant = await gateway.keys.admit(access.bearer(request), call.model)
+        call = steering.steer(call, request.headers, record.grant)
         response = await gateway.forwarder.forward(request, call, record)
         record.status = response.status
         return response
