@@ -10,7 +10,10 @@ spend and closes everything. Called by ``llmctl gateway`` and tests.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dwqueue import natsauth
 from gateway import keybook, keygate, limitfeed, ratelimit
 from runtimestate import database, desired
+
+PRUNE_S = 1.0
 
 
 @dataclasses.dataclass
@@ -27,14 +32,26 @@ class Enforcement:
     gate: keygate.KeyGate
     feed: limitfeed.LimitFeed | None
     engine: AsyncEngine
+    pruner: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
         try:
+            if self.pruner is not None:
+                self.pruner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.pruner
             await self.gate.book.close()
             if self.feed is not None:
                 await self.feed.aclose()
         finally:
             await self.engine.dispose()
+
+
+async def _prune(limiter: ratelimit.Limiter) -> None:
+    """Without a feed (whose reports prune as they go), drop the counts that left the window."""
+    while True:
+        await asyncio.sleep(PRUNE_S)
+        limiter.report(time.time())
 
 
 async def enforce(
@@ -61,4 +78,5 @@ async def enforce(
         await engine.dispose()
         raise
     book.start(sync_s)
-    return Enforcement(keygate.KeyGate(book, limiter, state), feed, engine)
+    pruner = None if feed is not None else asyncio.create_task(_prune(limiter))
+    return Enforcement(keygate.KeyGate(book, limiter, state), feed, engine, pruner)

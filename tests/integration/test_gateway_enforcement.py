@@ -214,3 +214,16 @@ async def test_the_policy_and_session_headers_route_and_a_bad_policy_gets_400(db
             )
         served = sorted(n.counters["success_stop"] for n in w.emulator.nodes)
         assert served == [4, 12]
+
+
+async def test_without_nats_counts_that_left_the_window_are_dropped(db: str) -> None:
+    async with world(db) as w:
+        limiter = w.enforced.gate.limiter
+        old = time.time() - 120
+        limiter.record("9:rpm", old)
+        assert "9:rpm" in limiter.report(old)
+
+        async def dropped() -> bool:
+            return "9:rpm" not in limiter.report(old)
+
+        await _until(dropped, "an old count was never dropped")
