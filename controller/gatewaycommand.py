@@ -3,12 +3,14 @@
 Follows the runtime state with `Resolver.from_database` (the root ``--database-url``, and
 ``--nats-url`` with the NATS credentials when given; without NATS the status is re-read every
 half second) and serves `gateway.application` on ``--listen`` (loopback by default), with the
-reply cache of ``--cache-*`` (`controller.replycacheoptions`). There is no key store yet:
-every request is admitted, so an address other than loopback is refused unless
-``--allow-unauthenticated`` says so. Metrics (``/metrics``), the request log line and spans
-are built by `controller.gatewayobservers`. Exit codes: 0 when stopped (SIGTERM, SIGINT), 1
-when the database, NATS, the address or the tracing settings cannot be used, 2 for bad options;
-one line each, never a traceback. Imports the gateway and the resolver inside the command only.
+reply cache of ``--cache-*`` (`controller.replycacheoptions`). Keys are
+enforced (`gateway.enforcement`: a request needs a key made by ``llmctl key create``; limits
+are shared with the other replicas over NATS); ``--allow-unauthenticated`` serves without keys,
+admitting every request, and only on a loopback address. Metrics (``/metrics``), the request
+log line and spans are built by `controller.gatewayobservers`. Exit codes: 0 when stopped
+(SIGTERM, SIGINT), 1 when the database, NATS, the address or the tracing settings cannot be
+used, 2 for bad options; one line each, never a traceback. Imports the gateway and the
+resolver inside the command only.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import typer
 from controller import replycacheoptions, runner
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from controller import gatewayobservers
-    from gateway import application
+    from gateway import application, enforcement, keygate
     from runtimestate import resolver
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -79,7 +83,7 @@ def gateway_command(
         bool,
         typer.Option(
             "--allow-unauthenticated",
-            help="serve a non-loopback --listen although requests need no key",
+            help="serve without keys, admitting every request (loopback --listen only)",
         ),
     ] = False,
     request_log: Annotated[
@@ -118,11 +122,11 @@ def gateway_command(
     env = ctx.find_root().obj
     assert isinstance(env, runner.Env)
     host, port = _address(env, listen)
-    if not _loopback(host) and not allow_unauthenticated:
+    if allow_unauthenticated and not _loopback(host):
         env.fail(
-            f"--listen {listen} is not a loopback address and the gateway has no key store yet: "
-            "anyone who can reach it could use the fleet; listen on 127.0.0.1, or add "
-            "--allow-unauthenticated"
+            f"--listen {listen} is not a loopback address and --allow-unauthenticated admits "
+            "every request: anyone who can reach it could use the fleet; listen on 127.0.0.1, "
+            "or drop --allow-unauthenticated to require keys"
         )
     try:
         exporters = gatewayobservers.traces(traces)
@@ -140,7 +144,9 @@ def gateway_command(
         cache=cache,
     )
     try:
-        runner.run_async(env, lambda: _serve(env, settings, host, port, observing))
+        runner.run_async(
+            env, lambda: _serve(env, settings, host, port, allow_unauthenticated, observing)
+        )
     except OSError as exc:  # NATS refused or unreachable, or the address is taken
         env.fail(f"llmctl gateway cannot start: {exc}", 1)
     raise typer.Exit(0)
@@ -151,34 +157,69 @@ async def _serve(
     settings: application.Settings,
     host: str,
     port: int,
+    open_access: bool,
     observing: Callable[[resolver.Resolver], gatewayobservers.Observing],
 ) -> None:
-    from gateway import application
+    from gateway import application, enforcement
     from runtimestate import resolver
 
     r = await resolver.Resolver.from_database(
         env.database_url, env.nats_url, env.prefix, nats_auth=env.nats_auth
     )
+    enforced = None
+    watch = observing(r)
     try:
-        watch = observing(r)
+        if not open_access:
+            enforced = await enforcement.enforce(
+                env.database_url, r.desired_state, nats_url=env.nats_url, prefix=env.prefix,
+                nats_auth=env.nats_auth,
+            )  # fmt: skip
+        gate = None if enforced is None else enforced.gate
+        observers = [gate, *watch.observers] if gate else list(watch.observers)
         app = application.build(
-            r, settings=settings, observers=watch.observers, metrics=watch.metrics
+            r, settings=settings, keys=gate, observers=observers, metrics=watch.metrics
         )
-        site, bound = await application.start(app, host, port)
-    except OSError as exc:
-        await r.aclose()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    shown = f"[{host}]" if ":" in host else host
-    env.err.print(
-        f"llmctl gateway: serving http://{shown}:{bound}/v1 (no key store: requests need no key)",
-        highlight=False,
-    )
+        site, bound = await _listen(app, host, port)
+    except BaseException:
+        await _close(r, enforced)
+        watch.close()
+        raise
+    _announce(env, host, bound, gate)
     try:
         await _stopped()
     finally:
         await site.cleanup()
-        await r.aclose()
+        await _close(r, enforced)
         watch.close()
+
+
+async def _listen(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    from gateway import application
+
+    try:
+        return await application.start(app, host, port)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+async def _close(r: resolver.Resolver, enforced: enforcement.Enforcement | None) -> None:
+    try:
+        if enforced is not None:
+            await enforced.aclose()
+    finally:
+        await r.aclose()
+
+
+def _announce(env: runner.Env, host: str, port: int, gate: keygate.KeyGate | None) -> None:
+    shown = f"[{host}]" if ":" in host else host
+    how = "no keys: every request is admitted" if gate is None else "keys enforced"
+    env.err.print(f"llmctl gateway: serving http://{shown}:{port}/v1 ({how})", highlight=False)
+    if gate is not None and not len(gate.book.keyring):
+        env.err.print(
+            "llmctl gateway: there are no keys yet, so every request gets 401; "
+            "make one with: llmctl key create NAME",
+            highlight=False,
+        )
 
 
 async def _stopped() -> None:

@@ -53,6 +53,14 @@ BudgetOpt = Annotated[
 PeriodOpt = Annotated[
     str | None, typer.Option("--period", help="day, month or none (the key's life): the budget's")
 ]
+PolicyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--policy",
+        help="How the gateway routes its requests that name no X-Llmctl-Policy "
+        "(least_loaded, sticky, adaptive, ...)",
+    ),
+]
 WARNING = (
     "warning: the secret above is shown only now; llmctl keeps only its hash. Store it safely."
 )
@@ -86,6 +94,7 @@ def key_create(
     tpm: TpmOpt = None,
     budget: BudgetOpt = None,
     period: PeriodOpt = None,
+    policy: PolicyOpt = None,
     fmt: Annotated[output.DocFormat, typer.Option("--output", "-o", help="table, json or yaml")] = (
         output.DocFormat.TABLE
     ),
@@ -96,7 +105,7 @@ def key_create(
     env = declare.env_of(ctx)
     micro, chosen = _budget(env, budget, period)
     value = keys.KeySpec(name, tuple(model or ()), tuple(pool or ()), rpm, tpm, micro,
-                         chosen or keys.Period.NONE)  # fmt: skip
+                         chosen or keys.Period.NONE, policy)  # fmt: skip
     try:
         keys.check(value)
     except keys.KeyRefused as exc:
@@ -152,6 +161,10 @@ def key_update(
     budget: BudgetOpt = None,
     no_budget: Annotated[bool, typer.Option("--no-budget", help="No spend budget")] = False,
     period: PeriodOpt = None,
+    policy: PolicyOpt = None,
+    no_policy: Annotated[
+        bool, typer.Option("--no-policy", help="Route as the gateway does by default")
+    ] = False,
 ) -> None:
     """Change what a key allows; options given replace the old values (the secret stays)."""
     import dataclasses
@@ -161,7 +174,8 @@ def key_update(
     env = declare.env_of(ctx)
     for given, clear, option in ((model, clear_models, "--model"), (pool, clear_pools, "--pool"),
                                  (rpm, no_rpm, "--rpm"), (tpm, no_tpm, "--tpm"),
-                                 (budget, no_budget, "--budget")):  # fmt: skip
+                                 (budget, no_budget, "--budget"),
+                                 (policy, no_policy, "--policy")):  # fmt: skip
         if given is not None and clear:
             env.fail(f"{option} contradicts its clearing option; give one of them")
     micro, chosen = _budget(env, budget, period)
@@ -180,6 +194,7 @@ def key_update(
             if micro is not None
             else old.budget_microusd,
             period=keys.Period.NONE if no_budget else chosen or old.period,
+            policy=None if no_policy else policy if policy is not None else old.policy,
         )
         return (await keystore.update(session, new))[1]
 

@@ -215,6 +215,7 @@ def key_doc(key: keys.Key) -> dict[str, Any]:
         "tpm": value.tpm,
         "budgetUsd": _usd(value.budget_microusd),
         "period": value.period.value,
+        "policy": value.policy,
         "state": "revoked" if key.revoked else "active",
         "createdAt": _time(key.created_at),
         "revokedAt": None if key.revoked_at is None else _time(key.revoked_at),

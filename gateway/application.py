@@ -22,7 +22,17 @@ from collections.abc import Awaitable, Callable, Sequence
 import httpx
 from aiohttp import web
 
-from gateway import access, catalog, envelopes, exchange, forwarding, inbound, relaying, replycache
+from gateway import (
+    access,
+    catalog,
+    envelopes,
+    exchange,
+    forwarding,
+    inbound,
+    relaying,
+    replycache,
+    steering,
+)
 from runtimestate import resolver
 
 
@@ -122,6 +132,7 @@ async def _inference(request: web.Request) -> web.StreamResponse:
         call = await inbound.read(request, gateway.settings.max_body_bytes)
         record.model, record.stream = call.model, call.stream
         record.grant = grant = await gateway.keys.admit(access.bearer(request), call.model)
+        call = steering.steer(call, request.headers, grant)
         control = request.headers.get("Cache-Control", "")
         lookup = gateway.cache.consult(call.path, call.document, grant.scope, control)
         record.cache, record.keep_reply = lookup.state, lookup.keep_reply

@@ -39,6 +39,8 @@ class Call:
     body: bytes
     document: dict[str, Any]
     asked_usage: bool = False  # the client's own ``stream_options.include_usage``
+    policy: str | None = None  # the resolver policy asked for (`steering`); None: the default
+    session: str | None = None  # the session key the sticky policy hashes
 
     def body_for(self, served: str) -> bytes:
         """The body to send to a provider serving the model as ``served``: the same bytes

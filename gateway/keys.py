@@ -20,9 +20,11 @@ import secrets
 
 from runtimestate import echo
 from runtimestate.desired import names
+from runtimestate.resolver import policies
 
 SCHEME = "llmk-"
 PREFIX_CHARS = len(SCHEME) + 6  # `llmk-Ab3dE_`: enough to tell keys apart, useless to guess
+POLICIES = tuple(p.value for p in policies.Policy)  # a key's routing policy is one of these
 
 
 class KeyRefused(ValueError):
@@ -49,6 +51,7 @@ class KeySpec:
     tpm: int | None = None
     budget_microusd: int | None = None
     period: Period = Period.NONE
+    policy: str | None = None  # the resolver policy of requests that name none
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,6 +108,8 @@ def check(value: KeySpec) -> KeySpec:
             raise KeyRefused(f"--{field} must be at least 1 (omit it for no limit)")
     if value.budget_microusd is not None and value.budget_microusd < 0:
         raise KeyRefused("--budget must not be negative; give USD such as 25 or 0.50")
+    if value.policy is not None and value.policy not in POLICIES:
+        raise KeyRefused(f"--policy {echo.quoted(value.policy)} is not one of {'|'.join(POLICIES)}")
     if value.budget_microusd is None and value.period is not Period.NONE:
         raise KeyRefused("--period needs --budget; give both, e.g. --budget 25 --period month")
     return value

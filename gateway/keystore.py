@@ -1,10 +1,11 @@
 """The key store: virtual API keys and what each spent per budget period.
 
 Called by the ``llmctl key`` commands (create, read, update, revoke) and by the gateway
-(`active` to build its `gateway.keyring.Keyring`, `add_spend` for its batches of costs,
-`spent` at start). Async functions over an `AsyncSession`; the caller owns the transaction,
-nothing here commits. A secret never reaches this module: only its SHA-256 and prefix.
-Raises `gateway.keys.KeyRefused` and the store's `refusals.NotFound` (both exit 2 in the CLI).
+(`active` to build its `gateway.keyring.Keyring`, `marker` to learn that keys changed,
+`add_spend` for its batches of costs, `spent` and `spending` to read spend back). Async
+functions over an `AsyncSession`; the caller owns the transaction, nothing here commits. A
+secret never reaches this module: only its SHA-256 and prefix. Raises `gateway.keys.KeyRefused`
+and the store's `refusals.NotFound` (both exit 2 in the CLI).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from runtimestate.desired import schema as desired_schema
 def _value(row: schema.KeyRow) -> keys.Key:
     spec = keys.KeySpec(
         row.name, tuple(row.models), tuple(row.pools), row.rpm, row.tpm,
-        row.budget_microusd, keys.Period(row.period),
+        row.budget_microusd, keys.Period(row.period), row.policy,
     )  # fmt: skip
     return keys.Key(row.id, spec, row.secret_sha256, row.prefix, row.created_at, row.revoked_at)
 
@@ -47,6 +48,7 @@ def _write(row: schema.KeyRow, value: keys.KeySpec) -> None:
     row.models, row.pools = list(value.models), list(value.pools)
     row.rpm, row.tpm = value.rpm, value.tpm
     row.budget_microusd, row.period = value.budget_microusd, value.period.value
+    row.policy = value.policy
 
 
 async def create(
@@ -92,6 +94,8 @@ async def update(session: AsyncSession, value: keys.KeySpec) -> tuple[keys.Key, 
     await _check_pools(session, value.pools)
     before = _value(row).spec
     _write(row, value)
+    if before != value:
+        row.generation = (row.generation or 1) + 1
     await session.flush()
     return _value(row), before != value
 
@@ -102,8 +106,20 @@ async def revoke(session: AsyncSession, name: str, now: dt.datetime) -> bool:
     if row.revoked_at is not None:
         return False
     row.revoked_at = now
+    row.generation = (row.generation or 1) + 1
     await session.flush()
     return True
+
+
+async def marker(session: AsyncSession) -> tuple[int, int]:
+    """What changes whenever any key is created, updated or revoked: the number of keys and
+    the sum of their generations. Cheap (one aggregate): gateways poll it."""
+    count, total = (
+        await session.execute(
+            sa.select(sa.func.count(schema.KeyRow.id), sa.func.sum(schema.KeyRow.generation))
+        )
+    ).one()
+    return int(count or 0), int(total or 0)
 
 
 async def add_spend(
@@ -136,3 +152,14 @@ async def spent(session: AsyncSession, key_id: int, period: str) -> int:
         )
     )
     return amount or 0
+
+
+async def spending(session: AsyncSession, periods: Sequence[str]) -> dict[tuple[int, str], int]:
+    """Every key's spend in any of ``periods`` (pico-USD by key id and period), for the
+    gateway to read back what every replica added."""
+    rows = await session.execute(
+        sa.select(
+            schema.KeySpendRow.key_id, schema.KeySpendRow.period, schema.KeySpendRow.spent_picousd
+        ).where(schema.KeySpendRow.period.in_(list(periods)))
+    )
+    return {(key_id, period): amount for key_id, period, amount in rows}

@@ -1,11 +1,12 @@
 """The resolver's answer for one call, or the OpenAI error saying why there is none.
 
 `resolve` asks for the call's model (a model or an adapter name) with the capability its route
-needs, Ready backends first and Degraded ones after them as a last resort. When nothing
-qualifies: 404 ``model_not_found`` when no backend serves the model, 400 when the model cannot
-do what the route asks (an embedding model on ``/v1/chat/completions``), 503 with
-``Retry-After`` when its providers are cooling down or not ready. Called by `forwarding`; pure
-apart from the resolver's own bookkeeping.
+needs, by the policy and session the call carries (`steering`), Ready backends first and
+Degraded ones after them as a last resort. When nothing qualifies: 404 ``model_not_found``
+when no backend serves the model, 400 when the model cannot do what the route asks (an
+embedding model on ``/v1/chat/completions``), 503 with ``Retry-After`` when its providers are
+cooling down or not ready. Called by `forwarding`; pure apart from the resolver's own
+bookkeeping.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ def resolve(r: resolver.Resolver, call: inbound.Call) -> resolver.Resolution:
     """The resolution for ``call``; raises `envelopes.Refusal` when there is none."""
     try:
         request = resolver.Request(
-            models=(call.model,), capability=call.capability, allow_degraded=True
+            models=(call.model,),
+            capability=call.capability,
+            allow_degraded=True,
+            session=call.session,
+            policy=resolver.Policy(call.policy or resolver.Policy.LEAST_LOADED),
         )
         return r.resolve(request)
     except resolver.InvalidRequest as exc:

@@ -1,9 +1,10 @@
 """The gateway's tables: virtual API keys, their spend per period, and the price table.
 
 Owned by `gateway`; `migrations/env.py` combines this ``metadata`` with the other packages'
-(revision 0014 creates the tables). Only `gateway.keystore` and `gateway.pricestore` use
-these ORM classes; rows never leave them (callers get the frozen values of `gateway.keys`
-and `gateway.prices`). A key's secret is never stored: only its SHA-256 (`gateway.keys`).
+(revision 0014 creates the tables, 0017 adds the keys' routing policy and generation). Only
+`gateway.keystore` and `gateway.pricestore` use these ORM classes; rows never leave them
+(callers get the frozen values of `gateway.keys` and `gateway.prices`). A key's secret is
+never stored: only its SHA-256 (`gateway.keys`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class KeyRow(Base):
     period: orm.Mapped[str] = orm.mapped_column(sa.String(8), default="none")
     created_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime)
     revoked_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UtcDateTime)
+    policy: orm.Mapped[str | None] = orm.mapped_column(sa.String(32))  # routing default
+    generation: orm.Mapped[int] = orm.mapped_column(
+        sa.Integer, default=1, server_default=sa.text("1")
+    )  # grows with every change (revision 0017): replicas poll the sum
 
 
 class KeySpendRow(Base):

@@ -160,6 +160,11 @@ class Resolver:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def desired_state(self) -> desired.DesiredState | None:
+        """The desired state this resolver follows (pools, for a gateway's keys); None if
+        it has none (built from a bare snapshot) or read none yet."""
+        return None if self._specs is None else self._specs()
+
     # --- deciding ------------------------------------------------------------------------
 
     def index(self) -> candidates.Index:

@@ -1,5 +1,6 @@
 """``llmctl gateway`` as a user runs it: a real process over Postgres and NATS, the official
-openai client through it to emulated vLLM nodes, a backend learned from NATS, a clean stop."""
+openai client through it to emulated vLLM nodes, a backend learned from NATS, a clean stop
+(served without keys here: `test_cli_gateway_keys` has the keys)."""
 
 from __future__ import annotations
 
@@ -45,9 +46,11 @@ async def _seed(url: str, declared: dict[str, str], states: list[snapshot.LLMSta
 
 
 @contextlib.asynccontextmanager
-async def _gateway(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+async def _gateway(
+    *args: str, options: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     child = await asyncio.create_subprocess_exec(
-        LLMCTL, *args, "gateway", "--listen", "127.0.0.1:0",
+        LLMCTL, *args, "gateway", "--listen", "127.0.0.1:0", *options,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert child.stderr is not None
@@ -82,7 +85,7 @@ async def test_the_gateway_process_serves_the_fleet_and_follows_it_on_nats(
         await _seed(postgres_url, urls, [qwen])
         options = ("--database-url", postgres_url, "--nats-url", nats_url,
                    "--subject-prefix", nats_prefix)  # fmt: skip
-        async with _gateway(*options) as (child, url):
+        async with _gateway(*options, options=("--allow-unauthenticated",)) as (child, url):
             client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
             reply = await client.chat.completions.create(model="qwen", messages=MESSAGES)
             assert reply.choices[0].message.content
@@ -119,13 +122,15 @@ def _run(*args: str) -> tuple[int, str]:
     [
         ("8080", "give host:port, such as 127.0.0.1:8080"),
         ("127.0.0.1:99999", "give host:port"),
-        ("0.0.0.0:8080", "not a loopback address and the gateway has no key store yet"),
+        ("0.0.0.0:8080", "not a loopback address and --allow-unauthenticated admits every"),
     ],
 )
-def test_a_bad_or_open_listen_address_exits_2_saying_what_to_do(
+def test_a_bad_listen_address_or_an_open_gateway_off_loopback_exits_2_saying_what_to_do(
     sqlite_url: str, listen: str, says: str
 ) -> None:
-    code, err = _run("--database-url", sqlite_url, "gateway", "--listen", listen)
+    code, err = _run(
+        "--database-url", sqlite_url, "gateway", "--listen", listen, "--allow-unauthenticated"
+    )
     assert code == 2
     assert says in err
     assert len(err.strip().splitlines()) == 1

@@ -1,7 +1,7 @@
 """What ``llmctl gateway`` tells its operator, as they meet it: ``/metrics``, the request log on
 standard error (JSON lines when it is not a terminal), spans (OTLP to a collector and
 ``console``, through ``OTEL_TRACES_EXPORTER``) -- and that none of it, nor any reply, carries a
-cloud provider's stored key, the client's token or a prompt, even when the provider echoes its
+cloud provider's stored key, the client's key or a prompt, even when the provider echoes its
 key in its error body."""
 
 from __future__ import annotations
@@ -31,17 +31,17 @@ from typer.testing import CliRunner
 import migrations
 from controller import cli
 from emulators import vllm
-from gateway import application
+from gateway import application, keys
 from runtimestate import credentials, database
 from runtimestate.desired import spec, store
 from runtimestate.reconcile import status
+from tests.e2e import test_cli_gateway_keys
 from tests.e2e.test_cli_gateway import LLMCTL
 from tests.integration.gateway_harness import GENERATIVE
 from tests.integration.test_resolver_feed import T0
 from tests.unit.test_resolver import backend, model
 
 PROVIDER_KEY = "sk-proj-" + "Qm9uZ28tdGhlLWtleS10aGF0LW11c3Qtbm90LWxlYWs"
-TOKEN_MARKER = "client-token-marker-5521"
 PROMPT_MARKER = "prompt-marker-gannet-8830"
 MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": f"Tell me about {PROMPT_MARKER}."}
@@ -138,6 +138,7 @@ async def test_the_gateway_reports_metrics_logs_and_spans_and_never_a_key_or_pro
         _collector(received) as collector_url,
     ):
         await _seed(postgres_url, emu.node_url(0), cloud_url, secret_key)
+        token = await test_cli_gateway_keys.create_key(postgres_url, "team-a")
         env = {
             **os.environ,
             "LLMCTL_SECRET_KEY": secret_key,
@@ -156,7 +157,7 @@ async def test_the_gateway_reports_metrics_logs_and_spans_and_never_a_key_or_pro
             found = re.search(r"serving (http://\S+)/v1", first)
             assert found, first
             base = found.group(1)
-            replies, scraped = await _drive(base)
+            replies, scraped = await _drive(base, token)
             child.send_signal(signal.SIGTERM)  # the gateway exports its spans as it stops
             out, err = await asyncio.wait_for(child.communicate(), 20)
         finally:
@@ -174,6 +175,7 @@ async def test_the_gateway_reports_metrics_logs_and_spans_and_never_a_key_or_pro
         ("cloud", 502, "upstream"),
     ]
     assert lines[0]["completion_tokens"] > 0
+    assert {line["key"] for line in lines} == {"team-a"}
     assert lines[0]["level"] == "info"
     spans = _spans(received)
     chat = [(attributes, resource) for name, attributes, resource in spans if name == "chat qwen"]
@@ -186,14 +188,14 @@ async def test_the_gateway_reports_metrics_logs_and_spans_and_never_a_key_or_pro
     for shown in (replies, scraped, stderr, stdout, exported):
         assert PROVIDER_KEY[8:20] not in shown  # not the key, nor a long piece of it
         assert PROVIDER_KEY[-12:] not in shown
-        assert TOKEN_MARKER not in shown
+        assert token[keys.PREFIX_CHARS :] not in shown  # the key's secret past its prefix
     for shown in (scraped, stderr, stdout, exported):
         assert PROMPT_MARKER not in shown
 
 
-async def _drive(base: str) -> tuple[str, str]:
+async def _drive(base: str, token: str) -> tuple[str, str]:
     """One good chat and two refused by the cloud; returns what the client saw and a scrape."""
-    client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=TOKEN_MARKER, max_retries=0)
+    client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=token, max_retries=0)
     seen: list[str] = []
     try:
         reply = await client.chat.completions.create(model="qwen", messages=MESSAGES)

@@ -97,6 +97,15 @@ def test_a_key_shows_what_it_allows_and_an_update_changes_it(llmctl: Cli) -> Non
     assert llmctl("key", "update", "alice", "--rpm", "60").out == "key/alice unchanged\n"
 
 
+def test_a_keys_routing_policy_is_set_shown_and_cleared(llmctl: Cli) -> None:
+    _create(llmctl, "alice", "--policy", "sticky")
+    assert llmctl("key", "get", "alice", "-o", "json").json()["policy"] == "sticky"
+    assert llmctl("key", "update", "alice", "--policy", "adaptive").out == "key/alice updated\n"
+    assert llmctl("key", "get", "alice", "-o", "json").json()["policy"] == "adaptive"
+    assert llmctl("key", "update", "alice", "--no-policy").out == "key/alice updated\n"
+    assert llmctl("key", "get", "alice", "-o", "json").json()["policy"] is None
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -110,6 +119,8 @@ def test_a_key_shows_what_it_allows_and_an_update_changes_it(llmctl: Cli) -> Non
         (("key", "create", "alice"), "key alice already exists"),
         (("key", "update", "alcie", "--rpm", "5"), "key 'alcie' does not exist"),
         (("key", "update", "alice", "--rpm", "5", "--no-rpm"), "--rpm contradicts"),
+        (("key", "create", "bob", "--policy", "fastest"), "--policy 'fastest' is not one of"),
+        (("key", "update", "alice", "--policy", "fast"), "--policy 'fast' is not one of random|"),
         (("key", "revoke", "nobody"), "key 'nobody' does not exist"),
         (
             ("price", "set", "llama3", "--prompt-usd", "x", "--completion-usd", "1"),

@@ -120,3 +120,30 @@ async def test_prices_are_set_changed_listed_and_deleted(session: AsyncSession) 
         await pricestore.delete_price(session, "llama3")
     with pytest.raises(prices.PriceRefused, match="is not a model name"):
         await pricestore.set_price(session, prices.Price(" ", 1, 1), T0)
+
+
+async def test_the_key_marker_moves_with_every_creation_real_update_and_revocation(
+    session: AsyncSession,
+) -> None:
+    seen = [await keystore.marker(session)]
+    await _create(session, keys.KeySpec("alice", policy="sticky"))
+    seen.append(await keystore.marker(session))
+    await keystore.update(session, keys.KeySpec("alice", rpm=5, policy="adaptive"))
+    seen.append(await keystore.marker(session))
+    await keystore.update(session, keys.KeySpec("alice", rpm=5, policy="adaptive"))
+    unchanged = await keystore.marker(session)
+    await keystore.revoke(session, "alice", T0)
+    seen.append(await keystore.marker(session))
+    assert len(set(seen)) == 4
+    assert unchanged == seen[2]
+    assert (await keystore.get(session, "alice")).spec.policy == "adaptive"
+
+
+async def test_spending_reads_every_key_in_the_periods_asked(session: AsyncSession) -> None:
+    alice, _ = await _create(session, keys.KeySpec("alice"))
+    bob, _ = await _create(session, keys.KeySpec("bob"))
+    await keystore.add_spend(
+        session, {(alice.id, "2026-12"): 5, (bob.id, "all"): 7, (bob.id, "2026-11"): 9}, T0
+    )
+    got = await keystore.spending(session, ("2026-12", "all"))
+    assert got == {(alice.id, "2026-12"): 5, (bob.id, "all"): 7}

@@ -30,7 +30,7 @@ from tests import childprocess, services
 from tests.e2e import serve_harness as h
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "nats" / "permissions.conf"
-ROLES = ("controller", "watcher", "resolver", "operator")
+ROLES = ("controller", "watcher", "resolver", "gateway", "operator")
 PASSWORDS = {role: f"{role}-test-password" for role in ROLES}
 
 
@@ -142,6 +142,12 @@ CASES = [
     ("resolver", "sub", "llmctl.v1.downloads.>", False),
     ("resolver", "sub", "llmctl.v1.control.trigger", False),
     ("resolver", "sub", "llmctl.v1.state.*", True),
+    ("resolver", "pub", "llmctl.v1.gateway.limits", False),
+    ("gateway", "pub", "llmctl.v1.gateway.limits", True),
+    ("gateway", "sub", "llmctl.v1.gateway.limits", True),
+    ("gateway", "sub", "llmctl.v1.state.*", True),
+    ("gateway", "pub", "llmctl.v1.state.gpu-1", False),
+    ("gateway", "pub", "llmctl.v1.control.trigger", False),
     ("operator", "pub", "llmctl.v1.state.gpu-1", False),
     ("operator", "pub", "llmctl.v1.cycles", False),
     ("operator", "pub", "$JS.API.STREAM.DELETE.LLMCTL_DOWNLOADS", False),

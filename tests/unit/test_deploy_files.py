@@ -17,6 +17,7 @@ import yaml
 from controller import cli, httpauth, settings, trigger
 from controller import node as node_cli
 from dwqueue import events
+from gateway import limitfeed
 from nodeagent import addresses
 from nodeagent import command as nodecommand
 from runtimestate import database
@@ -301,6 +302,7 @@ def test_the_nats_permissions_example_names_the_subjects_and_stream_llmctl_uses(
         events.downloads_root(prefix) + ".>",
         f"{prefix}.v1.state.>",
         f"{prefix}.v1.cycles",
+        limitfeed.subject(prefix),
     }
     assert {s for s in quoted if s.startswith(f"{prefix}.")} == ours
     jetstream = {s for s in quoted if s.startswith("$JS")}
@@ -311,5 +313,6 @@ def test_the_nats_permissions_example_names_the_subjects_and_stream_llmctl_uses(
         ("controller", "NATS_CONTROLLER_PASSWORD", "CONTROLLER"),
         ("watcher", "NATS_WATCHER_PASSWORD", "WATCHER"),
         ("resolver", "NATS_RESOLVER_PASSWORD", "RESOLVER"),
+        ("gateway", "NATS_GATEWAY_PASSWORD", "GATEWAY"),
         ("operator", "NATS_OPERATOR_PASSWORD", "OPERATOR"),
     ]
