@@ -25,7 +25,9 @@ async def test_the_gateway_answers_a_repeated_temperature_0_chat_from_its_cache(
         state = backend("vllm-a", model("qwen", 8192, caps=GENERATIVE), type_="vllm",
                         base_url=node)  # fmt: skip
         await _seed(postgres_url, {"vllm-a": node}, [state])
-        async with _gateway("--database-url", postgres_url) as (_, url):
+        async with _gateway(
+            "--database-url", postgres_url, options=("--allow-unauthenticated",)
+        ) as (_, url):
             client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
             chat = client.chat.completions.with_raw_response
             replies = [
