@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import declare, output, runner, selection, shapes
+from controller import declare, modelupgrades, output, runner, selection, shapes
 from runtimestate.desired import engineargs, spec
 
 if TYPE_CHECKING:
@@ -261,3 +261,6 @@ def model_delete(ctx: typer.Context, name: declare.ModelArg) -> None:
     runner.transaction(env, lambda s: store.delete_model(s, name))
     env.out.print(f"model/{name} deleted", highlight=False)
     runner.notify(env)
+
+
+model_app.command("upgrades")(modelupgrades.model_upgrades)

@@ -1,4 +1,5 @@
-"""The desired-state tables: backends, models, adapters, pools and their memberships.
+"""The runtimestate tables: backends, models, adapters, pools and their memberships, and the
+status, replica, cycle-request and upgrade-check records.
 
 Owned by `runtimestate`; `migrations/env.py` combines this ``metadata`` with the other
 packages'. Only the store modules use these ORM classes; rows never leave them (callers get
@@ -222,3 +223,23 @@ class CycleRequestRow(Base):
 
     id: orm.Mapped[str] = orm.mapped_column(sa.String(32), primary_key=True)
     requested_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, index=True)
+
+
+class UpgradeCheckRow(Base):
+    """The last check of one model's upstream revision (issue 19), shared by every replica and
+    every ``reconcile --once`` so the registry is asked once per interval, not per process.
+    ``source`` is ``ollama`` (a registry manifest's digest) or ``hub`` (a repo's ``main``
+    commit); ``reference`` the model as asked (``qwen2:0.5b``, ``org/repo``). ``checked_at`` is
+    when a process claimed the check, ``answered_at`` when it recorded the outcome; ``latest``
+    the revision last seen and ``seen_at`` since when; ``error`` the last failure (kept until an
+    answer). Written by `runtimestate.reconcile.upgradechecks` only."""
+
+    __tablename__ = "upgrade_checks"
+
+    source: orm.Mapped[str] = orm.mapped_column(sa.String(16), primary_key=True)
+    reference: orm.Mapped[str] = orm.mapped_column(sa.String(512), primary_key=True)
+    checked_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime)
+    answered_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UtcDateTime)
+    latest: orm.Mapped[str | None] = orm.mapped_column(sa.String(128))
+    seen_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UtcDateTime)
+    error: orm.Mapped[str | None] = orm.mapped_column(sa.String(500))

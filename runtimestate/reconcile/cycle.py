@@ -57,6 +57,8 @@ from runtimestate.reconcile import (
     refusals,
     reuse,
     steps,
+    upgrades,
+    upgradewatch,
 )
 
 log = structlog.get_logger(__name__)
@@ -69,6 +71,7 @@ class Settings:
     probing: probing.Policy = dataclasses.field(default_factory=probing.Policy)
     prefix: str = "llmctl"
     registry_url: str | None = registry.DEFAULT_URL  # model sizes for admission; None: none
+    upgrades: upgradewatch.Settings | None = None  # issue 19's checks upstream; None: none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +155,7 @@ class BackendCycle:
         self._reuse = reuse.Reuse()
         self._refusals = refusals.Refusals()
         self._capacity = capacity.Lookup.built(settings.registry_url, pool, clock)
+        self._upgrades = upgradewatch.Watch.built(sessions, settings.upgrades)
         self._plan: plan.Plan | None = None
         self._cycle = 0
         self._lock = asyncio.Lock()
@@ -165,8 +169,10 @@ class BackendCycle:
             return await self._run(dry_run, selector)
 
     async def aclose(self) -> None:
-        """Close the registry's connections (admission's size lookups)."""
+        """Close the registry's connections (admission's size lookups, upgrade checks)."""
         await self._capacity.aclose()
+        if self._upgrades is not None:
+            await self._upgrades.aclose()
 
     async def refresh(self, name: str) -> snapshot.LLMState | None:
         """Bring one backend's status up to date now, as when a download on it ended: read,
@@ -200,6 +206,8 @@ class BackendCycle:
                 lora=self._refusals.records({name: view}, read.adapters, self._version(now), now),
             )  # fmt: skip
             state = self._state(read.desired, backend, decided, mine, view, now)
+            if self._upgrades is not None:  # what the cycles learnt, without asking again
+                state = upgrades.marked({name: state}, self._upgrades.known())[name]
             written = await self._recorder.record_refresh(state, read.previous.get(name), now)
             log.info("status_refresh", backend=name, phase=state.phase.value, answered=fresh,
                      written=written, duration_s=round(time.monotonic() - started, 3))  # fmt: skip
@@ -235,6 +243,8 @@ class BackendCycle:
         states = self._states(
             read, decided, views, now, forget=not selector, refused=execution.refused(outcomes)
         )
+        if self._upgrades is not None:
+            states = await self._upgrades.mark(states, now, ask=not dry_run)
         taken = snapshot.Snapshot(states, self._cycle, now)
         written = True
         if not dry_run:
