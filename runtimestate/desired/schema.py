@@ -71,6 +71,12 @@ class ModelRow(Stamped, Base):
     vllm: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
     warm: orm.Mapped[bool] = orm.mapped_column(sa.Boolean, default=False, server_default=sa.false())
     keep_alive: orm.Mapped[str | None] = orm.mapped_column(sa.String(32))  # NULL: the default
+    # How it takes upstream upgrades (issue 19, `updatepolicy`): manual or auto, and how many
+    # copies may be upgrading at once.
+    update_policy: orm.Mapped[str] = orm.mapped_column(
+        sa.String(16), default="manual", server_default="manual"
+    )
+    max_unavailable: orm.Mapped[int] = orm.mapped_column(sa.Integer, default=1, server_default="1")
 
 
 class AdapterRow(Stamped, Base):
@@ -243,3 +249,17 @@ class UpgradeCheckRow(Base):
     latest: orm.Mapped[str | None] = orm.mapped_column(sa.String(128))
     seen_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UtcDateTime)
     error: orm.Mapped[str | None] = orm.mapped_column(sa.String(500))
+
+
+class UpgradeRequestRow(Base):
+    """An upgrade asked for by hand (``llmctl model upgrade NAME [--backend B]``, issue 19):
+    ``model`` is the model's canonical name, ``backend`` the one backend or ``""`` for every
+    backend holding an old copy. The backend cycle rolls it like an ``auto`` model's and deletes
+    the row once no backend it names holds an old copy. Written by
+    `runtimestate.reconcile.upgraderequests` only."""
+
+    __tablename__ = "upgrade_requests"
+
+    model: orm.Mapped[str] = orm.mapped_column(sa.String(600), primary_key=True)
+    backend: orm.Mapped[str] = orm.mapped_column(sa.String(63), primary_key=True)
+    requested_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime)

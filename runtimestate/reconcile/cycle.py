@@ -56,6 +56,7 @@ from runtimestate.reconcile import (
     recording,
     refusals,
     reuse,
+    rolling,
     steps,
     upgrades,
     upgradewatch,
@@ -156,6 +157,7 @@ class BackendCycle:
         self._refusals = refusals.Refusals()
         self._capacity = capacity.Lookup.built(settings.registry_url, pool, clock)
         self._upgrades = upgradewatch.Watch.built(sessions, settings.upgrades)
+        self._rolling = rolling.Rolling(sessions, self._upgrades) if self._upgrades else None
         self._plan: plan.Plan | None = None
         self._cycle = 0
         self._lock = asyncio.Lock()
@@ -226,6 +228,9 @@ class BackendCycle:
         seen = await self._observer.observe(due, now)
         views = {b.name: self._view(read, b, now, b.name in seen.fresh) for b in backends}
         views.update(await self._admitted(backends, views, read.jobs, now))
+        usable = lambda n: self._observer.record(n).usable(now, self._settings.probing)  # noqa: E731
+        if self._upgrades is not None:  # upgrades (issue 19): what upstream has, then roll
+            await self._upgrades.look(views, usable, now, ask=not dry_run)
         decided = plan.compute(
             views.values(),
             jobs=[planview.JobView.of(j) for j in read.jobs],
@@ -234,6 +239,8 @@ class BackendCycle:
             previous=self._plan,
             lora=self._refusals.records(views, read.adapters, self._version(now), now),
         )
+        if self._rolling is not None:
+            decided = await self._rolling.planned(decided, views, usable, read, dry_run=dry_run)
         self._plan = decided
         outcomes: tuple[execution.Outcome, ...] = ()
         if not dry_run:
@@ -244,7 +251,7 @@ class BackendCycle:
             read, decided, views, now, forget=not selector, refused=execution.refused(outcomes)
         )
         if self._upgrades is not None:
-            states = await self._upgrades.mark(states, now, ask=not dry_run)
+            states = self._upgrades.marked(states)
         taken = snapshot.Snapshot(states, self._cycle, now)
         written = True
         if not dry_run:

@@ -1,7 +1,9 @@
 """The backend cycle's look upstream: which declared models have a newer revision (issue 19).
 
-`Watch.mark(states, now)` returns the cycle's states with ``UpdateAvailable`` where a backend
-holds an older copy than upstream (`runtimestate.reconcile.upgrades`). It asks upstream
+`Watch.look(views, usable, now)` learns, before the cycle plans, what upstream has for the
+declared models the backends hold; `Watch.marked(states)` then gives the cycle's states with
+``UpdateAvailable`` where a backend holds an older copy (`runtimestate.reconcile.upgrades`),
+and `Watch.known` what `runtimestate.reconcile.rolling` rolls onto. It asks upstream
 (`runtimestate.backends.upstream`) only for the models whose stored check
 (`runtimestate.reconcile.upgradechecks`) is older than the interval, and only after claiming
 them, so the deployment asks once per model per interval however many cycles, replicas or
@@ -18,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from runtimestate import database, snapshot
-from runtimestate.backends import registry, upstream
-from runtimestate.reconcile import failures, upgradechecks, upgrades
+from runtimestate.backends import base, registry, upstream
+from runtimestate.desired import names
+from runtimestate.reconcile import failures, planview, upgradechecks, upgrades
 
 log = structlog.get_logger(__name__)
 _IN_FLIGHT = dt.timedelta(minutes=1)  # a claim another process may still be answering
@@ -67,19 +70,27 @@ class Watch:
         """The revisions known upstream, from the checks read so far."""
         return {s: latest for s, c in self._checks.items() if (latest := c.known()) is not None}
 
-    async def mark(
-        self, states: Mapping[str, snapshot.LLMState], now: dt.datetime, *, ask: bool = True
-    ) -> dict[str, snapshot.LLMState]:
-        """``states`` with ``UpdateAvailable`` where an upgrade is known, after asking upstream
-        about the models that are due (none when ``ask`` is false). Raises nothing but a
-        cancellation."""
-        wanted = {s for s in upgrades.wanted(states.values()) if self._asker.asks(s.kind)}
+    async def look(
+        self,
+        views: Mapping[str, planview.BackendView],
+        usable: Callable[[str], base.Observation | None],
+        now: dt.datetime,
+        *,
+        ask: bool = True,
+    ) -> None:
+        """Learn what upstream has for the declared models the backends hold: from the stored
+        checks, and by asking upstream about those that are due (none when ``ask`` is false).
+        Raises nothing but a cancellation."""
+        wanted = {s for s in _held(views, usable) if self._asker.asks(s.kind)}
         stale = [s for s in sorted(wanted) if self._stale(s, now)]
         if stale:
             try:
                 await self._refresh(stale, now, ask)
             except Exception as exc:  # logged by failures.logged; what was known stays
                 failures.logged("checking for upgrades", exc)
+
+    def marked(self, states: Mapping[str, snapshot.LLMState]) -> dict[str, snapshot.LLMState]:
+        """``states`` with ``UpdateAvailable`` where an upgrade is known."""
         return upgrades.marked(states, self.known())
 
     def _stale(self, source: upgrades.Source, now: dt.datetime) -> bool:
@@ -156,3 +167,19 @@ class Watch:
     async def aclose(self) -> None:
         """Close upstream's connections."""
         await self._asker.aclose()
+
+
+def _held(
+    views: Mapping[str, planview.BackendView], usable: Callable[[str], base.Observation | None]
+) -> Iterator[upgrades.Source]:
+    """The sources of the declared models the backends report with a digest."""
+    for view in views.values():
+        observation = usable(view.name)
+        if observation is None or upgrades.source_of(view.type.value, "") is None:
+            continue
+        declared = {names.key(d.name, view.type) for d in view.desired}
+        for model in observation.models:
+            if model.digest and names.key(model.name, view.type) in declared:
+                source = upgrades.source_of(view.type.value, model.name)
+                if source is not None:
+                    yield source
