@@ -6,13 +6,14 @@ upgrading), what upstream has (`upgrades.Latest` by `upgrades.Source`), each mod
 `updatepolicy.Rollout` and the upgrades asked for by hand. For each model whose policy is
 ``auto``, or whose copy was asked for (``llmctl model upgrade``), a copy older than upstream's
 is upgraded by a `steps.Pull` (reason ``upgrade``: an Ollama re-pull, a node agent's
-re-download) when:
+re-download; both leave the old copy serving) or, for a node agent whose weights are new but
+whose instance still runs the old snapshot, a `steps.RestartInstance` (which stops it), when:
 
 - fewer than ``maxUnavailable`` copies of the model are out: upgrading now, or not serving
   (whatever the cause: a backend down counts, as Kubernetes counts an unavailable pod); and
 - it is not the last ready copy, unless the copy keeps serving while it upgrades (Ollama keeps
   the old copy listed and usable until the new manifest is written, PROTOCOLS 1.4, so a re-pull
-  takes nothing out of service; a node agent's restart does).
+  takes nothing out of service, nor does a node agent's re-download; its restart does).
 
 Otherwise it waits as a `steps.ReportDrift` of kind ``upgrade_held`` saying why
 (``upgrade_waits`` or ``last_ready_copy``); ``reconcile --dry-run`` prints both. Copies are
@@ -26,7 +27,7 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 
-from runtimestate.desired import names, updatepolicy
+from runtimestate.desired import engineargs, names, updatepolicy
 from runtimestate.reconcile import steps, upgrades
 
 ALL_BACKENDS = ""  # a request naming no backend: every copy of the model
@@ -47,6 +48,11 @@ class Copy:
     upgrading: bool  # a download of it is under way on this backend
     keeps_serving: bool  # its upgrade leaves it serving (an Ollama re-pull)
     actionable: bool = True  # observed fresh where llmctl can pull: else only counted
+    # A node agent whose weights are upstream's but whose instance runs an older snapshot: the
+    # upgrade is a restart of that instance (from `weights`, with the declared `vllm`).
+    restarts: bool = False
+    weights: str = ""
+    vllm: engineargs.VllmArgs | None = None
 
 
 def compute(
@@ -94,15 +100,20 @@ def _model(
             actions.append(steps.ReportDrift(copy.backend, _HELD, copy.model, reason))
             continue
         reason = steps.Reason(steps.ReasonCode.UPGRADE, f"upgrade {change} ({why})")
-        actions.append(
-            steps.Pull(copy.backend, copy.model, copy.model_key, copy.declaration, reason)
-        )
+        actions.append(_upgrade(copy, reason))
         out += copy.serving  # a copy that was not serving was counted out already
         ready -= 0 if copy.keeps_serving or not copy.serving else 1
     return actions
 
 
 _HELD = steps.DriftKind.UPGRADE_HELD
+
+
+def _upgrade(copy: Copy, reason: steps.Reason) -> steps.Action:
+    """A re-pull (Ollama; a node agent's weights), or the restart onto new weights."""
+    if copy.restarts:
+        return steps.RestartInstance(copy.backend, copy.model, copy.weights, copy.vllm, reason)
+    return steps.Pull(copy.backend, copy.model, copy.model_key, copy.declaration, reason)
 
 
 def _held(copy: Copy, out: int, ready: int, most: int) -> steps.Reason | None:

@@ -68,3 +68,12 @@ def test_max_unavailable_two_upgrades_two_copies_at_once() -> None:
         "drift on c: qwen2:0.5b upgrade held (2 of maxUnavailable 2 copies out; "
         f"upgrade {OLD[:12]} -> {NEW[:12]} waits)"
     )
+
+
+def test_a_node_copy_on_new_weights_restarts_its_instance_while_another_copy_is_ready() -> None:
+    restart = {"restarts": True, "keeps_serving": False, "weights": "org/m"}
+    found = rollouts.compute([_copy("a", **restart), _copy("b", **restart)], KNOWN, AUTO)
+    assert [type(a).__name__ for a in found] == ["RestartInstance", "ReportDrift"]
+    assert found[0].describe() == (
+        f"restart instance qwen2:0.5b on a: upgrade {OLD[:12]} -> {NEW[:12]} (updatePolicy auto)"
+    )
