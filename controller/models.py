@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import declare, output, runner, selection, shapes
-from runtimestate.desired import engineargs, spec
+from controller import declare, modelupgrades, output, runner, selection, shapes
+from runtimestate.desired import engineargs, spec, updatepolicy
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -64,6 +64,14 @@ KeepAliveOpt = Annotated[
     str | None,
     typer.Option("--keep-alive", help="Ollama keep_alive of a warm model: 5m, 1h30m, -1 (forever)"),
 ]
+PolicyOpt = Annotated[
+    str | None,
+    typer.Option("--update-policy", help="manual (report upgrades only) or auto (roll them out)"),
+]
+MaxUnavailableOpt = Annotated[
+    int | None,
+    typer.Option("--max-unavailable", parser=_WHOLE, help="Copies upgrading at once (default 1)"),
+]
 ArgOpt = Annotated[
     list[str] | None,
     typer.Option("--vllm-arg", help="An extra vllm serve argument (repeatable; sets them exactly)"),
@@ -80,6 +88,16 @@ def _vllm(
     if not changes:
         return old
     return spec.vllm_args(dataclasses.replace(old or engineargs.VllmArgs(), **changes))  # type: ignore[arg-type]
+
+
+def _rollout(
+    old: updatepolicy.Rollout, policy: str | None, most: int | None
+) -> updatepolicy.Rollout:
+    """``old`` with the update policy and maxUnavailable given; raises ValueError."""
+    return updatepolicy.Rollout(
+        old.policy if policy is None else updatepolicy.policy(policy),
+        old.max_unavailable if most is None else updatepolicy.max_unavailable(most),
+    )
 
 
 @model_app.command("add")
@@ -111,6 +129,8 @@ def model_add(
     vllm_arg: ArgOpt = None,
     warm: WarmOpt = None,
     keep_alive: KeepAliveOpt = None,
+    update_policy: PolicyOpt = None,
+    max_unavailable: MaxUnavailableOpt = None,
 ) -> None:
     """Declare a model. It joins the default pool unless told otherwise."""
     from runtimestate.desired import store
@@ -128,8 +148,10 @@ def model_add(
         )  # fmt: skip
         value = spec.ModelSpec(name, context_length, spec.capabilities(capability), labels, vllm)
         value = dataclasses.replace(value, warm=bool(warm), keep_alive=keep_alive)
-    except spec.SpecError as exc:
+        update = _rollout(value.update, update_policy, max_unavailable)
+    except (spec.SpecError, ValueError) as exc:
         env.fail(str(exc))
+    value = dataclasses.replace(value, update=update)
     runner.transaction(env, lambda s: store.add_model(s, value, pools))
     env.out.print(f"model/{name} created", highlight=False)
     runner.notify(env)
@@ -170,6 +192,8 @@ def model_update(
     no_keep_alive: Annotated[
         bool, typer.Option("--no-keep-alive", help="Use the backend's default keep_alive")
     ] = False,
+    update_policy: PolicyOpt = None,
+    max_unavailable: MaxUnavailableOpt = None,
 ) -> None:
     """Change a model's overrides, labels, engine arguments or pools; the generation goes up
     on a real change."""
@@ -190,6 +214,10 @@ def model_update(
         or (keep_alive is not None and no_keep_alive)
     ):
         env.fail("an option and its --no- form contradict each other; give one of them")
+    try:  # checked before reading: a bad value exits 2 with nothing read or written
+        _rollout(updatepolicy.DEFAULT, update_policy, max_unavailable)
+    except ValueError as exc:
+        env.fail(str(exc))
 
     async def work(session: AsyncSession) -> bool:
         old = (await store.get_model(session, name)).spec
@@ -206,6 +234,7 @@ def model_update(
             vllm,
             old.warm if warm is None else warm,
             None if no_keep_alive else (old.keep_alive if keep_alive is None else keep_alive),
+            _rollout(old.update, update_policy, max_unavailable),
         )
         _, changed = await store.update_model(session, value, pools)
         return changed
@@ -261,3 +290,7 @@ def model_delete(ctx: typer.Context, name: declare.ModelArg) -> None:
     runner.transaction(env, lambda s: store.delete_model(s, name))
     env.out.print(f"model/{name} deleted", highlight=False)
     runner.notify(env)
+
+
+model_app.command("upgrades")(modelupgrades.model_upgrades)
+model_app.command("upgrade")(modelupgrades.model_upgrade)

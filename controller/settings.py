@@ -27,7 +27,7 @@ from pydantic_settings import (
 from controller import crontab, datadir, httpauth, natssettings
 from runtimestate import downloads, echo, errors, state
 from runtimestate.backends import base
-from runtimestate.reconcile import cycle, probing
+from runtimestate.reconcile import cycle, probing, upgradewatch
 
 ENV_PREFIX = "LLMCTL_"
 CONFIG_ENV = "LLMCTL_CONFIG"
@@ -93,6 +93,17 @@ class Settings(natssettings.NatsSettings):
         "https://registry.ollama.ai",
         description="the Ollama registry asked for model sizes (manifests) before pulls onto "
         "backends with a declared disk; empty: pulls are not admitted",
+    )
+    upgrade_check_interval_s: float = pydantic.Field(
+        3600.0,
+        ge=0,
+        description="seconds between two checks of one model's upstream revision (registry "
+        "digest, hub commit), shared by every replica; 0: no checks",
+    )
+    hub_url: str = pydantic.Field(
+        "https://huggingface.co",
+        description="the Hugging Face hub asked for the current commit of node agents' models; "
+        "empty: not checked",
     )
     cycle_deadline_s: float = pydantic.Field(
         30.0, gt=0, description="deadline of the observation phase of one backend cycle"
@@ -229,7 +240,17 @@ class Settings(natssettings.NatsSettings):
                 probing=_probing(self.probe_grace_s),
                 prefix=self.subject_prefix,
                 registry_url=self.registry_url or None,
+                upgrades=self._upgrades(),
             ),
+        )
+
+    def _upgrades(self) -> upgradewatch.Settings | None:
+        if not self.upgrade_check_interval_s:
+            return None
+        return upgradewatch.Settings(
+            interval_s=self.upgrade_check_interval_s,
+            registry_url=self.registry_url or None,
+            hub_url=self.hub_url or None,
         )
 
 

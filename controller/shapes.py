@@ -167,6 +167,8 @@ def model_doc(model: spec.Model, state: desired.DesiredState) -> dict[str, Any]:
         "vllm": None if s.vllm is None else engineargs.document(s.vllm),
         "warm": s.warm,
         "keepAlive": s.keep_alive,
+        "updatePolicy": s.update.policy.value,
+        "maxUnavailable": s.update.max_unavailable,
         "pools": list(state.pools_of_model(s.name)),
         **_meta(model.meta),
     }

@@ -1,11 +1,14 @@
 """The emulated Ollama registry: which models can be pulled, their blobs and metadata.
 
 A catalog maps a model name to a `ModelSpec` (layer sizes, family, parameter size,
-quantization, context length, capabilities). Digests are fake but deterministic: derived from
-the model name with sha256, so every run and every node agrees on them. The built-in catalog
-holds a handful of small, real-looking models (`builtin_names`); `load` reads a JSON or YAML file
-of the form `{"models": {"<name>": {"layers": [<bytes>, ...], "family": ..., ...}}}` (the keys
-are `FIELDS`; `quantization` is the documented spelling of `quantization_level`) and raises
+quantization, context length, capabilities). Blob digests are fake but deterministic: derived
+from the model name (and its published revision) with sha256, so every run and every node agrees
+on them; a model's digest is the sha256 of its registry manifest, as Ollama's is (PROTOCOLS C.2).
+`Catalog.publish` moves a tag to a new revision: new blobs, a new manifest, a new digest.
+The built-in catalog holds a handful of small, real-looking models (`builtin_names`); `load`
+reads a JSON or YAML file of the form
+`{"models": {"<name>": {"layers": [<bytes>, ...], "family": ..., ...}}}` (the keys are
+`FIELDS`; `quantization` is the documented spelling of `quantization_level`) and raises
 `CatalogError` naming the file, model and field of anything it cannot use.
 Used by the Ollama emulator only; no I/O except `load`.
 """
@@ -13,6 +16,7 @@ Used by the Ollama emulator only; no I/O except `load`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
@@ -24,6 +28,9 @@ import yaml
 from emulators import names
 
 CONFIG_BLOB_SIZE = 487
+MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
+_LAYER_TYPES = ("model", "template", "license", "params", "system")
 _SMALL_LAYERS = (1_482, 11_357, 110)  # template, license, params: as real manifests carry
 
 
@@ -54,10 +61,12 @@ class ModelSpec:
     capabilities: tuple[str, ...] = ("completion",)
     format: str = "gguf"
     digest_seed: str = ""  # a copy keeps its source's blobs: set to the source name
+    revision: str = ""  # set by `Catalog.publish`: the tag moved, its blobs are new
 
     @property
     def _seed(self) -> str:
-        return self.digest_seed or self.name
+        seed = self.digest_seed or self.name
+        return f"{seed}@{self.revision}" if self.revision else seed
 
     @property
     def blobs(self) -> tuple[Blob, ...]:
@@ -73,10 +82,32 @@ class ModelSpec:
         """Sum of all blob sizes, as `/api/tags` reports."""
         return sum(blob.size for blob in self.blobs)
 
-    @property
+    def manifest(self) -> dict[str, Any]:
+        """The registry manifest: its blobs, the last one being the config."""
+        *layers, config = self.blobs
+        return {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_TYPE,
+            "config": {"mediaType": CONFIG_TYPE, "digest": config.digest, "size": config.size},
+            "layers": [
+                {
+                    "mediaType": f"application/vnd.ollama.image.{_LAYER_TYPES[min(i, 4)]}",
+                    "digest": blob.digest,
+                    "size": blob.size,
+                }
+                for i, blob in enumerate(layers)
+            ],
+        }
+
+    @functools.cached_property
+    def manifest_body(self) -> bytes:
+        """The manifest's bytes as the registry serves them (and Ollama writes them)."""
+        return json.dumps(self.manifest(), separators=(",", ":")).encode()
+
+    @functools.cached_property
     def digest(self) -> str:
-        """Manifest digest: bare hex, no `sha256:` prefix."""
-        return fake_sha256(f"{self._seed}#manifest")
+        """Manifest digest, the sha256 of `manifest_body`: bare hex, no `sha256:` prefix."""
+        return hashlib.sha256(self.manifest_body).hexdigest()
 
     def details(self) -> dict[str, Any]:
         """The `details` object shared by tags, show and ps."""
@@ -233,6 +264,20 @@ class Catalog:
     def specs(self) -> list[ModelSpec]:
         """Every model, in insertion order."""
         return list(self._by_key.values())
+
+    def publish(self, name: names.ModelName, revision: str | None = None) -> ModelSpec:
+        """Move the tag `name` to `revision` (default: the next one): new blobs and digest.
+
+        Publishing the revision a tag already has changes nothing (several nodes sharing this
+        catalog may each apply one admin request). Raises KeyError for a model not in it."""
+        spec = self._by_key.get(name.key)
+        if spec is None:
+            raise KeyError(f"model {name.display!r} is not in the catalog")
+        wanted = revision or str(int(spec.revision or "1") + 1)
+        if wanted != spec.revision:
+            spec = dataclasses.replace(spec, revision=wanted)
+            self._by_key[name.key] = spec
+        return spec
 
 
 class CatalogError(ValueError):

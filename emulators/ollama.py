@@ -21,6 +21,7 @@ from aiohttp import web
 
 from emulators import (
     catalog,
+    names,
     ollama_inference,
     ollama_node,
     ollama_openai,
@@ -103,6 +104,14 @@ def serve(
 ) -> None:
     """Serve until Ctrl-C; `announce(emulator)` runs once the socket listens."""
     runner.serve(lambda: build(**options), host, port, announce)
+
+
+def publish(emu: Emulator, model: str, revision: str | None = None) -> catalog.ModelSpec:
+    """Move the tag `model` in the emulated registry (shared by every node of `emu`) to a new
+    revision, as `POST /_emulator/state {"publish": {"model": ...}}` does; returns its spec
+    (`.digest` is what `/api/tags` lists once a node pulls it again). Raises KeyError for a
+    model not in the catalog."""
+    return emu.nodes[0].registry.publish(names.parse(model), revision)
 
 
 class Flavour:

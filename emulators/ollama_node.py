@@ -122,11 +122,16 @@ class OllamaNode(server.Node):
         if gone is None:
             return False
         self.loaded.pop(name.key, None)
-        in_use = {b.digest for m in self.installed.values() for b in m.spec.blobs}
-        for blob in gone.spec.blobs:
-            if blob.digest not in in_use:
-                self.disk.complete.pop(blob.digest, None)
+        self.drop_unused(gone.spec)
         return True
+
+    def drop_unused(self, old: catalog.ModelSpec) -> bool:
+        """Delete the blobs of `old` no installed model uses; True when there were some."""
+        in_use = {b.digest for m in self.installed.values() for b in m.spec.blobs}
+        unused = [b.digest for b in old.blobs if b.digest not in in_use]
+        for digest in unused:
+            self.disk.complete.pop(digest, None)
+        return bool(unused)
 
     def load(self, spec: catalog.ModelSpec, keep_alive: Any, num_ctx: int | None) -> None:
         """Load (or refresh) a model, or unload it when keep_alive is 0."""
@@ -173,13 +178,18 @@ class OllamaNode(server.Node):
             "pulls": dict(self.pulls),
             "preloads": dict(self.preloads),
             "unloads": dict(self.unloads),
+            "published": {m.name: m.revision for m in self.registry.specs() if m.revision},
             **self.pace.to_dict(),
         }
 
     def patch(self, changes: Mapping[str, Any]) -> None:
-        """Admin changes: `installed` (list, replaces), `disk_capacity`, `pull_rate`, `ttft`..."""
+        """Admin changes: `installed` (list, replaces), `disk_capacity`, `pull_rate`, `ttft`...,
+        and `publish`: `{"model": name, "revision"?: text}` moves a tag in the registry to a new
+        revision (new blobs, manifest and digest; default the next revision number)."""
         fields = dict(changes)
         self.pace.patch(fields)
+        if "publish" in fields:
+            self._publish(fields.pop("publish"))
         if "installed" in fields:
             self.installed.clear()
             self.loaded.clear()
@@ -190,6 +200,14 @@ class OllamaNode(server.Node):
             if attr in fields:
                 setattr(self, attr, fields.pop(attr))
         super().patch(fields)
+
+    def _publish(self, request: Any) -> None:
+        if not isinstance(request, dict) or not isinstance(request.get("model"), str):
+            raise ValueError('publish takes {"model": name, "revision"?: text}')
+        spec = self.registry.publish(names.parse(request["model"]), request.get("revision"))
+        # The nodes of one host share the registry and each applies the same request: the
+        # first one fixes the revision, the others then find the tag already there.
+        request["revision"] = spec.revision
 
     def reset(self) -> None:
         """Initial installed models, empty memory and downloads, no faults, zero counters."""

@@ -2,9 +2,12 @@
 
 The line sequence follows PROTOCOLS §1.4: `pulling manifest`; per blob `pulling <12 hex>` with
 `digest`, `total`, `completed` (zero fields left out), ticking every `tick_interval` while
-bytes arrive; `verifying sha256 digest`; `writing manifest`; `success`. An unknown model gives
-the manifest line then `{"error": "pull model manifest: file does not exist"}` (HTTP 200), or a
-500 with `stream:false`. Concurrent pulls attach to the same `downloads.BlobDownload`.
+bytes arrive; `verifying sha256 digest`; `writing manifest`; `removing unused layers` when the
+tag had an older manifest whose blobs nothing uses any more (a re-pull after the registry moved
+the tag: the old copy stays listed and usable until `writing manifest`); `success`.
+An unknown model gives the manifest line then
+`{"error": "pull model manifest: file does not exist"}` (HTTP 200), or a 500 with `stream:false`.
+Concurrent pulls attach to the same `downloads.BlobDownload`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emulators import catalog, downloads, ollama_node, ollama_wire, server, streams
+from emulators import catalog, downloads, names, ollama_node, ollama_wire, server, streams
 
 MANIFEST_MISSING = "pull model manifest: file does not exist"
 
@@ -63,7 +66,10 @@ async def pull_events(
                 return
     yield {"status": "verifying sha256 digest"}
     yield {"status": "writing manifest"}
+    old = node.find(names.parse(spec.name))
     node.install(spec)
+    if old is not None and old.spec.digest != spec.digest and node.drop_unused(old.spec):
+        yield {"status": "removing unused layers"}
     yield {"status": "success"}
 
 

@@ -3,42 +3,28 @@
 Serves the manifest of each catalog model as the Ollama registry does (PROTOCOLS C.2): schema
 2, the config blob, and the layers with Ollama's media types (the first layer is the model,
 then template, license, params, system), sizes and digests from `emulators.catalog`, so a
-client can size a model before pulling it (Σ `layers[].size` + `config.size`). An unknown model
-gets 404 with the registry's error body. Routed by `emulators.ollama.Flavour`; imports nothing
+client can size a model before pulling it (Σ `layers[].size` + `config.size`), with its digest
+(the sha256 of the body, what `/api/tags` lists once pulled) in `Docker-Content-Digest`; after
+`Catalog.publish` the tag's new manifest. An unknown model gets 404 with the registry's error
+body. Routed by `emulators.ollama.Flavour`; imports nothing
 of the controller.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
 from aiohttp import web
 
 from emulators import catalog, names, ollama_node, server
 
-MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
-_LAYER_TYPES = ("model", "template", "license", "params", "system")
+MEDIA_TYPE = catalog.MEDIA_TYPE
 PATH = re.compile(r"^/v2/(?P<ns>[^/]+)/(?P<model>[^/]+)/manifests/(?P<tag>[^/]+)$")
 
 
 def manifest(spec: catalog.ModelSpec) -> dict[str, object]:
     """The registry manifest of ``spec``: its blobs, the last one being the config."""
-    *layers, config = spec.blobs
-    return {
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE,
-        "config": {"mediaType": CONFIG_TYPE, "digest": config.digest, "size": config.size},
-        "layers": [
-            {
-                "mediaType": f"application/vnd.ollama.image.{_LAYER_TYPES[min(i, 4)]}",
-                "digest": blob.digest,
-                "size": blob.size,
-            }
-            for i, blob in enumerate(layers)
-        ],
-    }
+    return spec.manifest()
 
 
 async def handle(call: server.Call[ollama_node.OllamaNode]) -> web.StreamResponse:
@@ -52,5 +38,6 @@ async def handle(call: server.Call[ollama_node.OllamaNode]) -> web.StreamRespons
     if spec is None:
         error = {"code": "MANIFEST_UNKNOWN", "message": "manifest unknown", "detail": {}}
         return server.json_response({"errors": [error]}, status=404)
-    body = json.dumps(manifest(spec), separators=(",", ":")).encode()
-    return web.Response(body=body, content_type=MEDIA_TYPE)
+    response = web.Response(body=spec.manifest_body, content_type=MEDIA_TYPE)
+    response.headers["Docker-Content-Digest"] = f"sha256:{spec.digest}"
+    return response

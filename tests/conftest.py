@@ -38,6 +38,9 @@ NATS_FIXTURES = frozenset({"nats_server", "nats_url", "fresh_nats_server", "secu
 
 
 def pytest_configure() -> None:
+    # The public registry and hub are not part of any test: a CLI or `serve` a test runs checks
+    # upstream for upgrades (issue 19) only when the test points it at an emulator and sets this.
+    os.environ.setdefault("LLMCTL_UPGRADE_CHECK_INTERVAL_S", "0")
     # pytest tears fixtures down on Ctrl-C but dies on SIGTERM (what CI sends on a timeout);
     # treating SIGTERM like Ctrl-C stops the servers in order instead of orphaning them.
     on_main_thread = threading.current_thread() is threading.main_thread()

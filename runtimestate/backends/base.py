@@ -164,6 +164,7 @@ class ObservedInstance:
     log_tail: tuple[str, ...] = ()
     context_length: int | None = None  # its declared --max-model-len, when it has one
     adapters: tuple[str, ...] = ()  # the LoRA adapters it serves (issue 16)
+    commit: str | None = None  # the hub snapshot it runs from (issue 19); None: not a snapshot
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

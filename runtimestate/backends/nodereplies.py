@@ -71,8 +71,11 @@ def _instance(
     if not isinstance(gpus, list) or not all(isinstance(g, int) for g in gpus):
         raise transport.MalformedReply(f"instance {name!r}'s gpus is not a list of indices")
     weights = entry.get("weights")
+    path = str(entry.get("path") or "")
     if not isinstance(weights, str):
-        weights = _weights_at(str(entry.get("path") or ""), cached) or ""
+        weights = _weights_at(path, cached) or ""
+    folder = pathlib.PurePosixPath(path)  # a hub snapshot: .../snapshots/<commit>
+    commit = folder.name if path and folder.parent.name == "snapshots" else None
     engine = entry.get("engine")
     declared: Mapping[str, Any] = engine if isinstance(engine, Mapping) else {}
     spec = {"engine": declared,
@@ -91,6 +94,7 @@ def _instance(
         log_tail=tuple(tail.splitlines()[-LOG_TAIL_LINES:]) if isinstance(tail, str) else (),
         context_length=transport.optional_int(declared.get("max_model_len")),
         adapters=_adapters(entry),
+        commit=commit,
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from runtimestate import credentials, echo
-from runtimestate.desired import engineargs, names, residency, spec
+from runtimestate.desired import engineargs, names, residency, spec, updatepolicy
 
 API_VERSION = "llmctl/v1"
 KINDS = ("Backend", "Model", "Pool", "Adapter")
@@ -162,7 +162,15 @@ def read(index: int, raw: object) -> Document:
 _ABSENT: dict[str, Any] = {}
 _SPEC_FIELDS = {
     "Backend": ("type", "url", "prune", "maxPulls", "credentials", "vramBytes", "diskBytes"),
-    "Model": ("contextLength", "capabilities", "vllm", "warm", "keepAlive"),
+    "Model": (
+        "contextLength",
+        "capabilities",
+        "vllm",
+        "warm",
+        "keepAlive",
+        "updatePolicy",
+        "maxUnavailable",
+    ),
     "Pool": ("purpose", "backends", "models", "adapters"),
     "Adapter": ("baseModel", "source", "revision"),
 }
@@ -264,8 +272,30 @@ def _model(
     keep_alive = body.check("keepAlive", keep_alive, residency.keep_alive)
     if checked is None:
         return None
+    update = _rollout(body)
     value = spec.ModelSpec(checked, context, capabilities, labels or {}, vllm)
-    return dataclasses.replace(value, warm=bool(warm), keep_alive=keep_alive)
+    return dataclasses.replace(value, warm=bool(warm), keep_alive=keep_alive, update=update)
+
+
+def _rollout(body: _Fields) -> updatepolicy.Rollout:
+    """``updatePolicy`` and ``maxUnavailable`` (issue 19); the defaults where not given."""
+    policy = body.check("updatePolicy", body.body.get("updatePolicy", "manual"), _policy)
+    most = body.check("maxUnavailable", body.body.get("maxUnavailable", 1), _max_unavailable)
+    return updatepolicy.Rollout(policy or updatepolicy.UpdatePolicy.MANUAL, most or 1)
+
+
+def _policy(value: object) -> updatepolicy.UpdatePolicy:
+    try:
+        return updatepolicy.policy(value)
+    except ValueError as exc:
+        raise spec.SpecError("updatePolicy", str(exc).removeprefix("updatePolicy ")) from None
+
+
+def _max_unavailable(value: object) -> int:
+    try:
+        return updatepolicy.max_unavailable(value)
+    except ValueError as exc:
+        raise spec.SpecError("maxUnavailable", str(exc).removeprefix("maxUnavailable ")) from None
 
 
 def _adapter(

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from runtimestate import credentials, desired
-from runtimestate.desired import documents, engineargs, spec
+from runtimestate.desired import documents, engineargs, spec, updatepolicy
 
 API_VERSION = documents.API_VERSION
 
@@ -55,6 +55,9 @@ def export(state: desired.DesiredState, cut: Cut | None = None) -> str:
             body["warm"] = True
         if m.keep_alive is not None:
             body["keepAlive"] = m.keep_alive
+        if m.update != updatepolicy.DEFAULT:
+            body["updatePolicy"] = m.update.policy.value
+            body["maxUnavailable"] = m.update.max_unavailable
         docs.append(_doc("Model", _metadata(m.name, m.labels), body))
     for adapter in state.adapters:
         a = adapter.spec

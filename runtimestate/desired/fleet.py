@@ -176,7 +176,7 @@ class DesiredState:
                 value, meta = model.spec, model.meta
                 members.append(
                     (wanted, meta.id, meta.generation, value.name, value.context_length,
-                     value.capabilities, value.vllm, value.warm, value.keep_alive,
+                     value.capabilities, value.vllm, value.warm, value.keep_alive, value.update,
                      self.model_joined(pool, wanted))
                 )  # fmt: skip
             keys[pool.name] = (

@@ -236,7 +236,7 @@ _BACKEND_FIELDS = {
 }  # fmt: skip
 _MODEL_FIELDS = {
     "context_length": "contextLength", "capabilities": "capabilities", "labels": "labels",
-    "vllm": "vllm", "warm": "warm", "keep_alive": "keepAlive",
+    "vllm": "vllm", "warm": "warm", "keep_alive": "keepAlive", "update": "updatePolicy",
 }  # fmt: skip
 _ADAPTER_FIELDS = {
     "base_model": "baseModel", "source": "source", "revision": "revision", "labels": "labels",

@@ -1,4 +1,5 @@
-"""The desired-state tables: backends, models, adapters, pools and their memberships.
+"""The runtimestate tables: backends, models, adapters, pools and their memberships, and the
+status, replica, cycle-request and upgrade-check records.
 
 Owned by `runtimestate`; `migrations/env.py` combines this ``metadata`` with the other
 packages'. Only the store modules use these ORM classes; rows never leave them (callers get
@@ -70,6 +71,12 @@ class ModelRow(Stamped, Base):
     vllm: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
     warm: orm.Mapped[bool] = orm.mapped_column(sa.Boolean, default=False, server_default=sa.false())
     keep_alive: orm.Mapped[str | None] = orm.mapped_column(sa.String(32))  # NULL: the default
+    # How it takes upstream upgrades (issue 19, `updatepolicy`): manual or auto, and how many
+    # copies may be upgrading at once.
+    update_policy: orm.Mapped[str] = orm.mapped_column(
+        sa.String(16), default="manual", server_default="manual"
+    )
+    max_unavailable: orm.Mapped[int] = orm.mapped_column(sa.Integer, default=1, server_default="1")
 
 
 class AdapterRow(Stamped, Base):
@@ -222,3 +229,37 @@ class CycleRequestRow(Base):
 
     id: orm.Mapped[str] = orm.mapped_column(sa.String(32), primary_key=True)
     requested_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime, index=True)
+
+
+class UpgradeCheckRow(Base):
+    """The last check of one model's upstream revision (issue 19), shared by every replica and
+    every ``reconcile --once`` so the registry is asked once per interval, not per process.
+    ``source`` is ``ollama`` (a registry manifest's digest) or ``hub`` (a repo's ``main``
+    commit); ``reference`` the model as asked (``qwen2:0.5b``, ``org/repo``). ``checked_at`` is
+    when a process claimed the check, ``answered_at`` when it recorded the outcome; ``latest``
+    the revision last seen and ``seen_at`` since when; ``error`` the last failure (kept until an
+    answer). Written by `runtimestate.reconcile.upgradechecks` only."""
+
+    __tablename__ = "upgrade_checks"
+
+    source: orm.Mapped[str] = orm.mapped_column(sa.String(16), primary_key=True)
+    reference: orm.Mapped[str] = orm.mapped_column(sa.String(512), primary_key=True)
+    checked_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime)
+    answered_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UtcDateTime)
+    latest: orm.Mapped[str | None] = orm.mapped_column(sa.String(128))
+    seen_at: orm.Mapped[dt.datetime | None] = orm.mapped_column(UtcDateTime)
+    error: orm.Mapped[str | None] = orm.mapped_column(sa.String(500))
+
+
+class UpgradeRequestRow(Base):
+    """An upgrade asked for by hand (``llmctl model upgrade NAME [--backend B]``, issue 19):
+    ``model`` is the model's canonical name, ``backend`` the one backend or ``""`` for every
+    backend holding an old copy. The backend cycle rolls it like an ``auto`` model's and deletes
+    the row once no backend it names holds an old copy. Written by
+    `runtimestate.reconcile.upgraderequests` only."""
+
+    __tablename__ = "upgrade_requests"
+
+    model: orm.Mapped[str] = orm.mapped_column(sa.String(600), primary_key=True)
+    backend: orm.Mapped[str] = orm.mapped_column(sa.String(63), primary_key=True)
+    requested_at: orm.Mapped[dt.datetime] = orm.mapped_column(UtcDateTime)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, NewType, TypeVar
 
 from runtimestate import echo
-from runtimestate.desired import engineargs, names
+from runtimestate.desired import engineargs, names, updatepolicy
 
 if TYPE_CHECKING:
     from runtimestate.credentials import Credentials
@@ -91,6 +91,7 @@ class ModelSpec:
     vllm: engineargs.VllmArgs | None = None  # how a node agent starts it (`engineargs`)
     warm: bool = False  # kept loaded on the Ollama backends placing it
     keep_alive: str | None = None  # Ollama's keep_alive for a warm model ("-1": forever)
+    update: updatepolicy.Rollout = updatepolicy.DEFAULT  # upstream upgrades (issue 19)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -207,8 +208,7 @@ def base_url(value: str) -> str:
 
     The one set of URL rules: the spec applies them to what users declare, and the adapters
     (`runtimestate.backends.httpapi.validate_base_url`) to what they are built with. Raises
-    `SpecError`, whose message never shows a user, password, query or fragment (a key may
-    hide there).
+    `SpecError`, whose message never shows a user, password, query or fragment (keys hide there).
     """
     parsed = urllib.parse.urlsplit(value.strip())
     shown = echo.quoted(_shown(parsed))

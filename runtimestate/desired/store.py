@@ -26,6 +26,7 @@ from runtimestate.desired import (
     residency,
     schema,
     spec,
+    updatepolicy,
 )
 
 # The errors live in `refusals`; callers name them through the store, as before.
@@ -65,9 +66,11 @@ def _backend(row: schema.BackendRow) -> spec.Backend:
 def _model(row: schema.ModelRow) -> spec.Model:
     caps = None if row.capabilities is None else tuple(spec.Capability(c) for c in row.capabilities)
     vllm = None if row.vllm is None else engineargs.from_document(row.vllm)
+    update = updatepolicy.Rollout(updatepolicy.policy(row.update_policy), row.max_unavailable)
     value = spec.ModelSpec(
-        row.name, row.context_length, caps, dict(row.labels), vllm, row.warm, row.keep_alive
-    )
+        row.name, row.context_length, caps, dict(row.labels), vllm, row.warm, row.keep_alive,
+        update,
+    )  # fmt: skip
     return spec.Model(value, meta(row))
 
 
@@ -329,6 +332,8 @@ def _fill_model(row: schema.ModelRow, value: spec.ModelSpec) -> None:
     row.labels = dict(value.labels)
     row.vllm = None if value.vllm is None else engineargs.document(value.vllm)
     row.warm, row.keep_alive = value.warm, value.keep_alive
+    row.update_policy = value.update.policy.value
+    row.max_unavailable = value.update.max_unavailable
 
 
 async def update_model(

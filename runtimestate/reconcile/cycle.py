@@ -56,7 +56,10 @@ from runtimestate.reconcile import (
     recording,
     refusals,
     reuse,
+    rolling,
     steps,
+    upgrades,
+    upgradewatch,
 )
 
 log = structlog.get_logger(__name__)
@@ -69,6 +72,7 @@ class Settings:
     probing: probing.Policy = dataclasses.field(default_factory=probing.Policy)
     prefix: str = "llmctl"
     registry_url: str | None = registry.DEFAULT_URL  # model sizes for admission; None: none
+    upgrades: upgradewatch.Settings | None = None  # issue 19's checks upstream; None: none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +156,8 @@ class BackendCycle:
         self._reuse = reuse.Reuse()
         self._refusals = refusals.Refusals()
         self._capacity = capacity.Lookup.built(settings.registry_url, pool, clock)
+        self._upgrades = upgradewatch.Watch.built(sessions, settings.upgrades)
+        self._rolling = rolling.Rolling(sessions, self._upgrades) if self._upgrades else None
         self._plan: plan.Plan | None = None
         self._cycle = 0
         self._lock = asyncio.Lock()
@@ -165,8 +171,10 @@ class BackendCycle:
             return await self._run(dry_run, selector)
 
     async def aclose(self) -> None:
-        """Close the registry's connections (admission's size lookups)."""
+        """Close the registry's connections (admission's size lookups, upgrade checks)."""
         await self._capacity.aclose()
+        if self._upgrades is not None:
+            await self._upgrades.aclose()
 
     async def refresh(self, name: str) -> snapshot.LLMState | None:
         """Bring one backend's status up to date now, as when a download on it ended: read,
@@ -200,6 +208,8 @@ class BackendCycle:
                 lora=self._refusals.records({name: view}, read.adapters, self._version(now), now),
             )  # fmt: skip
             state = self._state(read.desired, backend, decided, mine, view, now)
+            if self._upgrades is not None:  # what the cycles learnt, without asking again
+                state = upgrades.marked({name: state}, self._upgrades.known())[name]
             written = await self._recorder.record_refresh(state, read.previous.get(name), now)
             log.info("status_refresh", backend=name, phase=state.phase.value, answered=fresh,
                      written=written, duration_s=round(time.monotonic() - started, 3))  # fmt: skip
@@ -218,6 +228,9 @@ class BackendCycle:
         seen = await self._observer.observe(due, now)
         views = {b.name: self._view(read, b, now, b.name in seen.fresh) for b in backends}
         views.update(await self._admitted(backends, views, read.jobs, now))
+        usable = lambda n: self._observer.record(n).usable(now, self._settings.probing)  # noqa: E731
+        if self._upgrades is not None:  # upgrades (issue 19): what upstream has, then roll
+            await self._upgrades.look(views, usable, now, ask=not dry_run)
         decided = plan.compute(
             views.values(),
             jobs=[planview.JobView.of(j) for j in read.jobs],
@@ -226,6 +239,8 @@ class BackendCycle:
             previous=self._plan,
             lora=self._refusals.records(views, read.adapters, self._version(now), now),
         )
+        if self._rolling is not None:
+            decided = await self._rolling.planned(decided, views, usable, read, dry_run=dry_run)
         self._plan = decided
         outcomes: tuple[execution.Outcome, ...] = ()
         if not dry_run:
@@ -235,6 +250,8 @@ class BackendCycle:
         states = self._states(
             read, decided, views, now, forget=not selector, refused=execution.refused(outcomes)
         )
+        if self._upgrades is not None:
+            states = self._upgrades.marked(states)
         taken = snapshot.Snapshot(states, self._cycle, now)
         written = True
         if not dry_run:

@@ -64,6 +64,10 @@ class ReasonCode(enum.StrEnum):
     LORA_NOT_ENABLED = "lora_not_enabled"  # drift: a node's base model runs without LoRA
     # Admission (issue 16): drift, the pull's known size does not fit the backend's free disk
     INSUFFICIENT_CAPACITY = "insufficient_capacity"
+    # Rolling upgrades (issue 19, `runtimestate.reconcile.rollouts`)
+    UPGRADE = "upgrade"  # Pull: the copy held is older than upstream's; auto or asked for
+    UPGRADE_WAITS = "upgrade_waits"  # drift: maxUnavailable copies are already out
+    LAST_READY_COPY = "last_ready_copy"  # drift: upgrading it would leave no ready copy
 
 
 class DriftKind(enum.StrEnum):
@@ -72,6 +76,7 @@ class DriftKind(enum.StrEnum):
     COLD = "cold"  # declared warm, not loaded, and not preloaded this cycle
     ADAPTER_NOT_LOADED = "adapter_not_loaded"  # Adapters (issue 16)
     ADAPTER_NOT_DECLARED = "adapter_not_declared"
+    UPGRADE_HELD = "upgrade_held"  # an upgrade waits (issue 19)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import httpx
+import ollama
 
 from emulators import catalog, names
 from emulators import ollama as emulator
@@ -107,3 +109,53 @@ async def test_a_registry_that_never_answers_holds_a_lookup_up_only_until_its_de
         server.close()
         await server.wait_closed()
         await sizes.aclose()
+
+
+async def test_a_published_revision_moves_the_manifest_and_its_digest() -> None:
+    async with emulator.running() as emu, httpx.AsyncClient(base_url=emu.url) as client:
+        before = await client.get("/v2/library/qwen2/manifests/0.5b")
+        admin = await client.post("/_emulator/state", json={"publish": {"model": "qwen2:0.5b"}})
+        after = await client.get("/v2/library/qwen2/manifests/0.5b")
+        other = await client.get("/v2/library/llama3/manifests/latest")
+    assert admin.status_code == 200
+    assert admin.json()["nodes"][0]["published"] == {"qwen2:0.5b": "2"}
+    old, new = (hashlib.sha256(r.content).hexdigest() for r in (before, after))
+    assert old != new
+    assert after.headers["Docker-Content-Digest"] == f"sha256:{new}"
+    assert before.json()["layers"][0]["digest"] != after.json()["layers"][0]["digest"]
+    assert (
+        other.headers["Docker-Content-Digest"]
+        == "sha256:" + hashlib.sha256(other.content).hexdigest()
+    )
+
+
+async def test_publishing_on_every_node_of_a_host_moves_the_shared_tag_once() -> None:
+    async with emulator.running(nodes=3) as emu, httpx.AsyncClient(base_url=emu.url) as client:
+        reply = await client.post("/_emulator/state", json={"publish": {"model": "qwen2:0.5b"}})
+    assert [n["published"] for n in reply.json()["nodes"]] == [{"qwen2:0.5b": "2"}] * 3
+
+
+async def test_a_repull_after_a_publish_keeps_the_old_copy_until_the_new_manifest_is_written() -> (
+    None
+):
+    async with (
+        emulator.running(
+            installed=["qwen2:0.5b"], pull_rate=1_000_000_000, tick_interval=0.01
+        ) as emu,
+        ollama.AsyncClient(host=emu.url) as client,
+    ):
+        old = (await client.list()).models[0].digest
+        new = emulator.publish(emu, "qwen2:0.5b")
+        listed_during: list[str | None] = []
+        statuses: list[str] = []
+        async for progress in await client.pull("qwen2:0.5b", stream=True):
+            statuses.append(progress.status or "")
+            if progress.status and progress.status.startswith("pulling "):
+                listed_during.append((await client.list()).models[0].digest)
+        after = (await client.list()).models
+    assert old != new.digest
+    assert listed_during[0] == old  # the server runs ahead of the client: only the first
+    assert statuses[-3:] == ["writing manifest", "removing unused layers", "success"]
+    assert [(m.model, m.digest) for m in after] == [("qwen2:0.5b", new.digest)]
+    disk = emu.nodes[0].disk.complete
+    assert set(disk) == {blob.digest for blob in new.blobs}

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -34,6 +35,7 @@ class Agent:
 
     url: str
     api: httpx.Client
+    hub: str = ""  # the emulated Hub every agent pulls from (its admin API publishes commits)
 
     def instances(self) -> dict[str, dict[str, Any]]:
         """GET /v1/instances, by instance name."""
@@ -60,8 +62,35 @@ def fleet(
             data = root / f"agent-{index}"
             url = stack.enter_context(node_agent_process.running(data, hub.url, TOKEN, gpus))
             api = stack.enter_context(httpx.Client(base_url=url, headers=auth, timeout=30))
-            started.append(Agent(url.rstrip("/"), api))
+            started.append(Agent(url.rstrip("/"), api, hub.url))
         yield started
+
+
+class Sampler:
+    """``with Sampler(read):`` calls ``read`` every 50 ms on a thread; ``seen`` holds what it
+    returned, in order (a failed read, such as an agent busy restarting, is skipped)."""
+
+    def __init__(self, read: Callable[[], Any]) -> None:
+        self._read = read
+        self.seen: list[Any] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                self.seen.append(self._read())
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(httpx.HTTPError):
+            self.seen.append(self._read())
 
 
 def ok(llmctl: Cli, *args: str) -> Result:

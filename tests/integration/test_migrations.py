@@ -17,7 +17,7 @@ TABLES = {
     "backends", "models", "pools", "pool_backends", "pool_models",
     "backend_status", "managed_models", "download_jobs", "controller_replicas",
     "adapters", "pool_adapters", "managed_adapters", "preloaded_models", "cycle_requests",
-    "gateway_keys", "gateway_key_spend", "model_prices",
+    "gateway_keys", "gateway_key_spend", "model_prices", "upgrade_checks", "upgrade_requests",
 }  # fmt: skip
 
 
