@@ -82,6 +82,9 @@ class Tracker:
         self.penalty: dict[Key, float] = {}  # error EWMA, only where it is not negligible
         self.latency: dict[Key, float] = {}  # latency EWMA of successful calls
         self.next_decay: float = float("-inf")  # when `decay` has work to do again
+        # Providers whose breaker opened or closed since an owner last took them (the
+        # outcome exchange sends those at once); bounded by the providers.
+        self.transitions: set[Key] = set()
         self._decayed_at: float | None = None
         self._trials = 0
 
@@ -143,12 +146,14 @@ class Tracker:
         rec.cooldown_s = rec.errors = 0.0
         self.penalty.pop(key, None)
         self.blocked.pop(key, None)
+        self.transitions.add(key)
 
     def _open(self, key: Key, rec: _Record, now: float, cooldown_s: float) -> None:
         rec.cooldown_s = cooldown_s
         rec.open_until = now + cooldown_s
         rec.trial_started = None
         self.blocked[key] = rec
+        self.transitions.add(key)
 
     def decay(self, now: float) -> None:
         """Fade every error rate by the time passed (at most once a second; O(penalised)).

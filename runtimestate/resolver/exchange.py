@@ -67,8 +67,8 @@ class Exchange:
         self._client, self._prefix = client, prefix
         self._tracker, self._clock, self._changed = tracker, clock, changed
         self._interval = 1.0 / per_second
-        self.pending: dict[str, set[cooldown.Key]] = {}  # providers to send, by backend
-        self._urgent: set[str] = set()  # backends with a breaker transition to send
+        self.pending: set[cooldown.Key] = set()  # providers whose figures are to be sent
+        self._transitions = tracker.transitions  # providers whose breaker moved: send now
         self._announced: dict[cooldown.Key, float] = {}  # the openings others know of
         self._sent_at: dict[str, float] = {}  # event-loop time of each backend's last message
         self._wake = asyncio.Event()
@@ -94,20 +94,12 @@ class Exchange:
         return shared
 
     def note(self, key: cooldown.Key) -> None:
-        """``key`` has a new outcome: send its figures soon, and its breaker at once if that
-        moved. The hot path: no I/O, no allocation but a backend's first pending set."""
-        backend = key.partition("/")[0]
-        keys = self.pending.get(backend)
-        wake = keys is None
-        if keys is None:
-            self.pending[backend] = {key}
-        else:
-            keys.add(key)
-        if self._tracker.opened_until(key) != self._announced.get(key):
-            self._urgent.add(backend)
-            wake = True
-        if wake:
-            self._wake.set()
+        """``key`` has a new outcome: send its figures soon, and at once if its breaker opened
+        or closed (`cooldown.Tracker.transitions`). The hot path: a set insertion, no I/O."""
+        pending = self.pending
+        if not pending or self._transitions:
+            self._wake.set()  # the sender was idle, or has a transition to send now
+        pending.add(key)
 
     async def _run(self) -> None:
         while True:
@@ -128,22 +120,29 @@ class Exchange:
         """Send every backend that has a breaker transition or whose interval has passed;
         return how long until the next one is due (None: nothing pending)."""
         now, sent_at = asyncio.get_running_loop().time(), self._sent_at
-        due = [
-            backend
-            for backend in self.pending
-            if backend in self._urgent or now - sent_at.get(backend, -math.inf) >= self._interval
-        ]
-        for backend in due:
-            keys = self.pending.pop(backend, None)
-            self._urgent.discard(backend)
-            if keys:
-                sent_at[backend] = now
-                await self._publish(backend, keys)
-        if not self.pending:
-            return None
-        return max(0.0, min(sent_at.get(b, now) + self._interval for b in self.pending) - now)
+        urgent = self._transitions
+        urgent.intersection_update(self.pending)  # transitions from before sharing began
+        by_backend: dict[str, list[cooldown.Key]] = {}
+        for key in self.pending:
+            by_backend.setdefault(key.partition("/")[0], []).append(key)
+        due = {
+            backend: keys
+            for backend, keys in by_backend.items()
+            if now - sent_at.get(backend, -math.inf) >= self._interval
+            or not urgent.isdisjoint(keys)
+        }
+        for backend, keys in due.items():
+            self.pending.difference_update(keys)
+            urgent.difference_update(keys)
+            sent_at[backend] = now
+        for backend, keys in due.items():
+            await self._publish(backend, keys)
+        waiting = [b for b in by_backend if b not in due]
+        if not waiting:
+            return None if not self.pending else 0.0
+        return max(0.0, min(sent_at[b] + self._interval for b in waiting) - now)
 
-    async def _publish(self, backend: str, keys: set[cooldown.Key]) -> None:
+    async def _publish(self, backend: str, keys: list[cooldown.Key]) -> None:
         entries = [e for key in sorted(keys) if (e := self._entry(key)) is not None]
         if not entries:
             return
@@ -189,18 +188,23 @@ class Exchange:
             self.apply(news)
 
     def apply(self, news: bulletin.Bulletin) -> list[cooldown.Key]:
-        """Take another process's bulletin into the tracker; marks nothing to send (the
-        breaker state it leaves counts as announced). Returns the providers it touched."""
+        """Take another process's bulletin into the tracker; marks nothing to send (a breaker
+        state it brings counts as announced; an opening of this process's own that lasts
+        longer is still sent). Returns the providers it touched."""
         now, tracker = self._clock(), self._tracker
         keys = []
         for e in news.entries:
             key = f"{news.backend}/{e.model}"
             tracker.adopt(key, cooldown.Figures(e.latency_s, e.errors, e.samples, now))
+            before = tracker.opened_until(key)
             if e.breaker is not None and e.breaker.state == bulletin.OPENED:
                 tracker.open_for(key, now, e.breaker.reopens_in_s, e.breaker.cooldown_s)
             elif e.breaker is not None:
                 tracker.close(key)
-            self._remember(key, tracker.opened_until(key))
+            after = tracker.opened_until(key)
+            if after != before:  # the others know it from the sender: nothing to echo
+                self._transitions.discard(key)
+                self._remember(key, after)
             keys.append(key)
         self._changed(keys)
         return keys

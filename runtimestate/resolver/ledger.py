@@ -42,11 +42,12 @@ class Ledger:
     def record_outcome(self, provider: resolution.Provider, ok: bool, latency_s: float) -> None:
         """Report how a call to ``provider`` went; feeds the cooldown and the adaptive policy,
         and, when outcomes are shared, the fleet's other resolvers (sent from a task)."""
-        self.outcomes.record(provider.key, ok, latency_s, self._clock(), provider.trial)
+        key = provider.key
+        self.outcomes.record(key, ok, latency_s, self._clock(), provider.trial)
         if self._book is not None:
-            self._book.outcomes_changed((provider.key,))
+            self._book.outcomes_changed((key,))
         if self._exchange is not None:
-            self._exchange.note(provider.key)
+            self._exchange.note(key)
 
     def _outcomes_changed(self, keys: Iterable[cooldown.Key]) -> None:
         if self._book is not None:

@@ -142,6 +142,9 @@ CASES = [
     ("resolver", "sub", "llmctl.v1.downloads.>", False),
     ("resolver", "sub", "llmctl.v1.control.trigger", False),
     ("resolver", "sub", "llmctl.v1.state.*", True),
+    ("resolver", "pub", "llmctl.v1.outcomes.gpu-1", True),  # resolvers share outcomes
+    ("resolver", "sub", "llmctl.v1.outcomes.*", True),
+    ("watcher", "pub", "llmctl.v1.outcomes.gpu-1", False),
     ("operator", "pub", "llmctl.v1.state.gpu-1", False),
     ("operator", "pub", "llmctl.v1.cycles", False),
     ("operator", "pub", "$JS.API.STREAM.DELETE.LLMCTL_DOWNLOADS", False),

@@ -20,6 +20,7 @@ from dwqueue import events
 from nodeagent import addresses
 from nodeagent import command as nodecommand
 from runtimestate import database
+from runtimestate.resolver import exchange
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
 HTTP_PORT = settings.split_address(settings.DEFAULT_HTTP_ADDRESS)[1]
@@ -301,6 +302,7 @@ def test_the_nats_permissions_example_names_the_subjects_and_stream_llmctl_uses(
         events.downloads_root(prefix) + ".>",
         f"{prefix}.v1.state.>",
         f"{prefix}.v1.cycles",
+        exchange.subject(prefix, ">"),
     }
     assert {s for s in quoted if s.startswith(f"{prefix}.")} == ours
     jetstream = {s for s in quoted if s.startswith("$JS")}
