@@ -102,6 +102,7 @@ class Exchange:
         pending.add(key)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             try:
@@ -110,11 +111,14 @@ class Exchange:
                 # A bug must not end sharing for the life of the process: log it, carry on.
                 log.exception("resolver_outcomes_send_failed")
                 delay = self._interval
-            if delay is None:
+            # A timer rather than asyncio.wait_for, which on Python 3.11 can swallow the
+            # cancellation `aclose` sends when the wait ends at the same moment.
+            timer = None if delay is None else loop.call_later(delay, self._wake.set)
+            try:
                 await self._wake.wait()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     async def _send_due(self) -> float | None:
         """Send every backend that has a breaker transition or whose interval has passed;
