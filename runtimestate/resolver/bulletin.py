@@ -24,6 +24,8 @@ import json
 import math
 from typing import Any
 
+from runtimestate import echo
+
 VERSION = 1
 OPENED, CLOSED = "opened", "closed"
 
@@ -94,14 +96,14 @@ def decode(data: bytes, backend: str) -> Bulletin:
         raise Malformed(f"expected a JSON object, got {type(doc).__name__}")
     version = doc.get("v")
     if type(version) is not int or version < 1:
-        raise Malformed(f"v must be a positive integer, got {version!r}")
+        raise Malformed(f"v must be a positive integer, got {echo.quoted(version)}")
     if version > VERSION:
         raise TooNew(f"version {version} is newer than this process reads ({VERSION})")
     origin, named = doc.get("origin"), doc.get("backend")
     if not isinstance(origin, str) or not origin:
         raise Malformed("origin must be a non-empty string")
     if named != backend:
-        raise Malformed(f"backend {named!r} is not the subject's {backend!r}")
+        raise Malformed(f"backend {echo.quoted(named)} is not the subject's {echo.quoted(backend)}")
     providers = doc.get("providers")
     if not isinstance(providers, list):
         raise Malformed("providers must be a list")
@@ -120,7 +122,7 @@ def _entry(item: object) -> Entry:
     errors = _number(item, "errors", 0.0, 1.0)
     samples = item.get("samples")
     if type(samples) is not int or samples < 0:
-        raise Malformed(f"samples must be a non-negative integer, got {samples!r}")
+        raise Malformed(f"samples must be a non-negative integer, got {echo.quoted(samples)}")
     breaker = item.get("breaker")
     return Entry(model, latency, errors, samples, None if breaker is None else _breaker(breaker))
 
@@ -132,7 +134,7 @@ def _breaker(item: object) -> Breaker:
     if state == CLOSED:
         return Breaker(CLOSED)
     if state != OPENED:
-        raise Malformed(f"breaker state must be {OPENED!r} or {CLOSED!r}, got {state!r}")
+        raise Malformed(f"breaker state must be 'opened' or 'closed', got {echo.quoted(state)}")
     return Breaker(
         OPENED,
         _number(item, "reopens_in_s", 0.0, math.inf),
@@ -143,7 +145,7 @@ def _breaker(item: object) -> Breaker:
 def _number(item: dict[str, Any], field: str, low: float, high: float) -> float:
     value = item.get(field)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Malformed(f"{field} must be a number, got {value!r}")
+        raise Malformed(f"{field} must be a number, got {echo.quoted(value)}")
     if not math.isfinite(value) or not low <= value <= high:
-        raise Malformed(f"{field} must be between {low} and {high}, got {value!r}")
+        raise Malformed(f"{field} must be between {low} and {high}, got {echo.quoted(value)}")
     return float(value)

@@ -8,10 +8,10 @@ at most `PER_SECOND` messages per backend), and applies what the others publish 
 closings open and close its breaker.
 
 What it must not do: slow `Resolver.record_outcome`, which only calls `Exchange.note` (a set
-insertion and a comparison; the sending happens in a task); re-publish what it applied (no
-echo storms: applying marks nothing to send); act on its own messages (each process has an
-origin id); or fail the resolver when NATS goes away (a message that cannot be sent is dropped:
-sharing is lost, local behaviour is not). A message that cannot be read, or is of a newer
+insertion: the tracker flags breaker transitions itself, and a task sends); re-publish what it
+applied (no echo storms: applying marks nothing to send); act on its own messages (each process
+has an origin id); or fail the resolver when NATS goes away (a message that cannot be sent is
+dropped: sharing is lost, local behaviour is not). A message that cannot be read, or is of a newer
 version, is ignored with one log line.
 """
 

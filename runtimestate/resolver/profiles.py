@@ -23,6 +23,7 @@ import math
 from collections.abc import Container, Mapping
 from typing import Any
 
+from runtimestate import echo
 from runtimestate.resolver import cooldown
 
 KIND = "ResolverProfiles"
@@ -98,7 +99,7 @@ def parse(doc: object) -> list[Entry]:
     version = doc.get("version")
     if version != VERSION:
         raise ProfileError(
-            f"profiles: version {version!r} is not one this llmctl reads ({VERSION}); "
+            f"profiles: version {echo.quoted(version)} is not one this llmctl reads ({VERSION}); "
             "export them again with this version"
         )
     providers = doc.get("providers")
@@ -113,25 +114,29 @@ def _entry(i: int, item: object) -> Entry:
         raise ProfileError(f"{where} must be an object")
     backend, model = item.get("backend"), item.get("model")
     if not isinstance(backend, str) or not backend or "/" in backend:
-        raise ProfileError(f"{where}.backend must be a backend name, got {backend!r}")
+        raise ProfileError(f"{where}.backend must be a backend name, got {echo.quoted(backend)}")
     if not isinstance(model, str) or not model:
-        raise ProfileError(f"{where}.model must be a non-empty string, got {model!r}")
+        raise ProfileError(f"{where}.model must be a non-empty string, got {echo.quoted(model)}")
     latency = item.get("latencyS")
     if latency is not None:
         latency = _number(where, item, "latencyS", math.inf)
     errors = _number(where, item, "errorRate", 1.0)
     samples = item.get("samples")
     if type(samples) is not int or samples < 0:
-        raise ProfileError(f"{where}.samples must be a non-negative integer, got {samples!r}")
+        raise ProfileError(
+            f"{where}.samples must be a non-negative integer, got {echo.quoted(samples)}"
+        )
     return f"{backend}/{model}", latency, errors, samples, _instant(where, item.get("measuredAt"))
 
 
 def _number(where: str, item: Mapping[str, Any], field: str, high: float) -> float:
     value = item.get(field)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ProfileError(f"{where}.{field} must be a number, got {value!r}")
+        raise ProfileError(f"{where}.{field} must be a number, got {echo.quoted(value)}")
     if not math.isfinite(value) or not 0.0 <= value <= high:
-        raise ProfileError(f"{where}.{field} must be between 0 and {high}, got {value!r}")
+        raise ProfileError(
+            f"{where}.{field} must be between 0 and {high}, got {echo.quoted(value)}"
+        )
     return float(value)
 
 
@@ -142,6 +147,6 @@ def _instant(where: str, value: object) -> dt.datetime:
         instant = None
     if instant is None or instant.tzinfo is None:
         raise ProfileError(
-            f"{where}.measuredAt must be an ISO 8601 time with its offset, got {value!r}"
+            f"{where}.measuredAt must be an ISO 8601 time with its offset, got {echo.quoted(value)}"
         )
     return instant

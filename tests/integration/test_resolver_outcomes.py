@@ -262,3 +262,17 @@ async def test_nats_going_away_loses_only_the_sharing(
 def _connected(r: resolver.Resolver) -> bool:
     assert r._exchange is not None
     return bool(r._exchange._client.is_connected)
+
+
+async def test_a_resolver_opened_without_sharing_neither_applies_nor_sends(
+    follow: Follow, nats_url: str, nats_prefix: str
+) -> None:
+    a = await follow(nats_url, nats_prefix)
+    b = await follow(nats_url, nats_prefix)
+    alone = await follow(nats_url, nats_prefix, share_outcomes=False)
+    for _ in range(3):
+        alone.record_outcome(_provider(alone, "gpu-3"), ok=False, latency_s=0.05)
+        a.record_outcome(_provider(a, "gpu-1"), ok=False, latency_s=0.05)
+    await _until(lambda: _blocked(b, "gpu-1"), 1, "a's opening reached b")
+    assert not _blocked(alone, "gpu-1")  # delivered to b, so it would have been to alone
+    assert not _blocked(b, "gpu-3")
