@@ -138,8 +138,8 @@ class Resolver(ledger.Ledger):
         (both ``ConnectionError``) say why and what to fix in their message.
 
         The status is re-read every ``refresh_s`` (default 0.5 s without NATS, 30 s with). With
-        NATS, outcomes are shared with the fleet's other resolvers (`share_outcomes`) unless
-        ``share_outcomes`` is False. Call `aclose` (or use ``async with``). Raises what
+        NATS, outcomes are shared with the fleet's other resolvers (the `share_outcomes`
+        method) unless the ``share_outcomes`` argument is False. Call `aclose` (or use ``async with``). Raises what
         `runtimestate.resolver.mirror.Mirror.open` raises.
         """
         if nats_url is not None and nats_auth is None:
