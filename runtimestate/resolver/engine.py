@@ -139,8 +139,8 @@ class Resolver(ledger.Ledger):
 
         The status is re-read every ``refresh_s`` (default 0.5 s without NATS, 30 s with). With
         NATS, outcomes are shared with the fleet's other resolvers (the `share_outcomes`
-        method) unless the ``share_outcomes`` argument is False. Call `aclose` (or use ``async with``). Raises what
-        `runtimestate.resolver.mirror.Mirror.open` raises.
+        method) unless the ``share_outcomes`` argument is False. Call `aclose` (or use
+        ``async with``). Raises what `runtimestate.resolver.mirror.Mirror.open` raises.
         """
         if nats_url is not None and nats_auth is None:
             nats_auth = natsauth.NatsAuth.from_environment()
