@@ -8,7 +8,9 @@ every other request) one by one with ``perf_counter_ns``, after a warm-up that b
 index. Outcomes and in-flight counts are reported beforehand, and a few providers are cooling
 down, so the adaptive, least-loaded and cooldown paths do real work. Prints p50/p99 per policy,
 and what an application pays around each call it makes: ``begin`` + ``end`` and
-``record_outcome``, which keep the per-candidate signal lists the policies read in step.
+``record_outcome``, which keep the per-candidate signal lists the policies read in step, and
+``record_outcome`` on a resolver sharing its outcomes (issue 19), timed alternately with the
+other in the same run.
 
 In the same run, LiteLLM's ``Router`` (a benchmark-only dependency: ``pip install litellm``)
 is given the same deployments and timed choosing one with ``async_get_available_deployment``
@@ -26,7 +28,9 @@ random generator), so the figures compare.
                                            [--decisions 20000] [--adapters 0]
                                            [--adapter-names 20] [--json]
 
-In-process, no network. Must not be imported by the packages; it is a script.
+In-process; no network but the loopback connection to the nats-server the shared
+``record_outcome`` publishes to (started and stopped here). Must not be imported by the
+packages; it is a script.
 """
 
 from __future__ import annotations
@@ -210,24 +214,55 @@ def _round(snap: snapshot.Snapshot, decisions: int) -> dict[str, dict[str, float
 
 def bench_bookkeeping(snap: snapshot.Snapshot, calls: int) -> dict[str, dict[str, float]]:
     """What an application pays around each decision: `begin` + `end` (one call in flight) and
-    `record_outcome`, which keep the policies' per-candidate signal lists in step."""
+    `record_outcome`, which keep the policies' per-candidate signal lists in step; and
+    `record_outcome` again on a resolver sharing its outcomes on NATS (an embedded nats-server
+    on loopback), the two timed alternately in one run."""
+    return asyncio.run(_bookkeeping(snap, calls))
+
+
+async def _bookkeeping(snap: snapshot.Snapshot, calls: int) -> dict[str, dict[str, float]]:
+    import tempfile
+
+    import nats
+
+    from controller import embedded_nats
+
     r = resolver.Resolver.from_snapshot(snap, rng=random.Random(5))
+    shared = resolver.Resolver.from_snapshot(snap, rng=random.Random(5))
     warm_up(r, snap)
+    warm_up(shared, snap)
     rng = random.Random(6)
     ready = [r.provider(c) for c in r.index().all if c.phase is snapshot.Phase.READY]
     chosen = [rng.choice(ready) for _ in range(calls)]
     clock = time.perf_counter_ns
-    pairs, outcomes = [], []
-    for p in chosen:
-        started = clock()
-        r.begin(p)
-        r.end(p)
-        pairs.append(clock() - started)
-        ok, latency = rng.random() > 0.05, rng.uniform(0.05, 2.0)
-        started = clock()
-        r.record_outcome(p, ok, latency)
-        outcomes.append(clock() - started)
-    return {"begin_end": percentiles(pairs), "record_outcome": percentiles(outcomes)}
+    pairs: list[int] = []
+    timed: dict[str, list[int]] = {"record_outcome": [], "record_outcome_shared": []}
+    with tempfile.TemporaryDirectory() as data_dir:
+        server = embedded_nats.EmbeddedNats(Path(data_dir))
+        server.start(announce=False)
+        nc = await nats.connect(server.url, token=server.token)
+        try:
+            await shared.share_outcomes(nc, "bench")
+            for n, p in enumerate(chosen):
+                started = clock()
+                r.begin(p)
+                r.end(p)
+                pairs.append(clock() - started)
+                shared.begin(p)  # the same work on both, so both are as warm in the cache
+                shared.end(p)
+                ok, latency = rng.random() > 0.05, rng.uniform(0.05, 2.0)
+                order = [("record_outcome", r), ("record_outcome_shared", shared)]
+                for name, which in order if n % 2 else reversed(order):
+                    started = clock()
+                    which.record_outcome(p, ok, latency)
+                    timed[name].append(clock() - started)
+                if n % 100 == 99:
+                    await asyncio.sleep(0)  # the sharing task sends (not timed)
+        finally:
+            await shared.aclose()
+            await nc.close()
+            server.stop()
+    return {"begin_end": percentiles(pairs), **{k: percentiles(v) for k, v in timed.items()}}
 
 
 def litellm_model_list(snap: snapshot.Snapshot) -> list[dict[str, Any]]:
@@ -399,9 +434,11 @@ def main() -> None:
             f"{f['cpu_p50_us']:>11.1f}{f['cpu_p99_us']:>9.1f}   {verdict}{lora}"
         )
     pair, outcome = bookkeeping["begin_end"], bookkeeping["record_outcome"]
+    shared = bookkeeping["record_outcome_shared"]
     print(
         f"around each call: begin + end p50 {pair['p50_us']:.1f} µs (p99 {pair['p99_us']:.1f}), "
-        f"record_outcome p50 {outcome['p50_us']:.1f} µs (p99 {outcome['p99_us']:.1f})"
+        f"record_outcome p50 {outcome['p50_us']:.1f} µs (p99 {outcome['p99_us']:.1f}); "
+        f"sharing outcomes on NATS p50 {shared['p50_us']:.1f} µs (p99 {shared['p99_us']:.1f})"
     )
     if "error" in theirs:
         print(f"LiteLLM: not measured: {theirs['error']}")

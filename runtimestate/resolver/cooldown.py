@@ -56,6 +56,20 @@ class _Record:
     trial: int = 0  # the running trial's token: only its outcome decides
     latency: float | None = None
     errors: float = 0.0
+    samples: int = 0  # outcomes the figures rest on (here, or where they were adopted from)
+    measured: float | None = None  # when the figures last moved (this tracker's clock)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Figures:
+    """What `adaptive` and `least_loaded` rank a provider by, as one process learned it:
+    the latency EWMA of successful calls (None: never succeeded), the error EWMA (0..1), how
+    many outcomes they rest on, and when they last moved (seconds on the tracker's clock)."""
+
+    latency: float | None
+    errors: float
+    samples: int
+    measured: float
 
 
 class Tracker:
@@ -68,6 +82,9 @@ class Tracker:
         self.penalty: dict[Key, float] = {}  # error EWMA, only where it is not negligible
         self.latency: dict[Key, float] = {}  # latency EWMA of successful calls
         self.next_decay: float = float("-inf")  # when `decay` has work to do again
+        # Providers whose breaker opened or closed since an owner last took them (the
+        # outcome exchange sends those at once); bounded by the providers.
+        self.transitions: set[Key] = set()
         self._decayed_at: float | None = None
         self._trials = 0
 
@@ -82,6 +99,8 @@ class Tracker:
         """
         rec = self._records.setdefault(key, _Record())
         alpha = self.policy.alpha
+        rec.samples += 1
+        rec.measured = now
         rec.errors = (1 - alpha) * rec.errors + (0.0 if ok else alpha)
         if rec.errors >= _NEGLIGIBLE:
             self.penalty[key] = rec.errors
@@ -114,22 +133,27 @@ class Tracker:
 
     def _record_trial(self, key: Key, rec: _Record, ok: bool, now: float) -> None:
         if ok:
-            # Recovered: forget the past, or a provider that no one calls (least_loaded would
-            # keep avoiding its error rate) could never earn its way back.
-            rec.consecutive, rec.open_until, rec.trial_started = 0, None, None
-            rec.calls.clear()
-            rec.cooldown_s = rec.errors = 0.0
-            self.penalty.pop(key, None)
-            del self.blocked[key]
+            self._close(key, rec)
         else:
             doubled = min(self.policy.max_cooldown_s, rec.cooldown_s * 2)
             self._open(key, rec, now, doubled)
+
+    def _close(self, key: Key, rec: _Record) -> None:
+        # Recovered: forget the past, or a provider that no one calls (least_loaded would
+        # keep avoiding its error rate) could never earn its way back.
+        rec.consecutive, rec.open_until, rec.trial_started = 0, None, None
+        rec.calls.clear()
+        rec.cooldown_s = rec.errors = 0.0
+        self.penalty.pop(key, None)
+        self.blocked.pop(key, None)
+        self.transitions.add(key)
 
     def _open(self, key: Key, rec: _Record, now: float, cooldown_s: float) -> None:
         rec.cooldown_s = cooldown_s
         rec.open_until = now + cooldown_s
         rec.trial_started = None
         self.blocked[key] = rec
+        self.transitions.add(key)
 
     def decay(self, now: float) -> None:
         """Fade every error rate by the time passed (at most once a second; O(penalised)).
@@ -183,3 +207,67 @@ class Tracker:
             return max(0.0, rec.trial_started + self.policy.trial_timeout_s - now)
         assert rec.open_until is not None
         return max(0.0, rec.open_until - now)
+
+    # --- what other processes and saved profiles say ------------------------------------------
+
+    def figures(self) -> dict[Key, Figures]:
+        """The figures of every provider with at least one outcome (or adopted figures)."""
+        found = ((key, self.figures_of(key)) for key in self._records)
+        return {key: figures for key, figures in found if figures is not None}
+
+    def figures_of(self, key: Key) -> Figures | None:
+        """``key``'s figures; None when it has none."""
+        rec = self._records.get(key)
+        if rec is None or rec.measured is None:
+            return None
+        return Figures(rec.latency, rec.errors, rec.samples, rec.measured)
+
+    def adopt(self, key: Key, figures: Figures) -> None:
+        """Take ``figures`` (another process's, or a saved profile's) as ``key``'s own: the
+        last word wins, so processes sharing them keep one fleet-wide EWMA. The breaker is
+        left as it is."""
+        rec = self._records.setdefault(key, _Record())
+        rec.latency, rec.errors = figures.latency, figures.errors
+        rec.samples, rec.measured = figures.samples, figures.measured
+        if rec.errors >= _NEGLIGIBLE:
+            self.penalty[key] = rec.errors
+        else:
+            self.penalty.pop(key, None)
+        if rec.latency is None:
+            self.latency.pop(key, None)
+        else:
+            self.latency[key] = rec.latency
+
+    def opened_until(self, key: Key) -> float | None:
+        """When ``key``'s current opening ends (a new opening moves it); None when closed."""
+        rec = self.blocked.get(key)
+        return None if rec is None else rec.open_until
+
+    def breaker(self, key: Key, now: float) -> tuple[float, float] | None:
+        """``key``'s open breaker as durations: seconds until its trial is due, and the
+        cooldown period it opened for; None when closed."""
+        rec = self.blocked.get(key)
+        reopens = self.reopens_in(key, now)
+        return None if rec is None or reopens is None else (reopens, rec.cooldown_s)
+
+    def open_for(self, key: Key, now: float, remaining_s: float, cooldown_s: float) -> bool:
+        """Open ``key`` for ``remaining_s`` (another process opened it; its period was
+        ``cooldown_s``, which a failed trial here doubles) unless it is already open longer.
+        Returns whether anything changed."""
+        rec = self._records.setdefault(key, _Record())
+        until = now + max(0.0, min(remaining_s, self.policy.max_cooldown_s))
+        current = rec.open_until if key in self.blocked else None
+        if current is not None and rec.trial_started is None and current >= until:
+            return False
+        self._open(key, rec, now, max(0.0, min(cooldown_s, self.policy.max_cooldown_s)))
+        rec.open_until = until
+        return True
+
+    def close(self, key: Key) -> bool:
+        """Close ``key``'s breaker (another process's trial succeeded), forgetting its recent
+        failures as a trial's success here would. Returns whether it was open."""
+        rec = self.blocked.get(key)
+        if rec is None:
+            return False
+        self._close(key, rec)
+        return True

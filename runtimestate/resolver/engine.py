@@ -7,7 +7,8 @@ the answer is a `Resolution`: the chosen `Provider`, the ordered fallbacks and, 
 other candidate was excluded. Selection runs on an index built once per snapshot
 (`runtimestate.resolver.candidates`), ranked by `runtimestate.resolver.policies`; outcomes that
 callers report feed a per-provider circuit breaker and the adaptive policy
-(`runtimestate.resolver.cooldown`).
+(`runtimestate.resolver.cooldown`, kept by `runtimestate.resolver.ledger`), shared with the
+fleet's other resolver processes over NATS (`runtimestate.resolver.exchange`).
 
 Health: a Ready backend is routable. A Degraded one (serving its last good list) is excluded
 by default (reason ``backend_degraded``); with ``allow_degraded`` it is ranked after every
@@ -23,11 +24,10 @@ The decisions themselves are pure (`candidates`, `policies`, `cooldown`, `resolu
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Self
 
 from dwqueue import natsauth
@@ -36,6 +36,7 @@ from runtimestate.resolver import (
     candidates,
     cooldown,
     diagnosis,
+    ledger,
     mirror,
     policies,
     resolution,
@@ -53,11 +54,13 @@ def _same_routing(a: snapshot.LLMState, b: snapshot.LLMState) -> bool:
     )  # fmt: skip
 
 
-class Resolver:
+class Resolver(ledger.Ledger):
     """Picks providers from whatever snapshot ``source`` returns (called on every request).
 
-    ``specs`` returns the desired state, used only by `Provider.credentials`. ``rng`` and
-    ``clock`` (monotonic seconds) are injectable for tests. Not thread-safe: use it from one
+    ``specs`` returns the desired state, used only by `Provider.credentials`. ``rng``,
+    ``clock`` (monotonic seconds) and ``wall_clock`` (epoch seconds, for profiles' times) are
+    injectable for tests. What callers report (in flight, outcomes, profiles, sharing) is
+    kept by the base, `runtimestate.resolver.ledger.Ledger`. Not thread-safe: use it from one
     event loop or thread (decisions take microseconds; a lock around them is cheap).
     """
 
@@ -69,6 +72,7 @@ class Resolver:
         environ: Mapping[str, str] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         breaker: cooldown.Policy = cooldown.Policy(),
         exploration: float = 0.05,
         closer: Closer | None = None,
@@ -77,14 +81,9 @@ class Resolver:
         self._specs = specs
         self._environ = environ if environ is not None else os.environ
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - routing, not crypto
-        self._clock = clock
+        super().__init__(clock, wall_clock, breaker, lambda: self.index().ordinals.of_key)
         self._closer = closer
         self._exploration = exploration
-        self.outcomes = cooldown.Tracker(breaker)
-        self._inflight: dict[str, int] = {}
-        # ``_inflight`` and ``outcomes`` as lists by the current index's candidate ordinals,
-        # for the policies; rebuilt with the index, kept in step by begin, end and outcomes.
-        self._book: signals.LoadBook | None = None
         # Round-robin turns by what requests ask for, kept across snapshots: a new index
         # (every cycle that moves a vLLM load, say) must not send everyone back to the first.
         self._turns: dict[candidates.PoolKey, int] = {}
@@ -128,6 +127,7 @@ class Resolver:
         *,
         nats_auth: natsauth.NatsAuth | None = None,
         refresh_s: float | None = None,
+        share_outcomes: bool = True,
         **options: Any,
     ) -> Self:
         """A resolver over the persisted status, followed on NATS when ``nats_url`` is given.
@@ -137,19 +137,28 @@ class Resolver:
         them or cannot be reached, `natsauth.NatsRefused` or `natsauth.NatsUnreachable`
         (both ``ConnectionError``) say why and what to fix in their message.
 
-        The status is re-read every ``refresh_s`` (default 0.5 s without NATS, 30 s with). Call
-        `aclose` (or use ``async with``). Raises what `runtimestate.resolver.mirror.Mirror.open`
-        raises.
+        The status is re-read every ``refresh_s`` (default 0.5 s without NATS, 30 s with). With
+        NATS, outcomes are shared with the fleet's other resolvers (the `share_outcomes`
+        method) unless the ``share_outcomes`` argument is False. Call `aclose` (or use
+        ``async with``). Raises what `runtimestate.resolver.mirror.Mirror.open` raises.
         """
         if nats_url is not None and nats_auth is None:
             nats_auth = natsauth.NatsAuth.from_environment()
         source = await mirror.Mirror.open(url, nats_url, prefix, refresh_s, nats_auth)
-        return cls(
+        made = cls(
             lambda: source.snapshot, specs=lambda: source.desired, closer=source.aclose, **options
         )
+        if share_outcomes and source.client is not None:
+            try:
+                await made.share_outcomes(source.client, prefix)
+            except BaseException:
+                await made.aclose()
+                raise
+        return made
 
     async def aclose(self) -> None:
-        """Stop following the database and NATS. Idempotent."""
+        """Stop sharing outcomes, and following the database and NATS. Idempotent."""
+        await self._stop_sharing()
         closer, self._closer = self._closer, None
         if closer is not None:
             await closer()
@@ -343,47 +352,3 @@ class Resolver:
         if found is None:
             raise credentials.CredentialError(f"backend {echo.quoted(backend)} is not declared")
         return credentials.resolve(found.spec.credentials, self._environ)
-
-    def record_outcome(self, provider: resolution.Provider, ok: bool, latency_s: float) -> None:
-        """Report how a call to ``provider`` went; feeds the cooldown and the adaptive policy."""
-        self.outcomes.record(provider.key, ok, latency_s, self._clock(), provider.trial)
-        if self._book is not None:
-            self._book.outcomes_changed((provider.key,))
-
-    def begin(self, provider: resolution.Provider) -> None:
-        """Count a request in flight on ``provider``'s backend (for least_loaded/adaptive)."""
-        self._set_inflight(provider.backend, self._inflight.get(provider.backend, 0) + 1)
-
-    def end(self, provider: resolution.Provider) -> None:
-        """The request `begin` counted has finished."""
-        self._set_inflight(provider.backend, self._inflight.get(provider.backend, 0) - 1)
-
-    def _set_inflight(self, backend: str, count: int) -> None:
-        if count > 0:
-            self._inflight[backend] = count
-        else:
-            self._inflight.pop(backend, None)
-        if self._book is not None:
-            self._book.inflight_changed(backend)
-
-    def inflight(self, provider: resolution.Provider) -> int:
-        return self._inflight.get(provider.backend, 0)
-
-    @contextlib.contextmanager
-    def attempt(self, provider: resolution.Provider) -> Iterator[resolution.Provider]:
-        """``with resolver.attempt(p):`` counts the call in flight and records its outcome.
-
-        An exception inside the block is a failure (and propagates); cancellation
-        (a `BaseException` such as `asyncio.CancelledError`) is not counted either way.
-        """
-        self.begin(provider)
-        started = self._clock()
-        try:
-            yield provider
-        except Exception:
-            self.record_outcome(provider, False, self._clock() - started)
-            raise
-        else:
-            self.record_outcome(provider, True, self._clock() - started)
-        finally:
-            self.end(provider)

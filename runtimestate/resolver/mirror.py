@@ -84,6 +84,12 @@ class Mirror:
         feed._task = asyncio.create_task(feed._poll(), name="llmctl-resolver-feed")
         return feed
 
+    @property
+    def client(self) -> nats.aio.client.Client | None:
+        """The NATS connection followed (None without NATS): the resolver shares outcomes on
+        it. Closed by `aclose`."""
+        return self._nc
+
     async def _subscribe(self, url: str, auth: natsauth.NatsAuth) -> None:
         self._nc = connector.GuardedClient()
         await connector.dial(

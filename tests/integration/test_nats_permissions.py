@@ -148,6 +148,11 @@ CASES = [
     ("gateway", "sub", "llmctl.v1.state.*", True),
     ("gateway", "pub", "llmctl.v1.state.gpu-1", False),
     ("gateway", "pub", "llmctl.v1.control.trigger", False),
+    ("resolver", "pub", "llmctl.v1.outcomes.gpu-1", True),  # resolvers share outcomes
+    ("resolver", "sub", "llmctl.v1.outcomes.*", True),
+    ("watcher", "pub", "llmctl.v1.outcomes.gpu-1", False),
+    ("gateway", "pub", "llmctl.v1.outcomes.gpu-1", True),  # a gateway is a resolver too
+    ("gateway", "sub", "llmctl.v1.outcomes.*", True),
     ("operator", "pub", "llmctl.v1.state.gpu-1", False),
     ("operator", "pub", "llmctl.v1.cycles", False),
     ("operator", "pub", "$JS.API.STREAM.DELETE.LLMCTL_DOWNLOADS", False),

@@ -21,6 +21,7 @@ from gateway import limitfeed
 from nodeagent import addresses
 from nodeagent import command as nodecommand
 from runtimestate import database
+from runtimestate.resolver import exchange
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
 HTTP_PORT = settings.split_address(settings.DEFAULT_HTTP_ADDRESS)[1]
@@ -303,6 +304,7 @@ def test_the_nats_permissions_example_names_the_subjects_and_stream_llmctl_uses(
         f"{prefix}.v1.state.>",
         f"{prefix}.v1.cycles",
         limitfeed.subject(prefix),
+        exchange.subject(prefix, ">"),
     }
     assert {s for s in quoted if s.startswith(f"{prefix}.")} == ours
     jetstream = {s for s in quoted if s.startswith("$JS")}
