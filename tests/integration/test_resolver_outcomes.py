@@ -254,6 +254,9 @@ async def test_nats_going_away_loses_only_the_sharing(
     assert a.resolve(EVERY).provider.backend in {"gpu-2", "gpu-3"}
     fresh_nats_server.start()
     await _until(lambda: _connected(a) and _connected(b), 10, "both reconnected")
+    for r in (a, b):  # a PING after the re-sent SUBs: the server has them once it answers
+        assert r._exchange is not None
+        await r._exchange._client.flush(timeout=5)
     for _ in range(3):
         a.record_outcome(_provider(a, "gpu-2"), ok=False, latency_s=0.05)
     await _until(lambda: _blocked(b, "gpu-2"), 2, "sharing resumed")
