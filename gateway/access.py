@@ -13,6 +13,7 @@ forwarded to a provider nor logged.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import web
@@ -42,12 +43,24 @@ class Keys(Protocol):
 
     async def admit(self, token: str | None, model: str) -> Grant: ...
 
+    def visible(self, token: str | None) -> Callable[[str], bool]:
+        """Which models the token's key may see in ``GET /v1/models`` (a predicate over model
+        names); raises `envelopes.Refusal` (401) when the token opens nothing."""
+        ...
+
 
 class Open:
     """No key store configured: every request is admitted, with or without a token."""
 
     async def admit(self, token: str | None, model: str) -> Grant:
         return OPEN
+
+    def visible(self, token: str | None) -> Callable[[str], bool]:
+        return _everything
+
+
+def _everything(model: str) -> bool:
+    return True
 
 
 def bearer(request: web.Request) -> str | None:

@@ -161,7 +161,12 @@ def _stored(body: bytes) -> web.Response:
 
 
 async def _models(request: web.Request) -> web.StreamResponse:
-    return web.json_response(catalog.listing(request.app[GATEWAY].resolver))
+    gateway = request.app[GATEWAY]
+    try:
+        allowed = gateway.keys.visible(access.bearer(request))
+    except envelopes.Refusal as refusal:
+        return refusal.response()
+    return web.json_response(catalog.listing(gateway.resolver, allowed))
 
 
 async def _metrics(render: Callable[[], bytes], _: web.Request) -> web.StreamResponse:

@@ -68,10 +68,20 @@ class KeyGate:
         self._state = state
         self._clock = clock
 
-    async def admit(self, token: str | None, model: str) -> access.Grant:
+    def visible(self, token: str | None) -> Callable[[str], bool]:
+        """The models the token's key may use, as a predicate; 401 for no valid key."""
+        value = self._key(token).spec
+        state = self._state() or NO_STATE
+        return lambda model: permissions.allows(value, model, state)
+
+    def _key(self, token: str | None) -> keys.Key:
         key = None if token is None else self.book.keyring.lookup(token)
         if key is None:
             raise unknown(token)
+        return key
+
+    async def admit(self, token: str | None, model: str) -> access.Grant:
+        key = self._key(token)
         value = key.spec
         if not permissions.allows(value, model, self._state() or NO_STATE):
             raise envelopes.Refusal(

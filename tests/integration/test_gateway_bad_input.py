@@ -162,7 +162,7 @@ async def test_a_model_whose_providers_all_cool_down_gets_503_with_retry_after()
         assert "cooling down" in caught.value.message
 
 
-class _OneKey:
+class _OneKey(access.Open):
     """A key hook admitting one token, as a key store plugs in (`access.Keys`)."""
 
     def __init__(self) -> None:

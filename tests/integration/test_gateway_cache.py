@@ -31,7 +31,7 @@ class Recorder:
         self.seen.append(record)
 
 
-class ByToken:
+class ByToken(access.Open):
     """Admits the tokens it knows, each as its own key (its own cache scope)."""
 
     def __init__(self, *tokens: str) -> None:

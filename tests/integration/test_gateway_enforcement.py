@@ -135,6 +135,17 @@ async def test_a_model_outside_the_keys_models_and_pools_gets_403(db: str) -> No
         assert reply.choices[0].message.content
 
 
+async def test_the_model_list_needs_a_key_and_shows_only_what_the_key_may_use(db: str) -> None:
+    narrow, pooled = await _store(
+        db, keys.KeySpec("narrow", models=("llama3",)), keys.KeySpec("pooled", pools=("default",))
+    )
+    async with world(db) as w:
+        assert [m.id async for m in w.client(pooled).models.list()] == ["qwen"]
+        assert [m.id async for m in w.client(narrow).models.list()] == []
+        with pytest.raises(openai.AuthenticationError):
+            await w.client("llmk-not-a-key").models.list()
+
+
 async def test_a_key_over_its_tokens_per_minute_gets_429_with_retry_after(db: str) -> None:
     [secret] = await _store(db, keys.KeySpec("alice", tpm=5))
     async with world(db) as w:

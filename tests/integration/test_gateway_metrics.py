@@ -115,7 +115,7 @@ async def test_a_failed_over_request_counts_its_failed_attempts_and_the_failover
     assert scrape.value("llmctl_gateway_requests_total", model="qwen", status="5xx") == 1
 
 
-class _OverLimit:
+class _OverLimit(access.Open):
     """A key hook that refuses every request over its (zero) rate limit, as a key store does."""
 
     async def admit(self, token: str | None, model: str) -> access.Grant:

@@ -33,7 +33,7 @@ TEAM_KEY = keys.Key(
 )
 
 
-class _TeamKey:
+class _TeamKey(access.Open):
     """A key hook that knows one key, as the key store plugs in (`access.Keys`)."""
 
     async def admit(self, token: str | None, model: str) -> access.Grant:
