@@ -20,6 +20,9 @@ LLAMA = "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72"
 NOMIC = "0a109f422b47e3a30ba2b10eca18548e944e8a23073ee3f3e947efcf3c45e59f"
 FAST = base.Timeouts(connect=0.3, read=0.3, stall=0.3, total=0.3)
 SLOW = base.Timeouts(connect=5, read=5, stall=5, total=5)  # a gated reply waits on the test
+# Answers from the mock transport never wait: a deadline they could meet only on an idle
+# machine would make the tests flaky, so only the timeout test uses FAST.
+ROOMY = base.Timeouts(connect=10, read=10, stall=10, total=10)
 
 
 def _entry(name: str, digest: str, family: str) -> dict[str, Any]:
@@ -110,7 +113,7 @@ class FakeOllama:
 
 
 def backend(fake: Any, **kwargs: Any) -> ollama.OllamaBackend:
-    kwargs.setdefault("timeouts", FAST)
+    kwargs.setdefault("timeouts", ROOMY)
     return ollama.OllamaBackend(
         "http://127.0.0.1:11434", name="node-1", transport_=httpx.MockTransport(fake), **kwargs
     )
@@ -154,7 +157,7 @@ def _second(fake: Any, cache: showcache.ShowCache) -> ollama.OllamaBackend:
         name="node-2",
         transport_=httpx.MockTransport(fake),
         show_cache=cache,
-        timeouts=FAST,
+        timeouts=ROOMY,
     )
 
 
@@ -210,7 +213,7 @@ async def test_backends_observed_at_once_ask_show_once_per_digest() -> None:
     fake, cache = SlowShows(), showcache.ShowCache()
     adapters = [
         ollama.OllamaBackend(
-            "http://127.0.0.1:11434", name=f"node-{i}", show_cache=cache, timeouts=FAST,
+            "http://127.0.0.1:11434", name=f"node-{i}", show_cache=cache, timeouts=ROOMY,
             transport_=httpx.MockTransport(fake.handle),
         )
         for i in range(5)
@@ -489,7 +492,7 @@ async def test_a_hung_node_costs_at_most_the_total_timeout() -> None:
         raise AssertionError("unreachable")
 
     started = time.monotonic()
-    async with backend(hang) as adapter:
+    async with backend(hang, timeouts=FAST) as adapter:
         with pytest.raises(errors.BackendTimedOut):
             await adapter.observe()
     assert time.monotonic() - started < FAST.total + 0.2
