@@ -5,8 +5,8 @@ database and NATS in ``llmctl gateway``, a fixed snapshot in tests), a `access.K
 the `exchange.Observer`s that read each finished request (metrics, accounting, logs, traces);
 `start` listens on an address (port 0: any) with handler cancellation on, so a client that
 disconnects cancels its handler and with it the upstream request. Every error is OpenAI's
-envelope, unknown routes and wrong methods included. One httpx client (HTTP/1.1 keep-alive
-pools, no proxies from the environment) serves every request and closes with the application.
+envelope, unknown routes and wrong methods included. One aiohttp client session
+(`upstreamsession`) serves every upstream call and closes with the application.
 Called by ``llmctl gateway`` and tests; it must not read settings files or the environment.
 """
 
@@ -17,7 +17,6 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-import httpx
 from aiohttp import web
 
 from gateway import access, catalog, envelopes, exchange, forwarding, inbound
@@ -54,32 +53,18 @@ def build(
     *,
     keys: access.Keys | None = None,
     settings: Settings = Settings(),
-    transport: httpx.AsyncBaseTransport | None = None,
     observers: Sequence[exchange.Observer] = (),
 ) -> web.Application:
     """The application; its HTTP client is closed on cleanup (the resolver is the caller's)."""
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            connect=settings.connect_timeout_s,
-            read=settings.read_timeout_s,
-            write=settings.read_timeout_s,
-            pool=settings.limits.deadline_s,
-        ),
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
-        trust_env=False,
-        transport=transport,
-    )
     app = web.Application(middlewares=[_envelopes], client_max_size=settings.max_body_bytes)
-    forwarder = forwarding.Forwarder(r, client, settings.limits)
+    forwarder = forwarding.Forwarder(
+        r, settings.limits, settings.connect_timeout_s, settings.read_timeout_s
+    )
+    app.cleanup_ctx.append(forwarder.session_context)
     app[GATEWAY] = Gateway(r, keys or access.Open(), forwarder, settings, tuple(observers))
     for path in inbound.ENDPOINTS:
         app.router.add_post(path, _inference)
     app.router.add_get("/v1/models", _models)
-
-    async def close(_: web.Application) -> None:
-        await client.aclose()
-
-    app.on_cleanup.append(close)
     return app
 
 
