@@ -27,6 +27,13 @@ _BAD_CREDENTIALS = frozenset({401, 403})  # the provider refused the stored key:
 CACHE_HEADER = "X-Llmctl-Cache"  # "hit" or "miss" on a reply the cache could hold
 
 
+class _Relayed(web.StreamResponse):
+    """A streamed response whose headers wait for its first body write and leave with it, in
+    one write to the socket, as `web.Response`'s do (a plain StreamResponse sends them alone)."""
+
+    _send_headers_immediately = False
+
+
 @dataclasses.dataclass(slots=True)
 class Opened:
     """An upstream reply whose status and first chunk arrived."""
@@ -51,7 +58,7 @@ async def relay(
     if status >= 400:
         return status not in _BAD_CREDENTIALS, await _error(opened, upstream)
     content_type = opened.response.headers.get("content-type", "application/json")
-    out = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+    out = _Relayed(status=status, headers={"Content-Type": content_type})
     sse = content_type.startswith("text/event-stream")
     if sse:
         out.headers["Cache-Control"] = "no-cache"
