@@ -30,14 +30,18 @@ throughput; throughput >= 3x LiteLLM's proxy and >= half of going direct.
 
     .venv/bin/python benchmarks/gateway.py [--duration 5] [--clients 64] [--load-processes 2]
         [--emulators 2] [--nodes 2] [--ttft 0.02] [--token-delay 0.001] [--no-litellm]
-        [--only nonstream|stream] [--json]
+        [--only nonstream|stream] [--rate R] [--baseline DIR] [--profile FILE] [--json]
 
-Loopback only. Must not be imported by the packages; it is a script.
+``--rate R`` opens the loop at R req/s for our gateways instead of half their throughput (to
+compare two at the same load); ``--baseline DIR`` runs ``llmctl gateway`` from another checkout
+(e.g. ``git worktree add /tmp/before <commit>``) beside ours on our interpreter, measured in the
+same run; ``--profile FILE`` runs ours under cProfile. Loopback only. Must not be imported by the packages; it is a script.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -178,7 +182,7 @@ def _print(result: dict[str, Any]) -> None:
         f"{a['backends']} emulated vLLM backends in {a['emulators']} processes, "
         f"ttft {a['ttft'] * 1000:g} ms, token delay {a['token_delay'] * 1000:g} ms; "
         f"{a['clients']} clients from {a['load_processes']} load processes; "
-        f"load average {load} before, {after} after"
+        f"load average {load} before, {after} after; LiteLLM {a['litellm'] or 'not run'}"
     )
     for mode, figures in result["modes"].items():
         print(f"{mode} chat:")
@@ -216,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "clients": args.clients,
         "load_processes": args.load_processes,
         "load_before": os.getloadavg(),
+        "litellm": None if args.no_litellm else importlib.metadata.version("litellm"),
     }
     modes = [m for m in ("nonstream", "stream") if args.only in (None, m)]
     with tempfile.TemporaryDirectory(prefix="llmctl-bench-gateway-") as tmp:
