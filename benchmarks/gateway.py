@@ -33,9 +33,10 @@ throughput; throughput >= 3x LiteLLM's proxy and >= half of going direct.
         [--only nonstream|stream] [--rate R] [--baseline DIR] [--profile FILE] [--json]
 
 ``--rate R`` opens the loop at R req/s for our gateways instead of half their throughput (to
-compare two at the same load); ``--baseline DIR`` runs ``llmctl gateway`` from another checkout
-(e.g. ``git worktree add /tmp/before <commit>``) beside ours on our interpreter, measured in the
-same run; ``--profile FILE`` runs ours under cProfile. Loopback only. Must not be imported by the packages; it is a script.
+compare two at the same load); ``--baseline DIR`` runs ``llmctl gateway`` from another tree of
+the code (``git archive <commit> | tar -x -C DIR``) beside ours on our interpreter, measured in
+the same run; ``--profile FILE`` runs ours under cProfile. Loopback only. Must not be imported by
+the packages; it is a script.
 """
 
 from __future__ import annotations
