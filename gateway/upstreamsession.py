@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import aiohttp
 
-KEEPALIVE_S = 30.0  # an idle pooled connection to a provider is closed after this
+# An idle pooled connection is closed after this: before vLLM's server (uvicorn, 5 s) closes it,
+# so that a request is not sent down a connection the provider is closing at that moment.
+KEEPALIVE_S = 4.0
 
 
 def open_session(connect_timeout_s: float, read_timeout_s: float) -> aiohttp.ClientSession:
