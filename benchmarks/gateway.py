@@ -16,8 +16,11 @@ processes), each target gets the same load:
 
 Direct is round-robin over the backends. Each figure comes with the CPU milliseconds per
 request of the proxy process, of the emulators and of the load generator (from /proc), which
-hold still on a busy machine when throughput does not, and the load generator's busy share (its
-CPU over its wall time): under ~80 % it is not what limits a figure.
+hold still on a busy machine when throughput does not; the load generator's busy share (its
+CPU over its wall time: under ~80 % it is not what limits a figure) and its own ceiling (its
+processes over its CPU per request); and how many cores the whole machine was busy (/proc/stat,
+every process, other people's work included: above what our processes take, the figure was
+measured on a shared machine).
 
 Why 20 ms to the first token and 1 ms between tokens (a reply is 10 tokens, so ~29 ms): long
 enough that a streamed reply is a real stream (events arrive one by one, as from vLLM), short
@@ -49,6 +52,7 @@ import pathlib
 import statistics
 import sys
 import tempfile
+import time
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -62,14 +66,13 @@ def _measure(
 ) -> dict[str, Any]:
     pids = [proxy] if proxy else []
     before = (gatewayfleet.cpu_s(pids), gatewayfleet.cpu_s(fleet.emulators))
-    machine = gatewayfleet.machine_busy_s()
+    machine, wall = gatewayfleet.machine_busy_s(), time.perf_counter()
     tally = drivers.run(job)
-    machine = gatewayfleet.machine_busy_s() - machine
+    machine, wall = gatewayfleet.machine_busy_s() - machine, time.perf_counter() - wall
     proxy_cpu, emulators_cpu = (
         gatewayfleet.cpu_s(pids) - before[0],
         gatewayfleet.cpu_s(fleet.emulators) - before[1],
     )
-    others = machine - proxy_cpu - emulators_cpu - tally.cpu_s  # other people's work
     done = max(1, tally.ok + tally.errors)
     latencies = sorted(tally.latencies) or [float("nan")]
     per_request = (job.duration_s + job.warmup_s) / job.duration_s * 1000 / done
@@ -84,7 +87,7 @@ def _measure(
         "emulators_cpu_ms": round(emulators_cpu * per_request, 3),
         "load_cpu_ms": round(tally.cpu_s * per_request, 3),
         "load_busy": round(tally.cpu_s / max(1e-9, tally.wall_s * drivers.size), 2),
-        "others_cores": round(max(0.0, others) / max(1e-9, tally.wall_s), 2),
+        "machine_cores": round(machine / wall, 2),  # every process's, ours included
     }
 
 
@@ -147,7 +150,7 @@ def _print_closed(name: str, f: dict[str, Any], direct: float) -> None:
         f"  {name:8} closed loop {f['throughput']:6.0f} req/s ({ratio:.2f}x direct), "
         f"p50 {f['p50_ms']:.1f} ms; CPU ms per request: proxy {f['proxy_cpu_ms']:.2f}, "
         f"emulators {f['emulators_cpu_ms']:.2f}, load {f['load_cpu_ms']:.2f} "
-        f"(load busy {f['load_busy']:.0%}), others' work {f['others_cores']:.1f} cores; "
+        f"(load busy {f['load_busy']:.0%}); machine busy {f['machine_cores']:.1f} cores; "
         f"errors {f['errors']} {f['first_error'][:120]}"
     )
 
@@ -158,8 +161,8 @@ def _print_open(name: str, o: dict[str, Any]) -> None:
         f"  {name:8} open loop at {o['rate']:.0f} req/s: p50 {p['p50_ms']:.2f} ms "
         f"(direct {d['p50_ms']:.2f}), p99 {p['p99_ms']:.2f} ms (direct {d['p99_ms']:.2f}): "
         f"added p50 {o['added_p50_ms']:+.2f} ms, p99 {o['added_p99_ms']:+.2f} ms; "
-        f"proxy CPU {p['proxy_cpu_ms']:.2f} ms per request; others' work "
-        f"{p['others_cores']:.1f} cores; errors {d['errors'] + p['errors']}"
+        f"proxy CPU {p['proxy_cpu_ms']:.2f} ms per request; machine busy "
+        f"{p['machine_cores']:.1f} cores; errors {d['errors'] + p['errors']}"
     )
 
 
@@ -190,6 +193,8 @@ def _print(result: dict[str, Any]) -> None:
         closed = figures["closed"]
         for name, f in closed.items():
             _print_closed(name, f, closed["direct"]["throughput"])
+        ceiling = 1000 * result["setup"]["load_processes"] / closed["direct"]["load_cpu_ms"]
+        print(f"  the load generator's own ceiling: ~{ceiling:,.0f} req/s (its CPU per request)")
         for name, o in figures["open"].items():
             _print_open(name, o)
         _print_targets(figures)
