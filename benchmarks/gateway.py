@@ -33,7 +33,7 @@ throughput; throughput >= 3x LiteLLM's proxy and >= half of going direct.
 
     .venv/bin/python benchmarks/gateway.py [--duration 5] [--clients 64] [--load-processes 2]
         [--emulators 2] [--nodes 2] [--ttft 0.02] [--token-delay 0.001] [--no-litellm]
-        [--only nonstream|stream] [--rate R] [--baseline DIR] [--profile FILE] [--json]
+        [--no-nats] [--only nonstream|stream] [--rate R] [--baseline DIR] [--profile FILE] [--json]
 
 ``--rate R`` opens the loop at R req/s for our gateways instead of half their throughput (to
 compare two at the same load); ``--baseline DIR`` runs ``llmctl gateway`` from another tree of
@@ -186,7 +186,8 @@ def _print(result: dict[str, Any]) -> None:
         f"{a['backends']} emulated vLLM backends in {a['emulators']} processes, "
         f"ttft {a['ttft'] * 1000:g} ms, token delay {a['token_delay'] * 1000:g} ms; "
         f"{a['clients']} clients from {a['load_processes']} load processes; "
-        f"load average {load} before, {after} after; LiteLLM {a['litellm'] or 'not run'}"
+        f"load average {load} before, {after} after; LiteLLM {a['litellm'] or 'not run'}; "
+        f"the gateway follows {a['status_feed']}"
     )
     for mode, figures in result["modes"].items():
         print(f"{mode} chat:")
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttft", type=float, default=0.02)
     parser.add_argument("--token-delay", type=float, default=0.001)
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--no-nats", action="store_true", help="gateways poll the database")
     parser.add_argument("--litellm-port", type=int, default=4055)
     parser.add_argument("--rate", type=float, help="open loop rate for our gateways (req/s)")
     parser.add_argument("--baseline", metavar="DIR", help="also a gateway from this checkout")
@@ -233,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet = gatewayfleet.Fleet(pathlib.Path(tmp), args)
         try:
             fleet.start()
+            setup["status_feed"] = "NATS" if fleet.nats else "the database, polled"
             with chatload.Drivers(args.load_processes) as drivers:
                 result = {
                     "setup": setup,

@@ -15,6 +15,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -86,6 +87,7 @@ class Fleet:
         self.nodes: list[str] = []
         self.gateway = self.litellm = self.baseline = ""
         self.gateway_pid = self.litellm_pid = self.baseline_pid = 0
+        self.nats = ""
         self.token = "unused"  # noqa: S105 (no key store: any token)
 
     def _start(
@@ -139,14 +141,31 @@ class Fleet:
         command = [str(BIN / "llmctl"), "gateway", "--listen", "127.0.0.1:0"]
         if self.args.profile:  # the gateway under cProfile, its figures written when it stops
             command = [sys.executable, "-m", "cProfile", "-o", self.args.profile, *command]
-        self.gateway, self.gateway_pid = self._gateway("gateway", command, self.env)
+        served = self._nats_env()
+        self.gateway, self.gateway_pid = self._gateway("gateway", command, served)
         if self.args.baseline:  # the same command from another checkout, on our interpreter
             code = "from controller.cli import main; main()"
-            env = self.env | {"PYTHONPATH": str(self.args.baseline)}
+            env = served | {"PYTHONPATH": str(self.args.baseline)}
             command = [sys.executable, "-c", code, "gateway", "--listen", "127.0.0.1:0"]
             self.baseline, self.baseline_pid = self._gateway("baseline", command, env)
         if not a.no_litellm:
             self._start_litellm()
+
+    def _nats_env(self) -> dict[str, str]:
+        """The gateways' environment: following a NATS server as deployed (nats-server from the
+        venv or PATH), or, without one or with --no-nats, re-reading the status twice a second."""
+        binary = shutil.which("nats-server", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        if binary is None or self.args.no_nats:
+            return self.env
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        store = self.tmp / "jetstream"
+        command = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
+        process, log = self._start("nats", command, self.env)
+        _await_line(process, log, r"(Server is ready)")
+        self.nats = f"nats://127.0.0.1:{port}"
+        return self.env | {"LLMCTL_NATS_URL": self.nats}
 
     def _gateway(self, name: str, command: list[str], env: dict[str, str]) -> tuple[str, int]:
         process, log = self._start(name, command, env)
