@@ -47,6 +47,7 @@ class Tally:
 
     ok: int = 0
     errors: int = 0
+    sent: int = 0  # every request of the job, warm-up included: what the CPU times paid for
     latencies: list[float] = dataclasses.field(default_factory=list)
     cpu_s: float = 0.0
     wall_s: float = 0.0
@@ -55,6 +56,7 @@ class Tally:
     def add(self, other: Tally) -> None:
         self.ok += other.ok
         self.errors += other.errors
+        self.sent += other.sent
         self.latencies += other.latencies
         self.cpu_s += other.cpu_s
         self.wall_s = max(self.wall_s, other.wall_s)
@@ -100,6 +102,7 @@ class _Run:
         except (aiohttp.ClientError, OSError) as exc:
             good, data = False, f"{type(exc).__name__}: {exc}".encode()
         took = time.perf_counter() - started
+        self.tally.sent += 1
         if not self.begin <= started < self.end:
             return
         if good:

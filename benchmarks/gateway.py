@@ -73,9 +73,8 @@ def _measure(
         gatewayfleet.cpu_s(pids) - before[0],
         gatewayfleet.cpu_s(fleet.emulators) - before[1],
     )
-    done = max(1, tally.ok + tally.errors)
     latencies = sorted(tally.latencies) or [float("nan")]
-    per_request = (job.duration_s + job.warmup_s) / job.duration_s * 1000 / done
+    per_request = 1000 / max(1, tally.sent)  # CPU was spent on every request, warm-up included
     return {
         "throughput": round(tally.ok / job.duration_s, 1),
         "ok": tally.ok,
@@ -213,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-delay", type=float, default=0.001)
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--no-nats", action="store_true", help="gateways poll the database")
-    parser.add_argument("--litellm-port", type=int, default=4055)
+    parser.add_argument("--litellm-port", type=int, default=0, help="0: a free one")
     parser.add_argument("--rate", type=float, help="open loop rate for our gateways (req/s)")
     parser.add_argument("--baseline", metavar="DIR", help="also a gateway from this checkout")
     parser.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile")

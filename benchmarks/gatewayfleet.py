@@ -43,6 +43,12 @@ def machine_busy_s() -> float:
     return (user + nice + system + steal) / _TICK
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _child(command: list[str], env: dict[str, str], log: pathlib.Path) -> subprocess.Popen[str]:
     out = log.open("w")
     return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -157,9 +163,7 @@ class Fleet:
         binary = shutil.which("nats-server", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
         if binary is None or self.args.no_nats:
             return self.env
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = _free_port()
         store = self.tmp / "jetstream"
         command = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
         process, log = self._start("nats", command, self.env)
@@ -205,7 +209,7 @@ class Fleet:
             "LITELLM_LOG": "ERROR",
             "LITELLM_TELEMETRY": "False",
         }
-        port = self.args.litellm_port
+        port = self.args.litellm_port or _free_port()
         process, log = self._start(
             "litellm",
             [
