@@ -6,8 +6,8 @@ the `exchange.Observer`s that read each finished request (metrics, accounting, l
 an admitted request is answered from the `replycache` when it holds the reply;
 `start` listens on an address (port 0: any) with handler cancellation on, so a client that
 disconnects cancels its handler and with it the upstream request. Every error is OpenAI's
-envelope, unknown routes and wrong methods included. One httpx client (HTTP/1.1 keep-alive
-pools, no proxies from the environment) serves every request and closes with the application.
+envelope, unknown routes and wrong methods included. One aiohttp client session
+(`upstreamsession`) serves every upstream call and closes with the application.
 Called by ``llmctl gateway`` and tests; it must not read settings files or the environment.
 """
 
@@ -19,7 +19,6 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-import httpx
 from aiohttp import web
 
 from gateway import (
@@ -70,25 +69,16 @@ def build(
     *,
     keys: access.Keys | None = None,
     settings: Settings = Settings(),
-    transport: httpx.AsyncBaseTransport | None = None,
     observers: Sequence[exchange.Observer] = (),
     metrics: Callable[[], bytes] | None = None,
 ) -> web.Application:
     """The application; its HTTP client is closed on cleanup (the resolver is the caller's).
     With ``metrics`` (Prometheus' text format), ``GET /metrics`` serves what it returns."""
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            connect=settings.connect_timeout_s,
-            read=settings.read_timeout_s,
-            write=settings.read_timeout_s,
-            pool=settings.limits.deadline_s,
-        ),
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
-        trust_env=False,
-        transport=transport,
-    )
     app = web.Application(middlewares=[_envelopes], client_max_size=settings.max_body_bytes)
-    forwarder = forwarding.Forwarder(r, client, settings.limits)
+    forwarder = forwarding.Forwarder(
+        r, settings.limits, settings.connect_timeout_s, settings.read_timeout_s
+    )
+    app.cleanup_ctx.append(forwarder.session_context)
     cache = replycache.ReplyCache(settings.cache, time.monotonic)
     app[GATEWAY] = Gateway(
         r, keys or access.Open(), forwarder, settings, tuple(observers), cache=cache
@@ -98,11 +88,6 @@ def build(
     app.router.add_get("/v1/models", _models)
     if metrics is not None:
         app.router.add_get("/metrics", functools.partial(_metrics, metrics))
-
-    async def close(_: web.Application) -> None:
-        await client.aclose()
-
-    app.on_cleanup.append(close)
     return app
 
 

@@ -8,8 +8,9 @@ or a reply that breaks off before its first byte sends the call to the next prov
 flight (`Resolver.begin`/`end`) and its outcome recorded (`record_outcome`, latency to the first
 byte), so the cooldown and the adaptive policy learn from live traffic; a client that goes away
 cancels the attempt, which is then recorded neither way. Once the first byte is in hand,
-`relaying` answers and nothing is retried. Called by `application`; logs backends and reasons,
-never a body or a credential.
+`relaying` answers and nothing is retried. The calls share one aiohttp session
+(`upstreamsession`), open while the application runs (`Forwarder.session_context`). Called by
+`application`; logs backends and reasons, never a body or a credential.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import contextlib
 import dataclasses
 import itertools
 import time
+from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 import structlog
 from aiohttp import web
 
-from gateway import envelopes, exchange, inbound, relaying, routing, upstreams
+from gateway import envelopes, exchange, inbound, relaying, routing, upstreams, upstreamsession
 from runtimestate import credentials, echo, resolver
 
 log = structlog.get_logger(__name__)
@@ -56,12 +58,27 @@ def retried(status: int) -> bool:
 
 
 class Forwarder:
-    """Sends calls through one shared httpx client; one per gateway application."""
+    """Sends calls through one shared aiohttp session; one per gateway application."""
 
-    def __init__(self, r: resolver.Resolver, client: httpx.AsyncClient, limits: Limits) -> None:
+    def __init__(
+        self,
+        r: resolver.Resolver,
+        limits: Limits,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 300.0,
+    ) -> None:
         self._r = r
-        self._client = client
         self._limits = limits
+        self._timeouts = (connect_timeout_s, read_timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def session_context(self, _: web.Application) -> AsyncIterator[None]:
+        """An aiohttp ``cleanup_ctx``: the shared session, open while the application runs."""
+        self._session = upstreamsession.open_session(*self._timeouts)
+        try:
+            yield
+        finally:
+            await self._session.close()
 
     async def forward(
         self, request: web.Request, call: inbound.Call, record: exchange.Exchange
@@ -115,7 +132,7 @@ class Forwarder:
                     attempt.reason, attempt.status = opened.reason, opened.status
                     return opened
                 record.first_byte = now
-                attempt.status = opened.response.status_code
+                attempt.status = opened.response.status
                 ok, response = await relaying.relay(
                     request, opened, upstream, record, client_asked_usage=call.asked_usage
                 )
@@ -133,26 +150,24 @@ class Forwarder:
         provider: resolver.Provider,
         remaining: float,
     ) -> relaying.Opened | Failure:
-        """Send the call; the reply once its status and first chunk arrived, or a Failure."""
-        sent = self._client.build_request(
-            "POST",
-            upstream.url(call.path),
-            content=call.body_for(provider.model),
-            headers=upstream.headers,
-        )
+        """Send the call; the reply once its status and first chunk arrived, or a Failure.
+        The reply's connection is closed with ``stack`` (back to the pool when read whole)."""
+        assert self._session is not None, "the application is not running"
         try:
             async with asyncio.timeout(remaining):
-                response = await self._client.send(sent, stream=True)
-                stack.push_async_callback(response.aclose)
-                if retried(response.status_code):
-                    return Failure(
-                        provider.backend, f"HTTP {response.status_code}", response.status_code
-                    )
-                chunks = response.aiter_bytes()
+                response = await self._session.post(
+                    upstream.url(call.path),
+                    data=call.body_for(provider.model),
+                    headers=upstream.headers,
+                )
+                stack.callback(response.close)
+                if retried(response.status):
+                    return Failure(provider.backend, f"HTTP {response.status}", response.status)
+                chunks = response.content.iter_any()
                 first = await anext(chunks, b"")
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:  # aiohttp's read and connect timeouts are TimeoutErrors too
             return Failure(provider.backend, "timed out", timed_out=True)
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             return Failure(provider.backend, f"failed: {type(exc).__name__}")
         return relaying.Opened(response, chunks, first)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 from aiohttp import web
 
 from gateway import envelopes, exchange, upstreams, usage
@@ -27,11 +27,18 @@ _BAD_CREDENTIALS = frozenset({401, 403})  # the provider refused the stored key:
 CACHE_HEADER = "X-Llmctl-Cache"  # "hit" or "miss" on a reply the cache could hold
 
 
+class _Relayed(web.StreamResponse):
+    """A streamed response whose headers wait for its first body write and leave with it, in
+    one write to the socket, as `web.Response`'s do (a plain StreamResponse sends them alone)."""
+
+    _send_headers_immediately = False
+
+
 @dataclasses.dataclass(slots=True)
 class Opened:
     """An upstream reply whose status and first chunk arrived."""
 
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     chunks: AsyncIterator[bytes]
     first: bytes
 
@@ -47,14 +54,16 @@ async def relay(
     """Answer ``request`` with ``opened``; returns whether the provider did its part, and the
     response. A client that went away ends the relay quietly (the provider is not blamed).
     Without ``client_asked_usage`` a stream's usage-only event is not passed on."""
-    status = opened.response.status_code
+    status = opened.response.status
     if status >= 400:
         return status not in _BAD_CREDENTIALS, await _error(opened, upstream)
     content_type = opened.response.headers.get("content-type", "application/json")
-    out = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+    out = _Relayed(status=status, headers={"Content-Type": content_type})
     sse = content_type.startswith("text/event-stream")
     if sse:
         out.headers["Cache-Control"] = "no-cache"
+    else:  # sent with its length: headers and body leave in one write, with no chunk framing
+        out.content_length = _length(opened.response)
     if record.cache:
         out.headers[CACHE_HEADER] = record.cache
     await out.prepare(request)
@@ -70,6 +79,14 @@ async def relay(
     return ok, out
 
 
+def _length(response: aiohttp.ClientResponse) -> int | None:
+    """The provider's Content-Length when it is the length of what is relayed (the client
+    decompresses a ``Content-Encoding``), else None."""
+    if response.headers.get("Content-Encoding", "identity") != "identity":
+        return None
+    return response.content_length
+
+
 async def _error(opened: Opened, upstream: upstreams.Upstream) -> web.Response:
     """The provider's error reply, its body cut and redacted."""
     data = bytearray(opened.first)
@@ -78,12 +95,12 @@ async def _error(opened: Opened, upstream: upstreams.Upstream) -> web.Response:
             data += chunk
             if len(data) > _MAX_ERROR_BODY:
                 break
-    except httpx.HTTPError:
+    except aiohttp.ClientError:
         pass  # what arrived is enough to say what went wrong
     text = upstream.redact(bytes(data[:_MAX_ERROR_BODY]).decode("utf-8", "replace"))
     content_type = opened.response.headers.get("content-type", "application/json")
     return web.Response(
-        status=opened.response.status_code,
+        status=opened.response.status,
         body=text.encode(),
         headers={"Content-Type": content_type},
     )
@@ -104,7 +121,7 @@ async def _events(
             if chunk is None:
                 break
             pending += chunk
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         message = (
             f"the provider's stream broke off after it started ({type(exc).__name__}); "
             "the reply is incomplete: retry the request"
@@ -156,7 +173,7 @@ async def _bytes(
                     if len(kept) > record.keep_reply:
                         kept = None
             chunk = await anext(opened.chunks, None)
-    except httpx.HTTPError:
+    except aiohttp.ClientError:
         out.force_close()
         if request.transport is not None:
             request.transport.abort()

@@ -144,7 +144,10 @@ async def test_a_client_that_disconnects_cancels_the_upstream_request() -> None:
 
 
 async def test_one_of_three_nodes_dying_under_concurrent_load_fails_no_request() -> None:
-    async with gateway_harness.running(nodes=3) as h:
+    # Replies take 20 ms and 24 requests run at once, so the healthy nodes have requests in
+    # flight, as under real load: least_loaded weighs the dying node's errors x10 and keeps
+    # choosing it only while the others are busier, until its breaker opens.
+    async with gateway_harness.running(nodes=3, ttft=0.02) as h:
 
         async def chat() -> str | None:
             reply = await h.client.chat.completions.create(model="qwen", messages=MESSAGES)
@@ -155,7 +158,7 @@ async def test_one_of_three_nodes_dying_under_concurrent_load_fails_no_request()
         assert all(n.counters["success_stop"] > 0 for n in h.emulator.nodes)  # load spread
         h.emulator.set_fault(faults.Fault(faults.FaultKind.RESET, times=_MANY), node=2)  # dies
         for _ in range(4):
-            assert all(await asyncio.gather(*(chat() for _ in range(12))))
+            assert all(await asyncio.gather(*(chat() for _ in range(24))))
         excluded = h.resolver.resolve(QWEN).excluded
         assert [(e.backend, e.reason) for e in excluded] == [
             ("vllm-2", resolver.Reason.COOLING_DOWN)

@@ -1,0 +1,239 @@
+"""The processes `benchmarks/gateway.py` measures: emulated vLLM nodes, a database declaring
+them, a real ``llmctl gateway`` and LiteLLM's proxy over the same backends.
+
+`Fleet(tmp, args).start()` starts them in ``tmp`` (logs beside a SQLite database) and
+`Fleet.stop` ends them; `cpu_s` reads what processes used from /proc. A script's helper: must
+not be imported by the packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+BIN = pathlib.Path(sys.executable).parent
+MODEL = "bench"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes used so far."""
+    total = 0
+    for pid in pids:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every process on the machine has used (user, system, stolen), leaving
+    out interrupt time, which loopback networking adds without any process being charged."""
+    fields = [int(x) for x in pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, steal = fields[0], fields[1], fields[2], fields[7]
+    return (user + nice + system + steal) / _TICK
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _child(command: list[str], env: dict[str, str], log: pathlib.Path) -> subprocess.Popen[str]:
+    out = log.open("w")
+    return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
+def _await_line(process: subprocess.Popen[str], log: pathlib.Path, pattern: str) -> str:
+    """The first match of ``pattern`` in the process's output (polled, 60 s at most)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = re.search(pattern, log.read_text())
+        if found:
+            return found.group(1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise SystemExit(f"{process.args[0]} did not start: {log.read_text()[-2000:]}")
+
+
+def _await_http(url: str, process: subprocess.Popen[str], log: pathlib.Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 (loopback)
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} never answered: {log.read_text()[-2000:]}")
+
+
+class Fleet:
+    """The emulators, the database, the gateway and LiteLLM's proxy, in ``tmp``."""
+
+    def __init__(self, tmp: pathlib.Path, args: argparse.Namespace) -> None:
+        self.tmp, self.args = tmp, args
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+        self.env |= {"LLMCTL_DATA_DIR": str(tmp), "LLMCTL_DATABASE_URL": f"sqlite:///{tmp}/db"}
+        self.processes: list[subprocess.Popen[str]] = []
+        self.emulators: list[int] = []
+        self.nodes: list[str] = []
+        self.gateway = self.litellm = self.baseline = ""
+        self.gateway_pid = self.litellm_pid = self.baseline_pid = 0
+        self.nats = ""
+        self.token = "unused"  # noqa: S105 (no key store: any token)
+
+    def _start(
+        self, name: str, command: list[str], env: dict[str, str]
+    ) -> tuple[subprocess.Popen[str], pathlib.Path]:
+        log = self.tmp / f"{name}.log"
+        process = _child(command, env, log)
+        self.processes.append(process)
+        return process, log
+
+    def _llmctl(self, *args: str) -> str:
+        done = subprocess.run(
+            [str(BIN / "llmctl"), *args], env=self.env, capture_output=True, text=True, check=False
+        )
+        if done.returncode:
+            raise SystemExit(f"llmctl {' '.join(args[:2])} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def start(self) -> None:
+        a = self.args
+        for e in range(a.emulators):
+            process, log = self._start(
+                f"emulator-{e}",
+                [
+                    str(BIN / "llmctl"),
+                    "emulate",
+                    "vllm",
+                    "--port",
+                    "0",
+                    "--nodes",
+                    str(a.nodes),
+                    "--served-model-name",
+                    MODEL,
+                    "--ttft",
+                    str(a.ttft),
+                    "--token-delay",
+                    str(a.token_delay),
+                ],
+                self.env,
+            )
+            url = _await_line(process, log, r"listening on (http://\S+)")
+            self.emulators.append(process.pid)
+            self.nodes += [f"{url}/nodes/{i}" for i in range(a.nodes)]
+        for i, node in enumerate(self.nodes):
+            self._llmctl(
+                "backend", "add", f"node-{i}", "--type", "vllm", "--url", node, "--no-pool"
+            )
+        self._llmctl("reconcile", "--once", "-o", "json")
+        with contextlib.suppress(SystemExit):  # an llmctl without a key store: no key to send
+            self.token = json.loads(self._llmctl("key", "create", "bench", "-o", "json"))["secret"]
+        command = [str(BIN / "llmctl"), "gateway", "--listen", "127.0.0.1:0"]
+        if self.args.profile:  # the gateway under cProfile, its figures written when it stops
+            command = [sys.executable, "-m", "cProfile", "-o", self.args.profile, *command]
+        served = self._nats_env()
+        self.gateway, self.gateway_pid = self._gateway("gateway", command, served)
+        if self.args.baseline:  # the same command from another checkout, on our interpreter
+            code = "from controller.cli import main; main()"
+            env = served | {"PYTHONPATH": str(self.args.baseline)}
+            command = [sys.executable, "-c", code, "gateway", "--listen", "127.0.0.1:0"]
+            self.baseline, self.baseline_pid = self._gateway("baseline", command, env)
+        if not a.no_litellm:
+            self._start_litellm()
+
+    def _nats_env(self) -> dict[str, str]:
+        """The gateways' environment: following a NATS server as deployed (nats-server from the
+        venv or PATH), or, without one or with --no-nats, re-reading the status twice a second."""
+        binary = shutil.which("nats-server", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        if binary is None or self.args.no_nats:
+            return self.env
+        port = _free_port()
+        store = self.tmp / "jetstream"
+        command = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
+        process, log = self._start("nats", command, self.env)
+        _await_line(process, log, r"(Server is ready)")
+        self.nats = f"nats://127.0.0.1:{port}"
+        return self.env | {"LLMCTL_NATS_URL": self.nats}
+
+    def _gateway(self, name: str, command: list[str], env: dict[str, str]) -> tuple[str, int]:
+        process, log = self._start(name, command, env)
+        url = _await_line(process, log, r"serving (http://\S+/v1)")
+        _await_http(f"{url}/models", process, log)
+        return url, process.pid
+
+    def _start_litellm(self) -> None:
+        litellm = shutil.which("litellm", path=str(BIN))
+        if litellm is None:
+            raise SystemExit(
+                "LiteLLM's proxy is not installed: pip install -e '.[bench]', or --no-litellm"
+            )
+        deployments = [
+            {
+                "model_name": MODEL,
+                "litellm_params": {
+                    "model": f"hosted_vllm/{MODEL}",
+                    "api_base": f"{n}/v1",
+                    "api_key": "none",
+                },
+            }
+            for n in self.nodes
+        ]
+        config = {
+            "model_list": deployments,
+            "router_settings": {"routing_strategy": "simple-shuffle"},
+            "litellm_settings": {"telemetry": False, "drop_params": True, "set_verbose": False},
+        }
+        path = self.tmp / "litellm.yaml"
+        path.write_text(json.dumps(config))  # JSON is YAML
+        env = {
+            k: v for k, v in self.env.items() if not k.startswith("LLMCTL_") and k != "DATABASE_URL"
+        }
+        env |= {
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_TELEMETRY": "False",
+        }
+        port = self.args.litellm_port or _free_port()
+        process, log = self._start(
+            "litellm",
+            [
+                litellm,
+                "--config",
+                str(path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ],
+            env,
+        )
+        self.litellm = f"http://127.0.0.1:{port}/v1"
+        self.litellm_pid = process.pid
+        _await_http(f"http://127.0.0.1:{port}/health/liveliness", process, log)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
