@@ -45,7 +45,6 @@ the packages; it is a script.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import pathlib
@@ -116,7 +115,7 @@ def _mode(
             args.warmup,
             clients=args.clients,
             rate=rate,
-            token=fleet.token,
+            token=fleet.litellm_key if name == "litellm" else fleet.token,
         )
 
     closed = {name: _measure(drivers, fleet, job(name), pid) for name, (_, pid) in targets.items()}
@@ -227,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "clients": args.clients,
         "load_processes": args.load_processes,
         "load_before": os.getloadavg(),
-        "litellm": None if args.no_litellm else importlib.metadata.version("litellm"),
+        "litellm": None if args.no_litellm else gatewayfleet.litellm_version(),
     }
     modes = [m for m in ("nonstream", "stream") if args.only in (None, m)]
     with tempfile.TemporaryDirectory(prefix="llmctl-bench-gateway-") as tmp:

@@ -4,6 +4,10 @@ them, a real ``llmctl gateway`` and LiteLLM's proxy over the same backends.
 `Fleet(tmp, args).start()` starts them in ``tmp`` (logs beside a SQLite database) and
 `Fleet.stop` ends them; `cpu_s` reads what processes used from /proc. A script's helper: must
 not be imported by the packages.
+
+LiteLLM's proxy runs from a virtualenv of its own (`LITELLM_VENV`, made on first use with
+``pip install 'litellm[proxy]'``): its dependencies pin versions (rich, httpx's successor) that
+would break the project's own tools in ``.venv``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import os
 import pathlib
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -22,6 +27,38 @@ import time
 import urllib.request
 
 BIN = pathlib.Path(sys.executable).parent
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+LITELLM_VENV = ROOT / ".venv-litellm"
+LITELLM_REQUIREMENT = "litellm[proxy]>=1.50"
+
+
+def litellm_binary() -> str:
+    """The proxy's ``litellm`` command, from `LITELLM_VENV`, made (about a minute) if missing."""
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if binary.exists():
+        return str(binary)
+
+    print(f"installing LiteLLM's proxy into {LITELLM_VENV} (once) ...", file=sys.stderr)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        pip = [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, LITELLM_REQUIREMENT], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(
+            f"cannot install LiteLLM's proxy into {LITELLM_VENV} ({exc}); "
+            "run again with --no-litellm to skip it"
+        ) from None
+    return str(binary)
+
+
+def litellm_version() -> str:
+    """The version of the proxy `litellm_binary` runs (installing it first if need be)."""
+    litellm_binary()
+    python = str(LITELLM_VENV / "bin" / "python")
+    code = "import importlib.metadata as m; print(m.version('litellm'))"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
+
+
 MODEL = "bench"
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -67,13 +104,17 @@ def _await_line(process: subprocess.Popen[str], log: pathlib.Path, pattern: str)
     raise SystemExit(f"{process.args[0]} did not start: {log.read_text()[-2000:]}")
 
 
-def _await_http(url: str, process: subprocess.Popen[str], log: pathlib.Path) -> None:
+def _await_http(
+    url: str, process: subprocess.Popen[str], log: pathlib.Path, token: str | None = None
+) -> None:
     deadline = time.monotonic() + 120
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     while time.monotonic() < deadline:
         if process.poll() is not None:
             break
         try:
-            with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 (loopback)
+            asked = urllib.request.Request(url, headers=headers)  # noqa: S310 (loopback)
+            with urllib.request.urlopen(asked, timeout=2) as reply:  # noqa: S310 (loopback)
                 if reply.status == 200:
                     return
         except OSError:
@@ -95,6 +136,7 @@ class Fleet:
         self.gateway_pid = self.litellm_pid = self.baseline_pid = 0
         self.nats = ""
         self.token = "unused"  # noqa: S105 (no key store: any token)
+        self.litellm_key = "sk-" + secrets.token_hex(32)  # its master key: requests need it too
 
     def _start(
         self, name: str, command: list[str], env: dict[str, str]
@@ -174,15 +216,11 @@ class Fleet:
     def _gateway(self, name: str, command: list[str], env: dict[str, str]) -> tuple[str, int]:
         process, log = self._start(name, command, env)
         url = _await_line(process, log, r"serving (http://\S+/v1)")
-        _await_http(f"{url}/models", process, log)
+        _await_http(f"{url}/models", process, log, self.token)
         return url, process.pid
 
     def _start_litellm(self) -> None:
-        litellm = shutil.which("litellm", path=str(BIN))
-        if litellm is None:
-            raise SystemExit(
-                "LiteLLM's proxy is not installed: pip install -e '.[bench]', or --no-litellm"
-            )
+        litellm = litellm_binary()
         deployments = [
             {
                 "model_name": MODEL,
@@ -205,6 +243,7 @@ class Fleet:
             k: v for k, v in self.env.items() if not k.startswith("LLMCTL_") and k != "DATABASE_URL"
         }
         env |= {
+            "LITELLM_MASTER_KEY": self.litellm_key,  # newer proxies refuse to start without
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "LITELLM_LOG": "ERROR",
             "LITELLM_TELEMETRY": "False",
