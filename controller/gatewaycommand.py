@@ -7,7 +7,8 @@ reply cache of ``--cache-*`` (`controller.replycacheoptions`). Keys are
 enforced (`gateway.enforcement`: a request needs a key made by ``llmctl key create``; limits
 are shared with the other replicas over NATS); ``--allow-unauthenticated`` serves without keys,
 admitting every request, and only on a loopback address. Metrics (``/metrics``), the request
-log line and spans are built by `controller.gatewayobservers`. Exit codes: 0 when stopped
+log line and spans are built by `controller.gatewayobservers`; ``--profiles FILE`` keeps what
+the resolver learned across restarts (`controller.gatewayprofiles`). Exit codes: 0 when stopped
 (SIGTERM, SIGINT), 1 when the database, NATS, the address or the tracing settings cannot be
 used, 2 for bad options; one line each, never a traceback. Imports the gateway and the
 resolver inside the command only.
@@ -19,6 +20,7 @@ import asyncio
 import enum
 import functools
 import ipaddress
+import pathlib
 import signal
 import sys
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import replycacheoptions, runner
+from controller import gatewayprofiles, replycacheoptions, runner
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -114,6 +116,14 @@ def gateway_command(
     cache_max_bytes: replycacheoptions.MaxBytesOpt = replycacheoptions.DEFAULT_MAX_BYTES,
     cache_entry: replycacheoptions.MaxEntryOpt = replycacheoptions.DEFAULT_ENTRY_BYTES,
     cache_shared: replycacheoptions.SharedOpt = False,
+    profiles: Annotated[
+        pathlib.Path | None,
+        typer.Option(
+            "--profiles",
+            envvar="LLMCTL_GATEWAY_PROFILES",
+            help="file keeping the resolver's learned latency and error figures across restarts",
+        ),
+    ] = None,
 ) -> None:
     """Serve one OpenAI-compatible endpoint for the fleet, routed by the resolver."""
     from controller import gatewayobservers, logs
@@ -138,6 +148,10 @@ def gateway_command(
     fmt = log_format or (LogFormat.CONSOLE if sys.stderr.isatty() else LogFormat.JSON)
     logs.configure("json" if fmt is LogFormat.JSON else "console", "info")
     cache = replycacheoptions.settings(env, cache_ttl, cache_max_bytes, cache_entry, cache_shared)
+    kept = None if profiles is None else gatewayprofiles.ProfileFile(profiles, _stderr(env))
+    refused = None if kept is None else kept.check()
+    if refused is not None:
+        env.fail(refused)
     settings = application.Settings(
         max_body_bytes=max_body_bytes,
         limits=forwarding.Limits(attempts=attempts, deadline_s=deadline),
@@ -145,7 +159,8 @@ def gateway_command(
     )
     try:
         runner.run_async(
-            env, lambda: _serve(env, settings, host, port, allow_unauthenticated, observing)
+            env,
+            lambda: _serve(env, settings, host, port, allow_unauthenticated, observing, kept),
         )
     except OSError as exc:  # NATS refused or unreachable, or the address is taken
         env.fail(f"llmctl gateway cannot start: {exc}", 1)
@@ -159,6 +174,7 @@ async def _serve(
     port: int,
     open_access: bool,
     observing: Callable[[resolver.Resolver], gatewayobservers.Observing],
+    kept: gatewayprofiles.ProfileFile | None = None,
 ) -> None:
     from gateway import application, enforcement
     from runtimestate import resolver
@@ -168,6 +184,8 @@ async def _serve(
     )
     enforced = None
     watch = observing(r)
+    if kept is not None:
+        kept.restore(r)
     try:
         if not open_access:
             enforced = await enforcement.enforce(
@@ -184,9 +202,14 @@ async def _serve(
         await _close(r, enforced)
         watch.close()
         raise
+    stop = _stop_on_signals()  # before the announcement: a SIGTERM right after it is clean
     _announce(env, host, bound, gate)
     try:
-        await _stopped()
+        if kept is None:
+            await stop.wait()
+        else:
+            async with kept.keep(r):
+                await stop.wait()
     finally:
         await site.cleanup()
         await _close(r, enforced)
@@ -222,13 +245,17 @@ def _announce(env: runner.Env, host: str, port: int, gate: keygate.KeyGate | Non
         )
 
 
-async def _stopped() -> None:
-    """Return on SIGTERM or SIGINT."""
+def _stderr(env: runner.Env) -> Callable[[str], None]:
+    return lambda line: env.err.print(line, highlight=False, markup=False)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 def _address(env: runner.Env, listen: str) -> tuple[str, int]:

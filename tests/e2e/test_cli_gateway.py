@@ -55,8 +55,12 @@ async def _gateway(
     )  # fmt: skip
     assert child.stderr is not None
     try:
-        line = (await asyncio.wait_for(child.stderr.readline(), 30)).decode()
-        found = re.search(r"serving (http://\S+/v1)", line)
+        found = None
+        for _ in range(5):  # lines before it say what was restored (--profiles)
+            line = (await asyncio.wait_for(child.stderr.readline(), 30)).decode()
+            found = re.search(r"serving (http://\S+/v1)", line)
+            if found or not line.startswith("llmctl gateway:"):
+                break
         assert found, line
         yield child, found.group(1)
     finally:
