@@ -68,11 +68,14 @@ def fleet(
 
 class Sampler:
     """``with Sampler(read):`` calls ``read`` every 50 ms on a thread; ``seen`` holds what it
-    returned, in order (a failed read, such as an agent busy restarting, is skipped)."""
+    returned, in order, and ``at`` when (``time.monotonic``): a failed read, such as an agent
+    busy restarting, is skipped, and a busy machine can starve the thread, so two samples may
+    be seconds apart."""
 
     def __init__(self, read: Callable[[], Any]) -> None:
         self._read = read
         self.seen: list[Any] = []
+        self.at: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -80,6 +83,7 @@ class Sampler:
         while not self._stop.is_set():
             with contextlib.suppress(httpx.HTTPError):
                 self.seen.append(self._read())
+                self.at.append(time.monotonic())
             self._stop.wait(0.05)
 
     def __enter__(self) -> Sampler:
@@ -91,6 +95,7 @@ class Sampler:
         self._thread.join()
         with contextlib.suppress(httpx.HTTPError):
             self.seen.append(self._read())
+            self.at.append(time.monotonic())
 
 
 def ok(llmctl: Cli, *args: str) -> Result:

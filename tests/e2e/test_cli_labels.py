@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -26,7 +27,9 @@ def test_model_labels_set_on_add_are_shown_by_get_json_and_the_wide_list(llmctl:
     assert added.code == 0, added.err
     doc = llmctl("model", "get", "llama3", "-o", "json").json()
     assert list(doc["labels"].items()) == [("family", "llama"), ("tier", "big")]
-    assert "labels:        family=llama,tier=big" in llmctl("model", "get", "llama3").out
+    assert re.search(
+        r"^labels: +family=llama,tier=big$", llmctl("model", "get", "llama3").out, re.M
+    )
     header, row = _rows(llmctl("model", "list", "-o", "wide").out)
     assert header[-2:] == ["LABELS", "AGE"]
     assert row[header.index("LABELS")] == "family=llama,tier=big"

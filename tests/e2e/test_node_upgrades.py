@@ -33,6 +33,9 @@ def _on(copy: dict[str, Any], commit: str) -> bool:
     return copy["state"] == "ready" and pathlib.PurePosixPath(copy["path"]).name == commit
 
 
+CLOSE_S = 0.5  # samples this close cannot hold two restarts one after the other (each >= 1 s)
+
+
 def test_a_new_hub_commit_rolls_onto_each_agent_one_restart_at_a_time(
     llmctl: Cli, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -63,7 +66,10 @@ def test_a_new_hub_commit_rolls_onto_each_agent_one_restart_at_a_time(
         seen = samples.seen
     for copies in seen:  # at most one copy out at a time, and one always ready
         assert sum(copy["state"] != "ready" for copy in copies) <= 1, node_fleet.rows(copies)
-    for before, after in itertools.pairwise(seen):
+    steps = zip(itertools.pairwise(seen), itertools.pairwise(samples.at), strict=True)
+    for (before, after), (then, now) in steps:
+        if now - then > CLOSE_S:  # the sampler was starved: both may have rolled meanwhile
+            continue
         restarted = [b["pid"] != a["pid"] for b, a in zip(before, after, strict=True)]
         assert sum(restarted) <= 1, node_fleet.rows([before, after])
     assert [len({c[i]["pid"] for c in seen}) for i in range(2)] == [2, 2]  # one restart each
