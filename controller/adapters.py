@@ -135,10 +135,7 @@ def adapter_get(
         env.fail(str(store.missing("adapter", name, state.adapters_by_name)))
     doc = shapes.adapter_doc(adapter, state)
     doc["backends"] = [b.name for b in state.backends if adapter in state.adapters_for(b.name)]
-    if fmt is output.Format.NAME:
-        output.render_names("adapter", [doc], env.out)
-        return
-    output.render_one(doc, fmt, env.out)
+    output.render_got("adapter", doc, fmt, env.out)
 
 
 @app.command("delete")

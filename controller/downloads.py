@@ -170,10 +170,7 @@ def get_download(
         return found
 
     doc = downloadview.job_doc(runner.read(env, work))
-    if fmt is output.Format.NAME:
-        output.render_names("download", [doc], env.out, key="id")
-        return
-    output.render_one(doc, fmt, env.out)
+    output.render_got("download", doc, fmt, env.out, key="id")
 
 
 @app.command("cancel")

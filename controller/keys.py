@@ -9,7 +9,7 @@ through `controller.runner`; invalid input exits 2 with a one-line message and w
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -25,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+T = TypeVar("T")
 ModelsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -140,10 +141,7 @@ def key_get(ctx: typer.Context, name: str, fmt: declare.OutputOpt = output.Forma
 
     env = declare.env_of(ctx)
     key = runner.read(env, lambda s: keystore.get(s, name))
-    if fmt is output.Format.NAME:
-        output.render_names("key", [shapes.key_doc(key)], env.out)
-        return
-    output.render_one(shapes.key_doc(key), fmt, env.out)
+    output.render_got("key", shapes.key_doc(key), fmt, env.out)
 
 
 @app.command("update")
@@ -184,22 +182,25 @@ def key_update(
         old = (await keystore.get(session, name)).spec
         new = dataclasses.replace(
             old,
-            models=() if clear_models else tuple(model) if model else old.models,
-            pools=() if clear_pools else tuple(pool) if pool else old.pools,
-            rpm=None if no_rpm else rpm if rpm is not None else old.rpm,
-            tpm=None if no_tpm else tpm if tpm is not None else old.tpm,
-            budget_microusd=None
-            if no_budget
-            else micro
-            if micro is not None
-            else old.budget_microusd,
+            models=() if clear_models else tuple(model or old.models),
+            pools=() if clear_pools else tuple(pool or old.pools),
+            rpm=_replaced(no_rpm, rpm, old.rpm),
+            tpm=_replaced(no_tpm, tpm, old.tpm),
+            budget_microusd=_replaced(no_budget, micro, old.budget_microusd),
             period=keys.Period.NONE if no_budget else chosen or old.period,
-            policy=None if no_policy else policy if policy is not None else old.policy,
+            policy=_replaced(no_policy, policy, old.policy),
         )
         return (await keystore.update(session, new))[1]
 
     changed = runner.transaction(env, work)  # no cycle to ask for: keys are the gateway's
     env.out.print(f"key/{name} {'updated' if changed else 'unchanged'}", highlight=False)
+
+
+def _replaced(clear: bool, given: T | None, old: T | None) -> T | None:
+    """An updated optional value: none when cleared, else the one given, else the old one."""
+    if clear:
+        return None
+    return old if given is None else given
 
 
 @app.command("revoke")

@@ -275,10 +275,7 @@ def model_get(
         env.fail(str(store.missing("model", name, (m.name for m in state.models))))
     doc = shapes.model_doc(model, state)
     doc["backends"] = [b.name for b in state.backends if model in state.models_for(b.name)]
-    if fmt is output.Format.NAME:
-        output.render_names("model", [doc], env.out)
-        return
-    output.render_one(doc, fmt, env.out)
+    output.render_got("model", doc, fmt, env.out)
 
 
 @model_app.command("delete")

@@ -194,6 +194,16 @@ def _status_cells(status: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def render_got(
+    kind: str, doc: dict[str, Any], fmt: Format, console: Console, key: str = "name"
+) -> None:
+    """What a ``get`` command prints: ``kind/name`` for ``-o name``, else `render_one`."""
+    if fmt is Format.NAME:
+        render_names(kind, [doc], console, key)
+    else:
+        render_one(doc, fmt, console)
+
+
 def render_one(doc: Any, fmt: Format, console: Console) -> None:
     """Print one document (or a list of them) as JSON, YAML, or ``key: value`` lines."""
     if fmt is Format.JSON:

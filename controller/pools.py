@@ -91,10 +91,7 @@ def pool_get(
 
     env = declare.env_of(ctx)
     pool = runner.read(env, lambda s: poolstore.get_pool(s, name))
-    if fmt is output.Format.NAME:
-        output.render_names("pool", [shapes.pool_doc(pool)], env.out)
-        return
-    output.render_one(shapes.pool_doc(pool), fmt, env.out)
+    output.render_got("pool", shapes.pool_doc(pool), fmt, env.out)
 
 
 @app.command("delete")

@@ -31,12 +31,13 @@ from typer.testing import CliRunner
 import migrations
 from controller import cli
 from emulators import vllm
-from gateway import application, keys
+from gateway import keys
 from runtimestate import credentials, database
 from runtimestate.desired import spec, store
 from runtimestate.reconcile import status
 from tests.e2e import test_cli_gateway_keys
 from tests.e2e.test_cli_gateway import LLMCTL
+from tests.integration import gateway_harness
 from tests.integration.gateway_harness import GENERATIVE
 from tests.integration.test_resolver_feed import T0
 from tests.unit.test_resolver import backend, model
@@ -62,11 +63,8 @@ async def _echoing_cloud(sent_keys: list[str]) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", refuse)
-    site, port = await application.start(app, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await site.cleanup()
+    async with gateway_harness.listening(app) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
@@ -79,11 +77,8 @@ async def _collector(received: list[bytes]) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/v1/traces", export)
-    site, port = await application.start(app, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await site.cleanup()
+    async with gateway_harness.listening(app, "") as url:
+        yield url
 
 
 def _spans(received: list[bytes]) -> list[tuple[str, dict[str, object], dict[str, object]]]:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Unpack
 
 import openai
+from aiohttp import web
 
 from emulators import runner, vllm, vllm_node
 from gateway import access, application, exchange
@@ -62,9 +63,17 @@ async def serving(
 ) -> AsyncIterator[str]:
     """The gateway over ``r`` on a free loopback port; yields its base URL (``.../v1``)."""
     app = application.build(r, settings=settings, keys=keys, observers=observers, metrics=metrics)
+    async with listening(app) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def listening(app: web.Application, path: str = "/v1") -> AsyncIterator[str]:
+    """Any aiohttp ``app`` (a gateway, or a stand-in provider or collector) on a free loopback
+    port; yields its URL, ``path`` appended."""
     site, port = await application.start(app, "127.0.0.1", 0)
     try:
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"http://127.0.0.1:{port}{path}"
     finally:
         await site.cleanup()
 

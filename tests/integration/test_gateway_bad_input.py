@@ -100,11 +100,8 @@ async def _echoing_cloud(seen: list[str]) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", refuse)
-    site, port = await application.start(app, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await site.cleanup()
+    async with gateway_harness.listening(app) as url:
+        yield url
 
 
 async def test_a_provider_error_passes_through_without_the_providers_key(
