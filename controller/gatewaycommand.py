@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller import gatewayprofiles, replycacheoptions, runner
+from controller import gatewayprofiles, gctuning, replycacheoptions, runner
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -198,6 +198,7 @@ async def _serve(
             r, settings=settings, keys=gate, observers=observers, metrics=watch.metrics
         )
         site, bound = await _listen(app, host, port)
+        gctuning.tune()  # after the imports and the fleet's state: they live as long
     except BaseException:
         await _close(r, enforced)
         watch.close()

@@ -1,10 +1,12 @@
-"""Garbage-collector settings of a controller process (`llmctl serve`, `llmctl reconcile`).
+"""Garbage-collector settings of a long-running process (`llmctl serve`, `reconcile`, `gateway`).
 
 `tune` raises the young generation's threshold to `YOUNG`, so the objects of requests in flight
 during a backend cycle die young instead of being promoted and setting off full collections, and
 freezes (`gc.freeze()`) what exists at start (modules, classes, functions), which lives as long
 as the process. Reference counting still frees acyclic objects at once. The README's performance
-section has the figures (`benchmarks/backend_cycle.py --default-gc` compares).
+section has the figures (`benchmarks/backend_cycle.py --default-gc` compares). In the gateway,
+whose heap at start is ~130,000 objects, each full collection otherwise stopped every request
+for 40--80 ms (`benchmarks/gateway.py`'s p99).
 
 Called once by the composition roots before any work, and by `benchmarks/backend_cycle.py` so it
 measures the cycle as the controller runs it. Process-wide: library code (`runtimestate`,

@@ -6,8 +6,8 @@ the `exchange.Observer`s that read each finished request (metrics, accounting, l
 an admitted request is answered from the `replycache` when it holds the reply;
 `start` listens on an address (port 0: any) with handler cancellation on, so a client that
 disconnects cancels its handler and with it the upstream request. Every error is OpenAI's
-envelope, unknown routes and wrong methods included. One aiohttp client session
-(`upstreamsession`) serves every upstream call and closes with the application.
+envelope, unknown routes and wrong methods included. One HTTP client (`upstreamhttp`) serves
+every upstream call and closes with the application.
 Called by ``llmctl gateway`` and tests; it must not read settings files or the environment.
 """
 

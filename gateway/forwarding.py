@@ -8,8 +8,8 @@ or a reply that breaks off before its first byte sends the call to the next prov
 flight (`Resolver.begin`/`end`) and its outcome recorded (`record_outcome`, latency to the first
 byte), so the cooldown and the adaptive policy learn from live traffic; a client that goes away
 cancels the attempt, which is then recorded neither way. Once the first byte is in hand,
-`relaying` answers and nothing is retried. The calls share one aiohttp session
-(`upstreamsession`), open while the application runs (`Forwarder.session_context`). Called by
+`relaying` answers and nothing is retried. The calls share one `upstreamhttp.Client` (its
+keep-alive connections), open while the application runs (`Forwarder.session_context`). Called by
 `application`; logs backends and reasons, never a body or a credential.
 """
 
@@ -22,11 +22,10 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import structlog
 from aiohttp import web
 
-from gateway import envelopes, exchange, inbound, relaying, routing, upstreams, upstreamsession
+from gateway import envelopes, exchange, inbound, relaying, routing, upstreamhttp, upstreams
 from runtimestate import credentials, echo, resolver
 
 log = structlog.get_logger(__name__)
@@ -58,7 +57,7 @@ def retried(status: int) -> bool:
 
 
 class Forwarder:
-    """Sends calls through one shared aiohttp session; one per gateway application."""
+    """Sends calls through one shared HTTP client; one per gateway application."""
 
     def __init__(
         self,
@@ -70,15 +69,15 @@ class Forwarder:
         self._r = r
         self._limits = limits
         self._timeouts = (connect_timeout_s, read_timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+        self._client: upstreamhttp.Client | None = None
 
     async def session_context(self, _: web.Application) -> AsyncIterator[None]:
-        """An aiohttp ``cleanup_ctx``: the shared session, open while the application runs."""
-        self._session = upstreamsession.open_session(*self._timeouts)
+        """An aiohttp ``cleanup_ctx``: the shared client, open while the application runs."""
+        self._client = upstreamhttp.Client(*self._timeouts)
         try:
             yield
         finally:
-            await self._session.close()
+            await self._client.aclose()
 
     async def forward(
         self, request: web.Request, call: inbound.Call, record: exchange.Exchange
@@ -152,24 +151,21 @@ class Forwarder:
     ) -> relaying.Opened | Failure:
         """Send the call; the reply once its status and first chunk arrived, or a Failure.
         The reply's connection is closed with ``stack`` (back to the pool when read whole)."""
-        assert self._session is not None, "the application is not running"
+        assert self._client is not None, "the application is not running"
+        deadline = asyncio.get_running_loop().time() + remaining
         try:
-            async with asyncio.timeout(remaining):
-                response = await self._session.post(
-                    upstream.url(call.path),
-                    data=call.body_for(provider.model),
-                    headers=upstream.headers,
-                )
-                stack.callback(response.close)
-                if retried(response.status):
-                    return Failure(provider.backend, f"HTTP {response.status}", response.status)
-                chunks = response.content.iter_any()
-                first = await anext(chunks, b"")
-        except TimeoutError:  # aiohttp's read and connect timeouts are TimeoutErrors too
+            reply = await self._client.post(
+                upstream.url(call.path), call.body_for(provider.model), upstream.headers, deadline
+            )
+            stack.callback(reply.close)
+            if retried(reply.status):
+                return Failure(provider.backend, f"HTTP {reply.status}", reply.status)
+            first = await reply.read() or b""
+        except TimeoutError:  # the client's connect and read timeouts, and the deadline
             return Failure(provider.backend, "timed out", timed_out=True)
-        except aiohttp.ClientError as exc:
-            return Failure(provider.backend, f"failed: {type(exc).__name__}")
-        return relaying.Opened(response, chunks, first)
+        except upstreamhttp.UpstreamError as exc:
+            return Failure(provider.backend, f"failed: {exc.what}")
+        return relaying.Opened(reply, first)
 
 
 def _exhausted(call: inbound.Call, failures: list[Failure]) -> envelopes.Refusal:

@@ -1,6 +1,6 @@
 """Relaying a provider's reply to the client as it arrives, once its first byte is in hand.
 
-`relay` takes an opened upstream reply (`Opened`: the response, its byte iterator, the first
+`relay` takes an opened upstream reply (`Opened`: the `upstreamhttp.Reply` and its first
 chunk) and answers the client: an error status (one the gateway does not retry, a 400 say) with
 its body redacted of the provider's key; a success relayed chunk by chunk. A stream
 (``text/event-stream``) is written event by event, never buffered past the event being read, so
@@ -15,12 +15,10 @@ asked for on the client's behalf, and keeps a successful JSON reply when the exc
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
-from gateway import envelopes, exchange, upstreams, usage
+from gateway import envelopes, exchange, upstreamhttp, upstreams, usage
 
 _MAX_ERROR_BODY = 64 * 1024  # an upstream error body longer than this is cut
 _BAD_CREDENTIALS = frozenset({401, 403})  # the provider refused the stored key: its failure
@@ -38,8 +36,7 @@ class _Relayed(web.StreamResponse):
 class Opened:
     """An upstream reply whose status and first chunk arrived."""
 
-    response: aiohttp.ClientResponse
-    chunks: AsyncIterator[bytes]
+    response: upstreamhttp.Reply
     first: bytes
 
 
@@ -57,13 +54,16 @@ async def relay(
     status = opened.response.status
     if status >= 400:
         return status not in _BAD_CREDENTIALS, await _error(opened, upstream)
-    content_type = opened.response.headers.get("content-type", "application/json")
+    headers = opened.response.headers
+    content_type = headers.get("content-type", "application/json")
     out = _Relayed(status=status, headers={"Content-Type": content_type})
+    if "content-encoding" in headers:  # asked for none; relayed as sent, for the client
+        out.headers["Content-Encoding"] = headers["content-encoding"]
     sse = content_type.startswith("text/event-stream")
     if sse:
         out.headers["Cache-Control"] = "no-cache"
     else:  # sent with its length: headers and body leave in one write, with no chunk framing
-        out.content_length = _length(opened.response)
+        out.content_length = opened.response.content_length
     if record.cache:
         out.headers[CACHE_HEADER] = record.cache
     await out.prepare(request)
@@ -79,23 +79,13 @@ async def relay(
     return ok, out
 
 
-def _length(response: aiohttp.ClientResponse) -> int | None:
-    """The provider's Content-Length when it is the length of what is relayed (the client
-    decompresses a ``Content-Encoding``), else None."""
-    if response.headers.get("Content-Encoding", "identity") != "identity":
-        return None
-    return response.content_length
-
-
 async def _error(opened: Opened, upstream: upstreams.Upstream) -> web.Response:
     """The provider's error reply, its body cut and redacted."""
     data = bytearray(opened.first)
     try:
-        async for chunk in opened.chunks:
+        while len(data) <= _MAX_ERROR_BODY and (chunk := await opened.response.read()):
             data += chunk
-            if len(data) > _MAX_ERROR_BODY:
-                break
-    except aiohttp.ClientError:
+    except upstreamhttp.UpstreamError:
         pass  # what arrived is enough to say what went wrong
     text = upstream.redact(bytes(data[:_MAX_ERROR_BODY]).decode("utf-8", "replace"))
     content_type = opened.response.headers.get("content-type", "application/json")
@@ -117,11 +107,11 @@ async def _events(
             if cut >= 0:
                 await _write_events(out, pending[: cut + 2], record, strip)
                 pending = pending[cut + 2 :]
-            chunk = await anext(opened.chunks, None)
+            chunk = await opened.response.read()
             if chunk is None:
                 break
             pending += chunk
-    except aiohttp.ClientError as exc:
+    except upstreamhttp.UpstreamError as exc:
         message = (
             f"the provider's stream broke off after it started ({type(exc).__name__}); "
             "the reply is incomplete: retry the request"
@@ -172,8 +162,8 @@ async def _bytes(
                     kept += chunk
                     if len(kept) > record.keep_reply:
                         kept = None
-            chunk = await anext(opened.chunks, None)
-    except aiohttp.ClientError:
+            chunk = await opened.response.read()
+    except upstreamhttp.UpstreamError:
         out.force_close()
         if request.transport is not None:
             request.transport.abort()
