@@ -12,7 +12,11 @@ processes), each target gets the same load:
 
 * closed loop, ``--clients`` (64) requests in flight: throughput, the most it serves;
 * open loop at half of that throughput: latency p50/p99, beside going direct at the same
-  rate, measured right before; the difference is the latency the proxy adds.
+  rate, in ``--rounds`` (3) rounds: each round measures both, one right after the other
+  (direct first in the first round, the proxy first in the next, and so on); the difference
+  is the latency the proxy adds. The figure held against the targets is the median of the
+  rounds' differences, and every round's is printed: on a machine this small, one burst of
+  someone else's work in one 5-second window moves a p99 by tens of milliseconds.
 
 Direct is round-robin over the backends. Each figure comes with the CPU milliseconds per
 request of the proxy process, of the emulators and of the load generator (from /proc), which
@@ -33,7 +37,8 @@ throughput; throughput >= 3x LiteLLM's proxy and >= half of going direct.
 
     .venv/bin/python benchmarks/gateway.py [--duration 5] [--clients 64] [--load-processes 2]
         [--emulators 2] [--nodes 2] [--ttft 0.02] [--token-delay 0.001] [--no-litellm]
-        [--no-nats] [--only nonstream|stream] [--rate R] [--baseline DIR] [--profile FILE] [--json]
+        [--no-nats] [--only nonstream|stream] [--rate R] [--rounds 3] [--baseline DIR]
+        [--profile FILE] [--json]
 
 ``--rate R`` opens the loop at R req/s for our gateways instead of half their throughput (to
 compare two at the same load); ``--baseline DIR`` runs ``llmctl gateway`` from another tree of
@@ -126,16 +131,41 @@ def _mode(
         rate = max(1.0, closed[name]["throughput"] / 2)
         if args.rate and name != "litellm":
             rate = args.rate
-        base = _measure(drivers, fleet, job("direct", rate), 0)
-        ours = _measure(drivers, fleet, job(name, rate), targets[name][1])
-        opened[name] = {
-            "rate": rate,
-            "direct": base,
-            "proxy": ours,
-            "added_p50_ms": round(ours["p50_ms"] - base["p50_ms"], 2),
-            "added_p99_ms": round(ours["p99_ms"] - base["p99_ms"], 2),
-        }
+        rounds = []
+        for i in range(args.rounds):  # each round both, in turn; every other round proxy first
+            first, second = ("direct", name) if i % 2 == 0 else (name, "direct")
+            figures = {
+                n: _measure(drivers, fleet, job(n, rate), targets[n][1]) for n in (first, second)
+            }
+            base, ours = figures["direct"], figures[name]
+            rounds.append(
+                {
+                    "direct": base,
+                    "proxy": ours,
+                    "added_p50_ms": round(ours["p50_ms"] - base["p50_ms"], 2),
+                    "added_p99_ms": round(ours["p99_ms"] - base["p99_ms"], 2),
+                }
+            )
+        opened[name] = {"rate": rate, "rounds": rounds, **_medians(rounds)}
     return {"closed": closed, "open": opened}
+
+
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds' medians, figure by figure (errors: their sum)."""
+
+    def median(side: str, key: str) -> float:
+        return round(statistics.median(r[side][key] for r in rounds), 3)
+
+    sides = {
+        side: {k: median(side, k) for k in ("p50_ms", "p99_ms", "proxy_cpu_ms", "machine_cores")}
+        | {"errors": sum(r[side]["errors"] for r in rounds)}
+        for side in ("direct", "proxy")
+    }
+    added = {
+        k: round(statistics.median(r[k] for r in rounds), 2)
+        for k in ("added_p50_ms", "added_p99_ms")
+    }
+    return sides | added
 
 
 def _verdict(ok: bool) -> str:
@@ -155,12 +185,14 @@ def _print_closed(name: str, f: dict[str, Any], direct: float) -> None:
 
 def _print_open(name: str, o: dict[str, Any]) -> None:
     d, p = o["direct"], o["proxy"]
+    each = ", ".join(f"{r['added_p50_ms']:+.2f}/{r['added_p99_ms']:+.2f}" for r in o["rounds"])
     print(
-        f"  {name:8} open loop at {o['rate']:.0f} req/s: p50 {p['p50_ms']:.2f} ms "
-        f"(direct {d['p50_ms']:.2f}), p99 {p['p99_ms']:.2f} ms (direct {d['p99_ms']:.2f}): "
-        f"added p50 {o['added_p50_ms']:+.2f} ms, p99 {o['added_p99_ms']:+.2f} ms; "
-        f"proxy CPU {p['proxy_cpu_ms']:.2f} ms per request; machine busy "
-        f"{p['machine_cores']:.1f} cores; errors {d['errors'] + p['errors']}"
+        f"  {name:8} open loop at {o['rate']:.0f} req/s, median of {len(o['rounds'])} rounds: "
+        f"p50 {p['p50_ms']:.2f} ms (direct {d['p50_ms']:.2f}), p99 {p['p99_ms']:.2f} ms "
+        f"(direct {d['p99_ms']:.2f}): added p50 {o['added_p50_ms']:+.2f} ms, "
+        f"p99 {o['added_p99_ms']:+.2f} ms (each round's p50/p99: {each}); proxy CPU "
+        f"{p['proxy_cpu_ms']:.2f} ms per request; machine busy {p['machine_cores']:.1f} cores; "
+        f"errors {d['errors'] + p['errors']}"
     )
 
 
@@ -213,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-nats", action="store_true", help="gateways poll the database")
     parser.add_argument("--litellm-port", type=int, default=0, help="0: a free one")
     parser.add_argument("--rate", type=float, help="open loop rate for our gateways (req/s)")
+    parser.add_argument("--rounds", type=int, default=3, help="open loop rounds (median)")
     parser.add_argument("--baseline", metavar="DIR", help="also a gateway from this checkout")
     parser.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile")
     parser.add_argument("--only", choices=["nonstream", "stream"])
