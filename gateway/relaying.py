@@ -15,6 +15,7 @@ asked for on the client's behalf, and keeps a successful JSON reply when the exc
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -69,7 +70,7 @@ async def relay(
     await out.prepare(request)
     try:
         if sse:
-            ok = await _events(out, opened, record, not client_asked_usage)
+            ok = await _events(request, out, opened, record, not client_asked_usage)
         else:
             ok = await _bytes(request, out, opened, record)
     except ConnectionResetError:  # the client left; the caller closes the upstream reply
@@ -97,20 +98,32 @@ async def _error(opened: Opened, upstream: upstreams.Upstream) -> web.Response:
 
 
 async def _events(
-    out: web.StreamResponse, opened: Opened, record: exchange.Exchange, strip: bool
+    request: web.Request,
+    out: web.StreamResponse,
+    opened: Opened,
+    record: exchange.Exchange,
+    strip: bool,
 ) -> bool:
-    """Relay whole SSE events; on an upstream failure end with the error event."""
-    pending = opened.first
+    """Relay whole SSE events; on an upstream failure end with the error event. Once the
+    headers are out, events are written straight from the upstream's read callback
+    (`_piping`) while the client keeps up, and by awaited writes (which wait for a slow
+    client) otherwise."""
+    events = _Events(record, strip)
+    reply = opened.response
     try:
-        while True:
-            cut = pending.rfind(b"\n\n")
-            if cut >= 0:
-                await _write_events(out, pending[: cut + 2], record, strip)
-                pending = pending[cut + 2 :]
-            chunk = await opened.response.read()
+        await out.write(events.take(opened.first))  # the headers leave with the first events
+        sink = _piping(request, out, events)
+        ended = False
+        if sink is not None:
+            reply.pipe(sink)
+            ended = await reply.piped()
+        while not ended:
+            chunk = await reply.read()
             if chunk is None:
                 break
-            pending += chunk
+            data = events.take(chunk)
+            if data:
+                await out.write(data)
     except upstreamhttp.UpstreamError as exc:
         message = (
             f"the provider's stream broke off after it started ({type(exc).__name__}); "
@@ -119,31 +132,76 @@ async def _events(
         await out.write(envelopes.stream_error(message))
         await out.write_eof()
         return False
-    if pending:
-        await _write_events(out, pending, record, strip)
+    rest = events.rest()
+    if rest:
+        await out.write(rest)
     await out.write_eof()
     return True
 
 
-async def _write_events(
-    out: web.StreamResponse, events: bytes, record: exchange.Exchange, strip: bool
-) -> None:
-    """Write whole events, noting a usage and dropping the usage-only event when ``strip``."""
-    if b'"usage"' not in events:
-        await out.write(events)
-        return
-    kept = bytearray()
-    for event in events.split(b"\n\n"):
-        if not event:
-            continue
-        counted = usage.found(event)
-        if counted is not None:
-            record.usage = counted
-            if strip and usage.only_usage(event):
+_PIPE_LIMIT = 64 * 1024  # bytes waiting for the client above which piping stops
+
+
+def _piping(
+    request: web.Request, out: web.StreamResponse, events: _Events
+) -> Callable[[bytes], bool] | None:
+    """The sink that writes events to the client's socket as the provider's arrive, framed
+    as the response is (chunked, or as they are for an HTTP/1.0 client); None when the
+    response cannot be written that way (compressed, or no transport)."""
+    transport = request.transport
+    if transport is None or out.compression:
+        return None
+    chunked = out.headers.get("Transfer-Encoding", "").lower() == "chunked"
+
+    def sink(chunk: bytes) -> bool:
+        data = events.take(chunk)
+        if not data:
+            return True
+        if transport.is_closing():
+            return False  # the client left; its handler is being cancelled
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+        return transport.get_write_buffer_size() <= _PIPE_LIMIT
+
+    return sink
+
+
+class _Events:
+    """Cuts a provider's SSE bytes into whole events, noting a usage and dropping the
+    usage-only event when ``strip``."""
+
+    def __init__(self, record: exchange.Exchange, strip: bool) -> None:
+        self._record, self._strip = record, strip
+        self._pending = b""
+
+    def take(self, chunk: bytes) -> bytes:
+        """The whole events ``chunk`` completes (empty when none), ready to write."""
+        pending = self._pending + chunk if self._pending else chunk
+        cut = pending.rfind(b"\n\n")
+        if cut < 0:
+            self._pending = pending
+            return b""
+        self._pending = pending[cut + 2 :]
+        return self._kept(pending[: cut + 2])
+
+    def rest(self) -> bytes:
+        """What is left once the provider's reply ended (an event without its blank line)."""
+        rest, self._pending = self._pending, b""
+        return self._kept(rest) if rest else b""
+
+    def _kept(self, events: bytes) -> bytes:
+        if b'"usage"' not in events:
+            return events
+        kept = bytearray()
+        for event in events.split(b"\n\n"):
+            if not event:
                 continue
-        kept += event + b"\n\n"
-    if kept:
-        await out.write(bytes(kept))
+            counted = usage.found(event)
+            if counted is not None:
+                self._record.usage = counted
+                if self._strip and usage.only_usage(event):
+                    continue
+            kept += event + b"\n\n"
+        return bytes(kept)
 
 
 async def _bytes(

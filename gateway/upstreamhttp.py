@@ -1,22 +1,23 @@
 """The gateway's HTTP/1.1 client for its upstream calls: one POST, its reply read as it arrives.
 
 `Client.post` sends a request down a pooled keep-alive connection (a new one when none is idle)
-and returns a `Reply` once the status line and headers are in; `Reply.read` gives the body
-piece by piece (``Content-Length``, chunked or up to the close), `Reply.close` puts the
-connection back in the pool when the reply was read whole and the provider keeps it alive, and
-drops it otherwise. Plain TCP or TLS (the platform's CA store, the ``SSL_CERT_*`` variables).
+and returns a `Reply` once its head is in (`upstreamframing` reads the bytes); `Reply.read`
+gives the body piece by piece, or `Reply.pipe` hands each piece to a callback as it arrives (a
+relay then costs no task switch a piece); `Reply.close` puts the connection back in the pool
+when the reply was read whole and the provider keeps it alive, and drops it otherwise. Plain
+TCP or TLS (the platform's CA store, the ``SSL_CERT_*`` variables).
 
-The timeouts: connecting, and the longest silence while a reply is awaited (its head included);
-a stream lasts as long as it produces. A reply that has not been read for a while is not the
-provider's silence: reading stops (TCP pushes back on the provider) once 256 KiB wait unread.
-An idle connection is closed after `KEEPALIVE_S`, before the provider's server would close it
-(uvicorn's default is 5 s), so that no request goes down a connection closing at that moment.
+Timeouts: connecting, and the longest silence while a reply is awaited (its head included); a
+request's deadline bounds its first byte. A reply not read for a while is not the provider's
+silence: reading stops (TCP pushes back on the provider) once 256 KiB wait unread. An idle
+connection is closed after `KEEPALIVE_S`, before the provider's server would (uvicorn: 5 s),
+so that no request goes down a connection closing at that moment.
 
-Why not aiohttp's client, which the gateway used until issue 18's benchmark: per request it
-builds a URL object, a request and a response with their multidicts, a timer context and a
-payload writer, and it cost about 40 % of the gateway's CPU per request. This client does one
-request the gateway's way, for a quarter of that. Errors are `UpstreamError` (`ConnectTimeout`
-and `ReadTimeout` are `TimeoutError`s too). Called by `forwarding`; it never logs.
+Why not aiohttp's client: per call it builds a URL, a request and a response with their
+multidicts, a timer context and a payload writer; sequential calls to one emulated node cost
+their caller 316-347 µs of CPU each through it, 177-185 µs through this. Errors are
+`UpstreamError` (`ConnectTimeout` and `ReadTimeout` are `TimeoutError`s too). Called by
+`forwarding` and `relaying`; it never logs.
 """
 
 from __future__ import annotations
@@ -27,41 +28,20 @@ import functools
 import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+
+from gateway import upstreamframing
 
 KEEPALIVE_S = 4.0
 _HIGH_WATER = 256 * 1024  # unread bytes of one reply above which the provider is paused
-_MAX_HEAD = 64 * 1024  # a status line and headers longer than this are refused
-_NO_BODY = frozenset({204, 304})
 
 
-class UpstreamError(Exception):
-    """The provider could not be reached, or its reply broke off or was not HTTP. ``what``
-    says which in a few words that name no address (the gateway passes them to clients)."""
-
-    what = "failed"
-
-
-class ConnectFailed(UpstreamError):
-    what = "cannot connect"
-
-
-class ConnectTimeout(ConnectFailed, TimeoutError):
-    """No connection to the provider within the connect timeout."""
-
-
-class Disconnected(UpstreamError):
-    what = "the connection was lost"
-
-
-class BadReply(UpstreamError):
-    what = "not an HTTP/1.1 reply"
-
-
-class ReadTimeout(UpstreamError, TimeoutError):
-    """The provider was silent longer than the read timeout."""
-
-    what = "timed out"
+UpstreamError = upstreamframing.UpstreamError
+BadReply = upstreamframing.BadReply
+ConnectFailed = upstreamframing.ConnectFailed
+ConnectTimeout = upstreamframing.ConnectTimeout
+Disconnected = upstreamframing.Disconnected
+ReadTimeout = upstreamframing.ReadTimeout
 
 
 @functools.lru_cache(maxsize=4096)
@@ -95,8 +75,10 @@ class Client:
         self, url: str, body: bytes, headers: Mapping[str, str], deadline: float | None = None
     ) -> Reply:
         """Send ``body`` to ``url``; the reply once its head arrived. The caller closes it.
-        ``deadline`` (``loop.time()``) bounds the whole exchange, connecting included: past
-        it a wait raises `ReadTimeout` (`ConnectTimeout` while connecting)."""
+        ``deadline`` (``loop.time()``) bounds the wait for the first byte, connecting, the
+        head and the body's first piece included: past it a wait raises `ReadTimeout`
+        (`ConnectTimeout` while connecting). Once a piece is in hand only the read timeout
+        applies: a stream lasts as long as it produces."""
         origin, target, host = _target(url)
         lines = [f"POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"]
         for name, value in headers.items():
@@ -129,7 +111,9 @@ class Client:
             raise ConnectFailed("the client is closed")
         host, port, tls = origin
         loop = asyncio.get_running_loop()
-        context = self._context() if tls else None
+        if tls and self._tls is None:
+            self._tls = ssl.create_default_context()
+        context = self._tls if tls else None
         until = loop.time() + self.connect_timeout_s
         try:
             async with asyncio.timeout_at(until if deadline is None else min(until, deadline)):
@@ -141,22 +125,15 @@ class Client:
                     server_hostname=host if tls else None,
                 )
         except TimeoutError:
-            raise ConnectTimeout(f"no connection to {host}:{port} within "
-                                 f"{self.connect_timeout_s:g} s") from None  # fmt: skip
+            raise ConnectTimeout(f"no connection to {host}:{port} in time") from None
         except (OSError, ssl.SSLError) as exc:
             raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from None
         return connection
 
-    def _context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            self._tls = ssl.create_default_context()
-        return self._tls
-
     def _watch(self, reply: Reply) -> None:
-        """Time ``reply``'s wait. One timer for the whole client, due at the earliest expiry,
-        rather than one per wait: a cancelled timer stays in the event loop's heap until it is
-        due, and at a thousand requests a second with 300 s of read timeout that is hundreds
-        of thousands of them."""
+        """Time ``reply``'s wait: one timer for the client, due at the earliest expiry, not one
+        per wait (a cancelled timer stays in the loop's heap until due: at 1,000 requests a
+        second and a 300 s read timeout, hundreds of thousands)."""
         self._waiting.add(reply)
         if self._watchdog is None or reply.expiry < self._watch_at:
             self._arm(reply.loop, reply.expiry)
@@ -198,21 +175,9 @@ class Client:
 class Reply:
     """One reply: `status`, `headers` (lower-case names), `content_length`, then `read`."""
 
-    __slots__ = (
-        "_buffered",
-        "_chunks",
-        "_connection",
-        "_deadline",
-        "_ended",
-        "_error",
-        "_reusable",
-        "_waiter",
-        "content_length",
-        "expiry",
-        "headers",
-        "loop",
-        "status",
-    )
+    __slots__ = ("_buffered", "_chunks", "_connection", "_deadline", "_ended", "_error",
+                 "_reusable", "_sink", "_waiter", "content_length", "expiry", "headers", "loop",
+                 "status")  # fmt: skip
 
     def __init__(self, connection: _Connection, deadline: float | None) -> None:
         self.status = 0
@@ -228,6 +193,7 @@ class Reply:
         self._ended = False
         self._error: UpstreamError | None = None
         self._reusable = False
+        self._sink: Callable[[bytes], bool] | None = None
 
     async def head(self) -> None:
         """Wait for the status line and headers."""
@@ -242,10 +208,36 @@ class Reply:
             await self._wait()
         chunk = self._chunks.popleft()
         self._buffered -= len(chunk)
+        self._deadline = None  # the first byte is in hand
         connection = self._connection
         if connection is not None and connection.paused and self._buffered < _HIGH_WATER // 4:
             connection.resume()
         return chunk
+
+    def pipe(self, sink: Callable[[bytes], bool]) -> None:
+        """From now on hand each piece of the body to ``sink`` as it arrives, in the event
+        loop's read callback (so ``sink`` must not block), rather than queue it for `read`:
+        a relay then costs no task switch a piece. The pieces already queued go first.
+        ``sink`` returns False to stop (a slow consumer): later pieces queue for `read`
+        again. Then await `piped`."""
+        while self._chunks:
+            chunk = self._chunks.popleft()
+            self._buffered -= len(chunk)
+            self._deadline = None
+            if not sink(chunk):
+                return
+        connection = self._connection
+        if connection is not None and connection.paused:
+            connection.resume()
+        self._sink = sink
+
+    async def piped(self) -> bool:
+        """Wait while the body is piped: True once it ended, False when the sink stopped
+        (read the rest with `read`). Raises as `read` does; silence is timed the same way."""
+        while self._sink is not None and not self._ended:
+            await self._wait()
+        self._sink = None
+        return self._ended and not self._chunks
 
     async def _wait(self) -> None:
         if self._error is not None:
@@ -298,7 +290,8 @@ class Reply:
 
 
 class _Connection(asyncio.Protocol):
-    """One connection to a provider, one request at a time; parses what it receives."""
+    """One connection to a provider, one request at a time; its replies are read by an
+    `upstreamframing.ReplyParser`, whose events this is."""
 
     def __init__(self, client: Client, origin: tuple[str, int, bool]) -> None:
         self.client, self.origin = client, origin
@@ -308,11 +301,7 @@ class _Connection(asyncio.Protocol):
         self.usable = True
         self.paused = False
         self.idle_since = 0.0
-        self._head = bytearray()
-        self._framing = ""  # "length", "chunked" or "close" while a body is read
-        self._remaining = 0  # of a length body, or of the current chunk's data
-        self._chunked = bytearray()  # chunked framing not decoded yet
-        self._keep = False
+        self._parser = upstreamframing.ReplyParser(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -322,8 +311,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None, "not connected"
         assert self.reply is None, "a request is in flight"
         self.reply = reply = Reply(self, deadline)
-        self._head.clear()
-        self._framing = ""
+        self._parser.expect()
         self.transport.write(data)
         return reply
 
@@ -333,118 +321,35 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         try:
-            if not reply.status:
-                data = self._read_head(reply, data)
-            if self._framing and data:
-                self._read_body(reply, data)
+            self._parser.feed(data)
         except UpstreamError as exc:
             reply._fail(exc)
             self.abort()
 
-    def _read_head(self, reply: Reply, data: bytes) -> bytes:
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._head) > _MAX_HEAD:
-                raise BadReply("the provider's reply headers are too long")
-            return b""
-        head, rest = bytes(self._head[:end]), bytes(self._head[end + 4 :])
-        self._head.clear()
-        lines = head.decode("latin-1").split("\r\n")
-        version, _, status = lines[0].partition(" ")
-        code = status[:3]
-        if not version.startswith("HTTP/1.") or not code.isdigit():
-            raise BadReply(f"the provider's reply is not HTTP/1.x: {lines[0][:80]!r}")
-        if code[0] == "1":  # an interim reply (100 Continue): the real one follows
-            return self._read_head(reply, rest) if rest else b""
-        headers = reply.headers
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise BadReply(f"a malformed header in the provider's reply: {line[:80]!r}")
-            name, value = name.strip().lower(), value.strip()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        connection = headers.get("connection", "").lower()
-        self._keep = "close" not in connection and (
-            version == "HTTP/1.1" or "keep-alive" in connection
-        )
-        self._frame(reply, int(code), headers)
-        reply.status = int(code)
+    def head(self, status: int, headers: dict[str, str], length: int | None) -> None:
+        reply = self.reply
+        assert reply is not None
+        reply.headers, reply.content_length, reply.status = headers, length, status
         reply._wake()
-        return rest
 
-    def _frame(self, reply: Reply, code: int, headers: dict[str, str]) -> None:
-        if code in _NO_BODY:
-            self._done(reply)
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            self._framing, self._remaining = "chunked", -1
-            self._keep = self._keep and "content-length" not in headers
-            self._chunked.clear()
-        elif "content-length" in headers:
-            length = headers["content-length"]
-            if not length.isdigit():
-                raise BadReply(f"the provider sent Content-Length {length[:40]!r}")
-            reply.content_length = self._remaining = int(length)
-            self._framing = "length"
-            if not self._remaining:
-                self._done(reply)
-        else:
-            self._framing, self._keep = "close", False
-
-    def _read_body(self, reply: Reply, data: bytes) -> None:
-        if self._framing == "length":
-            if len(data) > self._remaining:  # more than the reply: nothing to trust after it
-                data, self._keep = data[: self._remaining], False
-            self._remaining -= len(data)
-            self._push(reply, data)
-            if not self._remaining:
-                self._done(reply)
-        elif self._framing == "chunked":
-            self._chunked += data
-            self._dechunk(reply)
-        else:
-            self._push(reply, data)
-
-    def _dechunk(self, reply: Reply) -> None:
-        """Decode what is buffered of a chunked body (sizes, data, trailers) as far as it goes."""
-        buffer, pieces, at = self._chunked, [], 0
-        while self._framing:
-            if self._remaining > 0:  # inside a chunk's data
-                piece = buffer[at : at + self._remaining]
-                pieces.append(bytes(piece))
-                at += len(piece)
-                self._remaining -= len(piece)
-                if self._remaining:
-                    break
-                self._remaining = -2  # its CRLF is next
-                continue
-            end = buffer.find(b"\r\n", at)
-            if end < 0:
-                if len(buffer) - at > _MAX_HEAD:
-                    raise BadReply("a chunk size line of the provider's reply is too long")
-                break
-            line = bytes(buffer[at:end])
-            at = end + 2
-            if self._remaining == -2:  # the CRLF after a chunk's data
-                if line:
-                    raise BadReply("a chunk of the provider's reply overran its size")
-                self._remaining = -1
-            elif self._remaining == -1:  # a size line
-                size = line.split(b";", 1)[0].strip()
-                try:
-                    self._remaining = int(size, 16)
-                except ValueError:
-                    raise BadReply(f"a bad chunk size {size[:20]!r}") from None
-                if not self._remaining:
-                    self._remaining = -3  # the last chunk: trailers until an empty line
-            elif not line:  # the empty line that ends the trailers
-                self._done(reply)
-        del buffer[:at]
-        if pieces:
-            self._push(reply, b"".join(pieces))
-
-    def _push(self, reply: Reply, data: bytes) -> None:
-        if not data:
+    def body(self, data: bytes) -> None:
+        reply = self.reply
+        if not data or reply is None:
+            return
+        sink = reply._sink
+        if sink is not None:
+            reply._deadline = None
+            reply.expiry = self.loop.time() + self.client.read_timeout_s
+            try:
+                if sink(data):
+                    return
+            except Exception as exc:  # the consumer's fault; the reply cannot go on
+                reply._sink = None
+                reply._fail(UpstreamError(f"the reply's consumer failed: {exc!r}"))
+                self.abort()
+                return
+            reply._sink = None  # the consumer wants no more now: the rest waits for `read`
+            reply._wake()
             return
         reply._chunks.append(data)
         reply._buffered += len(data)
@@ -453,10 +358,10 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
         reply._wake()
 
-    def _done(self, reply: Reply) -> None:
-        self._framing = ""
-        self.reply = None
-        reply._end(self._keep)
+    def end(self, keep_alive: bool) -> None:
+        reply, self.reply = self.reply, None
+        if reply is not None:
+            reply._end(keep_alive)
 
     def resume(self) -> None:
         if self.paused and self.transport is not None:
@@ -468,17 +373,12 @@ class _Connection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.usable = False
         self._lost(exc)
 
     def _lost(self, exc: Exception | None) -> None:
         self.usable = False
         reply = self.reply
-        if reply is None:
-            return
-        if self._framing == "close":
-            self._keep = False
-            self._done(reply)
+        if reply is None or self._parser.closed():
             return
         self.reply = None
         why = f": {exc}" if exc else ""

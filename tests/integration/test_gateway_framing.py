@@ -4,11 +4,18 @@ stays chunked, event by event."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
+import pytest
+from aiohttp import web
 
+from gateway import relaying
+from runtimestate import resolver
 from tests.integration import gateway_harness
+from tests.integration.gateway_harness import GENERATIVE, declared
+from tests.unit.test_resolver import backend, fleet, model
 
 CHAT = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -30,3 +37,44 @@ async def test_a_streamed_reply_is_still_relayed_in_chunks() -> None:
         events = [e for e in reply.text.split("\n\n") if e]
         assert events[-1] == "data: [DONE]"
         assert json.loads(events[0].removeprefix("data: "))["object"] == "chat.completion.chunk"
+
+
+EVENTS = 3000
+FILLER = "x" * 4000
+
+
+async def _torrent(request: web.Request) -> web.StreamResponse:
+    """A provider streaming ~12 MB of events as fast as it is let, its usage event last."""
+    out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await out.prepare(request)
+    for i in range(EVENTS):
+        chunk = {"object": "chat.completion.chunk", "choices": [{"delta": {"content": FILLER}}]}
+        await out.write(f"data: {json.dumps({**chunk, 'n': i})}\n\n".encode())
+    usage = {"prompt_tokens": 3, "completion_tokens": EVENTS, "total_tokens": EVENTS + 3}
+    await out.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+    await out.write(b"data: [DONE]\n\n")
+    await out.write_eof()
+    return out
+
+
+@pytest.mark.parametrize("limit", [relaying._PIPE_LIMIT, 1], ids=["piped", "awaited"])
+async def test_a_stream_to_a_slow_client_arrives_whole_and_in_order(monkeypatch, limit) -> None:
+    monkeypatch.setattr(relaying, "_PIPE_LIMIT", limit)
+    provider = web.Application()
+    provider.router.add_post("/v1/chat/completions", _torrent)
+    async with gateway_harness.listening(provider, path="") as root:
+        served = [backend("p", model("qwen", 8192, caps=GENERATIVE), type_="vllm", base_url=root)]
+        r = resolver.Resolver.from_snapshot(fleet(*served), desired=declared(served))
+        async with (
+            gateway_harness.serving(r) as url,
+            httpx.AsyncClient(timeout=30) as client,
+            client.stream(
+                "POST", f"{url}/chat/completions", json={**CHAT, "stream": True}
+            ) as reply,
+        ):
+            await asyncio.sleep(0.5)  # not reading: the gateway's socket to us fills up
+            text = (await reply.aread()).decode()
+    events = [e.removeprefix("data: ") for e in text.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    numbers = [json.loads(e)["n"] for e in events[:-1]]
+    assert numbers == list(range(EVENTS))  # the usage event was the gateway's: dropped

@@ -302,3 +302,80 @@ async def test_https_verifies_against_the_ca_the_environment_names(
             assert await body(reply) == b'{"ok":true}'
         finally:
             await trusting.aclose()
+
+
+async def test_the_deadline_bounds_the_first_byte_not_a_stream_that_goes_on(client) -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    events = [b"7\r\ndata: x\r\n"] * 4 + [b"0\r\n\r\n"]
+    async with Server(replying(head, *events, pause=0.1)).running() as server:
+        deadline = asyncio.get_running_loop().time() + 0.15
+        reply = await client.post(server.url(), b"{}", HEADERS, deadline)
+        assert await body(reply) == b"data: x" * 4  # 0.4 s in all, past the deadline
+    async with Server(replying(head, pause=0.3)).running() as server:  # silent after its head
+        deadline = asyncio.get_running_loop().time() + 0.15
+        reply = await client.post(server.url(), b"{}", HEADERS, deadline)
+        with pytest.raises(upstreamhttp.ReadTimeout):
+            await reply.read()
+        reply.close()
+
+
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+async def test_a_piped_body_reaches_the_sink_in_order_queued_pieces_first(client) -> None:
+    pieces = [chunk(b"event %d\n\n" % i) for i in range(6)]
+    async with Server(replying(CHUNKED, *pieces, b"0\r\n\r\n", pause=0.02)).running() as server:
+        reply = await client.post(server.url(), b"{}", HEADERS)
+        first = await reply.read()
+        await asyncio.sleep(0.05)  # more arrives and queues before the pipe
+        got: list[bytes] = []
+        reply.pipe(lambda data: got.append(data) is None)
+        assert await reply.piped() is True
+        reply.close()
+        assert first + b"".join(got) == b"".join(b"event %d\n\n" % i for i in range(6))
+        again = await client.post(server.url(), b"{}", HEADERS)  # the connection was reused
+        assert len(await body(again)) == 6 * 9
+    assert server.connections == 1
+
+
+async def test_a_sink_that_stops_leaves_the_rest_to_read(client) -> None:
+    pieces = [chunk(b"%d;" % i) for i in range(8)]
+    async with Server(replying(CHUNKED, *pieces, b"0\r\n\r\n", pause=0.01)).running() as server:
+        reply = await client.post(server.url(), b"{}", HEADERS)
+        got: list[bytes] = []
+
+        def sink(data: bytes) -> bool:
+            got.append(data)
+            return len(got) < 3
+
+        reply.pipe(sink)
+        assert await reply.piped() is False
+        assert b"".join(got) + await body(reply) == b"0;1;2;3;4;5;6;7;"
+
+
+async def test_a_piped_body_that_breaks_off_or_falls_silent_raises() -> None:
+    quick = upstreamhttp.Client(connect_timeout_s=2.0, read_timeout_s=0.6)
+    try:
+        cut = replying(CHUNKED, chunk(b"a"), chunk(b"b"), pause=0.05, close=True)
+        async with Server(cut).running() as server:
+            reply = await quick.post(server.url(), b"{}", HEADERS)
+            reply.pipe(lambda _: True)
+            with pytest.raises(upstreamhttp.Disconnected):
+                await reply.piped()
+            reply.close()
+        # 0.9 s of pieces 0.1 s apart keep a 0.6 s read timeout at bay; then silence ends it
+        slow = replying(CHUNKED, *[chunk(b"x")] * 9, pause=0.1)
+        async with Server(slow).running() as server:
+            reply = await quick.post(server.url(), b"{}", HEADERS)
+            got: list[bytes] = []
+            reply.pipe(lambda data: got.append(data) is None)
+            with pytest.raises(upstreamhttp.ReadTimeout):
+                await reply.piped()
+            assert b"".join(got) == b"x" * 9  # every piece, then the timeout
+            reply.close()
+    finally:
+        await quick.aclose()
