@@ -42,9 +42,16 @@ class Pace:
             await asyncio.sleep(delay)
 
     async def tokens(self, items: Iterable[T]) -> AsyncIterator[T]:
-        """Yield `items` as they are generated: `ttft` before the first, then `token_delay`."""
+        """Yield `items` as they are generated: the first `ttft` after the call, each next one
+        `token_delay` after the one before, on the generator's own clock, as a GPU makes them.
+        A late wake-up (a busy machine) or a reader that falls behind gets the tokens made
+        meanwhile at once; it does not push back every token after it, as sleeping
+        `token_delay` after each yield did (ten tokens, ten chances to drift)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         for position, item in enumerate(items):
-            delay = self.ttft if position == 0 else self.token_delay
+            due += self.ttft if position == 0 else self.token_delay
+            delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             yield item

@@ -45,10 +45,22 @@ class Call:
     def body_for(self, served: str) -> bytes:
         """The body to send to a provider serving the model as ``served``: the same bytes
         when nothing changes, else the document with ``model`` replaced and, for a stream,
-        ``stream_options.include_usage`` set so that the provider counts the tokens."""
+        ``stream_options.include_usage`` set so that the provider counts the tokens. When
+        only that option is added, and the client sent no ``stream_options``, it is added to
+        the client's bytes rather than the document encoded again (a long prompt would
+        cost a millisecond a request)."""
         asks = self.stream and not self.asked_usage
         if served == self.model and not asks:
             return self.body
+        trimmed = self.body.strip()
+        if (
+            served == self.model
+            and "stream_options" not in self.document
+            and (
+                trimmed[:1] == b"{" and trimmed[-1:] == b"}"  # UTF-8: an object, `model` in it
+            )
+        ):
+            return trimmed[:-1] + _INCLUDE_USAGE
         document = {**self.document, "model": served}
         if asks:
             options = document.get("stream_options")
@@ -57,6 +69,9 @@ class Call:
                 "include_usage": True,
             }
         return json.dumps(document).encode()
+
+
+_INCLUDE_USAGE = b',"stream_options":{"include_usage":true}}'
 
 
 async def read(request: web.Request, max_body_bytes: int) -> Call:
