@@ -37,14 +37,19 @@ throughput; throughput >= 3x LiteLLM's proxy and >= half of going direct.
 
     .venv/bin/python benchmarks/gateway.py [--duration 5] [--clients 64] [--load-processes 2]
         [--emulators 2] [--nodes 2] [--ttft 0.02] [--token-delay 0.001] [--no-litellm]
-        [--no-nats] [--only nonstream|stream] [--rate R] [--rounds 3] [--baseline DIR]
-        [--profile FILE] [--json]
+        [--no-nats] [--only nonstream|stream] [--rate R] [--rounds 3] [--floor]
+        [--baseline DIR] [--baseline-python PYTHON] [--profile FILE] [--json]
 
-``--rate R`` opens the loop at R req/s for our gateways instead of half their throughput (to
-compare two at the same load); ``--baseline DIR`` runs ``llmctl gateway`` from another tree of
-the code (``git archive <commit> | tar -x -C DIR``) beside ours on our interpreter, measured in
-the same run; ``--profile FILE`` runs ours under cProfile. Loopback only. Must not be imported by
-the packages; it is a script.
+``--floor`` also puts a bare TCP relay (`tcprelay`: one asyncio process, as the gateway is,
+copying bytes, no HTTP) in front of the emulators and measures it in the open loop at the
+gateway's load: what any Python process in the path costs on this machine, beside what the
+gateway costs. ``--rate R`` opens the loop at R req/s for our gateways instead of half their
+throughput (to compare two at the same load); ``--baseline DIR`` runs ``llmctl gateway`` from
+another tree of the code (``git archive <commit> | tar -x -C DIR``) beside ours, measured in
+the same run, on our interpreter or on ``--baseline-python PYTHON`` (one with llmctl's
+dependencies: ``PYTHON=python3.12 scripts/install`` in a clone; without ``--baseline``, this
+tree); ``--profile FILE`` runs ours under cProfile. Loopback only.
+Must not be imported by the packages; it is a script.
 """
 
 from __future__ import annotations
@@ -66,9 +71,8 @@ import gatewayfleet
 
 
 def _measure(
-    drivers: chatload.Drivers, fleet: gatewayfleet.Fleet, job: chatload.Job, proxy: int
+    drivers: chatload.Drivers, fleet: gatewayfleet.Fleet, job: chatload.Job, pids: list[int]
 ) -> dict[str, Any]:
-    pids = [proxy] if proxy else []
     before = (gatewayfleet.cpu_s(pids), gatewayfleet.cpu_s(fleet.emulators))
     machine, wall = gatewayfleet.machine_busy_s(), time.perf_counter()
     tally = drivers.run(job)
@@ -94,15 +98,20 @@ def _measure(
     }
 
 
-def _targets(fleet: gatewayfleet.Fleet) -> dict[str, tuple[tuple[str, ...], int]]:
+def _targets(fleet: gatewayfleet.Fleet) -> dict[str, tuple[tuple[str, ...], list[int]]]:
     targets = {
-        "direct": (tuple(f"{n}/v1/chat/completions" for n in fleet.nodes), 0),
-        "gateway": ((f"{fleet.gateway}/chat/completions",), fleet.gateway_pid),
+        "direct": (tuple(f"{n}/v1/chat/completions" for n in fleet.nodes), []),
+        "gateway": ((f"{fleet.gateway}/chat/completions",), [fleet.gateway_pid]),
     }
     if fleet.baseline:
-        targets["baseline"] = ((f"{fleet.baseline}/chat/completions",), fleet.baseline_pid)
+        targets["baseline"] = ((f"{fleet.baseline}/chat/completions",), [fleet.baseline_pid])
     if fleet.litellm:
-        targets["litellm"] = ((f"{fleet.litellm}/chat/completions",), fleet.litellm_pid)
+        targets["litellm"] = ((f"{fleet.litellm}/chat/completions",), [fleet.litellm_pid])
+    if fleet.floor:
+        targets["floor"] = (
+            tuple(f"{n}/v1/chat/completions" for n in fleet.floor),
+            fleet.floor_pids,
+        )
     return targets
 
 
@@ -123,12 +132,16 @@ def _mode(
             token=fleet.litellm_key if name == "litellm" else fleet.token,
         )
 
-    closed = {name: _measure(drivers, fleet, job(name), pid) for name, (_, pid) in targets.items()}
+    closed = {
+        name: _measure(drivers, fleet, job(name), pids)
+        for name, (_, pids) in targets.items()
+        if name != "floor"  # measured only at the gateway's load
+    }
     opened: dict[str, Any] = {}
-    for name in ("gateway", "baseline", "litellm"):
+    for name in ("gateway", "floor", "baseline", "litellm"):
         if name not in targets:
             continue
-        rate = max(1.0, closed[name]["throughput"] / 2)
+        rate = max(1.0, closed["gateway" if name == "floor" else name]["throughput"] / 2)
         if args.rate and name != "litellm":
             rate = args.rate
         rounds = []
@@ -246,7 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--litellm-port", type=int, default=0, help="0: a free one")
     parser.add_argument("--rate", type=float, help="open loop rate for our gateways (req/s)")
     parser.add_argument("--rounds", type=int, default=3, help="open loop rounds (median)")
+    parser.add_argument(
+        "--floor", action="store_true", help="also a bare TCP relay, at the gateway's load"
+    )
     parser.add_argument("--baseline", metavar="DIR", help="also a gateway from this checkout")
+    parser.add_argument(
+        "--baseline-python", metavar="PYTHON", help="run the baseline gateway on this interpreter"
+    )
     parser.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile")
     parser.add_argument("--only", choices=["nonstream", "stream"])
     parser.add_argument("--json", action="store_true", help="print one JSON object")

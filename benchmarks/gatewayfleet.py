@@ -132,6 +132,8 @@ class Fleet:
         self.processes: list[subprocess.Popen[str]] = []
         self.emulators: list[int] = []
         self.nodes: list[str] = []
+        self.floor: list[str] = []  # the nodes through `tcprelay`, with --floor
+        self.floor_pids: list[int] = []
         self.gateway = self.litellm = self.baseline = ""
         self.gateway_pid = self.litellm_pid = self.baseline_pid = 0
         self.nats = ""
@@ -179,6 +181,8 @@ class Fleet:
             url = _await_line(process, log, r"listening on (http://\S+)")
             self.emulators.append(process.pid)
             self.nodes += [f"{url}/nodes/{i}" for i in range(a.nodes)]
+        if a.floor:
+            self._relay()
         for i, node in enumerate(self.nodes):
             self._llmctl(
                 "backend", "add", f"node-{i}", "--type", "vllm", "--url", node, "--no-pool"
@@ -191,13 +195,28 @@ class Fleet:
             command = [sys.executable, "-m", "cProfile", "-o", self.args.profile, *command]
         served = self._nats_env()
         self.gateway, self.gateway_pid = self._gateway("gateway", command, served)
-        if self.args.baseline:  # the same command from another checkout, on our interpreter
+        if self.args.baseline or self.args.baseline_python:  # another tree, or interpreter
             code = "from controller.cli import main; main()"
-            env = served | {"PYTHONPATH": str(self.args.baseline)}
-            command = [sys.executable, "-c", code, "gateway", "--listen", "127.0.0.1:0"]
+            env = served | {"PYTHONPATH": str(self.args.baseline or ROOT)}
+            python = self.args.baseline_python or sys.executable
+            command = [python, "-c", code, "gateway", "--listen", "127.0.0.1:0"]
             self.baseline, self.baseline_pid = self._gateway("baseline", command, env)
         if not a.no_litellm:
             self._start_litellm()
+
+    def _relay(self) -> None:
+        """One `tcprelay` process in front of every emulator process; its nodes are `floor`."""
+        servers = list(dict.fromkeys(n.rsplit("/nodes/", 1)[0] for n in self.nodes))
+        upstreams = [s.rsplit(":", 1)[1] for s in servers]
+        command = [sys.executable, str(ROOT / "benchmarks" / "tcprelay.py"), *upstreams]
+        process, log = self._start("relay", command, self.env)
+        ports = _await_line(process, log, r"listening on ([\d ]+)\n").split()
+        self.floor_pids.append(process.pid)
+        by = dict(zip(servers, ports, strict=True))
+        self.floor = [
+            f"http://127.0.0.1:{by[n.rsplit('/nodes/', 1)[0]]}/nodes/{n.rsplit('/nodes/', 1)[1]}"
+            for n in self.nodes
+        ]
 
     def _nats_env(self) -> dict[str, str]:
         """The gateways' environment: following a NATS server as deployed (nats-server from the
