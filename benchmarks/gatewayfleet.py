@@ -158,6 +158,7 @@ class Fleet:
 
     def start(self) -> None:
         a = self.args
+        servers: list[str] = []
         for e in range(a.emulators):
             process, log = self._start(
                 f"emulator-{e}",
@@ -180,9 +181,10 @@ class Fleet:
             )
             url = _await_line(process, log, r"listening on (http://\S+)")
             self.emulators.append(process.pid)
+            servers.append(url)
             self.nodes += [f"{url}/nodes/{i}" for i in range(a.nodes)]
         if a.floor:
-            self._relay()
+            self._relay(servers)
         for i, node in enumerate(self.nodes):
             self._llmctl(
                 "backend", "add", f"node-{i}", "--type", "vllm", "--url", node, "--no-pool"
@@ -204,19 +206,16 @@ class Fleet:
         if not a.no_litellm:
             self._start_litellm()
 
-    def _relay(self) -> None:
-        """One `tcprelay` process in front of every emulator process; its nodes are `floor`."""
-        servers = list(dict.fromkeys(n.rsplit("/nodes/", 1)[0] for n in self.nodes))
-        upstreams = [s.rsplit(":", 1)[1] for s in servers]
+    def _relay(self, servers: list[str]) -> None:
+        """One `tcprelay` process in front of every emulator process (``servers``, their URLs
+        in `nodes`' order); its nodes are `floor`."""
+        upstreams = [server.rsplit(":", 1)[1] for server in servers]
         command = [sys.executable, str(ROOT / "benchmarks" / "tcprelay.py"), *upstreams]
         process, log = self._start("relay", command, self.env)
         ports = _await_line(process, log, r"listening on ([\d ]+)\n").split()
         self.floor_pids.append(process.pid)
-        by = dict(zip(servers, ports, strict=True))
-        self.floor = [
-            f"http://127.0.0.1:{by[n.rsplit('/nodes/', 1)[0]]}/nodes/{n.rsplit('/nodes/', 1)[1]}"
-            for n in self.nodes
-        ]
+        nodes = range(self.args.nodes)
+        self.floor = [f"http://127.0.0.1:{port}/nodes/{i}" for port in ports for i in nodes]
 
     def _nats_env(self) -> dict[str, str]:
         """The gateways' environment: following a NATS server as deployed (nats-server from the

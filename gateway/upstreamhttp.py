@@ -206,6 +206,10 @@ class Reply:
             if self._ended:
                 return None
             await self._wait()
+        return self._take()
+
+    def _take(self) -> bytes:
+        """The oldest queued piece; the provider is let go on once little is left queued."""
         chunk = self._chunks.popleft()
         self._buffered -= len(chunk)
         self._deadline = None  # the first byte is in hand
@@ -221,14 +225,8 @@ class Reply:
         ``sink`` returns False to stop (a slow consumer): later pieces queue for `read`
         again. Then await `piped`."""
         while self._chunks:
-            chunk = self._chunks.popleft()
-            self._buffered -= len(chunk)
-            self._deadline = None
-            if not sink(chunk):
+            if not sink(self._take()):
                 return
-        connection = self._connection
-        if connection is not None and connection.paused:
-            connection.resume()
         self._sink = sink
 
     async def piped(self) -> bool:
