@@ -127,7 +127,7 @@ class Controller:
         if database.is_sqlite(parsed):
             self._lock_sqlite(pathlib.Path(str(parsed.database)))
         self._stack.push_async_callback(engine.dispose)
-        meter = metrics.Metrics(stats=self._publisher_stats)
+        meter = metrics.Metrics(stats=self._publisher_stats, replay=self._replay_declared)
         await self._start_http(meter, engine, access)  # /healthz answers while migrations wait
         if self.migrate:
             await self._migrate()
@@ -210,6 +210,9 @@ class Controller:
 
     def _publisher_stats(self) -> publisher.Stats:
         return self.publisher.stats if self.publisher is not None else publisher.Stats()
+
+    def _replay_declared(self) -> bool | None:
+        return self.publisher.jetstream if self.publisher is not None else None
 
     def _snapshot(self) -> snapshot.Snapshot:
         return self.state.get() if self.state is not None else snapshot.EMPTY

@@ -4,7 +4,8 @@ Built once by the composition root; `controller.scheduled` records each cycle (`
 each failed job (`failed`) and the download counts it reads after a cycle (`set_downloads`);
 `ObservingSink` sits between the runtime and the publisher and counts bytes pulled from the
 download events; `controller.httpapi` renders `render()` on ``/metrics``. Publisher counters
-(events published and dropped) are read at scrape time. Holds no I/O of its own.
+(events published and dropped) and whether the replay stream is declared are read at scrape
+time. Holds no I/O of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ DOWNLOAD_STATES = tuple(state.value for state in jobs.JobState)
 class Metrics:
     """Every metric ``/metrics`` shows; one instance per process."""
 
-    def __init__(self, stats: Callable[[], publisher.Stats] | None = None) -> None:
+    def __init__(
+        self,
+        stats: Callable[[], publisher.Stats] | None = None,
+        replay: Callable[[], bool | None] | None = None,
+    ) -> None:
         self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
         r = self.registry
         self.cycle_duration = prometheus_client.Histogram(
@@ -71,7 +76,7 @@ class Metrics:
         for state in DOWNLOAD_STATES:
             self.downloads.labels(state=state)
         if stats is not None:
-            r.register(_PublisherCollector(stats))
+            r.register(_PublisherCollector(stats, replay or (lambda: None)))
 
     def observe_cycle(self, report: cycle.Report) -> None:
         """Record one backend cycle's duration and the state it left."""
@@ -111,8 +116,11 @@ def pairs(taken: snapshot.Snapshot) -> tuple[int, int]:
 
 
 class _PublisherCollector(registry.Collector):
-    def __init__(self, stats: Callable[[], publisher.Stats]) -> None:
+    def __init__(
+        self, stats: Callable[[], publisher.Stats], replay: Callable[[], bool | None]
+    ) -> None:
         self._stats = stats
+        self._replay = replay
 
     def collect(self) -> Iterator[core.Metric]:
         stats = self._stats()
@@ -122,8 +130,15 @@ class _PublisherCollector(registry.Collector):
             "llmctl_events_dropped", "Messages dropped while NATS was unavailable."
         )
         dropped.add_metric([], stats.dropped)
+        replay = core.GaugeMetricFamily(
+            "llmctl_events_replay_stream",
+            "1 once the JetStream stream that replays download events is declared; 0 on plain "
+            "NATS, before it is declared or when JetStream does not answer.",
+        )
+        replay.add_metric([], 1 if self._replay() else 0)
         yield published
         yield dropped
+        yield replay
 
 
 @dataclasses.dataclass

@@ -38,6 +38,11 @@ class GuardedClient(nats_client.Client):
             raise nats.errors.Error("nats: tls not offered by the server")
         await super()._process_info(info, initial_connection)
 
+    @property
+    def offers_jetstream(self) -> bool:
+        """The server's INFO of this connection says it has JetStream enabled."""
+        return bool(self._server_info.get("jetstream"))
+
     def _wants_tls(self) -> bool:
         server = self._current_server
         return "tls" in self.options or (server is not None and server.uri.scheme == "tls")

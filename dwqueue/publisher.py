@@ -18,7 +18,11 @@ returned, after its commit. The database is the truth; NATS is a best-effort mir
   ``<prefix>.v1.downloads.>`` keeps the latest event of each job (``max_msgs_per_subject=1``)
   for a bounded age, so a late `dwqueue.subscriber.Watch` replays the current state. It is
   (re)declared on every (re)connect, before the backlog is published; on plain NATS publishing
-  works the same without it.
+  works the same without it. A server that offers JetStream (its INFO says so) but does not
+  answer yet (just started, or electing a leader) is asked again with a growing pause for up to
+  `StreamSettings.retry_for`. Until the stream is declared (or known to be missing) every event
+  is also kept in the backlog and published again after, so the stream records each job's
+  latest one.
 - It presents the `natsauth.NatsAuth` it is given (credentials, TLS); a server that refuses them
   is logged once as a warning with the reason and what to set, and retried like an outage (the
   composition root checks the credentials at start with `dwqueue.connector.probe`).
@@ -48,6 +52,13 @@ log = structlog.get_logger(__name__)
 
 _STREAM_EXISTS_WITH_OTHER_CONFIG = 10058
 _NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+# What a JetStream that is enabled but not ready (starting, electing a leader) answers.
+_NOT_ANSWERING = (
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.errors.TimeoutError,
+    TimeoutError,
+)
 
 
 @dataclasses.dataclass
@@ -69,6 +80,8 @@ class StreamSettings:
     storage: api.StorageType = api.StorageType.FILE
     max_age: dt.timedelta = dt.timedelta(days=1)
     max_bytes: int = 256 * 1024 * 1024
+    retry_for: dt.timedelta = dt.timedelta(minutes=2)  # JetStream offered but not answering
+    first_retry_s: float = 0.25  # doubled after each failure, up to 8 s
 
 
 class Publisher:
@@ -90,7 +103,7 @@ class Publisher:
     ) -> None:
         self.prefix = events.check_prefix(prefix)
         self.stats = Stats()
-        self.jetstream: bool | None = None  # None until known
+        self.jetstream: bool | None = None  # None until known (also while asking again)
         self._servers = [servers] if isinstance(servers, str) else list(servers)
         self._auth = auth or natsauth.NatsAuth()
         self._refused = False  # said once: NATS refuses our credentials or TLS
@@ -107,6 +120,7 @@ class Publisher:
         self._down = False
         self._closing = False
         self._subscriptions: list[tuple[str, Callable[[bytes], Coroutine[Any, Any, None]]]] = []
+        self._declaring: asyncio.Task[None] | None = None  # asking a slow JetStream again
 
     @property
     def connected(self) -> bool:
@@ -174,7 +188,9 @@ class Publisher:
         """Publish the kept events, oldest first, while connected; what cannot be sent is kept
         again (unless a newer event of its job was kept meanwhile)."""
         sent = 0
-        while self._nc.is_connected and (event := self._backlog.pop()) is not None:
+        for _ in range(len(self._backlog)):  # while the stream is awaited `publish` keeps them
+            if not self._nc.is_connected or (event := self._backlog.pop()) is None:
+                break
             if not await self.publish(event, coalesce=False):
                 break  # `publish` kept it again
             sent += 1
@@ -183,10 +199,62 @@ class Publisher:
             log.info("download events: published what NATS missed", events=sent)
 
     async def _ensure_stream(self) -> None:
-        """Declare (or update) the replay stream; on plain NATS note that there is none."""
+        """Declare (or update) the replay stream; on plain NATS note that there is none. A
+        JetStream that is offered but does not answer is asked again in the background."""
         if not self._stream.enabled:
             self.jetstream = False
             return
+        if self._declaring is not None:  # a reconnect: this declaration replaces the retries
+            self._declaring.cancel()
+            self._declaring = None
+        self.jetstream = None
+        try:
+            await self._declare()
+        except _NOT_ANSWERING as exc:
+            if self._nc.offers_jetstream:
+                reason = str(exc) or type(exc).__name__
+                log.info(
+                    "download events: JetStream does not answer yet; asking again", error=reason
+                )
+                self._declaring = asyncio.create_task(self._declare_later())
+                self._tasks.add(self._declaring)
+                self._declaring.add_done_callback(self._tasks.discard)
+                return
+            self.jetstream = False
+            log.info("download events: no JetStream; publishing without replay", error=str(exc))
+        except _NATS_ERRORS as exc:
+            self.jetstream = False
+            log.warning("download events: could not declare the replay stream", error=str(exc))
+        else:
+            self.jetstream = True
+
+    async def _declare_later(self) -> None:
+        """Ask again, pausing longer each time, until JetStream answers or `retry_for` ends;
+        then publish the events kept meanwhile, so the stream has each job's latest."""
+        loop = asyncio.get_running_loop()
+        pause, last = self._stream.first_retry_s, "no answer"
+        give_up = loop.time() + self._stream.retry_for.total_seconds()
+        while loop.time() < give_up:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 8.0)
+            try:
+                await self._declare()
+            except _NATS_ERRORS as exc:
+                last = str(exc) or type(exc).__name__
+                continue
+            self.jetstream = True
+            log.info("download events: replay stream declared")
+            break
+        else:
+            self.jetstream = False
+            log.warning(
+                "download events: JetStream did not answer; publishing without replay until "
+                "NATS reconnects", error=last, waited_s=self._stream.retry_for.total_seconds(),
+            )  # fmt: skip
+        self._declaring = None
+        await self._republish()
+
+    async def _declare(self) -> None:
         config = api.StreamConfig(
             name=events.stream_name(self.prefix),
             subjects=[events.downloads_root(self.prefix) + ".>"],
@@ -198,21 +266,11 @@ class Publisher:
         )
         js = self._nc.jetstream(timeout=self._connect_timeout_s)
         try:
-            try:
-                await js.add_stream(config)
-            except nats.js.errors.BadRequestError as exc:
-                if exc.err_code != _STREAM_EXISTS_WITH_OTHER_CONFIG:
-                    raise
-                await js.update_stream(config)
-        except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
-            self.jetstream = False
-            log.info("download events: no JetStream; publishing without replay", error=str(exc))
-            return
-        except _NATS_ERRORS as exc:
-            self.jetstream = False
-            log.warning("download events: could not declare the replay stream", error=str(exc))
-            return
-        self.jetstream = True
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != _STREAM_EXISTS_WITH_OTHER_CONFIG:
+                raise
+            await js.update_stream(config)
 
     async def publish(self, event: events.DownloadEvent, *, coalesce: bool = True) -> bool:
         """Send ``event`` on its subject if connected; True when handed to NATS. Never raises.
@@ -238,7 +296,10 @@ class Publisher:
             log.exception("download event not published: unexpected error", job_id=event.job_id)
             self.stats.dropped += 1
             return False
-        self._backlog.sent(event)
+        if self.jetstream is None:  # the stream may not record it yet: kept for when it does
+            self._backlog.keep(event)
+        else:
+            self._backlog.sent(event)
         self.stats.published += 1
         return True
 

@@ -169,9 +169,10 @@ async def test_watch_replays_a_download_from_the_stream_serve_declared(
         job_id=jobs.JobId(job), backend="gpu-1", model="llama3", seq=3,
         at=dt.datetime.now(dt.UTC), attempt=1, max_attempts=5,
     )  # fmt: skip
+    # A JetStream publish is acknowledged only by a stream: serve's, declared once it connects.
+    await _replay_stream_declared(deployment.serve)
     client = await deployment.credential.connect()
     try:
-        # A JetStream publish is acknowledged only by a stream: serve's, declared at its start.
         subject = f"{deployment.prefix}.v1.downloads.gpu-1.{job}"
         await client.jetstream(timeout=WAIT_S).publish(subject, done.to_wire())
     finally:
@@ -180,6 +181,13 @@ async def test_watch_replays_a_download_from_the_stream_serve_declared(
     assert code == 0, err
     shown = {json.loads(line)["job_id"]: json.loads(line)["type"] for line in out.splitlines()}
     assert shown[job] == "succeeded"  # (other tests' downloads on this prefix show too)
+
+
+async def _replay_stream_declared(serve: h.Serve) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while (await serve.metrics()).get("llmctl_events_replay_stream") != 1:
+        assert asyncio.get_running_loop().time() < deadline, serve.logs()
+        await asyncio.sleep(0.05)
 
 
 def test_serve_with_a_wrong_credential_exits_1_with_one_line_naming_the_fix(

@@ -87,6 +87,7 @@ async def test_serve_converges_and_a_model_declared_while_it_runs_pulls_within_t
             assert samples["llmctl_pulled_bytes_total"] >= 352e6  # qwen2:0.5b alone is ~352 MB
             assert samples["llmctl_events_published_total"] > 0
             assert "llmctl_events_dropped_total" in samples
+            assert samples["llmctl_events_replay_stream"] == 1  # the shared server has JetStream
             assert samples["llmctl_scheduler_running"] == 1
             assert 'llmctl_downloads{state="succeeded"}' in samples
             assert samples.get('llmctl_errors_total{kind="backend_cycle"}', 0) == 0
