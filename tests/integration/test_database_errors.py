@@ -4,7 +4,9 @@ database error passes unchanged. Real SQLite and Postgres, and a real refused co
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
+import threading
 
 import grimp
 import pytest
@@ -21,6 +23,7 @@ async def _select_one(session: AsyncSession) -> int:
 
 
 async def _unavailable(url: str) -> errors.DatabaseUnavailable:
+    before = set(threading.enumerate())
     engine = database.create_async_engine(url)
     try:
         with pytest.raises(errors.DatabaseUnavailable) as caught:
@@ -29,8 +32,18 @@ async def _unavailable(url: str) -> errors.DatabaseUnavailable:
             await database.read_snapshot(database.session_factory(engine), _select_one)
     finally:
         await engine.dispose()
+        await _aiosqlite_threads_ended(set(threading.enumerate()) - before)
     assert read.value.detail == caught.value.detail
     return caught.value
+
+
+async def _aiosqlite_threads_ended(started: set[threading.Thread]) -> None:
+    # aiosqlite stops the worker thread of a connection that failed to open without awaiting
+    # it; the thread then hands its result to this test's event loop. Ending the test first
+    # closes the loop under it (an unhandled thread exception in a later test).
+    for thread in started:
+        if thread.name.endswith("(_connection_worker_thread)"):
+            await asyncio.to_thread(thread.join, 10)
 
 
 async def test_a_refused_postgres_connection_is_database_unavailable_in_one_line() -> None:
