@@ -24,7 +24,11 @@ hold still on a busy machine when throughput does not; the load generator's busy
 CPU over its wall time: under ~80 % it is not what limits a figure) and its own ceiling (its
 processes over its CPU per request); and how many cores the whole machine was busy (/proc/stat,
 every process, other people's work included: above what our processes take, the figure was
-measured on a shared machine).
+measured on a shared machine). The open loop also shows, per request, how long the proxy and
+the emulators were runnable but kept waiting for a CPU, and how many times the proxy was put on
+one (/proc/PID/task/*/schedstat): on two cores every process in the path takes turns with the
+load generator and the emulators. ``--nice N`` runs every proxy at that scheduling priority
+(the same for all), to see where that waiting goes.
 
 Why 20 ms to the first token and 1 ms between tokens (a reply is 10 tokens, so ~29 ms): long
 enough that a streamed reply is a real stream (events arrive one by one, as from vLLM), short
@@ -38,7 +42,7 @@ throughput; throughput >= 3x LiteLLM's proxy and >= half of going direct.
     .venv/bin/python benchmarks/gateway.py [--duration 5] [--clients 64] [--load-processes 2]
         [--emulators 2] [--nodes 2] [--ttft 0.02] [--token-delay 0.001] [--no-litellm]
         [--no-nats] [--only nonstream|stream] [--rate R] [--rounds 3] [--floor]
-        [--baseline DIR] [--baseline-python PYTHON] [--profile FILE] [--json]
+        [--baseline DIR] [--baseline-python PYTHON] [--profile FILE] [--nice N] [--json]
 
 ``--floor`` also puts a bare TCP relay (`tcprelay`: one asyncio process, as the gateway is,
 copying bytes, no HTTP) in front of the emulators and measures it in the open loop at the
@@ -74,9 +78,14 @@ def _measure(
     drivers: chatload.Drivers, fleet: gatewayfleet.Fleet, job: chatload.Job, pids: list[int]
 ) -> dict[str, Any]:
     before = (gatewayfleet.cpu_s(pids), gatewayfleet.cpu_s(fleet.emulators))
+    waited = (gatewayfleet.waits(pids), gatewayfleet.waits(fleet.emulators))
     machine, wall = gatewayfleet.machine_busy_s(), time.perf_counter()
     tally = drivers.run(job)
     machine, wall = gatewayfleet.machine_busy_s() - machine, time.perf_counter() - wall
+    (proxy_wait, proxy_runs), (emulators_wait, _) = (
+        tuple(a - b for a, b in zip(gatewayfleet.waits(p), w, strict=True))
+        for p, w in ((pids, waited[0]), (fleet.emulators, waited[1]))
+    )
     proxy_cpu, emulators_cpu = (
         gatewayfleet.cpu_s(pids) - before[0],
         gatewayfleet.cpu_s(fleet.emulators) - before[1],
@@ -92,6 +101,10 @@ def _measure(
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2),
         "proxy_cpu_ms": round(proxy_cpu * per_request, 3),
         "emulators_cpu_ms": round(emulators_cpu * per_request, 3),
+        # runnable but kept off a CPU, per request, and how many times the proxy was put on one
+        "proxy_wait_ms": round(proxy_wait * per_request, 3),
+        "proxy_runs": round(proxy_runs / max(1, tally.sent), 1),
+        "emulators_wait_ms": round(emulators_wait * per_request, 3),
         "load_cpu_ms": round(tally.cpu_s * per_request, 3),
         "load_busy": round(tally.cpu_s / max(1e-9, tally.wall_s * drivers.size), 2),
         "machine_cores": round(machine / wall, 2),  # every process's, ours included
@@ -163,6 +176,10 @@ def _mode(
     return {"closed": closed, "open": opened}
 
 
+_ROUND_FIGURES = ("p50_ms", "p99_ms", "proxy_cpu_ms", "proxy_wait_ms", "proxy_runs",
+                  "emulators_wait_ms", "machine_cores")  # fmt: skip
+
+
 def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The rounds' medians, figure by figure (errors: their sum)."""
 
@@ -170,7 +187,7 @@ def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         return round(statistics.median(r[side][key] for r in rounds), 3)
 
     sides = {
-        side: {k: median(side, k) for k in ("p50_ms", "p99_ms", "proxy_cpu_ms", "machine_cores")}
+        side: {k: median(side, k) for k in _ROUND_FIGURES}
         | {"errors": sum(r[side]["errors"] for r in rounds)}
         for side in ("direct", "proxy")
     }
@@ -203,9 +220,11 @@ def _print_open(name: str, o: dict[str, Any]) -> None:
         f"  {name:8} open loop at {o['rate']:.0f} req/s, median of {len(o['rounds'])} rounds: "
         f"p50 {p['p50_ms']:.2f} ms (direct {d['p50_ms']:.2f}), p99 {p['p99_ms']:.2f} ms "
         f"(direct {d['p99_ms']:.2f}): added p50 {o['added_p50_ms']:+.2f} ms, "
-        f"p99 {o['added_p99_ms']:+.2f} ms (each round's p50/p99: {each}); proxy CPU "
-        f"{p['proxy_cpu_ms']:.2f} ms per request; machine busy {p['machine_cores']:.1f} cores; "
-        f"errors {d['errors'] + p['errors']}"
+        f"p99 {o['added_p99_ms']:+.2f} ms (each round's p50/p99: {each}); per request: proxy "
+        f"CPU {p['proxy_cpu_ms']:.2f} ms, proxy kept waiting for a CPU {p['proxy_wait_ms']:.2f} "
+        f"ms over {p['proxy_runs']:.1f} runs on one, emulators kept waiting "
+        f"{p['emulators_wait_ms']:.2f} ms (direct {d['emulators_wait_ms']:.2f}); machine busy "
+        f"{p['machine_cores']:.1f} cores; errors {d['errors'] + p['errors']}"
     )
 
 
@@ -267,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline-python", metavar="PYTHON", help="run the baseline gateway on this interpreter"
     )
     parser.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile")
+    parser.add_argument(
+        "--nice", type=int, help="run every proxy at this nice level (below 0: as root)"
+    )
     parser.add_argument("--only", choices=["nonstream", "stream"])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)

@@ -2,7 +2,8 @@
 them, a real ``llmctl gateway`` and LiteLLM's proxy over the same backends.
 
 `Fleet(tmp, args).start()` starts them in ``tmp`` (logs beside a SQLite database) and
-`Fleet.stop` ends them; `cpu_s` reads what processes used from /proc. A script's helper: must
+`Fleet.stop` ends them; `cpu_s` reads what processes used from /proc, `waits` how long the
+scheduler kept them waiting for a CPU. A script's helper: must
 not be imported by the packages.
 
 LiteLLM's proxy runs from a virtualenv of its own (`LITELLM_VENV`, made on first use with
@@ -70,6 +71,18 @@ def cpu_s(pids: list[int]) -> float:
         fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / _TICK
+
+
+def waits(pids: list[int]) -> tuple[float, int]:
+    """(seconds runnable but waiting for a CPU, times put on a CPU) of every thread of the
+    processes so far (/proc/PID/task/*/schedstat): how much the scheduler kept them waiting."""
+    waited = slices = 0
+    for pid in pids:
+        for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                _, wait_ns, runs = (task / "schedstat").read_text().split()
+                waited, slices = waited + int(wait_ns), slices + int(runs)
+    return waited / 1e9, slices
 
 
 def machine_busy_s() -> float:
@@ -205,6 +218,10 @@ class Fleet:
             self.baseline, self.baseline_pid = self._gateway("baseline", command, env)
         if not a.no_litellm:
             self._start_litellm()
+        if a.nice is not None:  # every proxy measured, the same: the experiment is fair
+            for pid in (self.gateway_pid, self.baseline_pid, self.litellm_pid, *self.floor_pids):
+                if pid:
+                    os.setpriority(os.PRIO_PROCESS, pid, a.nice)
 
     def _relay(self, servers: list[str]) -> None:
         """One `tcprelay` process in front of every emulator process (``servers``, their URLs
