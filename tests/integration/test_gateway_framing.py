@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 
+import h11
 import httpx
 import pytest
 from aiohttp import web
@@ -37,6 +39,41 @@ async def test_a_streamed_reply_is_still_relayed_in_chunks() -> None:
         events = [e for e in reply.text.split("\n\n") if e]
         assert events[-1] == "data: [DONE]"
         assert json.loads(events[0].removeprefix("data: "))["object"] == "chat.completion.chunk"
+
+
+async def test_streams_end_once_each_so_a_kept_alive_connection_stays_in_step() -> None:
+    # Piped events are framed by the relay itself, the chunked end by aiohttp's write_eof: h11
+    # reads every byte, so a frame missing or written twice is a protocol error before the
+    # next response's status line. Tokens 5 ms apart: the events arrive one by one, as a GPU
+    # makes them, and are piped.
+    async with gateway_harness.running(nodes=1, token_delay=0.005) as h:
+        url = urllib.parse.urlsplit(h.url)
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        conn = h11.Connection(h11.CLIENT)
+        body = json.dumps({**CHAT, "stream": True}).encode()
+        try:
+            for _ in range(3):
+                head = [("Host", url.netloc), ("Content-Type", "application/json"),
+                        ("Content-Length", str(len(body)))]  # fmt: skip
+                request = h11.Request(method="POST", target=f"{url.path}/chat/completions",
+                                      headers=head)  # fmt: skip
+                writer.write(conn.send(request) + conn.send(h11.Data(data=body)))
+                writer.write(conn.send(h11.EndOfMessage()))
+                got, data = [], b""
+                while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await asyncio.wait_for(reader.read(65536), 10))
+                    else:
+                        got.append(event)
+                        data += bytes(event.data) if isinstance(event, h11.Data) else b""
+                assert got[0].status_code == 200
+                assert data.endswith(b"data: [DONE]\n\n")
+                conn.start_next_cycle()
+            assert conn.their_state is h11.IDLE
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # nothing stray after
+        finally:
+            writer.close()
 
 
 EVENTS = 3000
