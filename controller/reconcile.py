@@ -257,6 +257,7 @@ def reconcile_command(
         )
     try:
         loaded = settings.load(config, **serve.root_overrides(ctx))
+        loaded.state_settings()  # reads the hub token file: a bad one fails here, in one line
     except errors.ConfigurationError as exc:
         env.fail(str(exc))
     # Its log lines (the canonical ``backend_cycle``) in the format ``serve`` would write.

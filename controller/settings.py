@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from controller import crontab, datadir, httpauth, natssettings
+from dwqueue import secretfiles
 from runtimestate import downloads, echo, errors, state
 from runtimestate.backends import base
 from runtimestate.reconcile import cycle, probing, upgradewatch
@@ -104,6 +105,17 @@ class Settings(natssettings.NatsSettings):
         "https://huggingface.co",
         description="the Hugging Face hub asked for the current commit of node agents' models; "
         "empty: not checked",
+    )
+    hub_token: pydantic.SecretStr | None = pydantic.Field(
+        None,
+        repr=False,
+        description="token sent to hub_url (only there) to check private repos (prefer "
+        "hub_token_file); exclusive with hub_token_file",
+    )
+    hub_token_file: pathlib.Path | None = pydantic.Field(
+        None,
+        description="file holding the token sent to hub_url to check private repos; "
+        "exclusive with hub_token",
     )
     cycle_deadline_s: float = pydantic.Field(
         30.0, gt=0, description="deadline of the observation phase of one backend cycle"
@@ -206,6 +218,14 @@ class Settings(natssettings.NatsSettings):
         httpauth.check_settings(self)
         return self
 
+    @pydantic.model_validator(mode="after")
+    def _one_hub_token(self) -> Settings:
+        if self.hub_token is not None and self.hub_token_file is not None:
+            raise ValueError("give hub_token or hub_token_file, not both")
+        if self.hub_token is not None and not self.hub_token.get_secret_value().strip():
+            raise ValueError("hub_token is empty; set a token or unset it")
+        return self
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'llmctl.db'}"
@@ -251,7 +271,19 @@ class Settings(natssettings.NatsSettings):
             interval_s=self.upgrade_check_interval_s,
             registry_url=self.registry_url or None,
             hub_url=self.hub_url or None,
+            hub_token=self._hub_token(),
         )
+
+    def _hub_token(self) -> str | None:
+        """The hub token, read from its file when one is given. Raises ConfigurationError."""
+        if self.hub_token is not None:
+            return self.hub_token.get_secret_value().strip()
+        if self.hub_token_file is None:
+            return None
+        try:
+            return secretfiles.read(self.hub_token_file, "the hub token file", "hub_token_file")
+        except secretfiles.SecretFileError as exc:
+            raise errors.ConfigurationError(str(exc)) from None
 
 
 def _probing(grace_s: float) -> probing.Policy:

@@ -7,12 +7,13 @@
   the digest `/api/tags` lists once the tag is pulled. Names follow
   `runtimestate.backends.registry.manifest_path` (a host in the name is asked over https).
 - ``hub``: the ``sha`` of ``GET /api/models/<repo>/revision/main`` (PROTOCOLS A.2 step 1), the
-  commit a node agent's snapshot of ``main`` would be.
+  commit a node agent's snapshot of ``main`` would be. With a ``hub_token`` it is sent as a
+  bearer token to the hub, and only there, so that private repos can be checked.
 
 An answer it cannot get (unreachable, an error status, a malformed reply) raises
 `UpstreamError` with a short reason; it never retries (the caller's rate limit decides when to
 ask again). Called by `runtimestate.reconcile.upgradechecks` only; it holds no cache and never
-logs request headers.
+logs request headers (nor shows the token in its repr).
 """
 
 from __future__ import annotations
@@ -45,10 +46,18 @@ class Upstream:
         *,
         timeouts: base.Timeouts = base.Timeouts(connect=3.0, read=5.0, total=10.0),
         http: httpx.AsyncBaseTransport | None = None,
+        hub_token: str | None = None,
     ) -> None:
         self._urls = {OLLAMA: registry_url, HUB: hub_url}
+        self._headers = {
+            OLLAMA: {},
+            HUB: {"authorization": f"Bearer {hub_token}"} if hub_token else {},
+        }
         self._timeouts, self._http = timeouts, http
         self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def __repr__(self) -> str:
+        return f"Upstream(registry_url={self._urls[OLLAMA]!r}, hub_url={self._urls[HUB]!r})"
 
     def asks(self, source: str) -> bool:
         """Whether ``source`` (``ollama`` or ``hub``) has a URL to ask."""
@@ -90,9 +99,9 @@ class Upstream:
 
     async def _get(self, source: str, url: str, headers: dict[str, str]) -> bytes:
         try:
-            reply = await self._client(source).get(url, headers=headers)
+            reply = await self._client(source).get(url, headers=self._headers[source] | headers)
             if reply.status_code != 200:
-                raise UpstreamError(f"HTTP {reply.status_code}")
+                raise UpstreamError(f"HTTP {reply.status_code}{_hint(source, reply.status_code)}")
             return reply.content
         except (httpx.HTTPError, transport.BodyTooLarge) as exc:
             raise UpstreamError(type(exc).__name__) from None
@@ -115,3 +124,11 @@ class Upstream:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+
+
+def _hint(source: str, status: int) -> str:
+    """What a hub's refusal most likely means: a private repo (401 without a token, 404 with
+    one that has no access), and the setting that fixes it."""
+    if source == HUB and status == 401:
+        return " (a private repo? give the controller a hub token: hub_token_file)"
+    return ""

@@ -41,6 +41,7 @@ class Settings:
     hub_url: str | None = upstream.DEFAULT_HUB_URL  # node agents' weights; None: not checked
     concurrency: int = 4  # questions upstream at once
     deadline_s: float = 5.0  # what has not answered by then is a failure
+    hub_token: str | None = dataclasses.field(default=None, repr=False)  # private repos
 
 
 class Watch:
@@ -64,7 +65,10 @@ class Watch:
         """A watch asking the settings' registry and hub; None when ``settings`` is None."""
         if settings is None:
             return None
-        return cls(sessions, upstream.Upstream(settings.registry_url, settings.hub_url), settings)
+        asker = upstream.Upstream(
+            settings.registry_url, settings.hub_url, hub_token=settings.hub_token
+        )
+        return cls(sessions, asker, settings)
 
     def known(self) -> dict[upgrades.Source, upgrades.Latest]:
         """The revisions known upstream, from the checks read so far."""

@@ -41,3 +41,31 @@ async def test_the_hub_answer_is_mains_commit_and_a_missing_repo_is_an_error() -
         finally:
             await asker.aclose()
     assert first != second == sha
+
+
+async def test_a_private_repo_is_checked_with_the_hub_token_and_only_the_hub_gets_it() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    async def note(request: httpx.Request) -> None:
+        seen.append((request.url.netloc.decode(), request.headers.get("authorization")))
+
+    async with hfhub.running(repos=HUB_REPOS) as hub, emulator.running() as registry:
+        anonymous = upstream.Upstream(registry.url, hub.url)
+        granted = upstream.Upstream(registry.url, hub.url, hub_token="hf_ok")
+        try:
+            with pytest.raises(upstream.UpstreamError, match=r"HTTP 401.*hub_token_file"):
+                await anonymous.latest("hub", "org/private")
+            for client in ("ollama", "hub"):  # every request either asker sends, noted
+                granted._client(client).event_hooks["request"].append(note)
+            sha = await granted.latest("hub", "org/private")
+            await granted.latest("ollama", "qwen2:0.5b")
+        finally:
+            await anonymous.aclose()
+            await granted.aclose()
+    assert sha == hub.nodes[0].repos["org/private"].branches["main"]
+    assert seen == [(_host(hub.url), "Bearer hf_ok"), (_host(registry.url), None)]
+    assert "hf_ok" not in repr(granted)
+
+
+def _host(url: str) -> str:
+    return httpx.URL(url).netloc.decode()

@@ -102,6 +102,17 @@ def test_reconcile_without_once_is_refused(llmctl: Cli) -> None:
     assert "give --once" in result.err
 
 
+def test_reconcile_with_an_unreadable_hub_token_file_fails_in_one_line(
+    llmctl: Cli, tmp_path: pathlib.Path
+) -> None:
+    missing = tmp_path / "hub-token"
+    checks = {"LLMCTL_UPGRADE_CHECK_INTERVAL_S": "3600"}  # the token is read only for them
+    result = llmctl("reconcile", "--once", env={"LLMCTL_HUB_TOKEN_FILE": str(missing), **checks})
+    assert result.code == 2
+    assert f"cannot read the hub token file {missing} (hub_token_file)" in result.err
+    assert "Traceback" not in result.err + result.out
+
+
 def _one_backend(url: str, prune: str, models: list[str]) -> str:
     docs = [
         "apiVersion: llmctl/v1\nkind: Backend\nmetadata: {name: gpu-0}\n"

@@ -186,3 +186,34 @@ def test_settings_errors_are_the_one_configuration_error_of_the_tree(
         "cycle_interval_s",
         "download_concurrency",
     ]
+
+
+def test_the_hub_token_reaches_the_upgrade_checks_from_its_file_and_is_never_shown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    secret = tmp_path / "hub-token"
+    secret.write_text("hf_secret\n")
+    monkeypatch.setenv("LLMCTL_HUB_TOKEN_FILE", str(secret))
+    loaded = settings.load()
+    upgrades = loaded.state_settings().cycle.upgrades
+    assert upgrades is not None
+    assert upgrades.hub_token == "hf_secret"
+    assert "hf_secret" not in repr(loaded) + repr(upgrades)
+
+
+def test_a_hub_token_given_twice_or_an_unreadable_file_is_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    monkeypatch.setenv("LLMCTL_HUB_TOKEN", "hf_secret")
+    monkeypatch.setenv("LLMCTL_HUB_TOKEN_FILE", str(tmp_path / "hub-token"))
+    with pytest.raises(errors.ConfigurationError, match="hub_token or hub_token_file"):
+        settings.load()
+    monkeypatch.delenv("LLMCTL_HUB_TOKEN")
+    missing = settings.load()  # the file is read when the checks are built, at start
+    with pytest.raises(errors.ConfigurationError, match="hub_token_file") as refused:
+        missing.state_settings()
+    assert "hf_secret" not in str(refused.value)
+    monkeypatch.setenv("LLMCTL_HUB_TOKEN", " ")
+    monkeypatch.delenv("LLMCTL_HUB_TOKEN_FILE")
+    with pytest.raises(errors.ConfigurationError, match="hub_token is empty"):
+        settings.load()
