@@ -20,9 +20,9 @@ returned, after its commit. The database is the truth; NATS is a best-effort mir
   (re)declared on every (re)connect, before the backlog is published; on plain NATS publishing
   works the same without it. A server that offers JetStream (its INFO says so) but does not
   answer yet (just started, or electing a leader) is asked again with a growing pause for up to
-  `StreamSettings.retry_for`. Until the stream is declared (or known to be missing) every event
-  is also kept in the backlog and published again after, so the stream records each job's
-  latest one.
+  `replaystream.Settings.retry_for` (`dwqueue.replaystream` declares the stream). Until it is
+  declared (or known to be missing) every event is also kept in the backlog and published
+  again after, so the stream records each job's latest one.
 - It presents the `natsauth.NatsAuth` it is given (credentials, TLS); a server that refuses them
   is logged once as a warning with the reason and what to set, and retried like an outage (the
   composition root checks the credentials at start with `dwqueue.connector.probe`).
@@ -35,30 +35,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import nats
 import nats.errors
-import nats.js.errors
 import structlog
-from nats.js import api
 
-from dwqueue import backlog, coalescer, connector, events, flushing, natsauth
+from dwqueue import backlog, coalescer, connector, events, flushing, natsauth, replaystream
 
 log = structlog.get_logger(__name__)
 
-_STREAM_EXISTS_WITH_OTHER_CONFIG = 10058
 _NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
-# What a JetStream that is enabled but not ready (starting, electing a leader) answers.
-_NOT_ANSWERING = (
-    nats.errors.NoRespondersError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.errors.TimeoutError,
-    TimeoutError,
-)
 
 
 @dataclasses.dataclass
@@ -72,18 +61,6 @@ class Stats:
     connects: int = 0
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamSettings:
-    """How the JetStream stream that replays the latest event per job is declared."""
-
-    enabled: bool = True
-    storage: api.StorageType = api.StorageType.FILE
-    max_age: dt.timedelta = dt.timedelta(days=1)
-    max_bytes: int = 256 * 1024 * 1024
-    retry_for: dt.timedelta = dt.timedelta(minutes=2)  # JetStream offered but not answering
-    first_retry_s: float = 0.25  # doubled after each failure, up to 8 s
-
-
 class Publisher:
     """One NATS connection that publishes download events; see the module docstring."""
 
@@ -93,7 +70,7 @@ class Publisher:
         *,
         prefix: str = events.DEFAULT_PREFIX,
         auth: natsauth.NatsAuth | None = None,
-        stream: StreamSettings | None = None,
+        stream: replaystream.Settings | None = None,
         coalesce: coalescer.Coalescer | None = None,
         reconnect_wait_s: float = 1.0,
         connect_timeout_s: float = 2.0,
@@ -107,7 +84,7 @@ class Publisher:
         self._servers = [servers] if isinstance(servers, str) else list(servers)
         self._auth = auth or natsauth.NatsAuth()
         self._refused = False  # said once: NATS refuses our credentials or TLS
-        self._stream = stream or StreamSettings()
+        self._stream = stream or replaystream.Settings()
         self._coalesce = coalesce
         self._reconnect_wait_s = reconnect_wait_s
         self._connect_timeout_s = connect_timeout_s
@@ -210,7 +187,7 @@ class Publisher:
         self.jetstream = None
         try:
             await self._declare()
-        except _NOT_ANSWERING as exc:
+        except replaystream.NOT_ANSWERING as exc:
             if self._nc.offers_jetstream:
                 reason = str(exc) or type(exc).__name__
                 log.info(
@@ -239,9 +216,13 @@ class Publisher:
             pause = min(pause * 2, 8.0)
             try:
                 await self._declare()
-            except _NATS_ERRORS as exc:
+            except replaystream.NOT_ANSWERING as exc:
                 last = str(exc) or type(exc).__name__
                 continue
+            except _NATS_ERRORS as exc:  # it answered, with a refusal: asking again won't help
+                self.jetstream = False
+                log.warning("download events: could not declare the replay stream", error=str(exc))
+                break
             self.jetstream = True
             log.info("download events: replay stream declared")
             break
@@ -255,22 +236,7 @@ class Publisher:
         await self._republish()
 
     async def _declare(self) -> None:
-        config = api.StreamConfig(
-            name=events.stream_name(self.prefix),
-            subjects=[events.downloads_root(self.prefix) + ".>"],
-            storage=self._stream.storage,
-            max_msgs_per_subject=1,
-            max_age=self._stream.max_age.total_seconds(),
-            max_bytes=self._stream.max_bytes,
-            discard=api.DiscardPolicy.OLD,
-        )
-        js = self._nc.jetstream(timeout=self._connect_timeout_s)
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != _STREAM_EXISTS_WITH_OTHER_CONFIG:
-                raise
-            await js.update_stream(config)
+        await replaystream.declare(self._nc, self.prefix, self._stream, self._connect_timeout_s)
 
     async def publish(self, event: events.DownloadEvent, *, coalesce: bool = True) -> bool:
         """Send ``event`` on its subject if connected; True when handed to NATS. Never raises.

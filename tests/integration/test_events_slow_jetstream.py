@@ -18,7 +18,7 @@ import nats
 import nats.js.errors
 import pytest
 
-from dwqueue import events, jobs, publisher
+from dwqueue import events, jobs, publisher, replaystream
 
 AT = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 API, HIDDEN = b"$JS.API.", b"$JX.API."
@@ -116,7 +116,7 @@ async def test_a_stream_declared_late_still_replays_what_was_published_before(
     relay: MutingRelay, nats_url: str, nats_prefix: str
 ) -> None:
     url = relay.url
-    settings = publisher.StreamSettings(first_retry_s=0.05)
+    settings = replaystream.Settings(first_retry_s=0.05)
     pub = publisher.Publisher(url, prefix=nats_prefix, stream=settings, reconnect_wait_s=0.2)
     nc = await nats.connect(nats_url)
     job = jobs.new_job_id(AT)
@@ -146,7 +146,7 @@ async def test_a_jetstream_that_never_answers_is_given_up_and_events_still_flow(
     relay: MutingRelay, nats_url: str, nats_prefix: str
 ) -> None:
     url = relay.url
-    settings = publisher.StreamSettings(first_retry_s=0.05, retry_for=dt.timedelta(seconds=0.5))
+    settings = replaystream.Settings(first_retry_s=0.05, retry_for=dt.timedelta(seconds=0.5))
     pub = publisher.Publisher(url, prefix=nats_prefix, stream=settings, reconnect_wait_s=0.2)
     nc = await nats.connect(nats_url)
     try:
