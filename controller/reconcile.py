@@ -160,7 +160,7 @@ def _instances_settling(report: cycle.Report) -> bool:
 
 async def _reconcile(
     env: runner.Env,
-    config: settings.Settings,
+    runtime_settings: state.Settings,
     dry_run: bool,
     wait_s: float | None,
     selector: selectors.Selector = selectors.EVERYTHING,
@@ -171,7 +171,7 @@ async def _reconcile(
         sink = publisher.Publisher(env.nats_url, prefix=env.prefix, auth=env.nats_auth)
         await sink.start()
     engine = database.create_async_engine(env.database_url)
-    runtime = state.State(engine, sink=sink, settings=config.state_settings(), environ=env.environ)
+    runtime = state.State(engine, sink=sink, settings=runtime_settings, environ=env.environ)
     try:
         report = await runtime.run_backend_cycle(dry_run=dry_run, selector=selector)
         if wait_s is None:
@@ -257,7 +257,7 @@ def reconcile_command(
         )
     try:
         loaded = settings.load(config, **serve.root_overrides(ctx))
-        loaded.state_settings()  # reads the hub token file: a bad one fails here, in one line
+        runtime_settings = loaded.state_settings()  # reads the hub token file: a bad one fails here
     except errors.ConfigurationError as exc:
         env.fail(str(exc))
     # Its log lines (the canonical ``backend_cycle``) in the format ``serve`` would write.
@@ -270,7 +270,9 @@ def reconcile_command(
         prefix=loaded.subject_prefix,
         nats_auth=_nats_auth(env, loaded),
     )
-    report, waited = runner.run_async(env, lambda: _reconcile(env, loaded, dry_run, wait_s, chosen))
+    report, waited = runner.run_async(
+        env, lambda: _reconcile(env, runtime_settings, dry_run, wait_s, chosen)
+    )
     _print(env, report_doc(report, waited), output.Format(fmt))
     if waited is not None and not waited.converged:
         raise SystemExit(1)

@@ -52,15 +52,10 @@ class Call:
         asks = self.stream and not self.asked_usage
         if served == self.model and not asks:
             return self.body
-        trimmed = self.body.strip()
-        if (
-            served == self.model
-            and "stream_options" not in self.document
-            and (
-                trimmed[:1] == b"{" and trimmed[-1:] == b"}"  # UTF-8: an object, `model` in it
-            )
-        ):
-            return trimmed[:-1] + _INCLUDE_USAGE
+        if served == self.model and "stream_options" not in self.document:
+            trimmed = self.body.strip()
+            if trimmed[:1] == b"{" and trimmed[-1:] == b"}":  # UTF-8: an object, `model` in it
+                return trimmed[:-1] + _INCLUDE_USAGE
         document = {**self.document, "model": served}
         if asks:
             options = document.get("stream_options")
