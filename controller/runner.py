@@ -141,7 +141,12 @@ def ensure_schema(url: str, *, create: bool = True) -> None:
     if migrations.is_current(url):
         return
     if database.is_sqlite(database.parse(url)):
-        migrations.upgrade(url)
+        from alembic.util import CommandError
+
+        try:
+            migrations.upgrade(url)
+        except CommandError as exc:  # a revision this llmctl does not know: say so in a line
+            raise UsageError(str(exc)) from None
         return
     raise UsageError(
         f"the database at {database.redact(url)} is not at the current schema "

@@ -54,6 +54,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     with serialised(url):
+        _refuse_unknown(url)
         command.upgrade(config(url), revision)
 
 
@@ -63,7 +64,23 @@ def downgrade(url: str, revision: str) -> None:
     from alembic import command
 
     with serialised(url):
+        _refuse_unknown(url)
         command.downgrade(config(url), revision)
+
+
+def _refuse_unknown(url: str) -> None:
+    """Raise Alembic's `CommandError`, naming the way out, when the database is at a revision
+    no file of this installation has (a newer llmctl migrated it); Alembic's own message
+    names only the revision."""
+    at = current(url)
+    if at is not None and at not in known():
+        from alembic.util import CommandError
+
+        raise CommandError(
+            f"the database is at schema revision {at}, which this llmctl does not know (its "
+            f"newest is {head()}): a newer llmctl migrated it; run that version, or use "
+            "another database"
+        )
 
 
 @contextlib.contextmanager
@@ -83,8 +100,8 @@ def serialised(url: str) -> Iterator[None]:
         engine.dispose()
 
 
-def head() -> str:
-    """The newest revision this installation knows: the one no other revision follows."""
+def _graph() -> tuple[set[str], set[str]]:
+    """(every revision of this installation's files, those another revision follows)."""
     revisions: set[str] = set()
     followed: set[str] = set()
     for path in (HERE / "versions").glob("[0-9]*.py"):
@@ -92,6 +109,17 @@ def head() -> str:
         revisions.add(found[False])
         if found.get(True):
             followed.add(found[True])
+    return revisions, followed
+
+
+def known() -> set[str]:
+    """Every revision this installation has a file for."""
+    return _graph()[0]
+
+
+def head() -> str:
+    """The newest revision this installation knows: the one no other revision follows."""
+    revisions, followed = _graph()
     heads = sorted(revisions - followed)
     assert len(heads) == 1, f"migrations have several heads: {heads}"
     return heads[0]

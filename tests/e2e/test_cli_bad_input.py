@@ -467,3 +467,28 @@ def test_a_long_value_in_a_command_line_error_is_cut_to_80_characters(
     assert "… (5000 characters)" in flat or "… (5002 characters)" in flat, flat[:600]
     assert len(result.err.encode()) < 1500, result.err[:600]
     assert dump(database_url) == before
+
+
+@pytest.mark.parametrize("args", [("backend", "list"), ("db", "upgrade")], ids=" ".join)
+def test_a_database_a_newer_llmctl_migrated_is_refused_in_one_line_and_left_as_it_is(
+    tmp_path: pathlib.Path, args: tuple[str, ...]
+) -> None:
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from controller import cli
+
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    assert CliRunner().invoke(cli.app, ["--database-url", url, "db", "upgrade"]).exit_code == 0
+    with sqlite3.connect(tmp_path / "newer.db") as connection:  # as a later version leaves it
+        connection.execute("UPDATE alembic_version SET version_num = '0099_from_the_future'")
+    result = CliRunner().invoke(cli.app, ["--database-url", url, *args])
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    message = " ".join(result.stderr.split())
+    assert "schema revision 0099_from_the_future, which this llmctl does not know" in message
+    assert "a newer llmctl migrated it" in message
+    assert "Traceback" not in result.stderr
+    with sqlite3.connect(tmp_path / "newer.db") as connection:
+        (at,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert at == "0099_from_the_future"
